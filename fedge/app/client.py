@@ -1,0 +1,125 @@
+"""The ClientApp factory: local training and evaluation on a client's own data.
+
+The same ClientApp runs on every runtime. Its data comes from the node config: a simulated
+client has a ``partition-id`` (and ``num-partitions``) into the run's dataset; a real device
+will name its own data directory. The server's train config (learning rate, epochs, batch size,
+FedProx's ``proximal-mu``) travels in each message, so the server controls the round.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from torch import nn
+
+from fedge.app.training import evaluate, train
+from fedge.config import RunConfig
+from fedge.data import get_dataset, parse_partition, partition_indices
+from fedge.errors import DataError
+from fedge.models import get_model
+
+__all__ = ["ClientData", "build_client_app", "load_client_data"]
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """A client's local samples as tensors, plus what is needed to build its model."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+_PARTITIONS: dict[tuple[Any, ...], list[Any]] = {}
+_MODELS: dict[tuple[Any, ...], nn.Module] = {}
+
+
+def load_client_data(config: RunConfig, node_config: dict[str, Any]) -> ClientData:
+    """The samples of the client described by ``node_config`` (cached per process)."""
+    if "partition-id" not in node_config:
+        raise DataError("node config has no 'partition-id': this client has no data source")
+    partition_id = int(node_config["partition-id"])
+    num_partitions = int(node_config.get("num-partitions", config.clients))
+    dataset = get_dataset(config.dataset, data_dir=config.data_dir)
+    key = (config.dataset, config.data_dir, num_partitions, config.partition, config.seed)
+    if key not in _PARTITIONS:
+        indices = partition_indices(
+            dataset.y_train, num_partitions, parse_partition(config.partition), seed=config.seed
+        )
+        _PARTITIONS[key] = [
+            (torch.from_numpy(dataset.x_train[i]), torch.from_numpy(dataset.y_train[i]))
+            for i in indices
+        ]
+    if not 0 <= partition_id < num_partitions:
+        raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})")
+    x, y = _PARTITIONS[key][partition_id]
+    return ClientData(x, y, dataset.input_shape, dataset.num_classes)
+
+
+def build_client_app(config: RunConfig | None = None) -> ClientApp:
+    """A ClientApp for ``config``; without one, the config is read from the run config."""
+    app = ClientApp()
+
+    @app.train()
+    def train_handler(msg: Message, context: Context) -> Message:
+        cfg = config or RunConfig.from_mapping(dict(context.run_config))
+        return _train(msg, context, cfg)
+
+    @app.evaluate()
+    def evaluate_handler(msg: Message, context: Context) -> Message:
+        cfg = config or RunConfig.from_mapping(dict(context.run_config))
+        return _evaluate(msg, context, cfg)
+
+    return app
+
+
+def _model_for(config: RunConfig, data: ClientData, arrays: ArrayRecord) -> nn.Module:
+    # One model object per process and architecture: loading the global weights into it is
+    # much cheaper than building a new module for every message.
+    key = (config.model, data.input_shape, data.num_classes)
+    if key not in _MODELS:
+        _MODELS[key] = get_model(
+            config.model, input_shape=data.input_shape, num_classes=data.num_classes
+        )
+    model = _MODELS[key]
+    model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+    return model
+
+
+def _train(msg: Message, context: Context, config: RunConfig) -> Message:
+    data = load_client_data(config, dict(context.node_config))
+    model = _model_for(config, data, msg.content.array_records["arrays"])
+    train_config: ConfigRecord = msg.content.config_records.get("config", ConfigRecord())
+    server_round = int(train_config.get("server-round", 0))
+    partition_id = int(context.node_config.get("partition-id", context.node_id))
+    loss = train(
+        model,
+        data.x,
+        data.y,
+        epochs=int(train_config.get("local-epochs", config.local_epochs)),
+        batch_size=int(train_config.get("batch-size", config.batch_size)),
+        lr=float(train_config.get("lr", config.lr)),
+        momentum=float(train_config.get("momentum", config.momentum)),
+        seed=_client_seed(config.seed, server_round, partition_id),
+        proximal_mu=float(train_config.get("proximal-mu", 0.0)),
+    )
+    metrics = MetricRecord({"num-examples": len(data.y), "train-loss": loss})
+    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
+    return Message(content=content, reply_to=msg)
+
+
+def _evaluate(msg: Message, context: Context, config: RunConfig) -> Message:
+    data = load_client_data(config, dict(context.node_config))
+    model = _model_for(config, data, msg.content.array_records["arrays"])
+    result = evaluate(model, data.x, data.y)
+    metrics = MetricRecord(
+        {"num-examples": result.num_examples, "eval-loss": result.loss, "eval-acc": result.accuracy}
+    )
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def _client_seed(seed: int, server_round: int, partition_id: int) -> int:
+    return (seed * 1_000_003 + server_round * 10_007 + partition_id) % 2**63

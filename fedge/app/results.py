@@ -1,0 +1,115 @@
+"""What a run produces: per-round records, ``results.json`` and the PNG plots."""
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RoundRecord", "RunResult", "read_results", "write_plots", "write_results"]
+
+
+@dataclass
+class RoundRecord:
+    """One round: centralized test metrics, timing, who took part and who was dropped."""
+
+    round: int
+    accuracy: float
+    loss: float
+    seconds: float
+    train_seconds: float
+    train_loss: float | None = None
+    sampled: int = 0
+    aggregated: int = 0
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    client_accuracy: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; ``extra`` keys are merged in at the top level."""
+        data = asdict(self)
+        data.update(data.pop("extra"))
+        return data
+
+
+@dataclass
+class RunResult:
+    """A whole run: its config, every round, the final metrics and the timing."""
+
+    config: dict[str, Any]
+    rounds: list[RoundRecord] = field(default_factory=list)
+    total_seconds: float = 0.0
+    stopped_reason: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_accuracy(self) -> float:
+        """Test accuracy after the last completed round (0 if none completed)."""
+        return self.rounds[-1].accuracy if self.rounds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``results.json`` document."""
+        final: dict[str, Any] = {
+            "accuracy": self.final_accuracy,
+            "loss": self.rounds[-1].loss if self.rounds else None,
+            "rounds_completed": len(self.rounds),
+        }
+        if self.stopped_reason:
+            final["stopped_reason"] = self.stopped_reason
+        return {
+            "config": self.config,
+            "rounds": [r.to_dict() for r in self.rounds],
+            "final": final,
+            "timing": {
+                "total_s": self.total_seconds,
+                "train_s": sum(r.train_seconds for r in self.rounds),
+            },
+            "dropped": [
+                {"round": r.round, **d} for r in self.rounds for d in r.dropped
+            ],
+            **self.notes,
+        }
+
+
+def write_results(out_dir: Path, result: RunResult) -> Path:
+    """Write ``results.json`` atomically and return its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "results.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    tmp.replace(path)
+    return path
+
+
+def read_results(out_dir: Path) -> dict[str, Any]:
+    """Read a finished run's ``results.json``."""
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        from fedge.errors import FedgeError
+
+        raise FedgeError(f"{path} does not exist: is {out_dir} the --out of a fedge run?")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def write_plots(out_dir: Path, result: RunResult) -> list[Path]:
+    """Write ``accuracy.png`` and ``loss.png`` (test metrics per round)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [r.round for r in result.rounds]
+    written = []
+    for key, label in (("accuracy", "test accuracy"), ("loss", "test loss")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(rounds, [getattr(r, key) for r in result.rounds], marker="o")
+        ax.set_xlabel("round")
+        ax.set_ylabel(label)
+        ax.set_title(f"{result.config.get('dataset')} / {result.config.get('model')}: {label}")
+        ax.grid(alpha=0.3)
+        path = out_dir / f"{key}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written

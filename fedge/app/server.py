@@ -1,0 +1,173 @@
+"""The ServerApp factory and the round loop it runs on any ``Grid``.
+
+fedge drives Flower's strategies itself instead of calling ``Strategy.start`` so that, on every
+runtime, each reply is validated before aggregation, the global model is checkpointed every
+round, and each round's record reaches the caller as soon as it is done.
+"""
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedge.app.checkpoint import Checkpoint, save_checkpoint
+from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
+from fedge.app.strategies import build_strategy
+from fedge.app.training import evaluate, set_seed
+from fedge.app.validation import validate_evaluate_replies, validate_train_replies
+from fedge.config import RunConfig
+from fedge.data import get_dataset
+from fedge.log import logger
+from fedge.models import get_model
+
+__all__ = ["RoundCallback", "build_server_app", "run_federation"]
+
+RoundCallback = Callable[[RoundRecord], None]
+
+
+def build_server_app(
+    config: RunConfig | None = None,
+    *,
+    out_dir: Path | None = None,
+    on_round: RoundCallback | None = None,
+    results: list[RunResult] | None = None,
+) -> ServerApp:
+    """A ServerApp running ``config`` (or the run config of ``flwr run``).
+
+    Each finished :class:`RunResult` is appended to ``results`` when given, and written to
+    ``out_dir`` (``results.json``, checkpoints, plots) when given.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_config = dict(context.run_config)
+        out = out_dir or (Path(str(run_config.pop("out"))) if "out" in run_config else None)
+        cfg = config or RunConfig.from_mapping(run_config)
+        result = run_federation(grid, cfg, out_dir=out, on_round=on_round)
+        if results is not None:
+            results.append(result)
+
+    return app
+
+
+def run_federation(
+    grid: Grid,
+    config: RunConfig,
+    *,
+    out_dir: Path | None = None,
+    on_round: RoundCallback | None = None,
+) -> RunResult:
+    """Run ``config.rounds`` rounds of federated training on ``grid``."""
+    set_seed(config.seed)
+    started = time.perf_counter()
+    dataset = get_dataset(config.dataset, data_dir=config.data_dir)
+    model = get_model(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
+    arrays = ArrayRecord(model.state_dict())
+    strategy = build_strategy(config)
+    result = RunResult(config=config.to_dict())
+    for server_round in range(1, config.rounds + 1):
+        round_started = time.perf_counter()
+        train_config = ConfigRecord(
+            {
+                "lr": config.lr,
+                "local-epochs": config.local_epochs,
+                "batch-size": config.batch_size,
+                "momentum": config.momentum,
+            }
+        )
+        messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
+        replies = grid.send_and_receive(messages, timeout=config.round_timeout)
+        kept, dropped = validate_train_replies(replies, arrays)
+        for d in dropped:
+            logger.warning("round %d: dropped node %d: %s", server_round, d.node_id, d.reason)
+        new_arrays, train_metrics = (
+            strategy.aggregate_train(server_round, kept) if kept else (None, None)
+        )
+        if new_arrays is not None:
+            arrays = new_arrays
+        train_seconds = time.perf_counter() - round_started
+        record = RoundRecord(
+            round=server_round,
+            accuracy=0.0,
+            loss=0.0,
+            seconds=0.0,
+            train_seconds=train_seconds,
+            train_loss=_metric(train_metrics, "train-loss"),
+            sampled=len(messages),
+            aggregated=len(kept) if new_arrays is not None else 0,
+            dropped=[d.to_dict() for d in dropped],
+        )
+        record.client_accuracy = _client_evaluate(strategy, server_round, arrays, grid, config)
+        model.load_state_dict(arrays.to_torch_state_dict())
+        test = evaluate(model, x_test, y_test)
+        record.accuracy, record.loss = test.accuracy, test.loss
+        record.seconds = time.perf_counter() - round_started
+        result.rounds.append(record)
+        if out_dir is not None:
+            _checkpoint(out_dir, config, dataset.input_shape, dataset.num_classes, model, record)
+        logger.info(
+            "round %d: accuracy %.4f loss %.4f (%.1fs)",
+            server_round,
+            record.accuracy,
+            record.loss,
+            record.seconds,
+        )
+        if on_round is not None:
+            on_round(record)
+    result.total_seconds = time.perf_counter() - started
+    if out_dir is not None:
+        write_results(out_dir, result)
+        write_plots(out_dir, result)
+    return result
+
+
+def _client_evaluate(
+    strategy: object, server_round: int, arrays: ArrayRecord, grid: Grid, config: RunConfig
+) -> float | None:
+    if config.fraction_evaluate <= 0:
+        return None
+    from flwr.serverapp.strategy import Strategy
+
+    assert isinstance(strategy, Strategy)
+    messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
+    replies = grid.send_and_receive(messages, timeout=config.round_timeout)
+    kept, _ = validate_evaluate_replies(replies)
+    metrics = strategy.aggregate_evaluate(server_round, kept) if kept else None
+    return _metric(metrics, "eval-acc")
+
+
+def _metric(metrics: object, key: str) -> float | None:
+    if metrics is None:
+        return None
+    value = metrics.get(key)  # type: ignore[attr-defined]
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _checkpoint(
+    out_dir: Path,
+    config: RunConfig,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    model: torch.nn.Module,
+    record: RoundRecord,
+) -> None:
+    checkpoint = Checkpoint(
+        model=config.model,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        dataset=config.dataset,
+        server_round=record.round,
+        state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
+        config=config.to_dict(),
+    )
+    folder = out_dir / "checkpoints"
+    save_checkpoint(folder / f"round-{record.round:04d}.pt", checkpoint)
+    save_checkpoint(out_dir / "model.pt", checkpoint)
+    stale = sorted(folder.glob("round-*.pt"))[: -config.keep_checkpoints]
+    for path in stale:
+        path.unlink(missing_ok=True)

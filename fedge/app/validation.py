@@ -1,0 +1,105 @@
+"""Checks every client reply before aggregation, on every runtime.
+
+A training reply is kept only if it carries exactly one ArrayRecord whose tensor names,
+shapes and dtypes equal the global model's, whose values are all finite, and a MetricRecord
+with a positive ``num-examples``. Anything else is dropped with a reason, and the round goes
+on with the other clients.
+"""
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from flwr.app import ArrayRecord, Message
+
+__all__ = ["DroppedReply", "validate_evaluate_replies", "validate_train_replies"]
+
+
+@dataclass(frozen=True)
+class DroppedReply:
+    """A reply that was not aggregated, with the node that sent it and why."""
+
+    node_id: int
+    reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def validate_train_replies(
+    replies: Iterable[Message], reference: ArrayRecord
+) -> tuple[list[Message], list[DroppedReply]]:
+    """Split training replies into those fit to aggregate and those dropped (with reasons)."""
+    kept: list[Message] = []
+    dropped: list[DroppedReply] = []
+    for msg in replies:
+        reason = _error_reason(msg) or _metrics_problem(msg) or _arrays_problem(msg, reference)
+        if reason:
+            dropped.append(DroppedReply(int(msg.metadata.src_node_id), reason))
+        else:
+            kept.append(msg)
+    return kept, dropped
+
+
+def validate_evaluate_replies(
+    replies: Iterable[Message],
+) -> tuple[list[Message], list[DroppedReply]]:
+    """Split evaluation replies into usable ones and dropped ones (with reasons)."""
+    kept: list[Message] = []
+    dropped: list[DroppedReply] = []
+    for msg in replies:
+        reason = _error_reason(msg) or _metrics_problem(msg)
+        if reason:
+            dropped.append(DroppedReply(int(msg.metadata.src_node_id), reason))
+        else:
+            kept.append(msg)
+    return kept, dropped
+
+
+def _error_reason(msg: Message) -> str | None:
+    if msg.has_error():
+        return f"client error: {msg.error.reason}"
+    return None
+
+
+def _metrics_problem(msg: Message) -> str | None:
+    records = list(msg.content.metric_records.values())
+    if len(records) != 1:
+        return f"expected one MetricRecord, got {len(records)}"
+    num_examples = records[0].get("num-examples")
+    if isinstance(num_examples, list) or num_examples is None:
+        return "MetricRecord has no scalar 'num-examples'"
+    if not np.isfinite(num_examples) or num_examples <= 0:
+        return f"'num-examples' is {num_examples}, must be a positive number"
+    for key, value in records[0].items():
+        values = value if isinstance(value, list) else [value]
+        if not all(np.isfinite(v) for v in values):
+            return f"metric {key!r} is not finite"
+    return None
+
+
+def _arrays_problem(msg: Message, reference: ArrayRecord) -> str | None:
+    records = list(msg.content.array_records.values())
+    if len(records) != 1:
+        return f"expected one ArrayRecord, got {len(records)}"
+    arrays = records[0]
+    missing = sorted(set(reference) - set(arrays))
+    unexpected = sorted(set(arrays) - set(reference))
+    if missing or unexpected:
+        return f"tensor names differ: missing {missing}, unexpected {unexpected}"
+    for name, ref in reference.items():
+        got = arrays[name]
+        if tuple(got.shape) != tuple(ref.shape):
+            return f"tensor {name!r} has shape {tuple(got.shape)}, expected {tuple(ref.shape)}"
+        if got.dtype != ref.dtype:
+            return f"tensor {name!r} has dtype {got.dtype}, expected {ref.dtype}"
+        try:
+            values = got.numpy()
+        except (ValueError, TypeError) as err:
+            return f"tensor {name!r} cannot be decoded: {err}"
+        if values.shape != tuple(ref.shape):
+            return f"tensor {name!r} decodes to shape {values.shape}, expected {tuple(ref.shape)}"
+        if not np.isfinite(values).all():
+            return f"tensor {name!r} has NaN or Inf values"
+    return None

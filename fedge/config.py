@@ -1,0 +1,163 @@
+"""The typed run configuration shared by ``fedge simulate``, the ServerApp and the ClientApp.
+
+A :class:`RunConfig` is validated when built: a bad value raises
+:class:`~fedge.errors.ConfigError` naming the CLI option and the value. It can be read from a
+TOML file (keys are the CLI option names, with dashes or underscores) and round-trips through
+Flower's flat ``run_config`` so that ``flwr run .`` builds the same app.
+"""
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fedge.errors import ConfigError
+
+__all__ = ["RUNTIMES", "RunConfig", "load_config_file"]
+
+RUNTIMES = ("local", "ray", "grpc")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a federated run. Field names match CLI options (``_`` → ``-``)."""
+
+    dataset: str = "mnist-5k"
+    data_dir: str | None = None
+    model: str = "fedavg-cnn"
+    clients: int = 10
+    rounds: int = 10
+    fraction: float = 1.0
+    fraction_evaluate: float = 0.0
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    partition: str = "iid"
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.01
+    trimmed_beta: float = 0.2
+    krum_malicious: int = 1
+    server_lr: float = 0.01
+    runtime: str = "local"
+    seed: int = 0
+    min_clients: int = 1
+    round_timeout: float = 600.0
+    keep_checkpoints: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+    def to_run_config(self) -> dict[str, bool | float | int | str]:
+        """Flower's flat ``run_config`` (dash-separated keys, no ``None`` values)."""
+        flat: dict[str, bool | float | int | str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or f.name == "extra":
+                continue
+            flat[f.name.replace("_", "-")] = value
+        return flat
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> "RunConfig":
+        """Build from a mapping with dashed or underscored keys; unknown keys are an error."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known or name == "extra":
+                raise ConfigError(
+                    key, value, f"is not a known option; valid: {', '.join(_option_names())}"
+                )
+            kwargs[name] = _coerce(name, value, known[name].type)
+        return cls(**kwargs)
+
+    def _validate(self) -> None:
+        from fedge.data import list_datasets, parse_partition
+        from fedge.models import list_models
+
+        _one_of("--dataset", self.dataset, list_datasets())
+        _one_of("--model", self.model, list_models())
+        _one_of("--runtime", self.runtime, list(RUNTIMES))
+        from fedge.app.strategies import list_strategies
+
+        _one_of("--strategy", self.strategy, list_strategies())
+        parse_partition(self.partition)
+        _at_least("--clients", self.clients, 1)
+        _at_least("--rounds", self.rounds, 1)
+        _at_least("--local-epochs", self.local_epochs, 1)
+        _at_least("--batch-size", self.batch_size, 1)
+        _at_least("--min-clients", self.min_clients, 1)
+        _at_least("--keep-checkpoints", self.keep_checkpoints, 1)
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError("--fraction", self.fraction, "is outside (0, 1]")
+        if not 0.0 <= self.fraction_evaluate <= 1.0:
+            raise ConfigError("--fraction-evaluate", self.fraction_evaluate, "is outside [0, 1]")
+        for option, value in (("--lr", self.lr), ("--round-timeout", self.round_timeout)):
+            if not value > 0:
+                raise ConfigError(option, value, "must be positive")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError("--momentum", self.momentum, "is outside [0, 1)")
+        if not 0.0 <= self.trimmed_beta < 0.5:
+            raise ConfigError("--trimmed-beta", self.trimmed_beta, "is outside [0, 0.5)")
+        if self.proximal_mu < 0:
+            raise ConfigError("--proximal-mu", self.proximal_mu, "must not be negative")
+
+
+def load_config_file(path: Path | str) -> dict[str, Any]:
+    """Read a TOML config file into a mapping (validated later by :meth:`RunConfig.from_mapping`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("--config", str(path), "is not a file")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError("--config", str(path), f"is not valid TOML: {err}") from err
+    # A [simulate] table is accepted so one file can hold several command sections.
+    table = data.get("simulate", data)
+    if not isinstance(table, dict):
+        raise ConfigError("--config", str(path), "must hold a table of options")
+    return dict(table)
+
+
+def _option_names() -> list[str]:
+    return [f.name.replace("_", "-") for f in fields(RunConfig) if f.name != "extra"]
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    option = "--" + name.replace("_", "-")
+    try:
+        if annotation is int and not isinstance(value, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if annotation is float and not isinstance(value, bool):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(option, value, f"is not a valid {annotation.__name__}") from None
+    if annotation in (int, float) and isinstance(value, bool):
+        raise ConfigError(option, value, f"is not a valid {annotation.__name__}")
+    if annotation is str and not isinstance(value, str):
+        raise ConfigError(option, value, "is not a string")
+    return value
+
+
+def _one_of(option: str, value: str, choices: list[str]) -> None:
+    if value not in choices:
+        raise ConfigError(option, value, f"is not one of: {', '.join(choices)}")
+
+
+def _at_least(option: str, value: int, minimum: int) -> None:
+    if not isinstance(value, int) or value < minimum:
+        raise ConfigError(option, value, f"must be an integer >= {minimum}")

@@ -1,0 +1,146 @@
+"""The ``local`` runtime: an in-process ``Grid`` that calls the ClientApp directly.
+
+No actors, no serialization and no polling: ``send_and_receive`` runs the ClientApp for each
+message in order, in this process, so a run is deterministic for a given seed. A ClientApp that
+raises yields an error reply, as on the other runtimes.
+"""
+
+import traceback
+from collections.abc import Iterable
+from typing import Any
+from uuid import uuid4
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedge.log import logger
+
+__all__ = ["LocalGrid", "run_local", "set_server_identity"]
+
+_SERVER_NODE_ID = 0
+
+
+class LocalGrid(Grid):
+    """A ``Grid`` whose nodes are ClientApp calls in this process.
+
+    Node ``i`` (id ``i + 1``) gets ``{"partition-id": i, "num-partitions": n}`` as node config,
+    like a SuperNode of Flower's simulation engine.
+    """
+
+    def __init__(
+        self,
+        client_app: ClientApp,
+        *,
+        num_nodes: int,
+        run_config: dict[str, Any] | None = None,
+        run_id: int = 1,
+    ) -> None:
+        self._client_app = client_app
+        self._run = Run.create_empty(run_id)
+        self._contexts = {
+            i + 1: Context(
+                run_id=run_id,
+                node_id=i + 1,
+                node_config={"partition-id": i, "num-partitions": num_nodes},
+                state=RecordDict(),
+                run_config=dict(run_config or {}),
+            )
+            for i in range(num_nodes)
+        }
+        self._pending: dict[str, Message] = {}
+
+    def set_run(self, run: Run) -> None:
+        """Set the run this grid operates in."""
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        """The run this grid operates in."""
+        return self._run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        """Create a message to ``dst_node_id``."""
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """The ids of all nodes (``1..n``)."""
+        return list(self._contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Queue messages; they run when their replies are pulled."""
+        ids = []
+        for msg in messages:
+            if msg.metadata.dst_node_id not in self._contexts:
+                raise ValueError(f"message to unknown node {msg.metadata.dst_node_id}")
+            message_id = uuid4().hex
+            msg.metadata.__dict__["_message_id"] = message_id
+            msg.metadata.__dict__["_src_node_id"] = _SERVER_NODE_ID
+            msg.metadata.__dict__["_run_id"] = self._run.run_id
+            self._pending[message_id] = msg
+            ids.append(message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Run the ClientApp for each queued message and return the replies."""
+        replies = []
+        for message_id in message_ids:
+            msg = self._pending.pop(message_id, None)
+            if msg is not None:
+                replies.append(self._call(msg))
+        return replies
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Run every message now, in order; ``timeout`` does not apply in-process."""
+        return self.pull_messages(list(self.push_messages(messages)))
+
+    def _call(self, msg: Message) -> Message:
+        context = self._contexts[msg.metadata.dst_node_id]
+        try:
+            return self._client_app(msg, context)
+        except Exception as err:  # a failing client must not stop the round
+            logger.warning(
+                "node %d raised %s: %s", msg.metadata.dst_node_id, type(err).__name__, err
+            )
+            logger.debug("%s", traceback.format_exc())
+            reason = f"{type(err).__name__}: {err}"
+            return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=msg)
+
+
+def run_local(
+    server_app: ServerApp,
+    client_app: ClientApp,
+    *,
+    num_nodes: int,
+    run_config: dict[str, Any] | None = None,
+) -> None:
+    """Run ``server_app`` against ``num_nodes`` in-process ClientApp nodes."""
+    grid = LocalGrid(client_app, num_nodes=num_nodes, run_config=run_config)
+    set_server_identity(grid.run.run_id)
+    context = Context(
+        run_id=grid.run.run_id,
+        node_id=_SERVER_NODE_ID,
+        node_config={},
+        state=RecordDict(),
+        run_config=dict(run_config or {}),
+    )
+    server_app(grid, context)
+
+
+def set_server_identity(run_id: int) -> None:
+    """Tell Flower's ``Message`` constructor which run and node this process serves."""
+    TaskIdentity.run_id = run_id
+    TaskIdentity.node_id = _SERVER_NODE_ID
+    TaskIdentity.task_id = 0
