@@ -8,7 +8,7 @@ Flower's flat ``run_config`` so that ``flwr run .`` builds the same app.
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class RunConfig:
     min_clients: int = 1
     round_timeout: float = 600.0
     keep_checkpoints: int = 2
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._validate()
@@ -63,7 +62,7 @@ class RunConfig:
         flat: dict[str, bool | float | int | str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or f.name == "extra":
+            if value is None:
                 continue
             flat[f.name.replace("_", "-")] = value
         return flat
@@ -75,7 +74,7 @@ class RunConfig:
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             name = key.replace("-", "_")
-            if name not in known or name == "extra":
+            if name not in known:
                 raise ConfigError(
                     key, value, f"is not a known option; valid: {', '.join(_option_names())}"
                 )
@@ -115,7 +114,7 @@ class RunConfig:
 
 
 def load_config_file(path: Path | str) -> dict[str, Any]:
-    """Read a TOML config file into a mapping (validated later by :meth:`RunConfig.from_mapping`)."""
+    """Read a TOML config file into a mapping; :meth:`RunConfig.from_mapping` validates it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("--config", str(path), "is not a file")
@@ -132,7 +131,7 @@ def load_config_file(path: Path | str) -> dict[str, Any]:
 
 
 def _option_names() -> list[str]:
-    return [f.name.replace("_", "-") for f in fields(RunConfig) if f.name != "extra"]
+    return [f.name.replace("_", "-") for f in fields(RunConfig)]
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:

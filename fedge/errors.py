@@ -9,7 +9,7 @@ __all__ = [
     "DataError",
     "FedgeError",
     "InvalidUpdateError",
-    "PrivacyBudgetExceeded",
+    "PrivacyBudgetExceededError",
 ]
 
 
@@ -35,5 +35,5 @@ class InvalidUpdateError(FedgeError):
     """A client's update cannot be aggregated (NaN/Inf, wrong names, shapes or dtypes)."""
 
 
-class PrivacyBudgetExceeded(FedgeError):
+class PrivacyBudgetExceededError(FedgeError):
     """Training would spend more privacy than the configured budget allows."""

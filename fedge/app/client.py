@@ -93,18 +93,18 @@ def _train(msg: Message, context: Context, config: RunConfig) -> Message:
     data = load_client_data(config, dict(context.node_config))
     model = _model_for(config, data, msg.content.array_records["arrays"])
     train_config: ConfigRecord = msg.content.config_records.get("config", ConfigRecord())
-    server_round = int(train_config.get("server-round", 0))
+    server_round = int(_scalar(train_config, "server-round", 0))
     partition_id = int(context.node_config.get("partition-id", context.node_id))
     loss = train(
         model,
         data.x,
         data.y,
-        epochs=int(train_config.get("local-epochs", config.local_epochs)),
-        batch_size=int(train_config.get("batch-size", config.batch_size)),
-        lr=float(train_config.get("lr", config.lr)),
-        momentum=float(train_config.get("momentum", config.momentum)),
+        epochs=int(_scalar(train_config, "local-epochs", config.local_epochs)),
+        batch_size=int(_scalar(train_config, "batch-size", config.batch_size)),
+        lr=_scalar(train_config, "lr", config.lr),
+        momentum=_scalar(train_config, "momentum", config.momentum),
         seed=_client_seed(config.seed, server_round, partition_id),
-        proximal_mu=float(train_config.get("proximal-mu", 0.0)),
+        proximal_mu=_scalar(train_config, "proximal-mu", 0.0),
     )
     metrics = MetricRecord({"num-examples": len(data.y), "train-loss": loss})
     content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
@@ -123,3 +123,10 @@ def _evaluate(msg: Message, context: Context, config: RunConfig) -> Message:
 
 def _client_seed(seed: int, server_round: int, partition_id: int) -> int:
     return (seed * 1_000_003 + server_round * 10_007 + partition_id) % 2**63
+
+
+def _scalar(record: ConfigRecord, key: str, default: float) -> float:
+    value = record.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"train config {key!r} is {value!r}, expected a number")
+    return float(value)

@@ -63,9 +63,7 @@ class RunResult:
                 "total_s": self.total_seconds,
                 "train_s": sum(r.train_seconds for r in self.rounds),
             },
-            "dropped": [
-                {"round": r.round, **d} for r in self.rounds for d in r.dropped
-            ],
+            "dropped": [{"round": r.round, **d} for r in self.rounds for d in r.dropped],
             **self.notes,
         }
 

@@ -65,7 +65,9 @@ def run_federation(
     set_seed(config.seed)
     started = time.perf_counter()
     dataset = get_dataset(config.dataset, data_dir=config.data_dir)
-    model = get_model(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    model = get_model(
+        config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes
+    )
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
     arrays = ArrayRecord(model.state_dict())
     strategy = build_strategy(config)

@@ -32,7 +32,9 @@ def load_mnist(data_dir: Path | None, public_size: int = 5000) -> Dataset:
 
 def load_fashion_mnist(data_dir: Path | None, public_size: int = 5000) -> Dataset:
     """Fashion-MNIST from ``<data-dir>/FashionMNIST/raw``."""
-    return _load_idx("fashion-mnist", "FashionMNIST", data_dir, public_size, mean=0.2860, std=0.3530)
+    return _load_idx(
+        "fashion-mnist", "FashionMNIST", data_dir, public_size, mean=0.2860, std=0.3530
+    )
 
 
 def load_cifar10(data_dir: Path | None, public_size: int = 5000) -> Dataset:
@@ -63,7 +65,9 @@ def _load_idx(
         except (AssertionError, RuntimeError, ValueError) as err:
             raise DataError(f"{name}: {images} or {labels} is not a valid idx file: {err}") from err
         if len(x) != len(y):
-            raise DataError(f"{name}: {images} has {len(x)} images but {labels} has {len(y)} labels")
+            raise DataError(
+                f"{name}: {images} has {len(x)} images but {labels} has {len(y)} labels"
+            )
         x = ((x.astype(np.float32) / 255.0 - mean) / std).reshape(len(x), 1, *x.shape[1:])
         arrays[split] = (x.astype(np.float32), y.astype(np.int64))
     (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
@@ -110,7 +114,9 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _require_dir(data_dir: Path | None, name: str) -> Path:
     if data_dir is None:
-        raise DataError(f"{name} is read from disk: pass --data-dir DIR (torchvision layout)")
+        raise DataError(
+            f"--data-dir: missing; dataset {name!r} is read from disk (torchvision layout)"
+        )
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"--data-dir: {str(data_dir)!r} is not a directory")

@@ -40,5 +40,5 @@ def run_ray(
             server_app=server_app,
             client_app=client_app,
             num_supernodes=num_nodes,
-            backend_config=backend_config,  # type: ignore[arg-type]
+            backend_config=backend_config,
         )

@@ -1,0 +1,1 @@
+"""The ``fedge`` command line: a Typer app with one module per command group."""
