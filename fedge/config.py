@@ -40,6 +40,21 @@ class RunConfig:
     trimmed_beta: float = 0.2
     krum_malicious: int = 1
     server_lr: float = 0.01
+    # Differential privacy (fedge.privacy). Central, client-level DP is on when dp_noise or
+    # dp_target_epsilon is set (then ``fraction`` is the Poisson sampling rate q); local,
+    # record-level DP-SGD is on when local_dp_noise or local_dp_epsilon is set.
+    dp_noise: float | None = None
+    dp_clip: float = 1.0
+    dp_adaptive_clip: bool = False
+    dp_delta: float = 1e-5
+    dp_max_epsilon: float | None = None
+    dp_target_epsilon: float | None = None
+    dp_accountant: str = "rdp"
+    dp_seed: int | None = None
+    local_dp_noise: float | None = None
+    local_dp_clip: float = 1.0
+    local_dp_epsilon: float | None = None
+    device_state_root: str = ".fedge/devices"
     runtime: str = "local"
     seed: int = 0
     min_clients: int = 1
@@ -66,6 +81,11 @@ class RunConfig:
                 continue
             flat[f.name.replace("_", "-")] = value
         return flat
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any]) -> "RunConfig":
+        """Build from Flower's run config (``flwr run``), which may also name an ``out`` dir."""
+        return cls.from_mapping({k: v for k, v in run_config.items() if k != "out"})
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> "RunConfig":
@@ -111,6 +131,9 @@ class RunConfig:
             raise ConfigError("--trimmed-beta", self.trimmed_beta, "is outside [0, 0.5)")
         if self.proximal_mu < 0:
             raise ConfigError("--proximal-mu", self.proximal_mu, "must not be negative")
+        from fedge.privacy.settings import validate_privacy
+
+        validate_privacy(self)
 
 
 def load_config_file(path: Path | str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from fedge.config import RunConfig
 from fedge.data import get_dataset, parse_partition, partition_indices
 from fedge.errors import DataError
 from fedge.models import get_model
+from fedge.privacy.settings import local_enabled
 
 __all__ = ["ClientData", "build_client_app", "load_client_data"]
 
@@ -65,12 +66,12 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
 
     @app.train()
     def train_handler(msg: Message, context: Context) -> Message:
-        cfg = config or RunConfig.from_mapping(dict(context.run_config))
+        cfg = config or RunConfig.from_run_config(dict(context.run_config))
         return _train(msg, context, cfg)
 
     @app.evaluate()
     def evaluate_handler(msg: Message, context: Context) -> Message:
-        cfg = config or RunConfig.from_mapping(dict(context.run_config))
+        cfg = config or RunConfig.from_run_config(dict(context.run_config))
         return _evaluate(msg, context, cfg)
 
     return app
@@ -95,6 +96,8 @@ def _train(msg: Message, context: Context, config: RunConfig) -> Message:
     train_config: ConfigRecord = msg.content.config_records.get("config", ConfigRecord())
     server_round = int(_scalar(train_config, "server-round", 0))
     partition_id = int(context.node_config.get("partition-id", context.node_id))
+    if local_enabled(config):
+        return _train_private(msg, context, config, data, model, train_config, partition_id)
     loss = train(
         model,
         data.x,
@@ -130,3 +133,47 @@ def _scalar(record: ConfigRecord, key: str, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"train config {key!r} is {value!r}, expected a number")
     return float(value)
+
+
+def _train_private(
+    msg: Message,
+    context: Context,
+    config: RunConfig,
+    data: ClientData,
+    model: nn.Module,
+    train_config: ConfigRecord,
+    partition_id: int,
+) -> Message:
+    """DP-SGD within the device's own budget; past it, an error reply (not a crash)."""
+    from flwr.app import Error
+    from flwr.common.constant import ErrorCode
+
+    from fedge.errors import PrivacyBudgetExceededError
+    from fedge.privacy.device import DEVICE_EPSILON_KEY, device_state_dir, train_private
+
+    server_round = int(_scalar(train_config, "server-round", 0))
+    try:
+        result = train_private(
+            model,
+            data.x,
+            data.y,
+            config=config,
+            state_dir=device_state_dir(config, dict(context.node_config)),
+            server_round=server_round,
+            epochs=int(_scalar(train_config, "local-epochs", config.local_epochs)),
+            batch_size=int(_scalar(train_config, "batch-size", config.batch_size)),
+            lr=_scalar(train_config, "lr", config.lr),
+            momentum=_scalar(train_config, "momentum", config.momentum),
+            seed=_client_seed(config.dp_seed or 0, server_round, partition_id),
+        )
+    except PrivacyBudgetExceededError as err:
+        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(err)), reply_to=msg)
+    metrics = MetricRecord(
+        {
+            "num-examples": len(data.y),
+            "train-loss": result.loss,
+            DEVICE_EPSILON_KEY: result.device_epsilon,
+        }
+    )
+    content = RecordDict({"arrays": ArrayRecord(result.state_dict), "metrics": metrics})
+    return Message(content=content, reply_to=msg)

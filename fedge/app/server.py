@@ -45,8 +45,8 @@ def build_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         run_config = dict(context.run_config)
-        out = out_dir or (Path(str(run_config.pop("out"))) if "out" in run_config else None)
-        cfg = config or RunConfig.from_mapping(run_config)
+        out = out_dir or (Path(str(run_config["out"])) if "out" in run_config else None)
+        cfg = config or RunConfig.from_run_config(run_config)
         result = run_federation(grid, cfg, out_dir=out, on_round=on_round)
         if results is not None:
             results.append(result)
@@ -60,8 +60,12 @@ def run_federation(
     *,
     out_dir: Path | None = None,
     on_round: RoundCallback | None = None,
+    start_from: Checkpoint | None = None,
 ) -> RunResult:
-    """Run ``config.rounds`` rounds of federated training on ``grid``."""
+    """Run ``config.rounds`` rounds of federated training on ``grid``.
+
+    With ``start_from`` (a checkpoint of this run), training resumes after its round.
+    """
     set_seed(config.seed)
     started = time.perf_counter()
     dataset = get_dataset(config.dataset, data_dir=config.data_dir)
@@ -69,10 +73,13 @@ def run_federation(
         config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes
     )
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
+    if start_from is not None:
+        model.load_state_dict(start_from.state_dict)
     arrays = ArrayRecord(model.state_dict())
     strategy = build_strategy(config)
     result = RunResult(config=config.to_dict())
-    for server_round in range(1, config.rounds + 1):
+    first_round = start_from.server_round + 1 if start_from is not None else 1
+    for server_round in range(first_round, config.rounds + 1):
         round_started = time.perf_counter()
         train_config = ConfigRecord(
             {

@@ -1,0 +1,1 @@
+"""The device's deployable Flower app component and device profiles."""

@@ -1,0 +1,31 @@
+"""Errors of the release pipeline: each names what is wrong with the input it was given."""
+
+from fedge.errors import FedgeError
+
+__all__ = [
+    "CalibrationError",
+    "ExportError",
+    "QuantizationError",
+    "ReleaseError",
+    "StudentShapeError",
+]
+
+
+class ReleaseError(FedgeError):
+    """A release cannot be built; subclasses say which input is at fault."""
+
+
+class CalibrationError(ReleaseError):
+    """The calibration (transfer) set is empty or does not fit the model's input."""
+
+
+class StudentShapeError(ReleaseError):
+    """A student's input or output shape does not fit the teacher's."""
+
+
+class ExportError(ReleaseError):
+    """A model cannot be exported to ONNX, or the export disagrees with torch."""
+
+
+class QuantizationError(ReleaseError):
+    """ONNX Runtime cannot quantize the model (an op it has no int8 kernel for, say)."""

@@ -1,0 +1,73 @@
+"""Who is calling: the device or operator identity of a gRPC call.
+
+With TLS on, gRPC has already verified the peer's certificate against the coordinator CA; here
+the certificate's role and name are checked against the database, so a revoked device is
+refused on its very next call. With ``--insecure`` there is no identity to verify: the caller
+names itself in metadata, which is only acceptable on a trusted test network.
+"""
+
+import datetime as dt
+
+import grpc
+
+from fedge.coordinator.errors import AuthenticationError, PermissionDeniedError
+from fedge.coordinator.pki import ROLE_DEVICE, ROLE_OPERATOR, PkiError, peer_identity
+from fedge.coordinator.state import DeviceRow, State
+
+__all__ = ["DEVICE_ID_METADATA", "authenticate_device", "authenticate_operator"]
+
+DEVICE_ID_METADATA = "fedge-device-id"
+
+
+def _peer_cert(context: grpc.ServicerContext) -> bytes | None:
+    certs = context.auth_context().get("x509_pem_cert")
+    return certs[0] if certs else None
+
+
+def authenticate_device(
+    context: grpc.ServicerContext, state: State, *, insecure: bool
+) -> DeviceRow:
+    """The enrolled, unrevoked device making this call; raises otherwise."""
+    pem = _peer_cert(context)
+    if pem is None:
+        if not insecure:
+            raise AuthenticationError("no client certificate: enrol the device first")
+        claimed = dict(context.invocation_metadata()).get(DEVICE_ID_METADATA, "")
+        device = state.device(str(claimed))
+        if device is None:
+            raise AuthenticationError(f"unknown device {claimed!r}")
+    else:
+        try:
+            identity = peer_identity(pem)
+        except PkiError as err:
+            raise AuthenticationError(str(err)) from err
+        if identity.role != ROLE_DEVICE:
+            raise PermissionDeniedError(f"a {identity.role!r} certificate cannot use the fleet API")
+        if identity.not_after < dt.datetime.now(dt.UTC):
+            raise AuthenticationError(f"the certificate of {identity.name} has expired")
+        device = state.device(identity.name)
+        if device is None:
+            raise AuthenticationError(f"unknown device {identity.name!r}")
+        if device.cert_serial != str(identity.serial):
+            raise AuthenticationError(f"{identity.name} presented a superseded certificate")
+    if device.revoked:
+        raise PermissionDeniedError(f"device {device.device_id} is revoked")
+    return device
+
+
+def authenticate_operator(context: grpc.ServicerContext, *, insecure: bool) -> str:
+    """The operator's name; raises unless the caller holds an operator certificate."""
+    pem = _peer_cert(context)
+    if pem is None:
+        if insecure:
+            return "operator (insecure)"
+        raise AuthenticationError("the control API needs an operator certificate")
+    try:
+        identity = peer_identity(pem)
+    except PkiError as err:
+        raise AuthenticationError(str(err)) from err
+    if identity.role != ROLE_OPERATOR:
+        raise PermissionDeniedError(f"a {identity.role!r} certificate cannot use the control API")
+    if identity.not_after < dt.datetime.now(dt.UTC):
+        raise AuthenticationError("the operator certificate has expired")
+    return identity.name

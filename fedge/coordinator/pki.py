@@ -1,0 +1,268 @@
+"""The coordinator's small PKI: a CA, server and operator certificates, device certificates.
+
+Device identity is the certificate: its common name is the device id and its organizational
+unit the role (``device`` or ``operator``). Enrolment happens on a separate TLS port whose
+self-signed certificate is pinned by the enrolment token (its SHA-256 travels in the token),
+so a device trusts the coordinator before it has the CA (the same idea as kubeadm's
+discovery hash).
+"""
+
+import datetime as dt
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fedge.errors import FedgeError
+
+__all__ = [
+    "ENROLL_SERVER_NAME",
+    "ROLE_DEVICE",
+    "ROLE_OPERATOR",
+    "CertificateAuthority",
+    "PeerIdentity",
+    "PkiError",
+    "fingerprint",
+    "init_certs",
+    "make_key_and_csr",
+    "peer_identity",
+]
+
+ROLE_DEVICE = "device"
+ROLE_OPERATOR = "operator"
+ENROLL_SERVER_NAME = "fedge-enroll"
+
+
+class PkiError(FedgeError):
+    """A certificate, key or CSR is missing, malformed or not acceptable."""
+
+
+@dataclass(frozen=True)
+class PeerIdentity:
+    """Who is on the other end of a mutual-TLS connection."""
+
+    name: str
+    role: str
+    serial: int
+    not_after: dt.datetime
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _name(common_name: str, role: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedge"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    """SHA-256 of a certificate's DER encoding, hex."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+class CertificateAuthority:
+    """The coordinator CA: issues server, operator and device certificates."""
+
+    def __init__(self, cert_pem: bytes, key_pem: bytes) -> None:
+        self.cert_pem = cert_pem
+        self.cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise PkiError("the CA key is not an EC private key")
+        self._key = key
+
+    @classmethod
+    def create(cls, *, days: int = 3650) -> "CertificateAuthority":
+        """A new self-signed CA."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = _name("fedge coordinator CA", "ca")
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5))
+            .not_valid_after(_now() + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return cls(_cert_pem(cert), _key_pem(key))
+
+    @property
+    def key_pem(self) -> bytes:
+        """The CA's private key, PEM."""
+        return _key_pem(self._key)
+
+    def issue(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        *,
+        common_name: str,
+        role: str,
+        hosts: tuple[str, ...] = (),
+        days: int = 365,
+    ) -> bytes:
+        """A certificate (PEM) for ``public_key``; ``hosts`` become server SANs."""
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name, role))
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5))
+            .not_valid_after(_now() + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        )
+        if hosts:
+            builder = builder.add_extension(_san(hosts), critical=False)
+        return _cert_pem(builder.sign(self._key, hashes.SHA256()))
+
+    def sign_csr(self, csr_pem: bytes, *, device_id: str, days: int) -> bytes:
+        """A device certificate for the key in ``csr_pem``; the CSR's own subject is ignored."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as err:
+            raise PkiError(f"the certificate signing request is not valid PEM: {err}") from err
+        if not csr.is_signature_valid:
+            raise PkiError("the certificate signing request's signature is invalid")
+        public_key = csr.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise PkiError("the CSR's key must be an EC key")
+        return self.issue(public_key, common_name=device_id, role=ROLE_DEVICE, days=days)
+
+
+def _san(hosts: tuple[str, ...]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def _self_signed(common_name: str, *, days: int) -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(common_name, "enroll")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - dt.timedelta(minutes=5))
+        .not_valid_after(_now() + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_san((common_name,)), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return _cert_pem(cert), _key_pem(key)
+
+
+def init_certs(directory: Path, *, hosts: tuple[str, ...], force: bool = False) -> list[Path]:
+    """Create the CA, server, enrolment and operator credentials in ``directory``.
+
+    Layout: ``ca.pem``/``ca.key``, ``server.pem``/``server.key`` (SANs: ``hosts``),
+    ``enroll.pem``/``enroll.key`` (self-signed, pinned by tokens), and ``operator/`` with the
+    CA certificate and an operator certificate for ``fedge run``/``fedge fleet``.
+    """
+    if (directory / "ca.key").exists() and not force:
+        raise PkiError(f"{directory / 'ca.key'} exists; pass --force to replace the whole PKI")
+    ca = CertificateAuthority.create()
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    operator_key = ec.generate_private_key(ec.SECP256R1())
+    all_hosts = tuple(dict.fromkeys((*hosts, "localhost", "127.0.0.1")))
+    enroll_cert, enroll_key = _self_signed(ENROLL_SERVER_NAME, days=3650)
+    files = {
+        "ca.pem": ca.cert_pem,
+        "ca.key": ca.key_pem,
+        "server.pem": ca.issue(
+            server_key.public_key(), common_name="fedge-coordinator", role="server",
+            hosts=all_hosts, days=3650,
+        ),
+        "server.key": _key_pem(server_key),
+        "enroll.pem": enroll_cert,
+        "enroll.key": enroll_key,
+        "operator/ca.pem": ca.cert_pem,
+        "operator/operator.pem": ca.issue(
+            operator_key.public_key(), common_name="operator", role=ROLE_OPERATOR, days=3650
+        ),
+        "operator/operator.key": _key_pem(operator_key),
+    }
+    written = []
+    for rel, data in files.items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        if rel.endswith(".key"):
+            path.chmod(0o600)
+        written.append(path)
+    return written
+
+
+def make_key_and_csr(name: str) -> tuple[bytes, bytes]:
+    """A new device key and a CSR for it (PEM); the coordinator picks the certificate's name."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .sign(key, hashes.SHA256())
+    )
+    return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+def peer_identity(cert_pem: bytes) -> PeerIdentity:
+    """The identity in a peer certificate that TLS has already verified against the CA."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as err:
+        raise PkiError(f"peer certificate is not valid PEM: {err}") from err
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if not cn or not ou:
+        raise PkiError("peer certificate has no common name or organizational unit")
+    return PeerIdentity(
+        name=str(cn[0].value),
+        role=str(ou[0].value),
+        serial=cert.serial_number,
+        not_after=cert.not_valid_after_utc,
+    )

@@ -1,0 +1,196 @@
+"""The coordinator's run manager: runs one training run at a time on the ``grpc`` runtime.
+
+A run is a row in the database plus a folder of checkpoints. The manager thread takes the
+oldest run that is queued or was running when the coordinator last stopped, and runs
+:func:`fedge.app.server.run_federation` on a :class:`~fedge.runtime.grpc.GrpcGrid`, starting
+from the run's last checkpoint if it has one. So a coordinator killed mid-run resumes from
+the last completed round on restart, without operator action. A round that fails (too few
+devices answered) is retried from the last checkpoint up to ``max_attempts`` times.
+"""
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from fedge.app.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from fedge.app.results import RoundRecord
+from fedge.config import RunConfig
+from fedge.coordinator.errors import RoundFailedError, RunStoppedError
+from fedge.coordinator.state import RoundRow, RunRow, RunState, State
+from fedge.coordinator.tasks import TaskHub
+from fedge.errors import FedgeError
+from fedge.log import logger
+from fedge.runtime.grpc import GrpcGrid
+from fedge.runtime.local import set_server_identity
+
+__all__ = ["RunManager"]
+
+
+class RunManager:
+    """Queues, runs, resumes and stops training runs."""
+
+    def __init__(
+        self,
+        *,
+        state: State,
+        hub: TaskHub,
+        runs_dir: Path,
+        max_attempts: int,
+        wait_for_devices: float,
+        nodes: Callable[[], list[int]],
+    ) -> None:
+        self._state = state
+        self._hub = hub
+        self._runs_dir = runs_dir
+        self._max_attempts = max_attempts
+        self._wait_for_devices = wait_for_devices
+        self._nodes = nodes
+        self._wake = threading.Event()
+        self._shutdown = threading.Event()
+        self._stop_run = threading.Event()
+        self._active: int | None = None
+        self._thread = threading.Thread(target=self._loop, name="fedge-runs", daemon=True)
+
+    @property
+    def active_run(self) -> int | None:
+        """The id of the run in progress, if any."""
+        return self._active
+
+    def start(self) -> None:
+        """Start the manager thread (resumes interrupted runs first)."""
+        for run in self._state.runs(states=(RunState.RUNNING,)):
+            self._state.add_event("resumed", "coordinator restarted: resuming", run_id=run.id)
+        self._thread.start()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the manager; a run in progress stays ``running`` and resumes on restart."""
+        self._shutdown.set()
+        self._stop_run.set()
+        self._wake.set()
+        self._hub.notify()
+        self._thread.join(timeout)
+
+    def submit(self, config: RunConfig) -> RunRow:
+        """Queue a run of ``config``."""
+        config = config.replace(runtime="grpc")
+        row = self._state.create_run(
+            config_json=json.dumps(config.to_dict(), sort_keys=True), rounds_total=config.rounds
+        )
+        self._state.add_event("queued", f"run {row.id} queued", run_id=row.id)
+        self._wake.set()
+        return row
+
+    def stop(self, run_id: int) -> RunRow:
+        """Stop run ``run_id`` (queued: at once; running: at the next round boundary)."""
+        run = self._state.run(run_id)
+        if run.state == RunState.QUEUED:
+            self._state.set_run_state(run.id, RunState.STOPPED)
+        elif run.state == RunState.RUNNING and self._active == run.id:
+            self._stop_run.set()
+            self._hub.notify()
+        elif run.state == RunState.RUNNING:
+            self._state.set_run_state(run.id, RunState.STOPPED)
+        self._state.add_event("stop", f"operator stopped run {run.id}", run_id=run.id)
+        return self._state.run(run.id)
+
+    def run_dir(self, run_id: int) -> Path:
+        """Where run ``run_id`` keeps its checkpoints and results."""
+        return self._runs_dir / f"run-{run_id:05d}"
+
+    def _loop(self) -> None:
+        while not self._shutdown.is_set():
+            pending = self._state.runs(states=(RunState.RUNNING, RunState.QUEUED))
+            if not pending:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            self._execute(pending[0])
+
+    def _execute(self, run: RunRow) -> None:
+        self._active = run.id
+        self._stop_run.clear()
+        try:
+            self._attempts(run)
+        except Exception as err:  # a bug must fail the run, not kill the coordinator
+            logger.exception("run %d crashed", run.id)
+            self._state.set_run_state(run.id, RunState.FAILED, error=f"{type(err).__name__}: {err}")
+            self._state.add_event("failed", f"{type(err).__name__}: {err}", run_id=run.id)
+        finally:
+            self._active = None
+
+    def _attempts(self, run: RunRow) -> None:
+        config = RunConfig.from_mapping(json.loads(run.config_json))
+        while not self._shutdown.is_set():
+            self._state.set_run_state(run.id, RunState.RUNNING, attempt=True)
+            try:
+                self._run_once(run.id, config)
+            except RunStoppedError:
+                if not self._shutdown.is_set():
+                    self._state.set_run_state(run.id, RunState.STOPPED)
+                return
+            except RoundFailedError as err:
+                attempts = self._state.run(run.id).attempts
+                self._state.add_event("round-failed", str(err), run_id=run.id)
+                if attempts >= self._max_attempts:
+                    self._state.set_run_state(
+                        run.id, RunState.FAILED, error=f"{err} ({attempts} attempts)"
+                    )
+                    return
+                continue
+            except FedgeError as err:
+                self._state.set_run_state(run.id, RunState.FAILED, error=str(err))
+                self._state.add_event("failed", str(err), run_id=run.id)
+                return
+            self._state.set_run_state(run.id, RunState.COMPLETED)
+            self._state.add_event("completed", f"run {run.id} completed", run_id=run.id)
+            return
+
+    def _run_once(self, run_id: int, config: RunConfig) -> None:
+        from fedge.app.server import run_federation
+
+        out = self.run_dir(run_id)
+        start = self._checkpoint(out, run_id)
+        if start is not None and start.server_round >= config.rounds:
+            return
+        set_server_identity(run_id)
+        grid = GrpcGrid(
+            self._hub,
+            run_id=run_id,
+            run_config=config.to_run_config(),
+            nodes=self._nodes,
+            min_replies=config.min_clients,
+            wait_for_nodes=self._wait_for_devices,
+            stop=self._stop_run,
+        )
+
+        def on_round(record: RoundRecord) -> None:
+            self._state.add_round(run_id, _round_row(record))
+
+        run_federation(grid, config, out_dir=out, on_round=on_round, start_from=start)
+
+    def _checkpoint(self, out: Path, run_id: int) -> Checkpoint | None:
+        path = out / "model.pt"
+        if not path.exists():
+            return None
+        try:
+            checkpoint = load_checkpoint(path)
+        except CheckpointError as err:
+            self._state.add_event("checkpoint", f"ignored unreadable {path}: {err}", run_id=run_id)
+            return None
+        self._state.add_event(
+            "resumed", f"resuming after round {checkpoint.server_round}", run_id=run_id
+        )
+        return checkpoint
+
+
+def _round_row(record: RoundRecord) -> RoundRow:
+    return RoundRow(
+        server_round=record.round,
+        accuracy=record.accuracy,
+        loss=record.loss,
+        sampled=record.sampled,
+        aggregated=record.aggregated,
+        dropped=len(record.dropped),
+        seconds=record.seconds,
+    )

@@ -1,0 +1,335 @@
+"""The coordinator's durable state in SQLite: devices, enrolment tokens, runs, rounds, events.
+
+Every write is a short transaction, so a coordinator killed at any moment leaves a consistent
+database; the run loop's checkpoints (files) plus these rows are all a restart needs.
+"""
+
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from fedge.errors import FedgeError
+
+__all__ = [
+    "DeviceRow",
+    "EventRow",
+    "NotFoundError",
+    "RoundRow",
+    "RunRow",
+    "RunState",
+    "State",
+    "TokenError",
+]
+
+
+class NotFoundError(FedgeError):
+    """A device or run that does not exist."""
+
+
+class TokenError(FedgeError):
+    """An enrolment token that is unknown, used or expired."""
+
+
+class RunState:
+    """Run states, as stored (the control protocol's ``RunState`` without the prefix)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class DeviceRow(_Base):
+    """An enrolled device; its integer id is its Flower node id."""
+
+    __tablename__ = "devices"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    cert_serial: Mapped[str] = mapped_column(String(64))
+    enrolled_at: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float, default=0.0)
+    state: Mapped[str] = mapped_column(String(32), default="enrolled")
+    version: Mapped[str] = mapped_column(String(64), default="")
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    privacy_spent: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class TokenRow(_Base):
+    """A one-time enrolment token (only its hash is stored)."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[float] = mapped_column(Float)
+    expires: Mapped[float] = mapped_column(Float)
+    used_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class RunRow(_Base):
+    """A training run and where its checkpoints live."""
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    state: Mapped[str] = mapped_column(String(16))
+    config_json: Mapped[str] = mapped_column(Text)
+    rounds_total: Mapped[int] = mapped_column(Integer)
+    created: Mapped[float] = mapped_column(Float)
+    error: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RoundRow(_Base):
+    """A completed round of a run."""
+
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("run_id", "server_round"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    server_round: Mapped[int] = mapped_column(Integer)
+    accuracy: Mapped[float] = mapped_column(Float)
+    loss: Mapped[float] = mapped_column(Float)
+    sampled: Mapped[int] = mapped_column(Integer)
+    aggregated: Mapped[int] = mapped_column(Integer)
+    dropped: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+
+
+class EventRow(_Base):
+    """Something that happened: a refused request, a dropped device, a resumed run."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[float] = mapped_column(Float)
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    device_id: Mapped[str] = mapped_column(String(64), default="")
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A new enrolment secret (shown once) and when it expires."""
+
+    secret: str
+    expires: float
+
+
+class State:
+    """The coordinator database (one SQLite file; safe to use from many threads)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._engine = create_engine(
+            f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
+        )
+        event.listen(self._engine, "connect", _sqlite_pragmas)
+        _Base.metadata.create_all(self._engine)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction, committed on success, serialized with other writers."""
+        with self._lock, self._sessions() as session, session.begin():
+            yield session
+
+    # tokens and devices
+
+    def create_token(self, *, ttl_seconds: float) -> IssuedToken:
+        """A new one-time enrolment secret valid for ``ttl_seconds``."""
+        secret = secrets.token_hex(16)
+        now = time.time()
+        with self.session() as s:
+            s.add(TokenRow(secret_sha256=_sha(secret), created=now, expires=now + ttl_seconds))
+        return IssuedToken(secret, now + ttl_seconds)
+
+    def enroll(self, *, secret: str, name: str, cert_serial: str, device_id: str) -> DeviceRow:
+        """Consume the token ``secret`` and add the device; :class:`TokenError` if unusable."""
+        with self.session() as s:
+            token = s.scalar(select(TokenRow).where(TokenRow.secret_sha256 == _sha(secret)))
+            if token is None:
+                raise TokenError("the enrolment token is unknown")
+            if token.used_by is not None:
+                raise TokenError("the enrolment token was already used")
+            if token.expires < time.time():
+                raise TokenError("the enrolment token has expired")
+            token.used_by = device_id
+            device = DeviceRow(
+                device_id=device_id,
+                name=name[:200],
+                cert_serial=cert_serial,
+                enrolled_at=time.time(),
+            )
+            s.add(device)
+            s.flush()
+            return device
+
+    def device(self, device_id: str) -> DeviceRow | None:
+        """The device ``device_id``, or ``None``."""
+        with self.session() as s:
+            return s.scalar(select(DeviceRow).where(DeviceRow.device_id == device_id))
+
+    def devices(self) -> list[DeviceRow]:
+        """All enrolled devices, in enrolment order."""
+        with self.session() as s:
+            return list(s.scalars(select(DeviceRow).order_by(DeviceRow.id)))
+
+    def touch(self, device_id: str, *, state: str | None = None, version: str | None = None) -> None:
+        """Record that ``device_id`` was seen now."""
+        with self.session() as s:
+            device = s.scalar(select(DeviceRow).where(DeviceRow.device_id == device_id))
+            if device is None:
+                return
+            device.last_seen = time.time()
+            if state is not None:
+                device.state = state
+            if version:
+                device.version = version[:64]
+
+    def set_privacy_spent(self, device_id: str, epsilon: float) -> None:
+        """Record the device's reported privacy spent (its ε)."""
+        with self.session() as s:
+            device = s.scalar(select(DeviceRow).where(DeviceRow.device_id == device_id))
+            if device is not None:
+                device.privacy_spent = epsilon
+
+    def revoke(self, device_id: str) -> DeviceRow:
+        """Revoke ``device_id``: every later call with its certificate is refused."""
+        with self.session() as s:
+            device = s.scalar(select(DeviceRow).where(DeviceRow.device_id == device_id))
+            if device is None:
+                raise NotFoundError(f"no device {device_id!r}")
+            device.revoked = True
+            device.state = "revoked"
+            return device
+
+    # runs, rounds, events
+
+    def create_run(self, *, config_json: str, rounds_total: int) -> RunRow:
+        """A new queued run."""
+        with self.session() as s:
+            run = RunRow(
+                state=RunState.QUEUED,
+                config_json=config_json,
+                rounds_total=rounds_total,
+                created=time.time(),
+            )
+            s.add(run)
+            s.flush()
+            return run
+
+    def run(self, run_id: int) -> RunRow:
+        """Run ``run_id`` (0 = the latest); :class:`NotFoundError` if there is none."""
+        with self.session() as s:
+            if run_id == 0:
+                row = s.scalar(select(RunRow).order_by(RunRow.id.desc()).limit(1))
+            else:
+                row = s.get(RunRow, run_id)
+            if row is None:
+                raise NotFoundError("no runs yet" if run_id == 0 else f"no run {run_id}")
+            return row
+
+    def runs(self, *, states: tuple[str, ...] = ()) -> list[RunRow]:
+        """All runs (optionally only those in ``states``), oldest first."""
+        with self.session() as s:
+            query = select(RunRow).order_by(RunRow.id)
+            if states:
+                query = query.where(RunRow.state.in_(states))
+            return list(s.scalars(query))
+
+    def set_run_state(
+        self, run_id: int, state: str, *, error: str = "", attempt: bool = False
+    ) -> None:
+        """Move run ``run_id`` to ``state``."""
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is None:
+                raise NotFoundError(f"no run {run_id}")
+            run.state = state
+            if error:
+                run.error = error
+            if attempt:
+                run.attempts += 1
+
+    def add_round(self, run_id: int, row: RoundRow) -> None:
+        """Record a completed round (a resumed round replaces its earlier record)."""
+        with self.session() as s:
+            old = s.scalar(
+                select(RoundRow).where(
+                    RoundRow.run_id == run_id, RoundRow.server_round == row.server_round
+                )
+            )
+            if old is not None:
+                s.delete(old)
+                s.flush()
+            row.run_id = run_id
+            s.add(row)
+
+    def rounds(self, run_id: int) -> list[RoundRow]:
+        """The completed rounds of ``run_id``, in order."""
+        with self.session() as s:
+            query = select(RoundRow).where(RoundRow.run_id == run_id)
+            return list(s.scalars(query.order_by(RoundRow.server_round)))
+
+    def add_event(
+        self, kind: str, message: str, *, run_id: int | None = None, device_id: str = ""
+    ) -> None:
+        """Append an event."""
+        with self.session() as s:
+            s.add(
+                EventRow(
+                    time=time.time(),
+                    run_id=run_id,
+                    device_id=device_id,
+                    kind=kind,
+                    message=message[:2000],
+                )
+            )
+
+    def events(self, *, run_id: int | None = None, limit: int = 200) -> list[EventRow]:
+        """The latest ``limit`` events (of ``run_id`` when given), oldest first."""
+        with self.session() as s:
+            query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+            if run_id is not None:
+                query = query.where(EventRow.run_id == run_id)
+            return list(reversed(list(s.scalars(query))))
+
+
+def _sha(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

@@ -1,0 +1,186 @@
+"""The in-memory task hub between the round loop (``GrpcGrid``) and the fleet service.
+
+The grid queues one task per sampled device; a device's ``PullTask`` takes the next task of
+its node; ``PushResult`` hands back the reply, which the grid collects. The hub also knows
+which devices are alive (seen within ``liveness_seconds``), so a round does not wait for a
+device that has gone away. Tasks are not persisted: after a coordinator restart the run
+resumes from its last checkpoint and sends new tasks, and results for old tasks are refused.
+"""
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, Message
+
+from fedge.coordinator.errors import DuplicateResultError, StaleResultError
+
+__all__ = ["Task", "TaskHub"]
+
+
+@dataclass
+class Task:
+    """One message for one device, serialized."""
+
+    task_id: str
+    node_id: int
+    run_id: int
+    server_round: int
+    message_type: str
+    run_config_json: str
+    payload: bytes
+    sha256: str = ""
+    reference: ArrayRecord | None = None  # the global model a training reply must match
+    created: float = field(default_factory=time.monotonic)
+
+
+class TaskHub:
+    """Per-node task queues, delivered results and device liveness (thread-safe)."""
+
+    def __init__(self, *, liveness_seconds: float = 15.0) -> None:
+        self.liveness_seconds = liveness_seconds
+        self._cond = threading.Condition()
+        self._queues: dict[int, deque[Task]] = {}
+        self._issued: dict[str, Task] = {}
+        self._results: dict[str, Message] = {}
+        self._done: set[str] = set()
+        self._last_seen: dict[int, float] = {}
+        self._pulling: dict[int, int] = {}
+
+    # device side
+
+    def seen(self, node_id: int) -> None:
+        """Record that ``node_id`` is alive now."""
+        with self._cond:
+            self._last_seen[node_id] = time.monotonic()
+            self._cond.notify_all()
+
+    def forget(self, node_id: int) -> None:
+        """Drop a node (revoked): its queued tasks are abandoned."""
+        with self._cond:
+            self._last_seen.pop(node_id, None)
+            self._queues.pop(node_id, None)
+            self._cond.notify_all()
+
+    def pull(self, node_id: int, *, wait_seconds: float) -> Task | None:
+        """The next task for ``node_id``, waiting up to ``wait_seconds`` for one."""
+        deadline = time.monotonic() + max(0.0, min(wait_seconds, 60.0))
+        with self._cond:
+            self._pulling[node_id] = self._pulling.get(node_id, 0) + 1
+            try:
+                while True:
+                    self._last_seen[node_id] = time.monotonic()
+                    queue = self._queues.get(node_id)
+                    if queue:
+                        task = queue.popleft()
+                        self._issued[task.task_id] = task
+                        return task
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._cond.wait(remaining)
+            finally:
+                self._pulling[node_id] -= 1
+                self._last_seen[node_id] = time.monotonic()
+
+    def requeue(self, task: Task) -> None:
+        """Put back a task whose delivery failed (the device went away mid-stream)."""
+        with self._cond:
+            if task.task_id in self._issued and task.task_id not in self._done:
+                del self._issued[task.task_id]
+                self._queues.setdefault(task.node_id, deque()).appendleft(task)
+                self._cond.notify_all()
+
+    def task_for_result(self, task_id: str, node_id: int) -> Task:
+        """The issued task a result claims to answer; :class:`StaleResultError` otherwise."""
+        with self._cond:
+            if task_id in self._done:
+                raise DuplicateResultError(f"task {task_id} already has a result")
+            task = self._issued.get(task_id)
+            if task is None:
+                raise StaleResultError(f"task {task_id!r} is unknown or no longer awaited")
+            if task.node_id != node_id:
+                raise StaleResultError(f"task {task_id} was not sent to this device")
+            return task
+
+    def complete(self, task: Task, reply: Message) -> None:
+        """Store ``reply`` as the result of ``task`` (once)."""
+        with self._cond:
+            if task.task_id in self._done:
+                raise DuplicateResultError(f"task {task.task_id} already has a result")
+            if task.task_id not in self._issued:
+                raise StaleResultError(f"task {task.task_id} is no longer awaited")
+            self._done.add(task.task_id)
+            del self._issued[task.task_id]
+            self._results[task.task_id] = reply
+            self._cond.notify_all()
+
+    # grid side
+
+    def alive(self, node_id: int) -> bool:
+        """Whether ``node_id`` was seen within ``liveness_seconds`` (or is pulling now)."""
+        with self._cond:
+            return self._alive(node_id, time.monotonic())
+
+    def online(self, candidates: Iterable[int]) -> list[int]:
+        """The alive nodes among ``candidates``."""
+        now = time.monotonic()
+        with self._cond:
+            return [n for n in candidates if self._alive(n, now)]
+
+    def push(self, task: Task) -> None:
+        """Queue ``task`` for its node."""
+        with self._cond:
+            self._queues.setdefault(task.node_id, deque()).append(task)
+            self._cond.notify_all()
+
+    def collect(
+        self,
+        tasks: list[Task],
+        *,
+        deadline: float,
+        stopped: Callable[[], bool],
+    ) -> dict[str, Message]:
+        """Wait until every task has a result, its device is gone, the deadline or a stop.
+
+        Tasks without a result are withdrawn, so a late result is refused as stale.
+        """
+        pending = {t.task_id: t for t in tasks}
+        results: dict[str, Message] = {}
+        with self._cond:
+            while True:
+                for task_id in list(pending):
+                    if task_id in self._results:
+                        results[task_id] = self._results.pop(task_id)
+                        del pending[task_id]
+                now = time.monotonic()
+                gone = [t for t in pending.values() if not self._alive(t.node_id, now)]
+                for task in gone:
+                    del pending[task.task_id]
+                if not pending or now >= deadline or stopped():
+                    break
+                self._cond.wait(min(0.5, deadline - now))
+            for task in [*pending.values(), *gone]:
+                self._withdraw(task)
+            for task in tasks:
+                self._done.discard(task.task_id)
+        return results
+
+    def notify(self) -> None:
+        """Wake waiters (e.g. after a stop request)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _withdraw(self, task: Task) -> None:
+        self._issued.pop(task.task_id, None)
+        queue = self._queues.get(task.node_id)
+        if queue and task in queue:
+            queue.remove(task)
+
+    def _alive(self, node_id: int, now: float) -> bool:
+        if self._pulling.get(node_id, 0) > 0:
+            return True
+        seen = self._last_seen.get(node_id)
+        return seen is not None and now - seen <= self.liveness_seconds

@@ -1,0 +1,251 @@
+"""On-device inference served from the committed model slot, with hot swap.
+
+The engine holds one immutable ``_Loaded`` (session + version) behind a plain attribute. A swap
+builds the new ONNX Runtime session completely *before* replacing that reference, and a request
+reads the reference once, so in-flight requests finish on the model they started with and no
+request waits for a swap. Telemetry is counts and latencies only, never inputs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+
+from fedge.edge.health import make_session
+from fedge.edge.slots import Slots
+from fedge.errors import FedgeError
+from fedge.log import logger
+from fedge.v1 import inference_pb2, inference_pb2_grpc
+
+__all__ = [
+    "InferenceEngine",
+    "InferenceServicer",
+    "InferenceStats",
+    "NoModelError",
+    "SlotWatcher",
+    "predict_arrays",
+    "serve_inference",
+]
+
+LATENCY_WINDOW = 10_000
+
+
+class NoModelError(FedgeError):
+    """The device has no committed model to serve."""
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    session: ort.InferenceSession
+    input_name: str
+    version: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class InferenceStats:
+    """Telemetry snapshot for the coordinator (no inputs, no outputs)."""
+
+    requests: int
+    errors: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    active_version: int
+    swaps: int
+
+
+class InferenceEngine:
+    """Thread-safe predictions with an atomically swappable model."""
+
+    def __init__(self, *, threads: int = 1) -> None:
+        self.threads = threads
+        self._model: _Loaded | None = None
+        self._swap_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._requests = 0
+        self._errors = 0
+        self._swaps = 0
+
+    @property
+    def version(self) -> int:
+        """Version of the model answering now (0 = none)."""
+        model = self._model
+        return 0 if model is None else model.version
+
+    def swap(self, path: Path, version: int) -> None:
+        """Load ``path`` and make it the serving model; requests never wait for this."""
+        with self._swap_lock:  # serialises swaps, not requests
+            session = make_session(path, threads=self.threads)
+            loaded = _Loaded(session, session.get_inputs()[0].name, version, Path(path))
+            self._model = loaded  # the atomic reference swap
+            self._swaps += 1
+        logger.info("inference now serves release %d", version)
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """``(output, version)`` for a float32 batch."""
+        start = time.perf_counter()
+        model = self._model  # read the reference once: the request keeps this model
+        try:
+            if model is None:
+                raise NoModelError("no model installed on this device yet")
+            out = model.session.run(None, {model.input_name: np.asarray(x, dtype=np.float32)})
+        except Exception:
+            with self._stats_lock:
+                self._requests += 1
+                self._errors += 1
+            raise
+        elapsed = (time.perf_counter() - start) * 1000.0
+        with self._stats_lock:
+            self._requests += 1
+            self._latencies.append(elapsed)
+        return np.asarray(out[0]), model.version
+
+    def stats(self) -> InferenceStats:
+        """Counts and latency percentiles over the last requests."""
+        with self._stats_lock:
+            lat = np.asarray(self._latencies, dtype=np.float64)
+            requests, errors, swaps = self._requests, self._errors, self._swaps
+        p50, p99 = (
+            (float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
+            if len(lat)
+            else (0.0, 0.0)
+        )
+        return InferenceStats(requests, errors, p50, p99, self.version, swaps)
+
+
+class SlotWatcher:
+    """Hot-swaps the engine whenever the committed slot of ``state_dir`` changes.
+
+    For an inference server in a separate process from the updater; in the same process the
+    updater's ``on_installed`` callback can call :meth:`InferenceEngine.swap` directly.
+    """
+
+    def __init__(self, engine: InferenceEngine, state_dir: Path, *, interval: float = 0.5):
+        self.engine = engine
+        self.slots = Slots(state_dir)
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="slot-watcher", daemon=True)
+        self._current: tuple[str | None, int] = (None, 0)
+
+    def poll(self) -> bool:
+        """Swap if the committed model changed; return whether it did."""
+        slot = self.slots.state().serving
+        key = (slot, self.slots.version_of(slot))
+        if slot is None or key == self._current:
+            return False
+        self.engine.swap(self.slots.model_path(slot), key[1])
+        self._current = key
+        return True
+
+    def start(self) -> SlotWatcher:
+        """Load the current model and start polling."""
+        self.poll()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.poll()
+            except Exception as exc:  # keep serving the old model; try again next tick
+                logger.warning("cannot load the new model: %s", exc)
+
+
+def _to_array(tensor: inference_pb2.Tensor) -> np.ndarray:
+    data = np.frombuffer(tensor.data, dtype="<f4")
+    shape = tuple(int(d) for d in tensor.shape)
+    if int(np.prod(shape)) != data.size:
+        raise ValueError(
+            f"tensor of shape {shape} needs {int(np.prod(shape))} floats, got {data.size}"
+        )
+    return data.reshape(shape)
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
+    """gRPC face of an :class:`InferenceEngine`."""
+
+    def __init__(self, engine: InferenceEngine) -> None:
+        self.engine = engine
+
+    def Predict(  # noqa: N802 (gRPC method name)
+        self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> inference_pb2.PredictResponse:
+        try:
+            x = _to_array(request.input)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            out, version = self.engine.predict(x)
+        except NoModelError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except Exception as exc:  # ORT rejects a bad shape or type with its own errors
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"prediction failed: {exc}")
+        out32 = np.ascontiguousarray(out, dtype="<f4")
+        return inference_pb2.PredictResponse(
+            output=inference_pb2.Tensor(shape=list(out32.shape), data=out32.tobytes()),
+            labels=np.argmax(out32, axis=-1).reshape(-1).tolist() if out32.ndim else [],
+            model_version=version,
+        )
+
+    def GetStats(  # noqa: N802 (gRPC method name)
+        self, request: inference_pb2.GetStatsRequest, context: grpc.ServicerContext
+    ) -> inference_pb2.GetStatsResponse:
+        s = self.engine.stats()
+        return inference_pb2.GetStatsResponse(
+            requests=s.requests,
+            errors=s.errors,
+            latency_p50_ms=s.latency_p50_ms,
+            latency_p99_ms=s.latency_p99_ms,
+            active_version=s.active_version,
+            swaps=s.swaps,
+        )
+
+
+def serve_inference(
+    engine: InferenceEngine, *, address: str = "127.0.0.1:0", max_workers: int = 8
+) -> tuple[grpc.Server, int]:
+    """Start the local inference server (loopback by default); return ``(server, port)``."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(engine), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise FedgeError(f"cannot listen on {address}")
+    server.start()
+    return server, port
+
+
+def predict_arrays(state_dir: Path, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """One-shot predictions from the committed slot (for ``fedge edge predict``).
+
+    Each array is one input; one missing leading batch dimension is added.
+    """
+    slots = Slots(state_dir)
+    slot = slots.state().serving
+    if slot is None:
+        raise NoModelError(f"no model installed in {state_dir}")
+    engine = InferenceEngine()
+    engine.swap(slots.model_path(slot), slots.version_of(slot))
+    model = engine._model
+    assert model is not None
+    rank = len(model.session.get_inputs()[0].shape)
+    outputs = []
+    for arr in arrays:
+        x = np.asarray(arr, dtype=np.float32)
+        outputs.append(engine.predict(x[None, ...] if x.ndim == rank - 1 else x)[0])
+    return outputs, engine.version

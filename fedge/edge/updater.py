@@ -1,0 +1,437 @@
+"""The device updater: fetch, verify, install into the inactive slot, health-check, roll back.
+
+Order of checks (TUF-style, cheapest and most important first): the manifest signature against
+the key pinned at enrolment, then expiry, version newer than the running one (rollback and
+replay protection), not refused before, fits the device profile. Only then are bytes downloaded,
+resuming from what is already on disk, and checked for length and SHA-256 before they reach a
+slot. Every outcome becomes an :class:`InstallReport`, kept in an on-disk outbox until the
+coordinator acknowledges it, so reports survive cuts and restarts.
+
+Crash safety: a SIGKILL at any point leaves the pointer naming a committed, verified model, or a
+trial model whose fallback is one; :meth:`Updater.recover` (run at start-up) reverts an
+interrupted trial and re-verifies the serving slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fedge.edge.health import HealthConfig, check_health
+from fedge.edge.slots import Slots, atomic_write, fsync_dir, sha256_file
+from fedge.log import logger
+from fedge.release import (
+    Manifest,
+    SignedManifest,
+    VerificationError,
+    load_public_key,
+    pin_public_key,
+    verify_manifest,
+)
+from fedge.v1 import hub_pb2, hub_pb2_grpc
+
+__all__ = [
+    "PINNED_KEY_FILE",
+    "DeviceProfile",
+    "GrpcHubClient",
+    "HubClient",
+    "InstallReport",
+    "Updater",
+    "pin_release_key",
+]
+
+PINNED_KEY_FILE = "release_key.pub"
+MAX_TRIAL_ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """What a device can run: releases must name this profile and fit its size limit."""
+
+    name: str = "cpu-small"
+    max_model_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class InstallReport:
+    """One install outcome (state is one of ``fedge.release.INSTALL_STATES``)."""
+
+    version: int
+    state: str
+    reason: str
+    active_version: int
+
+
+class HubClient(Protocol):
+    """The updater's view of ModelHubService."""
+
+    def get_manifest(
+        self, *, device_id: str, profile: str, installed_version: int
+    ) -> SignedManifest | None: ...
+
+    def download(
+        self, *, sha256: str, offset: int, device_id: str
+    ) -> Iterator[tuple[int, bytes]]: ...
+
+    def report(self, *, device_id: str, report: InstallReport) -> None: ...
+
+
+_STATE_TO_PROTO = {
+    "offered": hub_pb2.INSTALL_STATE_OFFERED,
+    "downloading": hub_pb2.INSTALL_STATE_DOWNLOADING,
+    "installed": hub_pb2.INSTALL_STATE_INSTALLED,
+    "refused": hub_pb2.INSTALL_STATE_REFUSED,
+    "rolled_back": hub_pb2.INSTALL_STATE_ROLLED_BACK,
+    "failed": hub_pb2.INSTALL_STATE_FAILED,
+}
+
+
+class GrpcHubClient:
+    """:class:`HubClient` over a gRPC channel (the edge agent's TLS channel in production)."""
+
+    def __init__(self, channel: grpc.Channel, *, timeout: float = 30.0, chunk_size: int = 0):
+        self.stub = hub_pb2_grpc.ModelHubServiceStub(channel)
+        self.timeout = timeout
+        self.chunk_size = chunk_size
+
+    def get_manifest(
+        self, *, device_id: str, profile: str, installed_version: int
+    ) -> SignedManifest | None:
+        """The signed manifest the coordinator targets at this device."""
+        reply = self.stub.GetManifest(
+            hub_pb2.GetManifestRequest(
+                device_id=device_id, profile=profile, installed_version=installed_version
+            ),
+            timeout=self.timeout,
+        )
+        if not reply.available:
+            return None
+        m = reply.manifest
+        return SignedManifest(m.manifest_json, m.signature, m.key_id)
+
+    def download(self, *, sha256: str, offset: int, device_id: str) -> Iterator[tuple[int, bytes]]:
+        """Stream ``(offset, chunk)`` from ``offset``."""
+        request = hub_pb2.DownloadArtifactRequest(
+            sha256=sha256, offset=offset, chunk_size=self.chunk_size, device_id=device_id
+        )
+        for chunk in self.stub.DownloadArtifact(request, timeout=self.timeout * 10):
+            yield chunk.offset, chunk.data
+
+    def report(self, *, device_id: str, report: InstallReport) -> None:
+        """Send one install report."""
+        self.stub.ReportInstallStatus(
+            hub_pb2.ReportInstallStatusRequest(
+                device_id=device_id,
+                version=report.version,
+                state=_STATE_TO_PROTO[report.state],
+                reason=report.reason,
+                active_version=report.active_version,
+            ),
+            timeout=self.timeout,
+        )
+
+
+def pin_release_key(state_dir: Path, pem: bytes) -> Ed25519PublicKey:
+    """Pin the coordinator's release key in a device state directory (at enrolment)."""
+    return pin_public_key(path=Path(state_dir) / PINNED_KEY_FILE, pem=pem)
+
+
+class _RefusedError(Exception):
+    """Internal: an install step refused the release (carries the report state)."""
+
+    def __init__(self, state: str, reason: str) -> None:
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+
+
+class Updater:
+    """Installs releases into A/B slots of ``state_dir``; one install at a time."""
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        hub: HubClient,
+        device_id: str,
+        profile: DeviceProfile | None = None,
+        public_key: Ed25519PublicKey | None = None,
+        health: HealthConfig | None = None,
+        on_phase: Callable[[str], None] | None = None,
+        on_installed: Callable[[Path, int], None] | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.slots = Slots(self.state_dir)
+        self.downloads = self.state_dir / "downloads"
+        self.downloads.mkdir(parents=True, exist_ok=True)
+        self.outbox = self.state_dir / "outbox.jsonl"
+        self.hub = hub
+        self.device_id = device_id
+        self.profile = profile or DeviceProfile()
+        self.public_key = public_key or self._pinned_key()
+        self.health = health or HealthConfig()
+        self.on_phase = on_phase or (lambda _phase: None)
+        self.on_installed = on_installed
+        self._lock = threading.Lock()
+
+    def _pinned_key(self) -> Ed25519PublicKey:
+        path = self.state_dir / PINNED_KEY_FILE
+        if not path.is_file():
+            raise VerificationError("key", f"no release key pinned at {path} (enrol first)")
+        return load_public_key(pem=path.read_bytes())
+
+    # -- state -----------------------------------------------------------------------------
+
+    def active_version(self) -> int:
+        """Version of the committed, serving model (0 = none)."""
+        return self.slots.version_of(self.slots.state().serving)
+
+    def active_model(self) -> Path | None:
+        """Path of the committed, serving model, if any."""
+        slot = self.slots.state().serving
+        return None if slot is None else self.slots.model_path(slot)
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def _report(self, version: int, state: str, reason: str) -> InstallReport:
+        report = InstallReport(version, state, reason, self.active_version())
+        log = logger.info if state == "installed" else logger.warning
+        log("release %d: %s %s", version, state, reason)
+        with open(self.outbox, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(asdict(report)) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.flush_reports()
+        return report
+
+    def flush_reports(self) -> int:
+        """Send queued reports; keep those that could not be sent. Returns how many were sent."""
+        try:
+            lines = self.outbox.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return 0
+        sent = 0
+        for line in lines:
+            try:
+                self.hub.report(device_id=self.device_id, report=InstallReport(**json.loads(line)))
+            except grpc.RpcError as exc:
+                logger.warning("cannot send install report yet: %s", exc.code())
+                break
+            except (ValueError, TypeError):
+                pass  # a torn last line from a crash: drop it
+            sent += 1
+        atomic_write(self.outbox, "".join(x + "\n" for x in lines[sent:]).encode())
+        return sent
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def recover(self) -> list[InstallReport]:
+        """Start-up recovery after a crash or power cut; returns the reports it made."""
+        with self._lock:
+            reports = []
+            for stale in self.state_dir.rglob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+            state = self.slots.state()
+            if state.trial:
+                version = self.slots.version_of(state.active)
+                tries = state.attempts.get(version, 0)
+                reason = f"install interrupted before its health check finished (try {tries})"
+                reject = (version, reason) if tries >= MAX_TRIAL_ATTEMPTS else None
+                self.slots.revert(reject=reject)
+                reports.append(self._report(version, "rolled_back", reason))
+            reports.extend(self._ensure_serving_verified())
+            return reports
+
+    def _ensure_serving_verified(self) -> list[InstallReport]:
+        state = self.slots.state()
+        if state.serving is None:
+            return []
+        try:
+            self.slots.verify_slot(state.serving, public_key=self.public_key)
+            return []
+        except VerificationError as exc:
+            bad = state.serving
+            reason = f"serving slot {bad} failed verification at start-up: {exc}"
+        other = next(s for s in ("a", "b") if s != bad)
+        try:
+            self.slots.verify_slot(other, public_key=self.public_key)
+            self.slots.write_state(type(state)(active=other, rejected=state.rejected))
+        except VerificationError:
+            self.slots.write_state(type(state)(rejected=state.rejected))
+        return [self._report(self.slots.version_of(bad), "failed", reason)]
+
+    # -- install ---------------------------------------------------------------------------
+
+    def check_once(self) -> InstallReport | None:
+        """Ask the hub for this device's release and install it if it is new."""
+        self.flush_reports()
+        installed = self.active_version()
+        try:
+            signed = self.hub.get_manifest(
+                device_id=self.device_id, profile=self.profile.name, installed_version=installed
+            )
+        except grpc.RpcError as exc:
+            logger.warning("cannot reach the model hub: %s", exc.code())
+            return None
+        if signed is None:
+            return None
+        try:
+            if verify_manifest(signed, public_key=self.public_key).version == installed:
+                return None
+        except VerificationError:
+            pass  # install() refuses it and reports why
+        return self.install(signed)
+
+    def install(self, signed: SignedManifest) -> InstallReport:
+        """Verify, download, write, switch, health-check, commit or roll back; report."""
+        with self._lock:
+            version = 0
+            try:
+                manifest = self._verify_manifest(signed)
+                version = manifest.version
+                part = self._fetch(manifest)
+                return self._switch(manifest, signed, part)
+            except VerificationError as exc:
+                return self._report(version or _version_hint(signed), "refused", str(exc))
+            except _RefusedError as exc:
+                return self._report(version, exc.state, exc.reason)
+            except grpc.RpcError as exc:
+                reason = f"download interrupted ({exc.code()}); will resume"
+                return self._report(version, "failed", reason)
+            except OSError as exc:
+                return self._report(version, "failed", f"disk error: {exc}")
+
+    def _verify_manifest(self, signed: SignedManifest) -> Manifest:
+        manifest = verify_manifest(signed, public_key=self.public_key)
+        if manifest.is_expired():
+            raise VerificationError(
+                "expired", f"release {manifest.version} expired {manifest.expires}"
+            )
+        installed = self.active_version()
+        if manifest.version <= installed:
+            raise VerificationError(
+                "not-newer", f"release {manifest.version} is not newer than installed {installed}"
+            )
+        state = self.slots.state()
+        if manifest.version in state.rejected:
+            raise VerificationError(
+                "rejected",
+                f"release {manifest.version} failed before: {state.rejected[manifest.version]}",
+            )
+        if manifest.profile != self.profile.name:
+            raise VerificationError(
+                "profile",
+                f"release is for profile {manifest.profile!r}, device is {self.profile.name!r}",
+            )
+        if manifest.length > self.profile.max_model_bytes:
+            raise VerificationError(
+                "profile",
+                f"model of {manifest.length} bytes exceeds the device limit "
+                f"{self.profile.max_model_bytes}",
+            )
+        return manifest
+
+    def _local_copy(self, manifest: Manifest, part: Path) -> bool:
+        """Reuse identical bytes already in a slot (a rollback release re-uses an artifact)."""
+        for slot in ("a", "b"):
+            path = self.slots.model_path(slot)
+            same = path.is_file() and path.stat().st_size == manifest.length
+            if same and sha256_file(path) == manifest.sha256:
+                tmp = part.with_name(part.name + ".copy")
+                with open(path, "rb") as src, open(tmp, "wb") as dst:
+                    while block := src.read(1 << 20):
+                        dst.write(block)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                os.replace(tmp, part)
+                return True
+        return False
+
+    def _fetch(self, manifest: Manifest) -> Path:
+        """Download (resuming) into ``downloads/<sha>.part`` and check length and SHA-256."""
+        part = self.downloads / f"{manifest.sha256}.part"
+        for other in self.downloads.iterdir():
+            if other != part:
+                other.unlink(missing_ok=True)  # a stale download of another release
+        complete = part.exists() and part.stat().st_size == manifest.length
+        if not complete and not self._local_copy(manifest, part):
+            self._download(manifest, part)
+        self.on_phase("downloaded")
+        if part.stat().st_size != manifest.length:
+            part.unlink()
+            raise VerificationError("length", "downloaded artifact length differs from manifest")
+        if sha256_file(part) != manifest.sha256:
+            part.unlink()  # start over next time: we cannot tell which chunk was bad
+            raise VerificationError("sha256", "downloaded artifact hash differs from manifest")
+        self.on_phase("verified")
+        return part
+
+    def _download(self, manifest: Manifest, part: Path) -> None:
+        offset = part.stat().st_size if part.exists() else 0
+        if offset > manifest.length:
+            part.unlink()
+            offset = 0
+        with open(part, "ab") as out:
+            for chunk_offset, data in self.hub.download(
+                sha256=manifest.sha256, offset=offset, device_id=self.device_id
+            ):
+                if chunk_offset != offset or offset + len(data) > manifest.length:
+                    raise VerificationError("length", f"unexpected chunk at offset {chunk_offset}")
+                out.write(data)
+                offset += len(data)
+                self.on_phase("chunk")
+            out.flush()
+            os.fsync(out.fileno())
+        if offset != manifest.length:
+            raise _RefusedError("failed", f"download ended at {offset} of {manifest.length} bytes")
+
+    def _switch(self, manifest: Manifest, signed: SignedManifest, part: Path) -> InstallReport:
+        slot = self.slots.writable_slot()
+        self.slots.write_slot(slot, model=part, signed=signed)
+        fsync_dir(self.downloads)
+        self.slots.verify_slot(slot, public_key=self.public_key)
+        self.on_phase("slot_written")
+        self.slots.begin_trial(slot, version=manifest.version)
+        self.on_phase("switched")
+        result = check_health(self.slots.model_path(slot), manifest, config=self.health)
+        self.on_phase("health_checked")
+        if not result.ok:
+            reason = f"health check failed: {result.reason}"
+            self.slots.revert(reject=(manifest.version, reason))
+            self.on_phase("reverted")
+            raise _RefusedError("rolled_back", reason)
+        self.slots.commit()
+        self.on_phase("committed")
+        if self.on_installed is not None:
+            self.on_installed(self.slots.model_path(slot), manifest.version)
+        detail = "" if result.accuracy is None else f"accuracy {result.accuracy:.3f}"
+        return self._report(manifest.version, "installed", detail)
+
+    def run(self, *, interval: float, stop: threading.Event) -> None:
+        """Check for updates every ``interval`` seconds until ``stop`` is set."""
+        self.recover()
+        while not stop.is_set():
+            self.check_once()
+            stop.wait(interval)
+
+
+def _version_hint(signed: SignedManifest) -> int:
+    """The claimed version of a manifest that failed verification (for the report only)."""
+    try:
+        return signed.manifest.version
+    except VerificationError:
+        return 0
+
+
+def artifact_digest(data: bytes) -> str:
+    """Hex SHA-256 of bytes (helper for tools)."""
+    return hashlib.sha256(data).hexdigest()

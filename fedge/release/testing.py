@@ -1,0 +1,70 @@
+"""Tiny real ONNX models and labelled data for release tests, benchmarks and demos.
+
+A linear classifier ``logits = x @ W + b`` built with ``onnx.helper``: small, deterministic from
+a seed, and with known labels, so a health check's accuracy floor can pass or fail on purpose.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+__all__ = ["linear_weights", "make_labelled_data", "make_linear_model"]
+
+
+def linear_weights(*, features: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic weights ``(W, b)`` for a seed."""
+    rng = np.random.default_rng(seed)
+    weights = rng.standard_normal((features, classes)).astype(np.float32)
+    bias = rng.standard_normal(classes).astype(np.float32) * 0.1
+    return weights, bias
+
+
+def make_linear_model(
+    path: Path,
+    *,
+    features: int = 16,
+    classes: int = 4,
+    seed: int = 0,
+    poison: str | None = None,
+) -> Path:
+    """Write a linear ONNX classifier (input ``x`` [N, features] -> ``logits`` [N, classes]).
+
+    ``poison="nan"`` makes every output NaN (a model that must fail its health check).
+    """
+    weights, bias = linear_weights(features=features, classes=classes, seed=seed)
+    if poison == "nan":
+        bias = np.full_like(bias, np.nan)
+    elif poison is not None:
+        raise ValueError(f"unknown poison {poison!r}; valid: 'nan'")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["logits"]),
+        ],
+        "fedge-linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def make_labelled_data(
+    path: Path, *, features: int = 16, classes: int = 4, seed: int = 0, samples: int = 64
+) -> Path:
+    """Write ``x``/``y`` (``.npz``) labelled by the model of ``seed``: that model scores 100%."""
+    weights, bias = linear_weights(features=features, classes=classes, seed=seed)
+    x = np.random.default_rng(seed + 1000).standard_normal((samples, features)).astype(np.float32)
+    y = np.argmax(x @ weights + bias, axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=x, y=y)
+    return path

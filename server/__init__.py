@@ -1,0 +1,1 @@
+"""The coordinator's deployable Flower app component."""
