@@ -60,6 +60,12 @@ class RunConfig:
     min_clients: int = 1
     round_timeout: float = 600.0
     keep_checkpoints: int = 2
+    # Release pipeline (fedge.compress): build release/ beside results.json after the run, and
+    # release-round-K/ every ``release_every`` rounds when > 0. ``student`` None picks by
+    # dataset: student-cnn for images, student-mlp otherwise.
+    release: bool = True
+    student: str | None = None
+    release_every: int = 0
 
     def __post_init__(self) -> None:
         self._validate()
@@ -118,6 +124,9 @@ class RunConfig:
         _at_least("--batch-size", self.batch_size, 1)
         _at_least("--min-clients", self.min_clients, 1)
         _at_least("--keep-checkpoints", self.keep_checkpoints, 1)
+        _at_least("--release-every", self.release_every, 0)
+        if self.student is not None:
+            _one_of("--student", self.student, list_models(students_only=True))
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError("--fraction", self.fraction, "is outside (0, 1]")
         if not 0.0 <= self.fraction_evaluate <= 1.0:

@@ -40,7 +40,7 @@ class TransportOptions:
     """Limits shared by servers and channels."""
 
     max_message_bytes: int = 8 * MiB
-    chunk_bytes: int = 2 * MiB
+    chunk_bytes: int = 1 * MiB
     keepalive_seconds: float = 20.0
 
     def __post_init__(self) -> None:
@@ -96,9 +96,7 @@ class Malformed:
     reason: str
 
 
-def create_server(
-    *, options: TransportOptions | None = None, max_workers: int = 32
-) -> grpc.Server:
+def create_server(*, options: TransportOptions | None = None, max_workers: int = 32) -> grpc.Server:
     """A gRPC server with fedge's limits (not yet bound or started)."""
     opts = options or TransportOptions()
     return grpc.server(

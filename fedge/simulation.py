@@ -2,12 +2,16 @@
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedge.app import RunResult, build_client_app, build_server_app
 from fedge.app.server import RoundCallback
 from fedge.config import RunConfig
 from fedge.errors import ConfigError
 from fedge.runtime import run_local, run_ray
+
+if TYPE_CHECKING:  # the release stack (onnx, onnxruntime) loads only when a release is built
+    from fedge.compress.runs import ReleaseCallback
 
 __all__ = ["simulate"]
 
@@ -17,16 +21,23 @@ def simulate(
     *,
     out_dir: Path | None = None,
     on_round: RoundCallback | None = None,
+    on_release: "ReleaseCallback | None" = None,
 ) -> RunResult:
     """Train ``config`` on a simulated fleet and return the run's result.
 
     With ``out_dir`` the run writes ``results.json``, per-round checkpoints, the final
-    ``model.pt`` and the plots there.
+    ``model.pt`` and the plots there, and (``config.release``) a release in ``release/``
+    (every ``config.release_every`` rounds also in ``release-round-K/``); ``on_release`` is
+    told when each release build starts and ends.
     """
+    from fedge.compress.runs import check_release_config, release_after_run, with_round_releases
+
     # Flower logs every round at INFO (and warns about settings fedge chose on purpose, such as
     # fraction_evaluate=0); fedge reports rounds and dropped clients itself.
     logging.getLogger("flwr").setLevel(logging.ERROR)
     _check_population(config)
+    check_release_config(config)
+    on_round = with_round_releases(config, out_dir, on_round, on_release)
     results: list[RunResult] = []
     server_app = build_server_app(config, out_dir=out_dir, on_round=on_round, results=results)
     client_app = build_client_app(config)
@@ -42,6 +53,7 @@ def simulate(
         )
     if not results:
         raise RuntimeError("the ServerApp finished without a result; see the log above")
+    release_after_run(config, out_dir, results[0], on_release)
     return results[0]
 
 

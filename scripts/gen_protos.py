@@ -47,7 +47,9 @@ def generate(out: Path) -> list[Path]:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     init = out / PACKAGE / "__init__.py"
-    init.write_text('"""Generated protobuf and gRPC code (scripts/gen_protos.py); do not edit."""\n')
+    init.write_text(
+        '"""Generated protobuf and gRPC code (scripts/gen_protos.py); do not edit."""\n'
+    )
     return sorted(p for p in (out / PACKAGE).iterdir() if p.is_file())
 
 

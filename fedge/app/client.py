@@ -39,7 +39,19 @@ _MODELS: dict[tuple[Any, ...], nn.Module] = {}
 
 
 def load_client_data(config: RunConfig, node_config: dict[str, Any]) -> ClientData:
-    """The samples of the client described by ``node_config`` (cached per process)."""
+    """The samples of the client described by ``node_config`` (cached per process).
+
+    A real device names its own ``data-dir`` (see :mod:`fedge.edge.data`); a simulated client
+    has a ``partition-id`` into the run's dataset.
+    """
+    if "data-dir" in node_config:
+        from pathlib import Path
+
+        from fedge.edge.data import load_device_data
+
+        local = load_device_data(Path(str(node_config["data-dir"])), dataset=config.dataset)
+        x_local, y_local = torch.from_numpy(local.x), torch.from_numpy(local.y)
+        return ClientData(x_local, y_local, local.input_shape, local.num_classes)
     if "partition-id" not in node_config:
         raise DataError("node config has no 'partition-id': this client has no data source")
     partition_id = int(node_config["partition-id"])

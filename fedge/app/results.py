@@ -90,7 +90,7 @@ def read_results(out_dir: Path) -> dict[str, Any]:
 
 
 def write_plots(out_dir: Path, result: RunResult) -> list[Path]:
-    """Write ``accuracy.png`` and ``loss.png`` (test metrics per round)."""
+    """Write ``accuracy.png``, ``loss.png`` and, for a DP run, ``privacy.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,4 +110,9 @@ def write_plots(out_dir: Path, result: RunResult) -> list[Path]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
+    from fedge.privacy.report import write_privacy_plot
+
+    privacy_plot = write_privacy_plot(out_dir, [r.to_dict() for r in result.rounds])
+    if privacy_plot is not None:
+        written.append(privacy_plot)
     return written

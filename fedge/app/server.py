@@ -15,13 +15,14 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
-from fedge.app.strategies import build_strategy
 from fedge.app.training import evaluate, set_seed
 from fedge.app.validation import validate_evaluate_replies, validate_train_replies
 from fedge.config import RunConfig
 from fedge.data import get_dataset
 from fedge.log import logger
 from fedge.models import get_model
+from fedge.privacy.central import CentralDP, build_private_strategy
+from fedge.privacy.rounds import budget_stop_reason, privacy_notes, round_privacy
 
 __all__ = ["RoundCallback", "build_server_app", "run_federation"]
 
@@ -76,10 +77,15 @@ def run_federation(
     if start_from is not None:
         model.load_state_dict(start_from.state_dict)
     arrays = ArrayRecord(model.state_dict())
-    strategy = build_strategy(config)
+    strategy = build_private_strategy(config)
     result = RunResult(config=config.to_dict())
     first_round = start_from.server_round + 1 if start_from is not None else 1
     for server_round in range(first_round, config.rounds + 1):
+        stop = budget_stop_reason(strategy, config, server_round)
+        if stop is not None:
+            result.stopped_reason = stop
+            logger.warning("%s", stop)
+            break
         round_started = time.perf_counter()
         train_config = ConfigRecord(
             {
@@ -95,7 +101,10 @@ def run_federation(
         for d in dropped:
             logger.warning("round %d: dropped node %d: %s", server_round, d.node_id, d.reason)
         new_arrays, train_metrics = (
-            strategy.aggregate_train(server_round, kept) if kept else (None, None)
+            # Central DP releases (noise) even for an empty sample, as its accountant assumes.
+            strategy.aggregate_train(server_round, kept)
+            if kept or isinstance(strategy, CentralDP)
+            else (None, None)
         )
         if new_arrays is not None:
             arrays = new_arrays
@@ -111,6 +120,7 @@ def run_federation(
             aggregated=len(kept) if new_arrays is not None else 0,
             dropped=[d.to_dict() for d in dropped],
         )
+        record.extra.update(round_privacy(strategy, kept))
         record.client_accuracy = _client_evaluate(strategy, server_round, arrays, grid, config)
         model.load_state_dict(arrays.to_torch_state_dict())
         test = evaluate(model, x_test, y_test)
@@ -129,6 +139,7 @@ def run_federation(
         if on_round is not None:
             on_round(record)
     result.total_seconds = time.perf_counter() - started
+    result.notes.update(privacy_notes(strategy, config))
     if out_dir is not None:
         write_results(out_dir, result)
         write_plots(out_dir, result)

@@ -1,7 +1,7 @@
 """``fedge simulate``: train a simulated fleet on this machine (``local``) or on Ray."""
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -9,8 +9,12 @@ from rich.table import Table
 
 from fedge.app.results import RoundRecord, RunResult
 from fedge.cli.common import console, fail
+from fedge.cli.release import print_release_summary
 from fedge.config import RunConfig, load_config_file
 from fedge.errors import FedgeError
+
+if TYPE_CHECKING:
+    from fedge.compress import ReleaseReport
 
 __all__ = ["simulate_command"]
 
@@ -35,8 +39,48 @@ def simulate_command(
     data_dir: Annotated[
         Path | None, typer.Option(help="Directory of on-disk datasets (torchvision layout).")
     ] = None,
+    dp_noise: Annotated[
+        float | None, typer.Option(help="Central DP: noise multiplier z (client level).")
+    ] = None,
+    dp_clip: Annotated[float | None, typer.Option(help="Central DP: clip norm C.")] = None,
+    dp_adaptive_clip: Annotated[
+        bool | None, typer.Option(help="Central DP: adapt C to the median update norm.")
+    ] = None,
+    dp_delta: Annotated[float | None, typer.Option(help="DP delta [default: 1e-5].")] = None,
+    dp_max_epsilon: Annotated[
+        float | None, typer.Option(help="Central DP: stop before a round crosses this epsilon.")
+    ] = None,
+    dp_target_epsilon: Annotated[
+        float | None, typer.Option(help="Central DP: choose z to end the rounds at this epsilon.")
+    ] = None,
+    dp_seed: Annotated[
+        int | None, typer.Option(help="Seed DP noise (reproducible; default: OS randomness).")
+    ] = None,
+    local_dp_noise: Annotated[
+        float | None, typer.Option(help="Local DP-SGD: noise multiplier on each device.")
+    ] = None,
+    local_dp_clip: Annotated[
+        float | None, typer.Option(help="Local DP-SGD: per-sample gradient clip norm.")
+    ] = None,
+    local_dp_epsilon: Annotated[
+        float | None, typer.Option(help="Local DP-SGD: each device's epsilon budget.")
+    ] = None,
+    device_state_root: Annotated[
+        Path | None, typer.Option(help="Simulated devices' state dirs (privacy ledgers).")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML file of options (CLI flags win).")
+    ] = None,
+    release: Annotated[
+        bool | None,
+        typer.Option("--release/--no-release", help="Build release/ (int8 student) after the run."),
+    ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(help="Release student [default: student-cnn for images, else student-mlp]."),
+    ] = None,
+    release_every: Annotated[
+        int | None, typer.Option(help="Also build release-round-K/ every K rounds (0: never).")
     ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/latest"),
 ) -> None:
@@ -55,18 +99,35 @@ def simulate_command(
         "runtime": runtime,
         "seed": seed,
         "data_dir": str(data_dir) if data_dir is not None else None,
+        "dp_noise": dp_noise,
+        "dp_clip": dp_clip,
+        "dp_adaptive_clip": dp_adaptive_clip,
+        "dp_delta": dp_delta,
+        "dp_max_epsilon": dp_max_epsilon,
+        "dp_target_epsilon": dp_target_epsilon,
+        "dp_seed": dp_seed,
+        "local_dp_noise": local_dp_noise,
+        "local_dp_clip": local_dp_clip,
+        "local_dp_epsilon": local_dp_epsilon,
+        "device_state_root": str(device_state_root) if device_state_root is not None else None,
+        "release": release,
+        "student": student,
+        "release_every": release_every,
     }
+    releases: list[tuple[Path, ReleaseReport]] = []
     try:
         values = load_config_file(config) if config is not None else {}
         values.update({k: v for k, v in flags.items() if v is not None})
         run_config = RunConfig.from_mapping(values)
-        result = _run(run_config, out)
+        result = _run(run_config, out, releases)
     except (FedgeError, ValueError) as err:
         fail(str(err))
     _print_summary(result, out)
+    if releases:
+        print_release_summary(releases[-1][1], releases[-1][0])
 
 
-def _run(config: RunConfig, out: Path) -> RunResult:
+def _run(config: RunConfig, out: Path, releases: list[tuple[Path, "ReleaseReport"]]) -> RunResult:
     from fedge.simulation import simulate
 
     console.print(
@@ -88,10 +149,18 @@ def _run(config: RunConfig, out: Path) -> RunResult:
                 f"round {record.round:>3}  accuracy {record.accuracy:.4f}  loss {record.loss:.4f}"
                 f"  {record.seconds:5.1f}s"
                 + (f"  dropped {len(record.dropped)}" if record.dropped else "")
+                + (f"  eps {record.extra['epsilon']:.3f}" if "epsilon" in record.extra else "")
             )
             progress.update(task, advance=1, status=f"acc {record.accuracy:.4f}")
 
-        return simulate(config, out_dir=out, on_round=on_round)
+        def on_release(target: Path, report: "ReleaseReport | None") -> None:
+            if report is None:
+                progress.update(task, status=f"building {target.name}/")
+                return
+            progress.console.print(f"{target}: {report.summary()}")
+            releases.append((target, report))
+
+        return simulate(config, out_dir=out, on_round=on_round, on_release=on_release)
 
 
 def _print_summary(result: RunResult, out: Path) -> None:
@@ -112,3 +181,5 @@ def _print_summary(result: RunResult, out: Path) -> None:
         f"final accuracy {result.final_accuracy:.4f} in {result.total_seconds:.1f}s; "
         f"results in {out / 'results.json'}"
     )
+    if result.stopped_reason:
+        console.print(f"stopped early: {result.stopped_reason}")

@@ -10,7 +10,8 @@ with :func:`register_distiller`; the pipeline picks one by name.
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +29,7 @@ __all__ = [
     "get_distiller",
     "list_distillers",
     "register_distiller",
+    "transfer_pool",
 ]
 
 
@@ -35,16 +37,19 @@ __all__ = [
 class DistillSettings:
     """Hyper-parameters of distillation; the defaults fit the default ``fedge simulate``."""
 
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 0.004
     weight_decay: float = 1e-4
     temperature: float = 4.0
     alpha: float = 0.8
-    #: Augmented copies of the transfer set per epoch (the original samples come on top).
-    copies: int = 2
+    #: Augmented copies of the transfer set in the training pool (the originals come on top).
+    copies: int = 4
     augment: Augmenter | None = field(default_factory=Augmenter)
     seed: int = 0
+    #: torch threads while distilling. One by default: on a shared machine, several threads
+    #: waiting on each other make the small ops of a small student many times slower.
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.copies < 0:
@@ -103,31 +108,12 @@ class SoftLabelDistiller(Distiller):
         teacher.eval()
         x_all = torch.from_numpy(transfer.x)
         y_all = torch.from_numpy(transfer.y)
-        steps = settings.epochs * _batches_per_epoch(len(x_all), settings)
-        optimizer = torch.optim.AdamW(
-            student.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
-        )
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps)
-        loss_value, seen = 0.0, 0
-        for epoch in range(settings.epochs):
-            student.train()
-            x_epoch, y_epoch = _epoch_data(x_all, y_all, settings, generator)
-            order = torch.randperm(len(x_epoch), generator=generator)
-            total = 0.0
-            for begin in range(0, len(order), settings.batch_size):
-                idx = order[begin : begin + settings.batch_size]
-                xb, yb = x_epoch[idx], y_epoch[idx]
-                with torch.no_grad():
-                    soft = teacher(xb)
-                loss = kd_loss(student(xb), soft, yb, settings.temperature, settings.alpha)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                total += float(loss) * len(idx)
-                seen += len(idx)
-            loss_value = total / len(order)
-            logger.debug("distill epoch %d: loss %.4f", epoch + 1, loss_value)
+        with _threads(settings.threads):
+            # One pool of augmented samples, labelled by the teacher once: the teacher's
+            # forward pass is the expensive part, so it is not repeated every epoch.
+            x_pool, y_pool = transfer_pool(x_all, y_all, settings, generator)
+            soft_pool = _logits(teacher, x_pool)
+            loss_value, seen = _fit(student, x_pool, y_pool, soft_pool, settings, generator)
         student.eval()
         agreement = _agreement(teacher, student, x_all)
         return DistillResult(
@@ -159,16 +145,55 @@ def kd_loss(
     return alpha * soft + (1.0 - alpha) * hard
 
 
-def _batches_per_epoch(n: int, settings: DistillSettings) -> int:
-    copies = settings.copies if settings.augment is not None else 0
-    total = n * (1 + copies)
-    return (total + settings.batch_size - 1) // settings.batch_size
+def _fit(
+    student: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    soft: Tensor,
+    settings: DistillSettings,
+    generator: torch.Generator,
+) -> tuple[float, int]:
+    """Train ``student`` on the labelled pool; return the last epoch's loss and samples seen."""
+    steps = settings.epochs * ((len(x) + settings.batch_size - 1) // settings.batch_size)
+    optimizer = torch.optim.AdamW(
+        student.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps)
+    student.train()
+    loss_value, seen = 0.0, 0
+    for epoch in range(settings.epochs):
+        order = torch.randperm(len(x), generator=generator)
+        total = 0.0
+        for begin in range(0, len(order), settings.batch_size):
+            idx = order[begin : begin + settings.batch_size]
+            loss = kd_loss(student(x[idx]), soft[idx], y[idx], settings.temperature, settings.alpha)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        loss_value = total / len(order)
+        logger.debug("distill epoch %d: loss %.4f", epoch + 1, loss_value)
+    return loss_value, seen
 
 
-def _epoch_data(
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """Run torch on ``count`` threads inside the block (``None``: leave torch's setting)."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def transfer_pool(
     x: Tensor, y: Tensor, settings: DistillSettings, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
-    """The transfer set plus ``copies`` freshly augmented copies of it."""
+    """The transfer set plus ``settings.copies`` augmented copies of it (samples, labels)."""
     xs, ys = [x], [y]
     if settings.augment is not None:
         for _ in range(settings.copies):
@@ -176,6 +201,11 @@ def _epoch_data(
             xs.append(xa)
             ys.append(ya)
     return torch.cat(xs), torch.cat(ys)
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: Tensor) -> Tensor:
+    return torch.cat([model(x[i : i + 512]) for i in range(0, len(x), 512)])
 
 
 @torch.no_grad()

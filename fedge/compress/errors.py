@@ -8,6 +8,7 @@ __all__ = [
     "QuantizationError",
     "ReleaseError",
     "StudentShapeError",
+    "first_line",
 ]
 
 
@@ -29,3 +30,9 @@ class ExportError(ReleaseError):
 
 class QuantizationError(ReleaseError):
     """ONNX Runtime cannot quantize the model (an op it has no int8 kernel for, say)."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message (CLI errors are one line)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

@@ -7,6 +7,8 @@ set: its logits must match torch's within :data:`EXPORT_ATOL` + :data:`EXPORT_RT
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import onnx
 import torch
 from torch import nn
 
-from fedge.compress.errors import ExportError
+from fedge.compress.errors import ExportError, first_line
 
 __all__ = [
     "EXPORT_ATOL",
@@ -58,8 +60,7 @@ def export_onnx(model: nn.Module, path: Path, *, input_shape: tuple[int, ...]) -
     example = torch.zeros((2, *input_shape), dtype=torch.float32)
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
-        with warnings.catch_warnings(), _quiet_exporter():
-            warnings.simplefilter("ignore")
+        with _quiet_exporter():
             program = torch.onnx.export(
                 model,
                 (example,),
@@ -78,7 +79,8 @@ def export_onnx(model: nn.Module, path: Path, *, input_shape: tuple[int, ...]) -
     except ExportError:
         raise
     except Exception as err:  # the exporter raises many error types; say which model failed
-        raise ExportError(f"cannot export {type(model).__name__} to ONNX: {err}") from err
+        name = type(model).__name__
+        raise ExportError(f"cannot export {name} to ONNX: {first_line(err)}") from err
     return path
 
 
@@ -110,16 +112,17 @@ def verify_export(model: nn.Module, path: Path, x: np.ndarray) -> ExportCheck:
     return check
 
 
-class _quiet_exporter:  # noqa: N801  (used as a context manager)
-    """Silence the exporter's INFO chatter ("Obtain model graph ...") for the duration."""
-
-    def __enter__(self) -> None:
-        self._levels = {}
-        for name in ("torch.onnx", "torch.export", "onnxscript"):
-            log = logging.getLogger(name)
-            self._levels[name] = log.level
-            log.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        for name, level in self._levels.items():
-            logging.getLogger(name).setLevel(level)
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's warnings and INFO chatter ("Obtain model graph ...")."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)

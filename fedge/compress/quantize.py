@@ -23,7 +23,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from fedge.compress.errors import CalibrationError, QuantizationError
+from fedge.compress.errors import CalibrationError, QuantizationError, first_line
 
 __all__ = ["TransferCalibrationReader", "quantize_int8", "unquantized_weights"]
 
@@ -31,7 +31,7 @@ __all__ = ["TransferCalibrationReader", "quantize_int8", "unquantized_weights"]
 _MIN_WEIGHT_ELEMENTS = 16
 
 
-class TransferCalibrationReader(CalibrationDataReader):  # type: ignore[misc]
+class TransferCalibrationReader(CalibrationDataReader):
     """Feeds the transfer set to ONNX Runtime's calibrator in batches."""
 
     def __init__(self, x: np.ndarray, *, input_name: str, batch_size: int = 64) -> None:
@@ -75,11 +75,13 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
                 calibrate_method=CalibrationMethod.MinMax,
             )
         except Exception as err:  # ONNX Runtime raises bare exceptions for unsupported graphs
+            int8_path.unlink(missing_ok=True)
             raise QuantizationError(
-                f"ONNX Runtime cannot quantize {fp32_path.name}: {err}"
+                f"ONNX Runtime cannot quantize {fp32_path.name}: {first_line(err)}"
             ) from err
     float_ops = unquantized_weights(onnx.load(str(int8_path)))
     if float_ops:
+        int8_path.unlink()  # not an int8 model: leave nothing that looks like one
         names = ", ".join(f"{op} ({node})" for op, node in float_ops)
         raise QuantizationError(
             f"ONNX Runtime cannot quantize op(s) {names} of {fp32_path.name}: their weights "
@@ -114,7 +116,9 @@ def _check_calibration(model: onnx.ModelProto, calibration: np.ndarray) -> None:
     dims = model.graph.input[0].type.tensor_type.shape.dim
     expected = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims[1:])
     got = tuple(int(d) for d in calibration.shape[1:])
-    if len(expected) != len(got) or any(e not in (-1, g) for e, g in zip(expected, got)):
+    if len(expected) != len(got) or any(
+        e not in (-1, g) for e, g in zip(expected, got, strict=True)
+    ):
         raise CalibrationError(
             f"the calibration set has samples of shape {got}, the model takes {expected}"
         )

@@ -24,7 +24,7 @@ def predict(
     path: Path | ort.InferenceSession, x: np.ndarray, *, batch_size: int = 256
 ) -> np.ndarray:
     """Logits of the model for every row of ``x``, computed in batches."""
-    sess = path if isinstance(path, ort.InferenceSession) else session(path, threads=2)
+    sess = path if isinstance(path, ort.InferenceSession) else session(path, threads=1)
     name = sess.get_inputs()[0].name
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = [sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
@@ -65,6 +65,5 @@ def measure_latency(
             sess.run(None, feed)
             times[i].append((time.perf_counter_ns() - begin) / 1e6)
     return [
-        LatencyStats(float(np.percentile(t, 50)), float(np.percentile(t, 99)), runs)
-        for t in times
+        LatencyStats(float(np.percentile(t, 50)), float(np.percentile(t, 99)), runs) for t in times
     ]

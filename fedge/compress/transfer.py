@@ -39,8 +39,7 @@ class TransferSet:
             )
         if len(self.y) != len(self.x):
             raise CalibrationError(
-                f"the {self.source} transfer set has {len(self.x)} samples "
-                f"but {len(self.y)} labels"
+                f"the {self.source} transfer set has {len(self.x)} samples but {len(self.y)} labels"
             )
         if not np.isfinite(self.x).all():
             raise CalibrationError(f"the {self.source} transfer set holds NaN or Inf values")

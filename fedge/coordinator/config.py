@@ -28,7 +28,7 @@ class CoordinatorConfig:
     wait_for_devices_seconds: float = 120.0
     max_attempts: int = 3
     max_message_bytes: int = 8 * 2**20
-    chunk_bytes: int = 2 * 2**20
+    chunk_bytes: int = 1 * 2**20
     max_payload_bytes: int = 2**30
     device_cert_days: int = 365
     max_workers: int = 64

@@ -17,12 +17,12 @@ from fedge.app.validation import validate_train_replies
 from fedge.coordinator.auth import authenticate_device
 from fedge.coordinator.errors import PayloadError, StaleResultError, status_for
 from fedge.coordinator.pki import CertificateAuthority
-from fedge.coordinator.serde import PayloadAssembler, message_from_bytes, sha256_hex
+from fedge.coordinator.serde import PayloadAssembler, decode_message
 from fedge.coordinator.state import DeviceRow, State, TokenError
 from fedge.coordinator.tasks import Task, TaskHub
 from fedge.errors import FedgeError
 from fedge.log import logger
-from fedge.net import Malformed, split_chunks
+from fedge.net import Malformed
 from fedge.v1 import fleet_pb2 as pb
 
 __all__ = ["FleetServicer", "FleetSettings", "accept_result", "enroll", "parse_token"]
@@ -106,7 +106,7 @@ def accept_result(
         if part.WhichOneof("part") != "chunk":
             raise PayloadError("a result stream has one header, then chunks")
         assembler.add(part.chunk.data)
-    reply = message_from_bytes(assembler.finish())
+    reply = decode_message(assembler.finish(), list(header.part_bytes))
     _check_reply(reply, task, device)
     hub.complete(task, reply)
     _record_epsilon(reply, device, state)
@@ -121,6 +121,8 @@ def _check_reply(reply: Message, task: Task, device: DeviceRow) -> None:
         raise StaleResultError(f"the reply is for run {meta.run_id}, not run {task.run_id}")
     # The device may not claim to be another node.
     meta.__dict__["_src_node_id"] = device.id
+    if reply.has_error():  # the device reports a failure: a valid answer, not bad input
+        return
     if task.message_type == MessageType.TRAIN and task.reference is not None:
         _, dropped = validate_train_replies([reply], task.reference)
         if dropped:
@@ -186,7 +188,9 @@ class FleetServicer:
             )
         except FedgeError as err:
             self._refuse(context, "Enroll", err)
-        self._state.add_event("enrolled", f"{response.device_id} enrolled", device_id=response.device_id)
+        self._state.add_event(
+            "enrolled", f"{response.device_id} enrolled", device_id=response.device_id
+        )
         return response
 
     def Heartbeat(self, request: Any, context: grpc.ServicerContext) -> pb.HeartbeatResponse:  # noqa: N802
@@ -217,11 +221,12 @@ class FleetServicer:
                     message_type=task.message_type,
                     run_config_json=task.run_config_json,
                     node_id=device.id,
-                    payload_bytes=len(task.payload),
-                    payload_sha256=task.sha256 or sha256_hex(task.payload),
+                    payload_bytes=task.payload.total_bytes,
+                    payload_sha256=task.payload.sha256,
+                    part_bytes=task.payload.part_bytes,
                 )
             )
-            for data in split_chunks(task.payload, self._settings.chunk_bytes):
+            for data in task.payload.chunks(self._settings.chunk_bytes):
                 yield pb.PullTaskResponse(chunk=pb.Chunk(data=data))
             delivered = True
         finally:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 
@@ -17,9 +18,14 @@ from fedge.errors import ConfigError, FedgeError
 from fedge.log import logger
 from fedge.release import (
     ArtifactNotFoundError,
+    DeviceTelemetry,
+    ReleaseError,
     ReleaseNotFoundError,
     ReleaseStore,
     VerificationError,
+    key_id,
+    open_release_store,
+    public_key_pem,
 )
 from fedge.v1 import hub_pb2, hub_pb2_grpc
 
@@ -28,6 +34,8 @@ __all__ = [
     "STATE_TO_PROTO",
     "HubServicer",
     "add_hub_service",
+    "certificate_identity",
+    "coordinator_hub_servicer",
     "serve_hub",
     "status_code_for",
 ]
@@ -51,9 +59,11 @@ def status_code_for(exc: FedgeError) -> grpc.StatusCode:
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, VerificationError):
         return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, ReleaseError | ConfigError):
         return grpc.StatusCode.INVALID_ARGUMENT
-    return grpc.StatusCode.INVALID_ARGUMENT
+    from fedge.coordinator.errors import status_for  # authentication and other service errors
+
+    return status_for(exc)
 
 
 def _guard(context: grpc.ServicerContext, call: Callable[[], T]) -> T:
@@ -64,8 +74,11 @@ def _guard(context: grpc.ServicerContext, call: Callable[[], T]) -> T:
         raise  # unreachable: abort raises
 
 
-def _identity(context: grpc.ServicerContext, claimed: str) -> str:
-    """The caller's identity: the mTLS certificate CN when there is one, else ``claimed``."""
+Authenticate = Callable[[grpc.ServicerContext, str], str]
+
+
+def certificate_identity(context: grpc.ServicerContext, claimed: str) -> str:
+    """Default identity: the mTLS certificate CN when there is one, else ``claimed``."""
     names = context.auth_context().get("x509_common_name") or []
     if names:
         peer = names[0].decode("utf-8", "replace")
@@ -82,13 +95,33 @@ def _identity(context: grpc.ServicerContext, claimed: str) -> str:
 class HubServicer(hub_pb2_grpc.ModelHubServiceServicer):
     """Serves manifests, artifact chunks and install reports from a release store."""
 
-    def __init__(self, store: ReleaseStore) -> None:
+    def __init__(self, store: ReleaseStore, *, authenticate: Authenticate | None = None) -> None:
         self.store = store
+        # The coordinator passes its own device authentication (enrolled, not revoked).
+        self.authenticate = authenticate or certificate_identity
+
+    def _identity(self, context: grpc.ServicerContext, request: Any, kind: type) -> str:
+        if not isinstance(request, kind):  # the coordinator's lenient decoder: a Malformed
+            reason = getattr(request, "reason", "malformed request")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(reason))
+        return _guard(context, lambda: self.authenticate(context, request.device_id))
+
+    def GetReleaseKey(  # noqa: N802 (gRPC method name)
+        self, request: hub_pb2.GetReleaseKeyRequest, context: grpc.ServicerContext
+    ) -> hub_pb2.GetReleaseKeyResponse:
+        self._identity(context, request, hub_pb2.GetReleaseKeyRequest)
+        key = self.store.key
+        if key is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this hub has no release key")
+        assert key is not None  # abort raised
+        return hub_pb2.GetReleaseKeyResponse(
+            public_key_pem=public_key_pem(key.public_key()), key_id=key_id(key.public_key())
+        )
 
     def GetManifest(  # noqa: N802 (gRPC method name)
         self, request: hub_pb2.GetManifestRequest, context: grpc.ServicerContext
     ) -> hub_pb2.GetManifestResponse:
-        device_id = _identity(context, request.device_id)
+        device_id = self._identity(context, request, hub_pb2.GetManifestRequest)
         signed = _guard(
             context,
             lambda: self.store.manifest_for(
@@ -111,6 +144,7 @@ class HubServicer(hub_pb2_grpc.ModelHubServiceServicer):
     def DownloadArtifact(  # noqa: N802 (gRPC method name)
         self, request: hub_pb2.DownloadArtifactRequest, context: grpc.ServicerContext
     ) -> Iterator[hub_pb2.DownloadArtifactResponse]:
+        self._identity(context, request, hub_pb2.DownloadArtifactRequest)
         length = _guard(context, lambda: self.store.artifact_length(request.sha256))
         chunks = _guard(
             context,
@@ -127,7 +161,7 @@ class HubServicer(hub_pb2_grpc.ModelHubServiceServicer):
     def ReportInstallStatus(  # noqa: N802 (gRPC method name)
         self, request: hub_pb2.ReportInstallStatusRequest, context: grpc.ServicerContext
     ) -> hub_pb2.ReportInstallStatusResponse:
-        device_id = _identity(context, request.device_id)
+        device_id = self._identity(context, request, hub_pb2.ReportInstallStatusRequest)
         state = STATE_FROM_PROTO.get(request.state)
         if state is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown state {request.state}")
@@ -146,12 +180,50 @@ class HubServicer(hub_pb2_grpc.ModelHubServiceServicer):
         )
         return hub_pb2.ReportInstallStatusResponse()
 
+    def ReportInferenceStats(  # noqa: N802 (gRPC method name)
+        self, request: hub_pb2.ReportInferenceStatsRequest, context: grpc.ServicerContext
+    ) -> hub_pb2.ReportInferenceStatsResponse:
+        device_id = self._identity(context, request, hub_pb2.ReportInferenceStatsRequest)
+        telemetry = DeviceTelemetry(
+            device_id=device_id,
+            active_version=request.active_version,
+            requests=request.requests,
+            errors=request.errors,
+            latency_p50_ms=request.latency_p50_ms,
+            latency_p99_ms=request.latency_p99_ms,
+            swaps=request.swaps,
+            updated="",
+        )
+        _guard(context, lambda: self.store.record_telemetry(telemetry))
+        return hub_pb2.ReportInferenceStatsResponse()
 
-def add_hub_service(server: grpc.Server, store: ReleaseStore) -> HubServicer:
+
+def add_hub_service(
+    server: grpc.Server, store: ReleaseStore, *, authenticate: Authenticate | None = None
+) -> HubServicer:
     """Register a :class:`HubServicer` on an existing server (the coordinator's)."""
-    servicer = HubServicer(store)
+    servicer = HubServicer(store, authenticate=authenticate)
     hub_pb2_grpc.add_ModelHubServiceServicer_to_server(servicer, server)
     return servicer
+
+
+def coordinator_hub_servicer(*, state_dir: Path, state: Any, insecure: bool) -> HubServicer:
+    """The hub of a coordinator: its state directory's store and its device authentication.
+
+    ``state`` is the coordinator's :class:`fedge.coordinator.state.State`: a device must be
+    enrolled and not revoked (its mTLS certificate, or with ``insecure`` its metadata claim).
+    """
+    from fedge.coordinator.auth import authenticate_device
+
+    def fleet() -> list[str]:  # percentages are of the enrolled, unrevoked fleet
+        return [d.device_id for d in state.devices() if not d.revoked]
+
+    store = open_release_store(state_dir=state_dir, with_key=True, fleet=fleet)
+
+    def authenticate(context: grpc.ServicerContext, _claimed: str) -> str:
+        return str(authenticate_device(context, state, insecure=insecure).device_id)
+
+    return HubServicer(store, authenticate=authenticate)
 
 
 def serve_hub(

@@ -216,8 +216,11 @@ def init_certs(directory: Path, *, hosts: tuple[str, ...], force: bool = False) 
         "ca.pem": ca.cert_pem,
         "ca.key": ca.key_pem,
         "server.pem": ca.issue(
-            server_key.public_key(), common_name="fedge-coordinator", role="server",
-            hosts=all_hosts, days=3650,
+            server_key.public_key(),
+            common_name="fedge-coordinator",
+            role="server",
+            hosts=all_hosts,
+            days=3650,
         ),
         "server.key": _key_pem(server_key),
         "enroll.pem": enroll_cert,

@@ -170,8 +170,14 @@ class RunManager:
         run_federation(grid, config, out_dir=out, on_round=on_round, start_from=start)
 
     def _checkpoint(self, out: Path, run_id: int) -> Checkpoint | None:
-        path = out / "model.pt"
+        # Resume from the last round the database recorded: a checkpoint written just before
+        # a crash, whose round never reached the database, is ignored.
+        rounds = self._state.rounds(run_id)
+        if not rounds:
+            return None
+        path = out / "checkpoints" / f"round-{rounds[-1].server_round:04d}.pt"
         if not path.exists():
+            self._state.add_event("checkpoint", f"{path} is missing: restarting", run_id=run_id)
             return None
         try:
             checkpoint = load_checkpoint(path)

@@ -1,51 +1,121 @@
-"""Flower ``Message`` ⇄ bytes ⇄ fleet-protocol chunks: the one serde module of the coordinator.
+"""Flower ``Message`` ⇄ fleet-protocol payloads: the one serde module of the coordinator.
 
-A task or a result is a Flower ``Message`` serialized with Flower's own protobuf serde
-(``flwr.common.serde``), then cut into chunks under the gRPC message limit. The receiver
-reassembles with :class:`PayloadAssembler`, which checks the announced size and SHA-256
-before anything is decoded.
+A payload is a Flower ``Message`` in parts: first the message as a ``flwr.proto.Message``
+(Flower's own serde) with every array's data left out, then each array's data as is, in the
+message's order. Arrays are thus never re-encoded or copied into a protobuf; the parts are
+streamed in chunks under the gRPC message limit. The receiver reassembles the parts with
+:class:`PayloadAssembler`, which checks the announced sizes and SHA-256 before anything is
+decoded, and :func:`decode_message` puts the arrays back.
 """
 
 import hashlib
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import Message
-from flwr.common.serde import message_from_proto, message_to_proto
+from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.common.serde import (
+    error_to_proto,
+    message_from_proto,
+    metadata_to_proto,
+    recorddict_to_proto,
+)
 from flwr.proto.message_pb2 import Message as ProtoMessage
 from google.protobuf.message import DecodeError
 
 from fedge.coordinator.errors import PayloadError, PayloadTooLargeError
 
 __all__ = [
+    "EncodedMessage",
     "PayloadAssembler",
     "config_from_json",
-    "message_from_bytes",
-    "message_to_bytes",
-    "sha256_hex",
+    "decode_message",
+    "encode_message",
 ]
 
 DEFAULT_MAX_PAYLOAD = 2**31
 
 
-def message_to_bytes(message: Message) -> bytes:
-    """``message`` as the bytes of a ``flwr.proto.Message``."""
-    return bytes(message_to_proto(message).SerializeToString())
+@dataclass(frozen=True)
+class EncodedMessage:
+    """A message as payload parts, with their sizes and the payload's SHA-256."""
+
+    parts: list[bytes]
+    sha256: str
+
+    @property
+    def part_bytes(self) -> list[int]:
+        """The size of each part."""
+        return [len(p) for p in self.parts]
+
+    @property
+    def total_bytes(self) -> int:
+        """The payload's size."""
+        return sum(self.part_bytes)
+
+    def chunks(self, chunk_bytes: int) -> Iterator[bytes]:
+        """The payload in pieces of at most ``chunk_bytes`` (a piece never spans two parts)."""
+        for part in self.parts:
+            view = memoryview(part)
+            for start in range(0, len(part), chunk_bytes):
+                yield bytes(view[start : start + chunk_bytes])
 
 
-def message_from_bytes(payload: bytes) -> Message:
+def _arrays(content: RecordDict) -> Iterator[tuple[ArrayRecord, str, Array]]:
+    for record in content.array_records.values():
+        for key, array in record.items():
+            yield record, key, array
+
+
+def encode_message(message: Message) -> EncodedMessage:
+    """``message`` as payload parts (see the module docstring)."""
+    blobs: list[bytes] = []
+    proto = ProtoMessage(metadata=metadata_to_proto(message.metadata))
+    if message.has_content():
+        content = RecordDict()
+        for name, record in message.content.items():
+            if isinstance(record, ArrayRecord):
+                stripped = ArrayRecord()
+                for key, array in record.items():
+                    stripped[key] = Array(array.dtype, array.shape, array.stype, b"")
+                    blobs.append(array.data)
+                content[name] = stripped
+            else:
+                content[name] = record
+        proto.content.CopyFrom(recorddict_to_proto(content))
+    if message.has_error():
+        proto.error.CopyFrom(error_to_proto(message.error))
+    parts = [bytes(proto.SerializeToString()), *blobs]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return EncodedMessage(parts, digest.hexdigest())
+
+
+def decode_message(payload: memoryview | bytes, part_bytes: list[int]) -> Message:
     """The Flower ``Message`` in ``payload``; :class:`PayloadError` if it is not one."""
+    view = memoryview(payload)
+    if not part_bytes or any(n < 0 for n in part_bytes) or sum(part_bytes) != len(view):
+        raise PayloadError(f"part sizes {list(part_bytes)[:8]} do not add up to {len(view)} bytes")
     proto = ProtoMessage()
     try:
-        proto.ParseFromString(payload)
-        return message_from_proto(proto)
+        proto.ParseFromString(bytes(view[: part_bytes[0]]))
+        message = message_from_proto(proto)
     except (DecodeError, ValueError, TypeError, KeyError) as err:
         raise PayloadError(f"payload is not a Flower message: {err}") from err
-
-
-def sha256_hex(payload: bytes) -> str:
-    """Hex SHA-256 of ``payload``."""
-    return hashlib.sha256(payload).hexdigest()
+    arrays = list(_arrays(message.content)) if message.has_content() else []
+    if len(arrays) != len(part_bytes) - 1:
+        raise PayloadError(
+            f"payload has {len(part_bytes) - 1} array parts for {len(arrays)} arrays"
+        )
+    offset = part_bytes[0]
+    for (_, _, array), size in zip(arrays, part_bytes[1:], strict=True):
+        if array.data:
+            raise PayloadError("array data must travel as a separate part")
+        array.data = bytes(view[offset : offset + size])
+        offset += size
+    return message
 
 
 def config_from_json(text: str) -> dict[str, Any]:
@@ -62,31 +132,32 @@ def config_from_json(text: str) -> dict[str, Any]:
 class PayloadAssembler:
     """Collects a payload's chunks and checks them against the header's size and hash."""
 
-    def __init__(self, *, expected_bytes: int, sha256: str, max_bytes: int = DEFAULT_MAX_PAYLOAD):
+    def __init__(
+        self, *, expected_bytes: int, sha256: str, max_bytes: int = DEFAULT_MAX_PAYLOAD
+    ) -> None:
         if expected_bytes < 0:
             raise PayloadError(f"payload size {expected_bytes} is negative")
         if expected_bytes > max_bytes:
             raise PayloadTooLargeError(
                 f"payload of {expected_bytes} bytes is over the limit of {max_bytes}"
             )
+        # Grown as chunks arrive, not allocated from the (untrusted) announced size.
+        self._buffer = bytearray()
         self._expected = expected_bytes
         self._sha256 = sha256
-        self._parts: list[bytes] = []
-        self._size = 0
+        self._digest = hashlib.sha256()
 
     def add(self, data: bytes) -> None:
         """Append one chunk."""
-        self._size += len(data)
-        if self._size > self._expected:
+        if len(self._buffer) + len(data) > self._expected:
             raise PayloadError(f"payload is longer than the announced {self._expected} bytes")
-        self._parts.append(data)
+        self._buffer += data
+        self._digest.update(data)
 
-    def finish(self) -> bytes:
+    def finish(self) -> memoryview:
         """The whole payload, after checking its size and hash."""
-        if self._size != self._expected:
-            raise PayloadError(f"payload has {self._size} bytes, announced {self._expected}")
-        payload = b"".join(self._parts)
-        self._parts.clear()
-        if sha256_hex(payload) != self._sha256:
+        if len(self._buffer) != self._expected:
+            raise PayloadError(f"payload has {len(self._buffer)} bytes, announced {self._expected}")
+        if self._digest.hexdigest() != self._sha256:
             raise PayloadError("payload SHA-256 does not match its header")
-        return payload
+        return memoryview(self._buffer)

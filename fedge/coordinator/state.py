@@ -203,7 +203,9 @@ class State:
         with self.session() as s:
             return list(s.scalars(select(DeviceRow).order_by(DeviceRow.id)))
 
-    def touch(self, device_id: str, *, state: str | None = None, version: str | None = None) -> None:
+    def touch(
+        self, device_id: str, *, state: str | None = None, version: str | None = None
+    ) -> None:
         """Record that ``device_id`` was seen now."""
         with self.session() as s:
             device = s.scalar(select(DeviceRow).where(DeviceRow.device_id == device_id))

@@ -9,15 +9,18 @@ resumes from its last checkpoint and sends new tasks, and results for old tasks 
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, Message
 
 from fedge.coordinator.errors import DuplicateResultError, StaleResultError
+from fedge.coordinator.serde import EncodedMessage
 
 __all__ = ["Task", "TaskHub"]
+
+_REMEMBER_DONE = 10_000
 
 
 @dataclass
@@ -30,8 +33,7 @@ class Task:
     server_round: int
     message_type: str
     run_config_json: str
-    payload: bytes
-    sha256: str = ""
+    payload: EncodedMessage
     reference: ArrayRecord | None = None  # the global model a training reply must match
     created: float = field(default_factory=time.monotonic)
 
@@ -45,7 +47,8 @@ class TaskHub:
         self._queues: dict[int, deque[Task]] = {}
         self._issued: dict[str, Task] = {}
         self._results: dict[str, Message] = {}
-        self._done: set[str] = set()
+        # Recently answered task ids, so a duplicate is told apart from a stale result.
+        self._done: OrderedDict[str, None] = OrderedDict()
         self._last_seen: dict[int, float] = {}
         self._pulling: dict[int, int] = {}
 
@@ -68,6 +71,12 @@ class TaskHub:
         """The next task for ``node_id``, waiting up to ``wait_seconds`` for one."""
         deadline = time.monotonic() + max(0.0, min(wait_seconds, 60.0))
         with self._cond:
+            # An agent works on one task at a time: a device asking for work has lost any task
+            # it was given (e.g. it restarted, or its upload failed), so give those again.
+            lost = [t for t in self._issued.values() if t.node_id == node_id]
+            for task in lost:
+                del self._issued[task.task_id]
+                self._queues.setdefault(node_id, deque()).appendleft(task)
             self._pulling[node_id] = self._pulling.get(node_id, 0) + 1
             try:
                 while True:
@@ -112,7 +121,9 @@ class TaskHub:
                 raise DuplicateResultError(f"task {task.task_id} already has a result")
             if task.task_id not in self._issued:
                 raise StaleResultError(f"task {task.task_id} is no longer awaited")
-            self._done.add(task.task_id)
+            self._done[task.task_id] = None
+            while len(self._done) > _REMEMBER_DONE:
+                self._done.popitem(last=False)
             del self._issued[task.task_id]
             self._results[task.task_id] = reply
             self._cond.notify_all()
@@ -164,8 +175,6 @@ class TaskHub:
                 self._cond.wait(min(0.5, deadline - now))
             for task in [*pending.values(), *gone]:
                 self._withdraw(task)
-            for task in tasks:
-                self._done.discard(task.task_id)
         return results
 
     def notify(self) -> None:

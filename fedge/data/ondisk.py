@@ -9,7 +9,6 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from fedge.data.base import Dataset
 from fedge.errors import DataError
@@ -54,6 +53,9 @@ def load_cifar10(data_dir: Path | None, public_size: int = 5000) -> Dataset:
 def _load_idx(
     name: str, folder_name: str, data_dir: Path | None, public_size: int, *, mean: float, std: float
 ) -> Dataset:
+    # torchvision's idx readers; imported here because torchvision is slow to import.
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
     raw = _require_dir(data_dir, name) / folder_name / "raw"
     arrays = {}
     for split, (images_file, labels_file) in _IDX_FILES.items():

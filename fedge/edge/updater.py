@@ -19,14 +19,15 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedge.edge.health import HealthConfig, check_health
+from fedge.edge.inference import InferenceStats
 from fedge.edge.slots import Slots, atomic_write, fsync_dir, sha256_file
 from fedge.log import logger
 from fedge.release import (
@@ -41,12 +42,15 @@ from fedge.v1 import hub_pb2, hub_pb2_grpc
 
 __all__ = [
     "PINNED_KEY_FILE",
+    "DeliverySettings",
+    "DeviceDelivery",
     "DeviceProfile",
     "GrpcHubClient",
     "HubClient",
     "InstallReport",
     "Updater",
     "pin_release_key",
+    "start_device_delivery",
 ]
 
 PINNED_KEY_FILE = "release_key.pub"
@@ -95,6 +99,14 @@ _STATE_TO_PROTO = {
 }
 
 
+def _metadata(device_id: str) -> tuple[tuple[str, str], ...]:
+    # The coordinator identifies a device by its mTLS certificate; on an --insecure test
+    # network it reads this claim instead.
+    from fedge.coordinator.auth import DEVICE_ID_METADATA
+
+    return ((DEVICE_ID_METADATA, device_id),)
+
+
 class GrpcHubClient:
     """:class:`HubClient` over a gRPC channel (the edge agent's TLS channel in production)."""
 
@@ -112,6 +124,7 @@ class GrpcHubClient:
                 device_id=device_id, profile=profile, installed_version=installed_version
             ),
             timeout=self.timeout,
+            metadata=_metadata(device_id),
         )
         if not reply.available:
             return None
@@ -123,7 +136,10 @@ class GrpcHubClient:
         request = hub_pb2.DownloadArtifactRequest(
             sha256=sha256, offset=offset, chunk_size=self.chunk_size, device_id=device_id
         )
-        for chunk in self.stub.DownloadArtifact(request, timeout=self.timeout * 10):
+        stream = self.stub.DownloadArtifact(
+            request, timeout=self.timeout * 10, metadata=_metadata(device_id)
+        )
+        for chunk in stream:
             yield chunk.offset, chunk.data
 
     def report(self, *, device_id: str, report: InstallReport) -> None:
@@ -137,7 +153,33 @@ class GrpcHubClient:
                 active_version=report.active_version,
             ),
             timeout=self.timeout,
+            metadata=_metadata(device_id),
         )
+
+    def report_inference(self, *, device_id: str, stats: InferenceStats) -> None:
+        """Send the local inference server's telemetry (counts and latencies only)."""
+        self.stub.ReportInferenceStats(
+            hub_pb2.ReportInferenceStatsRequest(
+                device_id=device_id,
+                active_version=stats.active_version,
+                requests=stats.requests,
+                errors=stats.errors,
+                latency_p50_ms=stats.latency_p50_ms,
+                latency_p99_ms=stats.latency_p99_ms,
+                swaps=stats.swaps,
+            ),
+            timeout=self.timeout,
+            metadata=_metadata(device_id),
+        )
+
+    def get_release_key(self, *, device_id: str) -> bytes:
+        """The coordinator's release public key (PEM), to pin on first contact."""
+        reply = self.stub.GetReleaseKey(
+            hub_pb2.GetReleaseKeyRequest(device_id=device_id),
+            timeout=self.timeout,
+            metadata=_metadata(device_id),
+        )
+        return bytes(reply.public_key_pem)
 
 
 def pin_release_key(state_dir: Path, pem: bytes) -> Ed25519PublicKey:
@@ -238,8 +280,10 @@ class Updater:
         """Start-up recovery after a crash or power cut; returns the reports it made."""
         with self._lock:
             reports = []
-            for stale in self.state_dir.rglob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+            # Temp files of our own atomic writes (the device state dir is shared with the agent).
+            stale = [*self.state_dir.glob(".slots.json.tmp"), *self.state_dir.glob(".outbox*.tmp")]
+            for path in [*stale, *(self.state_dir / "slots").glob("*/.*.tmp")]:
+                path.unlink(missing_ok=True)
             state = self.slots.state()
             if state.trial:
                 version = self.slots.version_of(state.active)
@@ -285,8 +329,9 @@ class Updater:
         if signed is None:
             return None
         try:
-            if verify_manifest(signed, public_key=self.public_key).version == installed:
-                return None
+            version = verify_manifest(signed, public_key=self.public_key).version
+            if version == installed or version in self.slots.state().rejected:
+                return None  # nothing new, or a failure already reported
         except VerificationError:
             pass  # install() refuses it and reports why
         return self.install(signed)
@@ -422,6 +467,120 @@ class Updater:
         while not stop.is_set():
             self.check_once()
             stop.wait(interval)
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How a device checks for releases and serves predictions."""
+
+    interval: float = 30.0
+    inference_address: str | None = "127.0.0.1:0"  # None: no local inference server
+    profile: DeviceProfile = field(default_factory=DeviceProfile)
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+
+class DeviceDelivery:
+    """Everything issue 6 runs on a device beside the training agent, on the agent's channel.
+
+    Pins the release key on first contact after enrolment (trust on first use over the mutually
+    authenticated channel), recovers the slots, serves predictions from the committed slot on
+    loopback, checks for releases every ``interval`` seconds (hot-swapping the server after each
+    install) and reports inference telemetry.
+    """
+
+    def __init__(
+        self,
+        *,
+        channel: grpc.Channel,
+        state_dir: Path,
+        device_id: str,
+        settings: DeliverySettings | None = None,
+    ) -> None:
+        from fedge.edge.inference import InferenceEngine
+
+        self.client = GrpcHubClient(channel)
+        self.state_dir = Path(state_dir)
+        self.device_id = device_id
+        self.settings = settings or DeliverySettings()
+        self.engine = InferenceEngine()
+        self.updater: Updater | None = None
+        self.inference_port: int | None = None
+        self._server: grpc.Server | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="fedge-delivery", daemon=True)
+
+    def start(self) -> DeviceDelivery:
+        """Start the inference server (when configured) and the update loop."""
+        from fedge.edge.inference import serve_inference
+
+        slots = Slots(self.state_dir)
+        serving = slots.state().serving
+        if serving is not None:  # serve the committed model at once, even before recovery
+            self.engine.swap(slots.model_path(serving), slots.version_of(serving))
+        if self.settings.inference_address is not None:
+            self._server, self.inference_port = serve_inference(
+                self.engine, address=self.settings.inference_address
+            )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the loop and the inference server."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        if self._server is not None:
+            self._server.stop(grace=1).wait(2)
+
+    def _ensure_updater(self) -> Updater:
+        if self.updater is None:
+            if not (self.state_dir / PINNED_KEY_FILE).is_file():
+                pem = self.client.get_release_key(device_id=self.device_id)
+                pin_release_key(self.state_dir, pem)
+            self.updater = Updater(
+                state_dir=self.state_dir,
+                hub=self.client,
+                device_id=self.device_id,
+                profile=self.settings.profile,
+                health=self.settings.health,
+                on_installed=lambda path, version: self.engine.swap(path, version),
+            )
+            self.updater.recover()
+            model = self.updater.active_model()
+            if model is not None and self.engine.version != self.updater.active_version():
+                self.engine.swap(model, self.updater.active_version())
+        return self.updater
+
+    def tick(self) -> InstallReport | None:
+        """One round: pin/recover if needed, check for a release, report telemetry."""
+        report = self._ensure_updater().check_once()
+        self.client.report_inference(device_id=self.device_id, stats=self.engine.stats())
+        return report
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except (grpc.RpcError, VerificationError, OSError) as exc:
+                logger.warning("release check failed, retrying: %s", exc)
+            self._stop.wait(self.settings.interval)
+
+
+def start_device_delivery(
+    identity: Any, *, interval: float = 30.0, inference_address: str | None = "127.0.0.1:0"
+) -> DeviceDelivery:
+    """Start :class:`DeviceDelivery` for an enrolled device (a ``DeviceIdentity``) on its own
+    channel to the coordinator (mutual TLS unless the device was enrolled ``--insecure``)."""
+    from fedge.net import create_channel
+
+    channel = create_channel(identity.coordinator, tls=identity.tls())
+    settings = DeliverySettings(interval=interval, inference_address=inference_address)
+    return DeviceDelivery(
+        channel=channel,
+        state_dir=Path(identity.state_dir),
+        device_id=identity.device_id,
+        settings=settings,
+    ).start()
 
 
 def _version_hint(signed: SignedManifest) -> int:

@@ -1,11 +1,12 @@
 """Adaptive clipping (Andrew et al., 2021, "Differentially private learning with adaptive
 clipping"): the clip norm follows a target quantile of the clients' update norms.
 
-Each round every sampled client contributes ``b = 1[‖Δ‖ ≤ C]``; the server adds Gaussian noise
-(std ``σ_b``) to the centred count ``Σ(b − ½)`` (sensitivity ½), estimates the fraction below
-``C`` with the fixed denominator, and moves ``C`` geometrically towards the quantile. The two
-noised releases together equal one Gaussian mechanism with noise multiplier ``z`` when the update
-noise uses ``z_Δ = (z⁻² − (2σ_b)⁻²)^(-1/2)``; the accountant then charges ``z``.
+Each round every sampled client contributes ``b = 1[norm(update) <= C]``; the server adds
+Gaussian noise (std ``count_std``) to the centred count ``sum(b - 1/2)`` (sensitivity 1/2),
+estimates the fraction below ``C`` with the fixed denominator, and moves ``C`` geometrically
+towards the target quantile. The two noised releases together equal one Gaussian mechanism with
+noise multiplier ``z`` when the update noise uses ``z_update = (z^-2 - (2 count_std)^-2)^-1/2``;
+the accountant then charges ``z``.
 """
 
 import math
@@ -17,12 +18,15 @@ __all__ = ["AdaptiveClip", "count_noise_std", "update_noise_multiplier"]
 
 
 def count_noise_std(*, noise_multiplier: float, expected_clients: float) -> float:
-    """σ_b: the paper's ``expected clients / 20``, but at least ``z`` so that ``z_Δ`` exists."""
+    """The count noise: the paper's ``expected clients / 20``, but at least ``z``.
+
+    At least ``z`` so that the update's noise multiplier exists (and is at most 1.16 z).
+    """
     return max(expected_clients / 20.0, noise_multiplier)
 
 
 def update_noise_multiplier(*, noise_multiplier: float, count_std: float) -> float:
-    """``z_Δ`` for the update, such that update and count together cost exactly ``z``."""
+    """The update's noise multiplier, such that update and count together cost exactly ``z``."""
     rest = noise_multiplier**-2 - (2.0 * count_std) ** -2
     if rest <= 0:
         raise ValueError(
@@ -33,7 +37,7 @@ def update_noise_multiplier(*, noise_multiplier: float, count_std: float) -> flo
 
 @dataclass
 class AdaptiveClip:
-    """The clip norm and its update rule (target quantile γ, learning rate η_C)."""
+    """The clip norm and its update rule (target quantile, learning rate)."""
 
     clip_norm: float
     count_std: float

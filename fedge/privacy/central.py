@@ -56,6 +56,14 @@ class CentralDP(Strategy):
             raise ValueError("noise multiplier, clip norm and population must be positive")
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"sample rate {sample_rate!r} is outside (0, 1]")
+        for attr in ("min_train_nodes", "min_available_nodes"):
+            # A Poisson sample can hold a single node: an inner strategy waiting for more
+            # would wait forever.
+            if int(getattr(strategy, attr, 1)) > 1:
+                raise ValueError(
+                    f"the inner strategy's {attr} is {getattr(strategy, attr)}; "
+                    "CentralDP needs 1 (it decides the sample itself)"
+                )
         self.strategy = strategy
         self.noise_multiplier = noise_multiplier
         self.sample_rate = sample_rate
@@ -199,7 +207,9 @@ def noised_mean_update(
         for k, d in clip_update(update, clip_norm).items():
             total[k] += d
     # Clipping is done: the noise is added once, to the sum.
-    return {k: (s + rng.normal(0.0, noise_std, s.shape)) / denominator for k, s in total.items()}, below
+    return {
+        k: (s + rng.normal(0.0, noise_std, s.shape)) / denominator for k, s in total.items()
+    }, below
 
 
 def build_private_strategy(config: "RunConfig") -> Strategy:

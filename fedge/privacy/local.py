@@ -45,7 +45,7 @@ def local_noise_multiplier(
     planned_steps: int,
     method: str = "rdp",
 ) -> float:
-    """``noise`` if given, else the smallest noise that keeps ``planned_steps`` within ``budget``."""
+    """``noise`` if given, else the least noise keeping ``planned_steps`` within ``budget``."""
     if noise is not None:
         return noise
     if budget is None:

@@ -28,4 +28,7 @@ def make_generators(seed: int | None, count: int) -> list[np.random.Generator]:
     predict (and subtract) the noise.
     """
     entropy = seed if seed is not None else secrets.randbits(128)
-    return [np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(entropy).spawn(count)]
+    return [
+        np.random.Generator(np.random.PCG64(s))
+        for s in np.random.SeedSequence(entropy).spawn(count)
+    ]

@@ -87,7 +87,9 @@ def validate_privacy(config: "RunConfig") -> None:
             ("--dp-adaptive-clip", config.dp_adaptive_clip, False),
         ):
             if value != default:
-                raise ConfigError(option, value, "needs central DP (--dp-noise or --dp-target-epsilon)")
+                raise ConfigError(
+                    option, value, "needs central DP (--dp-noise or --dp-target-epsilon)"
+                )
         _absolute_state_root(config)
         return
     if config.strategy in INCOMPATIBLE_STRATEGIES:

@@ -8,7 +8,8 @@ from fedge.release.errors import (
 )
 from fedge.release.manifest import Manifest, TensorSpec, format_time, parse_time
 from fedge.release.onnx_info import describe_onnx
-from fedge.release.rollout import bucket_of, select_release
+from fedge.release.publish import publish_build, release_figures, resolve_build
+from fedge.release.rollout import bucket_of, covered_count, rollout_order, select_release
 from fedge.release.signing import (
     SignedManifest,
     generate_release_key,
@@ -21,11 +22,21 @@ from fedge.release.signing import (
     sign_manifest,
     verify_manifest,
 )
-from fedge.release.store import INSTALL_STATES, ReleaseInfo, ReleaseStore, db_url_for
+from fedge.release.store import (
+    INSTALL_STATES,
+    RELEASE_KEY_FILE,
+    DeviceTelemetry,
+    ReleaseInfo,
+    ReleaseStore,
+    db_url_for,
+    open_release_store,
+)
 
 __all__ = [
     "INSTALL_STATES",
+    "RELEASE_KEY_FILE",
     "ArtifactNotFoundError",
+    "DeviceTelemetry",
     "Manifest",
     "ReleaseError",
     "ReleaseInfo",
@@ -35,6 +46,7 @@ __all__ = [
     "TensorSpec",
     "VerificationError",
     "bucket_of",
+    "covered_count",
     "db_url_for",
     "describe_onnx",
     "format_time",
@@ -43,9 +55,14 @@ __all__ = [
     "load_or_create_release_key",
     "load_private_key",
     "load_public_key",
+    "open_release_store",
     "parse_time",
     "pin_public_key",
     "public_key_pem",
+    "publish_build",
+    "release_figures",
+    "resolve_build",
+    "rollout_order",
     "select_release",
     "sign_manifest",
     "verify_manifest",

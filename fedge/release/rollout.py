@@ -1,25 +1,51 @@
 """Staged rollout: which release a device should run.
 
-Devices are bucketed by a stable hash of their identity into 100 buckets; a release published to
-P% targets the devices whose bucket is below P. Growing P (promote) keeps every device that was
-already targeted, so a canary device stays a canary. A rolled-back release is never offered again.
+Devices are put in a stable *rollout order* by a hash of their identity. A release published to
+P% targets the first ``floor(P * N / 100)`` devices of that order (at least one when P > 0), N
+being the fleet: so 34% of three devices is exactly one canary, and growing P (promote) keeps
+every device already targeted. Targeting is also sticky: a device once offered a release keeps
+it as a target even if a newly enrolled device takes its place in the order. A rolled-back
+(withdrawn) release is never offered again.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-__all__ = ["BUCKETS", "ReleaseTarget", "bucket_of", "select_release", "validate_percent"]
+__all__ = [
+    "BUCKETS",
+    "ReleaseTarget",
+    "bucket_of",
+    "covered_count",
+    "rollout_order",
+    "select_release",
+    "validate_percent",
+]
 
 BUCKETS = 100
 
 
+def _hash(device_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(device_id.encode("utf-8")).digest()[:8], "big")
+
+
 def bucket_of(device_id: str) -> int:
     """Stable bucket in ``[0, 100)`` from the SHA-256 of the device identity."""
-    digest = hashlib.sha256(device_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % BUCKETS
+    return _hash(device_id) % BUCKETS
+
+
+def rollout_order(device_ids: Iterable[str]) -> list[str]:
+    """Devices in their stable rollout order (hash of the identity, then the identity)."""
+    return sorted(set(device_ids), key=lambda d: (_hash(d), d))
+
+
+def covered_count(percent: int, fleet_size: int) -> int:
+    """How many devices of the rollout order ``percent`` targets."""
+    if percent <= 0 or fleet_size <= 0:
+        return 0
+    return max(1, percent * fleet_size // 100)
 
 
 def validate_percent(percent: int) -> int:
@@ -42,13 +68,21 @@ class ReleaseTarget:
 
 
 def select_release(
-    releases: Iterable[ReleaseTarget], *, device_id: str, profile: str
+    releases: Iterable[ReleaseTarget],
+    *,
+    device_id: str,
+    profile: str,
+    fleet: Collection[str] = (),
+    offered: Collection[int] = (),
 ) -> int | None:
-    """The newest non-withdrawn release for ``profile`` whose percentage covers the device."""
-    bucket = bucket_of(device_id)
+    """The newest live release for ``profile`` that covers the device (or was offered to it)."""
+    order = rollout_order([*fleet, device_id])
+    rank = order.index(device_id)
     eligible = [
         r.version
         for r in releases
-        if r.profile == profile and not r.withdrawn and bucket < r.percent
+        if r.profile == profile
+        and not r.withdrawn
+        and (rank < covered_count(r.percent, len(order)) or r.version in offered)
     ]
     return max(eligible, default=None)

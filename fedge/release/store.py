@@ -12,14 +12,15 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import (
+    Float,
     Integer,
     LargeBinary,
     String,
@@ -39,12 +40,16 @@ from fedge.release.signing import SignedManifest, sign_manifest
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "INSTALL_STATES",
+    "RELEASE_KEY_FILE",
+    "DeviceTelemetry",
     "ReleaseInfo",
     "ReleaseStore",
     "db_url_for",
+    "open_release_store",
 ]
 
-DEFAULT_CHUNK_SIZE = 256 * 1024
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+RELEASE_KEY_FILE = "release_key.pem"
 MAX_CHUNK_SIZE = 2 * 1024 * 1024
 INSTALL_STATES = ("offered", "downloading", "installed", "refused", "rolled_back", "failed")
 
@@ -93,6 +98,32 @@ class _Install(_Base):
     updated: Mapped[str] = mapped_column(String(32))
 
 
+class _Telemetry(_Base):
+    __tablename__ = "release_telemetry"
+    device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    active_version: Mapped[int] = mapped_column(Integer)
+    requests: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    latency_p50_ms: Mapped[float] = mapped_column(Float)
+    latency_p99_ms: Mapped[float] = mapped_column(Float)
+    swaps: Mapped[int] = mapped_column(Integer)
+    updated: Mapped[str] = mapped_column(String(32))
+
+
+@dataclass(frozen=True)
+class DeviceTelemetry:
+    """The latest inference telemetry of one device (counts and latencies only)."""
+
+    device_id: str
+    active_version: int
+    requests: int
+    errors: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    swaps: int
+    updated: str
+
+
 @dataclass(frozen=True)
 class ReleaseInfo:
     """One row of ``fedge release ls``."""
@@ -117,14 +148,26 @@ def _now() -> str:
     return format_time(datetime.now(UTC))
 
 
-def _enable_wal(engine: Engine) -> None:
-    # WAL lets the CLI read while the coordinator writes; busy_timeout waits instead of failing.
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout, and ``BEGIN IMMEDIATE`` transactions.
+
+    The coordinator process and the operator CLI write the same file. WAL lets readers run
+    beside a writer; taking the write lock when a transaction *starts* (instead of upgrading a
+    read transaction later, which SQLite refuses at once with "database is locked" when another
+    process committed meanwhile) makes concurrent writers wait for the busy timeout instead.
+    """
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class ReleaseStore:
@@ -137,16 +180,18 @@ class ReleaseStore:
         db_url: str | None = None,
         key: Ed25519PrivateKey | None = None,
         validity: timedelta = timedelta(days=30),
+        fleet: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.artifacts_dir = self.root / "artifacts"
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         self.key = key
         self.validity = validity
+        self.fleet = fleet
         url = db_url or db_url_for(self.root / "releases.db")
         self.engine = create_engine(url)
         if url.startswith("sqlite"):
-            _enable_wal(self.engine)
+            _configure_sqlite(self.engine)
         _Base.metadata.create_all(self.engine)
 
     def close(self) -> None:
@@ -301,11 +346,12 @@ class ReleaseStore:
                     raise ReleaseNotFoundError(f"no release with version {version}")
                 if bad.withdrawn:
                     raise ReleaseError(f"release {version} is already rolled back")
-            good = session.scalars(
-                live.where(_Release.version < bad.version, _Release.profile == bad.profile)
-                .order_by(_Release.version.desc())
-                .limit(1)
-            ).first()
+            earlier = session.scalars(
+                live.where(
+                    _Release.version < bad.version, _Release.profile == bad.profile
+                ).order_by(_Release.version.desc())
+            ).all()
+            good = self._last_good(session, earlier)
             if good is None:
                 raise ReleaseError(
                     f"release {bad.version} has no earlier good release for profile "
@@ -324,6 +370,20 @@ class ReleaseStore:
             )
             bad.withdrawn = 1
             return self._insert(session, manifest, 100)
+
+    @staticmethod
+    def _last_good(session: Session, candidates: Sequence[_Release]) -> _Release | None:
+        """Newest candidate proven on devices (installed somewhere, rolled back nowhere);
+        failing that, the newest candidate no device rolled back; failing that, None."""
+
+        def count(version: int, state: str) -> int:
+            query = select(func.count()).where(_Install.version == version, _Install.state == state)
+            return int(session.scalar(query) or 0)
+
+        clean = [r for r in candidates if count(r.version, "rolled_back") == 0]
+        proven = [r for r in clean if count(r.version, "installed") > 0]
+        best = proven or clean
+        return best[0] if best else None
 
     def get(self, version: int) -> ReleaseInfo:
         """One release's facts."""
@@ -387,7 +447,16 @@ class ReleaseStore:
                 ReleaseTarget(r.version, r.profile, r.percent, bool(r.withdrawn))
                 for r in session.scalars(select(_Release))
             ]
-            version = select_release(targets, device_id=device_id, profile=profile)
+            offered = set(
+                session.scalars(select(_Install.version).where(_Install.device_id == device_id))
+            )
+            version = select_release(
+                targets,
+                device_id=device_id,
+                profile=profile,
+                fleet=self._fleet(session, profile),
+                offered=offered,
+            )
             if version is None:
                 return None
             row = session.get(_Release, version)
@@ -397,6 +466,14 @@ class ReleaseStore:
                     _Install(device_id=device_id, version=version, state="offered", updated=now)
                 )
             return SignedManifest(row.manifest_json, row.signature, row.key_id)
+
+    def _fleet(self, session: Session, profile: str) -> list[str]:
+        """The devices a percentage is taken of: the coordinator's fleet when it gave one,
+        else every device of this profile that has asked the hub."""
+        if self.fleet is not None:
+            return list(self.fleet())
+        query = select(_Device.device_id).where(_Device.profile == profile)
+        return list(session.scalars(query))
 
     def record_status(
         self,
@@ -422,7 +499,8 @@ class ReleaseStore:
                 device.active_version, device.last_seen = active_version, now
 
     def status(self, version: int) -> dict[str, int]:
-        """Devices per install state for ``version`` (every state present, zero if none)."""
+        """Devices per install outcome for ``version`` (every state present, zero if none),
+        plus ``running``: devices whose last word is that they run ``version`` now."""
         self.get(version)
         counts = dict.fromkeys(INSTALL_STATES, 0)
         with Session(self.engine) as session:
@@ -433,6 +511,8 @@ class ReleaseStore:
             )
             for state, count in rows:
                 counts[state] = int(count)
+            running = select(func.count()).where(_Device.active_version == version)
+            counts["running"] = int(session.scalar(running) or 0)
         return counts
 
     def device_reports(self, version: int) -> list[tuple[str, str, str]]:
@@ -445,6 +525,67 @@ class ReleaseStore:
             )
             return [(d, s, r) for d, s, r in rows]
 
+    def record_telemetry(self, telemetry: DeviceTelemetry) -> None:
+        """Keep the latest inference telemetry of a device."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(_Telemetry, telemetry.device_id)
+            if row is None:
+                row = _Telemetry(device_id=telemetry.device_id)
+                session.add(row)
+            for name, value in asdict(telemetry).items():
+                setattr(row, name, value)
+            row.updated = _now()
+
+    def telemetry(self, *, version: int | None = None) -> list[DeviceTelemetry]:
+        """Latest telemetry per device (only devices serving ``version`` if given)."""
+        query = select(_Telemetry).order_by(_Telemetry.device_id)
+        if version is not None:
+            query = query.where(_Telemetry.active_version == version)
+        with Session(self.engine) as session:
+            return [
+                DeviceTelemetry(
+                    r.device_id,
+                    r.active_version,
+                    r.requests,
+                    r.errors,
+                    r.latency_p50_ms,
+                    r.latency_p99_ms,
+                    r.swaps,
+                    r.updated,
+                )
+                for r in session.scalars(query)
+            ]
+
     def copy_artifact_to(self, sha256: str, dest: Path) -> None:
         """Copy an artifact out of the store (for tools and tests)."""
         shutil.copyfile(self.artifact_path(sha256), dest)
+
+
+def open_release_store(
+    *,
+    state_dir: Path,
+    with_key: bool = False,
+    fleet: Callable[[], Iterable[str]] | None = None,
+) -> ReleaseStore:
+    """The release store of a coordinator state directory.
+
+    Artifacts under ``state_dir/releases``, tables in ``state_dir/releases/releases.db``, the
+    release signing key at ``state_dir/release_key.pem`` (created on first use when
+    ``with_key``; its ``.pub`` is what devices pin).
+
+    The tables could live in the coordinator's ``state.db`` (pass its URL to
+    :class:`ReleaseStore`), but every device poll writes here, and a second writer on that file
+    makes the coordinator's deferred read-then-write transactions fail at once with "database
+    is locked" (SQLite refuses to upgrade a stale WAL snapshot). A file of its own keeps the
+    two apart.
+    """
+    from fedge.release.signing import load_or_create_release_key
+
+    state_dir = Path(state_dir)
+    key = load_or_create_release_key(path=state_dir / RELEASE_KEY_FILE) if with_key else None
+    return ReleaseStore(
+        root=state_dir / "releases",
+        db_url=db_url_for(state_dir / "releases" / "releases.db"),
+        key=key,
+        fleet=fleet,
+    )

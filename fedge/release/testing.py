@@ -12,7 +12,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["linear_weights", "make_labelled_data", "make_linear_model"]
+from fedge.release.onnx_info import describe_onnx
+from fedge.release.signing import SignedManifest
+from fedge.release.store import ReleaseStore
+
+__all__ = ["linear_weights", "make_labelled_data", "make_linear_model", "publish_linear"]
 
 
 def linear_weights(*, features: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,3 +72,34 @@ def make_labelled_data(
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=x, y=y)
     return path
+
+
+def publish_linear(
+    store: ReleaseStore,
+    workdir: Path,
+    *,
+    seed: int,
+    percent: int = 100,
+    profile: str = "cpu-small",
+    poison: str | None = None,
+    features: int = 16,
+    classes: int = 4,
+) -> SignedManifest:
+    """Build a linear model in ``workdir`` and publish it to ``store``."""
+    model = make_linear_model(
+        workdir / f"linear-{seed}-{poison}-{features}.onnx",
+        features=features,
+        classes=classes,
+        seed=seed,
+        poison=poison,
+    )
+    inputs, outputs = describe_onnx(model)
+    return store.publish(
+        artifact=model,
+        name=f"linear-{seed}",
+        profile=profile,
+        percent=percent,
+        inputs=inputs,
+        outputs=outputs,
+        labels=tuple(f"class-{i}" for i in range(classes)),
+    )

@@ -14,7 +14,7 @@ can retry the round from the last checkpoint or fail the run, as configured.
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from uuid import uuid4
 
 from flwr.app import Message, MessageType, RecordDict
@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from fedge.coordinator.errors import RoundFailedError, RunStoppedError
-from fedge.coordinator.serde import message_to_bytes, sha256_hex
+from fedge.coordinator.serde import encode_message
 from fedge.coordinator.tasks import Task, TaskHub
 from fedge.log import logger
 
@@ -39,7 +39,7 @@ class GrpcGrid(Grid):
         hub: TaskHub,
         *,
         run_id: int,
-        run_config: dict[str, object],
+        run_config: Mapping[str, object],
         nodes: Callable[[], Iterable[int]],
         min_replies: int = 1,
         wait_for_nodes: float = 60.0,
@@ -47,7 +47,7 @@ class GrpcGrid(Grid):
     ) -> None:
         self._hub = hub
         self._run = Run.create_empty(run_id)
-        self._run_config_json = json.dumps(run_config, sort_keys=True)
+        self._run_config_json = json.dumps(dict(run_config), sort_keys=True)
         self._nodes = nodes
         self._min_replies = min_replies
         self._wait_for_nodes = wait_for_nodes
@@ -98,7 +98,7 @@ class GrpcGrid(Grid):
             msg.metadata.__dict__["_message_id"] = message_id
             msg.metadata.__dict__["_src_node_id"] = _SERVER_NODE_ID
             msg.metadata.__dict__["_run_id"] = self._run.run_id
-            payload = message_to_bytes(msg)
+            payload = encode_message(msg)
             server_round = _round_of(msg)
             self.server_round = server_round or self.server_round
             task = Task(
@@ -109,7 +109,6 @@ class GrpcGrid(Grid):
                 message_type=msg.metadata.message_type,
                 run_config_json=self._run_config_json,
                 payload=payload,
-                sha256=sha256_hex(payload),
                 reference=msg.content.array_records.get("arrays") if msg.has_content() else None,
             )
             self._pushed[message_id] = task

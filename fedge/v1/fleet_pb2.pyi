@@ -9,8 +9,10 @@ carry a serialized Flower Message, split into chunks so that a model of any size
 under the per-message size limit.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -158,7 +160,7 @@ Global___PullTaskRequest: _TypeAlias = PullTaskRequest  # noqa: Y015
 
 @_typing.final
 class TaskHeader(_message.Message):
-    """Describes the payload that follows: a serialized flwr.proto.Message."""
+    """Describes the payload that follows: a Flower message in parts (see part_bytes)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -170,6 +172,7 @@ class TaskHeader(_message.Message):
     NODE_ID_FIELD_NUMBER: _builtins.int
     PAYLOAD_BYTES_FIELD_NUMBER: _builtins.int
     PAYLOAD_SHA256_FIELD_NUMBER: _builtins.int
+    PART_BYTES_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     run_id: _builtins.int
     server_round: _builtins.int
@@ -179,6 +182,12 @@ class TaskHeader(_message.Message):
     node_id: _builtins.int
     payload_bytes: _builtins.int
     payload_sha256: _builtins.str
+    @_builtins.property
+    def part_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The payload is these parts back to back: a flwr.proto.Message whose arrays have no
+        data, then each array's data in the message's order (so arrays are never re-encoded).
+        """
+
     def __init__(
         self,
         *,
@@ -190,10 +199,11 @@ class TaskHeader(_message.Message):
         node_id: _builtins.int = ...,
         payload_bytes: _builtins.int = ...,
         payload_sha256: _builtins.str = ...,
+        part_bytes: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_type", b"message_type", "node_id", b"node_id", "payload_bytes", b"payload_bytes", "payload_sha256", b"payload_sha256", "run_config_json", b"run_config_json", "run_id", b"run_id", "server_round", b"server_round", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_type", b"message_type", "node_id", b"node_id", "part_bytes", b"part_bytes", "payload_bytes", b"payload_bytes", "payload_sha256", b"payload_sha256", "run_config_json", b"run_config_json", "run_id", b"run_id", "server_round", b"server_round", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -253,11 +263,16 @@ class ResultHeader(_message.Message):
     SERVER_ROUND_FIELD_NUMBER: _builtins.int
     PAYLOAD_BYTES_FIELD_NUMBER: _builtins.int
     PAYLOAD_SHA256_FIELD_NUMBER: _builtins.int
+    PART_BYTES_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     run_id: _builtins.int
     server_round: _builtins.int
     payload_bytes: _builtins.int
     payload_sha256: _builtins.str
+    @_builtins.property
+    def part_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """As in TaskHeader."""
+
     def __init__(
         self,
         *,
@@ -266,10 +281,11 @@ class ResultHeader(_message.Message):
         server_round: _builtins.int = ...,
         payload_bytes: _builtins.int = ...,
         payload_sha256: _builtins.str = ...,
+        part_bytes: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload_bytes", b"payload_bytes", "payload_sha256", b"payload_sha256", "run_id", b"run_id", "server_round", b"server_round", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["part_bytes", b"part_bytes", "payload_bytes", b"payload_bytes", "payload_sha256", b"payload_sha256", "run_id", b"run_id", "server_round", b"server_round", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

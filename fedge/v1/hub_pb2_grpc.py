@@ -49,6 +49,16 @@ class ModelHubServiceStub:
                 request_serializer=fedge_dot_v1_dot_hub__pb2.ReportInstallStatusRequest.SerializeToString,
                 response_deserializer=fedge_dot_v1_dot_hub__pb2.ReportInstallStatusResponse.FromString,
                 _registered_method=True)
+        self.ReportInferenceStats = channel.unary_unary(
+                '/fedge.v1.ModelHubService/ReportInferenceStats',
+                request_serializer=fedge_dot_v1_dot_hub__pb2.ReportInferenceStatsRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_hub__pb2.ReportInferenceStatsResponse.FromString,
+                _registered_method=True)
+        self.GetReleaseKey = channel.unary_unary(
+                '/fedge.v1.ModelHubService/GetReleaseKey',
+                request_serializer=fedge_dot_v1_dot_hub__pb2.GetReleaseKeyRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_hub__pb2.GetReleaseKeyResponse.FromString,
+                _registered_method=True)
 
 
 class ModelHubServiceServicer:
@@ -75,6 +85,21 @@ class ModelHubServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportInferenceStats(self, request, context):
+        """Inference telemetry of the device's local server: counts and latencies, never inputs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReleaseKey(self, request, context):
+        """The coordinator's release public key, pinned by a device on first contact after enrolment
+        (over the mutually authenticated channel whose CA it pinned when enrolling).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelHubServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +117,16 @@ def add_ModelHubServiceServicer_to_server(servicer, server):
                     servicer.ReportInstallStatus,
                     request_deserializer=fedge_dot_v1_dot_hub__pb2.ReportInstallStatusRequest.FromString,
                     response_serializer=fedge_dot_v1_dot_hub__pb2.ReportInstallStatusResponse.SerializeToString,
+            ),
+            'ReportInferenceStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportInferenceStats,
+                    request_deserializer=fedge_dot_v1_dot_hub__pb2.ReportInferenceStatsRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_hub__pb2.ReportInferenceStatsResponse.SerializeToString,
+            ),
+            'GetReleaseKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReleaseKey,
+                    request_deserializer=fedge_dot_v1_dot_hub__pb2.GetReleaseKeyRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_hub__pb2.GetReleaseKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +210,60 @@ class ModelHubService:
             '/fedge.v1.ModelHubService/ReportInstallStatus',
             fedge_dot_v1_dot_hub__pb2.ReportInstallStatusRequest.SerializeToString,
             fedge_dot_v1_dot_hub__pb2.ReportInstallStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportInferenceStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ModelHubService/ReportInferenceStats',
+            fedge_dot_v1_dot_hub__pb2.ReportInferenceStatsRequest.SerializeToString,
+            fedge_dot_v1_dot_hub__pb2.ReportInferenceStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReleaseKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ModelHubService/GetReleaseKey',
+            fedge_dot_v1_dot_hub__pb2.GetReleaseKeyRequest.SerializeToString,
+            fedge_dot_v1_dot_hub__pb2.GetReleaseKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

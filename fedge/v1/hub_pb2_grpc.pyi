@@ -41,6 +41,12 @@ class ModelHubServiceStub:
     """The artifact's bytes from `offset` to the end, in chunks."""
     ReportInstallStatus: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ReportInstallStatusRequest, _hub_pb2.ReportInstallStatusResponse]
     """The outcome of an install attempt (or of a recovery after a restart)."""
+    ReportInferenceStats: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ReportInferenceStatsRequest, _hub_pb2.ReportInferenceStatsResponse]
+    """Inference telemetry of the device's local server: counts and latencies, never inputs."""
+    GetReleaseKey: _grpc.UnaryUnaryMultiCallable[_hub_pb2.GetReleaseKeyRequest, _hub_pb2.GetReleaseKeyResponse]
+    """The coordinator's release public key, pinned by a device on first contact after enrolment
+    (over the mutually authenticated channel whose CA it pinned when enrolling).
+    """
 
 @_typing.type_check_only
 class ModelHubServiceAsyncStub(ModelHubServiceStub):
@@ -51,6 +57,12 @@ class ModelHubServiceAsyncStub(ModelHubServiceStub):
     """The artifact's bytes from `offset` to the end, in chunks."""
     ReportInstallStatus: _aio.UnaryUnaryMultiCallable[_hub_pb2.ReportInstallStatusRequest, _hub_pb2.ReportInstallStatusResponse]  # type: ignore[assignment]
     """The outcome of an install attempt (or of a recovery after a restart)."""
+    ReportInferenceStats: _aio.UnaryUnaryMultiCallable[_hub_pb2.ReportInferenceStatsRequest, _hub_pb2.ReportInferenceStatsResponse]  # type: ignore[assignment]
+    """Inference telemetry of the device's local server: counts and latencies, never inputs."""
+    GetReleaseKey: _aio.UnaryUnaryMultiCallable[_hub_pb2.GetReleaseKeyRequest, _hub_pb2.GetReleaseKeyResponse]  # type: ignore[assignment]
+    """The coordinator's release public key, pinned by a device on first contact after enrolment
+    (over the mutually authenticated channel whose CA it pinned when enrolling).
+    """
 
 class ModelHubServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -76,5 +88,23 @@ class ModelHubServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_hub_pb2.ReportInstallStatusResponse, _abc.Awaitable[_hub_pb2.ReportInstallStatusResponse]]:
         """The outcome of an install attempt (or of a recovery after a restart)."""
+
+    @_abc_1.abstractmethod
+    def ReportInferenceStats(
+        self,
+        request: _hub_pb2.ReportInferenceStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.ReportInferenceStatsResponse, _abc.Awaitable[_hub_pb2.ReportInferenceStatsResponse]]:
+        """Inference telemetry of the device's local server: counts and latencies, never inputs."""
+
+    @_abc_1.abstractmethod
+    def GetReleaseKey(
+        self,
+        request: _hub_pb2.GetReleaseKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.GetReleaseKeyResponse, _abc.Awaitable[_hub_pb2.GetReleaseKeyResponse]]:
+        """The coordinator's release public key, pinned by a device on first contact after enrolment
+        (over the mutually authenticated channel whose CA it pinned when enrolling).
+        """
 
 def add_ModelHubServiceServicer_to_server(servicer: ModelHubServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,1 @@
+"""Performance runs, each measured against a peer or a limit in the same run."""

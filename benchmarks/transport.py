@@ -1,0 +1,247 @@
+"""Transport benchmark: the fleet protocol against plain TCP, and grpc rounds against local.
+
+1. Throughput: a model's arrays go to a device and back over the fleet protocol (mutual TLS,
+   chunked streams, Flower serde) on loopback, against a plain TCP socket echoing the same
+   bytes in the same run. Bar: >= 0.5 of the socket's throughput.
+2. Round overhead: the same 10-device run on the ``grpc`` runtime (a coordinator and 10 edge
+   agents in this process, TLS on) and on ``local``; the ratio of their per-round times.
+
+Prints one summary line per measurement. ``--quick`` uses smaller sizes.
+"""
+
+import argparse
+import shutil
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedge.config import RunConfig
+from fedge.coordinator.config import CoordinatorConfig
+from fedge.coordinator.fleet import make_token
+from fedge.coordinator.pki import fingerprint, init_certs
+from fedge.coordinator.server import Coordinator
+from fedge.edge.agent import AgentSettings, EdgeAgent
+from fedge.edge.data import write_device_data
+from fedge.edge.identity import DeviceIdentity, enroll_device
+from fedge.runtime.grpc import GrpcGrid
+from fedge.runtime.local import set_server_identity
+
+
+def _coordinator(root: Path) -> Coordinator:
+    init_certs(root / "certs", hosts=("127.0.0.1",))
+    coordinator = Coordinator(
+        CoordinatorConfig(
+            address="127.0.0.1:0",
+            enroll_address="127.0.0.1:0",
+            state_dir=root / "state",
+            certs_dir=root / "certs",
+            heartbeat_seconds=0.5,
+            liveness_seconds=5.0,
+            wait_for_devices_seconds=60.0,
+        )
+    )
+    coordinator.start()
+    return coordinator
+
+
+def _enroll(coordinator: Coordinator, root: Path, name: str) -> DeviceIdentity:
+    issued = coordinator.state.create_token(ttl_seconds=60)
+    token = make_token(issued.secret, fingerprint((root / "certs/enroll.pem").read_bytes()))
+    return enroll_device(
+        coordinator=f"127.0.0.1:{coordinator.ports['fleet']}",
+        enroll_address=f"127.0.0.1:{coordinator.ports['enroll']}",
+        token=token,
+        state_dir=root / name,
+        name=name,
+    )
+
+
+def _echo_app() -> ClientApp:
+    app = ClientApp()
+
+    @app.train()
+    def echo(msg: Message, context: Context) -> Message:
+        arrays = msg.content.array_records["arrays"]
+        metrics = MetricRecord({"num-examples": 1})
+        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+    return app
+
+
+def fleet_throughput(root: Path, megabytes: int, repeats: int) -> float:
+    """Bytes per second of arrays to a device and back over the fleet protocol."""
+    coordinator = _coordinator(root)
+    identity = _enroll(coordinator, root, "echo")
+    agent = EdgeAgent(
+        identity,
+        data_dir=root,
+        settings=AgentSettings(wait_seconds=1, heartbeat_seconds=0.5),
+        client_app=_echo_app(),
+    )
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        set_server_identity(1)
+        grid = GrpcGrid(
+            coordinator.hub,
+            run_id=1,
+            run_config=RunConfig().to_run_config(),
+            nodes=lambda: [identity.node_id],
+        )
+        list(grid.get_node_ids())
+        weights = np.random.default_rng(0).standard_normal(megabytes * 2**18, dtype=np.float32)
+        best = float("inf")
+        for _ in range(repeats):
+            msg = Message(
+                RecordDict({"arrays": ArrayRecord({"w": Array(weights)})}),
+                identity.node_id,
+                MessageType.TRAIN,
+                group_id="1",
+            )
+            started = time.perf_counter()
+            (reply,) = grid.send_and_receive([msg], timeout=300)
+            echoed = reply.content.array_records["arrays"]["w"].numpy()
+            best = min(best, time.perf_counter() - started)
+            assert echoed.shape == weights.shape
+        return 2 * weights.nbytes / best
+    finally:
+        agent.stop()
+        thread.join(30)
+        coordinator.stop(grace=0.5)
+
+
+def socket_throughput(megabytes: int, repeats: int) -> float:
+    """Bytes per second of the same bytes echoed over a plain loopback TCP socket."""
+    payload = np.random.default_rng(0).bytes(megabytes * 2**20)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def echo() -> None:
+        conn, _ = server.accept()
+        with conn:
+            for _ in range(repeats):
+                buf = bytearray(len(payload))
+                view, got = memoryview(buf), 0
+                while got < len(buf):
+                    got += conn.recv_into(view[got:])
+                conn.sendall(buf)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    best = float("inf")
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            client.sendall(payload)
+            buf = bytearray(len(payload))
+            view, got = memoryview(buf), 0
+            while got < len(buf):
+                got += client.recv_into(view[got:])
+            best = min(best, time.perf_counter() - started)
+    thread.join(10)
+    server.close()
+    return 2 * len(payload) / best
+
+
+def grpc_rounds(root: Path, config: RunConfig) -> float:
+    """Median seconds per round of ``config`` on the grpc runtime, in-process devices."""
+    from fedge.app.server import run_federation
+
+    coordinator = _coordinator(root)
+    agents, threads = [], []
+    try:
+        for i in range(config.clients):
+            identity = _enroll(coordinator, root, f"dev{i}")
+            data = write_device_data(
+                root / f"data{i}",
+                dataset=config.dataset,
+                partition_id=i,
+                num_partitions=config.clients,
+                seed=config.seed,
+            )
+            agent = EdgeAgent(
+                identity,
+                data_dir=data,
+                settings=AgentSettings(wait_seconds=2, heartbeat_seconds=0.5),
+            )
+            agents.append(agent)
+            threads.append(threading.Thread(target=agent.run, daemon=True))
+            threads[-1].start()
+        set_server_identity(1)
+        grid = GrpcGrid(
+            coordinator.hub,
+            run_id=1,
+            run_config=config.to_run_config(),
+            nodes=lambda: [n + 1 for n in range(config.clients)],
+            min_replies=config.clients,
+        )
+        deadline = time.monotonic() + 60
+        while len(coordinator.hub.online(range(1, config.clients + 1))) < config.clients:
+            if time.monotonic() > deadline:
+                raise RuntimeError("devices did not connect")
+            time.sleep(0.2)
+        result = run_federation(grid, config)
+        return statistics.median(r.seconds for r in result.rounds)
+    finally:
+        for agent in agents:
+            agent.stop()
+        for thread in threads:
+            thread.join(30)
+        coordinator.stop(grace=0.5)
+
+
+def local_rounds(config: RunConfig) -> float:
+    """Median seconds per round of ``config`` on the local runtime."""
+    from fedge.simulation import simulate
+
+    simulate(config.replace(rounds=1))  # warm-up: first-use costs are not round overhead
+    result = simulate(config)
+    return statistics.median(r.seconds for r in result.rounds)
+
+
+def main() -> None:
+    """Run both measurements and print their summaries."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    megabytes = 16 if args.quick else args.megabytes
+    # One torch thread for both runtimes: on a shared machine, oversubscribed OpenMP threads
+    # slow one runtime or the other by several times and the ratio would measure that instead.
+    torch.set_num_threads(1)
+    root = Path(tempfile.mkdtemp(prefix="fedge-bench-"))
+    try:
+        tcp = socket_throughput(megabytes, args.repeats)
+        fleet = fleet_throughput(root / "throughput", megabytes, args.repeats)
+        ratio = fleet / tcp
+        print(
+            f"transport: {megabytes} MB model echoed, fleet protocol (mTLS, chunked) "
+            f"{fleet / 2**20:.0f} MB/s vs plain TCP {tcp / 2**20:.0f} MB/s = {ratio:.2f} "
+            f"(bar >= 0.5: {'PASS' if ratio >= 0.5 else 'FAIL'})"
+        )
+        config = RunConfig(
+            dataset="mnist-5k", model="cnn-small", clients=10, rounds=args.rounds, seed=0
+        )
+        local = local_rounds(config)
+        grpc_ = grpc_rounds(root / "rounds", config.replace(runtime="grpc"))
+        print(
+            f"round overhead: 10 devices, mnist-5k/cnn-small, median grpc {grpc_:.2f}s/round vs "
+            f"local "
+            f"{local:.2f}s/round = {grpc_ / local:.2f}x (+{grpc_ - local:.2f}s per round)"
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

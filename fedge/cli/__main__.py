@@ -1,0 +1,5 @@
+"""``python -m fedge.cli`` runs the ``fedge`` command."""
+
+from fedge.cli.main import app
+
+app()

@@ -1,0 +1,50 @@
+"""``fedge coordinator start``: run the coordinator (fleet + control services)."""
+
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fedge.cli.common import console, err_console, fail
+from fedge.errors import FedgeError
+
+__all__ = ["app"]
+
+app = typer.Typer(help="The coordinator process.", no_args_is_help=True)
+
+
+@app.command("start")
+def start_command(
+    config: Annotated[Path, typer.Option("--config", help="coordinator.toml")] = Path(
+        "coordinator.toml"
+    ),
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="No TLS and no device identity (test networks only).")
+    ] = False,
+) -> None:
+    """Serve the fleet and control services until interrupted (SIGINT/SIGTERM)."""
+    from fedge.coordinator.config import load_coordinator_config
+    from fedge.coordinator.server import Coordinator
+
+    overrides: dict[str, Any] = {"insecure": True} if insecure else {}
+    if insecure:
+        err_console.print("[bold yellow]WARNING:[/] --insecure: no TLS, no device identity")
+    try:
+        coordinator = Coordinator(load_coordinator_config(config, **overrides))
+        ports = coordinator.start()
+    except (FedgeError, OSError) as err:
+        fail(str(err))
+
+    def _stop(signum: int, _frame: object) -> None:
+        console.print(f"signal {signum}: stopping (a running run resumes on restart)")
+        coordinator.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    console.print(
+        f"coordinator: fleet+control on port {ports['fleet']}, enrolment on port "
+        f"{ports['enroll']}, state in {coordinator.config.state_dir}",
+        soft_wrap=True,
+    )
+    coordinator.wait()

@@ -1,0 +1,175 @@
+"""``fedge edge``: enrol a device, run its agent, and write a device data directory."""
+
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fedge.cli.common import console, err_console, fail
+from fedge.errors import FedgeError
+
+__all__ = ["app"]
+
+app = typer.Typer(help="The device agent.", no_args_is_help=True)
+
+
+@app.command("enroll")
+def enroll_command(
+    coordinator: Annotated[str, typer.Option(help="HOST:PORT of the coordinator's fleet port.")],
+    token: Annotated[str, typer.Option(help="One-time token from `fedge fleet token create`.")],
+    state: Annotated[Path, typer.Option(help="Directory for this device's key and identity.")],
+    name: Annotated[str, typer.Option(help="A human-readable device name.")] = "",
+    enroll_address: Annotated[
+        str | None, typer.Option(help="HOST:PORT of the enrolment port [default: PORT+1].")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="No TLS (only with an --insecure coordinator).")
+    ] = False,
+) -> None:
+    """Enrol this device: create its key, get its certificate, save its identity."""
+    from fedge import __version__
+    from fedge.edge.identity import enroll_device
+
+    if insecure:
+        err_console.print("[bold yellow]WARNING:[/] --insecure: enrolling without TLS")
+    try:
+        identity = enroll_device(
+            coordinator=coordinator,
+            token=token,
+            state_dir=state,
+            name=name,
+            enroll_address=enroll_address,
+            insecure=insecure,
+            version=__version__,
+        )
+    except FedgeError as err:
+        fail(str(err))
+    console.print(f"enrolled as {identity.device_id} (node {identity.node_id}); state in {state}")
+
+
+@app.command("start")
+def start_command(
+    state: Annotated[Path, typer.Option(help="The device's state directory (from enroll).")],
+    data: Annotated[Path, typer.Option(help="The device's local data directory.")],
+    wait: Annotated[float, typer.Option(help="Seconds each task poll waits.")] = 10.0,
+    heartbeat: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 5.0,
+    release_interval: Annotated[
+        float, typer.Option(help="Seconds between checks for a new model release.")
+    ] = 30.0,
+    inference: Annotated[
+        str, typer.Option(help="HOST:PORT of the local inference server ('' = none).")
+    ] = "127.0.0.1:0",
+) -> None:
+    """Connect to the coordinator and train on local data until interrupted."""
+    from fedge.edge.agent import AgentSettings, EdgeAgent, RefusedError
+    from fedge.edge.data import load_device_data, read_meta
+    from fedge.edge.identity import load_identity
+
+    try:
+        identity = load_identity(state)
+        meta = read_meta(data)
+        load_device_data(data, dataset=str(meta.get("dataset", "mnist-5k")))  # fail early
+        agent = EdgeAgent(
+            identity,
+            data_dir=data,
+            settings=AgentSettings(wait_seconds=wait, heartbeat_seconds=heartbeat),
+        )
+    except FedgeError as err:
+        fail(str(err))
+    if identity.insecure:
+        err_console.print("[bold yellow]WARNING:[/] this device was enrolled --insecure (no TLS)")
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    console.print(f"{identity.device_id}: connecting to {identity.coordinator}")
+    # Issue 6: model releases (A/B slots, health check, rollback) and local inference.
+    from fedge.edge.updater import start_device_delivery
+
+    delivery = start_device_delivery(
+        identity, interval=release_interval, inference_address=inference or None
+    )
+    if delivery.inference_port is not None:
+        console.print(f"{identity.device_id}: inference on port {delivery.inference_port}")
+    try:
+        agent.run()
+    except RefusedError as err:
+        fail(f"the coordinator refused this device: {err}")
+    finally:
+        delivery.stop()
+    console.print(f"{identity.device_id}: stopped after {agent.tasks_done} tasks")
+
+
+@app.command("make-data")
+def make_data_command(
+    out: Annotated[Path, typer.Option(help="Device data directory to write.")],
+    dataset: Annotated[str | None, typer.Option(help="Embedded dataset [mnist-5k].")] = None,
+    partition_id: Annotated[
+        int | None, typer.Option(help="Simulated client's partition [0].")
+    ] = None,
+    num_partitions: Annotated[int | None, typer.Option(help="Simulated clients [10].")] = None,
+    partition: Annotated[str | None, typer.Option(help="iid, dirichlet:ALPHA, shards:K.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Partition seed, as in simulate [0].")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="npz, csv or images [npz].")] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="A device profile (clients/profiles/*.toml); flags win over it."),
+    ] = None,
+) -> None:
+    """Write a device data dir from an embedded dataset (the same partition `local` uses)."""
+    from fedge.edge.data import write_device_data
+
+    flags = {
+        "dataset": dataset,
+        "partition-id": partition_id,
+        "num-partitions": num_partitions,
+        "partition": partition,
+        "seed": seed,
+        "format": fmt,
+    }
+    try:
+        values: dict[str, Any] = {
+            "dataset": "mnist-5k",
+            "partition-id": 0,
+            "num-partitions": 10,
+            "partition": "iid",
+            "seed": 0,
+            "format": "npz",
+        }
+        if profile is not None:
+            values.update(_read_profile(profile))
+        values.update({k: v for k, v in flags.items() if v is not None})
+        write_device_data(
+            out,
+            dataset=str(values["dataset"]),
+            partition_id=int(values["partition-id"]),
+            num_partitions=int(values["num-partitions"]),
+            partition=str(values["partition"]),
+            seed=int(values["seed"]),
+            fmt=str(values["format"]),
+        )
+    except (FedgeError, ValueError) as err:
+        fail(str(err))
+    console.print(
+        f"wrote {values['dataset']} partition {values['partition-id']}/"
+        f"{values['num-partitions']} as {values['format']} to {out}"
+    )
+
+
+def _read_profile(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    from fedge.errors import ConfigError
+
+    try:
+        table = tomllib.loads(path.read_text()).get("device", {})
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError("--profile", str(path), f"cannot be read: {err}") from err
+    if not isinstance(table, dict):
+        raise ConfigError("--profile", str(path), "needs a [device] table")
+    return table
+
+
+# `fedge edge predict` (issue 6: on-device inference) lives in its own module.
+from fedge.cli.edge_predict import predict_command  # noqa: E402
+
+app.command("predict")(predict_command)

@@ -1,0 +1,62 @@
+"""``fedge edge predict --state DIR INPUT...``: predictions from the device's committed model.
+
+Each INPUT is a ``.npy`` file (one sample, or a batch), an ``.npz`` with an ``x`` array, or a
+``.json`` array. Prints one line per sample: the predicted label and the release version.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from fedge.cli.common import console, fail
+from fedge.errors import FedgeError
+
+__all__ = ["load_input", "predict_command"]
+
+
+def load_input(path: Path) -> np.ndarray:
+    """Read one INPUT file as float32; a clear error names a bad file."""
+    try:
+        if path.suffix == ".npy":
+            return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return np.asarray(data["x"], dtype=np.float32)
+        if path.suffix == ".json":
+            return np.asarray(json.loads(path.read_text()), dtype=np.float32)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FedgeError(f"input {path}: cannot read it: {err}") from err
+    raise FedgeError(f"input {path}: use a .npy, .npz (with 'x') or .json file")
+
+
+def predict_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Input files (.npy, .npz, .json).")],
+    state: Annotated[Path, typer.Option("--state", help="Device state directory.")] = Path(
+        "edge-state"
+    ),
+) -> None:
+    """Predict with the committed model of the device in STATE."""
+    from fedge.edge.inference import predict_arrays
+    from fedge.edge.slots import Slots
+
+    try:
+        arrays = [load_input(p) for p in inputs]
+        outputs, version = predict_arrays(state, arrays)
+    except FedgeError as err:
+        fail(str(err))
+    except Exception as err:  # ONNX Runtime rejects a wrong shape with its own error types
+        fail(f"prediction failed (does the input match the model?): {err}")
+    slots = Slots(state)
+    signed = slots.signed_manifest(slots.state().serving or "a")
+    names = signed.manifest.labels if signed is not None else ()
+    for path, out in zip(inputs, outputs, strict=True):
+        for row, label in enumerate(np.argmax(out.reshape(-1, out.shape[-1]), axis=-1)):
+            name = names[label] if label < len(names) else str(label)
+            console.print(
+                f"{path}[{row}]: {name} (release {version})", highlight=False, soft_wrap=True
+            )

@@ -1,0 +1,1 @@
+"""The coordinator process: fleet and control services, run manager, state database."""

@@ -1,0 +1,1 @@
+"""The device agent: enrolment, the task loop over the fleet protocol, local data loaders."""

@@ -1,0 +1,217 @@
+"""A device's own training data, read from a local directory: npz, CSV or an image folder.
+
+Raw data never leaves the device; the ClientApp reads it from here when the node config has a
+``data-dir``. A data directory holds one of:
+
+- ``data.npz`` with arrays ``x`` (float32, ``N, ...``) and ``y`` (int labels);
+- ``data.csv``: a header row, one feature per column and a ``label`` column;
+- ``images/<label>/*.png``: one folder per integer class label.
+
+An optional ``fedge-data.json`` gives ``num-classes``, ``input-shape``, the normalization
+``mean``/``std`` of images and, for data written from a simulated partition, its
+``partition-id`` (so a device can reproduce a simulated client exactly).
+:func:`write_device_data` creates such a directory from an embedded dataset.
+"""
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedge.errors import DataError
+
+__all__ = ["META_FILE", "DeviceData", "load_device_data", "read_meta", "write_device_data"]
+
+META_FILE = "fedge-data.json"
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """Samples of one device, ready for the ClientApp."""
+
+    x: np.ndarray
+    y: np.ndarray
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+_CACHE: dict[tuple[str, float, str], DeviceData] = {}
+
+
+def read_meta(data_dir: Path) -> dict[str, Any]:
+    """The directory's ``fedge-data.json`` (empty if there is none)."""
+    path = data_dir / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(meta, dict):
+        raise DataError(f"{path} must hold a JSON object")
+    return meta
+
+
+def load_device_data(data_dir: Path, *, dataset: str) -> DeviceData:
+    """Load ``data_dir`` (cached until it changes); ``dataset`` supplies missing metadata."""
+    if not data_dir.is_dir():
+        raise DataError(f"data directory {data_dir} does not exist")
+    key = (str(data_dir.resolve()), data_dir.stat().st_mtime, dataset)
+    if key not in _CACHE:
+        _CACHE[key] = _load(data_dir, dataset)
+    return _CACHE[key]
+
+
+def _load(data_dir: Path, dataset: str) -> DeviceData:
+    meta = read_meta(data_dir)
+    if (data_dir / "data.npz").is_file():
+        x, y = _load_npz(data_dir / "data.npz")
+    elif (data_dir / "data.csv").is_file():
+        x, y = _load_csv(data_dir / "data.csv")
+    elif (data_dir / "images").is_dir():
+        x, y = _load_images(data_dir / "images", meta)
+    else:
+        raise DataError(f"{data_dir} has no data.npz, data.csv or images/ folder")
+    if len(y) == 0:
+        raise DataError(f"{data_dir} holds no samples")
+    num_classes = int(meta.get("num-classes") or _dataset_classes(dataset))
+    if y.min() < 0 or y.max() >= num_classes:
+        raise DataError(
+            f"{data_dir}: labels must be in [0, {num_classes}), got {y.min()}..{y.max()}"
+        )
+    shape = tuple(int(d) for d in meta.get("input-shape", x.shape[1:]))
+    if tuple(x.shape[1:]) != shape:
+        raise DataError(f"{data_dir}: samples have shape {x.shape[1:]}, expected {shape}")
+    return DeviceData(x, y, shape, num_classes)
+
+
+def _dataset_classes(dataset: str) -> int:
+    from fedge.data import get_dataset
+
+    return get_dataset(dataset).num_classes
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            x, y = data["x"], data["y"]
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{path} must be an npz with arrays 'x' and 'y': {err}") from err
+    if len(x) != len(y):
+        raise DataError(f"{path}: {len(x)} samples but {len(y)} labels")
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def _load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or "label" not in rows[0]:
+        raise DataError(f"{path} needs a header row with a 'label' column")
+    label_col = rows[0].index("label")
+    try:
+        values = np.array([[float(v) for v in row] for row in rows[1:]], dtype=np.float64)
+    except ValueError as err:
+        raise DataError(f"{path} has a non-numeric value: {err}") from err
+    if values.ndim != 2 or values.shape[1] != len(rows[0]):
+        raise DataError(f"{path}: every row must have {len(rows[0])} values")
+    y = values[:, label_col].astype(np.int64)
+    x = np.delete(values, label_col, axis=1).astype(np.float32)
+    return x, y
+
+
+def _load_images(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    mean = float(meta.get("mean", 0.0))
+    std = float(meta.get("std", 1.0))
+    xs, ys = [], []
+    for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if not label_dir.name.isdigit():
+            raise DataError(f"{label_dir}: class folders must be named by integer label")
+        for path in sorted(label_dir.iterdir()):
+            if path.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+            with Image.open(path) as img:
+                pixels = np.asarray(img, dtype=np.float32) / 255.0
+            pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+            xs.append((pixels - mean) / std)
+            ys.append(int(label_dir.name))
+    if not xs:
+        raise DataError(f"{folder} has no images")
+    return np.stack(xs).astype(np.float32), np.array(ys, dtype=np.int64)
+
+
+def write_device_data(
+    out: Path,
+    *,
+    dataset: str,
+    partition_id: int,
+    num_partitions: int,
+    partition: str = "iid",
+    seed: int = 0,
+    fmt: str = "npz",
+) -> Path:
+    """Write simulated client ``partition_id`` of ``dataset`` as a device data directory.
+
+    The partition is exactly the one the ``local`` runtime gives that client for ``seed``.
+    """
+    from fedge.data import get_dataset, parse_partition, partition_indices
+
+    if fmt not in ("npz", "csv", "images"):
+        raise DataError(f"format {fmt!r} is not one of: npz, csv, images")
+    data = get_dataset(dataset)
+    if not 0 <= partition_id < num_partitions:
+        raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})")
+    indices = partition_indices(
+        data.y_train, num_partitions, parse_partition(partition), seed=seed
+    )[partition_id]
+    x, y = data.x_train[indices], data.y_train[indices]
+    out.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {
+        "dataset": dataset,
+        "num-classes": data.num_classes,
+        "input-shape": list(data.input_shape),
+        "partition-id": partition_id,
+        "num-partitions": num_partitions,
+    }
+    if fmt == "npz":
+        np.savez(out / "data.npz", x=x, y=y)
+    elif fmt == "csv":
+        _write_csv(out / "data.csv", x, y)
+    else:
+        if not data.is_image:
+            raise DataError(f"{dataset} is not an image dataset")
+        meta.update(_write_images(out / "images", dataset, x, y))
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def _write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    flat = x.reshape(len(x), -1)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([f"f{i}" for i in range(flat.shape[1])] + ["label"])
+        for row, label in zip(flat, y, strict=True):
+            writer.writerow([repr(float(v)) for v in row] + [int(label)])
+
+
+def _write_images(folder: Path, dataset: str, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    from PIL import Image
+
+    from fedge.data.embedded import MNIST_MEAN, MNIST_STD
+
+    mean, std = (MNIST_MEAN, MNIST_STD) if "mnist" in dataset else (0.0, 1.0)
+    lo, hi = float(x.min()), float(x.max())
+    if "mnist" not in dataset:  # rescale to [0, 1] pixels and record how to undo it
+        mean, std = -lo / (hi - lo), 1.0 / (hi - lo)
+    for i, (sample, label) in enumerate(zip(x, y, strict=True)):
+        pixels = np.clip(np.rint((sample * std + mean) * 255.0), 0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+        target = folder / str(int(label))
+        target.mkdir(parents=True, exist_ok=True)
+        image.save(target / f"{i:05d}.png")
+    return {"mean": mean, "std": std}

@@ -1,0 +1,84 @@
+"""RunConfig validation, TOML loading and the Flower run-config round trip."""
+
+from pathlib import Path
+
+import pytest
+
+from fedge.config import RunConfig, load_config_file
+from fedge.errors import ConfigError
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    cfg = RunConfig()
+    assert (cfg.dataset, cfg.model, cfg.clients, cfg.rounds) == ("mnist-5k", "fedavg-cnn", 10, 10)
+    assert (cfg.partition, cfg.strategy, cfg.runtime, cfg.seed) == ("iid", "fedavg", "local", 0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "option"),
+    [
+        ({"fraction": 0.0}, "--fraction"),
+        ({"fraction": 1.5}, "--fraction"),
+        ({"clients": 0}, "--clients"),
+        ({"rounds": 0}, "--rounds"),
+        ({"lr": -1.0}, "--lr"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"local_epochs": 0}, "--local-epochs"),
+        ({"dataset": "nope"}, "--dataset"),
+        ({"model": "nope"}, "--model"),
+        ({"strategy": "nope"}, "--strategy"),
+        ({"runtime": "nope"}, "--runtime"),
+        ({"partition": "dirichlet:"}, "--partition"),
+        ({"momentum": 1.0}, "--momentum"),
+    ],
+)
+def test_bad_values_name_the_option_and_value(changes: dict, option: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RunConfig(**changes)
+    assert info.value.option == option
+    assert str(info.value).startswith(option)
+    assert repr(next(iter(changes.values()))) in str(info.value)
+
+
+def test_unknown_names_list_the_valid_choices() -> None:
+    with pytest.raises(ConfigError, match="fedavg, fedmedian"):
+        RunConfig(strategy="fedsgd")
+
+
+def test_from_mapping_accepts_dashes_and_coerces_numbers() -> None:
+    cfg = RunConfig.from_mapping({"local-epochs": 2, "lr": 1, "batch_size": 8.0})
+    assert cfg.local_epochs == 2 and cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.batch_size == 8 and isinstance(cfg.batch_size, int)
+
+
+@pytest.mark.parametrize(
+    ("values", "option"),
+    [
+        ({"clients": "ten"}, "--clients"),
+        ({"clients": 2.5}, "--clients"),
+        ({"lr": True}, "--lr"),
+        ({"dataset": 3}, "--dataset"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_from_mapping_rejects_wrong_types_and_unknown_keys(values: dict, option: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_mapping(values)
+    assert info.value.option == option
+
+
+def test_run_config_round_trip() -> None:
+    cfg = RunConfig(clients=3, partition="shards:2", seed=9)
+    assert RunConfig.from_run_config({**cfg.to_run_config(), "out": "x"}) == cfg
+
+
+def test_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('[simulate]\nclients = 4\npartition = "dirichlet:0.3"\n')
+    cfg = RunConfig.from_mapping(load_config_file(path))
+    assert cfg.clients == 4 and cfg.partition == "dirichlet:0.3"
+    path.write_text("clients = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config_file(path)
+    with pytest.raises(ConfigError, match="is not a file"):
+        load_config_file(tmp_path / "missing.toml")

@@ -1,0 +1,77 @@
+"""``fedge simulate`` as a user runs it: a real subprocess, files on disk, exit codes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FEDGE = [sys.executable, "-m", "fedge.cli"]
+TINY = ["--dataset", "digits", "--model", "cnn-small", "--clients", "4", "--rounds", "2"]
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FEDGE, "simulate", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_simulate_writes_results_checkpoint_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _run(*TINY, "--no-release", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "final accuracy" in proc.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["dataset"] == "digits"
+    assert [r["round"] for r in results["rounds"]] == [1, 2]
+    for r in results["rounds"]:
+        assert {"round", "accuracy", "loss", "seconds"} <= set(r)
+    assert 0.0 <= results["final"]["accuracy"] <= 1.0
+    assert results["timing"]["total_s"] >= results["timing"]["train_s"] > 0
+    for name in ("model.pt", "accuracy.png", "loss.png"):
+        assert (out / name).stat().st_size > 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "round-0001.pt",
+        "round-0002.pt",
+    ]
+
+
+def test_config_file_and_flags_merge(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('dataset = "digits"\nmodel = "cnn-small"\nclients = 3\nrounds = 1\n')
+    out = tmp_path / "run"
+    proc = _run(
+        "--config", str(config), "--clients", "2", "--no-release", "--out", str(out), cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    cfg = json.loads((out / "results.json").read_text())["config"]
+    assert (cfg["clients"], cfg["rounds"], cfg["dataset"]) == (2, 1, "digits")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--dataset", "imagenet"], "--dataset: 'imagenet' is not one of: breast-cancer"),
+        (["--model", "resnet"], "--model: 'resnet' is not one of"),
+        (["--strategy", "fedsgd"], "--strategy: 'fedsgd' is not one of"),
+        (["--runtime", "k8s"], "--runtime: 'k8s' is not one of: local, ray, grpc"),
+        (["--clients", "100000"], "--clients: 100000 is more than the"),
+        (["--partition", "dirichlet:abc"], "--partition: 'dirichlet:abc' is not a partition"),
+        (["--fraction", "1.5"], "--fraction: 1.5 is outside (0, 1]"),
+        (["--fraction", "0"], "--fraction: 0.0 is outside (0, 1]"),
+        (["--dataset", "mnist"], "--data-dir: missing"),
+        (["--dataset", "mnist", "--data-dir", "/no/such/dir"], "--data-dir: '/no/such/dir'"),
+        (["--config", "/no/such.toml"], "--config: '/no/such.toml' is not a file"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_no_traceback(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    proc = _run(*args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert expected in lines[0]
+    assert not (tmp_path / "out" / "results.json").exists()

@@ -1,0 +1,38 @@
+"""Round failures: too few devices means a retry from the checkpoint, then a failed run."""
+
+import time
+from pathlib import Path
+
+from fedge.config import RunConfig
+from fedge.coordinator.config import CoordinatorConfig
+from fedge.coordinator.pki import init_certs
+from fedge.coordinator.server import Coordinator
+from fedge.coordinator.state import RunState
+
+
+def test_a_run_without_enough_devices_is_retried_then_failed(tmp_path: Path) -> None:
+    init_certs(tmp_path / "certs", hosts=("127.0.0.1",))
+    coordinator = Coordinator(
+        CoordinatorConfig(
+            address="127.0.0.1:0",
+            enroll_address="127.0.0.1:0",
+            state_dir=tmp_path / "state",
+            certs_dir=tmp_path / "certs",
+            wait_for_devices_seconds=0.5,
+            max_attempts=2,
+        )
+    )
+    coordinator.start()
+    try:
+        run = coordinator.runs.submit(RunConfig(dataset="digits", model="mlp", rounds=2))
+        deadline = time.monotonic() + 60
+        while coordinator.state.run(run.id).state in (RunState.QUEUED, RunState.RUNNING):
+            assert time.monotonic() < deadline, "the run never failed"
+            time.sleep(0.2)
+        row = coordinator.state.run(run.id)
+        assert row.state == RunState.FAILED and row.attempts == 2
+        assert "only 0 devices connected" in row.error and "(2 attempts)" in row.error
+        kinds = [e.kind for e in coordinator.state.events(run_id=run.id)]
+        assert kinds.count("round-failed") == 2
+    finally:
+        coordinator.stop(grace=0.5)
