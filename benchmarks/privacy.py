@@ -116,6 +116,7 @@ def local_config(args: argparse.Namespace, epsilon: float | None, root: Path) ->
         momentum=args.local_momentum if epsilon is not None else 0.9,
         local_dp_epsilon=epsilon,
         local_dp_clip=args.local_clip,
+        dp_accountant=args.local_accountant,
         dp_delta=DELTA,
         dp_seed=args.seed,
         seed=args.seed,
@@ -158,14 +159,15 @@ def main() -> int:
     parser.add_argument("--q", type=float, default=0.1)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--adaptive", action="store_true")
-    parser.add_argument("--local-model", default="cnn-small")
-    parser.add_argument("--local-rounds", type=int, default=10)
+    parser.add_argument("--local-model", default="student-cnn")
+    parser.add_argument("--local-rounds", type=int, default=25)
     parser.add_argument("--local-batch", type=int, default=64)
-    parser.add_argument("--local-lr", type=float, default=0.5)
-    parser.add_argument("--local-clip", type=float, default=1.0)
+    parser.add_argument("--local-lr", type=float, default=4.0)
+    parser.add_argument("--local-clip", type=float, default=0.25)
     parser.add_argument("--local-epochs", type=int, default=1)
-    parser.add_argument("--local-momentum", type=float, default=0.0)
+    parser.add_argument("--local-momentum", type=float, default=0.5)
     parser.add_argument("--local-epsilons", default="3,8")
+    parser.add_argument("--local-accountant", choices=["rdp", "prv"], default="prv")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--verbose", action="store_true", help="Print every round.")
     parser.add_argument("--seed", type=int, default=0)

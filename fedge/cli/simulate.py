@@ -1,5 +1,7 @@
 """``fedge simulate``: train a simulated fleet on this machine (``local``) or on Ray."""
 
+from __future__ import annotations
+
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -7,13 +9,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedge.app.results import RoundRecord, RunResult
 from fedge.cli.common import console, fail
 from fedge.cli.release import print_release_summary
 from fedge.config import RunConfig, load_config_file
 from fedge.errors import FedgeError
 
 if TYPE_CHECKING:
+    # torch-heavy modules load only when a command runs, so `fedge --help` stays fast
+    from fedge.app.results import RoundRecord, RunResult
     from fedge.compress import ReleaseReport
 
 __all__ = ["simulate_command"]
@@ -127,7 +130,7 @@ def simulate_command(
         print_release_summary(releases[-1][1], releases[-1][0])
 
 
-def _run(config: RunConfig, out: Path, releases: list[tuple[Path, "ReleaseReport"]]) -> RunResult:
+def _run(config: RunConfig, out: Path, releases: list[tuple[Path, ReleaseReport]]) -> RunResult:
     from fedge.simulation import simulate
 
     console.print(
@@ -153,7 +156,7 @@ def _run(config: RunConfig, out: Path, releases: list[tuple[Path, "ReleaseReport
             )
             progress.update(task, advance=1, status=f"acc {record.accuracy:.4f}")
 
-        def on_release(target: Path, report: "ReleaseReport | None") -> None:
+        def on_release(target: Path, report: ReleaseReport | None) -> None:
             if report is None:
                 progress.update(task, status=f"building {target.name}/")
                 return
