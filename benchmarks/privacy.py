@@ -216,7 +216,8 @@ def main() -> int:
         if local is not None:
             ok &= local.accuracy >= LOCAL_BAR and (local.epsilon or 0) <= 8
             summary.append(f"local eps<=8 acc {local.accuracy:.4f} (bar {LOCAL_BAR})")
-    print("privacy: " + "; ".join(summary) + ("  PASS" if ok else "  FAIL"))
+    verdict = ("  PASS" if ok else "  FAIL") if summary else ""
+    print("privacy: " + ("; ".join(summary) or "no bar in this selection") + verdict)
     return 0 if ok else 1
 
 
