@@ -14,7 +14,7 @@ from typing import Any
 
 from fedge.errors import ConfigError
 
-__all__ = ["RUNTIMES", "RunConfig", "load_config_file"]
+__all__ = ["RUNTIMES", "RunConfig", "config_from_layers", "load_config_file"]
 
 RUNTIMES = ("local", "ray", "grpc")
 
@@ -143,6 +143,17 @@ class RunConfig:
         from fedge.privacy.settings import validate_privacy
 
         validate_privacy(self)
+
+
+def config_from_layers(config_file: Path | None, *layers: dict[str, Any]) -> RunConfig:
+    """Defaults, then the TOML ``config_file``, then each layer in order (``None`` skipped).
+
+    This is how every command that takes run options resolves them: flags win over the file.
+    """
+    values = load_config_file(config_file) if config_file is not None else {}
+    for layer in layers:
+        values.update({k: v for k, v in layer.items() if v is not None})
+    return RunConfig.from_mapping(values)
 
 
 def load_config_file(path: Path | str) -> dict[str, Any]:

@@ -48,6 +48,8 @@ def build_server_app(
         run_config = dict(context.run_config)
         out = out_dir or (Path(str(run_config["out"])) if "out" in run_config else None)
         cfg = config or RunConfig.from_run_config(run_config)
+        if cfg.runtime == "ray":
+            _wait_for_simulated_fleet(grid, cfg.clients)
         result = run_federation(grid, cfg, out_dir=out, on_round=on_round)
         if results is not None:
             results.append(result)
@@ -144,6 +146,16 @@ def run_federation(
         write_results(out_dir, result)
         write_plots(out_dir, result)
     return result
+
+
+def _wait_for_simulated_fleet(grid: Grid, num_nodes: int, timeout: float = 300.0) -> None:
+    # Flower's simulation engine registers its nodes while the ServerApp already runs; a
+    # round sampled before then would see only part of a fleet that is known in full.
+    deadline = time.monotonic() + timeout
+    while len(list(grid.get_node_ids())) < num_nodes:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(list(grid.get_node_ids()))} of {num_nodes} nodes joined")
+        time.sleep(0.1)
 
 
 def _client_evaluate(

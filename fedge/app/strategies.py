@@ -50,9 +50,7 @@ def build_strategy(config: "RunConfig") -> Strategy:
         "fraction_evaluate": config.fraction_evaluate,
         "min_train_nodes": config.min_clients,
         "min_evaluate_nodes": 1 if config.fraction_evaluate > 0 else 0,
-        # A simulated fleet is known in full: wait for every node, since Flower's simulation
-        # engine registers its nodes while the first round may already be sampling.
-        "min_available_nodes": config.clients if config.runtime == "ray" else config.min_clients,
+        "min_available_nodes": config.min_clients,
     }
     return _STRATEGIES[config.strategy](common, config)
 

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
 from fedge.cli.common import console, fail
-from fedge.config import RunConfig, load_config_file
+from fedge.config import config_from_layers
 from fedge.errors import FedgeError
 from fedge.v1 import control_pb2 as pb
 
@@ -81,10 +81,8 @@ def start_command(
         "round_timeout": round_timeout,
     }
     try:
-        values = load_config_file(config) if config is not None else {}
-        values.update(_parse_set(set_ or []))
-        values.update({k: v for k, v in flags.items() if v is not None})
-        run_config = RunConfig.from_mapping(values).replace(runtime="grpc")
+        run_config = config_from_layers(config, _parse_set(set_ or []), flags)
+        run_config = run_config.replace(runtime="grpc")
     except (FedgeError, ValueError) as err:
         fail(str(err))
     request = pb.StartRunRequest(config_json=json.dumps(run_config.to_run_config()))

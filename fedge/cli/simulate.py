@@ -11,7 +11,7 @@ from rich.table import Table
 
 from fedge.cli.common import console, fail
 from fedge.cli.release import print_release_summary
-from fedge.config import RunConfig, load_config_file
+from fedge.config import RunConfig, config_from_layers
 from fedge.errors import FedgeError
 
 if TYPE_CHECKING:
@@ -119,9 +119,7 @@ def simulate_command(
     }
     releases: list[tuple[Path, ReleaseReport]] = []
     try:
-        values = load_config_file(config) if config is not None else {}
-        values.update({k: v for k, v in flags.items() if v is not None})
-        run_config = RunConfig.from_mapping(values)
+        run_config = config_from_layers(config, flags)
         result = _run(run_config, out, releases)
     except (FedgeError, ValueError) as err:
         fail(str(err))

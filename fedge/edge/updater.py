@@ -507,6 +507,9 @@ class DeviceDelivery:
         self.inference_port: int | None = None
         self._server: grpc.Server | None = None
         self._stop = threading.Event()
+        # The update loop and a caller (the CLI, a test) may tick at once: serialize whole
+        # ticks, or both would see the same release as new and one would report a refusal.
+        self._tick_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="fedge-delivery", daemon=True)
 
     def start(self) -> DeviceDelivery:
@@ -553,9 +556,10 @@ class DeviceDelivery:
 
     def tick(self) -> InstallReport | None:
         """One round: pin/recover if needed, check for a release, report telemetry."""
-        report = self._ensure_updater().check_once()
-        self.client.report_inference(device_id=self.device_id, stats=self.engine.stats())
-        return report
+        with self._tick_lock:
+            report = self._ensure_updater().check_once()
+            self.client.report_inference(device_id=self.device_id, stats=self.engine.stats())
+            return report
 
     def _loop(self) -> None:
         while not self._stop.is_set():

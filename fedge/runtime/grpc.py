@@ -17,21 +17,20 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from uuid import uuid4
 
-from flwr.app import Message, MessageType, RecordDict
-from flwr.serverapp import Grid
-from flwr.supercore.run import Run
+from flwr.app import Message, MessageType
 
 from fedge.coordinator.errors import RoundFailedError, RunStoppedError
 from fedge.coordinator.serde import encode_message
 from fedge.coordinator.tasks import Task, TaskHub
 from fedge.log import logger
+from fedge.runtime.base import RunGrid
 
 __all__ = ["GrpcGrid"]
 
 _SERVER_NODE_ID = 0
 
 
-class GrpcGrid(Grid):
+class GrpcGrid(RunGrid):
     """A ``Grid`` whose nodes are the enrolled devices connected to this coordinator."""
 
     def __init__(
@@ -46,7 +45,7 @@ class GrpcGrid(Grid):
         stop: threading.Event | None = None,
     ) -> None:
         self._hub = hub
-        self._run = Run.create_empty(run_id)
+        super().__init__(run_id)
         self._run_config_json = json.dumps(dict(run_config), sort_keys=True)
         self._nodes = nodes
         self._min_replies = min_replies
@@ -54,26 +53,6 @@ class GrpcGrid(Grid):
         self._stop = stop or threading.Event()
         self._pushed: dict[str, Task] = {}
         self.server_round = 0
-
-    def set_run(self, run: Run) -> None:
-        """Set the run this grid operates in."""
-        self._run = run
-
-    @property
-    def run(self) -> Run:
-        """The run this grid operates in."""
-        return self._run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        """Create a message to ``dst_node_id``."""
-        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
         """The connected devices; waits (bounded) until at least ``min_replies`` are."""

@@ -13,18 +13,18 @@ from uuid import uuid4
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
-from flwr.serverapp import Grid, ServerApp
-from flwr.supercore.run import Run
+from flwr.serverapp import ServerApp
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedge.log import logger
+from fedge.runtime.base import RunGrid
 
 __all__ = ["LocalGrid", "run_local", "set_server_identity"]
 
 _SERVER_NODE_ID = 0
 
 
-class LocalGrid(Grid):
+class LocalGrid(RunGrid):
     """A ``Grid`` whose nodes are ClientApp calls in this process.
 
     Node ``i`` (id ``i + 1``) gets ``{"partition-id": i, "num-partitions": n}`` as node config,
@@ -40,7 +40,7 @@ class LocalGrid(Grid):
         run_id: int = 1,
     ) -> None:
         self._client_app = client_app
-        self._run = Run.create_empty(run_id)
+        super().__init__(run_id)
         self._contexts = {
             i + 1: Context(
                 run_id=run_id,
@@ -52,26 +52,6 @@ class LocalGrid(Grid):
             for i in range(num_nodes)
         }
         self._pending: dict[str, Message] = {}
-
-    def set_run(self, run: Run) -> None:
-        """Set the run this grid operates in."""
-        self._run = run
-
-    @property
-    def run(self) -> Run:
-        """The run this grid operates in."""
-        return self._run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        """Create a message to ``dst_node_id``."""
-        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
         """The ids of all nodes (``1..n``)."""

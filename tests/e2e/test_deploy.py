@@ -68,9 +68,13 @@ def test_device_killed_mid_round_then_rejoins(deployment: Cluster) -> None:
     cluster.start_edge(2)
     cluster.wait_for(lambda: victim_state() in ("idle", "training"), 120)
     done = len(cluster.run(run_id).rounds)
-    cluster.wait_for(lambda: len(cluster.run(run_id).rounds) >= done + 2, 120)
-    rounds = cluster.run(run_id).rounds
-    assert (rounds[-1].sampled, rounds[-1].aggregated) == (3, 3)  # it rejoined
+
+    def rejoined() -> bool:
+        # a round after the restart that all three devices completed; a loaded machine may
+        # need a round or two before the restarted device answers in time
+        return any((r.sampled, r.aggregated) == (3, 3) for r in cluster.run(run_id).rounds[done:])
+
+    cluster.wait_for(rejoined, 180)
     cluster.control("StopRun", pb.StopRunRequest(run_id=run_id))
     reply = cluster.wait_run_done(timeout=120)
     assert reply.run.state == pb.RUN_STATE_STOPPED
