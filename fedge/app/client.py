@@ -6,6 +6,7 @@ will name its own data directory. The server's train config (learning rate, epoc
 FedProx's ``proximal-mu``) travels in each message, so the server controls the round.
 """
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,9 @@ class ClientData:
 
 
 _PARTITIONS: dict[tuple[Any, ...], list[Any]] = {}
-_MODELS: dict[tuple[Any, ...], nn.Module] = {}
+_PARTITIONS_LOCK = threading.Lock()
+# Models are per thread: the local runtime may train several clients at once in one process.
+_THREAD = threading.local()
 
 
 def load_client_data(config: RunConfig, node_config: dict[str, Any]) -> ClientData:
@@ -58,14 +61,15 @@ def load_client_data(config: RunConfig, node_config: dict[str, Any]) -> ClientDa
     num_partitions = int(node_config.get("num-partitions", config.clients))
     dataset = get_dataset(config.dataset, data_dir=config.data_dir)
     key = (config.dataset, config.data_dir, num_partitions, config.partition, config.seed)
-    if key not in _PARTITIONS:
-        indices = partition_indices(
-            dataset.y_train, num_partitions, parse_partition(config.partition), seed=config.seed
-        )
-        _PARTITIONS[key] = [
-            (torch.from_numpy(dataset.x_train[i]), torch.from_numpy(dataset.y_train[i]))
-            for i in indices
-        ]
+    with _PARTITIONS_LOCK:
+        if key not in _PARTITIONS:
+            indices = partition_indices(
+                dataset.y_train, num_partitions, parse_partition(config.partition), seed=config.seed
+            )
+            _PARTITIONS[key] = [
+                (torch.from_numpy(dataset.x_train[i]), torch.from_numpy(dataset.y_train[i]))
+                for i in indices
+            ]
     if not 0 <= partition_id < num_partitions:
         raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})")
     x, y = _PARTITIONS[key][partition_id]
@@ -90,14 +94,15 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
 
 
 def _model_for(config: RunConfig, data: ClientData, arrays: ArrayRecord) -> nn.Module:
-    # One model object per process and architecture: loading the global weights into it is
+    # One model object per thread and architecture: loading the global weights into it is
     # much cheaper than building a new module for every message.
+    models: dict[tuple[Any, ...], nn.Module] = _THREAD.__dict__.setdefault("models", {})
     key = (config.model, data.input_shape, data.num_classes)
-    if key not in _MODELS:
-        _MODELS[key] = get_model(
+    if key not in models:
+        models[key] = get_model(
             config.model, input_shape=data.input_shape, num_classes=data.num_classes
         )
-    model = _MODELS[key]
+    model = models[key]
     model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
     return model
 

@@ -5,11 +5,14 @@ message in order, in this process, so a run is deterministic for a given seed. A
 raises yields an error reply, as on the other runtimes.
 """
 
+import os
 import traceback
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import uuid4
 
+import torch
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
@@ -38,6 +41,7 @@ class LocalGrid(RunGrid):
         num_nodes: int,
         run_config: dict[str, Any] | None = None,
         run_id: int = 1,
+        workers: int = 1,
     ) -> None:
         self._client_app = client_app
         super().__init__(run_id)
@@ -52,6 +56,7 @@ class LocalGrid(RunGrid):
             for i in range(num_nodes)
         }
         self._pending: dict[str, Message] = {}
+        self._workers = max(1, workers)
 
     def get_node_ids(self) -> Iterable[int]:
         """The ids of all nodes (``1..n``)."""
@@ -73,12 +78,18 @@ class LocalGrid(RunGrid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         """Run the ClientApp for each queued message and return the replies."""
-        replies = []
-        for message_id in message_ids:
-            msg = self._pending.pop(message_id, None)
-            if msg is not None:
-                replies.append(self._call(msg))
-        return replies
+        queued = [self._pending.pop(i) for i in message_ids if i in self._pending]
+        if self._workers == 1 or len(queued) < 2:
+            return [self._call(msg) for msg in queued]
+        # Small per-client batches use cores poorly within one op, so train clients side by
+        # side on one thread each. Replies keep message order, so runs stay deterministic.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(self._workers, thread_name_prefix="fedge-client") as pool:
+                return list(pool.map(self._call, queued))
+        finally:
+            torch.set_num_threads(threads)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
@@ -105,9 +116,14 @@ def run_local(
     *,
     num_nodes: int,
     run_config: dict[str, Any] | None = None,
+    workers: int | None = None,
 ) -> None:
-    """Run ``server_app`` against ``num_nodes`` in-process ClientApp nodes."""
-    grid = LocalGrid(client_app, num_nodes=num_nodes, run_config=run_config)
+    """Run ``server_app`` against ``num_nodes`` in-process ClientApp nodes.
+
+    ``workers`` clients train at once, each on one thread (default: one per CPU core).
+    """
+    workers = workers if workers is not None else os.cpu_count() or 1
+    grid = LocalGrid(client_app, num_nodes=num_nodes, run_config=run_config, workers=workers)
     set_server_identity(grid.run.run_id)
     context = Context(
         run_id=grid.run.run_id,
