@@ -58,16 +58,8 @@ def simulate(
 
 
 def _check_population(config: RunConfig) -> None:
-    from fedge.data import get_dataset, parse_partition, partition_indices
+    # Partition here, so that too many clients or too few samples per shard fail before the
+    # run starts rather than inside a client; the local runtime's clients reuse the cache.
+    from fedge.app.client import simulated_partitions
 
-    dataset = get_dataset(config.dataset, data_dir=config.data_dir)
-    if config.clients > len(dataset.y_train):
-        raise ConfigError(
-            "--clients",
-            config.clients,
-            f"is more than the {len(dataset.y_train)} training samples of {config.dataset}",
-        )
-    # Partitioning fails early here (e.g. too few samples per shard) rather than in a client.
-    partition_indices(
-        dataset.y_train, config.clients, parse_partition(config.partition), seed=config.seed
-    )
+    simulated_partitions(config, config.clients)

@@ -22,7 +22,7 @@ from fedge.errors import DataError
 from fedge.models import get_model
 from fedge.privacy.settings import local_enabled
 
-__all__ = ["ClientData", "build_client_app", "load_client_data"]
+__all__ = ["ClientData", "build_client_app", "load_client_data", "simulated_partitions"]
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,20 @@ def load_client_data(config: RunConfig, node_config: dict[str, Any]) -> ClientDa
         raise DataError("node config has no 'partition-id': this client has no data source")
     partition_id = int(node_config["partition-id"])
     num_partitions = int(node_config.get("num-partitions", config.clients))
+    parts = simulated_partitions(config, num_partitions)
+    if not 0 <= partition_id < num_partitions:
+        raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})")
+    x, y = parts[partition_id]
     dataset = get_dataset(config.dataset, data_dir=config.data_dir)
+    return ClientData(x, y, dataset.input_shape, dataset.num_classes)
+
+
+def simulated_partitions(config: RunConfig, num_partitions: int) -> list[Any]:
+    """Every simulated client's ``(x, y)`` tensors, partitioned once per process and cached."""
     key = (config.dataset, config.data_dir, num_partitions, config.partition, config.seed)
     with _PARTITIONS_LOCK:
         if key not in _PARTITIONS:
+            dataset = get_dataset(config.dataset, data_dir=config.data_dir)
             indices = partition_indices(
                 dataset.y_train, num_partitions, parse_partition(config.partition), seed=config.seed
             )
@@ -70,10 +80,7 @@ def load_client_data(config: RunConfig, node_config: dict[str, Any]) -> ClientDa
                 (torch.from_numpy(dataset.x_train[i]), torch.from_numpy(dataset.y_train[i]))
                 for i in indices
             ]
-    if not 0 <= partition_id < num_partitions:
-        raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})")
-    x, y = _PARTITIONS[key][partition_id]
-    return ClientData(x, y, dataset.input_shape, dataset.num_classes)
+        return _PARTITIONS[key]
 
 
 def build_client_app(config: RunConfig | None = None) -> ClientApp:
