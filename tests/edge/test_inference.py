@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -89,8 +90,12 @@ def test_hot_swap_under_load_fails_no_request(
     threads = [threading.Thread(target=client) for _ in range(3)]
     for t in threads:
         t.start()
+    # Swap only once the clients are being answered, and stop once the last model answers:
+    # otherwise thread start-up can outlast all 20 swaps on a busy machine.
+    _wait_until(lambda: 1 in versions)
     for i in range(20):
         engine.swap(models[i % 2], i + 2)
+    _wait_until(lambda: 21 in versions)
     stop.set()
     for t in threads:
         t.join(timeout=30)
@@ -128,3 +133,10 @@ def test_predict_arrays_from_state_dir(tmp_path: Path) -> None:
     weights, bias = linear_weights(features=16, classes=4, seed=4)
     np.testing.assert_allclose(outputs[0][0], x @ weights + bias, rtol=1e-5, atol=1e-5)
     assert outputs[1].shape == (2, 4)
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the inference clients"
+        time.sleep(0.01)
