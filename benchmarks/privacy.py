@@ -159,7 +159,7 @@ def main() -> int:
     parser.add_argument("--q", type=float, default=0.1)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--adaptive", action="store_true")
-    parser.add_argument("--local-model", default="student-cnn")
+    parser.add_argument("--local-model", default="dp-cnn")
     parser.add_argument("--local-rounds", type=int, default=25)
     parser.add_argument("--local-batch", type=int, default=64)
     parser.add_argument("--local-lr", type=float, default=4.0)

@@ -14,9 +14,10 @@ from typing import Any
 
 from fedge.errors import ConfigError
 
-__all__ = ["RUNTIMES", "RunConfig", "config_from_layers", "load_config_file"]
+__all__ = ["PRECISIONS", "RUNTIMES", "RunConfig", "config_from_layers", "load_config_file"]
 
 RUNTIMES = ("local", "ray", "grpc")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class RunConfig:
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
+    # bf16 runs convolutions and matmuls in bfloat16 (autocast; weights stay fp32): about 1.5x
+    # faster training on CPUs with AVX512-BF16 or AMX, at a small cost in exactness.
+    precision: str = "fp32"
     partition: str = "iid"
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
@@ -114,6 +118,7 @@ class RunConfig:
         _one_of("--dataset", self.dataset, list_datasets())
         _one_of("--model", self.model, list_models())
         _one_of("--runtime", self.runtime, list(RUNTIMES))
+        _one_of("--precision", self.precision, list(PRECISIONS))
         from fedge.app.strategies import list_strategies
 
         _one_of("--strategy", self.strategy, list_strategies())

@@ -106,9 +106,10 @@ def _model_for(config: RunConfig, data: ClientData, arrays: ArrayRecord) -> nn.M
     models: dict[tuple[Any, ...], nn.Module] = _THREAD.__dict__.setdefault("models", {})
     key = (config.model, data.input_shape, data.num_classes)
     if key not in models:
+        # Channels-last convolution weights: loading the weights keeps this layout.
         models[key] = get_model(
             config.model, input_shape=data.input_shape, num_classes=data.num_classes
-        )
+        ).to(memory_format=torch.channels_last)
     model = models[key]
     model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
     return model
@@ -132,20 +133,26 @@ def _train(msg: Message, context: Context, config: RunConfig) -> Message:
         momentum=_scalar(train_config, "momentum", config.momentum),
         seed=_client_seed(config.seed, server_round, partition_id),
         proximal_mu=_scalar(train_config, "proximal-mu", 0.0),
+        precision=config.precision,
     )
     metrics = MetricRecord({"num-examples": len(data.y), "train-loss": loss})
-    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
+    content = RecordDict({"arrays": _contiguous_arrays(model), "metrics": metrics})
     return Message(content=content, reply_to=msg)
 
 
 def _evaluate(msg: Message, context: Context, config: RunConfig) -> Message:
     data = load_client_data(config, dict(context.node_config))
     model = _model_for(config, data, msg.content.array_records["arrays"])
-    result = evaluate(model, data.x, data.y)
+    result = evaluate(model, data.x, data.y, precision=config.precision)
     metrics = MetricRecord(
         {"num-examples": result.num_examples, "eval-loss": result.loss, "eval-acc": result.accuracy}
     )
     return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def _contiguous_arrays(model: nn.Module) -> ArrayRecord:
+    # Arrays travel in the standard (row-major) layout, whatever layout training used.
+    return ArrayRecord({k: v.contiguous() for k, v in model.state_dict().items()})
 
 
 def _client_seed(seed: int, server_round: int, partition_id: int) -> int:

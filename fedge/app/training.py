@@ -2,16 +2,18 @@
 
 No ``DataLoader``: client partitions are small and already in memory, so batches are slices of
 one tensor in an order drawn from a seeded generator. That keeps the ``local`` runtime fast and
-deterministic.
+deterministic. Image batches go through convolutions in channels-last layout, where oneDNN's
+convolution and max-pooling kernels are fastest; ``precision="bf16"`` adds bfloat16 autocast.
 """
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["EvalResult", "evaluate", "set_seed", "train"]
+__all__ = ["EvalResult", "compute_precision", "evaluate", "set_seed", "to_fast_layout", "train"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,20 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def compute_precision(precision: str) -> AbstractContextManager[object]:
+    """Autocast to bfloat16 for ``"bf16"``; full precision for ``"fp32"``."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {precision!r} is not one of: fp32, bf16")
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def to_fast_layout(batch: Tensor) -> Tensor:
+    """Image batches (N, C, H, W) in channels-last memory; other tensors unchanged."""
+    if batch.dim() == 4:
+        return batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
 def train(
     model: nn.Module,
     x: Tensor,
@@ -43,6 +59,7 @@ def train(
     momentum: float = 0.0,
     seed: int = 0,
     proximal_mu: float = 0.0,
+    precision: str = "fp32",
 ) -> float:
     """Train ``model`` in place with SGD; return the mean training loss of the last epoch.
 
@@ -60,7 +77,9 @@ def train(
         for start in range(0, len(y), batch_size):
             idx = order[start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            with compute_precision(precision):
+                logits = model(to_fast_layout(x[idx]))
+            loss = nn.functional.cross_entropy(logits.float(), y[idx])
             if global_params:
                 prox = sum(
                     ((p - g) ** 2).sum()
@@ -76,12 +95,20 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500) -> EvalResult:
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch_size: int = 500,
+    precision: str = "fp32",
+) -> EvalResult:
     """Loss and accuracy of ``model`` on ``(x, y)``."""
     model.eval()
     total_loss, correct = 0.0, 0
     for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size])
+        with compute_precision(precision):
+            logits = model(to_fast_layout(x[start : start + batch_size])).float()
         target = y[start : start + batch_size]
         total_loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
         correct += int((logits.argmax(dim=1) == target).sum())

@@ -2,12 +2,15 @@
 
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fedge.cli.common import console, err_console, fail
 from fedge.errors import FedgeError
+
+if TYPE_CHECKING:
+    from fedge.edge.identity import DeviceIdentity
 
 __all__ = ["app"]
 
@@ -46,12 +49,38 @@ def enroll_command(
     except FedgeError as err:
         fail(str(err))
     console.print(f"enrolled as {identity.device_id} (node {identity.node_id}); state in {state}")
+    console.print(f"pinned release key {identity.release_key_id[:16]}")
+
+
+StateOption = Annotated[
+    Path,
+    typer.Option(
+        help="The device's state directory (identity, keys, model slots).",
+        envvar="FEDGE_DEVICE_STATE",
+    ),
+]
+DEFAULT_STATE = Path("device-state")
 
 
 @app.command("start")
 def start_command(
-    state: Annotated[Path, typer.Option(help="The device's state directory (from enroll).")],
     data: Annotated[Path, typer.Option(help="The device's local data directory.")],
+    state: StateOption = DEFAULT_STATE,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT of the coordinator [default: the one enrolled with]."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Enrol first with this one-time token when --state is not enrolled."),
+    ] = None,
+    enroll_address: Annotated[
+        str | None, typer.Option(help="With --token: HOST:PORT of the enrolment port [PORT+1].")
+    ] = None,
+    name: Annotated[str, typer.Option(help="With --token: a human-readable device name.")] = "",
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="With --token: enrol without TLS (test networks).")
+    ] = False,
     wait: Annotated[float, typer.Option(help="Seconds each task poll waits.")] = 10.0,
     heartbeat: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 5.0,
     release_interval: Annotated[
@@ -60,16 +89,42 @@ def start_command(
     inference: Annotated[
         str, typer.Option(help="HOST:PORT of the local inference server ('' = none).")
     ] = "127.0.0.1:0",
+    accuracy_floor: Annotated[
+        float | None,
+        typer.Option(
+            help="Roll back a new model whose accuracy on the --data labels is below this (0-1)."
+        ),
+    ] = None,
 ) -> None:
-    """Connect to the coordinator and train on local data until interrupted."""
+    """Connect to the coordinator and train on local data until interrupted.
+
+    With --token, an unenrolled --state is enrolled first, so one command brings a device up.
+    """
     from fedge.edge.agent import AgentSettings, EdgeAgent, RefusedError
     from fedge.edge.data import load_device_data, read_meta
-    from fedge.edge.identity import load_identity
+    from fedge.edge.health import HealthConfig
+    from fedge.edge.identity import is_enrolled, load_identity, split_address
 
     try:
-        identity = load_identity(state)
+        health = HealthConfig(accuracy_floor=accuracy_floor, labelled=data)
+        if coordinator is not None:
+            split_address(coordinator)
+        enrol = token is not None and not is_enrolled(state)
+        if not enrol:  # fails early, naming the missing identity, when there is no token
+            load_identity(state)
+            if token is not None:
+                err_console.print(f"note: {state} is already enrolled; --token is not used")
         meta = read_meta(data)
-        load_device_data(data, dataset=str(meta.get("dataset", "mnist-5k")))  # fail early
+        # Fail early, and before a token is spent.
+        load_device_data(data, dataset=str(meta.get("dataset", "mnist-5k")))
+        identity = _identity_for_start(
+            state,
+            coordinator=coordinator,
+            token=token if enrol else None,
+            enroll_address=enroll_address,
+            name=name,
+            insecure=insecure,
+        )
         agent = EdgeAgent(
             identity,
             data_dir=data,
@@ -79,15 +134,21 @@ def start_command(
         fail(str(err))
     if identity.insecure:
         err_console.print("[bold yellow]WARNING:[/] this device was enrolled --insecure (no TLS)")
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
-    signal.signal(signal.SIGINT, lambda *_: agent.stop())
-    console.print(f"{identity.device_id}: connecting to {identity.coordinator}")
     # Issue 6: model releases (A/B slots, health check, rollback) and local inference.
     from fedge.edge.updater import start_device_delivery
 
-    delivery = start_device_delivery(
-        identity, interval=release_interval, inference_address=inference or None
-    )
+    try:
+        delivery = start_device_delivery(
+            identity,
+            interval=release_interval,
+            inference_address=inference or None,
+            health=health,
+        )
+    except FedgeError as err:
+        fail(str(err))
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    console.print(f"{identity.device_id}: connecting to {identity.coordinator}")
     if delivery.inference_port is not None:
         console.print(f"{identity.device_id}: inference on port {delivery.inference_port}")
     try:
@@ -97,6 +158,45 @@ def start_command(
     finally:
         delivery.stop()
     console.print(f"{identity.device_id}: stopped after {agent.tasks_done} tasks")
+
+
+def _identity_for_start(
+    state: Path,
+    *,
+    coordinator: str | None,
+    token: str | None,
+    enroll_address: str | None,
+    name: str,
+    insecure: bool,
+) -> "DeviceIdentity":
+    """The identity ``start`` runs as: enrolled now when ``token`` is given, else the saved
+    one; ``coordinator`` overrides the enrolled address for this run."""
+    from dataclasses import replace
+
+    from fedge.edge.identity import EnrollError, enroll_device, load_identity
+
+    if token is None:
+        identity = load_identity(state)
+    elif coordinator is None:
+        raise EnrollError("--coordinator HOST:PORT is needed to enrol with --token")
+    else:
+        from fedge import __version__
+
+        identity = enroll_device(
+            coordinator=coordinator,
+            token=token,
+            state_dir=state,
+            name=name,
+            enroll_address=enroll_address,
+            insecure=insecure,
+            version=__version__,
+        )
+        console.print(
+            f"enrolled as {identity.device_id} (node {identity.node_id}); state in {state}"
+        )
+    if coordinator is not None and coordinator != identity.coordinator:
+        identity = replace(identity, coordinator=coordinator)  # this run only
+    return identity
 
 
 @app.command("make-data")

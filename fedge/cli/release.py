@@ -1,7 +1,9 @@
 """``fedge release``: ``build`` a release from a checkpoint (distil, export, quantize, report).
 
-The rollout commands (publish, promote, rollback, ...) of :mod:`fedge.cli.release_rollout`
-are registered in the same group.
+``build --publish-percent P`` also signs the fresh build as the coordinator's next release and
+rolls it out to a P% canary (the pipeline's automatic publish step). The rollout commands
+(publish, promote, rollback, ...) of :mod:`fedge.cli.release_rollout` are registered in the
+same group.
 """
 
 from pathlib import Path
@@ -11,6 +13,7 @@ import typer
 from rich.table import Table
 
 from fedge.cli.common import console, fail
+from fedge.cli.release_rollout import DEFAULT_STATE, StateOption
 from fedge.cli.release_rollout import register as register_rollout
 from fedge.errors import FedgeError
 
@@ -44,12 +47,25 @@ def build_command(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Directory of on-disk datasets.")
     ] = None,
+    publish_percent: Annotated[
+        int | None,
+        typer.Option(
+            "--publish-percent",
+            help="Publish the build to this share of devices (1-100) once built (a canary).",
+        ),
+    ] = None,
+    profile: Annotated[
+        str, typer.Option("--profile", help="With --publish-percent: device profile.")
+    ] = "cpu-small",
+    state: StateOption = DEFAULT_STATE,
 ) -> None:
     """Distil the checkpoint's model into a student, export it to ONNX, quantize it to int8."""
     from dataclasses import replace
 
     from fedge.compress import DistillSettings, ReleaseSettings, build_release
 
+    if publish_percent is not None and not 0 < publish_percent <= 100:
+        fail(f"--publish-percent: {publish_percent!r} must be in (0, 100]")
     distill = DistillSettings(seed=seed)
     if epochs is not None:
         distill = replace(distill, epochs=epochs)
@@ -70,6 +86,24 @@ def build_command(
     except (FedgeError, ValueError) as err:
         fail(str(err))
     print_release_summary(report, out)
+    if publish_percent is not None:
+        _publish(out, percent=publish_percent, profile=profile, state=state)
+
+
+def _publish(out: Path, *, percent: int, profile: str, state: Path) -> None:
+    """Sign the fresh build as the next release and roll it out to ``percent`` of devices."""
+    from fedge.release import publish_build
+
+    try:
+        signed = publish_build(out, state_dir=state, percent=percent, profile=profile)
+    except FedgeError as err:
+        fail(f"built {out}, but publishing failed: {err}")
+    m = signed.manifest
+    console.print(
+        f"published release {m.version} ({m.name}, sha256 {m.sha256[:12]}) to {percent}% of "
+        f"{m.profile!r} devices; widen it with `fedge release promote {m.version} --percent P`",
+        soft_wrap=True,
+    )
 
 
 def print_release_summary(report: "ReleaseReport", out: Path) -> None:

@@ -16,6 +16,8 @@ from fedge.cli.common import console, fail
 from fedge.errors import FedgeError
 
 __all__ = [
+    "DEFAULT_STATE",
+    "StateOption",
     "app",
     "key_command",
     "ls_command",

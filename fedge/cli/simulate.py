@@ -36,6 +36,10 @@ def simulate_command(
     partition: Annotated[
         str | None, typer.Option(help="iid, dirichlet:ALPHA or shards:K [default: iid].")
     ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="fp32, or bf16 (faster on CPUs with AVX512-BF16/AMX) [default: fp32]."),
+    ] = None,
     strategy: Annotated[str | None, typer.Option(help="Aggregation strategy.")] = None,
     runtime: Annotated[str | None, typer.Option(help="local or ray [default: local].")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed [default: 0].")] = None,
@@ -98,6 +102,7 @@ def simulate_command(
         "batch_size": batch_size,
         "lr": lr,
         "partition": partition,
+        "precision": precision,
         "strategy": strategy,
         "runtime": runtime,
         "seed": seed,

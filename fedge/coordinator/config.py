@@ -32,6 +32,9 @@ class CoordinatorConfig:
     max_payload_bytes: int = 2**30
     device_cert_days: int = 365
     max_workers: int = 64
+    # Artifact downloads served at once; beyond, devices are told to retry later (their
+    # updater backs off with jitter), so a fleet-wide rollout cannot exhaust the workers.
+    max_concurrent_downloads: int = 32
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_seconds", "liveness_seconds", "wait_for_devices_seconds"):
@@ -41,7 +44,7 @@ class CoordinatorConfig:
             raise ConfigError(
                 "liveness-seconds", self.liveness_seconds, "must be >= 2 x heartbeat-seconds"
             )
-        for name in ("max_attempts", "device_cert_days", "max_workers"):
+        for name in ("max_attempts", "device_cert_days", "max_workers", "max_concurrent_downloads"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(_key(name), getattr(self, name), "must be an integer >= 1")
         if not 64 * 1024 <= self.chunk_bytes <= self.max_message_bytes - 64 * 1024:

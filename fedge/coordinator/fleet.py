@@ -40,6 +40,8 @@ class FleetSettings:
     max_payload_bytes: int
     device_cert_days: int
     enroll_fingerprint: str = ""
+    # The release public key (PEM) a device pins at enrolment; empty: the coordinator has none.
+    release_key_pem: bytes = b""
 
 
 def parse_token(token: str) -> str:
@@ -57,16 +59,32 @@ def make_token(secret: str, enroll_fingerprint: str) -> str:
     return f"{TOKEN_PREFIX}.{secret}.{enroll_fingerprint}"
 
 
+def _release_key(pem: bytes) -> dict[str, Any]:
+    """The enrol response's release-key fields (the device pins this key)."""
+    if not pem:
+        return {}
+    from fedge.release import key_id, load_public_key
+
+    return {"release_public_key_pem": pem, "release_key_id": key_id(load_public_key(pem=pem))}
+
+
 def enroll(
-    request: pb.EnrollRequest, *, state: State, ca: CertificateAuthority | None, days: int
+    request: pb.EnrollRequest,
+    *,
+    state: State,
+    ca: CertificateAuthority | None,
+    days: int,
+    release_key_pem: bytes = b"",
 ) -> pb.EnrollResponse:
-    """Consume the token, sign the device's CSR and record the device."""
+    """Consume the token, sign the device's CSR and record the device; the response carries
+    the release public key the device pins (over the channel it pinned through the token)."""
     secret = parse_token(request.token)
     device_id = f"dev-{secrets.token_hex(4)}"
     name = request.name.strip() or device_id
+    release = _release_key(release_key_pem)
     if ca is None:  # insecure coordinator: identity is the device id alone
         row = state.enroll(secret=secret, name=name, cert_serial="", device_id=device_id)
-        return pb.EnrollResponse(device_id=row.device_id, node_id=row.id)
+        return pb.EnrollResponse(device_id=row.device_id, node_id=row.id, **release)
     cert_pem = ca.sign_csr(request.csr_pem.encode(), device_id=device_id, days=days)
     from cryptography import x509
 
@@ -78,6 +96,7 @@ def enroll(
         node_id=row.id,
         certificate_pem=cert_pem.decode(),
         ca_certificate_pem=ca.cert_pem.decode(),
+        **release,
     )
 
 
@@ -184,7 +203,11 @@ class FleetServicer:
             if isinstance(request, Malformed):
                 raise PayloadError(request.reason)
             response = enroll(
-                request, state=self._state, ca=self._ca, days=self._settings.device_cert_days
+                request,
+                state=self._state,
+                ca=self._ca,
+                days=self._settings.device_cert_days,
+                release_key_pem=self._settings.release_key_pem,
             )
         except FedgeError as err:
             self._refuse(context, "Enroll", err)

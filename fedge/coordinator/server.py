@@ -62,6 +62,10 @@ class Coordinator:
             else CertificateAuthority(_read(certs / "ca.pem"), _read(certs / "ca.key"))
         )
         enroll_pem = b"" if insecure else _read(certs / "enroll.pem")
+        # Issue 6: devices pin the release public key at enrolment (sent in the enrol reply).
+        from fedge.release import RELEASE_KEY_FILE, load_or_create_release_key, public_key_pem
+
+        release_key = load_or_create_release_key(path=self.config.state_dir / RELEASE_KEY_FILE)
         settings = FleetSettings(
             insecure=insecure,
             heartbeat_seconds=self.config.heartbeat_seconds,
@@ -69,6 +73,7 @@ class Coordinator:
             max_payload_bytes=self.config.max_payload_bytes,
             device_cert_days=self.config.device_cert_days,
             enroll_fingerprint=fingerprint(enroll_pem) if enroll_pem else "",
+            release_key_pem=public_key_pem(release_key.public_key()),
         )
         main = create_server(options=self._options, max_workers=self.config.max_workers)
 
@@ -107,7 +112,10 @@ class Coordinator:
             main,
             hub_pb2.DESCRIPTOR.services_by_name["ModelHubService"],
             coordinator_hub_servicer(
-                state_dir=self.config.state_dir, state=self.state, insecure=insecure
+                state_dir=self.config.state_dir,
+                state=self.state,
+                insecure=insecure,
+                max_downloads=self.config.max_concurrent_downloads,
             ),
         )
         main_tls = None

@@ -30,7 +30,7 @@ from fedge.edge.data import read_meta
 from fedge.edge.identity import DeviceIdentity
 from fedge.errors import FedgeError
 from fedge.log import logger
-from fedge.net import TransportOptions, create_channel
+from fedge.net import TransportOptions, create_channel, use_zero_copy_streams
 from fedge.v1 import fleet_pb2 as pb
 from fedge.v1 import fleet_pb2_grpc
 
@@ -134,6 +134,7 @@ class EdgeAgent:
         session_over = threading.Event()
         try:
             stub = fleet_pb2_grpc.FleetServiceStub(channel)
+            use_zero_copy_streams(stub, channel, pb.DESCRIPTOR.services_by_name["FleetService"])
             self._heartbeat(stub)  # fails fast if the coordinator is down or refuses us
             beat = threading.Thread(
                 target=self._heartbeats, args=(stub, session_over, fatal), daemon=True

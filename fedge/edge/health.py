@@ -2,7 +2,9 @@
 
 The model must load in ONNX Runtime, match the input/output signature its manifest promises,
 produce finite outputs of the promised shape on seeded canary inputs and, when the device holds
-labelled local data, reach the configured accuracy floor on it.
+labelled local data, reach the configured accuracy floor on it. The labelled data is an ``.npz``
+with ``x`` and ``y`` or a device data directory (``fedge edge start --data DIR``: npz, CSV or
+images, see :mod:`fedge.edge.data`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from fedge.errors import ConfigError, FedgeError
 from fedge.release import Manifest
 
 __all__ = ["HealthConfig", "HealthResult", "check_health", "load_labelled", "make_session"]
@@ -20,12 +23,24 @@ __all__ = ["HealthConfig", "HealthResult", "check_health", "load_labelled", "mak
 
 @dataclass(frozen=True)
 class HealthConfig:
-    """What a model must pass; ``labelled`` is an ``.npz`` with ``x`` and ``y`` arrays."""
+    """What a model must pass; ``labelled`` is an ``.npz`` with ``x`` and ``y`` arrays or a
+    device data directory; ``accuracy_floor`` (in [0, 1]) applies to it."""
 
     canaries: int = 4
     accuracy_floor: float | None = None
     labelled: Path | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        floor = self.accuracy_floor
+        if floor is None:
+            return
+        if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor <= 1:
+            raise ConfigError("--accuracy-floor", floor, "must be a number between 0 and 1")
+        if self.labelled is None:
+            raise ConfigError(
+                "--accuracy-floor", floor, "needs labelled local data (the device's --data DIR)"
+            )
 
 
 @dataclass(frozen=True)
@@ -46,9 +61,14 @@ def make_session(path: Path, *, threads: int = 1) -> ort.InferenceSession:
 
 
 def load_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Labelled local data for the accuracy floor."""
-    with np.load(path) as data:
-        return np.asarray(data["x"], dtype=np.float32), np.asarray(data["y"]).astype(np.int64)
+    """Labelled local data for the accuracy floor: an ``.npz`` or a device data directory."""
+    if path.is_dir():
+        from fedge.edge.data import load_device_data, read_meta
+
+        data = load_device_data(path, dataset=str(read_meta(path).get("dataset", "mnist-5k")))
+        return data.x, data.y
+    with np.load(path) as arrays:
+        return np.asarray(arrays["x"], dtype=np.float32), np.asarray(arrays["y"]).astype(np.int64)
 
 
 def _signature_problem(session: ort.InferenceSession, manifest: Manifest) -> str:
@@ -98,10 +118,15 @@ def check_health(path: Path, manifest: Manifest, *, config: HealthConfig) -> Hea
         ):
             return HealthResult(False, f"output {want.name!r} has shape {arr.shape}")
     if config.labelled is not None and config.accuracy_floor is not None:
-        if not config.labelled.is_file():
+        if not config.labelled.exists():
             return HealthResult(True)
-        x, y = load_labelled(config.labelled)
-        acc = _accuracy(session, x, y)
+        try:
+            x, y = load_labelled(config.labelled)
+            acc = _accuracy(session, x, y)
+        except (FedgeError, OSError, KeyError, ValueError) as exc:
+            return HealthResult(False, f"cannot score the labelled local data: {exc}")
+        except Exception as exc:  # ORT raises its own types when the data does not fit the model
+            return HealthResult(False, f"fails on the labelled local data: {exc}")
         if acc < config.accuracy_floor:
             return HealthResult(
                 False, f"accuracy {acc:.3f} below floor {config.accuracy_floor:.3f}", acc

@@ -1,10 +1,14 @@
 """A device's identity: enrolment with a one-time token, and the key and certificate it keeps.
 
 The state directory holds ``identity.json`` (device id, node id, coordinator address),
-``device.key`` (never leaves the device), ``device.pem`` and the coordinator's ``ca.pem``.
+``device.key`` (never leaves the device), ``device.pem``, the coordinator's ``ca.pem`` and
+``release_key.pub``: the coordinator's release public key, pinned from the enrolment reply (the
+channel is authenticated by the token's certificate hash), which every release must be signed
+with.
 """
 
 import json
+import os
 import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,9 +20,19 @@ from fedge.errors import ConfigError, FedgeError
 from fedge.net import ClientTLS, create_channel
 from fedge.v1 import fleet_pb2, fleet_pb2_grpc
 
-__all__ = ["DeviceIdentity", "EnrollError", "enroll_device", "load_identity", "split_address"]
+__all__ = [
+    "IDENTITY_FILE",
+    "PINNED_KEY_FILE",
+    "DeviceIdentity",
+    "EnrollError",
+    "enroll_device",
+    "is_enrolled",
+    "load_identity",
+    "split_address",
+]
 
 IDENTITY_FILE = "identity.json"
+PINNED_KEY_FILE = "release_key.pub"
 
 
 class EnrollError(FedgeError):
@@ -34,6 +48,8 @@ class DeviceIdentity:
     coordinator: str
     insecure: bool
     state_dir: str
+    # Hex SHA-256 of the release public key pinned at enrolment (``release_key.pub``).
+    release_key_id: str = ""
 
     def tls(self) -> ClientTLS | None:
         """Mutual-TLS credentials for the fleet port (``None`` when insecure)."""
@@ -55,11 +71,20 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def is_enrolled(state_dir: Path) -> bool:
+    """Whether ``state_dir`` holds a saved identity."""
+    return (state_dir / IDENTITY_FILE).is_file()
+
+
 def load_identity(state_dir: Path) -> DeviceIdentity:
     """The identity saved by :func:`enroll_device`."""
     path = state_dir / IDENTITY_FILE
     if not path.is_file():
-        raise ConfigError("--state", str(state_dir), "holds no identity: run `fedge edge enroll`")
+        raise ConfigError(
+            "--state",
+            str(state_dir),
+            "holds no identity: run `fedge edge enroll`, or give `fedge edge start` a --token",
+        )
     try:
         return DeviceIdentity(**json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError) as err:
@@ -125,6 +150,7 @@ def enroll_device(
         raise EnrollError(f"enrolment refused: {err.code().name}: {err.details()}") from err
     finally:
         channel.close()
+    release_pem, release_key_id = _release_key(response, coordinator)
     if not insecure:
         key_path = state_dir / "device.key"
         key_path.write_bytes(key_pem)
@@ -137,6 +163,37 @@ def enroll_device(
         coordinator=coordinator,
         insecure=insecure,
         state_dir=str(state_dir.resolve()),
+        release_key_id=release_key_id,
     )
+    _write_atomic(state_dir / PINNED_KEY_FILE, release_pem)
     (state_dir / IDENTITY_FILE).write_text(json.dumps(asdict(identity), indent=2) + "\n")
     return identity
+
+
+def _release_key(response: fleet_pb2.EnrollResponse, coordinator: str) -> tuple[bytes, str]:
+    """The release key of the enrolment reply, checked against the key id it came with."""
+    from fedge.release.signing import key_id, load_public_key, public_key_pem
+
+    if not response.release_public_key_pem:
+        raise EnrollError(
+            f"the coordinator at {coordinator} sent no release key: upgrade it, then enrol "
+            "again with a new token"
+        )
+    try:
+        key = load_public_key(pem=bytes(response.release_public_key_pem))
+    except FedgeError as err:
+        raise EnrollError(f"the coordinator's release key is unusable: {err}") from err
+    kid = key_id(key)
+    if response.release_key_id and response.release_key_id != kid:
+        raise EnrollError("the coordinator's release key does not match its key id")
+    return public_key_pem(key), kid
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    # Re-enrolling a state directory replaces the pin: the token authenticated the new channel.
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

@@ -5,7 +5,14 @@ the key pinned at enrolment, then expiry, version newer than the running one (ro
 replay protection), not refused before, fits the device profile. Only then are bytes downloaded,
 resuming from what is already on disk, and checked for length and SHA-256 before they reach a
 slot. Every outcome becomes an :class:`InstallReport`, kept in an on-disk outbox until the
-coordinator acknowledges it, so reports survive cuts and restarts.
+coordinator acknowledges it, so reports survive cuts and restarts; the start of a download is
+reported too ("downloading"), best effort, since the outcome report follows anyway.
+
+The release key is the one pinned when the device enrolled (``release_key.pub``, written by
+:func:`fedge.edge.identity.enroll_device` from the enrolment reply); a manifest signed by any
+other key is refused. A hub at its cap of concurrent downloads answers ``RESOURCE_EXHAUSTED``
+with a retry hint: the updater waits (hint plus exponential jitter) and retries, and this never
+counts as a failed install.
 
 Crash safety: a SIGKILL at any point leaves the pointer naming a committed, verified model, or a
 trial model whose fallback is one; :meth:`Updater.recover` (run at start-up) reverts an
@@ -17,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,9 +35,11 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedge.edge.health import HealthConfig, check_health
+from fedge.edge.identity import PINNED_KEY_FILE
 from fedge.edge.inference import InferenceStats
 from fedge.edge.slots import Slots, atomic_write, fsync_dir, sha256_file
 from fedge.log import logger
+from fedge.net import use_zero_copy_streams
 from fedge.release import (
     Manifest,
     SignedManifest,
@@ -38,6 +48,7 @@ from fedge.release import (
     pin_public_key,
     verify_manifest,
 )
+from fedge.release.signing import key_id
 from fedge.v1 import hub_pb2, hub_pb2_grpc
 
 __all__ = [
@@ -49,12 +60,14 @@ __all__ = [
     "HubClient",
     "InstallReport",
     "Updater",
+    "load_pinned_key",
     "pin_release_key",
     "start_device_delivery",
 ]
 
-PINNED_KEY_FILE = "release_key.pub"
 MAX_TRIAL_ATTEMPTS = 2
+# What the hub's RESOURCE_EXHAUSTED carries as its retry hint (gRPC's standard pushback key).
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,10 @@ class GrpcHubClient:
 
     def __init__(self, channel: grpc.Channel, *, timeout: float = 30.0, chunk_size: int = 0):
         self.stub = hub_pb2_grpc.ModelHubServiceStub(channel)
+        # Downloads decode without copying each chunk's data twice (fedge.net).
+        use_zero_copy_streams(
+            self.stub, channel, hub_pb2.DESCRIPTOR.services_by_name["ModelHubService"]
+        )
         self.timeout = timeout
         self.chunk_size = chunk_size
 
@@ -172,19 +189,38 @@ class GrpcHubClient:
             metadata=_metadata(device_id),
         )
 
-    def get_release_key(self, *, device_id: str) -> bytes:
-        """The coordinator's release public key (PEM), to pin on first contact."""
-        reply = self.stub.GetReleaseKey(
-            hub_pb2.GetReleaseKeyRequest(device_id=device_id),
-            timeout=self.timeout,
-            metadata=_metadata(device_id),
-        )
-        return bytes(reply.public_key_pem)
-
 
 def pin_release_key(state_dir: Path, pem: bytes) -> Ed25519PublicKey:
     """Pin the coordinator's release key in a device state directory (at enrolment)."""
     return pin_public_key(path=Path(state_dir) / PINNED_KEY_FILE, pem=pem)
+
+
+def load_pinned_key(state_dir: Path) -> Ed25519PublicKey:
+    """The release key pinned at enrolment; :class:`VerificationError` if there is none."""
+    path = Path(state_dir) / PINNED_KEY_FILE
+    if not path.is_file():
+        raise VerificationError(
+            "key",
+            f"no release key pinned at {path}: this state directory was not enrolled with a "
+            "release key; enrol it again (`fedge edge enroll` with a new token)",
+        )
+    return load_public_key(pem=path.read_bytes())
+
+
+def _retry_hint(exc: grpc.RpcError, default: float) -> float:
+    """Seconds the hub asked us to wait (its pushback trailing metadata), else ``default``."""
+    trailing = getattr(exc, "trailing_metadata", lambda: None)() or ()
+    for key, value in trailing:
+        if key == RETRY_PUSHBACK_KEY:
+            try:
+                return max(int(value), 0) / 1000.0
+            except (TypeError, ValueError):
+                break
+    return default
+
+
+class _HubBusyError(Exception):
+    """Internal: the hub stayed at its download cap for the whole retry budget."""
 
 
 class _RefusedError(Exception):
@@ -210,6 +246,9 @@ class Updater:
         health: HealthConfig | None = None,
         on_phase: Callable[[str], None] | None = None,
         on_installed: Callable[[Path, int], None] | None = None,
+        busy_budget: float = 300.0,
+        busy_backoff_max: float = 30.0,
+        stop: threading.Event | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.slots = Slots(self.state_dir)
@@ -223,13 +262,15 @@ class Updater:
         self.health = health or HealthConfig()
         self.on_phase = on_phase or (lambda _phase: None)
         self.on_installed = on_installed
+        # A hub at its download cap: retry for up to busy_budget seconds per install attempt.
+        self.busy_budget = busy_budget
+        self.busy_backoff_max = busy_backoff_max
+        self.stop = stop or threading.Event()
+        self._rng = random.Random()
         self._lock = threading.Lock()
 
     def _pinned_key(self) -> Ed25519PublicKey:
-        path = self.state_dir / PINNED_KEY_FILE
-        if not path.is_file():
-            raise VerificationError("key", f"no release key pinned at {path} (enrol first)")
-        return load_public_key(pem=path.read_bytes())
+        return load_pinned_key(self.state_dir)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -243,6 +284,17 @@ class Updater:
         return None if slot is None else self.slots.model_path(slot)
 
     # -- reports ---------------------------------------------------------------------------
+
+    def _report_progress(self, version: int, state: str, reason: str = "") -> InstallReport:
+        """Tell the hub where an install stands now; best effort, never queued (the outcome
+        report that follows is what must arrive)."""
+        report = InstallReport(version, state, reason, self.active_version())
+        logger.info("release %d: %s %s", version, state, reason)
+        try:
+            self.hub.report(device_id=self.device_id, report=report)
+        except grpc.RpcError as exc:
+            logger.info("cannot report %s yet: %s", state, exc.code())
+        return report
 
     def _report(self, version: int, state: str, reason: str) -> InstallReport:
         report = InstallReport(version, state, reason, self.active_version())
@@ -349,6 +401,8 @@ class Updater:
                 return self._report(version or _version_hint(signed), "refused", str(exc))
             except _RefusedError as exc:
                 return self._report(version, exc.state, exc.reason)
+            except _HubBusyError as exc:  # not a failure: the download resumes next check
+                return self._report_progress(version, "downloading", str(exc))
             except grpc.RpcError as exc:
                 reason = f"download interrupted ({exc.code()}); will resume"
                 return self._report(version, "failed", reason)
@@ -409,7 +463,9 @@ class Updater:
                 other.unlink(missing_ok=True)  # a stale download of another release
         complete = part.exists() and part.stat().st_size == manifest.length
         if not complete and not self._local_copy(manifest, part):
-            self._download(manifest, part)
+            self._report_progress(manifest.version, "downloading")
+            self.on_phase("downloading")
+            self._download_when_free(manifest, part)
         self.on_phase("downloaded")
         if part.stat().st_size != manifest.length:
             part.unlink()
@@ -419,6 +475,33 @@ class Updater:
             raise VerificationError("sha256", "downloaded artifact hash differs from manifest")
         self.on_phase("verified")
         return part
+
+    def _download_when_free(self, manifest: Manifest, part: Path) -> None:
+        """:meth:`_download`, retried while the hub is at its download cap: wait its hint plus a
+        random share of an exponentially growing spread (so a fleet does not come back in
+        lockstep), for up to ``busy_budget`` seconds."""
+        waited, attempt = 0.0, 0
+        while True:
+            try:
+                self._download(manifest, part)
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                hint = _retry_hint(exc, default=0.5)
+            spread = min(self.busy_backoff_max, max(hint, 0.05) * 2**attempt)
+            delay = hint + self._rng.uniform(0, spread)
+            if waited + delay > self.busy_budget:
+                raise _HubBusyError(
+                    f"the hub is at its download cap after {attempt + 1} tries; "
+                    "the download resumes at the next check"
+                )
+            self.on_phase("busy")
+            logger.info("hub busy (download cap); retrying in %.2fs", delay)
+            if self.stop.wait(delay):
+                raise _HubBusyError("stopped while waiting for the hub's download cap")
+            waited += delay
+            attempt += 1
 
     def _download(self, manifest: Manifest, part: Path) -> None:
         offset = part.stat().st_size if part.exists() else 0
@@ -482,10 +565,10 @@ class DeliverySettings:
 class DeviceDelivery:
     """Everything issue 6 runs on a device beside the training agent, on the agent's channel.
 
-    Pins the release key on first contact after enrolment (trust on first use over the mutually
-    authenticated channel), recovers the slots, serves predictions from the committed slot on
-    loopback, checks for releases every ``interval`` seconds (hot-swapping the server after each
-    install) and reports inference telemetry.
+    Uses the release key pinned at enrolment (it refuses to start without one), recovers the
+    slots, serves predictions from the committed slot on loopback, checks for releases every
+    ``interval`` seconds (hot-swapping the server after each install) and reports inference
+    telemetry.
     """
 
     def __init__(
@@ -504,6 +587,7 @@ class DeviceDelivery:
         self.settings = settings or DeliverySettings()
         self.engine = InferenceEngine()
         self.updater: Updater | None = None
+        self.public_key: Ed25519PublicKey | None = None
         self.inference_port: int | None = None
         self._server: grpc.Server | None = None
         self._stop = threading.Event()
@@ -513,9 +597,14 @@ class DeviceDelivery:
         self._thread = threading.Thread(target=self._loop, name="fedge-delivery", daemon=True)
 
     def start(self) -> DeviceDelivery:
-        """Start the inference server (when configured) and the update loop."""
+        """Start the inference server (when configured) and the update loop.
+
+        Raises :class:`VerificationError` when no release key was pinned at enrolment.
+        """
         from fedge.edge.inference import serve_inference
 
+        self.public_key = load_pinned_key(self.state_dir)
+        logger.info("release key pinned at enrolment: %s", key_id(self.public_key)[:16])
         slots = Slots(self.state_dir)
         serving = slots.state().serving
         if serving is not None:  # serve the committed model at once, even before recovery
@@ -537,16 +626,15 @@ class DeviceDelivery:
 
     def _ensure_updater(self) -> Updater:
         if self.updater is None:
-            if not (self.state_dir / PINNED_KEY_FILE).is_file():
-                pem = self.client.get_release_key(device_id=self.device_id)
-                pin_release_key(self.state_dir, pem)
             self.updater = Updater(
                 state_dir=self.state_dir,
                 hub=self.client,
                 device_id=self.device_id,
                 profile=self.settings.profile,
+                public_key=self.public_key or load_pinned_key(self.state_dir),
                 health=self.settings.health,
                 on_installed=lambda path, version: self.engine.swap(path, version),
+                stop=self._stop,
             )
             self.updater.recover()
             model = self.updater.active_model()
@@ -555,7 +643,7 @@ class DeviceDelivery:
         return self.updater
 
     def tick(self) -> InstallReport | None:
-        """One round: pin/recover if needed, check for a release, report telemetry."""
+        """One round: recover if needed, check for a release, report telemetry."""
         with self._tick_lock:
             report = self._ensure_updater().check_once()
             self.client.report_inference(device_id=self.device_id, stats=self.engine.stats())
@@ -571,14 +659,23 @@ class DeviceDelivery:
 
 
 def start_device_delivery(
-    identity: Any, *, interval: float = 30.0, inference_address: str | None = "127.0.0.1:0"
+    identity: Any,
+    *,
+    interval: float = 30.0,
+    inference_address: str | None = "127.0.0.1:0",
+    health: HealthConfig | None = None,
 ) -> DeviceDelivery:
     """Start :class:`DeviceDelivery` for an enrolled device (a ``DeviceIdentity``) on its own
-    channel to the coordinator (mutual TLS unless the device was enrolled ``--insecure``)."""
+    channel to the coordinator (mutual TLS unless the device was enrolled ``--insecure``).
+
+    ``health`` adds to the default checks, e.g. an accuracy floor on the device's labelled data.
+    """
     from fedge.net import create_channel
 
     channel = create_channel(identity.coordinator, tls=identity.tls())
-    settings = DeliverySettings(interval=interval, inference_address=inference_address)
+    settings = DeliverySettings(
+        interval=interval, inference_address=inference_address, health=health or HealthConfig()
+    )
     return DeviceDelivery(
         channel=channel,
         state_dir=Path(identity.state_dir),

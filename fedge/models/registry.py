@@ -37,7 +37,8 @@ def register_model(
     def decorator(builder: ModelBuilder) -> ModelBuilder:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
-        doc = description or (builder.__doc__ or "").strip().splitlines()[0]
+        doc_lines = (builder.__doc__ or "").strip().splitlines()
+        doc = description or (doc_lines[0] if doc_lines else name)
         _MODELS[name] = ModelInfo(name, builder, images_only, student, doc)
         return builder
 

@@ -78,10 +78,18 @@ class EnrollResponse(_message.Message):
     NODE_ID_FIELD_NUMBER: _builtins.int
     CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     CA_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    RELEASE_PUBLIC_KEY_PEM_FIELD_NUMBER: _builtins.int
+    RELEASE_KEY_ID_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     node_id: _builtins.int
     certificate_pem: _builtins.str
     ca_certificate_pem: _builtins.str
+    release_public_key_pem: _builtins.bytes
+    """The coordinator's Ed25519 release public key (PEM, SubjectPublicKeyInfo). The device pins
+    it at enrolment and refuses every release manifest not signed by it.
+    """
+    release_key_id: _builtins.str
+    """Hex SHA-256 of the raw release public key (what a signed manifest names as its key_id)."""
     def __init__(
         self,
         *,
@@ -89,10 +97,12 @@ class EnrollResponse(_message.Message):
         node_id: _builtins.int = ...,
         certificate_pem: _builtins.str = ...,
         ca_certificate_pem: _builtins.str = ...,
+        release_public_key_pem: _builtins.bytes = ...,
+        release_key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "certificate_pem", b"certificate_pem", "device_id", b"device_id", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "certificate_pem", b"certificate_pem", "device_id", b"device_id", "node_id", b"node_id", "release_key_id", b"release_key_id", "release_public_key_pem", b"release_public_key_pem"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

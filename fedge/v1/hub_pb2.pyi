@@ -31,6 +31,7 @@ class _InstallStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InstallS
     INSTALL_STATE_OFFERED: _InstallState.ValueType  # 1
     """The manifest was handed to the device; no report yet."""
     INSTALL_STATE_DOWNLOADING: _InstallState.ValueType  # 2
+    """The device verified the manifest and started fetching the artifact."""
     INSTALL_STATE_INSTALLED: _InstallState.ValueType  # 3
     """Verified, switched, healthy: the device runs this version."""
     INSTALL_STATE_REFUSED: _InstallState.ValueType  # 4
@@ -48,6 +49,7 @@ INSTALL_STATE_UNSPECIFIED: InstallState.ValueType  # 0
 INSTALL_STATE_OFFERED: InstallState.ValueType  # 1
 """The manifest was handed to the device; no report yet."""
 INSTALL_STATE_DOWNLOADING: InstallState.ValueType  # 2
+"""The device verified the manifest and started fetching the artifact."""
 INSTALL_STATE_INSTALLED: InstallState.ValueType  # 3
 """Verified, switched, healthy: the device runs this version."""
 INSTALL_STATE_REFUSED: InstallState.ValueType  # 4
@@ -300,46 +302,3 @@ class ReportInferenceStatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportInferenceStatsResponse: _TypeAlias = ReportInferenceStatsResponse  # noqa: Y015
-
-@_typing.final
-class GetReleaseKeyRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    DEVICE_ID_FIELD_NUMBER: _builtins.int
-    device_id: _builtins.str
-    def __init__(
-        self,
-        *,
-        device_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetReleaseKeyRequest: _TypeAlias = GetReleaseKeyRequest  # noqa: Y015
-
-@_typing.final
-class GetReleaseKeyResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PUBLIC_KEY_PEM_FIELD_NUMBER: _builtins.int
-    KEY_ID_FIELD_NUMBER: _builtins.int
-    public_key_pem: _builtins.bytes
-    """PEM (SubjectPublicKeyInfo) Ed25519 public key."""
-    key_id: _builtins.str
-    """Hex SHA-256 of the raw public key."""
-    def __init__(
-        self,
-        *,
-        public_key_pem: _builtins.bytes = ...,
-        key_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "public_key_pem", b"public_key_pem"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetReleaseKeyResponse: _TypeAlias = GetReleaseKeyResponse  # noqa: Y015

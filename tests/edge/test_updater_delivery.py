@@ -1,4 +1,4 @@
-"""DeviceDelivery: key pinning on first contact, update loop, local inference, telemetry."""
+"""DeviceDelivery: the key pinned at enrolment, update loop, local inference, telemetry."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fedge.coordinator.hub import serve_hub
-from fedge.edge.updater import PINNED_KEY_FILE, DeliverySettings, DeviceDelivery
+from fedge.edge.updater import PINNED_KEY_FILE, DeliverySettings, DeviceDelivery, pin_release_key
 from fedge.release import (
     ReleaseStore,
     VerificationError,
@@ -26,6 +26,7 @@ def test_device_delivery_end_to_end_on_loopback(tmp_path: Path) -> None:
     store = ReleaseStore(root=tmp_path / "store", db_url=db_url_for(tmp_path / "c.db"), key=key)
     server, port = serve_hub(store)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    pin_release_key(tmp_path / "dev", public_key_pem(key.public_key()))  # as enrolment does
     delivery = DeviceDelivery(
         channel=channel,
         state_dir=tmp_path / "dev",
@@ -89,6 +90,4 @@ def test_a_different_key_from_the_hub_is_refused_after_pinning(tmp_path: Path) -
         server.stop(grace=None)
         store.close()
     with pytest.raises(VerificationError):
-        from fedge.edge.updater import pin_release_key
-
         pin_release_key(tmp_path / "dev", public_key_pem(key.public_key()))

@@ -1,0 +1,55 @@
+"""Training precision: bf16 autocast trains the same models, deterministically, with fp32 weights."""
+
+import pytest
+import torch
+
+from fedge.app.training import compute_precision, evaluate, to_fast_layout, train
+from fedge.config import RunConfig
+from fedge.errors import ConfigError
+from fedge.models import get_model
+from fedge.simulation import simulate
+
+
+def test_unknown_precision_names_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"--precision.*fp16.*fp32, bf16"):
+        RunConfig(precision="fp16")
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        compute_precision("int4")
+
+
+def test_bf16_runs_matmuls_in_bfloat16_and_fp32_does_not() -> None:
+    layer = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    with compute_precision("bf16"):
+        assert layer(x).dtype == torch.bfloat16
+    with compute_precision("fp32"):
+        assert layer(x).dtype == torch.float32
+
+
+def test_fast_layout_changes_memory_not_values() -> None:
+    images = torch.randn(3, 2, 5, 5)
+    fast = to_fast_layout(images)
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(fast, images)
+    rows = torch.randn(3, 4)
+    assert to_fast_layout(rows) is rows
+
+
+def test_bf16_training_keeps_fp32_weights_and_learns() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(256, 1, 8, 8)
+    y = (x.mean(dim=(1, 2, 3)) > 0).long()
+    model = get_model("cnn-small", input_shape=(1, 8, 8), num_classes=2)
+    before = evaluate(model, x, y).accuracy
+    train(model, x, y, epochs=5, batch_size=32, lr=0.1, momentum=0.9, precision="bf16")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert evaluate(model, x, y).accuracy > max(before + 0.2, 0.8)
+
+
+def test_bf16_simulation_is_deterministic_and_close_to_fp32(tiny_config: RunConfig) -> None:
+    bf16 = tiny_config.replace(precision="bf16")
+    first, second = simulate(bf16), simulate(bf16)
+    assert [r.accuracy for r in first.rounds] == [r.accuracy for r in second.rounds]
+    full = simulate(tiny_config)
+    assert [r.loss for r in first.rounds] != [r.loss for r in full.rounds]  # it did use bf16
+    assert abs(first.final_accuracy - full.final_accuracy) < 0.05
