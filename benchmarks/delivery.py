@@ -30,6 +30,7 @@ import numpy as np
 
 from fedge.coordinator.hub import serve_hub
 from fedge.edge.inference import InferenceEngine, serve_inference
+from fedge.net import use_zero_copy_streams
 from fedge.release import ReleaseStore, db_url_for
 from fedge.release.testing import make_linear_model
 from fedge.v1 import hub_pb2, hub_pb2_grpc, inference_pb2, inference_pb2_grpc
@@ -47,6 +48,8 @@ def _grpc_fetch(port: int, sha: str, chunk_size: int) -> None:
     """Download a whole artifact on a fresh channel (a device), checking its hash."""
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=GRPC_OPTIONS) as channel:
         stub = hub_pb2_grpc.ModelHubServiceStub(channel)
+        # As the device's updater does (fedge.edge.updater.GrpcHubClient).
+        use_zero_copy_streams(stub, channel, hub_pb2.DESCRIPTOR.services_by_name["ModelHubService"])
         digest = hashlib.sha256()
         request = hub_pb2.DownloadArtifactRequest(
             sha256=sha, offset=0, chunk_size=chunk_size, device_id="bench-device"

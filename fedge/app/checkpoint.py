@@ -1,6 +1,13 @@
-"""fedge checkpoints: the global model's weights with what is needed to rebuild it."""
+"""fedge checkpoints: the global model's weights with what is needed to rebuild it.
 
-from dataclasses import dataclass
+A checkpoint written by the round loop also holds what a resumed run needs to continue exactly
+as an uninterrupted one: the strategy's server-side state (e.g. FedAdam's moments, central DP's
+accountant; see :mod:`fedge.app.resume`), the global random generators, the records of the
+rounds done so far (so ``results.json`` of a resumed run holds every round) and the run time.
+Format version 1 files (model only) are still read; they resume with a fresh strategy.
+"""
+
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +20,8 @@ from fedge.models import get_model
 __all__ = ["Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 _FORMAT = "fedge-checkpoint"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(FedgeError):
@@ -22,7 +30,13 @@ class CheckpointError(FedgeError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A global model after ``server_round`` rounds of run configuration ``config``."""
+    """A global model after ``server_round`` rounds of run configuration ``config``.
+
+    ``strategy_state`` and ``rng_state`` are ``None`` in a checkpoint that cannot be resumed
+    exactly (format version 1, or written outside the round loop); ``rounds`` holds the round
+    records (``dataclasses.asdict`` of :class:`~fedge.app.results.RoundRecord`) up to
+    ``server_round``, and ``elapsed_seconds`` the run's training time until then.
+    """
 
     model: str
     input_shape: tuple[int, ...]
@@ -31,6 +45,10 @@ class Checkpoint:
     server_round: int
     state_dict: dict[str, torch.Tensor]
     config: dict[str, Any]
+    strategy_state: dict[str, Any] | None = None
+    rng_state: dict[str, Any] | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_seconds: float = 0.0
 
     def build_model(self) -> nn.Module:
         """The model with the checkpoint's weights, in eval mode."""
@@ -52,6 +70,10 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "server_round": checkpoint.server_round,
         "state_dict": checkpoint.state_dict,
         "config": checkpoint.config,
+        "strategy_state": checkpoint.strategy_state,
+        "rng_state": checkpoint.rng_state,
+        "rounds": checkpoint.rounds,
+        "elapsed_seconds": checkpoint.elapsed_seconds,
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -69,10 +91,10 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         raise CheckpointError(f"{path} is not a fedge checkpoint: {err}") from err
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise CheckpointError(f"{path} is not a fedge checkpoint (no 'format': {_FORMAT!r})")
-    if payload.get("format_version") != _FORMAT_VERSION:
+    if payload.get("format_version") not in _READABLE_VERSIONS:
         raise CheckpointError(
             f"{path} has checkpoint format version {payload.get('format_version')!r}, "
-            f"this fedge reads {_FORMAT_VERSION}"
+            f"this fedge reads {', '.join(str(v) for v in _READABLE_VERSIONS)}"
         )
     return Checkpoint(
         model=str(payload["model"]),
@@ -82,4 +104,8 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         server_round=int(payload["server_round"]),
         state_dict=dict(payload["state_dict"]),
         config=dict(payload["config"]),
+        strategy_state=payload.get("strategy_state"),
+        rng_state=payload.get("rng_state"),
+        rounds=list(payload.get("rounds") or []),
+        elapsed_seconds=float(payload.get("elapsed_seconds") or 0.0),
     )

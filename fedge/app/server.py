@@ -8,13 +8,16 @@ round, and each round's record reaches the caller as soon as it is done.
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
+from fedge.app.resume import resume_fields, resume_run
 from fedge.app.training import evaluate, set_seed
 from fedge.app.validation import validate_evaluate_replies, validate_train_replies
 from fedge.config import RunConfig
@@ -81,6 +84,8 @@ def run_federation(
     arrays = ArrayRecord(model.state_dict())
     strategy = build_private_strategy(config)
     result = RunResult(config=config.to_dict())
+    if start_from is not None:  # the strategy's state, random generators and past rounds
+        resume_run(start_from, strategy=strategy, result=result)
     first_round = start_from.server_round + 1 if start_from is not None else 1
     for server_round in range(first_round, config.rounds + 1):
         stop = budget_stop_reason(strategy, config, server_round)
@@ -109,7 +114,7 @@ def run_federation(
             else (None, None)
         )
         if new_arrays is not None:
-            arrays = new_arrays
+            arrays = _keep_dtypes(new_arrays, arrays)
         train_seconds = time.perf_counter() - round_started
         record = RoundRecord(
             round=server_round,
@@ -130,7 +135,10 @@ def run_federation(
         record.seconds = time.perf_counter() - round_started
         result.rounds.append(record)
         if out_dir is not None:
-            _checkpoint(out_dir, config, dataset.input_shape, dataset.num_classes, model, record)
+            elapsed = result.total_seconds + time.perf_counter() - started
+            resume = resume_fields(strategy=strategy, result=result, elapsed_seconds=elapsed)
+            shape, classes = dataset.input_shape, dataset.num_classes
+            _checkpoint(out_dir, config, shape, classes, model, record, resume)
         logger.info(
             "round %d: accuracy %.4f loss %.4f (%.1fs)",
             server_round,
@@ -140,7 +148,7 @@ def run_federation(
         )
         if on_round is not None:
             on_round(record)
-    result.total_seconds = time.perf_counter() - started
+    result.total_seconds += time.perf_counter() - started  # after a resume: plus the time before
     result.notes.update(privacy_notes(strategy, config))
     if out_dir is not None:
         write_results(out_dir, result)
@@ -173,6 +181,20 @@ def _client_evaluate(
     return _metric(metrics, "eval-acc")
 
 
+def _keep_dtypes(new: ArrayRecord, old: ArrayRecord) -> ArrayRecord:
+    # FedOpt strategies (FedAdam, FedYogi, FedAdagrad) compute in float64 under NumPy 2's
+    # promotion rules; the global model keeps its own dtypes, or every float32 reply of the
+    # next round would be refused as the wrong dtype.
+    if all(k in old and new[k].dtype == old[k].dtype for k in new):
+        return new
+    return ArrayRecord(
+        {
+            k: Array(np.asarray(a.numpy(), dtype=old[k].numpy().dtype) if k in old else a.numpy())
+            for k, a in new.items()
+        }
+    )
+
+
 def _metric(metrics: object, key: str) -> float | None:
     if metrics is None:
         return None
@@ -187,6 +209,7 @@ def _checkpoint(
     num_classes: int,
     model: torch.nn.Module,
     record: RoundRecord,
+    resume: dict[str, Any],
 ) -> None:
     checkpoint = Checkpoint(
         model=config.model,
@@ -196,6 +219,7 @@ def _checkpoint(
         server_round=record.round,
         state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
         config=config.to_dict(),
+        **resume,
     )
     folder = out_dir / "checkpoints"
     save_checkpoint(folder / f"round-{record.round:04d}.pt", checkpoint)

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
+from fedge.app.arrays import array_values
+
 __all__ = ["DroppedReply", "validate_evaluate_replies", "validate_train_replies"]
 
 
@@ -95,7 +97,7 @@ def _arrays_problem(msg: Message, reference: ArrayRecord) -> str | None:
         if got.dtype != ref.dtype:
             return f"tensor {name!r} has dtype {got.dtype}, expected {ref.dtype}"
         try:
-            values = got.numpy()
+            values = array_values(got)  # no copy: only read here
         except (ValueError, TypeError) as err:
             return f"tensor {name!r} cannot be decoded: {err}"
         if values.shape != tuple(ref.shape):

@@ -24,7 +24,7 @@ def enroll_command(
     state: Annotated[Path, typer.Option(help="Directory for this device's key and identity.")],
     name: Annotated[str, typer.Option(help="A human-readable device name.")] = "",
     enroll_address: Annotated[
-        str | None, typer.Option(help="HOST:PORT of the enrolment port [default: PORT+1].")
+        str | None, typer.Option(help="HOST:PORT of the enrolment port (default: PORT+1).")
     ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="No TLS (only with an --insecure coordinator).")
@@ -68,7 +68,7 @@ def start_command(
     state: StateOption = DEFAULT_STATE,
     coordinator: Annotated[
         str | None,
-        typer.Option(help="HOST:PORT of the coordinator [default: the one enrolled with]."),
+        typer.Option(help="HOST:PORT of the coordinator (default: the one enrolled with)."),
     ] = None,
     token: Annotated[
         str | None,

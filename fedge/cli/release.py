@@ -34,14 +34,14 @@ def build_command(
     student: Annotated[
         str | None,
         typer.Option(
-            "--student", help="Student model [default: student-cnn for images, else student-mlp]."
+            "--student", help="Student model (default: student-cnn for images, else student-mlp)."
         ),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", min=1, help="Distillation epochs [default: 20].")
+        int | None, typer.Option("--epochs", min=1, help="Distillation epochs (default: 20).")
     ] = None,
     temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Distillation temperature [default: 4].")
+        float | None, typer.Option("--temperature", help="Distillation temperature (default: 4).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     data_dir: Annotated[

@@ -38,16 +38,16 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 @app.command("start")
 def start_command(
-    dataset: Annotated[str | None, typer.Option(help="Dataset name [default: mnist-5k].")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name [default: fedavg-cnn].")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (default: mnist-5k).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default: fedavg-cnn).")] = None,
     clients: Annotated[int | None, typer.Option(help="Devices expected per round.")] = None,
-    rounds: Annotated[int | None, typer.Option(help="Rounds [default: 10].")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Rounds (default: 10).")] = None,
     fraction: Annotated[float | None, typer.Option(help="Fraction of devices per round.")] = None,
     local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Local batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Client learning rate.")] = None,
     strategy: Annotated[str | None, typer.Option(help="Aggregation strategy.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed [default: 0].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: 0).")] = None,
     min_clients: Annotated[
         int | None, typer.Option(help="Fewest replies a round accepts (else retried/failed).")
     ] = None,
@@ -94,7 +94,7 @@ def start_command(
 
 @app.command("status")
 def status_command(
-    run: Annotated[int, typer.Argument(help="Run id [default: the latest].")] = 0,
+    run: Annotated[int, typer.Argument(help="Run id (default: the latest).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     coordinator: CoordinatorOpt = None,
     operator: OperatorOpt = None,

@@ -23,26 +23,29 @@ __all__ = ["simulate_command"]
 
 
 def simulate_command(
-    dataset: Annotated[str | None, typer.Option(help="Dataset name [default: mnist-5k].")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name [default: fedavg-cnn].")] = None,
-    clients: Annotated[int | None, typer.Option(help="Number of clients [default: 10].")] = None,
-    rounds: Annotated[int | None, typer.Option(help="Rounds [default: 10].")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (default: mnist-5k).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default: fedavg-cnn).")] = None,
+    clients: Annotated[int | None, typer.Option(help="Number of clients (default: 10).")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Rounds (default: 10).")] = None,
     fraction: Annotated[
         float | None, typer.Option(help="Fraction of clients sampled per round, in (0, 1].")
     ] = None,
     local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Local batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Client learning rate.")] = None,
+    momentum: Annotated[
+        float | None, typer.Option(help="Client SGD momentum, in [0, 1) (default: 0.9).")
+    ] = None,
     partition: Annotated[
-        str | None, typer.Option(help="iid, dirichlet:ALPHA or shards:K [default: iid].")
+        str | None, typer.Option(help="iid, dirichlet:ALPHA or shards:K (default: iid).")
     ] = None,
     precision: Annotated[
         str | None,
-        typer.Option(help="fp32, or bf16 (faster on CPUs with AVX512-BF16/AMX) [default: fp32]."),
+        typer.Option(help="fp32, or bf16 (faster on CPUs with AVX512-BF16/AMX) (default: fp32)."),
     ] = None,
     strategy: Annotated[str | None, typer.Option(help="Aggregation strategy.")] = None,
-    runtime: Annotated[str | None, typer.Option(help="local or ray [default: local].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed [default: 0].")] = None,
+    runtime: Annotated[str | None, typer.Option(help="local or ray (default: local).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: 0).")] = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="Directory of on-disk datasets (torchvision layout).")
     ] = None,
@@ -53,7 +56,7 @@ def simulate_command(
     dp_adaptive_clip: Annotated[
         bool | None, typer.Option(help="Central DP: adapt C to the median update norm.")
     ] = None,
-    dp_delta: Annotated[float | None, typer.Option(help="DP delta [default: 1e-5].")] = None,
+    dp_delta: Annotated[float | None, typer.Option(help="DP delta (default: 1e-5).")] = None,
     dp_max_epsilon: Annotated[
         float | None, typer.Option(help="Central DP: stop before a round crosses this epsilon.")
     ] = None,
@@ -84,7 +87,7 @@ def simulate_command(
     ] = None,
     student: Annotated[
         str | None,
-        typer.Option(help="Release student [default: student-cnn for images, else student-mlp]."),
+        typer.Option(help="Release student (default: student-cnn for images, else student-mlp)."),
     ] = None,
     release_every: Annotated[
         int | None, typer.Option(help="Also build release-round-K/ every K rounds (0: never).")
@@ -101,6 +104,7 @@ def simulate_command(
         "local_epochs": local_epochs,
         "batch_size": batch_size,
         "lr": lr,
+        "momentum": momentum,
         "partition": partition,
         "precision": precision,
         "strategy": strategy,

@@ -5,7 +5,9 @@ oldest run that is queued or was running when the coordinator last stopped, and 
 :func:`fedge.app.server.run_federation` on a :class:`~fedge.runtime.grpc.GrpcGrid`, starting
 from the run's last checkpoint if it has one. So a coordinator killed mid-run resumes from
 the last completed round on restart, without operator action. A round that fails (too few
-devices answered) is retried from the last checkpoint up to ``max_attempts`` times.
+devices answered) is retried from the last checkpoint up to ``max_attempts`` times. The
+checkpoint holds the strategy's server state and the records of the rounds before it, so a
+resumed run continues as if uninterrupted and its ``results.json`` lists every round.
 """
 
 import json
@@ -150,9 +152,10 @@ class RunManager:
         from fedge.app.server import run_federation
 
         out = self.run_dir(run_id)
+        # A checkpoint of the last round still goes through run_federation: it trains no more
+        # rounds but writes results.json (all rounds, from the checkpoint) if the crash came
+        # before it was written.
         start = self._checkpoint(out, run_id)
-        if start is not None and start.server_round >= config.rounds:
-            return
         set_server_identity(run_id)
         grid = GrpcGrid(
             self._hub,

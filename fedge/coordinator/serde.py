@@ -6,11 +6,16 @@ message's order. Arrays are thus never re-encoded or copied into a protobuf; the
 streamed in chunks under the gRPC message limit. The receiver reassembles the parts with
 :class:`PayloadAssembler`, which checks the announced sizes and SHA-256 before anything is
 decoded, and :func:`decode_message` puts the arrays back.
+
+Copies are what a transfer costs in Python, so each byte is copied as few times as possible:
+the assembler keeps the received chunks as they are (no growing buffer), each array's data is
+joined from its chunks once, and :func:`fedge.app.arrays.array_values` checks an array
+without Flower's ``np.load`` copy. The payload is hashed once on each side.
 """
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +33,7 @@ from fedge.coordinator.errors import PayloadError, PayloadTooLargeError
 
 __all__ = [
     "EncodedMessage",
+    "Payload",
     "PayloadAssembler",
     "config_from_json",
     "decode_message",
@@ -93,28 +99,62 @@ def encode_message(message: Message) -> EncodedMessage:
     return EncodedMessage(parts, digest.hexdigest())
 
 
-def decode_message(payload: memoryview | bytes, part_bytes: list[int]) -> Message:
+@dataclass(frozen=True)
+class Payload:
+    """A received payload as the chunks it arrived in (not joined: see the module docstring)."""
+
+    chunks: list[bytes | memoryview]
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+    def split(self, sizes: Sequence[int]) -> list[bytes]:
+        """The payload cut into parts of ``sizes`` (which must add up to its length).
+
+        A part that is exactly one chunk is that chunk, not a copy; any other is joined once.
+        """
+        parts: list[bytes] = []
+        chunks = iter(self.chunks)
+        current: bytes | memoryview = b""
+        pos = 0
+        for size in sizes:
+            pieces: list[bytes | memoryview] = []
+            need = size
+            while need > 0:
+                if pos == len(current):
+                    current, pos = next(chunks), 0
+                    continue
+                take = min(len(current) - pos, need)
+                whole = pos == 0 and take == len(current)
+                pieces.append(current if whole else memoryview(current)[pos : pos + take])
+                pos += take
+                need -= take
+            only = pieces[0] if len(pieces) == 1 else None
+            parts.append(only if isinstance(only, bytes) else b"".join(pieces))
+        return parts
+
+
+def decode_message(payload: Payload | memoryview | bytes, part_bytes: list[int]) -> Message:
     """The Flower ``Message`` in ``payload``; :class:`PayloadError` if it is not one."""
-    view = memoryview(payload)
-    if not part_bytes or any(n < 0 for n in part_bytes) or sum(part_bytes) != len(view):
-        raise PayloadError(f"part sizes {list(part_bytes)[:8]} do not add up to {len(view)} bytes")
+    if not isinstance(payload, Payload):
+        payload = Payload([bytes(payload)])
+    total = len(payload)
+    if not part_bytes or any(n < 0 for n in part_bytes) or sum(part_bytes) != total:
+        raise PayloadError(f"part sizes {list(part_bytes)[:8]} do not add up to {total} bytes")
+    head, *blobs = payload.split(part_bytes)
     proto = ProtoMessage()
     try:
-        proto.ParseFromString(bytes(view[: part_bytes[0]]))
+        proto.ParseFromString(head)
         message = message_from_proto(proto)
     except (DecodeError, ValueError, TypeError, KeyError) as err:
         raise PayloadError(f"payload is not a Flower message: {err}") from err
     arrays = list(_arrays(message.content)) if message.has_content() else []
-    if len(arrays) != len(part_bytes) - 1:
-        raise PayloadError(
-            f"payload has {len(part_bytes) - 1} array parts for {len(arrays)} arrays"
-        )
-    offset = part_bytes[0]
-    for (_, _, array), size in zip(arrays, part_bytes[1:], strict=True):
+    if len(arrays) != len(blobs):
+        raise PayloadError(f"payload has {len(blobs)} array parts for {len(arrays)} arrays")
+    for (_, _, array), blob in zip(arrays, blobs, strict=True):
         if array.data:
             raise PayloadError("array data must travel as a separate part")
-        array.data = bytes(view[offset : offset + size])
-        offset += size
+        array.data = blob
     return message
 
 
@@ -141,23 +181,25 @@ class PayloadAssembler:
             raise PayloadTooLargeError(
                 f"payload of {expected_bytes} bytes is over the limit of {max_bytes}"
             )
-        # Grown as chunks arrive, not allocated from the (untrusted) announced size.
-        self._buffer = bytearray()
+        # Kept as they arrive, not allocated from the (untrusted) announced size.
+        self._chunks: list[bytes | memoryview] = []
+        self._received = 0
         self._expected = expected_bytes
         self._sha256 = sha256
         self._digest = hashlib.sha256()
 
-    def add(self, data: bytes) -> None:
+    def add(self, data: bytes | memoryview) -> None:
         """Append one chunk."""
-        if len(self._buffer) + len(data) > self._expected:
+        if self._received + len(data) > self._expected:
             raise PayloadError(f"payload is longer than the announced {self._expected} bytes")
-        self._buffer += data
+        self._chunks.append(data)
+        self._received += len(data)
         self._digest.update(data)
 
-    def finish(self) -> memoryview:
+    def finish(self) -> Payload:
         """The whole payload, after checking its size and hash."""
-        if len(self._buffer) != self._expected:
-            raise PayloadError(f"payload has {len(self._buffer)} bytes, announced {self._expected}")
+        if self._received != self._expected:
+            raise PayloadError(f"payload has {self._received} bytes, announced {self._expected}")
         if self._digest.hexdigest() != self._sha256:
             raise PayloadError("payload SHA-256 does not match its header")
-        return memoryview(self._buffer)
+        return Payload(self._chunks)

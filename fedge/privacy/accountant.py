@@ -67,6 +67,8 @@ class Accountant:
         return _epsilon(history, self.delta, self.method)
 
 
+# Every device of a round plans the same run: search the noise once, not once per device.
+@functools.lru_cache(maxsize=256)
 def noise_for_epsilon(
     *, target_epsilon: float, delta: float, sample_rate: float, steps: int, method: str = "rdp"
 ) -> float:

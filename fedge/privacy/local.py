@@ -77,7 +77,9 @@ def dp_train(
     """DP-SGD on a copy of ``model``; ``seed=None`` draws the noise seed from the OS."""
     from opacus import PrivacyEngine
 
-    work = copy.deepcopy(model)
+    # Opacus' per-sample convolution gradients are wrong on channels-last activations (the
+    # layout fedge's plain training uses), so DP-SGD runs in the standard layout.
+    work = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     work.train()
     optimizer = torch.optim.SGD(work.parameters(), lr=lr, momentum=momentum)
     generator = torch.Generator().manual_seed(seed if seed is not None else secrets.randbits(63))

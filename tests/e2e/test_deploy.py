@@ -92,3 +92,8 @@ def test_coordinator_killed_mid_run_resumes(deployment: Cluster) -> None:
     assert [r.server_round for r in reply.rounds] == [1, 2, 3]
     assert any(e.kind == "resumed" and "after round" in e.message for e in reply.events)
     assert reply.rounds[-1].accuracy > 0.9
+    # results.json lists the rounds before the restart too, as the database does
+    results = cluster.root / "state" / "runs" / f"run-{run_id:05d}" / "results.json"
+    written = json.loads(results.read_text())
+    assert [r["round"] for r in written["rounds"]] == [1, 2, 3]
+    assert written["final"]["accuracy"] == pytest.approx(reply.rounds[-1].accuracy)

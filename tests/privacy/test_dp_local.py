@@ -141,3 +141,31 @@ def test_devices_report_epsilon_and_refuse_past_budget_across_runs(tmp_path: Pat
     results = json.loads((tmp_path / "run1" / "results.json").read_text())
     assert results["rounds"][0]["device_epsilon_max"] <= 2.0
     assert results["privacy"]["local"]["device_budget"] == 2.0
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_dp_sgd_step_is_the_true_gradient_step_in_any_layout(layout: torch.memory_format) -> None:
+    # No clipping (C far above any gradient norm), negligible noise, every record in the one batch (rate 1): one
+    # DP-SGD step must be plain gradient descent, whatever memory layout the model came in.
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 1, 12, 12), torch.randint(0, 10, (16,))
+    model = get_model("dp-cnn", input_shape=(1, 12, 12), num_classes=10)
+    reference = get_model("dp-cnn", input_shape=(1, 12, 12), num_classes=10)
+    reference.load_state_dict(model.state_dict())
+    torch.nn.functional.cross_entropy(reference(x), y).backward()
+    expected = {n: p.detach() - 0.1 * p.grad for n, p in reference.named_parameters()}
+    result = dp_train(
+        model.to(memory_format=layout),
+        x,
+        y,
+        epochs=1,
+        batch_size=16,
+        lr=0.1,
+        momentum=0.0,
+        noise_multiplier=1e-9,
+        max_grad_norm=1e3,
+        seed=0,
+    )
+    assert result.steps == 1 and result.sample_rate == 1.0
+    for name, value in expected.items():
+        torch.testing.assert_close(result.state_dict[name], value, atol=1e-5, rtol=1e-4)

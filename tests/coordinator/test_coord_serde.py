@@ -1,0 +1,137 @@
+"""Payload serde without copies: chunk views, reassembly across chunks, array views.
+
+The fast paths must decode exactly what protobuf and Flower decode, and fall back to them for
+anything else, so each test compares against the library's own result.
+"""
+
+import hashlib
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Message, MessageType, RecordDict
+from google.protobuf.message import DecodeError
+
+from fedge.app.arrays import array_values
+from fedge.coordinator.errors import PayloadError
+from fedge.coordinator.serde import Payload, PayloadAssembler, decode_message, encode_message
+from fedge.net import ChunkView, FlatView, chunk_parser, use_zero_copy_streams
+from fedge.runtime.local import set_server_identity
+from fedge.v1 import fleet_pb2, hub_pb2
+
+SIZES = [0, 1, 127, 128, 16_383, 16_384, 2**20 + 3]
+
+
+@pytest.mark.parametrize("cls", [fleet_pb2.PullTaskResponse, fleet_pb2.PushResultRequest])
+@pytest.mark.parametrize("size", SIZES)
+def test_chunk_messages_decode_as_views_of_the_same_bytes(cls: type, size: int) -> None:
+    data = np.random.default_rng(size).bytes(size)
+    wire = cls(chunk=fleet_pb2.Chunk(data=data)).SerializeToString()
+    parsed = chunk_parser(cls)(wire)
+    assert parsed.WhichOneof("part") == "chunk"
+    assert bytes(parsed.chunk.data) == data
+    if size:  # protobuf leaves out an empty field: that message goes to protobuf
+        assert isinstance(parsed, ChunkView)
+
+
+def test_other_messages_go_to_protobuf() -> None:
+    parse = chunk_parser(fleet_pb2.PushResultRequest)
+    header = fleet_pb2.PushResultRequest(header=fleet_pb2.ResultHeader(task_id="t", run_id=3))
+    parsed = parse(header.SerializeToString())
+    assert parsed.WhichOneof("part") == "header" and parsed.header.task_id == "t"
+    # a chunk followed by anything else is not the one-field shape: protobuf decides
+    wire = fleet_pb2.PushResultRequest(chunk=fleet_pb2.Chunk(data=b"abc")).SerializeToString()
+    parsed = parse(wire + header.SerializeToString())
+    assert parsed.WhichOneof("part") == "header"
+    with pytest.raises(DecodeError):
+        parse(b"\x12\x05\x0a\x09abc")  # lengths that overrun: refused as protobuf refuses
+    assert chunk_parser(fleet_pb2.HeartbeatRequest) == fleet_pb2.HeartbeatRequest.FromString
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("offset", [0, 1, 300, 2**40])
+def test_download_replies_decode_as_views(size: int, offset: int) -> None:
+    class _Channel:
+        def unary_stream(self, path: str, **kwargs: object) -> object:
+            return kwargs["response_deserializer"]
+
+    class _Stub:
+        DownloadArtifact: object = None
+
+    stub = _Stub()
+    service = hub_pb2.DESCRIPTOR.services_by_name["ModelHubService"]
+    use_zero_copy_streams(stub, _Channel(), service)
+    parse = stub.DownloadArtifact
+    assert callable(parse)
+    data = np.random.default_rng(size).bytes(size)
+    reply = hub_pb2.DownloadArtifactResponse(offset=offset, data=data, length=offset + size)
+    parsed = parse(reply.SerializeToString())
+    assert isinstance(parsed, FlatView)
+    assert (parsed.offset, bytes(parsed.data), parsed.length) == (offset, data, offset + size)
+
+
+def _message(arrays: dict[str, np.ndarray]) -> Message:
+    set_server_identity(1)
+    record = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    return Message(RecordDict({"arrays": record}), 3, MessageType.TRAIN, group_id="1")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 2**20])
+def test_payload_reassembles_across_chunks(chunk: int) -> None:
+    rng = np.random.default_rng(0)
+    arrays: dict[str, np.ndarray] = {
+        "a": rng.standard_normal((3, 5)).astype(np.float32),
+        "empty": np.zeros((0,), dtype=np.float64),
+        "b": rng.integers(0, 9, size=5000, dtype=np.int64),
+    }
+    encoded = encode_message(_message(arrays))
+    assembler = PayloadAssembler(expected_bytes=encoded.total_bytes, sha256=encoded.sha256)
+    for piece in encoded.chunks(chunk):
+        assembler.add(memoryview(piece))  # as the chunk views arrive
+    decoded = decode_message(assembler.finish(), encoded.part_bytes)
+    for key, value in arrays.items():
+        got = decoded.content.array_records["arrays"][key]
+        np.testing.assert_array_equal(got.numpy(), value)
+        np.testing.assert_array_equal(array_values(got), value)
+
+
+def test_a_part_that_is_one_chunk_is_not_copied() -> None:
+    parts = [b"head", b"x" * 10, b"yz"]
+    split = Payload([parts[0], parts[1], b"y", b"z"]).split([4, 10, 2])
+    assert split == parts and split[1] is parts[1]
+
+
+def test_a_wrong_hash_or_size_is_refused() -> None:
+    data = b"payload"
+    assembler = PayloadAssembler(expected_bytes=len(data), sha256=hashlib.sha256(b"x").hexdigest())
+    assembler.add(data)
+    with pytest.raises(PayloadError, match="SHA-256"):
+        assembler.finish()
+    with pytest.raises(PayloadError, match="do not add up"):
+        decode_message(Payload([data]), [3, 3])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4)),
+        np.array(3.5, dtype=np.float16),
+        np.zeros((2, 0, 3), dtype=np.int8),
+        np.array([True, False]),
+    ],
+)
+def test_array_values_equal_flowers_numpy(value: np.ndarray) -> None:
+    array = Array(value)
+    got = array_values(array)
+    np.testing.assert_array_equal(got, array.numpy())
+    assert got.dtype == value.dtype and got.shape == value.shape
+
+
+def test_array_values_refuse_what_does_not_decode() -> None:
+    array = Array(np.ones(100, dtype=np.float32))
+    truncated = Array(array.dtype, array.shape, array.stype, array.data[:-8])
+    with pytest.raises(ValueError):
+        array_values(truncated)
+    garbage = Array(array.dtype, array.shape, array.stype, b"\x00" * 64)
+    with pytest.raises(ValueError):
+        array_values(garbage)
