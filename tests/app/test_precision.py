@@ -1,4 +1,4 @@
-"""Training precision: bf16 autocast trains the same models, deterministically, with fp32 weights."""
+"""Training precision: bf16 autocast trains the same models, deterministically, fp32 weights."""
 
 import pytest
 import torch

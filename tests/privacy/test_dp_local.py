@@ -145,8 +145,8 @@ def test_devices_report_epsilon_and_refuse_past_budget_across_runs(tmp_path: Pat
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_dp_sgd_step_is_the_true_gradient_step_in_any_layout(layout: torch.memory_format) -> None:
-    # No clipping (C far above any gradient norm), negligible noise, every record in the one batch (rate 1): one
-    # DP-SGD step must be plain gradient descent, whatever memory layout the model came in.
+    # No clipping (C far above any gradient norm), negligible noise, every record in the one
+    # batch (rate 1): one DP-SGD step is plain gradient descent, whatever the model's layout.
     torch.manual_seed(0)
     x, y = torch.randn(16, 1, 12, 12), torch.randint(0, 10, (16,))
     model = get_model("dp-cnn", input_shape=(1, 12, 12), num_classes=10)
