@@ -22,8 +22,10 @@ def test_mnist_5k_holds_exactly_mlxtends_digits() -> None:
     ours = np.concatenate([ds.x_train, ds.x_public, ds.x_test]).reshape(5000, -1)
     pixels = np.round((ours * MNIST_STD + MNIST_MEAN) * 255).astype(np.int64)
     labels = np.concatenate([ds.y_train, ds.y_public, ds.y_test])
-    expected = {(row.tobytes(), int(label)) for row, label in zip(x.astype(np.int64), y, strict=True)}
-    assert {(row.tobytes(), int(label)) for row, label in zip(pixels, labels, strict=True)} == expected
+    theirs = zip(x.astype(np.int64), y, strict=True)
+    ours_pairs = zip(pixels, labels, strict=True)
+    expected = {(row.tobytes(), int(label)) for row, label in theirs}
+    assert {(row.tobytes(), int(label)) for row, label in ours_pairs} == expected
 
 
 def test_registry_lists_every_builtin_dataset() -> None:
