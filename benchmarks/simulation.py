@@ -79,8 +79,15 @@ def run_plain_flower(config: RunConfig) -> tuple[float, float]:
             partitioners[num] = IidPartitioner(num_partitions=num)
             partitioners[num].dataset = table
         part = partitioners[num].load_partition(int(context.node_config["partition-id"]))
+        # Seeded shuffles, so its accuracy is as repeatable as fedge's (same seed formula).
+        server_round = int(msg.content.config_records["config"]["server-round"])
+        partition_id = int(context.node_config["partition-id"])
+        seed = (config.seed * 1_000_003 + server_round * 10_007 + partition_id) % 2**63
         loader = DataLoader(
-            part.with_transform(apply_transforms), batch_size=config.batch_size, shuffle=True
+            part.with_transform(apply_transforms),
+            batch_size=config.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
         )
         model = new_model()
         model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
