@@ -29,6 +29,7 @@ __all__ = [
     "TransportOptions",
     "add_service",
     "bind",
+    "chunk_encoder",
     "chunk_parser",
     "create_channel",
     "create_server",
@@ -177,6 +178,9 @@ def add_service(server: grpc.Server, service: ServiceDescriptor, servicer: objec
 
 
 def _serialize(message: Any) -> bytes:
+    # A message already framed (see chunk_encoder) is sent as is.
+    if isinstance(message, bytes):
+        return message
     return bytes(message.SerializeToString())
 
 
@@ -235,6 +239,36 @@ def chunk_parser(message_cls: Any) -> Callable[[bytes], Any]:
         return plain(data) if view is None else ChunkView(view, field.name)
 
     return parse
+
+
+def chunk_encoder(message_cls: Any) -> Callable[[bytes | memoryview], bytes]:
+    """The serialized ``message_cls(chunk=Chunk(data=data))``, framed around ``data`` in one copy.
+
+    The inverse of :func:`chunk_parser`. Building the protobuf copies the data three times
+    (into the chunk, into the message, out as bytes); the frame is two tags and two lengths,
+    so joining them with the data gives the same bytes for one copy. A server sends the result
+    as is (:func:`add_service`), as does a stub set up by :func:`use_zero_copy_streams`.
+    """
+    field = message_cls.DESCRIPTOR.fields_by_name["chunk"]
+    data_field = field.message_type.fields_by_name["data"]
+    outer_tag = _varint((field.number << 3) | 2)
+    inner = _varint((data_field.number << 3) | 2)
+
+    def encode(data: bytes | memoryview) -> bytes:
+        size = len(data)
+        inner_head = inner + _varint(size)
+        return b"".join((outer_tag, _varint(len(inner_head) + size), inner_head, data))
+
+    return encode
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
 
 
 def _chunk_data(data: bytes, outer_tag: int, inner_tag: int) -> memoryview | None:
@@ -330,14 +364,25 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def use_zero_copy_streams(stub: Any, channel: grpc.Channel, service: ServiceDescriptor) -> None:
-    """Make ``stub``'s server-streaming calls decode their data responses without copies.
+    """Make ``stub``'s streaming calls move their data without extra copies.
 
     Generated stubs parse every response with protobuf, which copies the data twice; this
     swaps each server-streaming method of ``service`` for the same call on ``channel`` whose
     responses are a :class:`ChunkView` (a chunk oneof) or a :class:`FlatView` (integers and
     one ``bytes`` field, e.g. an artifact download), their data a view of the received bytes.
+    Each client-streaming method is swapped for one that also sends requests already framed
+    as bytes (:func:`chunk_encoder`) as they are.
     """
     for method in service.methods:
+        if method.client_streaming and not method.server_streaming:
+            response = message_factory.GetMessageClass(method.output_type)
+            upload = channel.stream_unary(
+                f"/{service.full_name}/{method.name}",
+                request_serializer=_serialize,
+                response_deserializer=response.FromString,
+            )
+            setattr(stub, method.name, upload)
+            continue
         if not method.server_streaming or method.client_streaming:
             continue
         request_cls = message_factory.GetMessageClass(method.input_type)

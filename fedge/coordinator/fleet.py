@@ -22,12 +22,13 @@ from fedge.coordinator.state import DeviceRow, State, TokenError
 from fedge.coordinator.tasks import Task, TaskHub
 from fedge.errors import FedgeError
 from fedge.log import logger
-from fedge.net import Malformed
+from fedge.net import Malformed, chunk_encoder
 from fedge.v1 import fleet_pb2 as pb
 
 __all__ = ["FleetServicer", "FleetSettings", "accept_result", "enroll", "parse_token"]
 
 TOKEN_PREFIX = "fedge1"
+_TASK_CHUNK = chunk_encoder(pb.PullTaskResponse)
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,18 @@ def enroll(
 
 
 def accept_result(
-    requests: Iterator[Any], *, device: DeviceRow, hub: TaskHub, state: State, max_bytes: int
+    requests: Iterator[Any],
+    *,
+    device: DeviceRow,
+    hub: TaskHub,
+    state: State,
+    max_bytes: int,
+    require_sha256: bool = True,
 ) -> Task:
-    """Reassemble, check and store one result stream; returns the task it answers."""
+    """Reassemble, check and store one result stream; returns the task it answers.
+
+    ``require_sha256``: refuse a payload without a hash (a connection without TLS).
+    """
     first = next(requests, None)
     if isinstance(first, Malformed):
         raise PayloadError(first.reason)
@@ -117,7 +127,10 @@ def accept_result(
             f"run {task.run_id} round {task.server_round}"
         )
     assembler = PayloadAssembler(
-        expected_bytes=header.payload_bytes, sha256=header.payload_sha256, max_bytes=max_bytes
+        expected_bytes=header.payload_bytes,
+        sha256=header.payload_sha256,
+        max_bytes=max_bytes,
+        require_sha256=require_sha256,
     )
     for part in requests:
         if isinstance(part, Malformed):
@@ -245,12 +258,13 @@ class FleetServicer:
                     run_config_json=task.run_config_json,
                     node_id=device.id,
                     payload_bytes=task.payload.total_bytes,
-                    payload_sha256=task.payload.sha256,
+                    # Mutual TLS authenticates every record: the hash is only needed without.
+                    payload_sha256=task.payload.sha256 if self._settings.insecure else "",
                     part_bytes=task.payload.part_bytes,
                 )
             )
-            for data in task.payload.chunks(self._settings.chunk_bytes):
-                yield pb.PullTaskResponse(chunk=pb.Chunk(data=data))
+            for data in task.payload.views(self._settings.chunk_bytes):
+                yield _TASK_CHUNK(data)
             delivered = True
         finally:
             if not delivered:  # the device went away mid-stream: give the task to it again
@@ -266,6 +280,7 @@ class FleetServicer:
                 hub=self._hub,
                 state=self._state,
                 max_bytes=self._settings.max_payload_bytes,
+                require_sha256=self._settings.insecure,
             )
         except FedgeError as err:
             self._refuse(context, "PushResult", err, device.device_id)

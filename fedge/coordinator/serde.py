@@ -7,6 +7,11 @@ streamed in chunks under the gRPC message limit. The receiver reassembles the pa
 :class:`PayloadAssembler`, which checks the announced sizes and SHA-256 before anything is
 decoded, and :func:`decode_message` puts the arrays back.
 
+The SHA-256 guards the payload where the connection does not: a sender on a mutual-TLS
+connection leaves it out (each TLS record is authenticated, so the bytes that arrive are the
+bytes sent) and computes it only on demand (:attr:`EncodedMessage.sha256`); a receiver without
+TLS (``--insecure``) requires it, and a hash that is sent is always checked.
+
 Copies are what a transfer costs in Python, so each byte is copied as few times as possible:
 the assembler keeps the received chunks as they are (no growing buffer), each array's data is
 joined from its chunks once, and :func:`fedge.app.arrays.array_values` checks an array
@@ -43,12 +48,22 @@ __all__ = [
 DEFAULT_MAX_PAYLOAD = 2**31
 
 
-@dataclass(frozen=True)
 class EncodedMessage:
-    """A message as payload parts, with their sizes and the payload's SHA-256."""
+    """A message as payload parts, with their sizes and (computed on demand) SHA-256."""
 
-    parts: list[bytes]
-    sha256: str
+    def __init__(self, parts: list[bytes], sha256: str | None = None) -> None:
+        self.parts = parts
+        self._sha256 = sha256
+
+    @property
+    def sha256(self) -> str:
+        """The payload's hex SHA-256, computed on first use (not needed over mutual TLS)."""
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            for part in self.parts:
+                digest.update(part)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
 
     @property
     def part_bytes(self) -> list[int]:
@@ -62,10 +77,15 @@ class EncodedMessage:
 
     def chunks(self, chunk_bytes: int) -> Iterator[bytes]:
         """The payload in pieces of at most ``chunk_bytes`` (a piece never spans two parts)."""
+        return (bytes(view) for view in self.views(chunk_bytes))
+
+    def views(self, chunk_bytes: int) -> Iterator[memoryview]:
+        """As :meth:`chunks`, but views of the parts, not copies: a sender frames the chunk's
+        message around each in one copy (:func:`fedge.net.chunk_encoder`)."""
         for part in self.parts:
             view = memoryview(part)
             for start in range(0, len(part), chunk_bytes):
-                yield bytes(view[start : start + chunk_bytes])
+                yield view[start : start + chunk_bytes]
 
 
 def _arrays(content: RecordDict) -> Iterator[tuple[ArrayRecord, str, Array]]:
@@ -92,11 +112,7 @@ def encode_message(message: Message) -> EncodedMessage:
         proto.content.CopyFrom(recorddict_to_proto(content))
     if message.has_error():
         proto.error.CopyFrom(error_to_proto(message.error))
-    parts = [bytes(proto.SerializeToString()), *blobs]
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part)
-    return EncodedMessage(parts, digest.hexdigest())
+    return EncodedMessage([bytes(proto.SerializeToString()), *blobs])
 
 
 @dataclass(frozen=True)
@@ -170,11 +186,22 @@ def config_from_json(text: str) -> dict[str, Any]:
 
 
 class PayloadAssembler:
-    """Collects a payload's chunks and checks them against the header's size and hash."""
+    """Collects a payload's chunks and checks them against the header's size and hash.
+
+    An empty ``sha256`` means the sender left the hash out (mutual TLS); with
+    ``require_sha256`` (a connection without TLS) that is refused.
+    """
 
     def __init__(
-        self, *, expected_bytes: int, sha256: str, max_bytes: int = DEFAULT_MAX_PAYLOAD
+        self,
+        *,
+        expected_bytes: int,
+        sha256: str,
+        max_bytes: int = DEFAULT_MAX_PAYLOAD,
+        require_sha256: bool = True,
     ) -> None:
+        if not sha256 and require_sha256:
+            raise PayloadError("payload has no SHA-256, which a connection without TLS needs")
         if expected_bytes < 0:
             raise PayloadError(f"payload size {expected_bytes} is negative")
         if expected_bytes > max_bytes:
@@ -186,7 +213,7 @@ class PayloadAssembler:
         self._received = 0
         self._expected = expected_bytes
         self._sha256 = sha256
-        self._digest = hashlib.sha256()
+        self._digest = hashlib.sha256() if sha256 else None
 
     def add(self, data: bytes | memoryview) -> None:
         """Append one chunk."""
@@ -194,12 +221,13 @@ class PayloadAssembler:
             raise PayloadError(f"payload is longer than the announced {self._expected} bytes")
         self._chunks.append(data)
         self._received += len(data)
-        self._digest.update(data)
+        if self._digest is not None:
+            self._digest.update(data)
 
     def finish(self) -> Payload:
         """The whole payload, after checking its size and hash."""
         if self._received != self._expected:
             raise PayloadError(f"payload has {self._received} bytes, announced {self._expected}")
-        if self._digest.hexdigest() != self._sha256:
+        if self._digest is not None and self._digest.hexdigest() != self._sha256:
             raise PayloadError("payload SHA-256 does not match its header")
         return Payload(self._chunks)

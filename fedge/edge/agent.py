@@ -30,7 +30,7 @@ from fedge.edge.data import read_meta
 from fedge.edge.identity import DeviceIdentity
 from fedge.errors import FedgeError
 from fedge.log import logger
-from fedge.net import TransportOptions, create_channel, use_zero_copy_streams
+from fedge.net import TransportOptions, chunk_encoder, create_channel, use_zero_copy_streams
 from fedge.v1 import fleet_pb2 as pb
 from fedge.v1 import fleet_pb2_grpc
 
@@ -40,6 +40,7 @@ _FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 # The ClientApp caches data and models per process; agents sharing a process (tests,
 # benchmarks) take turns.
 _APP_LOCK = threading.Lock()
+_RESULT_CHUNK = chunk_encoder(pb.PushResultRequest)
 
 
 class RefusedError(FedgeError):
@@ -186,7 +187,9 @@ class EdgeAgent:
             if part.WhichOneof("part") == "header":
                 header = part.header
                 assembler = PayloadAssembler(
-                    expected_bytes=header.payload_bytes, sha256=header.payload_sha256
+                    expected_bytes=header.payload_bytes,
+                    sha256=header.payload_sha256,
+                    require_sha256=self.identity.insecure,
                 )
             elif assembler is not None:
                 assembler.add(part.chunk.data)
@@ -227,14 +230,15 @@ class EdgeAgent:
             run_id=task.header.run_id,
             server_round=task.header.server_round,
             payload_bytes=payload.total_bytes,
-            payload_sha256=payload.sha256,
+            # Mutual TLS authenticates every record: the hash is only needed without.
+            payload_sha256=payload.sha256 if self.identity.insecure else "",
             part_bytes=payload.part_bytes,
         )
 
-        def parts() -> Iterator[pb.PushResultRequest]:
+        def parts() -> Iterator[pb.PushResultRequest | bytes]:
             yield pb.PushResultRequest(header=header)
-            for data in payload.chunks(self._options.chunk_bytes):
-                yield pb.PushResultRequest(chunk=pb.Chunk(data=data))
+            for data in payload.views(self._options.chunk_bytes):
+                yield _RESULT_CHUNK(data)  # framed as bytes: see use_zero_copy_streams
 
         try:
             stub.PushResult(parts(), timeout=self.settings.rpc_timeout, metadata=self._metadata())

@@ -18,6 +18,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = ["LocalDPResult", "dp_train", "local_noise_multiplier", "local_plan"]
 
+# Opacus' hooks make torch warn on every backward pass whose inputs need no gradient (data
+# never does). A process-wide filter for this one message: ``catch_warnings`` is not
+# thread-safe, and the local runtime trains clients on several threads.
+warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+
 
 @dataclass(frozen=True)
 class LocalDPResult:
@@ -108,10 +113,7 @@ def dp_train(
             # An empty Poisson batch still takes a (pure-noise) step, as accounted: Opacus
             # gives it zero per-sample gradients and adds the noise.
             loss = nn.functional.cross_entropy(out, yb) if len(yb) else out.sum() * 0.0
-            with warnings.catch_warnings():
-                # torch warns about full backward hooks when inputs need no gradient.
-                warnings.simplefilter("ignore")
-                loss.backward()
+            loss.backward()
             dp_optimizer.step()
             steps += 1
             total += float(loss.detach()) * len(yb)
