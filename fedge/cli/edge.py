@@ -31,25 +31,45 @@ def enroll_command(
     ] = False,
 ) -> None:
     """Enrol this device: create its key, get its certificate, save its identity."""
-    from fedge import __version__
-    from fedge.edge.identity import enroll_device
-
     if insecure:
         err_console.print("[bold yellow]WARNING:[/] --insecure: enrolling without TLS")
     try:
-        identity = enroll_device(
+        identity = _enroll(
             coordinator=coordinator,
             token=token,
-            state_dir=state,
+            state=state,
             name=name,
             enroll_address=enroll_address,
             insecure=insecure,
-            version=__version__,
         )
     except FedgeError as err:
         fail(str(err))
-    console.print(f"enrolled as {identity.device_id} (node {identity.node_id}); state in {state}")
     console.print(f"pinned release key {identity.release_key_id[:16]}")
+
+
+def _enroll(
+    *,
+    coordinator: str,
+    token: str,
+    state: Path,
+    name: str,
+    enroll_address: str | None,
+    insecure: bool,
+) -> "DeviceIdentity":
+    from fedge import __version__
+    from fedge.edge.identity import enroll_device
+
+    identity = enroll_device(
+        coordinator=coordinator,
+        token=token,
+        state_dir=state,
+        name=name,
+        enroll_address=enroll_address,
+        insecure=insecure,
+        version=__version__,
+    )
+    console.print(f"enrolled as {identity.device_id} (node {identity.node_id}); state in {state}")
+    return identity
 
 
 StateOption = Annotated[
@@ -173,26 +193,20 @@ def _identity_for_start(
     one; ``coordinator`` overrides the enrolled address for this run."""
     from dataclasses import replace
 
-    from fedge.edge.identity import EnrollError, enroll_device, load_identity
+    from fedge.edge.identity import EnrollError, load_identity
 
     if token is None:
         identity = load_identity(state)
     elif coordinator is None:
         raise EnrollError("--coordinator HOST:PORT is needed to enrol with --token")
     else:
-        from fedge import __version__
-
-        identity = enroll_device(
+        identity = _enroll(
             coordinator=coordinator,
             token=token,
-            state_dir=state,
+            state=state,
             name=name,
             enroll_address=enroll_address,
             insecure=insecure,
-            version=__version__,
-        )
-        console.print(
-            f"enrolled as {identity.device_id} (node {identity.node_id}); state in {state}"
         )
     if coordinator is not None and coordinator != identity.coordinator:
         identity = replace(identity, coordinator=coordinator)  # this run only

@@ -8,7 +8,6 @@ with.
 """
 
 import json
-import os
 import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import grpc
 
 from fedge.coordinator.pki import ENROLL_SERVER_NAME, PkiError, fingerprint, make_key_and_csr
+from fedge.edge.slots import atomic_write
 from fedge.errors import ConfigError, FedgeError
 from fedge.net import ClientTLS, create_channel
 from fedge.v1 import fleet_pb2, fleet_pb2_grpc
@@ -165,7 +165,8 @@ def enroll_device(
         state_dir=str(state_dir.resolve()),
         release_key_id=release_key_id,
     )
-    _write_atomic(state_dir / PINNED_KEY_FILE, release_pem)
+    # Re-enrolling a state directory replaces the pin: the token authenticated the new channel.
+    atomic_write(state_dir / PINNED_KEY_FILE, release_pem)
     (state_dir / IDENTITY_FILE).write_text(json.dumps(asdict(identity), indent=2) + "\n")
     return identity
 
@@ -187,13 +188,3 @@ def _release_key(response: fleet_pb2.EnrollResponse, coordinator: str) -> tuple[
     if response.release_key_id and response.release_key_id != kid:
         raise EnrollError("the coordinator's release key does not match its key id")
     return public_key_pem(key), kid
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Re-enrolling a state directory replaces the pin: the token authenticated the new channel.
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

@@ -192,6 +192,10 @@ class TaskHeader(_message.Message):
     node_id: _builtins.int
     payload_bytes: _builtins.int
     payload_sha256: _builtins.str
+    """Hex SHA-256 of the payload. Empty over mutual TLS, whose records are authenticated
+    (AEAD), so the bytes that arrive are the bytes sent; required without TLS (--insecure).
+    A hash that is sent is always checked.
+    """
     @_builtins.property
     def part_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """The payload is these parts back to back: a flwr.proto.Message whose arrays have no
@@ -279,6 +283,7 @@ class ResultHeader(_message.Message):
     server_round: _builtins.int
     payload_bytes: _builtins.int
     payload_sha256: _builtins.str
+    """As in TaskHeader: empty over mutual TLS, required without TLS."""
     @_builtins.property
     def part_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """As in TaskHeader."""
