@@ -56,6 +56,7 @@ def test_config_file_and_flags_merge(tmp_path: Path) -> None:
         (["--model", "resnet"], "--model: 'resnet' is not one of"),
         (["--strategy", "fedsgd"], "--strategy: 'fedsgd' is not one of"),
         (["--runtime", "k8s"], "--runtime: 'k8s' is not one of: local, ray, grpc"),
+        (["--precision", "fp16"], "--precision: 'fp16' is not one of: fp32, bf16"),
         (["--clients", "100000"], "--clients: 100000 is more than the"),
         (["--partition", "dirichlet:abc"], "--partition: 'dirichlet:abc' is not a partition"),
         (["--fraction", "1.5"], "--fraction: 1.5 is outside (0, 1]"),

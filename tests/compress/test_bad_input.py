@@ -94,7 +94,7 @@ def test_an_image_student_for_a_tabular_teacher(
 def test_an_unknown_student_names_the_choices(
     tmp_path: Path, teacher_path: Path, fast: ReleaseSettings
 ) -> None:
-    with pytest.raises(FedgeError, match="--student: .mlp. is not one of: .*student-cnn"):
+    with pytest.raises(FedgeError, match=r"--student: .mlp. is not one of: .*student-cnn"):
         build_release(checkpoint=teacher_path, out_dir=tmp_path / "r", student="mlp", settings=fast)
     _assert_nothing_written(tmp_path)
 
