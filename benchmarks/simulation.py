@@ -80,7 +80,8 @@ def run_plain_flower(config: RunConfig) -> tuple[float, float]:
             partitioners[num].dataset = table
         part = partitioners[num].load_partition(int(context.node_config["partition-id"]))
         # Seeded shuffles, so its accuracy is as repeatable as fedge's (same seed formula).
-        server_round = int(msg.content.config_records["config"]["server-round"])
+        server_round = msg.content.config_records["config"]["server-round"]
+        assert isinstance(server_round, int)
         partition_id = int(context.node_config["partition-id"])
         seed = (config.seed * 1_000_003 + server_round * 10_007 + partition_id) % 2**63
         loader = DataLoader(
