@@ -54,7 +54,10 @@ def test_three_devices_match_the_local_runtime(deployment: Cluster) -> None:
 def test_device_killed_mid_round_then_rejoins(deployment: Cluster) -> None:
     cluster = deployment
     # Many rounds, so the run is still going when the restarted device is back; stopped below.
-    run_id = _start_run(cluster, rounds=40, **{"min-clients": 2, "local-epochs": 2})
+    # Rounds long enough (the larger model, 3 epochs) that the kill lands before the victim's
+    # reply, however stale the "training" state it last reported.
+    options = {"min-clients": 2, "local-epochs": 3, "model": "fedavg-cnn"}
+    run_id = _start_run(cluster, rounds=40, **options)
     victim = next(d for d in cluster.devices() if d.name == "device-2")
 
     def victim_state() -> str:
