@@ -4,6 +4,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -74,24 +75,29 @@ class Fleet:
         self.coordinator.stop(grace=0.5)
 
 
+def start_fleet(tmp_path: Path, **overrides: Any) -> Fleet:
+    """A started coordinator with TLS on ephemeral loopback ports (config ``overrides``)."""
+    init_certs(tmp_path / "certs", hosts=("127.0.0.1",))
+    settings: dict[str, Any] = {
+        "address": "127.0.0.1:0",
+        "enroll_address": "127.0.0.1:0",
+        "state_dir": tmp_path / "state",
+        "certs_dir": tmp_path / "certs",
+        "heartbeat_seconds": 0.5,
+        "liveness_seconds": 2.0,
+        "wait_for_devices_seconds": 10.0,
+        "max_message_bytes": 4 * 2**20,
+        "chunk_bytes": 1 * 2**20,
+    }
+    coordinator = Coordinator(CoordinatorConfig(**{**settings, **overrides}))
+    coordinator.start()
+    return Fleet(coordinator, tmp_path)
+
+
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     """A coordinator with TLS on ephemeral loopback ports; stopped at the end."""
-    init_certs(tmp_path / "certs", hosts=("127.0.0.1",))
-    config = CoordinatorConfig(
-        address="127.0.0.1:0",
-        enroll_address="127.0.0.1:0",
-        state_dir=tmp_path / "state",
-        certs_dir=tmp_path / "certs",
-        heartbeat_seconds=0.5,
-        liveness_seconds=2.0,
-        wait_for_devices_seconds=10.0,
-        max_message_bytes=4 * 2**20,
-        chunk_bytes=1 * 2**20,
-    )
-    coordinator = Coordinator(config)
-    coordinator.start()
-    f = Fleet(coordinator, tmp_path)
+    f = start_fleet(tmp_path)
     try:
         yield f
     finally:

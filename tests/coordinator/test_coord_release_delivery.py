@@ -13,8 +13,6 @@ from typer.testing import CliRunner
 
 from fedge.coordinator.auth import DEVICE_ID_METADATA
 from fedge.coordinator.config import CoordinatorConfig, load_coordinator_config
-from fedge.coordinator.pki import init_certs
-from fedge.coordinator.server import Coordinator
 from fedge.edge.identity import PINNED_KEY_FILE, DeviceIdentity
 from fedge.edge.updater import DeliverySettings, DeviceDelivery, GrpcHubClient, Updater
 from fedge.errors import ConfigError
@@ -31,7 +29,7 @@ from fedge.release import (
 from fedge.release.testing import publish_linear
 from fedge.v1 import hub_pb2, hub_pb2_grpc
 
-from .conftest import Fleet
+from .conftest import Fleet, start_fleet
 
 
 def _coordinator_store(fleet: Fleet) -> ReleaseStore:
@@ -108,19 +106,7 @@ def test_a_state_dir_without_a_pinned_key_refuses_to_start_delivery(fleet: Fleet
 @pytest.fixture
 def capped(tmp_path: Path) -> Iterator[Fleet]:
     """A coordinator that serves one artifact download at a time."""
-    init_certs(tmp_path / "certs", hosts=("127.0.0.1",))
-    config = CoordinatorConfig(
-        address="127.0.0.1:0",
-        enroll_address="127.0.0.1:0",
-        state_dir=tmp_path / "state",
-        certs_dir=tmp_path / "certs",
-        heartbeat_seconds=0.5,
-        liveness_seconds=2.0,
-        max_concurrent_downloads=1,
-    )
-    coordinator = Coordinator(config)
-    coordinator.start()
-    f = Fleet(coordinator, tmp_path)
+    f = start_fleet(tmp_path, max_concurrent_downloads=1)
     try:
         yield f
     finally:
