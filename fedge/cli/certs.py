@@ -5,12 +5,12 @@ from typing import Annotated
 
 import typer
 
-from fedge.cli.common import console, fail
+from fedge.cli.common import command_group, console, fail
 from fedge.errors import FedgeError
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Coordinator certificates.", no_args_is_help=True)
+app = command_group("Coordinator certificates.")
 
 
 @app.command("init")

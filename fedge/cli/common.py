@@ -1,14 +1,20 @@
-"""Helpers shared by the CLI command modules: consoles and error reporting."""
+"""Helpers shared by the CLI command modules: command groups, consoles and error reporting."""
 
 from typing import NoReturn
 
 import typer
 from rich.console import Console
 
-__all__ = ["console", "err_console", "fail"]
+__all__ = ["command_group", "console", "err_console", "fail"]
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def command_group(help: str) -> typer.Typer:
+    """A ``fedge`` command group; its help text is plain, so ``[default: X]`` stays visible."""
+    # Rich markup would read bracketed text in help strings as style tags and drop it.
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 import typer
 
-from fedge.cli.common import console, err_console, fail
+from fedge.cli.common import command_group, console, err_console, fail
 from fedge.errors import FedgeError
 
 __all__ = ["app"]
 
-app = typer.Typer(help="The coordinator process.", no_args_is_help=True)
+app = command_group("The coordinator process.")
 
 
 @app.command("start")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fedge.cli.common import console, err_console, fail
+from fedge.cli.common import command_group, console, err_console, fail
 from fedge.errors import FedgeError
 
 if TYPE_CHECKING:
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["app"]
 
-app = typer.Typer(help="The device agent.", no_args_is_help=True)
+app = command_group("The device agent.")
 
 
 @app.command("enroll")

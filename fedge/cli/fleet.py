@@ -7,13 +7,13 @@ import typer
 from rich.table import Table
 
 from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
-from fedge.cli.common import console
+from fedge.cli.common import command_group, console
 from fedge.v1 import control_pb2 as pb
 
 __all__ = ["app"]
 
-app = typer.Typer(help="The fleet of devices.", no_args_is_help=True)
-token_app = typer.Typer(help="One-time enrolment tokens.", no_args_is_help=True)
+app = command_group("The fleet of devices.")
+token_app = command_group("One-time enrolment tokens.")
 app.add_typer(token_app, name="token")
 
 

@@ -19,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # as command_group: bracketed help text stays visible
 )
 app.command("simulate")(simulate_command)
 app.add_typer(certs_app, name="certs")

@@ -6,12 +6,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fedge.cli.common import console, fail
+from fedge.cli.common import command_group, console, fail
 from fedge.errors import FedgeError
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Privacy budgets: what a run has spent.", no_args_is_help=True)
+app = command_group("Privacy budgets: what a run has spent.")
 
 
 @app.command("report")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from fedge.cli.common import console, fail
+from fedge.cli.common import command_group, console, fail
 from fedge.cli.release_rollout import DEFAULT_STATE, StateOption
 from fedge.cli.release_rollout import register as register_rollout
 from fedge.errors import FedgeError
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the compress stack (torch, onnx) is imported only when a co
 
 __all__ = ["app", "build_command", "print_release_summary"]
 
-app = typer.Typer(help="Build, sign and roll out model releases.", no_args_is_help=True)
+app = command_group("Build, sign and roll out model releases.")
 
 
 @app.command("build")

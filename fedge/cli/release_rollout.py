@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from fedge.cli.common import console, fail
+from fedge.cli.common import command_group, console, fail
 from fedge.errors import FedgeError
 
 __all__ = [
@@ -195,5 +195,5 @@ def register(group: typer.Typer) -> None:
 
 
 # Stand-alone group (tests; and the `release` group until `fedge/cli/release.py` registers us).
-app = typer.Typer(help="Signed model releases and staged rollout.", no_args_is_help=True)
+app = command_group("Signed model releases and staged rollout.")
 register(app)

@@ -9,14 +9,14 @@ import typer
 from rich.table import Table
 
 from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
-from fedge.cli.common import console, fail
+from fedge.cli.common import command_group, console, fail
 from fedge.config import config_from_layers
 from fedge.errors import FedgeError
 from fedge.v1 import control_pb2 as pb
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Training runs on the coordinator.", no_args_is_help=True)
+app = command_group("Training runs on the coordinator.")
 
 
 def _state(value: int) -> str:
