@@ -189,7 +189,7 @@ def _keep_dtypes(new: ArrayRecord, old: ArrayRecord) -> ArrayRecord:
         return new
     return ArrayRecord(
         {
-            k: Array(np.asarray(a.numpy(), dtype=old[k].numpy().dtype) if k in old else a.numpy())
+            k: Array(np.asarray(a.numpy(), dtype=np.dtype(old[k].dtype)) if k in old else a.numpy())
             for k, a in new.items()
         }
     )

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fedge.config import PRECISIONS
+
 __all__ = ["EvalResult", "compute_precision", "evaluate", "set_seed", "to_fast_layout", "train"]
 
 
@@ -36,8 +38,8 @@ def set_seed(seed: int) -> None:
 
 def compute_precision(precision: str) -> AbstractContextManager[object]:
     """Autocast to bfloat16 for ``"bf16"``; full precision for ``"fp32"``."""
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision {precision!r} is not one of: fp32, bf16")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
