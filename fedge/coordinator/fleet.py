@@ -128,6 +128,7 @@ def accept_result(
         )
     assembler = PayloadAssembler(
         expected_bytes=header.payload_bytes,
+        part_bytes=header.part_bytes,
         sha256=header.payload_sha256,
         max_bytes=max_bytes,
         require_sha256=require_sha256,
@@ -138,7 +139,7 @@ def accept_result(
         if part.WhichOneof("part") != "chunk":
             raise PayloadError("a result stream has one header, then chunks")
         assembler.add(part.chunk.data)
-    reply = decode_message(assembler.finish(), list(header.part_bytes))
+    reply = decode_message(assembler.finish())
     _check_reply(reply, task, device)
     hub.complete(task, reply)
     _record_epsilon(reply, device, state)

@@ -12,16 +12,16 @@ connection leaves it out (each TLS record is authenticated, so the bytes that ar
 bytes sent) and computes it only on demand (:attr:`EncodedMessage.sha256`); a receiver without
 TLS (``--insecure``) requires it, and a hash that is sent is always checked.
 
-Copies are what a transfer costs in Python, so each byte is copied as few times as possible:
-the assembler keeps the received chunks as they are (no growing buffer), each array's data is
-joined from its chunks once, and :func:`fedge.app.arrays.array_values` checks an array
-without Flower's ``np.load`` copy. The payload is hashed once on each side.
+Copies and fresh memory are what a transfer costs in Python, so each byte is copied as few
+times as possible: the assembler writes every chunk straight into its part's final ``bytes``
+as it arrives (no growing buffer, no join once the transfer is over), and
+:func:`fedge.app.arrays.array_values` checks an array without Flower's ``np.load`` copy. The
+payload is hashed once on each side, and only where the connection does not authenticate it.
 """
 
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from flwr.app import Array, ArrayRecord, Message, RecordDict
@@ -34,11 +34,11 @@ from flwr.common.serde import (
 from flwr.proto.message_pb2 import Message as ProtoMessage
 from google.protobuf.message import DecodeError
 
+from fedge.buffers import BytesBuilder
 from fedge.coordinator.errors import PayloadError, PayloadTooLargeError
 
 __all__ = [
     "EncodedMessage",
-    "Payload",
     "PayloadAssembler",
     "config_from_json",
     "decode_message",
@@ -115,49 +115,11 @@ def encode_message(message: Message) -> EncodedMessage:
     return EncodedMessage([bytes(proto.SerializeToString()), *blobs])
 
 
-@dataclass(frozen=True)
-class Payload:
-    """A received payload as the chunks it arrived in (not joined: see the module docstring)."""
-
-    chunks: list[bytes | memoryview]
-
-    def __len__(self) -> int:
-        return sum(len(c) for c in self.chunks)
-
-    def split(self, sizes: Sequence[int]) -> list[bytes]:
-        """The payload cut into parts of ``sizes`` (which must add up to its length).
-
-        A part that is exactly one chunk is that chunk, not a copy; any other is joined once.
-        """
-        parts: list[bytes] = []
-        chunks = iter(self.chunks)
-        current: bytes | memoryview = b""
-        pos = 0
-        for size in sizes:
-            pieces: list[bytes | memoryview] = []
-            need = size
-            while need > 0:
-                if pos == len(current):
-                    current, pos = next(chunks), 0
-                    continue
-                take = min(len(current) - pos, need)
-                whole = pos == 0 and take == len(current)
-                pieces.append(current if whole else memoryview(current)[pos : pos + take])
-                pos += take
-                need -= take
-            only = pieces[0] if len(pieces) == 1 else None
-            parts.append(only if isinstance(only, bytes) else b"".join(pieces))
-        return parts
-
-
-def decode_message(payload: Payload | memoryview | bytes, part_bytes: list[int]) -> Message:
-    """The Flower ``Message`` in ``payload``; :class:`PayloadError` if it is not one."""
-    if not isinstance(payload, Payload):
-        payload = Payload([bytes(payload)])
-    total = len(payload)
-    if not part_bytes or any(n < 0 for n in part_bytes) or sum(part_bytes) != total:
-        raise PayloadError(f"part sizes {list(part_bytes)[:8]} do not add up to {total} bytes")
-    head, *blobs = payload.split(part_bytes)
+def decode_message(parts: Sequence[bytes]) -> Message:
+    """The Flower ``Message`` in payload ``parts``; :class:`PayloadError` if it is not one."""
+    if not parts:
+        raise PayloadError("a payload has at least its message part")
+    head, *blobs = parts
     proto = ProtoMessage()
     try:
         proto.ParseFromString(head)
@@ -186,16 +148,21 @@ def config_from_json(text: str) -> dict[str, Any]:
 
 
 class PayloadAssembler:
-    """Collects a payload's chunks and checks them against the header's size and hash.
+    """Writes a payload's chunks into its parts as they arrive, and checks the header's sizes
+    and hash.
 
-    An empty ``sha256`` means the sender left the hash out (mutual TLS); with
-    ``require_sha256`` (a connection without TLS) that is refused.
+    Each part is one ``bytes`` filled in place (:class:`~fedge.buffers.BytesBuilder`), so the
+    chunks are neither kept nor joined afterwards. A part is allocated when its first byte
+    arrives, not from the (untrusted) announced sizes alone. An empty ``sha256`` means the
+    sender left the hash out (mutual TLS); with ``require_sha256`` (a connection without TLS)
+    that is refused.
     """
 
     def __init__(
         self,
         *,
         expected_bytes: int,
+        part_bytes: Sequence[int],
         sha256: str,
         max_bytes: int = DEFAULT_MAX_PAYLOAD,
         require_sha256: bool = True,
@@ -208,26 +175,49 @@ class PayloadAssembler:
             raise PayloadTooLargeError(
                 f"payload of {expected_bytes} bytes is over the limit of {max_bytes}"
             )
-        # Kept as they arrive, not allocated from the (untrusted) announced size.
-        self._chunks: list[bytes | memoryview] = []
+        self._sizes = list(part_bytes)
+        if not self._sizes or min(self._sizes) < 0 or sum(self._sizes) != expected_bytes:
+            raise PayloadError(
+                f"part sizes {self._sizes[:8]} do not add up to {expected_bytes} bytes"
+            )
+        self._parts: list[bytes] = []
+        self._part: BytesBuilder | None = None
         self._received = 0
         self._expected = expected_bytes
         self._sha256 = sha256
         self._digest = hashlib.sha256() if sha256 else None
 
     def add(self, data: bytes | memoryview) -> None:
-        """Append one chunk."""
-        if self._received + len(data) > self._expected:
+        """Write one chunk (a chunk may end one part and start the next)."""
+        view = memoryview(data).cast("B")
+        if self._received + len(view) > self._expected:
             raise PayloadError(f"payload is longer than the announced {self._expected} bytes")
-        self._chunks.append(data)
-        self._received += len(data)
+        self._received += len(view)
         if self._digest is not None:
-            self._digest.update(data)
+            self._digest.update(view)
+        while view:
+            part = self._open_part()
+            take = min(len(view), part.remaining)
+            part.write(view[:take])
+            view = view[take:]
 
-    def finish(self) -> Payload:
-        """The whole payload, after checking its size and hash."""
+    def _open_part(self) -> BytesBuilder:
+        # The part being written. Full ones (empty parts too) are closed first; one with room
+        # exists, since add() never takes more than the announced total.
+        while self._part is None or not self._part.remaining:
+            if self._part is not None:
+                self._parts.append(self._part.build())
+            self._part = BytesBuilder(self._sizes[len(self._parts)])
+        return self._part
+
+    def finish(self) -> list[bytes]:
+        """The payload's parts, after checking their sizes and hash."""
         if self._received != self._expected:
             raise PayloadError(f"payload has {self._received} bytes, announced {self._expected}")
         if self._digest is not None and self._digest.hexdigest() != self._sha256:
             raise PayloadError("payload SHA-256 does not match its header")
-        return Payload(self._chunks)
+        if self._part is not None:
+            self._parts.append(self._part.build())
+            self._part = None
+        self._parts.extend(b"" for _ in self._sizes[len(self._parts) :])
+        return self._parts

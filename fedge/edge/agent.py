@@ -188,6 +188,7 @@ class EdgeAgent:
                 header = part.header
                 assembler = PayloadAssembler(
                     expected_bytes=header.payload_bytes,
+                    part_bytes=header.part_bytes,
                     sha256=header.payload_sha256,
                     require_sha256=self.identity.insecure,
                 )
@@ -195,7 +196,7 @@ class EdgeAgent:
                 assembler.add(part.chunk.data)
         if header is None or assembler is None:
             return None
-        return _Task(header, decode_message(assembler.finish(), list(header.part_bytes)))
+        return _Task(header, decode_message(assembler.finish()))
 
     def _handle(self, task: _Task) -> Message:
         header = task.header

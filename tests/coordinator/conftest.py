@@ -8,14 +8,16 @@ from typing import Any
 
 import grpc
 import pytest
+from flwr.app import Message
 
 from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.fleet import make_token
 from fedge.coordinator.pki import fingerprint, init_certs
+from fedge.coordinator.serde import PayloadAssembler, decode_message
 from fedge.coordinator.server import Coordinator
 from fedge.edge.identity import DeviceIdentity, enroll_device
 from fedge.net import ClientTLS, create_channel
-from fedge.v1 import control_pb2_grpc, fleet_pb2_grpc
+from fedge.v1 import control_pb2_grpc, fleet_pb2, fleet_pb2_grpc
 
 
 @dataclass
@@ -103,3 +105,19 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     finally:
         f.close()
         assert not [t for t in threading.enumerate() if t.name == "fedge-runs" and t.is_alive()]
+
+
+def pull_task(stub: Any, metadata: tuple[tuple[str, str], ...] = ()) -> tuple[Any, Message]:
+    """Pull one task as a device does: its header and its decoded message."""
+    request = fleet_pb2.PullTaskRequest(wait_seconds=5)
+    parts = list(stub.PullTask(request, timeout=10, metadata=metadata))
+    header = parts[0].header
+    assembler = PayloadAssembler(
+        expected_bytes=header.payload_bytes,
+        part_bytes=header.part_bytes,
+        sha256=header.payload_sha256,
+        require_sha256=False,  # as over mutual TLS; a hash that is sent is still checked
+    )
+    for part in parts[1:]:
+        assembler.add(part.chunk.data)
+    return header, decode_message(assembler.finish())

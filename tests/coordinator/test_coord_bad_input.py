@@ -14,13 +14,13 @@ import pytest
 from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
 from fedge.config import RunConfig
-from fedge.coordinator.serde import EncodedMessage, decode_message, encode_message
+from fedge.coordinator.serde import EncodedMessage, encode_message
 from fedge.edge.identity import DeviceIdentity
 from fedge.runtime.grpc import GrpcGrid
 from fedge.runtime.local import set_server_identity
 from fedge.v1 import control_pb2, fleet_pb2
 
-from .conftest import Fleet
+from .conftest import Fleet, pull_task
 
 FLEET_METHODS = {"Enroll": "uu", "Heartbeat": "uu", "PullTask": "us", "PushResult": "su"}
 CONTROL_METHODS = [
@@ -123,13 +123,6 @@ def _train_task(fleet: Fleet, identity: DeviceIdentity) -> tuple[GrpcGrid, Messa
     return grid, msg
 
 
-def _pull(stub: Any) -> tuple[Any, Message]:
-    parts = list(stub.PullTask(fleet_pb2.PullTaskRequest(wait_seconds=5), timeout=10))
-    header = parts[0].header
-    payload = b"".join(p.chunk.data for p in parts[1:])
-    return header, decode_message(payload, list(header.part_bytes))
-
-
 def _reply(task: Message, w: np.ndarray) -> EncodedMessage:
     content = RecordDict(
         {"arrays": ArrayRecord({"w": Array(w)}), "metrics": MetricRecord({"num-examples": 5})}
@@ -177,7 +170,7 @@ def test_bad_results_are_refused_and_the_good_one_still_counts(fleet: Fleet) -> 
         target=lambda: replies.extend(grid.send_and_receive([msg], timeout=60))
     )
     round_thread.start()
-    header, task = _pull(stub)
+    header, task = pull_task(stub)
     good = _reply(task, np.full((3, 2), 2.0, dtype=np.float32))
     S = grpc.StatusCode  # noqa: N806
     cases = {

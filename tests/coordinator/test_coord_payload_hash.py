@@ -20,7 +20,7 @@ from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, Rec
 from fedge.config import RunConfig
 from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.errors import PayloadError
-from fedge.coordinator.serde import PayloadAssembler, decode_message, encode_message
+from fedge.coordinator.serde import PayloadAssembler, encode_message
 from fedge.coordinator.server import Coordinator
 from fedge.edge.identity import enroll_device
 from fedge.net import chunk_encoder, chunk_parser, create_channel
@@ -28,7 +28,7 @@ from fedge.runtime.grpc import GrpcGrid
 from fedge.runtime.local import set_server_identity
 from fedge.v1 import fleet_pb2, fleet_pb2_grpc
 
-from .conftest import Fleet
+from .conftest import Fleet, pull_task
 
 S = grpc.StatusCode
 
@@ -44,14 +44,20 @@ def test_framed_chunks_are_the_bytes_protobuf_writes(cls: Any, size: int) -> Non
 
 def test_an_empty_hash_is_refused_only_where_required() -> None:
     data = b"payload"
+    sizes = [len(data)]
     with pytest.raises(PayloadError, match="no SHA-256"):
-        PayloadAssembler(expected_bytes=len(data), sha256="")
-    assembler = PayloadAssembler(expected_bytes=len(data), sha256="", require_sha256=False)
+        PayloadAssembler(expected_bytes=len(data), part_bytes=sizes, sha256="")
+    assembler = PayloadAssembler(
+        expected_bytes=len(data), part_bytes=sizes, sha256="", require_sha256=False
+    )
     assembler.add(data)
-    assert bytes(b"".join(assembler.finish().chunks)) == data
+    assert assembler.finish() == [data]
     # A hash that is sent is checked even where none is required.
     wrong = PayloadAssembler(
-        expected_bytes=len(data), sha256=hashlib.sha256(b"x").hexdigest(), require_sha256=False
+        expected_bytes=len(data),
+        part_bytes=sizes,
+        sha256=hashlib.sha256(b"x").hexdigest(),
+        require_sha256=False,
     )
     wrong.add(data)
     with pytest.raises(PayloadError, match="SHA-256"):
@@ -82,19 +88,6 @@ def _round(
     )
     thread.start()
     return thread, replies, w
-
-
-def _pull(stub: Any, metadata: tuple[tuple[str, str], ...] = ()) -> tuple[Any, Message]:
-    parts = list(stub.PullTask(fleet_pb2.PullTaskRequest(wait_seconds=5), metadata=metadata))
-    header = parts[0].header
-    assembler = PayloadAssembler(
-        expected_bytes=header.payload_bytes,
-        sha256=header.payload_sha256,
-        require_sha256=False,
-    )
-    for part in parts[1:]:
-        assembler.add(part.chunk.data)
-    return header, decode_message(assembler.finish(), list(header.part_bytes))
 
 
 def _push(
@@ -145,7 +138,7 @@ def test_over_mutual_tls_payloads_travel_without_a_hash(fleet: Fleet) -> None:
     stub = fleet.fleet_stub(identity)  # generated stub: protobuf parses the framed chunks
     stub.Heartbeat(fleet_pb2.HeartbeatRequest(), timeout=10)
     thread, replies, w = _round(fleet.coordinator, identity.node_id)
-    header, task = _pull(stub)
+    header, task = pull_task(stub)
     assert header.payload_sha256 == ""
     np.testing.assert_array_equal(task.content.array_records["arrays"]["w"].numpy(), w)
     reply = _echo(task, w * 2)
@@ -183,7 +176,7 @@ def test_without_tls_the_hash_is_sent_and_required(tmp_path: Path) -> None:
         meta = (("fedge-device-id", identity.device_id),)
         stub.Heartbeat(fleet_pb2.HeartbeatRequest(), timeout=10, metadata=meta)
         thread, replies, w = _round(coordinator, identity.node_id)
-        header, task = _pull(stub, meta)
+        header, task = pull_task(stub, meta)
         assert len(header.payload_sha256) == 64
         reply = _echo(task, w + 1)
         assert _push(stub, header, reply, sha256="", metadata=meta) == S.INVALID_ARGUMENT

@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError
 
 from fedge.app.arrays import array_values
 from fedge.coordinator.errors import PayloadError
-from fedge.coordinator.serde import Payload, PayloadAssembler, decode_message, encode_message
+from fedge.coordinator.serde import PayloadAssembler, decode_message, encode_message
 from fedge.net import ChunkView, FlatView, chunk_parser, use_zero_copy_streams
 from fedge.runtime.local import set_server_identity
 from fedge.v1 import fleet_pb2, hub_pb2
@@ -84,30 +84,48 @@ def test_payload_reassembles_across_chunks(chunk: int) -> None:
         "b": rng.integers(0, 9, size=5000, dtype=np.int64),
     }
     encoded = encode_message(_message(arrays))
-    assembler = PayloadAssembler(expected_bytes=encoded.total_bytes, sha256=encoded.sha256)
+    assembler = PayloadAssembler(
+        expected_bytes=encoded.total_bytes, part_bytes=encoded.part_bytes, sha256=encoded.sha256
+    )
     for piece in encoded.chunks(chunk):
         assembler.add(memoryview(piece))  # as the chunk views arrive
-    decoded = decode_message(assembler.finish(), encoded.part_bytes)
+    parts = assembler.finish()
+    assert parts == encoded.parts and all(type(p) is bytes for p in parts)
+    decoded = decode_message(parts)
     for key, value in arrays.items():
         got = decoded.content.array_records["arrays"][key]
         np.testing.assert_array_equal(got.numpy(), value)
         np.testing.assert_array_equal(array_values(got), value)
 
 
-def test_a_part_that_is_one_chunk_is_not_copied() -> None:
-    parts = [b"head", b"x" * 10, b"yz"]
-    split = Payload([parts[0], parts[1], b"y", b"z"]).split([4, 10, 2])
-    assert split == parts and split[1] is parts[1]
+def test_chunks_spanning_parts_and_empty_parts_land_in_their_parts() -> None:
+    parts = [b"head", b"", b"x" * 10, b"", b"yz", b""]
+    assembler = PayloadAssembler(
+        expected_bytes=16, part_bytes=[len(p) for p in parts], sha256="", require_sha256=False
+    )
+    for piece in (b"hea", b"dxxx", b"xxxxxxxy", b"z"):
+        assembler.add(piece)
+    assert assembler.finish() == parts
 
 
 def test_a_wrong_hash_or_size_is_refused() -> None:
     data = b"payload"
-    assembler = PayloadAssembler(expected_bytes=len(data), sha256=hashlib.sha256(b"x").hexdigest())
+    sha = hashlib.sha256(b"x").hexdigest()
+    assembler = PayloadAssembler(expected_bytes=len(data), part_bytes=[len(data)], sha256=sha)
     assembler.add(data)
     with pytest.raises(PayloadError, match="SHA-256"):
         assembler.finish()
-    with pytest.raises(PayloadError, match="do not add up"):
-        decode_message(Payload([data]), [3, 3])
+    for sizes in ([3, 3], [], [8, -1]):  # refused before any chunk is taken
+        with pytest.raises(PayloadError, match="do not add up"):
+            PayloadAssembler(expected_bytes=len(data), part_bytes=sizes, sha256=sha)
+    short = PayloadAssembler(expected_bytes=len(data), part_bytes=[2, 5], sha256=sha)
+    short.add(data[:4])
+    with pytest.raises(PayloadError, match="has 4 bytes, announced 7"):
+        short.finish()
+    with pytest.raises(PayloadError, match="longer than the announced"):
+        short.add(data)
+    with pytest.raises(PayloadError, match="at least its message part"):
+        decode_message([])
 
 
 @pytest.mark.parametrize(
