@@ -3,12 +3,15 @@
 1. Throughput: a model's arrays go to a device and back over the fleet protocol (mutual TLS,
    chunked streams, Flower serde) on loopback, against a plain TCP socket echoing the same
    bytes in the same run; in both, the echoing end is its own process (as a device is) and
-   the best of ``--repeats`` round trips after a warm-up counts. Bar: >= 0.5 of the socket's
-   throughput.
+   each receiver puts a payload in fresh memory. Round trips alternate between the two, so
+   that both see the same state of a shared machine, and the best of ``--repeats`` of each
+   after a warm-up pair counts (the median ratio per pair is printed too). Bar: >= 0.5 of the
+   socket's throughput.
 2. Round overhead: the same 10-device run on the ``grpc`` runtime (a coordinator and 10 edge
    agents in this process, TLS on) and on ``local``; the ratio of their per-round times.
 
-Prints one summary line per measurement. ``--quick`` uses smaller sizes.
+Prints one summary line per measurement. ``--quick`` uses smaller sizes; ``--skip-rounds``
+measures throughput only.
 """
 
 import argparse
@@ -95,85 +98,105 @@ def _echo_device(state_dir: str) -> None:
     agent.run()
 
 
-def fleet_throughput(root: Path, megabytes: int, repeats: int) -> float:
-    """Bytes per second of arrays to a device and back over the fleet protocol.
+class FleetEcho:
+    """A coordinator here and an echoing device in its own process, as on a real network."""
 
-    The device is its own process, as on a real network (and as the TCP peer's echo end).
-    """
-    coordinator = _coordinator(root)
-    identity = _enroll(coordinator, root, "echo")
-    device = _SPAWN.Process(target=_echo_device, args=(str(root / "echo"),), daemon=True)
-    device.start()
-    try:
+    def __init__(self, root: Path) -> None:
+        self._coordinator = _coordinator(root)
+        self._identity = _enroll(self._coordinator, root, "echo")
+        self._device = _SPAWN.Process(target=_echo_device, args=(str(root / "echo"),), daemon=True)
+        self._device.start()
         set_server_identity(1)
-        grid = GrpcGrid(
-            coordinator.hub,
+        self._grid = GrpcGrid(
+            self._coordinator.hub,
             run_id=1,
             run_config=RunConfig().to_run_config(),
-            nodes=lambda: [identity.node_id],
+            nodes=lambda: [self._identity.node_id],
         )
-        list(grid.get_node_ids())
-        weights = np.random.default_rng(0).standard_normal(megabytes * 2**18, dtype=np.float32)
-        best = float("inf")
-        for attempt in range(repeats + 1):  # the first round trip warms up the connection
-            msg = Message(
-                RecordDict({"arrays": ArrayRecord({"w": Array(weights)})}),
-                identity.node_id,
-                MessageType.TRAIN,
-                group_id="1",
-            )
-            started = time.perf_counter()
-            (reply,) = grid.send_and_receive([msg], timeout=300)
-            # The reply's arrays as a NumPy array over the received bytes (mutual TLS
-            # authenticates them, so no SHA-256), as the TCP peer ends with its bytes in a
-            # buffer: no extra np.load copy.
-            echoed = array_values(reply.content.array_records["arrays"]["w"])
-            if attempt:
-                best = min(best, time.perf_counter() - started)
-            assert echoed.shape == weights.shape
-        return 2 * weights.nbytes / best
-    finally:
-        device.terminate()
-        device.join(30)
-        coordinator.stop(grace=0.5)
+        list(self._grid.get_node_ids())
+
+    def round_trip(self, weights: np.ndarray) -> float:
+        """Seconds to send ``weights`` to the device as a task and have them back."""
+        msg = Message(
+            RecordDict({"arrays": ArrayRecord({"w": Array(weights)})}),
+            self._identity.node_id,
+            MessageType.TRAIN,
+            group_id="1",
+        )
+        started = time.perf_counter()
+        (reply,) = self._grid.send_and_receive([msg], timeout=300)
+        # The reply's arrays as a NumPy array over the received bytes (mutual TLS
+        # authenticates them, so no SHA-256), as the TCP peer ends with its bytes in a buffer.
+        echoed = array_values(reply.content.array_records["arrays"]["w"])
+        seconds = time.perf_counter() - started
+        assert echoed.shape == weights.shape
+        return seconds
+
+    def close(self) -> None:
+        """Stop the device and the coordinator."""
+        self._device.terminate()
+        self._device.join(30)
+        self._coordinator.stop(grace=0.5)
 
 
-def _tcp_echo(server: socket.socket, size: int, repeats: int) -> None:
-    """Child process: echo ``repeats`` payloads of ``size`` bytes on the first connection."""
+def _tcp_echo(server: socket.socket) -> None:
+    """Child process: on the first connection, echo each payload (its size first, 8 bytes)."""
     conn, _ = server.accept()
     with conn:
-        for _ in range(repeats):
-            buf = bytearray(size)
+        while header := conn.recv(8, socket.MSG_WAITALL):
+            size = int.from_bytes(header, "little")
+            buf = bytearray(size)  # a fresh buffer per payload, as the fleet's receiver has
             view, got = memoryview(buf), 0
             while got < size:
                 got += conn.recv_into(view[got:])
             conn.sendall(buf)
 
 
-def socket_throughput(megabytes: int, repeats: int) -> float:
-    """Bytes per second of the same bytes echoed over a plain loopback TCP socket.
+class TcpEcho:
+    """A plain loopback TCP socket to an echoing process: the peer the fleet is held to."""
 
-    The echo end is its own process, as the fleet protocol's device is.
+    def __init__(self) -> None:
+        server = socket.create_server(("127.0.0.1", 0))
+        self._process = _SPAWN.Process(target=_tcp_echo, args=(server,), daemon=True)
+        self._process.start()
+        self._conn = socket.create_connection(("127.0.0.1", server.getsockname()[1]))
+        server.close()
+
+    def round_trip(self, payload: bytes) -> float:
+        """Seconds to send ``payload`` and receive it back into a buffer."""
+        started = time.perf_counter()
+        self._conn.sendall(len(payload).to_bytes(8, "little"))
+        self._conn.sendall(payload)
+        buf = bytearray(len(payload))
+        view, got = memoryview(buf), 0
+        while got < len(buf):
+            got += self._conn.recv_into(view[got:])
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        """Close the connection, which ends the echoing process."""
+        self._conn.close()
+        self._process.join(30)
+
+
+def throughputs(root: Path, megabytes: int, repeats: int) -> tuple[float, float, float]:
+    """Bytes per second of the fleet and of plain TCP, and the median per-pair ratio.
+
+    The two are measured in alternation, a fleet round trip after each TCP one, so that both
+    see the same state of a shared machine; the first pair warms up and is not counted.
     """
-    payload = np.random.default_rng(0).bytes(megabytes * 2**20)
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-    echo = _SPAWN.Process(target=_tcp_echo, args=(server, len(payload), repeats + 1))
-    echo.start()
-    best = float("inf")
-    with socket.create_connection(("127.0.0.1", port)) as client:
-        for attempt in range(repeats + 1):  # the first round trip warms up, as for the fleet
-            started = time.perf_counter()
-            client.sendall(payload)
-            buf = bytearray(len(payload))
-            view, got = memoryview(buf), 0
-            while got < len(buf):
-                got += client.recv_into(view[got:])
-            if attempt:
-                best = min(best, time.perf_counter() - started)
-    echo.join(30)
-    server.close()
-    return 2 * len(payload) / best
+    weights = np.random.default_rng(0).standard_normal(megabytes * 2**18, dtype=np.float32)
+    payload = weights.tobytes()
+    tcp, fleet = TcpEcho(), FleetEcho(root)
+    try:
+        pairs = [(tcp.round_trip(payload), fleet.round_trip(weights)) for _ in range(repeats + 1)]
+    finally:
+        tcp.close()
+        fleet.close()
+    tcp_best = min(t for t, _ in pairs[1:])
+    fleet_best = min(f for _, f in pairs[1:])
+    ratios = statistics.median(t / f for t, f in pairs[1:])
+    return 2 * weights.nbytes / fleet_best, 2 * len(payload) / tcp_best, ratios
 
 
 def grpc_rounds(root: Path, config: RunConfig) -> float:
@@ -236,9 +259,10 @@ def main() -> None:
     """Run both measurements and print their summaries."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--skip-rounds", action="store_true")
     args = parser.parse_args()
     megabytes = 16 if args.quick else args.megabytes
     # One torch thread for both runtimes: on a shared machine, oversubscribed OpenMP threads
@@ -246,15 +270,17 @@ def main() -> None:
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="fedge-bench-"))
     try:
-        tcp = socket_throughput(megabytes, args.repeats)
-        fleet = fleet_throughput(root / "throughput", megabytes, args.repeats)
+        fleet, tcp, paired = throughputs(root / "throughput", megabytes, args.repeats)
         ratio = fleet / tcp
         print(
             f"transport: {megabytes} MB model echoed, fleet protocol (mTLS, chunked) "
-            f"{fleet / 2**20:.0f} MB/s vs plain TCP {tcp / 2**20:.0f} MB/s = {ratio:.2f} "
+            f"{fleet / 2**20:.0f} MB/s vs plain TCP {tcp / 2**20:.0f} MB/s (best of "
+            f"{args.repeats} each, alternated) = {ratio:.2f}, median per pair {paired:.2f} "
             f"(bar >= 0.5: {'PASS' if ratio >= 0.5 else 'FAIL'}; load {os.getloadavg()[0]:.1f} "
             f"on {os.cpu_count()} cores: the fleet needs both, so other work lowers the ratio)"
         )
+        if args.skip_rounds:
+            return
         config = RunConfig(
             dataset="mnist-5k", model="cnn-small", clients=10, rounds=args.rounds, seed=0
         )
