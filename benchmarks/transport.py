@@ -3,12 +3,14 @@
 1. Throughput: a model's arrays go to a device and back over the fleet protocol (mutual TLS,
    chunked streams, Flower serde) on loopback, against a plain TCP socket echoing the same
    bytes in the same run; in both, the echoing end is its own process (as a device is) and
-   each receiver puts a payload in fresh memory. Round trips alternate between the two, so
-   that both see the same state of a shared machine, and the best of ``--repeats`` of each
-   after a warm-up pair counts (the median ratio per pair is printed too). Bar: >= 0.5 of the
-   socket's throughput.
-2. Round overhead: the same 10-device run on the ``grpc`` runtime (a coordinator and 10 edge
-   agents in this process, TLS on) and on ``local``; the ratio of their per-round times.
+   each receiver puts a payload in fresh memory. A bare TLS socket (Python's ssl, OpenSSL)
+   echoing the same bytes shows what encryption alone costs against plain TCP. Round trips
+   go to the peers in turn, so that all see the same state of a shared machine, and the best
+   of ``--repeats`` of each after a warm-up turn counts, at each size of ``--megabytes``.
+   Bar: the fleet >= 0.5 of plain TCP's throughput.
+2. Round overhead: the same 10-device run on the ``grpc`` runtime (a coordinator here and 10
+   edge agents, each its own process on one thread, TLS on) and on ``local``; the ratio of
+   their median per-round times.
 
 Prints one summary line per measurement. ``--quick`` uses smaller sizes; ``--skip-rounds``
 measures throughput only.
@@ -19,10 +21,11 @@ import multiprocessing
 import os
 import shutil
 import socket
+import ssl
 import statistics
 import tempfile
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +49,11 @@ from fedge.runtime.local import set_server_identity
 _SPAWN = multiprocessing.get_context("spawn")
 
 
-def _coordinator(root: Path) -> Coordinator:
+def _coordinator(root: Path, *, insecure: bool = False) -> Coordinator:
     init_certs(root / "certs", hosts=("127.0.0.1",))
     coordinator = Coordinator(
         CoordinatorConfig(
+            insecure=insecure,
             address="127.0.0.1:0",
             enroll_address="127.0.0.1:0",
             state_dir=root / "state",
@@ -64,6 +68,7 @@ def _coordinator(root: Path) -> Coordinator:
 
 
 def _enroll(coordinator: Coordinator, root: Path, name: str) -> DeviceIdentity:
+    insecure = coordinator.config.insecure
     issued = coordinator.state.create_token(ttl_seconds=60)
     token = make_token(issued.secret, fingerprint((root / "certs/enroll.pem").read_bytes()))
     return enroll_device(
@@ -72,6 +77,7 @@ def _enroll(coordinator: Coordinator, root: Path, name: str) -> DeviceIdentity:
         token=token,
         state_dir=root / name,
         name=name,
+        insecure=insecure,
     )
 
 
@@ -101,8 +107,8 @@ def _echo_device(state_dir: str) -> None:
 class FleetEcho:
     """A coordinator here and an echoing device in its own process, as on a real network."""
 
-    def __init__(self, root: Path) -> None:
-        self._coordinator = _coordinator(root)
+    def __init__(self, root: Path, *, insecure: bool = False) -> None:
+        self._coordinator = _coordinator(root, insecure=insecure)
         self._identity = _enroll(self._coordinator, root, "echo")
         self._device = _SPAWN.Process(target=_echo_device, args=(str(root / "echo"),), daemon=True)
         self._device.start()
@@ -139,39 +145,56 @@ class FleetEcho:
         self._coordinator.stop(grace=0.5)
 
 
-def _tcp_echo(server: socket.socket) -> None:
-    """Child process: on the first connection, echo each payload (its size first, 8 bytes)."""
+def _echo(server: socket.socket, certs_dir: str | None) -> None:
+    """Child process: on the first connection (TLS with the coordinator's server certificate
+    if ``certs_dir``), echo each payload, sent with its size first (8 bytes)."""
     conn, _ = server.accept()
+    if certs_dir is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(f"{certs_dir}/server.pem", f"{certs_dir}/server.key")
+        conn = context.wrap_socket(conn, server_side=True)
     with conn:
-        while header := conn.recv(8, socket.MSG_WAITALL):
-            size = int.from_bytes(header, "little")
-            buf = bytearray(size)  # a fresh buffer per payload, as the fleet's receiver has
-            view, got = memoryview(buf), 0
-            while got < size:
-                got += conn.recv_into(view[got:])
-            conn.sendall(buf)
+        while header := _receive(conn, bytearray(8)):
+            conn.sendall(_receive(conn, bytearray(int.from_bytes(header, "little"))))
 
 
-class TcpEcho:
-    """A plain loopback TCP socket to an echoing process: the peer the fleet is held to."""
+def _receive(conn: socket.socket, buf: bytearray) -> bytearray:
+    """``buf`` filled from ``conn``; empty if the peer closed the connection first."""
+    view, got = memoryview(buf), 0
+    while got < len(buf):
+        count = conn.recv_into(view[got:])
+        if not count:
+            return bytearray()
+        got += count
+    return buf
 
-    def __init__(self) -> None:
+
+class SocketEcho:
+    """A bare loopback socket to an echoing process: plain TCP, or TLS (Python's ssl, that is
+    OpenSSL) when given the coordinator's certificates. Each receiver puts a payload in a fresh
+    buffer, as the fleet's receivers do."""
+
+    def __init__(self, certs_dir: Path | None = None) -> None:
         server = socket.create_server(("127.0.0.1", 0))
-        self._process = _SPAWN.Process(target=_tcp_echo, args=(server,), daemon=True)
+        certs = None if certs_dir is None else str(certs_dir)
+        self._process = _SPAWN.Process(target=_echo, args=(server, certs), daemon=True)
         self._process.start()
-        self._conn = socket.create_connection(("127.0.0.1", server.getsockname()[1]))
+        conn = socket.create_connection(("127.0.0.1", server.getsockname()[1]))
         server.close()
+        if certs_dir is not None:
+            context = ssl.create_default_context(cafile=str(certs_dir / "ca.pem"))
+            conn = context.wrap_socket(conn, server_hostname="127.0.0.1")
+        self._conn = conn
 
     def round_trip(self, payload: bytes) -> float:
         """Seconds to send ``payload`` and receive it back into a buffer."""
         started = time.perf_counter()
         self._conn.sendall(len(payload).to_bytes(8, "little"))
         self._conn.sendall(payload)
-        buf = bytearray(len(payload))
-        view, got = memoryview(buf), 0
-        while got < len(buf):
-            got += self._conn.recv_into(view[got:])
-        return time.perf_counter() - started
+        echoed = _receive(self._conn, bytearray(len(payload)))
+        seconds = time.perf_counter() - started
+        assert len(echoed) == len(payload)
+        return seconds
 
     def close(self) -> None:
         """Close the connection, which ends the echoing process."""
@@ -179,35 +202,58 @@ class TcpEcho:
         self._process.join(30)
 
 
-def throughputs(root: Path, megabytes: int, repeats: int) -> tuple[float, float, float]:
-    """Bytes per second of the fleet and of plain TCP, and the median per-pair ratio.
+@dataclass(frozen=True)
+class Throughput:
+    """Best round-trip throughput (bytes/s) of each peer at one payload size."""
 
-    The two are measured in alternation, a fleet round trip after each TCP one, so that both
-    see the same state of a shared machine; the first pair warms up and is not counted.
+    megabytes: int
+    fleet: float
+    tcp: float
+    tls: float
+
+
+def throughput(root: Path, megabytes: int, repeats: int) -> Throughput:
+    """The fleet, plain TCP and a bare TLS socket echoing ``megabytes`` of model arrays.
+
+    Round trips go to the three in turn, so that all see the same state of a shared machine,
+    and the best of ``repeats`` of each counts; the first turn warms up and is not counted.
     """
     weights = np.random.default_rng(0).standard_normal(megabytes * 2**18, dtype=np.float32)
     payload = weights.tobytes()
-    tcp, fleet = TcpEcho(), FleetEcho(root)
+    tcp, fleet = SocketEcho(), FleetEcho(root)
+    tls = SocketEcho(root / "certs")
     try:
-        pairs = [(tcp.round_trip(payload), fleet.round_trip(weights)) for _ in range(repeats + 1)]
+        turns = [
+            (tcp.round_trip(payload), fleet.round_trip(weights), tls.round_trip(payload))
+            for _ in range(repeats + 1)
+        ]
     finally:
-        tcp.close()
-        fleet.close()
-    tcp_best = min(t for t, _ in pairs[1:])
-    fleet_best = min(f for _, f in pairs[1:])
-    ratios = statistics.median(t / f for t, f in pairs[1:])
-    return 2 * weights.nbytes / fleet_best, 2 * len(payload) / tcp_best, ratios
+        for peer in (tcp, fleet, tls):
+            peer.close()
+    best = [min(times) for times in zip(*turns[1:], strict=True)]
+    tcp_rate, fleet_rate, tls_rate = (2 * len(payload) / seconds for seconds in best)
+    return Throughput(megabytes, fleet=fleet_rate, tcp=tcp_rate, tls=tls_rate)
+
+
+def _training_device(state_dir: str, data_dir: str) -> None:
+    """Child process: the enrolled device at ``state_dir`` training on ``data_dir``."""
+    torch.set_num_threads(1)  # as local's clients: each trains on one thread
+    EdgeAgent(
+        load_identity(Path(state_dir)),
+        data_dir=Path(data_dir),
+        settings=AgentSettings(wait_seconds=2, heartbeat_seconds=0.5),
+    ).run()
 
 
 def grpc_rounds(root: Path, config: RunConfig) -> float:
-    """Median seconds per round of ``config`` on the grpc runtime, in-process devices."""
+    """Median seconds per round of ``config`` on the grpc runtime, each device a process."""
     from fedge.app.server import run_federation
 
     coordinator = _coordinator(root)
-    agents, threads = [], []
+    devices = []
     try:
         for i in range(config.clients):
-            identity = _enroll(coordinator, root, f"dev{i}")
+            _enroll(coordinator, root, f"dev{i}")
             data = write_device_data(
                 root / f"data{i}",
                 dataset=config.dataset,
@@ -215,14 +261,9 @@ def grpc_rounds(root: Path, config: RunConfig) -> float:
                 num_partitions=config.clients,
                 seed=config.seed,
             )
-            agent = EdgeAgent(
-                identity,
-                data_dir=data,
-                settings=AgentSettings(wait_seconds=2, heartbeat_seconds=0.5),
-            )
-            agents.append(agent)
-            threads.append(threading.Thread(target=agent.run, daemon=True))
-            threads[-1].start()
+            args = (str(root / f"dev{i}"), str(data))
+            devices.append(_SPAWN.Process(target=_training_device, args=args, daemon=True))
+            devices[-1].start()
         set_server_identity(1)
         grid = GrpcGrid(
             coordinator.hub,
@@ -231,7 +272,7 @@ def grpc_rounds(root: Path, config: RunConfig) -> float:
             nodes=lambda: [n + 1 for n in range(config.clients)],
             min_replies=config.clients,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while len(coordinator.hub.online(range(1, config.clients + 1))) < config.clients:
             if time.monotonic() > deadline:
                 raise RuntimeError("devices did not connect")
@@ -239,10 +280,10 @@ def grpc_rounds(root: Path, config: RunConfig) -> float:
         result = run_federation(grid, config)
         return statistics.median(r.seconds for r in result.rounds)
     finally:
-        for agent in agents:
-            agent.stop()
-        for thread in threads:
-            thread.join(30)
+        for device in devices:
+            device.terminate()
+        for device in devices:
+            device.join(30)
         coordinator.stop(grace=0.5)
 
 
@@ -258,27 +299,30 @@ def local_rounds(config: RunConfig) -> float:
 def main() -> None:
     """Run both measurements and print their summaries."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--megabytes", type=int, default=64)
+    parser.add_argument("--megabytes", type=int, nargs="+", default=[64, 16])
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-rounds", action="store_true")
     args = parser.parse_args()
-    megabytes = 16 if args.quick else args.megabytes
+    sizes = [16] if args.quick else args.megabytes
     # One torch thread for both runtimes: on a shared machine, oversubscribed OpenMP threads
     # slow one runtime or the other by several times and the ratio would measure that instead.
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="fedge-bench-"))
     try:
-        fleet, tcp, paired = throughputs(root / "throughput", megabytes, args.repeats)
-        ratio = fleet / tcp
-        print(
-            f"transport: {megabytes} MB model echoed, fleet protocol (mTLS, chunked) "
-            f"{fleet / 2**20:.0f} MB/s vs plain TCP {tcp / 2**20:.0f} MB/s (best of "
-            f"{args.repeats} each, alternated) = {ratio:.2f}, median per pair {paired:.2f} "
-            f"(bar >= 0.5: {'PASS' if ratio >= 0.5 else 'FAIL'}; load {os.getloadavg()[0]:.1f} "
-            f"on {os.cpu_count()} cores: the fleet needs both, so other work lowers the ratio)"
-        )
+        for megabytes in sizes:
+            result = throughput(root / f"throughput{megabytes}", megabytes, args.repeats)
+            ratio = result.fleet / result.tcp
+            print(
+                f"transport: {megabytes} MB of model arrays echoed (best of {args.repeats}, "
+                f"peers in turn): fleet protocol (mutual TLS, chunked) "
+                f"{result.fleet / 2**20:.0f} MB/s vs plain TCP {result.tcp / 2**20:.0f} MB/s "
+                f"= {ratio:.2f} (bar >= 0.5: {'PASS' if ratio >= 0.5 else 'FAIL'}); a bare TLS "
+                f"socket {result.tls / 2**20:.0f} MB/s = {result.tls / result.tcp:.2f} of TCP, "
+                f"the fleet {result.fleet / result.tls:.2f} of it; load "
+                f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+            )
         if args.skip_rounds:
             return
         config = RunConfig(
