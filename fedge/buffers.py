@@ -9,7 +9,8 @@ CPython's ``PyBytes_FromStringAndSize(NULL, n)``, and copies each chunk into it 
 Nothing else holds the object until :meth:`BytesBuilder.build` hands it out, and it is handed
 out only once every byte is written, so no one sees it mutable or partly written.
 
-On interpreters other than CPython the builder collects into a ``bytearray`` and copies once.
+On interpreters other than CPython, or if the layout check at import fails, the builder
+collects into a ``bytearray`` and copies once.
 """
 
 import ctypes
@@ -17,14 +18,23 @@ import sys
 
 __all__ = ["BytesBuilder"]
 
-_CPYTHON = sys.implementation.name == "cpython"
-if _CPYTHON:
+# A bytes object's items start at its last header field (ob_sval), which also holds the
+# terminating NUL of an empty object: the basic size minus that byte.
+_ITEMS_OFFSET = bytes.__basicsize__ - 1
+
+
+def _items_are_where_expected() -> bool:
+    # Reading (not writing) a known object through the computed address proves the layout.
+    probe = b"fedge-buffers-probe"
+    found = ctypes.string_at(id(probe) + _ITEMS_OFFSET, len(probe))
+    return found == probe
+
+
+_IN_PLACE = sys.implementation.name == "cpython" and _items_are_where_expected()
+if _IN_PLACE:
     _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
     _new_bytes.restype = ctypes.py_object  # a new reference, owned by the caller
     _new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
-    # A bytes object's items start at its last header field (ob_sval), which is also where
-    # CPython puts the terminating NUL of an empty object: the basic size minus that byte.
-    _ITEMS_OFFSET = bytes.__basicsize__ - 1
 
 
 class BytesBuilder:
@@ -40,7 +50,7 @@ class BytesBuilder:
         self._result: bytes | bytearray
         if size == 0:
             self._result, self._view = b"", memoryview(b"")
-        elif _CPYTHON:
+        elif _IN_PLACE:
             self._result = _new_bytes(None, size)
             items = (ctypes.c_char * size).from_address(id(self._result) + _ITEMS_OFFSET)
             self._view = memoryview(items).cast("B")
