@@ -1,7 +1,9 @@
 """Over-the-air delivery and hot-swap benchmark (issue 6), each figure against a peer in the run.
 
 1. Throughput: one artifact downloaded over ModelHubService (real gRPC server on 127.0.0.1)
-   against a plain TCP socket moving the same bytes. Bar: gRPC >= 0.5 of TCP.
+   against a plain TCP socket moving the same bytes. Bar: gRPC >= 0.5 of TCP. The same
+   download over TLS, as devices fetch from the coordinator, is printed beside it: what
+   encryption costs on top of the protocol.
 2. Fan-out: 100 concurrent devices (own channel each) fetch a 10 MB artifact from a hub running
    in its own process; total time against 100x one device, and the hub's peak memory.
 3. Hot swap: 50 model swaps while a client sends predictions continuously over InferenceService;
@@ -28,9 +30,17 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from fedge.coordinator.hub import serve_hub
+from fedge.coordinator.hub import add_hub_service, serve_hub
+from fedge.coordinator.pki import init_certs
 from fedge.edge.inference import InferenceEngine, serve_inference
-from fedge.net import use_zero_copy_streams
+from fedge.net import (
+    ClientTLS,
+    ServerTLS,
+    bind,
+    create_channel,
+    create_server,
+    use_zero_copy_streams,
+)
 from fedge.release import ReleaseStore, db_url_for
 from fedge.release.testing import make_linear_model
 from fedge.v1 import hub_pb2, hub_pb2_grpc, inference_pb2, inference_pb2_grpc
@@ -44,9 +54,15 @@ def _artifact(path: Path, megabytes: int, seed: int) -> Path:
     return path
 
 
-def _grpc_fetch(port: int, sha: str, chunk_size: int) -> None:
-    """Download a whole artifact on a fresh channel (a device), checking its hash."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}", options=GRPC_OPTIONS) as channel:
+def _grpc_fetch(port: int, sha: str, chunk_size: int, tls: ClientTLS | None = None) -> None:
+    """Download a whole artifact on a fresh channel (a device), checking its hash; over TLS
+    (the server authenticated, as devices see the coordinator) if ``tls``."""
+    address = f"127.0.0.1:{port}"
+    if tls is None:
+        channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+    else:
+        channel = create_channel(address, tls=tls)
+    with channel:
         stub = hub_pb2_grpc.ModelHubServiceStub(channel)
         # As the device's updater does (fedge.edge.updater.GrpcHubClient).
         use_zero_copy_streams(stub, channel, hub_pb2.DESCRIPTOR.services_by_name["ModelHubService"])
@@ -85,26 +101,32 @@ def _tcp_fetch(port: int, sha: str) -> None:
         raise RuntimeError("TCP download corrupted")
 
 
-def bench_throughput(tmp: Path, megabytes: int) -> tuple[float, float]:
-    """MB/s of gRPC and of plain TCP for the same file from the same process (best of 9)."""
+def bench_throughput(tmp: Path, megabytes: int) -> tuple[float, float, float]:
+    """MB/s of gRPC, of gRPC over TLS and of plain TCP for the same file from the same process
+    (best of 9 each, in turn)."""
     root = tmp / "throughput"
     store = ReleaseStore(root=root, db_url=db_url_for(root / "hub.db"))
     sha, _ = store.add_artifact(_artifact(tmp / "thr.bin", megabytes, 1))
     store.close()
     hub = _Hub(root, sha)
-    grpc_times, tcp_times = [], []
+    grpc_times, tls_times, tcp_times = [], [], []
     try:
         _grpc_fetch(hub.port, sha, 0)  # warm up
-        for _ in range(9):  # interleaved, best of 9: the machine is shared and noisy
+        _grpc_fetch(hub.tls_port, sha, 0, hub.tls)
+        for _ in range(9):  # in turn, best of 9: the machine is shared and noisy
+            # The hub's default chunk size, as devices use.
             start = time.perf_counter()
-            _grpc_fetch(hub.port, sha, 0)  # the hub's default chunk size, as devices use
+            _grpc_fetch(hub.port, sha, 0)
             grpc_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            _grpc_fetch(hub.tls_port, sha, 0, hub.tls)
+            tls_times.append(time.perf_counter() - start)
             start = time.perf_counter()
             _tcp_fetch(hub.tcp_port, sha)
             tcp_times.append(time.perf_counter() - start)
     finally:
         hub.close()
-    return megabytes / min(grpc_times), megabytes / min(tcp_times)
+    return megabytes / min(grpc_times), megabytes / min(tls_times), megabytes / min(tcp_times)
 
 
 def _vm_kb(pid: int, field: str) -> int:
@@ -115,22 +137,32 @@ def _vm_kb(pid: int, field: str) -> int:
 
 
 def hub_process_main(root: str, sha: str) -> None:
-    """Child (the coordinator): serve the store at ``root`` over gRPC, and the artifact ``sha``
-    over plain TCP as the peer; print both ports; serve until stdin closes."""
+    """Child (the coordinator): serve the store at ``root`` over gRPC, without and with TLS
+    (the certificates under ``root/certs``), and the artifact ``sha`` over plain TCP as the
+    peer; print the three ports; serve until stdin closes."""
     store = ReleaseStore(root=Path(root), db_url=db_url_for(Path(root) / "hub.db"))
     server, port = serve_hub(store, max_workers=128)
+    tls_server = create_server(max_workers=128)
+    add_hub_service(tls_server, store)
+    certs = Path(root) / "certs"
+    tls = ServerTLS((certs / "server.pem").read_bytes(), (certs / "server.key").read_bytes())
+    tls_port = bind(tls_server, "127.0.0.1:0", tls)
+    tls_server.start()
     listener, tcp_port = _tcp_server(store.artifact_path(sha))
-    sys.stdout.write(f"{port} {tcp_port}\n")
+    sys.stdout.write(f"{port} {tls_port} {tcp_port}\n")
     sys.stdout.flush()
     sys.stdin.read()
     listener.close()
     server.stop(grace=None)
+    tls_server.stop(grace=None)
 
 
 class _Hub:
     """A hub child process for one stored artifact."""
 
     def __init__(self, root: Path, sha: str) -> None:
+        init_certs(root / "certs", hosts=("127.0.0.1",))
+        self.tls = ClientTLS(ca_pem=(root / "certs/ca.pem").read_bytes())
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--serve-hub", str(root), "--sha", sha],
             stdin=subprocess.PIPE,
@@ -138,7 +170,8 @@ class _Hub:
             text=True,
         )
         assert self.proc.stdout is not None
-        self.port, self.tcp_port = (int(p) for p in self.proc.stdout.readline().split())
+        ports = [int(p) for p in self.proc.stdout.readline().split()]
+        self.port, self.tls_port, self.tcp_port = ports
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -249,15 +282,16 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="fedge-delivery-") as name:
         tmp = Path(name)
-        grpc_mbs, tcp_mbs = bench_throughput(tmp, args.megabytes)
+        grpc_mbs, tls_mbs, tcp_mbs = bench_throughput(tmp, args.megabytes)
         total, one, idle_mb, peak_mb = bench_fanout(tmp, args.devices)
         requests, failed, p99_swap, p99_calm = bench_hot_swap(tmp, args.swaps)
     ratio = grpc_mbs / tcp_mbs
     fan = total / (args.devices * one)
     ok = ratio >= 0.5 and failed == 0
     print(
-        f"delivery: {'PASS' if ok else 'FAIL'} | gRPC {grpc_mbs:.0f} MB/s vs TCP "
-        f"{tcp_mbs:.0f} MB/s = {ratio:.2f} (bar 0.5) | {args.devices} devices x 10 MB in "
+        f"delivery: {'PASS' if ok else 'FAIL'} | gRPC without TLS {grpc_mbs:.0f} MB/s vs TCP "
+        f"{tcp_mbs:.0f} MB/s = {ratio:.2f} (bar 0.5); over TLS, as devices fetch, "
+        f"{tls_mbs:.0f} MB/s = {tls_mbs / tcp_mbs:.2f} | {args.devices} devices x 10 MB in "
         f"{total:.2f} s vs "
         f"{args.devices}x one ({args.devices * one:.2f} s) = {fan:.2f}, hub peak RSS "
         f"{peak_mb:.0f} MB (idle {idle_mb:.0f} MB) | {args.swaps} hot swaps: {failed} failed of "
