@@ -4,25 +4,14 @@ import time
 from pathlib import Path
 
 from fedge.config import RunConfig
-from fedge.coordinator.config import CoordinatorConfig
-from fedge.coordinator.pki import init_certs
-from fedge.coordinator.server import Coordinator
 from fedge.coordinator.state import RunState
+
+from .conftest import start_fleet
 
 
 def test_a_run_without_enough_devices_is_retried_then_failed(tmp_path: Path) -> None:
-    init_certs(tmp_path / "certs", hosts=("127.0.0.1",))
-    coordinator = Coordinator(
-        CoordinatorConfig(
-            address="127.0.0.1:0",
-            enroll_address="127.0.0.1:0",
-            state_dir=tmp_path / "state",
-            certs_dir=tmp_path / "certs",
-            wait_for_devices_seconds=0.5,
-            max_attempts=2,
-        )
-    )
-    coordinator.start()
+    fleet = start_fleet(tmp_path, wait_for_devices_seconds=0.5, max_attempts=2)
+    coordinator = fleet.coordinator
     try:
         run = coordinator.runs.submit(RunConfig(dataset="digits", model="mlp", rounds=2))
         deadline = time.monotonic() + 60
@@ -35,4 +24,4 @@ def test_a_run_without_enough_devices_is_retried_then_failed(tmp_path: Path) -> 
         kinds = [e.kind for e in coordinator.state.events(run_id=run.id)]
         assert kinds.count("round-failed") == 2
     finally:
-        coordinator.stop(grace=0.5)
+        fleet.close()

@@ -18,7 +18,6 @@ import pytest
 from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
 from fedge.config import RunConfig
-from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.errors import PayloadError
 from fedge.coordinator.serde import PayloadAssembler, encode_message
 from fedge.coordinator.server import Coordinator
@@ -28,7 +27,7 @@ from fedge.runtime.grpc import GrpcGrid
 from fedge.runtime.local import set_server_identity
 from fedge.v1 import fleet_pb2, fleet_pb2_grpc
 
-from .conftest import Fleet, pull_task
+from .conftest import Fleet, pull_task, start_fleet
 
 S = grpc.StatusCode
 
@@ -152,16 +151,8 @@ def test_over_mutual_tls_payloads_travel_without_a_hash(fleet: Fleet) -> None:
 
 
 def test_without_tls_the_hash_is_sent_and_required(tmp_path: Path) -> None:
-    coordinator = Coordinator(
-        CoordinatorConfig(
-            address="127.0.0.1:0",
-            enroll_address="127.0.0.1:0",
-            state_dir=tmp_path / "state",
-            certs_dir=tmp_path / "no-certs",
-            insecure=True,
-        )
-    )
-    ports = coordinator.start()
+    fleet = start_fleet(tmp_path, insecure=True)
+    coordinator, ports = fleet.coordinator, fleet.coordinator.ports
     channel = None
     try:
         identity = enroll_device(
@@ -192,4 +183,4 @@ def test_without_tls_the_hash_is_sent_and_required(tmp_path: Path) -> None:
     finally:
         if channel is not None:
             channel.close()
-        coordinator.stop(grace=0.5)
+        fleet.close()
