@@ -49,11 +49,10 @@ from fedge.runtime.local import set_server_identity
 _SPAWN = multiprocessing.get_context("spawn")
 
 
-def _coordinator(root: Path, *, insecure: bool = False) -> Coordinator:
+def _coordinator(root: Path) -> Coordinator:
     init_certs(root / "certs", hosts=("127.0.0.1",))
     coordinator = Coordinator(
         CoordinatorConfig(
-            insecure=insecure,
             address="127.0.0.1:0",
             enroll_address="127.0.0.1:0",
             state_dir=root / "state",
@@ -68,7 +67,6 @@ def _coordinator(root: Path, *, insecure: bool = False) -> Coordinator:
 
 
 def _enroll(coordinator: Coordinator, root: Path, name: str) -> DeviceIdentity:
-    insecure = coordinator.config.insecure
     issued = coordinator.state.create_token(ttl_seconds=60)
     token = make_token(issued.secret, fingerprint((root / "certs/enroll.pem").read_bytes()))
     return enroll_device(
@@ -77,7 +75,6 @@ def _enroll(coordinator: Coordinator, root: Path, name: str) -> DeviceIdentity:
         token=token,
         state_dir=root / name,
         name=name,
-        insecure=insecure,
     )
 
 
@@ -107,8 +104,8 @@ def _echo_device(state_dir: str) -> None:
 class FleetEcho:
     """A coordinator here and an echoing device in its own process, as on a real network."""
 
-    def __init__(self, root: Path, *, insecure: bool = False) -> None:
-        self._coordinator = _coordinator(root, insecure=insecure)
+    def __init__(self, root: Path) -> None:
+        self._coordinator = _coordinator(root)
         self._identity = _enroll(self._coordinator, root, "echo")
         self._device = _SPAWN.Process(target=_echo_device, args=(str(root / "echo"),), daemon=True)
         self._device.start()

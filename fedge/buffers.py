@@ -65,12 +65,13 @@ class BytesBuilder:
 
     def write(self, data: bytes | memoryview) -> None:
         """Copy ``data`` after what was written so far; ``ValueError`` past ``size``."""
-        count = memoryview(data).nbytes
+        view = memoryview(data).cast("B")
+        count = len(view)
         if count > self.remaining:
             raise ValueError(f"{count} bytes do not fit: {self.remaining} of {self._size} left")
         if not count:
             return
-        self._view[self._pos : self._pos + count] = memoryview(data).cast("B")
+        self._view[self._pos : self._pos + count] = view
         self._pos += count
 
     def build(self) -> bytes:

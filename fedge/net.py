@@ -2,13 +2,13 @@
 
 Every fedge process talks gRPC through these helpers, so the message size limit, keepalive
 and credentials are the same everywhere. Payloads larger than one message travel in chunks
-(:func:`split_chunks`); a single message over ``max_message_bytes`` is refused by gRPC itself
-with ``RESOURCE_EXHAUSTED``. Services are registered with :func:`add_service`, whose
-deserializers turn undecodable bytes into :class:`Malformed` so that servicers can refuse them
-with a reason instead of gRPC's anonymous ``INTERNAL``.
+(:func:`chunk_encoder`, :func:`chunk_parser`); a single message over ``max_message_bytes``
+is refused by gRPC itself with ``RESOURCE_EXHAUSTED``. Services are registered with
+:func:`add_service`, whose deserializers turn undecodable bytes into :class:`Malformed` so
+that servicers can refuse them with a reason instead of gRPC's anonymous ``INTERNAL``.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +33,6 @@ __all__ = [
     "chunk_parser",
     "create_channel",
     "create_server",
-    "split_chunks",
     "use_zero_copy_streams",
 ]
 
@@ -144,13 +143,6 @@ def create_channel(
         certificate_chain=tls.cert_pem,
     )
     return grpc.secure_channel(address, credentials, options=opts)
-
-
-def split_chunks(payload: bytes, chunk_bytes: int) -> Iterator[bytes]:
-    """``payload`` in pieces of at most ``chunk_bytes`` (views, no copies until sent)."""
-    view = memoryview(payload)
-    for start in range(0, len(payload), chunk_bytes):
-        yield bytes(view[start : start + chunk_bytes])
 
 
 def add_service(server: grpc.Server, service: ServiceDescriptor, servicer: object) -> None:

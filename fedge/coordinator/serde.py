@@ -75,13 +75,10 @@ class EncodedMessage:
         """The payload's size."""
         return sum(self.part_bytes)
 
-    def chunks(self, chunk_bytes: int) -> Iterator[bytes]:
-        """The payload in pieces of at most ``chunk_bytes`` (a piece never spans two parts)."""
-        return (bytes(view) for view in self.views(chunk_bytes))
-
     def views(self, chunk_bytes: int) -> Iterator[memoryview]:
-        """As :meth:`chunks`, but views of the parts, not copies: a sender frames the chunk's
-        message around each in one copy (:func:`fedge.net.chunk_encoder`)."""
+        """The payload in pieces of at most ``chunk_bytes`` (a piece never spans two parts),
+        as views of the parts, not copies: a sender frames the chunk's message around each in
+        one copy (:func:`fedge.net.chunk_encoder`)."""
         for part in self.parts:
             view = memoryview(part)
             for start in range(0, len(part), chunk_bytes):

@@ -150,8 +150,8 @@ def _push(stub: Any, header: Any, payload: EncodedMessage, **changes: Any) -> gr
 
     def parts() -> Iterator[fleet_pb2.PushResultRequest]:
         yield fleet_pb2.PushResultRequest(header=fleet_pb2.ResultHeader(**fields))
-        for data in payload.chunks(16):
-            yield fleet_pb2.PushResultRequest(chunk=fleet_pb2.Chunk(data=data))
+        for data in payload.views(16):
+            yield fleet_pb2.PushResultRequest(chunk=fleet_pb2.Chunk(data=bytes(data)))
 
     try:
         stub.PushResult(parts(), timeout=10)

@@ -87,8 +87,8 @@ def test_payload_reassembles_across_chunks(chunk: int) -> None:
     assembler = PayloadAssembler(
         expected_bytes=encoded.total_bytes, part_bytes=encoded.part_bytes, sha256=encoded.sha256
     )
-    for piece in encoded.chunks(chunk):
-        assembler.add(memoryview(piece))  # as the chunk views arrive
+    for piece in encoded.views(chunk):
+        assembler.add(piece)  # as the chunk views arrive
     parts = assembler.finish()
     assert parts == encoded.parts and all(type(p) is bytes for p in parts)
     decoded = decode_message(parts)
