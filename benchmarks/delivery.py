@@ -30,18 +30,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from fedge.coordinator.hub import add_hub_service, serve_hub
+from fedge.coordinator.hub import serve_hub
 from fedge.coordinator.pki import init_certs
 from fedge.edge.inference import InferenceEngine, serve_inference
-from fedge.net import (
-    ClientTLS,
-    ServerTLS,
-    bind,
-    create_channel,
-    create_server,
-    use_zero_copy_streams,
-)
-from fedge.release import ReleaseStore, db_url_for
+from fedge.protocol.transport import ClientTLS, ServerTLS, create_channel
+from fedge.protocol.wire import use_zero_copy_streams
+from fedge.release.store import ReleaseStore
 from fedge.release.testing import make_linear_model
 from fedge.v1 import hub_pb2, hub_pb2_grpc, inference_pb2, inference_pb2_grpc
 
@@ -105,7 +99,7 @@ def bench_throughput(tmp: Path, megabytes: int) -> tuple[float, float, float]:
     """MB/s of gRPC, of gRPC over TLS and of plain TCP for the same file from the same process
     (best of 9 each, in turn)."""
     root = tmp / "throughput"
-    store = ReleaseStore(root=root, db_url=db_url_for(root / "hub.db"))
+    store = ReleaseStore(root=root)
     sha, _ = store.add_artifact(_artifact(tmp / "thr.bin", megabytes, 1))
     store.close()
     hub = _Hub(root, sha)
@@ -140,15 +134,12 @@ def hub_process_main(root: str, sha: str) -> None:
     """Child (the coordinator): serve the store at ``root`` over gRPC, without and with TLS
     (the certificates under ``root/certs``), and the artifact ``sha`` over plain TCP as the
     peer; print the three ports; serve until stdin closes."""
-    store = ReleaseStore(root=Path(root), db_url=db_url_for(Path(root) / "hub.db"))
+    store = ReleaseStore(root=Path(root))
     server, port = serve_hub(store, max_workers=128)
-    tls_server = create_server(max_workers=128)
-    add_hub_service(tls_server, store)
     certs = Path(root) / "certs"
     tls = ServerTLS((certs / "server.pem").read_bytes(), (certs / "server.key").read_bytes())
-    tls_port = bind(tls_server, "127.0.0.1:0", tls)
-    tls_server.start()
-    listener, tcp_port = _tcp_server(store.artifact_path(sha))
+    tls_server, tls_port = serve_hub(store, max_workers=128, tls=tls)
+    listener, tcp_port = _tcp_server(store.artifacts.path(sha))
     sys.stdout.write(f"{port} {tls_port} {tcp_port}\n")
     sys.stdout.flush()
     sys.stdin.read()
@@ -187,7 +178,7 @@ class _Hub:
 def bench_fanout(tmp: Path, devices: int) -> tuple[float, float, float, float]:
     """(total s for ``devices`` concurrent, one device s, hub RSS before MB, hub peak MB)."""
     root = tmp / "fanout"
-    store = ReleaseStore(root=root, db_url=db_url_for(root / "hub.db"))
+    store = ReleaseStore(root=root)
     sha, _ = store.add_artifact(_artifact(tmp / "ten.bin", 10, 2))
     store.close()
     hub = _Hub(root, sha)

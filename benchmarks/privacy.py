@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from fedge.app.config import RunConfig
 from fedge.app.results import RoundRecord
-from fedge.config import RunConfig
-from fedge.privacy.settings import central_noise_multiplier
-from fedge.simulation import simulate
+from fedge.privacy.config import PrivacyConfig as DpConfig
+from fedge.simulation import DEFAULT_DEVICE_STATE_ROOT, simulate
 
 DELTA = 1e-5
 CENTRAL_BAR = 0.80
@@ -43,14 +43,18 @@ class Row:
     seconds: float
 
 
-def _run(name: str, config: RunConfig, epsilon_key: str | None) -> Row:
+def _run(name: str, config: RunConfig, epsilon_key: str | None, root: Path | None = None) -> Row:
     started = time.perf_counter()
-    result = simulate(config, on_round=_progress if VERBOSE else None)
+    result = simulate(
+        config,
+        on_round=_progress if VERBOSE else None,
+        device_state_root=root or DEFAULT_DEVICE_STATE_ROOT,
+    )
     last = result.rounds[-1].extra if result.rounds else {}
     epsilon = float(last[epsilon_key]) if epsilon_key and epsilon_key in last else None
     noise = None
-    if config.dp_target_epsilon is not None:
-        noise = central_noise_multiplier(config)
+    if config.privacy.dp_target_epsilon is not None:
+        noise = config.privacy.noise_multiplier(fraction=config.fraction, rounds=config.rounds)
     row = Row(
         name,
         config.clients,
@@ -93,16 +97,18 @@ def central_config(args: argparse.Namespace, epsilon: float | None) -> RunConfig
         lr=args.central_lr,
         momentum=0.0,
         strategy="fedavg",
-        dp_target_epsilon=epsilon,
-        dp_clip=args.clip,
-        dp_adaptive_clip=args.adaptive and epsilon is not None,
-        dp_delta=DELTA,
-        dp_seed=args.seed,
+        privacy=DpConfig(
+            dp_target_epsilon=epsilon,
+            dp_clip=args.clip,
+            dp_adaptive_clip=args.adaptive and epsilon is not None,
+            dp_delta=DELTA,
+            dp_seed=args.seed,
+        ),
         seed=args.seed,
     )
 
 
-def local_config(args: argparse.Namespace, epsilon: float | None, root: Path) -> RunConfig:
+def local_config(args: argparse.Namespace, epsilon: float | None) -> RunConfig:
     """10 clients, every client every round; each device spends at most ``epsilon``."""
     return RunConfig(
         dataset="mnist-5k",
@@ -114,13 +120,14 @@ def local_config(args: argparse.Namespace, epsilon: float | None, root: Path) ->
         batch_size=args.local_batch if epsilon is not None else 32,
         lr=args.local_lr if epsilon is not None else 0.05,
         momentum=args.local_momentum if epsilon is not None else 0.9,
-        local_dp_epsilon=epsilon,
-        local_dp_clip=args.local_clip,
-        dp_accountant=args.local_accountant,
-        dp_delta=DELTA,
-        dp_seed=args.seed,
+        privacy=DpConfig(
+            local_dp_epsilon=epsilon,
+            local_dp_clip=args.local_clip,
+            dp_accountant=args.local_accountant,
+            dp_delta=DELTA,
+            dp_seed=args.seed,
+        ),
         seed=args.seed,
-        device_state_root=str(root / f"devices-{epsilon}"),
     )
 
 
@@ -185,7 +192,8 @@ def main() -> int:
         base = central_config(args, None)
         print(
             f"central DP: {base.model}, {base.clients} clients, q = {base.fraction}, "
-            f"{base.rounds} rounds, clip {base.dp_clip}" + (" (adaptive)" if args.adaptive else "")
+            f"{base.rounds} rounds, clip {base.privacy.dp_clip}"
+            + (" (adaptive)" if args.adaptive else "")
         )
         rows["central-none"] = _run("non-private", base, None)
         for eps in [float(e) for e in args.epsilons.split(",")]:
@@ -199,18 +207,21 @@ def main() -> int:
         ok &= _flower_comparison(args, rows, summary)
     if args.only in ("local", "all"):
         with tempfile.TemporaryDirectory() as tmp:
-            base = local_config(args, None, Path(tmp))
+            base = local_config(args, None)
             print(
                 f"local DP-SGD (Opacus): {base.model}, 10 clients, {base.rounds} rounds, "
                 f"batch {args.local_batch}, lr {args.local_lr}, {args.local_epochs} epoch(s), "
-                f"clip {base.local_dp_clip}"
+                f"clip {base.privacy.local_dp_clip}"
             )
             if not args.no_baseline:
                 rows["local-none"] = _run("non-private", base, None)
             for eps in [float(e) for e in args.local_epsilons.split(",")]:
-                cfg = local_config(args, eps, Path(tmp))
+                cfg = local_config(args, eps)
                 rows[f"local-{eps:g}"] = _run(
-                    f"local eps<={eps:g}/device", cfg, "device_epsilon_max"
+                    f"local eps<={eps:g}/device",
+                    cfg,
+                    "device_epsilon_max",
+                    Path(tmp) / f"devices-{eps:g}",
                 )
         local = rows.get("local-8")
         if local is not None:

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fedge.app.config import RunConfig
 from fedge.compress import ReleaseReport, ReleaseSettings, build_release
-from fedge.config import RunConfig
 
 BAR_SIZE_X = 20.0
 BAR_LATENCY_X = 5.0

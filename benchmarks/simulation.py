@@ -29,7 +29,7 @@ import flwr_datasets.partitioner  # noqa: F401
 import numpy as np
 import torch
 
-from fedge.config import RunConfig
+from fedge.app.config import RunConfig
 from fedge.simulation import simulate
 
 MEMORY_LIMIT_GIB = 4.0
@@ -151,7 +151,7 @@ def peak_memory_1000_clients() -> tuple[float, float]:
     """Peak RSS (GiB) and final accuracy of 1,000 clients on ``local``, in a fresh process."""
     code = (
         "import json, logging, sys\n"
-        "from fedge.config import RunConfig\n"
+        "from fedge.app.config import RunConfig\n"
         "from fedge.simulation import simulate\n"
         "r = simulate(RunConfig(clients=1000, fraction=0.1, rounds=5))\n"
         "print(json.dumps({'accuracy': r.final_accuracy}))\n"

@@ -34,15 +34,16 @@ from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRe
 from flwr.clientapp import ClientApp
 
 from fedge.app.arrays import array_values
-from fedge.config import RunConfig
+from fedge.app.config import RunConfig
 from fedge.coordinator.config import CoordinatorConfig
-from fedge.coordinator.fleet import make_token
-from fedge.coordinator.pki import fingerprint, init_certs
+from fedge.coordinator.grid import GrpcGrid
+from fedge.coordinator.pki import init_certs
 from fedge.coordinator.server import Coordinator
+from fedge.data.device import write_device_data
 from fedge.edge.agent import AgentSettings, EdgeAgent
-from fedge.edge.data import write_device_data
 from fedge.edge.identity import DeviceIdentity, enroll_device, load_identity
-from fedge.runtime.grpc import GrpcGrid
+from fedge.protocol.pki import fingerprint
+from fedge.protocol.tokens import make_token
 from fedge.runtime.local import set_server_identity
 
 # Peers run in child processes started afresh (no fork of a process running gRPC threads).

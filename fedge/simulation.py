@@ -5,15 +5,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedge.app import RunResult, build_client_app, build_server_app
+from fedge.app.config import RunConfig
 from fedge.app.server import RoundCallback
-from fedge.config import RunConfig
 from fedge.errors import ConfigError
 from fedge.runtime import run_local, run_ray
 
 if TYPE_CHECKING:  # the release stack (onnx, onnxruntime) loads only when a release is built
     from fedge.compress.runs import ReleaseCallback
 
-__all__ = ["simulate"]
+__all__ = ["DEFAULT_DEVICE_STATE_ROOT", "simulate"]
+
+#: Where simulated devices keep their privacy ledgers, one folder per partition.
+DEFAULT_DEVICE_STATE_ROOT = Path(".fedge/devices")
 
 
 def simulate(
@@ -22,13 +25,15 @@ def simulate(
     out_dir: Path | None = None,
     on_round: RoundCallback | None = None,
     on_release: "ReleaseCallback | None" = None,
+    device_state_root: Path = DEFAULT_DEVICE_STATE_ROOT,
 ) -> RunResult:
     """Train ``config`` on a simulated fleet and return the run's result.
 
     With ``out_dir`` the run writes ``results.json``, per-round checkpoints, the final
     ``model.pt`` and the plots there, and (``config.release``) a release in ``release/``
     (every ``config.release_every`` rounds also in ``release-round-K/``); ``on_release`` is
-    told when each release build starts and ends.
+    told when each release build starts and ends. Simulated devices keep their privacy
+    ledgers under ``device_state_root`` (resolved here: Ray's workers have another cwd).
     """
     from fedge.compress.runs import check_release_config, release_after_run, with_round_releases
 
@@ -39,8 +44,11 @@ def simulate(
     check_release_config(config)
     on_round = with_round_releases(config, out_dir, on_round, on_release)
     results: list[RunResult] = []
-    server_app = build_server_app(config, out_dir=out_dir, on_round=on_round, results=results)
-    client_app = build_client_app(config)
+    root = Path(device_state_root).expanduser().absolute()
+    server_app = build_server_app(
+        config, out_dir=out_dir, on_round=on_round, results=results, device_state_root=root
+    )
+    client_app = build_client_app(config, device_state_root=root)
     if config.runtime == "local":
         run_local(server_app, client_app, num_nodes=config.clients)
     elif config.runtime == "ray":

@@ -1,10 +1,24 @@
-"""Shared fixtures: quiet Flower logs and small, fast run configs."""
+"""Shared fixtures: quiet Flower logs, small run configs, an in-process coordinator (``fleet``)."""
 
 import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
-from fedge.config import RunConfig
+from fedge.app.config import RunConfig
+from fedge.coordinator.config import CoordinatorConfig
+from fedge.coordinator.pki import init_certs
+from fedge.coordinator.server import Coordinator
+from fedge.edge.identity import DeviceIdentity, enroll_device
+from fedge.protocol.pki import fingerprint
+from fedge.protocol.tokens import make_token
+from fedge.protocol.transport import ClientTLS, create_channel
+from fedge.v1 import control_pb2_grpc, fleet_pb2, fleet_pb2_grpc
 
 
 @pytest.fixture(autouse=True)
@@ -24,3 +38,108 @@ def tiny_config() -> RunConfig:
         lr=0.05,
         batch_size=16,
     )
+
+
+@dataclass
+class Fleet:
+    """A running coordinator and what tests need to reach it."""
+
+    coordinator: Coordinator
+    root: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.coordinator.ports['fleet']}"
+
+    @property
+    def enroll_address(self) -> str:
+        return f"127.0.0.1:{self.coordinator.ports['enroll']}"
+
+    def token(self) -> str:
+        issued = self.coordinator.state.create_token(ttl_seconds=60)
+        pem = (self.root / "certs" / "enroll.pem").read_bytes()
+        return make_token(issued.secret, fingerprint(pem))
+
+    def enroll(self, name: str = "dev") -> DeviceIdentity:
+        return enroll_device(
+            coordinator=self.address,
+            token=self.token(),
+            state_dir=self.root / name,
+            name=name,
+            enroll_address=self.enroll_address,
+        )
+
+    def trainer(self, name: str, dataset: str = "digits") -> DeviceIdentity:
+        """An enrolled device that has said, once, that it trains on ``dataset``-shaped data."""
+        from fedge.data import get_dataset
+        from fedge.data.device import DataSummary
+        from fedge.protocol.serde import data_summary_to_proto
+
+        identity = self.enroll(name)
+        data = get_dataset(dataset)
+        summary = DataSummary(dataset, data.input_shape, data.num_classes, 100)
+        request = fleet_pb2.HeartbeatRequest(can_train=True, data=data_summary_to_proto(summary))
+        self.fleet_stub(identity).Heartbeat(request, timeout=10)
+        return identity
+
+    def fleet_stub(self, identity: DeviceIdentity) -> fleet_pb2_grpc.FleetServiceStub:
+        channel = create_channel(self.address, tls=identity.tls())
+        self._channels.append(channel)
+        return fleet_pb2_grpc.FleetServiceStub(channel)
+
+    def channel(self, tls: ClientTLS) -> grpc.Channel:
+        channel = create_channel(self.address, tls=tls)
+        self._channels.append(channel)
+        return channel
+
+    @property
+    def operator_args(self) -> list[str]:
+        """The CLI options that reach this coordinator as its operator."""
+        return ["--coordinator", self.address, "--operator", str(self.root / "certs" / "operator")]
+
+    def control_stub(self) -> control_pb2_grpc.ControlServiceStub:
+        op = self.root / "certs" / "operator"
+        tls = ClientTLS(
+            ca_pem=(op / "ca.pem").read_bytes(),
+            cert_pem=(op / "operator.pem").read_bytes(),
+            key_pem=(op / "operator.key").read_bytes(),
+        )
+        return control_pb2_grpc.ControlServiceStub(self.channel(tls))
+
+    def __post_init__(self) -> None:
+        self._channels: list[grpc.Channel] = []
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self.coordinator.stop(grace=0.5)
+
+
+def start_fleet(tmp_path: Path, **overrides: Any) -> Fleet:
+    """A started coordinator with TLS on ephemeral loopback ports (config ``overrides``)."""
+    init_certs(tmp_path / "certs", hosts=("127.0.0.1",))
+    settings: dict[str, Any] = {
+        "address": "127.0.0.1:0",
+        "enroll_address": "127.0.0.1:0",
+        "state_dir": tmp_path / "state",
+        "certs_dir": tmp_path / "certs",
+        "heartbeat_seconds": 0.5,
+        "liveness_seconds": 2.0,
+        "wait_for_devices_seconds": 10.0,
+        "max_message_bytes": 4 * 2**20,
+        "chunk_bytes": 1 * 2**20,
+    }
+    coordinator = Coordinator(CoordinatorConfig(**{**settings, **overrides}))
+    coordinator.start()
+    return Fleet(coordinator, tmp_path)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    """A coordinator with TLS on ephemeral loopback ports; stopped at the end."""
+    f = start_fleet(tmp_path)
+    try:
+        yield f
+    finally:
+        f.close()
+        assert not [t for t in threading.enumerate() if t.name == "fedge-runs" and t.is_alive()]

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from fedge import buffers
-from fedge.buffers import BytesBuilder
+from fedge.protocol import buffers
+from fedge.protocol.buffers import BytesBuilder
 
 
 def test_this_interpreter_builds_in_place() -> None:

@@ -8,6 +8,7 @@ FedProx's ``proximal-mu``) travels in each message, so the server controls the r
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,12 +16,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from torch import nn
 
+from fedge.app.config import RunConfig
 from fedge.app.training import evaluate, train
-from fedge.config import RunConfig
 from fedge.data import get_dataset, parse_partition, partition_indices
+from fedge.data.device import load_device_data
 from fedge.errors import DataError
 from fedge.models import get_model
-from fedge.privacy.settings import local_enabled
 
 __all__ = ["ClientData", "build_client_app", "load_client_data", "simulated_partitions"]
 
@@ -44,14 +45,10 @@ _THREAD = threading.local()
 def load_client_data(config: RunConfig, node_config: dict[str, Any]) -> ClientData:
     """The samples of the client described by ``node_config`` (cached per process).
 
-    A real device names its own ``data-dir`` (see :mod:`fedge.edge.data`); a simulated client
+    A real device names its own ``data-dir`` (see :mod:`fedge.data.device`); a simulated client
     has a ``partition-id`` into the run's dataset.
     """
     if "data-dir" in node_config:
-        from pathlib import Path
-
-        from fedge.edge.data import load_device_data
-
         local = load_device_data(Path(str(node_config["data-dir"])), dataset=config.dataset)
         x_local, y_local = torch.from_numpy(local.x), torch.from_numpy(local.y)
         return ClientData(x_local, y_local, local.input_shape, local.num_classes)
@@ -83,21 +80,38 @@ def simulated_partitions(config: RunConfig, num_partitions: int) -> list[Any]:
         return _PARTITIONS[key]
 
 
-def build_client_app(config: RunConfig | None = None) -> ClientApp:
-    """A ClientApp for ``config``; without one, the config is read from the run config."""
+def build_client_app(
+    config: RunConfig | None = None, *, device_state_root: Path | None = None
+) -> ClientApp:
+    """A ClientApp for ``config``; without one, the config is read from the run config.
+
+    ``device_state_root``: where simulated devices (no ``state-dir`` in their node config) keep
+    their privacy ledgers, one folder per partition.
+    """
     app = ClientApp()
+    root = Path(device_state_root).absolute() if device_state_root is not None else None
 
     @app.train()
     def train_handler(msg: Message, context: Context) -> Message:
-        cfg = config or RunConfig.from_run_config(dict(context.run_config))
-        return _train(msg, context, cfg)
+        return _train(msg, context, config or _run_config(context), root)
 
     @app.evaluate()
     def evaluate_handler(msg: Message, context: Context) -> Message:
-        cfg = config or RunConfig.from_run_config(dict(context.run_config))
-        return _evaluate(msg, context, cfg)
+        return _evaluate(msg, context, config or _run_config(context))
 
     return app
+
+
+_CONFIGS: dict[tuple[int, str], RunConfig] = {}
+
+
+def _run_config(context: Context) -> RunConfig:
+    # A run's options arrive with every message: resolve them once per run, not per message.
+    key = (int(context.run_id), repr(sorted(context.run_config.items())))
+    if key not in _CONFIGS:
+        _CONFIGS.clear()
+        _CONFIGS[key] = RunConfig.from_run_config(dict(context.run_config))
+    return _CONFIGS[key]
 
 
 def _model_for(config: RunConfig, data: ClientData, arrays: ArrayRecord) -> nn.Module:
@@ -115,14 +129,14 @@ def _model_for(config: RunConfig, data: ClientData, arrays: ArrayRecord) -> nn.M
     return model
 
 
-def _train(msg: Message, context: Context, config: RunConfig) -> Message:
+def _train(msg: Message, context: Context, config: RunConfig, root: Path | None) -> Message:
     data = load_client_data(config, dict(context.node_config))
     model = _model_for(config, data, msg.content.array_records["arrays"])
     train_config: ConfigRecord = msg.content.config_records.get("config", ConfigRecord())
     server_round = int(_scalar(train_config, "server-round", 0))
     partition_id = int(context.node_config.get("partition-id", context.node_id))
-    if local_enabled(config):
-        return _train_private(msg, context, config, data, model, train_config, partition_id)
+    if config.privacy.local:
+        return _train_private(msg, context, config, data, model, train_config, partition_id, root)
     loss = train(
         model,
         data.x,
@@ -174,6 +188,7 @@ def _train_private(
     model: nn.Module,
     train_config: ConfigRecord,
     partition_id: int,
+    root: Path | None,
 ) -> Message:
     """DP-SGD within the device's own budget; past it, an error reply (not a crash)."""
     from flwr.app import Error
@@ -188,14 +203,15 @@ def _train_private(
             model,
             data.x,
             data.y,
-            config=config,
-            state_dir=device_state_dir(config, dict(context.node_config)),
+            config=config.privacy,
+            rounds=config.rounds,
+            state_dir=device_state_dir(dict(context.node_config), simulated_root=root),
             server_round=server_round,
             epochs=int(_scalar(train_config, "local-epochs", config.local_epochs)),
             batch_size=int(_scalar(train_config, "batch-size", config.batch_size)),
             lr=_scalar(train_config, "lr", config.lr),
             momentum=_scalar(train_config, "momentum", config.momentum),
-            seed=_client_seed(config.dp_seed or 0, server_round, partition_id),
+            seed=_client_seed(config.privacy.dp_seed or 0, server_round, partition_id),
         )
     except PrivacyBudgetExceededError as err:
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(err)), reply_to=msg)

@@ -7,27 +7,30 @@ round, and each round's record reaches the caller as soon as it is done.
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
+from fedge.app.config import RunConfig
 from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
 from fedge.app.resume import resume_fields, resume_run
+from fedge.app.strategies import build_private_strategy
 from fedge.app.training import evaluate, set_seed
-from fedge.app.validation import validate_evaluate_replies, validate_train_replies
-from fedge.config import RunConfig
+from fedge.app.validation import DroppedReply, validate_evaluate_replies, validate_train_replies
 from fedge.data import get_dataset
+from fedge.errors import RoundFailedError
 from fedge.log import logger
 from fedge.models import get_model
-from fedge.privacy.central import CentralDP, build_private_strategy
+from fedge.privacy.central import CentralDP
 from fedge.privacy.rounds import budget_stop_reason, privacy_notes, round_privacy
 
-__all__ = ["RoundCallback", "build_server_app", "run_federation"]
+__all__ = ["ExplainsDrops", "RoundCallback", "build_server_app", "run_federation"]
 
 RoundCallback = Callable[[RoundRecord], None]
 
@@ -38,6 +41,7 @@ def build_server_app(
     out_dir: Path | None = None,
     on_round: RoundCallback | None = None,
     results: list[RunResult] | None = None,
+    device_state_root: Path | None = None,
 ) -> ServerApp:
     """A ServerApp running ``config`` (or the run config of ``flwr run``).
 
@@ -53,7 +57,9 @@ def build_server_app(
         cfg = config or RunConfig.from_run_config(run_config)
         if cfg.runtime == "ray":
             _wait_for_simulated_fleet(grid, cfg.clients)
-        result = run_federation(grid, cfg, out_dir=out, on_round=on_round)
+        result = run_federation(
+            grid, cfg, out_dir=out, on_round=on_round, device_state_root=device_state_root
+        )
         if results is not None:
             results.append(result)
 
@@ -67,10 +73,12 @@ def run_federation(
     out_dir: Path | None = None,
     on_round: RoundCallback | None = None,
     start_from: Checkpoint | None = None,
+    device_state_root: Path | None = None,
 ) -> RunResult:
     """Run ``config.rounds`` rounds of federated training on ``grid``.
 
     With ``start_from`` (a checkpoint of this run), training resumes after its round.
+    ``device_state_root`` (simulations) is where the devices' ledgers are, for the notes.
     """
     set_seed(config.seed)
     started = time.perf_counter()
@@ -88,7 +96,7 @@ def run_federation(
         resume_run(start_from, strategy=strategy, result=result)
     first_round = start_from.server_round + 1 if start_from is not None else 1
     for server_round in range(first_round, config.rounds + 1):
-        stop = budget_stop_reason(strategy, config, server_round)
+        stop = budget_stop_reason(strategy, config.privacy, server_round)
         if stop is not None:
             result.stopped_reason = stop
             logger.warning("%s", stop)
@@ -103,10 +111,12 @@ def run_federation(
             }
         )
         messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
-        replies = grid.send_and_receive(messages, timeout=config.round_timeout)
+        replies = list(grid.send_and_receive(messages, timeout=config.round_timeout))
         kept, dropped = validate_train_replies(replies, arrays)
+        dropped = _named([*dropped, *_missing(messages, replies, grid)], grid)
         for d in dropped:
             logger.warning("round %d: dropped node %d: %s", server_round, d.node_id, d.reason)
+        _check_usable(server_round, len(messages), kept, dropped, config.min_clients)
         new_arrays, train_metrics = (
             # Central DP releases (noise) even for an empty sample, as its accountant assumes.
             strategy.aggregate_train(server_round, kept)
@@ -149,11 +159,60 @@ def run_federation(
         if on_round is not None:
             on_round(record)
     result.total_seconds += time.perf_counter() - started  # after a resume: plus the time before
-    result.notes.update(privacy_notes(strategy, config))
+    result.notes.update(
+        privacy_notes(strategy, config.privacy, device_state_root=device_state_root)
+    )
     if out_dir is not None:
         write_results(out_dir, result)
         write_plots(out_dir, result)
     return result
+
+
+@runtime_checkable
+class ExplainsDrops(Protocol):
+    """A ``Grid`` that can say why a node sent no reply and what the node is called."""
+
+    def missing_reason(self, node_id: int) -> str:
+        """Why ``node_id`` sent no reply to the last messages."""
+        ...
+
+    def node_name(self, node_id: int) -> str:
+        """The device behind ``node_id`` ("" if none)."""
+        ...
+
+
+def _missing(messages: list[Message], replies: list[Message], grid: Grid) -> list[DroppedReply]:
+    answered = {int(r.metadata.src_node_id) for r in replies}
+    silent = [int(m.metadata.dst_node_id) for m in messages]
+    silent = [n for n in silent if n not in answered]
+    explain = grid.missing_reason if isinstance(grid, ExplainsDrops) else None
+    return [DroppedReply(n, explain(n) if explain else "no reply") for n in silent]
+
+
+def _named(dropped: list[DroppedReply], grid: Grid) -> list[DroppedReply]:
+    if not isinstance(grid, ExplainsDrops):
+        return dropped
+    return [replace(d, device_id=grid.node_name(d.node_id)) for d in dropped]
+
+
+def _check_usable(
+    server_round: int,
+    asked: int,
+    kept: list[Message],
+    dropped: list[DroppedReply],
+    min_clients: int,
+) -> None:
+    """A round nobody (or too few) trained is a failure, never an untrained model."""
+    need = min(min_clients, asked)
+    if len(kept) >= need:
+        return
+    reasons = "; ".join(f"{d.device_id or f'node {d.node_id}'}: {d.reason}" for d in dropped)
+    raise RoundFailedError(
+        f"round {server_round}: {len(kept)} of {asked} devices gave a usable update, need "
+        f"{need}" + (f" ({reasons})" if reasons else ""),
+        server_round=server_round,
+        drops=[d.to_dict() for d in dropped],
+    )
 
 
 def _wait_for_simulated_fleet(grid: Grid, num_nodes: int, timeout: float = 300.0) -> None:

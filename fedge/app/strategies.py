@@ -1,11 +1,12 @@
-"""The strategy registry: Flower's own strategies, built from a :class:`~fedge.config.RunConfig`.
+"""The strategy registry: Flower's own strategies, by name, and how a run builds its strategy.
 
 fedge does not re-write aggregation: each entry maps a name to a Flower
-``flwr.serverapp.strategy`` class and the config fields it needs.
+``flwr.serverapp.strategy`` class and the run options it needs. :func:`build_private_strategy`
+wraps the run's strategy in :class:`~fedge.privacy.central.CentralDP` when central DP is on.
 """
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from flwr.serverapp.strategy import (
     FedAdam,
@@ -17,18 +18,52 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-if TYPE_CHECKING:
-    from fedge.config import RunConfig
+from fedge.privacy.central import CentralDP
+from fedge.privacy.config import PrivacyConfig
 
-__all__ = ["build_strategy", "list_strategies", "register_strategy"]
+__all__ = [
+    "StrategyOptions",
+    "build_private_strategy",
+    "build_strategy",
+    "list_strategies",
+    "register_strategy",
+]
 
-StrategyBuilder = Callable[[dict[str, Any], "RunConfig"], Strategy]
+
+class StrategyOptions(Protocol):
+    """The run options a strategy is built from (a :class:`~fedge.app.config.RunConfig`)."""
+
+    @property
+    def strategy(self) -> str: ...
+    @property
+    def fraction(self) -> float: ...
+    @property
+    def fraction_evaluate(self) -> float: ...
+    @property
+    def min_clients(self) -> int: ...
+    @property
+    def clients(self) -> int: ...
+    @property
+    def rounds(self) -> int: ...
+    @property
+    def proximal_mu(self) -> float: ...
+    @property
+    def server_lr(self) -> float: ...
+    @property
+    def trimmed_beta(self) -> float: ...
+    @property
+    def krum_malicious(self) -> int: ...
+    @property
+    def privacy(self) -> PrivacyConfig: ...
+
+
+StrategyBuilder = Callable[[dict[str, Any], StrategyOptions], Strategy]
 
 _STRATEGIES: dict[str, StrategyBuilder] = {}
 
 
 def register_strategy(name: str, builder: StrategyBuilder) -> None:
-    """Register ``builder(common_kwargs, config) -> Strategy`` under ``name``."""
+    """Register ``builder(common_kwargs, options) -> Strategy`` under ``name``."""
     if name in _STRATEGIES:
         raise ValueError(f"strategy {name!r} is already registered")
     _STRATEGIES[name] = builder
@@ -39,29 +74,52 @@ def list_strategies() -> list[str]:
     return sorted(_STRATEGIES)
 
 
-def build_strategy(config: "RunConfig") -> Strategy:
-    """Build the strategy named by ``config.strategy`` with its sampling settings."""
-    if config.strategy not in _STRATEGIES:
+def build_strategy(
+    options: StrategyOptions, *, fraction: float | None = None, min_clients: int | None = None
+) -> Strategy:
+    """Build the strategy named by ``options.strategy`` with its sampling settings."""
+    if options.strategy not in _STRATEGIES:
         raise ValueError(
-            f"unknown strategy {config.strategy!r}; valid choices: {', '.join(list_strategies())}"
+            f"unknown strategy {options.strategy!r}; valid choices: {', '.join(list_strategies())}"
         )
+    least = options.min_clients if min_clients is None else min_clients
     common: dict[str, Any] = {
-        "fraction_train": config.fraction,
-        "fraction_evaluate": config.fraction_evaluate,
-        "min_train_nodes": config.min_clients,
-        "min_evaluate_nodes": 1 if config.fraction_evaluate > 0 else 0,
-        "min_available_nodes": config.min_clients,
+        "fraction_train": options.fraction if fraction is None else fraction,
+        "fraction_evaluate": options.fraction_evaluate,
+        "min_train_nodes": least,
+        "min_evaluate_nodes": 1 if options.fraction_evaluate > 0 else 0,
+        "min_available_nodes": least,
     }
-    return _STRATEGIES[config.strategy](common, config)
+    return _STRATEGIES[options.strategy](common, options)
 
 
-register_strategy("fedavg", lambda common, cfg: FedAvg(**common))
-register_strategy("fedprox", lambda common, cfg: FedProx(**common, proximal_mu=cfg.proximal_mu))
-register_strategy("fedadam", lambda common, cfg: FedAdam(**common, eta=cfg.server_lr))
-register_strategy("fedmedian", lambda common, cfg: FedMedian(**common))
+def build_private_strategy(options: StrategyOptions) -> Strategy:
+    """The run's strategy, wrapped in :class:`CentralDP` when central DP is configured."""
+    privacy = options.privacy
+    if not privacy.central:
+        return build_strategy(options)
+    # The inner strategy sends to every node of the Poisson sample, whatever its size.
+    inner = build_strategy(options, fraction=1.0, min_clients=1)
+    return CentralDP(
+        inner,
+        noise_multiplier=privacy.noise_multiplier(fraction=options.fraction, rounds=options.rounds),
+        clip_norm=privacy.dp_clip,
+        sample_rate=options.fraction,
+        population=options.clients,
+        delta=privacy.dp_delta,
+        adaptive=privacy.dp_adaptive_clip,
+        accountant=privacy.dp_accountant,
+        seed=privacy.dp_seed,
+    )
+
+
+register_strategy("fedavg", lambda common, opts: FedAvg(**common))
+register_strategy("fedprox", lambda common, opts: FedProx(**common, proximal_mu=opts.proximal_mu))
+register_strategy("fedadam", lambda common, opts: FedAdam(**common, eta=opts.server_lr))
+register_strategy("fedmedian", lambda common, opts: FedMedian(**common))
 register_strategy(
-    "fedtrimmedavg", lambda common, cfg: FedTrimmedAvg(**common, beta=cfg.trimmed_beta)
+    "fedtrimmedavg", lambda common, opts: FedTrimmedAvg(**common, beta=opts.trimmed_beta)
 )
 register_strategy(
-    "krum", lambda common, cfg: Krum(**common, num_malicious_nodes=cfg.krum_malicious)
+    "krum", lambda common, opts: Krum(**common, num_malicious_nodes=opts.krum_malicious)
 )

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fedge.config import PRECISIONS
+from fedge.app.config import PRECISIONS
 
 __all__ = ["EvalResult", "compute_precision", "evaluate", "set_seed", "to_fast_layout", "train"]
 

@@ -19,14 +19,21 @@ __all__ = ["DroppedReply", "validate_evaluate_replies", "validate_train_replies"
 
 @dataclass(frozen=True)
 class DroppedReply:
-    """A reply that was not aggregated, with the node that sent it and why."""
+    """A device whose reply was not aggregated (or never came), and why.
+
+    ``device_id`` names the device where the runtime knows more than its node id.
+    """
 
     node_id: int
     reason: str
+    device_id: str = ""
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict."""
-        return asdict(self)
+        """A JSON-ready dict (``device_id`` only when known)."""
+        data = asdict(self)
+        if not self.device_id:
+            del data["device_id"]
+        return data
 
 
 def validate_train_replies(

@@ -1,5 +1,11 @@
-"""Options and error handling shared by the operator commands (``fedge run``, ``fedge fleet``)."""
+"""The operator's connection to the coordinator's control service, for every operator command.
 
+``fedge run``, ``fedge fleet``, ``fedge release`` and ``fedge privacy`` find the coordinator and
+the operator credential through ``--coordinator``/``--operator`` or the environment
+(``FEDGE_COORDINATOR``, ``FEDGE_OPERATOR``), so they work from any host and directory.
+"""
+
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -8,53 +14,103 @@ import grpc
 import typer
 
 from fedge.cli.common import err_console, fail
-from fedge.errors import FedgeError
+from fedge.errors import ConfigError, FedgeError
+from fedge.protocol.transport import ClientTLS, create_channel, parse_address
+from fedge.v1 import control_pb2_grpc
 
-__all__ = ["CoordinatorOpt", "InsecureOpt", "OperatorOpt", "call_control"]
+__all__ = [
+    "DEFAULT_COORDINATOR",
+    "DEFAULT_OPERATOR_DIR",
+    "CoordinatorOpt",
+    "InsecureOpt",
+    "OperatorOpt",
+    "call_control",
+    "connect_control",
+]
 
 T = TypeVar("T")
+
+DEFAULT_COORDINATOR = "127.0.0.1:7443"
+DEFAULT_OPERATOR_DIR = Path("certs/operator")
 
 CoordinatorOpt = Annotated[
     str | None,
     typer.Option(
-        "--coordinator", help="HOST:PORT of the coordinator [env FEDGE_COORDINATOR, 127.0.0.1:7443]"
+        "--coordinator",
+        envvar="FEDGE_COORDINATOR",
+        help=f"HOST:PORT of the coordinator (default: {DEFAULT_COORDINATOR})",
     ),
 ]
 OperatorOpt = Annotated[
     Path | None,
-    typer.Option("--operator", help="Operator credential dir [env FEDGE_OPERATOR, certs/operator]"),
+    typer.Option(
+        "--operator",
+        envvar="FEDGE_OPERATOR",
+        help=f"Operator credential dir (default: {DEFAULT_OPERATOR_DIR})",
+    ),
 ]
 InsecureOpt = Annotated[
     bool, typer.Option("--insecure", help="No TLS (only against an --insecure coordinator).")
 ]
 
 
+def connect_control(
+    address: str, *, operator_dir: Path, insecure: bool = False
+) -> tuple[grpc.Channel, control_pb2_grpc.ControlServiceStub]:
+    """A control stub authenticated with the operator certificate in ``operator_dir``."""
+    parse_address(address, option="--coordinator")
+    if insecure:
+        channel = create_channel(address, tls=None)
+        return channel, control_pb2_grpc.ControlServiceStub(channel)
+    files = {name: operator_dir / name for name in ("ca.pem", "operator.pem", "operator.key")}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise ConfigError(
+            "--operator",
+            str(operator_dir),
+            f"lacks {', '.join(missing)}: give the operator credential `fedge certs init` made "
+            "(--operator DIR or FEDGE_OPERATOR)",
+        )
+    tls = ClientTLS(
+        ca_pem=files["ca.pem"].read_bytes(),
+        cert_pem=files["operator.pem"].read_bytes(),
+        key_pem=files["operator.key"].read_bytes(),
+    )
+    channel = create_channel(address, tls=tls)
+    return channel, control_pb2_grpc.ControlServiceStub(channel)
+
+
 def call_control(
     coordinator: str | None,
     operator: Path | None,
     insecure: bool,
-    fn: Callable[..., T],
+    fn: Callable[[control_pb2_grpc.ControlServiceStub], T],
 ) -> T:
-    """Run ``fn(stub)`` against the control service; errors become one line, exit 2."""
-    from fedge.coordinator.client import DEFAULT_COORDINATOR, DEFAULT_OPERATOR_DIR, connect_control
-
+    """Run ``fn(stub)`` against the control service; every error is one line, exit 2."""
+    address = coordinator or os.environ.get("FEDGE_COORDINATOR") or DEFAULT_COORDINATOR
+    operator_dir = operator or Path(os.environ.get("FEDGE_OPERATOR") or DEFAULT_OPERATOR_DIR)
     if insecure:
         err_console.print(
             "[bold yellow]WARNING:[/] --insecure: talking to the coordinator without TLS"
         )
     try:
-        channel, stub = connect_control(
-            coordinator or DEFAULT_COORDINATOR,
-            operator_dir=operator or DEFAULT_OPERATOR_DIR,
-            insecure=insecure,
-        )
+        channel, stub = connect_control(address, operator_dir=operator_dir, insecure=insecure)
     except FedgeError as err:
         fail(str(err))
     try:
         return fn(stub)
     except grpc.RpcError as err:
-        fail(f"{err.code().name}: {err.details()}")
+        fail(_rpc_message(err, address))
     except FedgeError as err:
         fail(str(err))
     finally:
         channel.close()
+
+
+def _rpc_message(err: grpc.RpcError, address: str) -> str:
+    code, details = err.code(), err.details() or ""
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return f"cannot reach the coordinator at {address} ({code.name}); is it running there?"
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+        return details
+    return f"{code.name}: {details}"

@@ -1,23 +1,37 @@
 """Helpers shared by the CLI command modules: command groups, consoles and error reporting."""
 
+import importlib.util
 from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-__all__ = ["command_group", "console", "err_console", "fail"]
+from fedge.errors import MissingExtraError
+
+__all__ = ["SERVER_PACKAGES", "command_group", "console", "err_console", "fail", "require_extra"]
+
+#: What ``fedge[server]`` installs that a command of the coordinator or the release pipeline
+#: cannot run without.
+SERVER_PACKAGES = ("torch", "flwr", "sqlalchemy", "onnx", "sklearn", "mlxtend", "matplotlib")
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def command_group(help: str) -> typer.Typer:
-    """A ``fedge`` command group; its help text is plain, so ``[default: X]`` stays visible."""
-    # Rich markup would read bracketed text in help strings as style tags and drop it.
-    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+    """A ``fedge`` command group. Help text is Rich markup: a literal ``[`` is written ``\\[``."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode="rich")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``Error: message`` on one line to stderr and exit with ``code`` (no traceback)."""
-    err_console.print(f"[bold red]Error:[/] {message}", soft_wrap=True, highlight=False)
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
+
+
+def require_extra(extra: str, what: str, packages: tuple[str, ...] = SERVER_PACKAGES) -> None:
+    """Exit 2 naming the extra to install when this install lacks one of ``packages``."""
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        fail(f"{MissingExtraError(what, extra)} (missing: {', '.join(missing)})")

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedge.cli.common import command_group, console, err_console, fail
+from fedge.cli.common import command_group, console, err_console, fail, require_extra
 from fedge.errors import FedgeError
 
 __all__ = ["app"]
@@ -24,6 +24,7 @@ def start_command(
     ] = False,
 ) -> None:
     """Serve the fleet and control services until interrupted (SIGINT/SIGTERM)."""
+    require_extra("server", "the coordinator")
     from fedge.coordinator.config import load_coordinator_config
     from fedge.coordinator.server import Coordinator
 

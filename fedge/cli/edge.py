@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fedge.cli.common import command_group, console, err_console, fail
+from fedge.cli.common import command_group, console, err_console, fail, require_extra
 from fedge.errors import FedgeError
 
 if TYPE_CHECKING:
@@ -17,17 +17,36 @@ __all__ = ["app"]
 app = command_group("The device agent.")
 
 
+StateOption = Annotated[
+    Path,
+    typer.Option(
+        help="The device's state directory (identity, keys, model slots).",
+        envvar="FEDGE_DEVICE_STATE",
+    ),
+]
+DEFAULT_STATE = Path("device-state")
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(help="The device profile releases must fit (default: the enrolled one)."),
+]
+DEFAULT_PROFILE = "cpu-small"
+
+
 @app.command("enroll")
 def enroll_command(
     coordinator: Annotated[str, typer.Option(help="HOST:PORT of the coordinator's fleet port.")],
     token: Annotated[str, typer.Option(help="One-time token from `fedge fleet token create`.")],
-    state: Annotated[Path, typer.Option(help="Directory for this device's key and identity.")],
+    state: StateOption = DEFAULT_STATE,
     name: Annotated[str, typer.Option(help="A human-readable device name.")] = "",
+    profile: ProfileOption = None,
     enroll_address: Annotated[
         str | None, typer.Option(help="HOST:PORT of the enrolment port (default: PORT+1).")
     ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="No TLS (only with an --insecure coordinator).")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-enrol an enrolled --state (replaces its key).")
     ] = False,
 ) -> None:
     """Enrol this device: create its key, get its certificate, save its identity."""
@@ -39,8 +58,10 @@ def enroll_command(
             token=token,
             state=state,
             name=name,
+            profile=profile or DEFAULT_PROFILE,
             enroll_address=enroll_address,
             insecure=insecure,
+            force=force,
         )
     except FedgeError as err:
         fail(str(err))
@@ -53,8 +74,10 @@ def _enroll(
     token: str,
     state: Path,
     name: str,
+    profile: str,
     enroll_address: str | None,
     insecure: bool,
+    force: bool = False,
 ) -> "DeviceIdentity":
     from fedge import __version__
     from fedge.edge.identity import enroll_device
@@ -67,24 +90,21 @@ def _enroll(
         enroll_address=enroll_address,
         insecure=insecure,
         version=__version__,
+        profile=profile,
+        force=force,
     )
     console.print(f"enrolled as {identity.device_id} (node {identity.node_id}); state in {state}")
     return identity
 
 
-StateOption = Annotated[
-    Path,
-    typer.Option(
-        help="The device's state directory (identity, keys, model slots).",
-        envvar="FEDGE_DEVICE_STATE",
-    ),
-]
-DEFAULT_STATE = Path("device-state")
-
-
 @app.command("start")
 def start_command(
-    data: Annotated[Path, typer.Option(help="The device's local data directory.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="The device's labelled data: trains on it (with fedge\\[train]), scores models."
+        ),
+    ] = None,
     state: StateOption = DEFAULT_STATE,
     coordinator: Annotated[
         str | None,
@@ -95,9 +115,11 @@ def start_command(
         typer.Option(help="Enrol first with this one-time token when --state is not enrolled."),
     ] = None,
     enroll_address: Annotated[
-        str | None, typer.Option(help="With --token: HOST:PORT of the enrolment port [PORT+1].")
+        str | None,
+        typer.Option(help="With --token: HOST:PORT of the enrolment port (default: PORT+1)."),
     ] = None,
     name: Annotated[str, typer.Option(help="With --token: a human-readable device name.")] = "",
+    profile: ProfileOption = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="With --token: enrol without TLS (test networks).")
     ] = False,
@@ -107,7 +129,8 @@ def start_command(
         float, typer.Option(help="Seconds between checks for a new model release.")
     ] = 30.0,
     inference: Annotated[
-        str, typer.Option(help="HOST:PORT of the local inference server ('' = none).")
+        str,
+        typer.Option(help="HOST:PORT of the local gRPC inference server ('' = none)."),
     ] = "127.0.0.1:0",
     accuracy_floor: Annotated[
         float | None,
@@ -115,62 +138,85 @@ def start_command(
             help="Roll back a new model whose accuracy on the --data labels is below this (0-1)."
         ),
     ] = None,
+    train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Take training tasks (needs --data).")
+    ] = True,
 ) -> None:
-    """Connect to the coordinator and train on local data until interrupted.
+    """Run this device: model releases and local inference, and training when it can.
 
     With --token, an unenrolled --state is enrolled first, so one command brings a device up.
+    Without fedge\\[train] (or without --data) the device serves predictions and installs
+    releases only, and tells the coordinator so: it is never sent a training task.
     """
-    from fedge.edge.agent import AgentSettings, EdgeAgent, RefusedError
-    from fedge.edge.data import load_device_data, read_meta
+    from fedge.edge.agent import AgentSettings, EdgeAgent, RefusedError, training_available
+    from fedge.edge.delivery import start_device_delivery
     from fedge.edge.health import HealthConfig
-    from fedge.edge.identity import is_enrolled, load_identity, split_address
+    from fedge.edge.identity import is_enrolled, load_identity
+    from fedge.edge.updater import DeviceProfile
+    from fedge.protocol.transport import parse_address
 
     try:
         health = HealthConfig(accuracy_floor=accuracy_floor, labelled=data)
         if coordinator is not None:
-            split_address(coordinator)
+            parse_address(coordinator, option="--coordinator")
+        if inference:
+            parse_address(inference, option="--inference")
         enrol = token is not None and not is_enrolled(state)
         if not enrol:  # fails early, naming the missing identity, when there is no token
             load_identity(state)
             if token is not None:
                 err_console.print(f"note: {state} is already enrolled; --token is not used")
-        meta = read_meta(data)
-        # Fail early, and before a token is spent.
-        load_device_data(data, dataset=str(meta.get("dataset", "mnist-5k")))
+        summary = None
+        if data is not None:  # fail early, naming the bad file, and before a token is spent
+            from fedge.data.device import summarize
+
+            summary = summarize(data)
         identity = _identity_for_start(
             state,
             coordinator=coordinator,
             token=token if enrol else None,
             enroll_address=enroll_address,
             name=name,
+            profile=profile,
             insecure=insecure,
         )
+        device_profile = DeviceProfile(name=profile or identity.profile or DEFAULT_PROFILE)
         agent = EdgeAgent(
             identity,
             data_dir=data,
             settings=AgentSettings(wait_seconds=wait, heartbeat_seconds=heartbeat),
+            profile=device_profile.name,
+            train=train,
         )
-    except FedgeError as err:
-        fail(str(err))
-    if identity.insecure:
-        err_console.print("[bold yellow]WARNING:[/] this device was enrolled --insecure (no TLS)")
-    # Issue 6: model releases (A/B slots, health check, rollback) and local inference.
-    from fedge.edge.updater import start_device_delivery
-
-    try:
         delivery = start_device_delivery(
             identity,
             interval=release_interval,
             inference_address=inference or None,
             health=health,
+            profile=device_profile,
         )
     except FedgeError as err:
         fail(str(err))
+    agent.set_serving(delivery.serving)
+    if identity.insecure:
+        err_console.print("[bold yellow]WARNING:[/] this device was enrolled --insecure (no TLS)")
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
-    console.print(f"{identity.device_id}: connecting to {identity.coordinator}")
+    if agent.can_train and summary is not None:
+        role = "trains on " + summary.describe()
+    else:
+        role = _why_no_training(data, train, training_available())
+    console.print(
+        f"{identity.device_id}: connecting to {identity.coordinator}; profile "
+        f"{device_profile.name}; {role}",
+        soft_wrap=True,
+        markup=False,
+    )
     if delivery.inference_port is not None:
-        console.print(f"{identity.device_id}: inference on port {delivery.inference_port}")
+        console.print(
+            f"{identity.device_id}: gRPC inference (fedge.v1.InferenceService) on port "
+            f"{delivery.inference_port}"
+        )
     try:
         agent.run()
     except RefusedError as err:
@@ -180,6 +226,16 @@ def start_command(
     console.print(f"{identity.device_id}: stopped after {agent.tasks_done} tasks")
 
 
+def _why_no_training(data: Path | None, train: bool, available: bool) -> str:
+    if not train:
+        return "inference + OTA only (--no-train)"
+    if data is None:
+        return "inference + OTA only (no --data to train on)"
+    if not available:
+        return "inference + OTA only: training needs fedge[train] (pip install 'fedge[train]')"
+    return "inference + OTA only"
+
+
 def _identity_for_start(
     state: Path,
     *,
@@ -187,6 +243,7 @@ def _identity_for_start(
     token: str | None,
     enroll_address: str | None,
     name: str,
+    profile: str | None,
     insecure: bool,
 ) -> "DeviceIdentity":
     """The identity ``start`` runs as: enrolled now when ``token`` is given, else the saved
@@ -205,6 +262,7 @@ def _identity_for_start(
             token=token,
             state=state,
             name=name,
+            profile=profile or DEFAULT_PROFILE,
             enroll_address=enroll_address,
             insecure=insecure,
         )
@@ -216,21 +274,30 @@ def _identity_for_start(
 @app.command("make-data")
 def make_data_command(
     out: Annotated[Path, typer.Option(help="Device data directory to write.")],
-    dataset: Annotated[str | None, typer.Option(help="Embedded dataset [mnist-5k].")] = None,
-    partition_id: Annotated[
-        int | None, typer.Option(help="Simulated client's partition [0].")
+    dataset: Annotated[
+        str | None, typer.Option(help="Embedded dataset (default: mnist-5k).")
     ] = None,
-    num_partitions: Annotated[int | None, typer.Option(help="Simulated clients [10].")] = None,
+    partition_id: Annotated[
+        int | None, typer.Option(help="Simulated client's partition (default: 0).")
+    ] = None,
+    num_partitions: Annotated[
+        int | None, typer.Option(help="Simulated clients (default: 10).")
+    ] = None,
     partition: Annotated[str | None, typer.Option(help="iid, dirichlet:ALPHA, shards:K.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Partition seed, as in simulate [0].")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="npz, csv or images [npz].")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Partition seed, as in simulate (default: 0).")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="npz, csv or images (default: npz).")
+    ] = None,
     profile: Annotated[
         Path | None,
         typer.Option(help="A device profile (clients/profiles/*.toml); flags win over it."),
     ] = None,
 ) -> None:
     """Write a device data dir from an embedded dataset (the same partition `local` uses)."""
-    from fedge.edge.data import write_device_data
+    require_extra("server", "fedge edge make-data (the embedded datasets)")
+    from fedge.data.device import write_device_data
 
     flags = {
         "dataset": dataset,
@@ -283,7 +350,7 @@ def _read_profile(path: Path) -> dict[str, Any]:
     return table
 
 
-# `fedge edge predict` (issue 6: on-device inference) lives in its own module.
+# `fedge edge predict` (on-device inference) lives in its own module.
 from fedge.cli.edge_predict import predict_command  # noqa: E402
 
 app.command("predict")(predict_command)

@@ -1,7 +1,10 @@
 """``fedge edge predict --state DIR INPUT...``: predictions from the device's committed model.
 
 Each INPUT is a ``.npy`` file (one sample, or a batch), an ``.npz`` with an ``x`` array, or a
-``.json`` array. Prints one line per sample: the predicted label and the release version.
+``.json`` array of numbers, shaped like the model's input (for the camera profile: 1x28x28
+floats, normalized as the device's data). Prints one line per sample: the predicted label and
+the release version. Programs on the device call the gRPC inference server of
+``fedge edge start`` instead (``fedge.v1.InferenceService``).
 """
 
 from __future__ import annotations
@@ -35,17 +38,28 @@ def load_input(path: Path) -> np.ndarray:
 
 
 def predict_command(
-    inputs: Annotated[list[Path], typer.Argument(help="Input files (.npy, .npz, .json).")],
-    state: Annotated[Path, typer.Option("--state", help="Device state directory.")] = Path(
-        "edge-state"
-    ),
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Input files: .npy (a sample or a batch), .npz with an 'x' array, or .json."
+        ),
+    ],
+    state: Annotated[
+        Path,
+        typer.Option("--state", help="The device's state directory.", envvar="FEDGE_DEVICE_STATE"),
+    ] = Path("device-state"),
 ) -> None:
-    """Predict with the committed model of the device in STATE."""
+    """Predict with the device's committed model: one line per sample (label, release).
+
+    Each input is shaped like the model's input, with or without the batch dimension.
+    """
     from fedge.edge.inference import predict_arrays
-    from fedge.edge.slots import Slots
+    from fedge.edge.slots import POINTER_FILE, Slots
 
     try:
         arrays = [load_input(p) for p in inputs]
+        if not (state / POINTER_FILE).is_file():  # and make no slot folders in a wrong --state
+            fail(f"--state: {str(state)!r} has no installed model (no {POINTER_FILE})")
         outputs, version = predict_arrays(state, arrays)
     except FedgeError as err:
         fail(str(err))

@@ -1,10 +1,10 @@
 """``fedge fleet``: enrolment tokens, the device list, revocation (operator commands)."""
 
 import datetime as dt
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
 from fedge.cli.common import command_group, console
@@ -43,40 +43,75 @@ def token_create(
     console.print(response.token, soft_wrap=True, highlight=False)
 
 
+def _device_json(d: pb.Device) -> dict[str, Any]:
+    return {
+        "device_id": d.device_id,
+        "name": d.name,
+        "node_id": d.node_id,
+        "state": d.state,
+        "last_seen_unix": d.last_seen_unix,
+        "software": d.version,
+        "profile": d.profile,
+        "can_train": d.can_train,
+        "release_version": d.release_version,
+        "release_slot": d.release_slot,
+        "data": d.data,
+        "privacy_spent": d.privacy_spent if d.HasField("privacy_spent") else None,
+    }
+
+
 @app.command("ls")
 def ls_command(
-    coordinator: CoordinatorOpt = None, operator: OperatorOpt = None, insecure: InsecureOpt = False
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    coordinator: CoordinatorOpt = None,
+    operator: OperatorOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
-    """List devices: last seen, state, version, privacy spent (ε)."""
+    """List devices: state, last seen, installed release and slot, training, privacy spent."""
     response = call_control(
         coordinator,
         operator,
         insecure,
         lambda stub: stub.ListDevices(pb.ListDevicesRequest(), timeout=30),
     )
-    table = Table(title="fedge fleet")
-    for column in ("device", "name", "node", "state", "last seen", "version", "privacy spent (ε)"):
-        table.add_column(column)
-    for d in response.devices:
-        eps = f"{d.privacy_spent:.3f}" if d.HasField("privacy_spent") else "-"
-        table.add_row(
-            d.device_id, d.name, str(d.node_id), d.state, _ago(d.last_seen_unix), d.version, eps
+    if as_json:
+        console.print_json(json.dumps([_device_json(d) for d in response.devices]))
+        return
+    if not response.devices:
+        console.print(
+            "no devices enrolled yet (`fedge fleet token create`, then `fedge edge start`)"
         )
-    console.print(table)
+    for d in response.devices:  # one line each: no id is ever cut on a narrow terminal
+        release = (
+            f"release {d.release_version} (slot {d.release_slot})"
+            if d.release_version
+            else "no release"
+        )
+        role = "trains" if d.can_train else "inference only"
+        eps = f", ε {d.privacy_spent:.3f}" if d.HasField("privacy_spent") else ""
+        profile = f" [{d.profile}]" if d.profile else ""
+        console.print(
+            f"{d.device_id} {d.name}{profile}: {d.state}, seen {_ago(d.last_seen_unix)}, "
+            f"{release}, {role}{eps}, fedge {d.version or '?'}"
+            + (f", data {d.data}" if d.data else ""),
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command("revoke")
 def revoke_command(
-    device: Annotated[str, typer.Argument(help="Device id (from `fedge fleet ls`).")],
+    device: Annotated[str, typer.Argument(help="Device id, unique id prefix, or name.")],
     coordinator: CoordinatorOpt = None,
     operator: OperatorOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
     """Revoke a device: its next call is refused."""
-    call_control(
+    response = call_control(
         coordinator,
         operator,
         insecure,
         lambda stub: stub.RevokeDevice(pb.RevokeDeviceRequest(device_id=device), timeout=30),
     )
-    console.print(f"revoked {device}")
+    console.print(f"revoked {response.device.device_id} ({response.device.name})")

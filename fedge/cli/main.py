@@ -19,7 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode=None,  # as command_group: bracketed help text stays visible
+    rich_markup_mode="rich",  # as command_group
 )
 app.command("simulate")(simulate_command)
 app.add_typer(certs_app, name="certs")
@@ -42,3 +42,5 @@ def _root(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Flower logs through its own handler; passed on to ours too, every line came out twice.
+    logging.getLogger("flwr").propagate = False

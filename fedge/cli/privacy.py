@@ -1,32 +1,63 @@
-"""``fedge privacy``: read the privacy budget of a finished run."""
+"""``fedge privacy``: read the privacy budget of a finished run.
 
+``fedge privacy report RUN`` takes a coordinator run id (read through the control service, like
+``fedge run status``) or the ``--out`` directory of a ``fedge simulate`` run.
+"""
+
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
 from fedge.cli.common import command_group, console, fail
 from fedge.errors import FedgeError
+from fedge.v1 import control_pb2 as pb
 
 __all__ = ["app"]
 
 app = command_group("Privacy budgets: what a run has spent.")
 
 
+def _results(
+    run: str, coordinator: str | None, operator: Path | None, insecure: bool
+) -> tuple[str, dict[str, Any]]:
+    path = Path(run)
+    if path.is_dir():
+        from fedge.app.results import read_results
+
+        return str(path), read_results(path)
+    if not run.isdigit():
+        fail(f"RUN: {run!r} is neither a run id nor a directory with a results.json")
+    response = call_control(
+        coordinator,
+        operator,
+        insecure,
+        lambda stub: stub.GetRunResults(pb.GetRunResultsRequest(run_id=int(run)), timeout=30),
+    )
+    return f"run {response.run_id}", json.loads(response.results_json)
+
+
 @app.command("report")
 def report_command(
-    run_dir: Annotated[Path, typer.Argument(help="The --out directory of a finished run.")],
+    run: Annotated[
+        str, typer.Argument(help="A coordinator run id, or the --out directory of a simulation.")
+    ],
+    coordinator: CoordinatorOpt = None,
+    operator: OperatorOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Print the privacy table of a finished run: epsilon and accuracy per round."""
-    from fedge.app.results import read_results
     from fedge.privacy.report import privacy_report
 
     try:
-        report = privacy_report(read_results(run_dir))
+        title, results = _results(run, coordinator, operator, insecure)
+        report = privacy_report(results)
     except (FedgeError, ValueError, KeyError) as err:
         fail(str(err))
-    table = Table(title=f"privacy: {run_dir}")
+    table = Table(title=f"privacy: {title}")
     for column in ("round", "accuracy", "epsilon", "device eps (max)", "clients", "refused"):
         table.add_column(column, justify="right")
     for r in report.rounds:
@@ -40,4 +71,4 @@ def report_command(
         )
     console.print(table)
     for line in report.summary_lines():
-        console.print(line)
+        console.print(line, soft_wrap=True, highlight=False)

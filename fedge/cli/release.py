@@ -1,9 +1,9 @@
 """``fedge release``: ``build`` a release from a checkpoint (distil, export, quantize, report).
 
-``build --publish-percent P`` also signs the fresh build as the coordinator's next release and
-rolls it out to a P% canary (the pipeline's automatic publish step). The rollout commands
-(publish, promote, rollback, ...) of :mod:`fedge.cli.release_rollout` are registered in the
-same group.
+``build --publish-percent P`` also uploads the fresh build to the coordinator, which signs it as
+its next release and rolls it out to a P% canary (the pipeline's automatic publish step). The
+rollout commands (publish, promote, rollback, ...) of :mod:`fedge.cli.release_rollout` are
+registered in the same group.
 """
 
 from pathlib import Path
@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from fedge.cli.common import command_group, console, fail
-from fedge.cli.release_rollout import DEFAULT_STATE, StateOption
+from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
+from fedge.cli.common import command_group, console, fail, require_extra
 from fedge.cli.release_rollout import register as register_rollout
+from fedge.cli.release_rollout import upload_and_publish
 from fedge.errors import FedgeError
 
 if TYPE_CHECKING:  # the compress stack (torch, onnx) is imported only when a command runs
@@ -57,9 +58,12 @@ def build_command(
     profile: Annotated[
         str, typer.Option("--profile", help="With --publish-percent: device profile.")
     ] = "cpu-small",
-    state: StateOption = DEFAULT_STATE,
+    coordinator: CoordinatorOpt = None,
+    operator: OperatorOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Distil the checkpoint's model into a student, export it to ONNX, quantize it to int8."""
+    require_extra("server", "fedge release build")
     from dataclasses import replace
 
     from fedge.compress import DistillSettings, ReleaseSettings, build_release
@@ -87,23 +91,18 @@ def build_command(
         fail(str(err))
     print_release_summary(report, out)
     if publish_percent is not None:
-        _publish(out, percent=publish_percent, profile=profile, state=state)
-
-
-def _publish(out: Path, *, percent: int, profile: str, state: Path) -> None:
-    """Sign the fresh build as the next release and roll it out to ``percent`` of devices."""
-    from fedge.release import publish_build
-
-    try:
-        signed = publish_build(out, state_dir=state, percent=percent, profile=profile)
-    except FedgeError as err:
-        fail(f"built {out}, but publishing failed: {err}")
-    m = signed.manifest
-    console.print(
-        f"published release {m.version} ({m.name}, sha256 {m.sha256[:12]}) to {percent}% of "
-        f"{m.profile!r} devices; widen it with `fedge release promote {m.version} --percent P`",
-        soft_wrap=True,
-    )
+        release = call_control(
+            coordinator,
+            operator,
+            insecure,
+            lambda stub: upload_and_publish(stub, out, percent=publish_percent, profile=profile),
+        )
+        console.print(
+            f"published release {release.version} ({release.name}, sha256 "
+            f"{release.sha256[:12]}) to {publish_percent}% of {release.profile!r} devices; widen "
+            f"it with `fedge release promote {release.version} --percent P`",
+            soft_wrap=True,
+        )
 
 
 def print_release_summary(report: "ReleaseReport", out: Path) -> None:

@@ -1,127 +1,193 @@
 """Rollout commands of ``fedge release``: publish, promote, rollback, ls, status, key.
 
-They operate on the coordinator's state directory (its SQLite database and release store), so
-they work on the coordinator host whether or not the coordinator is running (SQLite WAL lets
-both write). :func:`register` adds them to the ``release`` Typer group.
+Every one goes through the coordinator's control service with the operator credential
+(``--coordinator``, ``--operator``, as for ``fedge run``), so it works from any host and any
+directory; the coordinator owns its release store and its signing key. A local build is
+uploaded in chunks; ``--run RUN`` publishes the release a finished coordinator run built.
+:func:`register` adds the commands to the ``release`` Typer group.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
 from fedge.cli.common import command_group, console, fail
-from fedge.errors import FedgeError
+from fedge.v1 import control_pb2 as pb
+from fedge.v1 import control_pb2_grpc
 
-__all__ = [
-    "DEFAULT_STATE",
-    "StateOption",
-    "app",
-    "key_command",
-    "ls_command",
-    "promote_command",
-    "publish_command",
-    "register",
-    "rollback_command",
-    "status_command",
-]
+__all__ = ["app", "register", "upload_and_publish"]
 
-StateOption = Annotated[
-    Path,
-    typer.Option("--state", help="Coordinator state directory.", envvar="FEDGE_COORDINATOR_STATE"),
-]
-DEFAULT_STATE = Path("coordinator-state")
+UPLOAD_CHUNK = 512 * 1024
+
+
+def _resolve_build(model: Path) -> tuple[Path, dict[str, Any]]:
+    onnx_path = model / "model.onnx" if model.is_dir() else model
+    if not onnx_path.is_file():
+        fail(f"MODEL: {onnx_path} does not exist (give model.onnx or a `release build` dir)")
+    report_path = onnx_path.with_name("report.json")
+    if not report_path.is_file():
+        return onnx_path, {}
+    try:
+        report = json.loads(report_path.read_text())
+    except ValueError as err:
+        fail(f"{report_path} is not valid JSON: {err}")
+    return onnx_path, report if isinstance(report, dict) else {}
+
+
+def _upload(stub: control_pb2_grpc.ControlServiceStub, path: Path) -> str:
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+
+    def parts() -> Iterator[pb.UploadArtifactRequest]:
+        yield pb.UploadArtifactRequest(header=pb.ArtifactHeader(length=len(data), sha256=sha))
+        for start in range(0, len(data), UPLOAD_CHUNK):
+            chunk = pb.UploadChunk(data=data[start : start + UPLOAD_CHUNK])
+            yield pb.UploadArtifactRequest(chunk=chunk)
+
+    return str(stub.UploadArtifact(parts(), timeout=300).sha256)
+
+
+def upload_and_publish(
+    stub: control_pb2_grpc.ControlServiceStub,
+    model: Path,
+    *,
+    percent: int,
+    name: str = "",
+    profile: str = "",
+    labels: tuple[str, ...] = (),
+) -> pb.ReleaseSummary:
+    """Upload a local build (``model.onnx`` or its directory) and publish it."""
+    onnx_path, report = _resolve_build(model)
+    sha = _upload(stub, onnx_path)
+    request = pb.PublishReleaseRequest(
+        sha256=sha,
+        name=name or str(report.get("dataset") or onnx_path.parent.name or "model"),
+        profile=profile,
+        percent=percent,
+        labels=list(labels),
+        report_json=json.dumps(report),
+    )
+    return stub.PublishRelease(request, timeout=60).release
+
+
+def _check_percent(percent: int) -> None:
+    if not 0 <= percent <= 100:
+        fail(f"--percent: {percent} must be between 0 and 100")
+
+
+def _print_release(r: pb.ReleaseSummary, verb: str) -> None:
+    console.print(
+        f"{verb} release {r.version} ({r.name}, {r.length} bytes, sha256 {r.sha256[:12]}) "
+        f"to {r.percent}% of {r.profile!r} devices; expires {r.expires}",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 def publish_command(
-    model: Annotated[Path, typer.Argument(help="model.onnx, or the directory `build` wrote.")],
+    model: Annotated[
+        Path | None, typer.Argument(help="model.onnx, or the directory `build` wrote.")
+    ] = None,
+    run: Annotated[
+        int | None, typer.Option("--run", help="Publish the release this coordinator run built.")
+    ] = None,
     percent: Annotated[int, typer.Option("--percent", help="Share of devices (0-100).")] = 10,
     name: Annotated[str, typer.Option("--name", help="Release name.")] = "",
     profile: Annotated[str, typer.Option("--profile", help="Device profile.")] = "cpu-small",
     labels: Annotated[str, typer.Option("--labels", help="Comma-separated class names.")] = "",
-    state: StateOption = DEFAULT_STATE,
+    coordinator: CoordinatorOpt = None,
+    operator: OperatorOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
-    """Sign MODEL as the next release and roll it out to PERCENT of the devices."""
-    from fedge.release.publish import publish_build
-
-    try:
-        signed = publish_build(
-            model,
-            state_dir=state,
-            percent=percent,
-            name=name,
-            profile=profile,
-            labels=tuple(x for x in labels.split(",") if x),
+    """Sign MODEL (or run RUN's release) as the next release, rolled out to PERCENT."""
+    _check_percent(percent)
+    if (model is None) == (run is None):
+        fail("give MODEL (a local build) or --run RUN (a coordinator run's release), not both")
+    names = tuple(x for x in labels.split(",") if x)
+    if model is not None:
+        release = call_control(
+            coordinator,
+            operator,
+            insecure,
+            lambda stub: upload_and_publish(
+                stub, model, percent=percent, name=name, profile=profile, labels=names
+            ),
         )
-    except FedgeError as err:
-        fail(str(err))
-    m = signed.manifest
-    console.print(
-        f"published release {m.version} ({m.name}, {m.length} bytes, sha256 {m.sha256[:12]}) "
-        f"to {percent}% of {m.profile!r} devices; expires {m.expires}",
-        soft_wrap=True,
-    )
+    else:
+        request = pb.PublishReleaseRequest(
+            run_id=int(run or 0), name=name, profile=profile, percent=percent, labels=list(names)
+        )
+        release = call_control(
+            coordinator, operator, insecure, lambda stub: stub.PublishRelease(request, timeout=60)
+        ).release
+    _print_release(release, "published")
 
 
 def promote_command(
     version: Annotated[int, typer.Argument(help="Release version.")],
     percent: Annotated[int, typer.Option("--percent", help="New share of devices.")] = 100,
-    state: StateOption = DEFAULT_STATE,
+    coordinator: CoordinatorOpt = None,
+    operator: OperatorOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Widen the rollout of VERSION to PERCENT of the devices."""
-    from fedge.release import open_release_store
-
-    try:
-        store = open_release_store(state_dir=state)
-        try:
-            info = store.promote(version, percent=percent)
-        finally:
-            store.close()
-    except FedgeError as err:
-        fail(str(err))
-    console.print(f"release {info.version} now targets {info.percent}% of devices")
+    _check_percent(percent)
+    request = pb.PromoteReleaseRequest(version=version, percent=percent)
+    release = call_control(
+        coordinator, operator, insecure, lambda stub: stub.PromoteRelease(request, timeout=30)
+    ).release
+    console.print(f"release {release.version} now targets {release.percent}% of devices")
 
 
 def rollback_command(
     version: Annotated[
         int | None, typer.Argument(help="Release to withdraw (default: the newest).")
     ] = None,
-    state: StateOption = DEFAULT_STATE,
+    coordinator: CoordinatorOpt = None,
+    operator: OperatorOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Withdraw a release; re-release the last good model as a NEW, higher version."""
-    from fedge.release import open_release_store
-
-    try:
-        store = open_release_store(state_dir=state, with_key=True)
-        try:
-            signed = store.rollback(version=version)
-        finally:
-            store.close()
-    except FedgeError as err:
-        fail(str(err))
-    m = signed.manifest
+    request = pb.RollbackReleaseRequest(version=version or 0)
+    r = call_control(
+        coordinator, operator, insecure, lambda stub: stub.RollbackRelease(request, timeout=30)
+    ).release
     console.print(
-        f"rolled back release {m.rollback_of}: release {m.version} re-ships sha256 "
-        f"{m.sha256[:12]} ({m.name}) to 100% of devices",
+        f"rolled back release {r.rollback_of}: release {r.version} re-ships sha256 "
+        f"{r.sha256[:12]} ({r.name}) to 100% of devices",
         soft_wrap=True,
+        highlight=False,
     )
 
 
-def ls_command(state: StateOption = DEFAULT_STATE) -> None:
-    """List releases, newest first."""
-    from fedge.release import open_release_store
+def _states(r: pb.ReleaseSummary) -> str:
+    order = ("offered", "downloading", "installed", "refused", "rolled_back", "failed", "running")
+    return ", ".join(f"{k} {r.states.get(k, 0)}" for k in order)
 
-    try:
-        store = open_release_store(state_dir=state)
-        try:
-            rows = store.list_releases()
-            counts = {r.version: store.status(r.version) for r in rows}
-        finally:
-            store.close()
-    except FedgeError as err:
-        fail(str(err))
+
+def ls_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    coordinator: CoordinatorOpt = None,
+    operator: OperatorOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """List the coordinator's releases, newest first."""
+    rows = call_control(
+        coordinator,
+        operator,
+        insecure,
+        lambda stub: stub.ListReleases(pb.ListReleasesRequest(), timeout=30),
+    ).releases
+    if as_json:
+        console.print_json(json.dumps([_release_json(r) for r in rows]))
+        return
     if not rows:
         console.print("no releases yet")
     for r in rows:  # plain lines: nothing truncated on a narrow terminal
@@ -130,7 +196,7 @@ def ls_command(state: StateOption = DEFAULT_STATE) -> None:
             status += f" (rollback of {r.rollback_of})"
         console.print(
             f"release {r.version}: {r.name} [{r.profile}] {r.percent}% {status}, "
-            f"installed on {counts[r.version]['installed']}, sha256 {r.sha256[:12]}, "
+            f"installed on {r.states.get('installed', 0)}, sha256 {r.sha256[:12]}, "
             f"created {r.created}, expires {r.expires}",
             soft_wrap=True,
             highlight=False,
@@ -138,50 +204,67 @@ def ls_command(state: StateOption = DEFAULT_STATE) -> None:
         )
 
 
+def _release_json(r: pb.ReleaseSummary) -> dict[str, Any]:
+    return {
+        "version": r.version,
+        "name": r.name,
+        "sha256": r.sha256,
+        "length": r.length,
+        "profile": r.profile,
+        "percent": r.percent,
+        "withdrawn": r.withdrawn,
+        "rollback_of": r.rollback_of,
+        "created": r.created,
+        "expires": r.expires,
+        "states": dict(r.states),
+    }
+
+
 def status_command(
     version: Annotated[int, typer.Argument(help="Release version.")],
     devices: Annotated[bool, typer.Option("--devices", help="One line per device.")] = False,
-    state: StateOption = DEFAULT_STATE,
+    coordinator: CoordinatorOpt = None,
+    operator: OperatorOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
-    """Devices per install state for VERSION (and why, with --devices)."""
-    from fedge.release import open_release_store
-
-    try:
-        store = open_release_store(state_dir=state)
-        try:
-            info = store.get(version)
-            counts = store.status(version)
-            reports = store.device_reports(version) if devices else []
-            telemetry = store.telemetry(version=version)
-        finally:
-            store.close()
-    except FedgeError as err:
-        fail(str(err))
-    states = ", ".join(f"{k} {v}" for k, v in counts.items())
-    flag = " withdrawn" if info.withdrawn else ""
-    console.print(f"release {version} ({info.percent}%{flag}): {states}", soft_wrap=True)
-    for device, dev_state, reason in reports:
-        console.print(f"  {device}: {dev_state} {reason}".rstrip(), soft_wrap=True)
-    if telemetry:
-        requests = sum(t.requests for t in telemetry)
-        errors = sum(t.errors for t in telemetry)
-        p99 = max(t.latency_p99_ms for t in telemetry)
+    """Devices per install state for VERSION (and each device's outcome, with --devices)."""
+    response = call_control(
+        coordinator,
+        operator,
+        insecure,
+        lambda stub: stub.GetReleaseStatus(pb.GetReleaseStatusRequest(version=version), timeout=30),
+    )
+    r = response.release
+    flag = " withdrawn" if r.withdrawn else ""
+    console.print(f"release {version} ({r.percent}%{flag}): {_states(r)}", soft_wrap=True)
+    if devices:
+        for d in response.devices:
+            who = f"{d.device_id} ({d.name})" if d.name else d.device_id
+            console.print(f"  {who}: {d.state} {d.reason}".rstrip(), soft_wrap=True, markup=False)
+    if response.telemetry:
+        requests = sum(t.requests for t in response.telemetry)
+        errors = sum(t.errors for t in response.telemetry)
+        p99 = max(t.latency_p99_ms for t in response.telemetry)
         console.print(
-            f"inference on {len(telemetry)} devices: {requests} requests, {errors} errors, "
-            f"worst p99 {p99:.2f} ms",
+            f"inference on {len(response.telemetry)} devices: {requests} requests, {errors} "
+            f"errors, worst p99 {p99:.2f} ms",
             soft_wrap=True,
         )
 
 
-def key_command(state: StateOption = DEFAULT_STATE) -> None:
+def key_command(
+    coordinator: CoordinatorOpt = None,
+    operator: OperatorOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
     """Print the release public key (PEM) that devices pin at enrolment."""
-    from fedge.release import RELEASE_KEY_FILE, load_or_create_release_key, public_key_pem
-
-    try:
-        key = load_or_create_release_key(path=state / RELEASE_KEY_FILE)
-    except FedgeError as err:
-        fail(str(err))
-    typer.echo(public_key_pem(key.public_key()).decode(), nl=False)
+    response = call_control(
+        coordinator,
+        operator,
+        insecure,
+        lambda stub: stub.GetReleaseKey(pb.GetReleaseKeyRequest(), timeout=30),
+    )
+    typer.echo(bytes(response.public_key_pem).decode(), nl=False)
 
 
 def register(group: typer.Typer) -> None:

@@ -1,4 +1,9 @@
-"""``fedge run``: start, watch, stop and list training runs on the coordinator."""
+"""``fedge run``: start, watch, stop and list training runs on the coordinator.
+
+The options of ``run start`` are gathered here (flags win over ``--set`` pairs, which win over
+``--config``) and sent as they are: the coordinator resolves them into the run's plan, against
+the fleet it knows, or refuses them with one line naming the option.
+"""
 
 import datetime as dt
 import json
@@ -10,37 +15,23 @@ from rich.table import Table
 
 from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
 from fedge.cli.common import command_group, console, fail
-from fedge.config import config_from_layers
 from fedge.errors import FedgeError
+from fedge.options import layer_options, parse_set
+from fedge.protocol.serde import run_state_from_proto
 from fedge.v1 import control_pb2 as pb
 
-__all__ = ["app"]
+__all__ = ["app", "run_to_json"]
 
 app = command_group("Training runs on the coordinator.")
-
-
-def _state(value: int) -> str:
-    return pb.RunState.Name(pb.RunState.ValueType(value)).removeprefix("RUN_STATE_").lower()
-
-
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            fail(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw
-    return values
 
 
 @app.command("start")
 def start_command(
     dataset: Annotated[str | None, typer.Option(help="Dataset name (default: mnist-5k).")] = None,
     model: Annotated[str | None, typer.Option(help="Model name (default: fedavg-cnn).")] = None,
-    clients: Annotated[int | None, typer.Option(help="Devices expected per round.")] = None,
+    clients: Annotated[
+        int | None, typer.Option(help="Devices the run trains on (default: 10).")
+    ] = None,
     rounds: Annotated[int | None, typer.Option(help="Rounds (default: 10).")] = None,
     fraction: Annotated[float | None, typer.Option(help="Fraction of devices per round.")] = None,
     local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
@@ -49,10 +40,14 @@ def start_command(
     strategy: Annotated[str | None, typer.Option(help="Aggregation strategy.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: 0).")] = None,
     min_clients: Annotated[
-        int | None, typer.Option(help="Fewest replies a round accepts (else retried/failed).")
+        int | None, typer.Option(help="Fewest replies a round accepts (else retried, then failed).")
     ] = None,
     round_timeout: Annotated[
-        float | None, typer.Option(help="Seconds a round waits for devices.")
+        float | None, typer.Option(help="Seconds a round waits for devices (default: 600).")
+    ] = None,
+    release: Annotated[
+        bool | None,
+        typer.Option("--release/--no-release", help="Build release/ when the run completes."),
     ] = None,
     set_: Annotated[
         list[str] | None,
@@ -72,24 +67,58 @@ def start_command(
         "clients": clients,
         "rounds": rounds,
         "fraction": fraction,
-        "local_epochs": local_epochs,
-        "batch_size": batch_size,
+        "local-epochs": local_epochs,
+        "batch-size": batch_size,
         "lr": lr,
         "strategy": strategy,
         "seed": seed,
-        "min_clients": min_clients,
-        "round_timeout": round_timeout,
+        "min-clients": min_clients,
+        "round-timeout": round_timeout,
+        "release": release,
     }
     try:
-        run_config = config_from_layers(config, _parse_set(set_ or []), flags)
-        run_config = run_config.replace(runtime="grpc")
-    except (FedgeError, ValueError) as err:
+        options = layer_options(config, parse_set(set_ or []), flags)
+    except FedgeError as err:
         fail(str(err))
-    request = pb.StartRunRequest(config_json=json.dumps(run_config.to_run_config()))
+    request = pb.StartRunRequest(config_json=json.dumps(options))
     response = call_control(
-        coordinator, operator, insecure, lambda stub: stub.StartRun(request, timeout=30)
+        coordinator, operator, insecure, lambda stub: stub.StartRun(request, timeout=60)
     )
-    console.print(f"run {response.run.run_id} {_state(response.run.state)}")
+    console.print(f"run {response.run.run_id} {run_state_from_proto(response.run.state)}")
+
+
+def run_to_json(response: pb.GetRunResponse) -> dict[str, Any]:
+    """Everything ``run status`` shows, as JSON."""
+    r = response.run
+    return {
+        "run": r.run_id,
+        "state": run_state_from_proto(r.state),
+        "rounds_done": r.rounds_done,
+        "rounds_total": r.rounds_total,
+        "accuracy": r.accuracy if r.HasField("accuracy") else None,
+        "error": r.error,
+        "config": json.loads(r.config_json or "{}"),
+        "rounds": [
+            {
+                "round": x.server_round,
+                "accuracy": x.accuracy,
+                "loss": x.loss,
+                "asked": x.sampled,
+                "replied": x.aggregated,
+                "dropped": [
+                    {"device_id": d.device_id, "node_id": d.node_id, "reason": d.reason}
+                    for d in x.drops
+                ],
+                "epsilon": x.epsilon if x.HasField("epsilon") else None,
+                "seconds": x.seconds,
+            }
+            for x in response.rounds
+        ],
+        "events": [
+            {"time": e.time_unix, "kind": e.kind, "device_id": e.device_id, "message": e.message}
+            for e in response.events
+        ],
+    }
 
 
 @app.command("status")
@@ -100,44 +129,26 @@ def status_command(
     operator: OperatorOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """A run's state, rounds and recent events."""
+    """A run's state, its rounds (devices asked, replied, dropped and why) and its events."""
     response = call_control(
         coordinator,
         operator,
         insecure,
         lambda stub: stub.GetRun(pb.GetRunRequest(run_id=run), timeout=30),
     )
-    r = response.run
     if as_json:
-        console.print_json(
-            json.dumps(
-                {
-                    "run": r.run_id,
-                    "state": _state(r.state),
-                    "rounds_done": r.rounds_done,
-                    "rounds_total": r.rounds_total,
-                    "accuracy": r.accuracy if r.HasField("accuracy") else None,
-                    "error": r.error,
-                    "rounds": [
-                        {
-                            "round": x.server_round,
-                            "accuracy": x.accuracy,
-                            "aggregated": x.aggregated,
-                        }
-                        for x in response.rounds
-                    ],
-                    "events": [{"kind": e.kind, "message": e.message} for e in response.events],
-                }
-            )
-        )
+        console.print_json(json.dumps(run_to_json(response)))
         return
+    r = response.run
     console.print(
-        f"run {r.run_id}: {_state(r.state)}, round {r.rounds_done}/{r.rounds_total}"
+        f"run {r.run_id}: {run_state_from_proto(r.state)}, round {r.rounds_done}/{r.rounds_total}"
         + (f", accuracy {r.accuracy:.4f}" if r.HasField("accuracy") else "")
-        + (f", error: {r.error}" if r.error else "")
+        + (f", error: {r.error}" if r.error else ""),
+        soft_wrap=True,
+        highlight=False,
     )
     table = Table(title=f"run {r.run_id} rounds")
-    for column in ("round", "accuracy", "loss", "devices", "dropped", "seconds"):
+    for column in ("round", "accuracy", "loss", "replied/asked", "dropped", "seconds"):
         table.add_column(column, justify="right")
     for x in response.rounds:
         table.add_row(
@@ -149,9 +160,22 @@ def status_command(
             f"{x.seconds:.1f}",
         )
     console.print(table)
-    for e in list(response.events)[-10:]:
+    for x in response.rounds:
+        for d in x.drops:
+            who = d.device_id or f"node {d.node_id}"
+            console.print(
+                f"round {x.server_round}: dropped {who}: {d.reason}",
+                soft_wrap=True,
+                highlight=False,
+            )
+    for e in list(response.events)[-12:]:
         when = dt.datetime.fromtimestamp(e.time_unix, dt.UTC).strftime("%H:%M:%S")
-        console.print(f"{when} {e.kind:<12} {e.device_id:<13} {e.message}", highlight=False)
+        console.print(
+            f"{when} {e.kind:<13} {e.device_id:<13} {e.message}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
 
 
 @app.command("stop")
@@ -168,7 +192,7 @@ def stop_command(
         insecure,
         lambda stub: stub.StopRun(pb.StopRunRequest(run_id=run), timeout=30),
     )
-    console.print(f"run {response.run.run_id} {_state(response.run.state)}")
+    console.print(f"run {response.run.run_id} {run_state_from_proto(response.run.state)}")
 
 
 @app.command("ls")
@@ -189,7 +213,7 @@ def ls_command(
         cfg = json.loads(r.config_json or "{}")
         table.add_row(
             str(r.run_id),
-            _state(r.state),
+            run_state_from_proto(r.state),
             f"{r.rounds_done}/{r.rounds_total}",
             f"{r.accuracy:.4f}" if r.HasField("accuracy") else "-",
             f"{cfg.get('dataset', '?')} / {cfg.get('model', '?')}",

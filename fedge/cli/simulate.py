@@ -9,13 +9,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedge.cli.common import console, fail
+from fedge.cli.common import console, fail, require_extra
 from fedge.cli.release import print_release_summary
-from fedge.config import RunConfig, config_from_layers
 from fedge.errors import FedgeError
 
 if TYPE_CHECKING:
     # torch-heavy modules load only when a command runs, so `fedge --help` stays fast
+    from fedge.app.config import RunConfig
     from fedge.app.results import RoundRecord, RunResult
     from fedge.compress import ReleaseReport
 
@@ -34,7 +34,7 @@ def simulate_command(
     batch_size: Annotated[int | None, typer.Option(help="Local batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Client learning rate.")] = None,
     momentum: Annotated[
-        float | None, typer.Option(help="Client SGD momentum, in [0, 1) (default: 0.9).")
+        float | None, typer.Option(help="Client SGD momentum, in \\[0, 1) (default: 0.9).")
     ] = None,
     partition: Annotated[
         str | None, typer.Option(help="iid, dirichlet:ALPHA or shards:K (default: iid).")
@@ -76,7 +76,10 @@ def simulate_command(
         float | None, typer.Option(help="Local DP-SGD: each device's epsilon budget.")
     ] = None,
     device_state_root: Annotated[
-        Path | None, typer.Option(help="Simulated devices' state dirs (privacy ledgers).")
+        Path | None,
+        typer.Option(
+            help="Simulated devices' state dirs (privacy ledgers) (default: .fedge/devices)."
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML file of options (CLI flags win).")
@@ -95,6 +98,7 @@ def simulate_command(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/latest"),
 ) -> None:
     """Simulate a federated fleet and write results.json, checkpoints and plots to --out."""
+    require_extra("server", "fedge simulate")
     flags: dict[str, Any] = {
         "dataset": dataset,
         "model": model,
@@ -121,15 +125,18 @@ def simulate_command(
         "local_dp_noise": local_dp_noise,
         "local_dp_clip": local_dp_clip,
         "local_dp_epsilon": local_dp_epsilon,
-        "device_state_root": str(device_state_root) if device_state_root is not None else None,
         "release": release,
         "student": student,
         "release_every": release_every,
     }
     releases: list[tuple[Path, ReleaseReport]] = []
     try:
+        from fedge.app.config import config_from_layers
+        from fedge.simulation import DEFAULT_DEVICE_STATE_ROOT
+
         run_config = config_from_layers(config, flags)
-        result = _run(run_config, out, releases)
+        root = device_state_root or DEFAULT_DEVICE_STATE_ROOT
+        result = _run(run_config, out, releases, root)
     except (FedgeError, ValueError) as err:
         fail(str(err))
     _print_summary(result, out)
@@ -137,7 +144,9 @@ def simulate_command(
         print_release_summary(releases[-1][1], releases[-1][0])
 
 
-def _run(config: RunConfig, out: Path, releases: list[tuple[Path, ReleaseReport]]) -> RunResult:
+def _run(
+    config: RunConfig, out: Path, releases: list[tuple[Path, ReleaseReport]], root: Path
+) -> RunResult:
     from fedge.simulation import simulate
 
     console.print(
@@ -170,7 +179,9 @@ def _run(config: RunConfig, out: Path, releases: list[tuple[Path, ReleaseReport]
             progress.console.print(f"{target}: {report.summary()}")
             releases.append((target, report))
 
-        return simulate(config, out_dir=out, on_round=on_round, on_release=on_release)
+        return simulate(
+            config, out_dir=out, on_round=on_round, on_release=on_release, device_state_root=root
+        )
 
 
 def _print_summary(result: RunResult, out: Path) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedge.app.config import RunConfig
 from fedge.app.results import RoundRecord, RunResult, write_results
 from fedge.compress.distill import DistillSettings
 from fedge.compress.errors import StudentShapeError
@@ -21,7 +22,6 @@ from fedge.compress.pipeline import (
     replace_dir,
 )
 from fedge.compress.report import ReleaseReport, read_report
-from fedge.config import RunConfig
 from fedge.models import model_info
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Who is calling: the device or operator identity of a gRPC call.
+"""Who is calling: the device or operator identity of a gRPC call, for the interceptor.
 
 With TLS on, gRPC has already verified the peer's certificate against the coordinator CA; here
 the certificate's role and name are checked against the database, so a revoked device is
@@ -7,16 +7,23 @@ names itself in metadata, which is only acceptable on a trusted test network.
 """
 
 import datetime as dt
+from dataclasses import dataclass
 
 import grpc
 
-from fedge.coordinator.errors import AuthenticationError, PermissionDeniedError
-from fedge.coordinator.pki import ROLE_DEVICE, ROLE_OPERATOR, PkiError, peer_identity
 from fedge.coordinator.state import DeviceRow, State
+from fedge.errors import AuthenticationError, PermissionDeniedError, PkiError
+from fedge.protocol.metadata import DEVICE_ID_METADATA
+from fedge.protocol.pki import ROLE_DEVICE, ROLE_OPERATOR, peer_identity
 
-__all__ = ["DEVICE_ID_METADATA", "authenticate_device", "authenticate_operator"]
+__all__ = ["CoordinatorAuth", "Operator", "authenticate_device", "authenticate_operator"]
 
-DEVICE_ID_METADATA = "fedge-device-id"
+
+@dataclass(frozen=True)
+class Operator:
+    """An authenticated operator."""
+
+    name: str
 
 
 def _peer_cert(context: grpc.ServicerContext) -> bytes | None:
@@ -55,13 +62,13 @@ def authenticate_device(
     return device
 
 
-def authenticate_operator(context: grpc.ServicerContext, *, insecure: bool) -> str:
-    """The operator's name; raises unless the caller holds an operator certificate."""
+def authenticate_operator(context: grpc.ServicerContext, *, insecure: bool) -> Operator:
+    """The operator; raises unless the caller holds an operator certificate."""
     pem = _peer_cert(context)
     if pem is None:
         if insecure:
-            return "operator (insecure)"
-        raise AuthenticationError("the control API needs an operator certificate")
+            return Operator("operator (insecure)")
+        raise AuthenticationError("the control API needs an operator certificate (--operator)")
     try:
         identity = peer_identity(pem)
     except PkiError as err:
@@ -70,4 +77,24 @@ def authenticate_operator(context: grpc.ServicerContext, *, insecure: bool) -> s
         raise PermissionDeniedError(f"a {identity.role!r} certificate cannot use the control API")
     if identity.not_after < dt.datetime.now(dt.UTC):
         raise AuthenticationError("the operator certificate has expired")
-    return identity.name
+    return Operator(identity.name)
+
+
+class CoordinatorAuth:
+    """The coordinator's policy per service: devices on the fleet and hub services, the
+    operator on the control service, anyone (with a token) on enrolment."""
+
+    def __init__(self, state: State, *, insecure: bool) -> None:
+        self._state = state
+        self._insecure = insecure
+
+    def __call__(self, method: str, context: grpc.ServicerContext) -> DeviceRow | Operator | None:
+        """The caller of ``method`` (``Service/Method``), or a refusal."""
+        service = method.partition("/")[0]
+        if service in ("FleetService", "ModelHubService"):
+            return authenticate_device(context, self._state, insecure=self._insecure)
+        if service == "ControlService":
+            return authenticate_operator(context, insecure=self._insecure)
+        if service == "EnrollmentService":
+            return None
+        raise PermissionDeniedError(f"{method} is not served here")

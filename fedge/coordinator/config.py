@@ -1,11 +1,19 @@
-"""The coordinator's configuration file (``coordinator.toml``), typed and validated."""
+"""The coordinator's configuration file (``coordinator.toml``), typed and validated.
+
+Every key is checked when the file is read: an unknown key, a value of the wrong type or out
+of range is a :class:`~fedge.errors.ConfigError` naming the file, the key (as the file writes
+it, with hyphens) and the value.
+"""
 
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from fedge.errors import ConfigError
+from fedge.protocol.transport import parse_address
 
 __all__ = ["CoordinatorConfig", "load_coordinator_config"]
 
@@ -14,8 +22,9 @@ __all__ = ["CoordinatorConfig", "load_coordinator_config"]
 class CoordinatorConfig:
     """Where the coordinator listens, keeps its state and how patient it is with devices.
 
-    ``address`` serves the fleet and control services over mutual TLS; ``enroll_address``
-    serves enrolment only, over TLS with the certificate pinned by enrolment tokens.
+    ``address`` serves the fleet, model hub and control services over mutual TLS;
+    ``enroll_address`` serves enrolment only, over TLS with the certificate pinned by
+    enrolment tokens.
     """
 
     address: str = "127.0.0.1:7443"
@@ -37,6 +46,8 @@ class CoordinatorConfig:
     max_concurrent_downloads: int = 32
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_type(_key(f.name), getattr(self, f.name), f.type)
         for name in ("heartbeat_seconds", "liveness_seconds", "wait_for_devices_seconds"):
             if not getattr(self, name) > 0:
                 raise ConfigError(_key(name), getattr(self, name), "must be positive")
@@ -45,20 +56,37 @@ class CoordinatorConfig:
                 "liveness-seconds", self.liveness_seconds, "must be >= 2 x heartbeat-seconds"
             )
         for name in ("max_attempts", "device_cert_days", "max_workers", "max_concurrent_downloads"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if getattr(self, name) < 1:
                 raise ConfigError(_key(name), getattr(self, name), "must be an integer >= 1")
         if not 64 * 1024 <= self.chunk_bytes <= self.max_message_bytes - 64 * 1024:
             raise ConfigError(
                 "chunk-bytes", self.chunk_bytes, "must be in [64 KiB, max-message-bytes - 64 KiB]"
             )
         for name in ("address", "enroll_address"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or ":" not in value:
-                raise ConfigError(_key(name), value, "must be HOST:PORT")
+            parse_address(getattr(self, name), option=_key(name))
+        if self.address == self.enroll_address and not self.address.endswith(":0"):
+            raise ConfigError("enroll-address", self.enroll_address, "must differ from address")
 
 
 def _key(name: str) -> str:
     return name.replace("_", "-")
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> None:
+    kinds = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
+    expected = kinds or (annotation,)
+    if annotation is float:
+        expected = (int, float)
+    ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+    if not ok:
+        name = getattr(annotation, "__name__", str(annotation))
+        label = {
+            "str": "a string",
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+        }
+        raise ConfigError(key, value, f"must be {label.get(name, name)}")
 
 
 def load_coordinator_config(path: Path | str, **overrides: Any) -> CoordinatorConfig:
@@ -71,16 +99,23 @@ def load_coordinator_config(path: Path | str, **overrides: Any) -> CoordinatorCo
     except tomllib.TOMLDecodeError as err:
         raise ConfigError("--config", str(path), f"is not valid TOML: {err}") from err
     table = data.get("coordinator", data)
-    known = {f.name: f for f in fields(CoordinatorConfig)}
+    if not isinstance(table, dict):
+        raise ConfigError("--config", str(path), "needs a [coordinator] table")
+    known = {f.name for f in fields(CoordinatorConfig)}
     kwargs: dict[str, Any] = {}
     for key, value in {**table, **overrides}.items():
         name = key.replace("-", "_")
         if name not in known:
-            raise ConfigError(key, value, f"is not a coordinator option; valid: {sorted(known)}")
+            valid = ", ".join(sorted(_key(k) for k in known))
+            raise ConfigError(
+                f"{path}: {key}", value, f"is not a coordinator option; valid: {valid}"
+            )
         if name in ("state_dir", "certs_dir"):
+            if not isinstance(value, str | Path):
+                raise ConfigError(f"{path}: {key}", value, "must be a string (a directory)")
             value = (path.parent / str(value)).resolve()
         kwargs[name] = value
     try:
         return CoordinatorConfig(**kwargs)
-    except TypeError as err:
-        raise ConfigError("--config", str(path), str(err)) from err
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err.option}", err.value, err.reason) from None

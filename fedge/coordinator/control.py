@@ -1,42 +1,36 @@
-"""The control service (operator ↔ coordinator): thin gRPC handlers over plain functions."""
+"""The control service (operator ↔ coordinator): short delegations, one per RPC.
 
-from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+Every operator action (runs, fleet, releases) comes through here with the operator credential:
+the interceptor authenticates it and maps errors to status codes, and nothing edits the
+coordinator's state from outside. The coordinator owns its release store and its signing key.
+"""
+
+import json
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 
-from fedge.config import RunConfig
-from fedge.coordinator.auth import authenticate_operator
-from fedge.coordinator.errors import PayloadError, status_for
-from fedge.coordinator.fleet import make_token
+from fedge.coordinator.plan import FleetView, resolve_plan
 from fedge.coordinator.runs import RunManager
-from fedge.coordinator.serde import config_from_json
-from fedge.coordinator.state import DeviceRow, RunRow, State
+from fedge.coordinator.state import DeviceRow, RoundRow, RunRow, State
 from fedge.coordinator.tasks import TaskHub
-from fedge.errors import FedgeError
-from fedge.log import logger
-from fedge.net import Malformed
+from fedge.errors import NotFoundError, PayloadError, ReleaseError
+from fedge.protocol.manifest import SignedManifest, key_id, load_public_key
+from fedge.protocol.serde import run_state_to_proto
+from fedge.protocol.tokens import make_token
+from fedge.release.publish import publish_artifact, publish_build
+from fedge.release.store import ReleaseInfo, ReleaseStore
 from fedge.v1 import control_pb2 as pb
 
 __all__ = ["ControlServicer", "device_to_proto", "run_to_proto"]
 
-T = TypeVar("T")
 
-_RUN_STATES = {
-    "queued": pb.RUN_STATE_QUEUED,
-    "running": pb.RUN_STATE_RUNNING,
-    "completed": pb.RUN_STATE_COMPLETED,
-    "failed": pb.RUN_STATE_FAILED,
-    "stopped": pb.RUN_STATE_STOPPED,
-}
-
-
-def run_to_proto(run: RunRow, state: State) -> pb.RunSummary:
+def run_to_proto(run: RunRow, rounds: list[RoundRow]) -> pb.RunSummary:
     """A run's summary for the operator."""
-    rounds = state.rounds(run.id)
     summary = pb.RunSummary(
         run_id=run.id,
-        state=_RUN_STATES.get(run.state, pb.RUN_STATE_UNSPECIFIED),
+        state=run_state_to_proto(run.state),
         config_json=run.config_json,
         rounds_total=run.rounds_total,
         rounds_done=len(rounds),
@@ -45,6 +39,23 @@ def run_to_proto(run: RunRow, state: State) -> pb.RunSummary:
     )
     if rounds:
         summary.accuracy = rounds[-1].accuracy
+    return summary
+
+
+def round_to_proto(row: RoundRow) -> pb.RoundSummary:
+    """A round's summary: accuracy, devices asked, replied and dropped with reasons."""
+    summary = pb.RoundSummary(
+        server_round=row.server_round,
+        accuracy=row.accuracy,
+        loss=row.loss,
+        sampled=row.sampled,
+        aggregated=row.aggregated,
+        dropped=row.dropped,
+        seconds=row.seconds,
+        drops=[pb.Drop(**d) for d in json.loads(row.drops_json or "[]")],
+    )
+    if row.epsilon is not None:
+        summary.epsilon = row.epsilon
     return summary
 
 
@@ -57,14 +68,45 @@ def device_to_proto(device: DeviceRow, *, online: bool) -> pb.Device:
         state="revoked" if device.revoked else (device.state if online else "offline"),
         version=device.version,
         last_seen_unix=device.last_seen,
+        release_version=device.release_version,
+        release_slot=device.release_slot,
+        can_train=device.can_train,
+        profile=device.profile,
+        data=_data_text(device),
     )
     if device.privacy_spent is not None:
         proto.privacy_spent = device.privacy_spent
     return proto
 
 
+def _data_text(device: DeviceRow) -> str:
+    if not device.data_shape:
+        return ""
+    name = f"{device.data_dataset} " if device.data_dataset else ""
+    return (
+        f"{name}{device.data_shape}, {device.data_classes} classes, {device.data_samples} samples"
+    )
+
+
+def release_to_proto(info: ReleaseInfo, states: dict[str, int], length: int) -> pb.ReleaseSummary:
+    """A release's row for ``fedge release ls`` / ``status``."""
+    return pb.ReleaseSummary(
+        version=info.version,
+        name=info.name,
+        sha256=info.sha256,
+        length=length,
+        profile=info.profile,
+        percent=info.percent,
+        withdrawn=info.withdrawn,
+        rollback_of=info.rollback_of,
+        created=info.created,
+        expires=info.expires,
+        states=states,
+    )
+
+
 class ControlServicer:
-    """gRPC handlers of ``fedge.v1.ControlService`` (operator certificate required)."""
+    """gRPC handlers of ``fedge.v1.ControlService`` (the operator, on every call)."""
 
     def __init__(
         self,
@@ -72,132 +114,234 @@ class ControlServicer:
         state: State,
         hub: TaskHub,
         runs: RunManager,
-        insecure: bool,
+        releases: ReleaseStore,
+        release_key_pem: bytes,
         token_ttl: float,
         enroll_fingerprint: str,
+        max_upload_bytes: int,
     ) -> None:
         self._state = state
         self._hub = hub
         self._runs = runs
-        self._insecure = insecure
+        self._releases = releases
+        self._release_key_pem = release_key_pem
         self._token_ttl = token_ttl
         self._fingerprint = enroll_fingerprint
+        self._max_upload = max_upload_bytes
 
-    def _call(
-        self, name: str, request: Any, context: grpc.ServicerContext, fn: Callable[[], T]
-    ) -> T:
-        try:
-            authenticate_operator(context, insecure=self._insecure)
-            if isinstance(request, Malformed):
-                raise PayloadError(request.reason)
-            return fn()
-        except FedgeError as err:
-            self._refuse(context, name, err)
-
-    def _refuse(self, context: grpc.ServicerContext, name: str, err: FedgeError) -> NoReturn:
-        code = status_for(err)
-        self._state.add_event(
-            "refused", f"{name}: {code.name}: {err}", run_id=self._runs.active_run
-        )
-        logger.warning("refused control %s: %s: %s", name, code.name, err)
-        context.abort(code, str(err))
-        raise AssertionError("unreachable")
+    # runs
 
     def StartRun(self, request: Any, context: grpc.ServicerContext) -> pb.StartRunResponse:  # noqa: N802
-        """Queue a run."""
-
-        def start() -> pb.StartRunResponse:
-            config = RunConfig.from_mapping(config_from_json(request.config_json))
-            return pb.StartRunResponse(run=run_to_proto(self._runs.submit(config), self._state))
-
-        return self._call("StartRun", request, context, start)
+        """Resolve the operator's options into a run plan against the fleet, and queue it."""
+        options = _json_object(request.config_json, "run options")
+        plan = resolve_plan(options, fleet=FleetView.of(self._state, self._hub))
+        run = self._runs.submit(plan)
+        return pb.StartRunResponse(run=run_to_proto(run, []))
 
     def GetRun(self, request: Any, context: grpc.ServicerContext) -> pb.GetRunResponse:  # noqa: N802
         """A run with its rounds and events (run 0 = the latest)."""
-
-        def get() -> pb.GetRunResponse:
-            run = self._state.run(request.run_id)
-            return pb.GetRunResponse(
-                run=run_to_proto(run, self._state),
-                rounds=[
-                    pb.RoundSummary(
-                        server_round=r.server_round,
-                        accuracy=r.accuracy,
-                        loss=r.loss,
-                        sampled=r.sampled,
-                        aggregated=r.aggregated,
-                        dropped=r.dropped,
-                        seconds=r.seconds,
-                    )
-                    for r in self._state.rounds(run.id)
-                ],
-                events=[
-                    pb.Event(
-                        time_unix=e.time, kind=e.kind, device_id=e.device_id, message=e.message
-                    )
-                    for e in self._state.events(run_id=run.id)
-                ],
-            )
-
-        return self._call("GetRun", request, context, get)
+        run = self._state.run(request.run_id)
+        rounds = self._state.rounds(run.id)
+        return pb.GetRunResponse(
+            run=run_to_proto(run, rounds),
+            rounds=[round_to_proto(r) for r in rounds],
+            events=[
+                pb.Event(time_unix=e.time, kind=e.kind, device_id=e.device_id, message=e.message)
+                for e in self._state.events(run_id=run.id)
+            ],
+        )
 
     def ListRuns(self, request: Any, context: grpc.ServicerContext) -> pb.ListRunsResponse:  # noqa: N802
         """All runs."""
-        return self._call(
-            "ListRuns",
-            request,
-            context,
-            lambda: pb.ListRunsResponse(
-                runs=[run_to_proto(r, self._state) for r in self._state.runs()]
-            ),
-        )
+        runs = [run_to_proto(r, self._state.rounds(r.id)) for r in self._state.runs()]
+        return pb.ListRunsResponse(runs=runs)
 
     def StopRun(self, request: Any, context: grpc.ServicerContext) -> pb.StopRunResponse:  # noqa: N802
         """Stop a run."""
-        return self._call(
-            "StopRun",
-            request,
-            context,
-            lambda: pb.StopRunResponse(
-                run=run_to_proto(self._runs.stop(request.run_id), self._state)
-            ),
-        )
+        run = self._runs.stop(request.run_id)
+        return pb.StopRunResponse(run=run_to_proto(run, self._state.rounds(run.id)))
+
+    def GetRunResults(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.GetRunResultsResponse:
+        """The run's results.json as it wrote it."""
+        run = self._state.run(request.run_id)
+        path = self._runs.run_dir(run.id) / "results.json"
+        if not path.is_file():
+            raise NotFoundError(f"run {run.id} has no results yet (state {run.state})")
+        return pb.GetRunResultsResponse(run_id=run.id, results_json=path.read_text())
+
+    # fleet
 
     def ListDevices(self, request: Any, context: grpc.ServicerContext) -> pb.ListDevicesResponse:  # noqa: N802
         """Every enrolled device."""
+        rows = self._state.devices()
+        online = set(self._hub.online([d.id for d in rows]))
+        return pb.ListDevicesResponse(
+            devices=[device_to_proto(d, online=d.id in online) for d in rows]
+        )
 
-        def devices() -> pb.ListDevicesResponse:
-            rows = self._state.devices()
-            online = set(self._hub.online([d.id for d in rows]))
-            return pb.ListDevicesResponse(
-                devices=[device_to_proto(d, online=d.id in online) for d in rows]
-            )
-
-        return self._call("ListDevices", request, context, devices)
-
-    def RevokeDevice(self, request: Any, context: grpc.ServicerContext) -> pb.RevokeDeviceResponse:  # noqa: N802
-        """Revoke a device: refused from its next call on."""
-
-        def revoke() -> pb.RevokeDeviceResponse:
-            device = self._state.revoke(request.device_id)
-            self._hub.forget(device.id)
-            self._state.add_event(
-                "revoked", f"{device.device_id} revoked", device_id=device.device_id
-            )
-            return pb.RevokeDeviceResponse(device=device_to_proto(device, online=False))
-
-        return self._call("RevokeDevice", request, context, revoke)
+    def RevokeDevice(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.RevokeDeviceResponse:
+        """Revoke a device (by id, unique id prefix or name): refused from its next call on."""
+        device = self._state.revoke(self._state.find_device(request.device_id).device_id)
+        self._hub.forget(device.id)
+        self._state.add_event("revoked", f"{device.device_id} revoked", device_id=device.device_id)
+        return pb.RevokeDeviceResponse(device=device_to_proto(device, online=False))
 
     def CreateEnrollToken(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
     ) -> pb.CreateEnrollTokenResponse:
         """A one-time enrolment token."""
+        ttl = request.ttl_seconds if request.ttl_seconds > 0 else self._token_ttl
+        issued = self._state.create_token(ttl_seconds=min(ttl, 30 * 86400))
+        return pb.CreateEnrollTokenResponse(
+            token=make_token(issued.secret, self._fingerprint), expires_unix=issued.expires
+        )
 
-        def create() -> pb.CreateEnrollTokenResponse:
-            ttl = request.ttl_seconds if request.ttl_seconds > 0 else self._token_ttl
-            issued = self._state.create_token(ttl_seconds=min(ttl, 30 * 86400))
-            return pb.CreateEnrollTokenResponse(
-                token=make_token(issued.secret, self._fingerprint), expires_unix=issued.expires
+    # releases
+
+    def UploadArtifact(  # noqa: N802
+        self, request_iterator: Iterator[Any], context: grpc.ServicerContext
+    ) -> pb.UploadArtifactResponse:
+        """Store an artifact streamed in chunks (header first); refused if its hash differs."""
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise PayloadError("an upload must start with a header")
+        header = first.header
+        if header.length > self._max_upload:
+            raise PayloadError(f"an artifact of {header.length} bytes is over the limit")
+        sha, length = self._releases.artifacts.add_stream(
+            _upload_chunks(request_iterator, header.length), sha256=header.sha256
+        )
+        self._releases.record_artifact(sha, length)
+        return pb.UploadArtifactResponse(sha256=sha, length=length)
+
+    def PublishRelease(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.PublishReleaseResponse:
+        """Sign an uploaded artifact, or a run's release build, as the next release."""
+        if request.run_id:
+            signed = self._publish_run(request)
+        elif request.sha256:
+            signed = publish_artifact(
+                self._releases,
+                sha256=request.sha256,
+                report=_json_object(request.report_json or "{}", "report"),
+                percent=request.percent,
+                name=request.name,
+                profile=request.profile or "cpu-small",
+                labels=tuple(request.labels),
             )
+        else:
+            raise ReleaseError("publish needs an uploaded artifact (sha256) or a run id")
+        self._event("published", signed, f"to {request.percent}%")
+        return pb.PublishReleaseResponse(release=self._summary(signed.manifest.version))
 
-        return self._call("CreateEnrollToken", request, context, create)
+    def _publish_run(self, request: Any) -> SignedManifest:
+        run = self._state.run(request.run_id)
+        build = self._runs.run_dir(run.id) / "release"
+        if not (build / "model.onnx").is_file():
+            raise NotFoundError(
+                f"run {run.id} built no release (state {run.state}; a run builds one when it "
+                "completes, unless started with --no-release)"
+            )
+        return publish_build(
+            self._releases,
+            build,
+            percent=request.percent,
+            name=request.name,
+            profile=request.profile or "cpu-small",
+            labels=tuple(request.labels),
+        )
+
+    def PromoteRelease(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.PromoteReleaseResponse:
+        """Widen (or narrow) a release's rollout."""
+        info = self._releases.promote(request.version, percent=request.percent)
+        self._state.add_event("promoted", f"release {info.version} to {info.percent}%")
+        return pb.PromoteReleaseResponse(release=self._summary(info.version))
+
+    def RollbackRelease(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.RollbackReleaseResponse:
+        """Withdraw a release; re-release the last good model as a new, higher version."""
+        signed = self._releases.rollback(version=request.version or None)
+        self._event("rolled-back", signed, f"withdraws release {signed.manifest.rollback_of}")
+        return pb.RollbackReleaseResponse(release=self._summary(signed.manifest.version))
+
+    def ListReleases(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.ListReleasesResponse:
+        """Every release, newest first."""
+        return pb.ListReleasesResponse(
+            releases=[self._summary(r.version) for r in self._releases.list_releases()]
+        )
+
+    def GetReleaseStatus(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.GetReleaseStatusResponse:
+        """A release's devices per install state, each device's outcome, and telemetry."""
+        summary = self._summary(request.version)
+        names = {d.device_id: d.name for d in self._state.devices()}
+        return pb.GetReleaseStatusResponse(
+            release=summary,
+            devices=[
+                pb.DeviceInstall(device_id=d, name=names.get(d, ""), state=s, reason=r)
+                for d, s, r in self._releases.device_reports(request.version)
+            ],
+            telemetry=[
+                pb.DeviceTelemetry(
+                    device_id=t.device_id,
+                    active_version=t.active_version,
+                    requests=t.requests,
+                    errors=t.errors,
+                    latency_p50_ms=t.latency_p50_ms,
+                    latency_p99_ms=t.latency_p99_ms,
+                )
+                for t in self._releases.telemetry.latest(version=request.version)
+            ],
+        )
+
+    def GetReleaseKey(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.GetReleaseKeyResponse:
+        """The release public key devices pin at enrolment."""
+        pem = self._release_key_pem
+        return pb.GetReleaseKeyResponse(public_key_pem=pem, key_id=key_id(load_public_key(pem=pem)))
+
+    def _summary(self, version: int) -> pb.ReleaseSummary:
+        info = self._releases.get(version)
+        return release_to_proto(
+            info, self._releases.status(version), self._releases.artifacts.length(info.sha256)
+        )
+
+    def _event(self, kind: str, signed: SignedManifest, detail: str) -> None:
+        m = signed.manifest
+        self._state.add_event(kind, f"release {m.version} ({m.name}, {m.profile}) {detail}")
+
+
+def _upload_chunks(requests: Iterator[Any], length: int) -> Iterator[memoryview]:
+    received = 0
+    for part in requests:
+        if part.WhichOneof("part") != "chunk":
+            raise PayloadError("an upload has one header, then chunks")
+        data = memoryview(part.chunk.data)
+        received += len(data)
+        if received > length:
+            raise PayloadError(f"the upload is longer than the announced {length} bytes")
+        yield data
+    if received != length:
+        raise PayloadError(f"the upload has {received} bytes, announced {length}")
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PayloadError(f"{what}: not JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise PayloadError(f"{what}: must be a JSON object")
+    return value

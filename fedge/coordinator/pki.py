@@ -1,16 +1,14 @@
-"""The coordinator's small PKI: a CA, server and operator certificates, device certificates.
+"""The coordinator's small PKI: a CA that issues server, operator and device certificates.
 
 Device identity is the certificate: its common name is the device id and its organizational
-unit the role (``device`` or ``operator``). Enrolment happens on a separate TLS port whose
-self-signed certificate is pinned by the enrolment token (its SHA-256 travels in the token),
-so a device trusts the coordinator before it has the CA (the same idea as kubeadm's
+unit the role (see :mod:`fedge.protocol.pki`, which reads them). Enrolment happens on a separate
+TLS port whose self-signed certificate is pinned by the enrolment token (its SHA-256 travels in
+the token), so a device trusts the coordinator before it has the CA (the same idea as kubeadm's
 discovery hash).
 """
 
 import datetime as dt
-import hashlib
 import ipaddress
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -18,54 +16,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fedge.errors import FedgeError
+from fedge.errors import PkiError
+from fedge.files import atomic_write
+from fedge.protocol.pki import ENROLL_SERVER_NAME, ROLE_DEVICE, ROLE_OPERATOR
+from fedge.protocol.pki import cert_pem as pem_of_cert
+from fedge.protocol.pki import key_pem as pem_of_key
 
-__all__ = [
-    "ENROLL_SERVER_NAME",
-    "ROLE_DEVICE",
-    "ROLE_OPERATOR",
-    "CertificateAuthority",
-    "PeerIdentity",
-    "PkiError",
-    "fingerprint",
-    "init_certs",
-    "make_key_and_csr",
-    "peer_identity",
-]
-
-ROLE_DEVICE = "device"
-ROLE_OPERATOR = "operator"
-ENROLL_SERVER_NAME = "fedge-enroll"
-
-
-class PkiError(FedgeError):
-    """A certificate, key or CSR is missing, malformed or not acceptable."""
-
-
-@dataclass(frozen=True)
-class PeerIdentity:
-    """Who is on the other end of a mutual-TLS connection."""
-
-    name: str
-    role: str
-    serial: int
-    not_after: dt.datetime
+__all__ = ["CertificateAuthority", "init_certs"]
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def _name(common_name: str, role: str) -> x509.Name:
@@ -76,12 +37,6 @@ def _name(common_name: str, role: str) -> x509.Name:
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
-
-
-def fingerprint(cert_pem: bytes) -> str:
-    """SHA-256 of a certificate's DER encoding, hex."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 class CertificateAuthority:
@@ -125,12 +80,12 @@ class CertificateAuthority:
             )
             .sign(key, hashes.SHA256())
         )
-        return cls(_cert_pem(cert), _key_pem(key))
+        return cls(pem_of_cert(cert), pem_of_key(key))
 
     @property
     def key_pem(self) -> bytes:
         """The CA's private key, PEM."""
-        return _key_pem(self._key)
+        return pem_of_key(self._key)
 
     def issue(
         self,
@@ -154,7 +109,7 @@ class CertificateAuthority:
         )
         if hosts:
             builder = builder.add_extension(_san(hosts), critical=False)
-        return _cert_pem(builder.sign(self._key, hashes.SHA256()))
+        return pem_of_cert(builder.sign(self._key, hashes.SHA256()))
 
     def sign_csr(self, csr_pem: bytes, *, device_id: str, days: int) -> bytes:
         """A device certificate for the key in ``csr_pem``; the CSR's own subject is ignored."""
@@ -195,7 +150,7 @@ def _self_signed(common_name: str, *, days: int) -> tuple[bytes, bytes]:
         .add_extension(_san((common_name,)), critical=False)
         .sign(key, hashes.SHA256())
     )
-    return _cert_pem(cert), _key_pem(key)
+    return pem_of_cert(cert), pem_of_key(key)
 
 
 def init_certs(directory: Path, *, hosts: tuple[str, ...], force: bool = False) -> list[Path]:
@@ -222,50 +177,19 @@ def init_certs(directory: Path, *, hosts: tuple[str, ...], force: bool = False) 
             hosts=all_hosts,
             days=3650,
         ),
-        "server.key": _key_pem(server_key),
+        "server.key": pem_of_key(server_key),
         "enroll.pem": enroll_cert,
         "enroll.key": enroll_key,
         "operator/ca.pem": ca.cert_pem,
         "operator/operator.pem": ca.issue(
             operator_key.public_key(), common_name="operator", role=ROLE_OPERATOR, days=3650
         ),
-        "operator/operator.key": _key_pem(operator_key),
+        "operator/operator.key": pem_of_key(operator_key),
     }
     written = []
     for rel, data in files.items():
         path = directory / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        if rel.endswith(".key"):
-            path.chmod(0o600)
+        atomic_write(path, data, mode=0o600 if rel.endswith(".key") else None)
         written.append(path)
     return written
-
-
-def make_key_and_csr(name: str) -> tuple[bytes, bytes]:
-    """A new device key and a CSR for it (PEM); the coordinator picks the certificate's name."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .sign(key, hashes.SHA256())
-    )
-    return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
-
-
-def peer_identity(cert_pem: bytes) -> PeerIdentity:
-    """The identity in a peer certificate that TLS has already verified against the CA."""
-    try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
-    except ValueError as err:
-        raise PkiError(f"peer certificate is not valid PEM: {err}") from err
-    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
-    if not cn or not ou:
-        raise PkiError("peer certificate has no common name or organizational unit")
-    return PeerIdentity(
-        name=str(cn[0].value),
-        role=str(ou[0].value),
-        serial=cert.serial_number,
-        not_after=cert.not_valid_after_utc,
-    )

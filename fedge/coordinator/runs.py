@@ -2,28 +2,32 @@
 
 A run is a row in the database plus a folder of checkpoints. The manager thread takes the
 oldest run that is queued or was running when the coordinator last stopped, and runs
-:func:`fedge.app.server.run_federation` on a :class:`~fedge.runtime.grpc.GrpcGrid`, starting
+:func:`fedge.app.server.run_federation` on a :class:`~fedge.coordinator.grid.GrpcGrid`, starting
 from the run's last checkpoint if it has one. So a coordinator killed mid-run resumes from
-the last completed round on restart, without operator action. A round that fails (too few
-devices answered) is retried from the last checkpoint up to ``max_attempts`` times. The
+the last completed round on restart, without operator action, on the same devices: a run's
+devices are pinned when it first starts, and every round waits for them. A round with too few
+usable updates is retried from the last checkpoint up to ``max_attempts`` times, then fails the
+run with each device's reason; a run never ends "completed" with a round nobody trained. The
 checkpoint holds the strategy's server state and the records of the rounds before it, so a
-resumed run continues as if uninterrupted and its ``results.json`` lists every round.
+resumed run continues as if uninterrupted and its ``results.json`` lists every round. A run
+that completes builds its release (``release/`` in its folder) like ``fedge simulate`` does,
+unless started with ``--no-release``; ``fedge release publish --run RUN`` publishes it.
 """
 
 import json
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from fedge.app.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from fedge.app.results import RoundRecord
-from fedge.config import RunConfig
-from fedge.coordinator.errors import RoundFailedError, RunStoppedError
+from fedge.app.config import RunConfig
+from fedge.app.results import RoundRecord, RunResult
+from fedge.coordinator.errors import RunStoppedError
+from fedge.coordinator.grid import GrpcGrid
+from fedge.coordinator.plan import may_train
 from fedge.coordinator.state import RoundRow, RunRow, RunState, State
 from fedge.coordinator.tasks import TaskHub
-from fedge.errors import FedgeError
+from fedge.errors import FedgeError, RoundFailedError
 from fedge.log import logger
-from fedge.runtime.grpc import GrpcGrid
 from fedge.runtime.local import set_server_identity
 
 __all__ = ["RunManager"]
@@ -40,14 +44,12 @@ class RunManager:
         runs_dir: Path,
         max_attempts: int,
         wait_for_devices: float,
-        nodes: Callable[[], list[int]],
     ) -> None:
         self._state = state
         self._hub = hub
         self._runs_dir = runs_dir
         self._max_attempts = max_attempts
         self._wait_for_devices = wait_for_devices
-        self._nodes = nodes
         self._wake = threading.Event()
         self._shutdown = threading.Event()
         self._stop_run = threading.Event()
@@ -75,9 +77,9 @@ class RunManager:
 
     def submit(self, config: RunConfig) -> RunRow:
         """Queue a run of ``config``."""
-        config = config.replace(runtime="grpc")
         row = self._state.create_run(
-            config_json=json.dumps(config.to_dict(), sort_keys=True), rounds_total=config.rounds
+            config_json=json.dumps(config.to_run_config(), sort_keys=True),
+            rounds_total=config.rounds,
         )
         self._state.add_event("queued", f"run {row.id} queued", run_id=row.id)
         self._wake.set()
@@ -132,14 +134,9 @@ class RunManager:
                     self._state.set_run_state(run.id, RunState.STOPPED)
                 return
             except RoundFailedError as err:
-                attempts = self._state.run(run.id).attempts
-                self._state.add_event("round-failed", str(err), run_id=run.id)
-                if attempts >= self._max_attempts:
-                    self._state.set_run_state(
-                        run.id, RunState.FAILED, error=f"{err} ({attempts} attempts)"
-                    )
-                    return
-                continue
+                if self._retry_or_fail(run.id, err):
+                    continue
+                return
             except FedgeError as err:
                 self._state.set_run_state(run.id, RunState.FAILED, error=str(err))
                 self._state.add_event("failed", str(err), run_id=run.id)
@@ -147,6 +144,27 @@ class RunManager:
             self._state.set_run_state(run.id, RunState.COMPLETED)
             self._state.add_event("completed", f"run {run.id} completed", run_id=run.id)
             return
+
+    def _retry_or_fail(self, run_id: int, err: RoundFailedError) -> bool:
+        attempts = self._state.run(run_id).attempts
+        self._state.add_event("round-failed", str(err), run_id=run_id)
+        for drop in err.drops:
+            device = str(drop.get("device_id") or f"node {drop.get('node_id')}")
+            self._state.add_event(
+                "dropped", str(drop.get("reason")), run_id=run_id, device_id=device
+            )
+        if attempts < self._max_attempts:
+            self._state.add_event(
+                "retry",
+                f"retrying from the last checkpoint (attempt {attempts + 1} of "
+                f"{self._max_attempts})",
+                run_id=run_id,
+            )
+            return True
+        error = f"{err} (after {attempts} attempts)"
+        self._state.set_run_state(run_id, RunState.FAILED, error=error)
+        self._state.add_event("failed", error, run_id=run_id)
+        return False
 
     def _run_once(self, run_id: int, config: RunConfig) -> None:
         from fedge.app.server import run_federation
@@ -157,20 +175,57 @@ class RunManager:
         # before it was written.
         start = self._checkpoint(out, run_id)
         set_server_identity(run_id)
+        devices = self._pinned_devices(run_id, config.clients)
+        names = {d.id: d.device_id for d in self._state.devices()}
         grid = GrpcGrid(
             self._hub,
             run_id=run_id,
             run_config=config.to_run_config(),
-            nodes=self._nodes,
+            nodes=lambda: [n for n in devices if self._trains(n)],
             min_replies=config.min_clients,
             wait_for_nodes=self._wait_for_devices,
             stop=self._stop_run,
+            names=lambda node: names.get(node, ""),
+            on_event=lambda kind, message: self._state.add_event(kind, message, run_id=run_id),
         )
 
         def on_round(record: RoundRecord) -> None:
             self._state.add_round(run_id, _round_row(record))
 
-        run_federation(grid, config, out_dir=out, on_round=on_round, start_from=start)
+        result = run_federation(grid, config, out_dir=out, on_round=on_round, start_from=start)
+        if config.release and not (out / "release" / "model.onnx").is_file():
+            self._build_release(run_id, config, out, result)
+
+    def _build_release(self, run_id: int, config: RunConfig, out: Path, result: RunResult) -> None:
+        from fedge.compress.runs import release_after_run
+
+        self._state.add_event("release", "building the release of the final model", run_id=run_id)
+        report = release_after_run(config, out, result)
+        if report is not None:
+            self._state.add_event(
+                "release", f"built {out / 'release'}: {report.summary()}", run_id=run_id
+            )
+
+    def _trains(self, node_id: int) -> bool:
+        device = next((d for d in self._state.devices() if d.id == node_id), None)
+        return device is not None and may_train(device)
+
+    def _pinned_devices(self, run_id: int, count: int) -> list[int]:
+        """The run's devices: chosen when it first starts, the same after every restart."""
+        run = self._state.run(run_id)
+        if run.devices_json:
+            return [int(n) for n in json.loads(run.devices_json)]
+        candidates = [d for d in self._state.devices() if may_train(d)]
+        online = set(self._hub.online([d.id for d in candidates]))
+        # Prefer devices connected now and known to train; then enrolment order.
+        candidates.sort(key=lambda d: (d.id not in online, not d.can_train, d.id))
+        chosen = [d.id for d in candidates[:count]]
+        self._state.set_run_devices(run_id, chosen)
+        names = ", ".join(d.device_id for d in candidates[:count])
+        self._state.add_event(
+            "devices", f"the run trains on {len(chosen)} devices: {names}", run_id=run_id
+        )
+        return chosen
 
     def _checkpoint(self, out: Path, run_id: int) -> Checkpoint | None:
         # Resume from the last round the database recorded: a checkpoint written just before
@@ -194,6 +249,7 @@ class RunManager:
 
 
 def _round_row(record: RoundRecord) -> RoundRow:
+    epsilon = record.extra.get("epsilon")
     return RoundRow(
         server_round=record.round,
         accuracy=record.accuracy,
@@ -202,4 +258,6 @@ def _round_row(record: RoundRecord) -> RoundRow:
         aggregated=record.aggregated,
         dropped=len(record.dropped),
         seconds=record.seconds,
+        drops_json=json.dumps(record.dropped),
+        epsilon=float(epsilon) if isinstance(epsilon, int | float) else None,
     )

@@ -1,20 +1,40 @@
-"""The coordinator process: the fleet and control services, the run manager, the database."""
+"""The coordinator process: its servers, services, run manager, state and release store.
+
+Two ports, both created by :mod:`fedge.protocol.transport` with the one interceptor: the main
+port (mutual TLS) serves the fleet, model hub and control services; the enrolment port (TLS with
+a certificate pinned by enrolment tokens) serves enrolment only. Neither port is shared with
+another process.
+"""
 
 import threading
 from pathlib import Path
 
 import grpc
 
+from fedge.coordinator.auth import CoordinatorAuth, Operator
 from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.control import ControlServicer
-from fedge.coordinator.fleet import FleetServicer, FleetSettings
-from fedge.coordinator.pki import CertificateAuthority, PkiError, fingerprint
+from fedge.coordinator.fleet import EnrollmentServicer, FleetServicer, FleetSettings
+from fedge.coordinator.hub import HubServicer, add_hub_service
+from fedge.coordinator.pki import CertificateAuthority
 from fedge.coordinator.runs import RunManager
-from fedge.coordinator.state import State
+from fedge.coordinator.state import DeviceRow, State
 from fedge.coordinator.tasks import TaskHub
+from fedge.errors import PkiError
 from fedge.log import logger
-from fedge.net import ServerTLS, TransportOptions, add_service, bind, create_server
-from fedge.v1 import control_pb2, fleet_pb2
+from fedge.protocol.interceptor import FedgeInterceptor, Refusal
+from fedge.protocol.manifest import public_key_pem
+from fedge.protocol.pki import fingerprint
+from fedge.protocol.transport import (
+    ServerTLS,
+    TransportOptions,
+    add_service,
+    bind,
+    create_server,
+)
+from fedge.release.signing import load_or_create_release_key
+from fedge.release.store import RELEASE_KEY_FILE, open_release_store
+from fedge.v1 import control_pb2, enrollment_pb2, fleet_pb2
 
 __all__ = ["Coordinator"]
 
@@ -32,16 +52,6 @@ class Coordinator:
 
     def __init__(self, config: CoordinatorConfig) -> None:
         self.config = config
-        self.state = State(config.state_dir / "state.db")
-        self.hub = TaskHub(liveness_seconds=config.liveness_seconds)
-        self.runs = RunManager(
-            state=self.state,
-            hub=self.hub,
-            runs_dir=config.state_dir / "runs",
-            max_attempts=config.max_attempts,
-            wait_for_devices=config.wait_for_devices_seconds,
-            nodes=self._enrolled_nodes,
-        )
         self._options = TransportOptions(
             max_message_bytes=config.max_message_bytes, chunk_bytes=config.chunk_bytes
         )
@@ -49,11 +59,21 @@ class Coordinator:
         self.ports: dict[str, int] = {}
         self._stopped = threading.Event()
 
-    def _enrolled_nodes(self) -> list[int]:
-        return [d.id for d in self.state.devices() if not d.revoked]
+    def _on_refused(self, refusal: Refusal) -> None:
+        who = refusal.caller
+        device = who.device_id if isinstance(who, DeviceRow) else ""
+        name = who.name if isinstance(who, Operator) else device or "?"
+        message = f"{refusal.method}: {refusal.code.name}: {refusal.error}"
+        run_id = getattr(refusal.error, "run_id", None) or self.runs.active_run
+        self.state.add_event("refused", message, run_id=run_id, device_id=device)
+        logger.warning("refused %s from %s: %s", refusal.method, name, refusal.error)
 
     def start(self) -> dict[str, int]:
-        """Bind both ports, start serving and the run manager; the bound ports."""
+        """Bind both ports, then open the state and start serving; the bound ports.
+
+        The ports are bound before anything is written: a coordinator that cannot listen
+        (address in use, a bad address, missing certificates) leaves no state behind.
+        """
         certs = self.config.certs_dir
         insecure = self.config.insecure
         ca = (
@@ -62,10 +82,25 @@ class Coordinator:
             else CertificateAuthority(_read(certs / "ca.pem"), _read(certs / "ca.key"))
         )
         enroll_pem = b"" if insecure else _read(certs / "enroll.pem")
-        # Issue 6: devices pin the release public key at enrolment (sent in the enrol reply).
-        from fedge.release import RELEASE_KEY_FILE, load_or_create_release_key, public_key_pem
-
-        release_key = load_or_create_release_key(path=self.config.state_dir / RELEASE_KEY_FILE)
+        main_tls = enroll_tls = None
+        if ca is not None:
+            main_tls = ServerTLS(
+                _read(certs / "server.pem"), _read(certs / "server.key"), ca.cert_pem
+            )
+            enroll_tls = ServerTLS(enroll_pem, _read(certs / "enroll.key"))
+        interceptor = FedgeInterceptor(
+            authenticate=lambda method, context: self._auth(method, context),
+            on_refused=self._on_refused,
+        )
+        main = create_server(
+            options=self._options, max_workers=self.config.max_workers, interceptors=[interceptor]
+        )
+        enroller = create_server(options=self._options, max_workers=4, interceptors=[interceptor])
+        self.ports["fleet"] = bind(main, self.config.address, main_tls, option="address")
+        self.ports["enroll"] = bind(
+            enroller, self.config.enroll_address, enroll_tls, option="enroll-address"
+        )
+        self._open_state()
         settings = FleetSettings(
             insecure=insecure,
             heartbeat_seconds=self.config.heartbeat_seconds,
@@ -73,66 +108,9 @@ class Coordinator:
             max_payload_bytes=self.config.max_payload_bytes,
             device_cert_days=self.config.device_cert_days,
             enroll_fingerprint=fingerprint(enroll_pem) if enroll_pem else "",
-            release_key_pem=public_key_pem(release_key.public_key()),
+            release_key_pem=self.release_key_pem,
         )
-        main = create_server(options=self._options, max_workers=self.config.max_workers)
-
-        def fleet(enroll_only: bool) -> FleetServicer:
-            return FleetServicer(
-                state=self.state,
-                hub=self.hub,
-                settings=settings,
-                ca=ca,
-                active_run=lambda: self.runs.active_run,
-                enroll_only=enroll_only,
-            )
-
-        add_service(
-            main,
-            fleet_pb2.DESCRIPTOR.services_by_name["FleetService"],
-            fleet(False),
-        )
-        add_service(
-            main,
-            control_pb2.DESCRIPTOR.services_by_name["ControlService"],
-            ControlServicer(
-                state=self.state,
-                hub=self.hub,
-                runs=self.runs,
-                insecure=insecure,
-                token_ttl=_TOKEN_TTL,
-                enroll_fingerprint=settings.enroll_fingerprint,
-            ),
-        )
-        # Issue 6: signed model releases, on the same mutually authenticated port.
-        from fedge.coordinator.hub import coordinator_hub_servicer
-        from fedge.v1 import hub_pb2
-
-        add_service(
-            main,
-            hub_pb2.DESCRIPTOR.services_by_name["ModelHubService"],
-            coordinator_hub_servicer(
-                state_dir=self.config.state_dir,
-                state=self.state,
-                insecure=insecure,
-                max_downloads=self.config.max_concurrent_downloads,
-            ),
-        )
-        main_tls = None
-        enroll_tls = None
-        if ca is not None:
-            main_tls = ServerTLS(
-                _read(certs / "server.pem"), _read(certs / "server.key"), ca.cert_pem
-            )
-            enroll_tls = ServerTLS(enroll_pem, _read(certs / "enroll.key"))
-        self.ports["fleet"] = bind(main, self.config.address, main_tls)
-        enroller = create_server(options=self._options, max_workers=4)
-        add_service(
-            enroller,
-            fleet_pb2.DESCRIPTOR.services_by_name["FleetService"],
-            fleet(True),
-        )
-        self.ports["enroll"] = bind(enroller, self.config.enroll_address, enroll_tls)
+        self._add_services(main, enroller, settings, ca)
         self._servers = [main, enroller]
         for server in self._servers:
             server.start()
@@ -144,11 +122,71 @@ class Coordinator:
         )
         return dict(self.ports)
 
+    def _open_state(self) -> None:
+        config = self.config
+        self.state = State(config.state_dir / "state.db")
+        self.hub = TaskHub(liveness_seconds=config.liveness_seconds)
+        self.runs = RunManager(
+            state=self.state,
+            hub=self.hub,
+            runs_dir=config.state_dir / "runs",
+            max_attempts=config.max_attempts,
+            wait_for_devices=config.wait_for_devices_seconds,
+        )
+        self._auth = CoordinatorAuth(self.state, insecure=config.insecure)
+        # The coordinator owns its release key (made on its first start); devices pin it from
+        # the enrolment reply, and no operator command ever makes one.
+        key = load_or_create_release_key(path=config.state_dir / RELEASE_KEY_FILE)
+        self.release_key_pem = public_key_pem(key.public_key())
+        self.releases = open_release_store(
+            state_dir=config.state_dir, key=key, fleet=self._fleet_ids
+        )
+
+    def _add_services(
+        self,
+        main: grpc.Server,
+        enroller: grpc.Server,
+        settings: FleetSettings,
+        ca: CertificateAuthority | None,
+    ) -> None:
+        add_service(
+            main,
+            fleet_pb2.DESCRIPTOR.services_by_name["FleetService"],
+            FleetServicer(state=self.state, hub=self.hub, settings=settings),
+        )
+        add_service(
+            main,
+            control_pb2.DESCRIPTOR.services_by_name["ControlService"],
+            ControlServicer(
+                state=self.state,
+                hub=self.hub,
+                runs=self.runs,
+                releases=self.releases,
+                release_key_pem=self.release_key_pem,
+                token_ttl=_TOKEN_TTL,
+                enroll_fingerprint=settings.enroll_fingerprint,
+                max_upload_bytes=self.config.max_payload_bytes,
+            ),
+        )
+        add_hub_service(
+            main, HubServicer(self.releases, max_downloads=self.config.max_concurrent_downloads)
+        )
+        add_service(
+            enroller,
+            enrollment_pb2.DESCRIPTOR.services_by_name["EnrollmentService"],
+            EnrollmentServicer(state=self.state, settings=settings, ca=ca),
+        )
+
+    def _fleet_ids(self) -> list[str]:
+        # Rollout percentages are of the enrolled, unrevoked fleet.
+        return [d.device_id for d in self.state.devices() if not d.revoked]
+
     def stop(self, grace: float = 2.0) -> None:
         """Stop serving; a run in progress resumes when the coordinator starts again."""
         self.runs.shutdown()
         for server in self._servers:
             server.stop(grace).wait(grace + 1)
+        self.releases.close()
         self.state.close()
         self._stopped.set()
 

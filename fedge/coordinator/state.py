@@ -5,6 +5,7 @@ database; the run loop's checkpoints (files) plus these rows are all a restart n
 """
 
 import hashlib
+import json
 import secrets
 import threading
 import time
@@ -13,40 +14,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import (
-    Boolean,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    select,
-)
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from fedge.errors import FedgeError
+from fedge.data.device import DataSummary
+from fedge.errors import NotFoundError, TokenError
+from fedge.storage import open_sqlite
 
 __all__ = [
     "DeviceRow",
     "EventRow",
-    "NotFoundError",
+    "Heartbeat",
     "RoundRow",
     "RunRow",
     "RunState",
     "State",
-    "TokenError",
 ]
-
-
-class NotFoundError(FedgeError):
-    """A device or run that does not exist."""
-
-
-class TokenError(FedgeError):
-    """An enrolment token that is unknown, used or expired."""
 
 
 class RunState:
@@ -77,6 +60,16 @@ class DeviceRow(_Base):
     version: Mapped[str] = mapped_column(String(64), default="")
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     privacy_spent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # What the device said in its last heartbeat: can it train, its profile, what it serves.
+    can_train: Mapped[bool] = mapped_column(Boolean, default=False)
+    profile: Mapped[str] = mapped_column(String(100), default="")
+    release_version: Mapped[int] = mapped_column(Integer, default=0)
+    release_slot: Mapped[str] = mapped_column(String(8), default="")
+    # The device's training data as it summarizes it ("" when it has none).
+    data_dataset: Mapped[str] = mapped_column(String(64), default="")
+    data_shape: Mapped[str] = mapped_column(String(64), default="")
+    data_classes: Mapped[int] = mapped_column(Integer, default=0)
+    data_samples: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class TokenRow(_Base):
@@ -101,6 +94,8 @@ class RunRow(_Base):
     created: Mapped[float] = mapped_column(Float)
     error: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The node ids of the devices the run trains on, pinned when it first starts (JSON list).
+    devices_json: Mapped[str] = mapped_column(Text, default="")
 
 
 class RoundRow(_Base):
@@ -117,6 +112,9 @@ class RoundRow(_Base):
     aggregated: Mapped[int] = mapped_column(Integer)
     dropped: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float] = mapped_column(Float)
+    # Each dropped device and why: [{"device_id", "node_id", "reason"}].
+    drops_json: Mapped[str] = mapped_column(Text, default="[]")
+    epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class EventRow(_Base):
@@ -132,6 +130,17 @@ class EventRow(_Base):
 
 
 @dataclass(frozen=True)
+class Heartbeat:
+    """What a device says of itself in a heartbeat."""
+
+    can_train: bool
+    profile: str
+    release_version: int
+    release_slot: str
+    data: DataSummary | None = None
+
+
+@dataclass(frozen=True)
 class IssuedToken:
     """A new enrolment secret (shown once) and when it expires."""
 
@@ -143,12 +152,7 @@ class State:
     """The coordinator database (one SQLite file; safe to use from many threads)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._engine = create_engine(
-            f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
-        )
-        event.listen(self._engine, "connect", _sqlite_pragmas)
-        _Base.metadata.create_all(self._engine)
+        self._engine = open_sqlite(path, tables=_Base)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._lock = threading.RLock()
 
@@ -198,15 +202,36 @@ class State:
         with self.session() as s:
             return s.scalar(select(DeviceRow).where(DeviceRow.device_id == device_id))
 
+    def find_device(self, ref: str) -> DeviceRow:
+        """The device named by ``ref``: its id, a unique prefix of an id, or its name."""
+        ref = ref.strip()
+        devices = self.devices()
+        for match in (
+            [d for d in devices if d.device_id == ref],
+            [d for d in devices if d.name == ref],
+            [d for d in devices if ref and d.device_id.startswith(ref)],
+        ):
+            if len(match) == 1:
+                return match[0]
+            if len(match) > 1:
+                names = ", ".join(f"{d.device_id} ({d.name})" for d in match)
+                raise NotFoundError(f"{ref!r} names {len(match)} devices: {names}; be more exact")
+        raise NotFoundError(f"no device {ref!r} (give an id, a unique id prefix or a name)")
+
     def devices(self) -> list[DeviceRow]:
         """All enrolled devices, in enrolment order."""
         with self.session() as s:
             return list(s.scalars(select(DeviceRow).order_by(DeviceRow.id)))
 
     def touch(
-        self, device_id: str, *, state: str | None = None, version: str | None = None
+        self,
+        device_id: str,
+        *,
+        state: str | None = None,
+        version: str | None = None,
+        heartbeat: "Heartbeat | None" = None,
     ) -> None:
-        """Record that ``device_id`` was seen now."""
+        """Record that ``device_id`` was seen now (with what its heartbeat said, if given)."""
         with self.session() as s:
             device = s.scalar(select(DeviceRow).where(DeviceRow.device_id == device_id))
             if device is None:
@@ -216,6 +241,16 @@ class State:
                 device.state = state
             if version:
                 device.version = version[:64]
+            if heartbeat is not None:
+                device.can_train = heartbeat.can_train
+                device.profile = heartbeat.profile[:100]
+                device.release_version = heartbeat.release_version
+                device.release_slot = heartbeat.release_slot[:8]
+                data = heartbeat.data
+                device.data_dataset = data.dataset[:64] if data else ""
+                device.data_shape = "x".join(map(str, data.input_shape)) if data else ""
+                device.data_classes = data.num_classes if data else 0
+                device.data_samples = data.samples if data else 0
 
     def set_privacy_spent(self, device_id: str, epsilon: float) -> None:
         """Record the device's reported privacy spent (its ε)."""
@@ -282,6 +317,14 @@ class State:
             if attempt:
                 run.attempts += 1
 
+    def set_run_devices(self, run_id: int, node_ids: list[int]) -> None:
+        """Pin the devices run ``run_id`` trains on."""
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is None:
+                raise NotFoundError(f"no run {run_id}")
+            run.devices_json = json.dumps(node_ids)
+
     def add_round(self, run_id: int, row: RoundRow) -> None:
         """Record a completed round (a resumed round replaces its earlier record)."""
         with self.session() as s:
@@ -328,10 +371,3 @@ class State:
 
 def _sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
-    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, Message
 
-from fedge.coordinator.errors import DuplicateResultError, StaleResultError
-from fedge.coordinator.serde import EncodedMessage
+from fedge.errors import DuplicateResultError, StaleResultError
+from fedge.protocol.payload import EncodedMessage
 
 __all__ = ["Task", "TaskHub"]
 

@@ -4,7 +4,7 @@ The model must load in ONNX Runtime, match the input/output signature its manife
 produce finite outputs of the promised shape on seeded canary inputs and, when the device holds
 labelled local data, reach the configured accuracy floor on it. The labelled data is an ``.npz``
 with ``x`` and ``y`` or a device data directory (``fedge edge start --data DIR``: npz, CSV or
-images, see :mod:`fedge.edge.data`).
+images, see :mod:`fedge.data.device`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from fedge.errors import ConfigError, FedgeError
-from fedge.release import Manifest
+from fedge.protocol.manifest import Manifest
 
 __all__ = ["HealthConfig", "HealthResult", "check_health", "load_labelled", "make_session"]
 
@@ -63,7 +63,7 @@ def make_session(path: Path, *, threads: int = 1) -> ort.InferenceSession:
 def load_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Labelled local data for the accuracy floor: an ``.npz`` or a device data directory."""
     if path.is_dir():
-        from fedge.edge.data import load_device_data, read_meta
+        from fedge.data.device import load_device_data, read_meta
 
         data = load_device_data(path, dataset=str(read_meta(path).get("dataset", "mnist-5k")))
         return data.x, data.y

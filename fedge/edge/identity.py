@@ -4,7 +4,8 @@ The state directory holds ``identity.json`` (device id, node id, coordinator add
 ``device.key`` (never leaves the device), ``device.pem``, the coordinator's ``ca.pem`` and
 ``release_key.pub``: the coordinator's release public key, pinned from the enrolment reply (the
 channel is authenticated by the token's certificate hash), which every release must be signed
-with.
+with. Enrolment writes nothing until the coordinator has accepted the token, and an enrolled
+state directory is never overwritten without ``force``: its key is the device's identity.
 """
 
 import json
@@ -13,12 +14,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fedge.coordinator.pki import ENROLL_SERVER_NAME, PkiError, fingerprint, make_key_and_csr
-from fedge.edge.slots import atomic_write
-from fedge.errors import ConfigError, FedgeError
-from fedge.net import ClientTLS, create_channel
-from fedge.v1 import fleet_pb2, fleet_pb2_grpc
+from fedge.errors import ConfigError, FedgeError, PkiError, VerificationError
+from fedge.files import atomic_write
+from fedge.protocol.manifest import key_id, load_public_key, public_key_pem
+from fedge.protocol.pki import ENROLL_SERVER_NAME, fingerprint, make_key_and_csr
+from fedge.protocol.tokens import parse_token, token_secret
+from fedge.protocol.transport import ClientTLS, create_channel, parse_address
+from fedge.v1 import enrollment_pb2, enrollment_pb2_grpc
 
 __all__ = [
     "IDENTITY_FILE",
@@ -28,7 +32,8 @@ __all__ = [
     "enroll_device",
     "is_enrolled",
     "load_identity",
-    "split_address",
+    "load_pinned_key",
+    "pin_release_key",
 ]
 
 IDENTITY_FILE = "identity.json"
@@ -50,6 +55,8 @@ class DeviceIdentity:
     state_dir: str
     # Hex SHA-256 of the release public key pinned at enrolment (``release_key.pub``).
     release_key_id: str = ""
+    # The device profile it enrolled with: which release artifacts fit it.
+    profile: str = ""
 
     def tls(self) -> ClientTLS | None:
         """Mutual-TLS credentials for the fleet port (``None`` when insecure)."""
@@ -61,14 +68,6 @@ class DeviceIdentity:
             cert_pem=(root / "device.pem").read_bytes(),
             key_pem=(root / "device.key").read_bytes(),
         )
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` → ``(host, port)``; :class:`ConfigError` otherwise."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError("--coordinator", address, "must be HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 def is_enrolled(state_dir: Path) -> bool:
@@ -91,11 +90,33 @@ def load_identity(state_dir: Path) -> DeviceIdentity:
         raise ConfigError("--state", str(path), f"is not a device identity: {err}") from err
 
 
-def _parse_token(token: str) -> tuple[str, str]:
-    parts = token.strip().split(".")
-    if len(parts) != 3 or parts[0] != "fedge1" or len(parts[2]) != 64:
-        raise ConfigError("--token", token, "is not a fedge enrolment token (fedge1.SECRET.HASH)")
-    return parts[1], parts[2]
+def pin_release_key(state_dir: Path, pem: bytes, *, replace: bool = False) -> Ed25519PublicKey:
+    """Pin the release key ``pem`` in ``state_dir`` (as enrolment does).
+
+    A different key already pinned is refused unless ``replace`` (a new enrolment).
+    """
+    key = load_public_key(pem=pem)
+    path = Path(state_dir) / PINNED_KEY_FILE
+    if path.is_file() and not replace:
+        pinned = load_public_key(pem=path.read_bytes())
+        if key_id(pinned) != key_id(key):
+            raise VerificationError("key", f"a different release key is already pinned at {path}")
+        return pinned
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, public_key_pem(key))
+    return key
+
+
+def load_pinned_key(state_dir: Path) -> Ed25519PublicKey:
+    """The release key pinned at enrolment; :class:`VerificationError` if there is none."""
+    path = Path(state_dir) / PINNED_KEY_FILE
+    if not path.is_file():
+        raise VerificationError(
+            "key",
+            f"no release key pinned at {path}: this state directory was not enrolled with a "
+            "release key; enrol it again (`fedge edge enroll --force` with a new token)",
+        )
+    return load_public_key(pem=path.read_bytes())
 
 
 def _pinned_enroll_cert(host: str, port: int, expected: str, timeout: float) -> bytes:
@@ -120,30 +141,42 @@ def enroll_device(
     enroll_address: str | None = None,
     insecure: bool = False,
     version: str = "",
+    profile: str = "",
+    force: bool = False,
     timeout: float = 15.0,
 ) -> DeviceIdentity:
-    """Enrol with ``token`` and save the device's key, certificate and identity."""
-    host, port = split_address(coordinator)
-    enroll_host, enroll_port = split_address(enroll_address or f"{host}:{port + 1}")
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """Enrol with ``token`` and save the device's key, certificate and identity.
+
+    Nothing is written before the coordinator accepts the token; an enrolled ``state_dir`` is
+    refused unless ``force`` (re-enrolling replaces the device's key and identity).
+    """
+    host, port = parse_address(coordinator, option="--coordinator")
+    enroll_host, enroll_port = parse_address(
+        enroll_address or f"{host}:{port + 1}", option="--enroll-address"
+    )
+    if is_enrolled(state_dir) and not force:
+        current = load_identity(state_dir)
+        raise ConfigError(
+            "--state",
+            str(state_dir),
+            f"is already enrolled as {current.device_id}; pass --force to replace its key and "
+            "identity with a new enrolment",
+        )
     tls: ClientTLS | None = None
-    if insecure:  # no pinning possible: the bare secret (or the token's secret part) is sent
-        parts = token.strip().split(".")
-        secret = parts[1] if len(parts) == 3 else token.strip()
+    if insecure:  # no pinning possible: the bare secret is sent
+        secret = token_secret(token)
         key_pem, csr_pem = b"", b""
     else:
-        secret, expected = _parse_token(token)
-        pinned = _pinned_enroll_cert(enroll_host, enroll_port, expected, timeout)
+        parsed = parse_token(token)
+        secret = token.strip()
+        pinned = _pinned_enroll_cert(enroll_host, enroll_port, parsed.fingerprint, timeout)
         tls = ClientTLS(ca_pem=pinned, server_name=ENROLL_SERVER_NAME)
         key_pem, csr_pem = make_key_and_csr(name or "device")
     channel = create_channel(f"{enroll_host}:{enroll_port}", tls=tls)
     try:
-        stub = fleet_pb2_grpc.FleetServiceStub(channel)
-        request = fleet_pb2.EnrollRequest(
-            token=token.strip() if not insecure else secret,
-            csr_pem=csr_pem.decode(),
-            name=name,
-            version=version,
+        stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+        request = enrollment_pb2.EnrollRequest(
+            token=secret, csr_pem=csr_pem.decode(), name=name, version=version, profile=profile
         )
         response = stub.Enroll(request, timeout=timeout)
     except grpc.RpcError as err:
@@ -151,12 +184,6 @@ def enroll_device(
     finally:
         channel.close()
     release_pem, release_key_id = _release_key(response, coordinator)
-    if not insecure:
-        key_path = state_dir / "device.key"
-        key_path.write_bytes(key_pem)
-        key_path.chmod(0o600)
-        (state_dir / "device.pem").write_text(response.certificate_pem)
-        (state_dir / "ca.pem").write_text(response.ca_certificate_pem)
     identity = DeviceIdentity(
         device_id=response.device_id,
         node_id=int(response.node_id),
@@ -164,17 +191,33 @@ def enroll_device(
         insecure=insecure,
         state_dir=str(state_dir.resolve()),
         release_key_id=release_key_id,
+        profile=profile,
     )
-    # Re-enrolling a state directory replaces the pin: the token authenticated the new channel.
-    atomic_write(state_dir / PINNED_KEY_FILE, release_pem)
-    (state_dir / IDENTITY_FILE).write_text(json.dumps(asdict(identity), indent=2) + "\n")
+    _save(state_dir, identity, key_pem, response, release_pem)
     return identity
 
 
-def _release_key(response: fleet_pb2.EnrollResponse, coordinator: str) -> tuple[bytes, str]:
-    """The release key of the enrolment reply, checked against the key id it came with."""
-    from fedge.release.signing import key_id, load_public_key, public_key_pem
+def _save(
+    state_dir: Path,
+    identity: DeviceIdentity,
+    key_pem: bytes,
+    response: enrollment_pb2.EnrollResponse,
+    release_pem: bytes,
+) -> None:
+    # The identity file is written last: a directory without it is not enrolled.
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / IDENTITY_FILE).unlink(missing_ok=True)
+    if not identity.insecure:
+        atomic_write(state_dir / "device.key", key_pem, mode=0o600)
+        atomic_write(state_dir / "device.pem", response.certificate_pem.encode())
+        atomic_write(state_dir / "ca.pem", response.ca_certificate_pem.encode())
+    pin_release_key(state_dir, release_pem, replace=True)
+    text = json.dumps(asdict(identity), indent=2) + "\n"
+    atomic_write(state_dir / IDENTITY_FILE, text.encode())
 
+
+def _release_key(response: enrollment_pb2.EnrollResponse, coordinator: str) -> tuple[bytes, str]:
+    """The release key of the enrolment reply, checked against the key id it came with."""
     if not response.release_public_key_pem:
         raise EnrollError(
             f"the coordinator at {coordinator} sent no release key: upgrade it, then enrol "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +20,11 @@ import onnxruntime as ort
 
 from fedge.edge.health import make_session
 from fedge.edge.slots import Slots
-from fedge.errors import FedgeError
+from fedge.errors import FedgeError, PayloadError
 from fedge.log import logger
-from fedge.v1 import inference_pb2, inference_pb2_grpc
+from fedge.protocol.interceptor import FedgeInterceptor
+from fedge.protocol.transport import add_service, bind, create_server, parse_address
+from fedge.v1 import inference_pb2
 
 __all__ = [
     "InferenceEngine",
@@ -40,6 +41,8 @@ LATENCY_WINDOW = 10_000
 
 class NoModelError(FedgeError):
     """The device has no committed model to serve."""
+
+    status = "UNAVAILABLE"
 
 
 @dataclass(frozen=True)
@@ -171,14 +174,14 @@ def _to_array(tensor: inference_pb2.Tensor) -> np.ndarray:
     data = np.frombuffer(tensor.data, dtype="<f4")
     shape = tuple(int(d) for d in tensor.shape)
     if int(np.prod(shape)) != data.size:
-        raise ValueError(
+        raise PayloadError(
             f"tensor of shape {shape} needs {int(np.prod(shape))} floats, got {data.size}"
         )
     return data.reshape(shape)
 
 
-class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    """gRPC face of an :class:`InferenceEngine`."""
+class InferenceServicer:
+    """gRPC face of an :class:`InferenceEngine` (``fedge.v1.InferenceService``)."""
 
     def __init__(self, engine: InferenceEngine) -> None:
         self.engine = engine
@@ -186,16 +189,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def Predict(  # noqa: N802 (gRPC method name)
         self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> inference_pb2.PredictResponse:
-        try:
-            x = _to_array(request.input)
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        """The model's output for one float32 tensor (a batch)."""
+        x = _to_array(request.input)
         try:
             out, version = self.engine.predict(x)
-        except NoModelError as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except FedgeError:
+            raise
         except Exception as exc:  # ORT rejects a bad shape or type with its own errors
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"prediction failed: {exc}")
+            raise PayloadError(f"prediction failed: {exc}") from exc
         out32 = np.ascontiguousarray(out, dtype="<f4")
         return inference_pb2.PredictResponse(
             output=inference_pb2.Tensor(shape=list(out32.shape), data=out32.tobytes()),
@@ -206,6 +207,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def GetStats(  # noqa: N802 (gRPC method name)
         self, request: inference_pb2.GetStatsRequest, context: grpc.ServicerContext
     ) -> inference_pb2.GetStatsResponse:
+        """Counts and latency percentiles of the requests served so far."""
         s = self.engine.stats()
         return inference_pb2.GetStatsResponse(
             requests=s.requests,
@@ -220,12 +222,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 def serve_inference(
     engine: InferenceEngine, *, address: str = "127.0.0.1:0", max_workers: int = 8
 ) -> tuple[grpc.Server, int]:
-    """Start the local inference server (loopback by default); return ``(server, port)``."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
-    inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(engine), server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise FedgeError(f"cannot listen on {address}")
+    """Start the local inference server (plaintext gRPC, loopback by default); ``(server, port)``.
+
+    :class:`~fedge.errors.AddressInUseError` when another process listens on ``address``.
+    """
+    server = create_server(max_workers=max_workers, interceptors=[FedgeInterceptor()])
+    service = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
+    add_service(server, service, InferenceServicer(engine))
+    # Plaintext is the design on loopback (the device's own apps); elsewhere, say so.
+    loopback = parse_address(address, option="--inference")[0] in ("127.0.0.1", "::1", "localhost")
+    port = bind(server, address, None, option="--inference", warn_plaintext=not loopback)
     server.start()
     return server, port
 

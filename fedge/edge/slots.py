@@ -16,7 +16,6 @@ one that serves and the one a restart falls back to.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import shutil
@@ -26,51 +25,16 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fedge.release import Manifest, SignedManifest, VerificationError, verify_manifest
+from fedge.errors import VerificationError
+from fedge.files import atomic_write, file_sha256, fsync_dir
+from fedge.protocol.manifest import Manifest, SignedManifest, verify_manifest
 
-__all__ = [
-    "MODEL_FILE",
-    "SLOTS",
-    "SlotState",
-    "Slots",
-    "atomic_write",
-    "fsync_dir",
-    "sha256_file",
-]
+__all__ = ["MODEL_FILE", "POINTER_FILE", "SLOTS", "SlotState", "Slots"]
 
 SLOTS = ("a", "b")
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 POINTER_FILE = "slots.json"
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename inside it survives a power cut."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync directory."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -237,7 +201,7 @@ class Slots:
         path = self.model_path(slot)
         if not path.is_file() or path.stat().st_size != manifest.length:
             raise VerificationError("length", f"slot {slot} model length differs from manifest")
-        if sha256_file(path) != manifest.sha256:
+        if file_sha256(path) != manifest.sha256:
             raise VerificationError("sha256", f"slot {slot} model hash differs from manifest")
         return manifest
 

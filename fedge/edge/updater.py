@@ -21,53 +21,31 @@ interrupted trial and re-verifies the serving slot.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedge.edge.health import HealthConfig, check_health
-from fedge.edge.identity import PINNED_KEY_FILE
-from fedge.edge.inference import InferenceStats
-from fedge.edge.slots import Slots, atomic_write, fsync_dir, sha256_file
+from fedge.edge.hub_client import HubClient
+from fedge.edge.identity import load_pinned_key
+from fedge.edge.outbox import ReportOutbox
+from fedge.edge.slots import SLOTS, Slots
+from fedge.errors import VerificationError
+from fedge.files import file_sha256, fsync_dir
 from fedge.log import logger
-from fedge.net import use_zero_copy_streams
-from fedge.release import (
-    Manifest,
-    SignedManifest,
-    VerificationError,
-    load_public_key,
-    pin_public_key,
-    verify_manifest,
-)
-from fedge.release.signing import key_id
-from fedge.v1 import hub_pb2, hub_pb2_grpc
+from fedge.protocol.manifest import Manifest, SignedManifest, verify_manifest
+from fedge.protocol.metadata import retry_hint
+from fedge.protocol.serde import InstallReport
 
-__all__ = [
-    "PINNED_KEY_FILE",
-    "DeliverySettings",
-    "DeviceDelivery",
-    "DeviceProfile",
-    "GrpcHubClient",
-    "HubClient",
-    "InstallReport",
-    "Updater",
-    "load_pinned_key",
-    "pin_release_key",
-    "start_device_delivery",
-]
+__all__ = ["MAX_TRIAL_ATTEMPTS", "DeviceProfile", "Updater"]
 
 MAX_TRIAL_ATTEMPTS = 2
-# What the hub's RESOURCE_EXHAUSTED carries as its retry hint (gRPC's standard pushback key).
-RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 
 @dataclass(frozen=True)
@@ -76,147 +54,6 @@ class DeviceProfile:
 
     name: str = "cpu-small"
     max_model_bytes: int = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class InstallReport:
-    """One install outcome (state is one of ``fedge.release.INSTALL_STATES``)."""
-
-    version: int
-    state: str
-    reason: str
-    active_version: int
-
-
-class HubClient(Protocol):
-    """The updater's view of ModelHubService."""
-
-    def get_manifest(
-        self, *, device_id: str, profile: str, installed_version: int
-    ) -> SignedManifest | None: ...
-
-    def download(
-        self, *, sha256: str, offset: int, device_id: str
-    ) -> Iterator[tuple[int, bytes]]: ...
-
-    def report(self, *, device_id: str, report: InstallReport) -> None: ...
-
-
-_STATE_TO_PROTO = {
-    "offered": hub_pb2.INSTALL_STATE_OFFERED,
-    "downloading": hub_pb2.INSTALL_STATE_DOWNLOADING,
-    "installed": hub_pb2.INSTALL_STATE_INSTALLED,
-    "refused": hub_pb2.INSTALL_STATE_REFUSED,
-    "rolled_back": hub_pb2.INSTALL_STATE_ROLLED_BACK,
-    "failed": hub_pb2.INSTALL_STATE_FAILED,
-}
-
-
-def _metadata(device_id: str) -> tuple[tuple[str, str], ...]:
-    # The coordinator identifies a device by its mTLS certificate; on an --insecure test
-    # network it reads this claim instead.
-    from fedge.coordinator.auth import DEVICE_ID_METADATA
-
-    return ((DEVICE_ID_METADATA, device_id),)
-
-
-class GrpcHubClient:
-    """:class:`HubClient` over a gRPC channel (the edge agent's TLS channel in production)."""
-
-    def __init__(self, channel: grpc.Channel, *, timeout: float = 30.0, chunk_size: int = 0):
-        self.stub = hub_pb2_grpc.ModelHubServiceStub(channel)
-        # Downloads decode without copying each chunk's data twice (fedge.net).
-        use_zero_copy_streams(
-            self.stub, channel, hub_pb2.DESCRIPTOR.services_by_name["ModelHubService"]
-        )
-        self.timeout = timeout
-        self.chunk_size = chunk_size
-
-    def get_manifest(
-        self, *, device_id: str, profile: str, installed_version: int
-    ) -> SignedManifest | None:
-        """The signed manifest the coordinator targets at this device."""
-        reply = self.stub.GetManifest(
-            hub_pb2.GetManifestRequest(
-                device_id=device_id, profile=profile, installed_version=installed_version
-            ),
-            timeout=self.timeout,
-            metadata=_metadata(device_id),
-        )
-        if not reply.available:
-            return None
-        m = reply.manifest
-        return SignedManifest(m.manifest_json, m.signature, m.key_id)
-
-    def download(self, *, sha256: str, offset: int, device_id: str) -> Iterator[tuple[int, bytes]]:
-        """Stream ``(offset, chunk)`` from ``offset``."""
-        request = hub_pb2.DownloadArtifactRequest(
-            sha256=sha256, offset=offset, chunk_size=self.chunk_size, device_id=device_id
-        )
-        stream = self.stub.DownloadArtifact(
-            request, timeout=self.timeout * 10, metadata=_metadata(device_id)
-        )
-        for chunk in stream:
-            yield chunk.offset, chunk.data
-
-    def report(self, *, device_id: str, report: InstallReport) -> None:
-        """Send one install report."""
-        self.stub.ReportInstallStatus(
-            hub_pb2.ReportInstallStatusRequest(
-                device_id=device_id,
-                version=report.version,
-                state=_STATE_TO_PROTO[report.state],
-                reason=report.reason,
-                active_version=report.active_version,
-            ),
-            timeout=self.timeout,
-            metadata=_metadata(device_id),
-        )
-
-    def report_inference(self, *, device_id: str, stats: InferenceStats) -> None:
-        """Send the local inference server's telemetry (counts and latencies only)."""
-        self.stub.ReportInferenceStats(
-            hub_pb2.ReportInferenceStatsRequest(
-                device_id=device_id,
-                active_version=stats.active_version,
-                requests=stats.requests,
-                errors=stats.errors,
-                latency_p50_ms=stats.latency_p50_ms,
-                latency_p99_ms=stats.latency_p99_ms,
-                swaps=stats.swaps,
-            ),
-            timeout=self.timeout,
-            metadata=_metadata(device_id),
-        )
-
-
-def pin_release_key(state_dir: Path, pem: bytes) -> Ed25519PublicKey:
-    """Pin the coordinator's release key in a device state directory (at enrolment)."""
-    return pin_public_key(path=Path(state_dir) / PINNED_KEY_FILE, pem=pem)
-
-
-def load_pinned_key(state_dir: Path) -> Ed25519PublicKey:
-    """The release key pinned at enrolment; :class:`VerificationError` if there is none."""
-    path = Path(state_dir) / PINNED_KEY_FILE
-    if not path.is_file():
-        raise VerificationError(
-            "key",
-            f"no release key pinned at {path}: this state directory was not enrolled with a "
-            "release key; enrol it again (`fedge edge enroll` with a new token)",
-        )
-    return load_public_key(pem=path.read_bytes())
-
-
-def _retry_hint(exc: grpc.RpcError, default: float) -> float:
-    """Seconds the hub asked us to wait (its pushback trailing metadata), else ``default``."""
-    trailing = getattr(exc, "trailing_metadata", lambda: None)() or ()
-    for key, value in trailing:
-        if key == RETRY_PUSHBACK_KEY:
-            try:
-                return max(int(value), 0) / 1000.0
-            except (TypeError, ValueError):
-                break
-    return default
 
 
 class _HubBusyError(Exception):
@@ -254,11 +91,11 @@ class Updater:
         self.slots = Slots(self.state_dir)
         self.downloads = self.state_dir / "downloads"
         self.downloads.mkdir(parents=True, exist_ok=True)
-        self.outbox = self.state_dir / "outbox.jsonl"
+        self.outbox = ReportOutbox(self.state_dir)
         self.hub = hub
         self.device_id = device_id
         self.profile = profile or DeviceProfile()
-        self.public_key = public_key or self._pinned_key()
+        self.public_key = public_key or load_pinned_key(self.state_dir)
         self.health = health or HealthConfig()
         self.on_phase = on_phase or (lambda _phase: None)
         self.on_installed = on_installed
@@ -268,9 +105,6 @@ class Updater:
         self.stop = stop or threading.Event()
         self._rng = random.Random()
         self._lock = threading.Lock()
-
-    def _pinned_key(self) -> Ed25519PublicKey:
-        return load_pinned_key(self.state_dir)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -293,38 +127,20 @@ class Updater:
         try:
             self.hub.report(device_id=self.device_id, report=report)
         except grpc.RpcError as exc:
-            logger.info("cannot report %s yet: %s", state, exc.code())
+            logger.info("cannot report %s yet: %s", state, exc.code().name)
         return report
 
     def _report(self, version: int, state: str, reason: str) -> InstallReport:
         report = InstallReport(version, state, reason, self.active_version())
         log = logger.info if state == "installed" else logger.warning
         log("release %d: %s %s", version, state, reason)
-        with open(self.outbox, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(asdict(report)) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        self.outbox.add(report)
         self.flush_reports()
         return report
 
     def flush_reports(self) -> int:
         """Send queued reports; keep those that could not be sent. Returns how many were sent."""
-        try:
-            lines = self.outbox.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return 0
-        sent = 0
-        for line in lines:
-            try:
-                self.hub.report(device_id=self.device_id, report=InstallReport(**json.loads(line)))
-            except grpc.RpcError as exc:
-                logger.warning("cannot send install report yet: %s", exc.code())
-                break
-            except (ValueError, TypeError):
-                pass  # a torn last line from a crash: drop it
-            sent += 1
-        atomic_write(self.outbox, "".join(x + "\n" for x in lines[sent:]).encode())
-        return sent
+        return self.outbox.flush(lambda r: self.hub.report(device_id=self.device_id, report=r))
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -357,7 +173,7 @@ class Updater:
         except VerificationError as exc:
             bad = state.serving
             reason = f"serving slot {bad} failed verification at start-up: {exc}"
-        other = next(s for s in ("a", "b") if s != bad)
+        other = next(s for s in SLOTS if s != bad)
         try:
             self.slots.verify_slot(other, public_key=self.public_key)
             self.slots.write_state(type(state)(active=other, rejected=state.rejected))
@@ -376,7 +192,7 @@ class Updater:
                 device_id=self.device_id, profile=self.profile.name, installed_version=installed
             )
         except grpc.RpcError as exc:
-            logger.warning("cannot reach the model hub: %s", exc.code())
+            logger.warning("cannot reach the model hub: %s", exc.code().name)
             return None
         if signed is None:
             return None
@@ -404,7 +220,7 @@ class Updater:
             except _HubBusyError as exc:  # not a failure: the download resumes next check
                 return self._report_progress(version, "downloading", str(exc))
             except grpc.RpcError as exc:
-                reason = f"download interrupted ({exc.code()}); will resume"
+                reason = f"download interrupted ({exc.code().name}); will resume"
                 return self._report(version, "failed", reason)
             except OSError as exc:
                 return self._report(version, "failed", f"disk error: {exc}")
@@ -441,10 +257,10 @@ class Updater:
 
     def _local_copy(self, manifest: Manifest, part: Path) -> bool:
         """Reuse identical bytes already in a slot (a rollback release re-uses an artifact)."""
-        for slot in ("a", "b"):
+        for slot in SLOTS:
             path = self.slots.model_path(slot)
             same = path.is_file() and path.stat().st_size == manifest.length
-            if same and sha256_file(path) == manifest.sha256:
+            if same and file_sha256(path) == manifest.sha256:
                 tmp = part.with_name(part.name + ".copy")
                 with open(path, "rb") as src, open(tmp, "wb") as dst:
                     while block := src.read(1 << 20):
@@ -470,7 +286,7 @@ class Updater:
         if part.stat().st_size != manifest.length:
             part.unlink()
             raise VerificationError("length", "downloaded artifact length differs from manifest")
-        if sha256_file(part) != manifest.sha256:
+        if file_sha256(part) != manifest.sha256:
             part.unlink()  # start over next time: we cannot tell which chunk was bad
             raise VerificationError("sha256", "downloaded artifact hash differs from manifest")
         self.on_phase("verified")
@@ -488,7 +304,7 @@ class Updater:
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise
-                hint = _retry_hint(exc, default=0.5)
+                hint = retry_hint(exc, default=0.5)
             spread = min(self.busy_backoff_max, max(hint, 0.05) * 2**attempt)
             delay = hint + self._rng.uniform(0, spread)
             if waited + delay > self.busy_budget:
@@ -544,145 +360,6 @@ class Updater:
         detail = "" if result.accuracy is None else f"accuracy {result.accuracy:.3f}"
         return self._report(manifest.version, "installed", detail)
 
-    def run(self, *, interval: float, stop: threading.Event) -> None:
-        """Check for updates every ``interval`` seconds until ``stop`` is set."""
-        self.recover()
-        while not stop.is_set():
-            self.check_once()
-            stop.wait(interval)
-
-
-@dataclass(frozen=True)
-class DeliverySettings:
-    """How a device checks for releases and serves predictions."""
-
-    interval: float = 30.0
-    inference_address: str | None = "127.0.0.1:0"  # None: no local inference server
-    profile: DeviceProfile = field(default_factory=DeviceProfile)
-    health: HealthConfig = field(default_factory=HealthConfig)
-
-
-class DeviceDelivery:
-    """Everything issue 6 runs on a device beside the training agent, on the agent's channel.
-
-    Uses the release key pinned at enrolment (it refuses to start without one), recovers the
-    slots, serves predictions from the committed slot on loopback, checks for releases every
-    ``interval`` seconds (hot-swapping the server after each install) and reports inference
-    telemetry.
-    """
-
-    def __init__(
-        self,
-        *,
-        channel: grpc.Channel,
-        state_dir: Path,
-        device_id: str,
-        settings: DeliverySettings | None = None,
-    ) -> None:
-        from fedge.edge.inference import InferenceEngine
-
-        self.client = GrpcHubClient(channel)
-        self.state_dir = Path(state_dir)
-        self.device_id = device_id
-        self.settings = settings or DeliverySettings()
-        self.engine = InferenceEngine()
-        self.updater: Updater | None = None
-        self.public_key: Ed25519PublicKey | None = None
-        self.inference_port: int | None = None
-        self._server: grpc.Server | None = None
-        self._stop = threading.Event()
-        # The update loop and a caller (the CLI, a test) may tick at once: serialize whole
-        # ticks, or both would see the same release as new and one would report a refusal.
-        self._tick_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name="fedge-delivery", daemon=True)
-
-    def start(self) -> DeviceDelivery:
-        """Start the inference server (when configured) and the update loop.
-
-        Raises :class:`VerificationError` when no release key was pinned at enrolment.
-        """
-        from fedge.edge.inference import serve_inference
-
-        self.public_key = load_pinned_key(self.state_dir)
-        logger.info("release key pinned at enrolment: %s", key_id(self.public_key)[:16])
-        slots = Slots(self.state_dir)
-        serving = slots.state().serving
-        if serving is not None:  # serve the committed model at once, even before recovery
-            self.engine.swap(slots.model_path(serving), slots.version_of(serving))
-        if self.settings.inference_address is not None:
-            self._server, self.inference_port = serve_inference(
-                self.engine, address=self.settings.inference_address
-            )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the loop and the inference server."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
-        if self._server is not None:
-            self._server.stop(grace=1).wait(2)
-
-    def _ensure_updater(self) -> Updater:
-        if self.updater is None:
-            self.updater = Updater(
-                state_dir=self.state_dir,
-                hub=self.client,
-                device_id=self.device_id,
-                profile=self.settings.profile,
-                public_key=self.public_key or load_pinned_key(self.state_dir),
-                health=self.settings.health,
-                on_installed=lambda path, version: self.engine.swap(path, version),
-                stop=self._stop,
-            )
-            self.updater.recover()
-            model = self.updater.active_model()
-            if model is not None and self.engine.version != self.updater.active_version():
-                self.engine.swap(model, self.updater.active_version())
-        return self.updater
-
-    def tick(self) -> InstallReport | None:
-        """One round: recover if needed, check for a release, report telemetry."""
-        with self._tick_lock:
-            report = self._ensure_updater().check_once()
-            self.client.report_inference(device_id=self.device_id, stats=self.engine.stats())
-            return report
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except (grpc.RpcError, VerificationError, OSError) as exc:
-                logger.warning("release check failed, retrying: %s", exc)
-            self._stop.wait(self.settings.interval)
-
-
-def start_device_delivery(
-    identity: Any,
-    *,
-    interval: float = 30.0,
-    inference_address: str | None = "127.0.0.1:0",
-    health: HealthConfig | None = None,
-) -> DeviceDelivery:
-    """Start :class:`DeviceDelivery` for an enrolled device (a ``DeviceIdentity``) on its own
-    channel to the coordinator (mutual TLS unless the device was enrolled ``--insecure``).
-
-    ``health`` adds to the default checks, e.g. an accuracy floor on the device's labelled data.
-    """
-    from fedge.net import create_channel
-
-    channel = create_channel(identity.coordinator, tls=identity.tls())
-    settings = DeliverySettings(
-        interval=interval, inference_address=inference_address, health=health or HealthConfig()
-    )
-    return DeviceDelivery(
-        channel=channel,
-        state_dir=Path(identity.state_dir),
-        device_id=identity.device_id,
-        settings=settings,
-    ).start()
-
 
 def _version_hint(signed: SignedManifest) -> int:
     """The claimed version of a manifest that failed verification (for the report only)."""
@@ -690,8 +367,3 @@ def _version_hint(signed: SignedManifest) -> int:
         return signed.manifest.version
     except VerificationError:
         return 0
-
-
-def artifact_digest(data: bytes) -> str:
-    """Hex SHA-256 of bytes (helper for tools)."""
-    return hashlib.sha256(data).hexdigest()

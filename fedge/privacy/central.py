@@ -18,7 +18,7 @@ they would leak outside the accounted mechanism.
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -30,10 +30,7 @@ from fedge.privacy.accountant import Accountant
 from fedge.privacy.adaptive import AdaptiveClip, count_noise_std, update_noise_multiplier
 from fedge.privacy.sampling import make_generators, poisson_sample
 
-if TYPE_CHECKING:
-    from fedge.config import RunConfig
-
-__all__ = ["CentralDP", "build_private_strategy", "clip_update", "update_norm"]
+__all__ = ["CentralDP", "clip_update", "update_norm"]
 
 
 class CentralDP(Strategy):
@@ -210,37 +207,6 @@ def noised_mean_update(
     return {
         k: (s + rng.normal(0.0, noise_std, s.shape)) / denominator for k, s in total.items()
     }, below
-
-
-def build_private_strategy(config: "RunConfig") -> Strategy:
-    """The run's strategy, wrapped in :class:`CentralDP` when central DP is configured."""
-    from fedge.app.strategies import build_strategy
-    from fedge.privacy.settings import central_enabled, central_noise_multiplier
-
-    if not central_enabled(config):
-        return build_strategy(config)
-    # The inner strategy sends to every node of the Poisson sample, whatever its size.
-    inner = build_strategy(
-        config.replace(
-            fraction=1.0,
-            min_clients=1,
-            dp_noise=None,
-            dp_target_epsilon=None,
-            dp_max_epsilon=None,
-            dp_adaptive_clip=False,
-        )
-    )
-    return CentralDP(
-        inner,
-        noise_multiplier=central_noise_multiplier(config),
-        clip_norm=config.dp_clip,
-        sample_rate=config.fraction,
-        population=config.clients,
-        delta=config.dp_delta,
-        adaptive=config.dp_adaptive_clip,
-        accountant=config.dp_accountant,
-        seed=config.dp_seed,
-    )
 
 
 def _is_float(value: np.ndarray) -> bool:

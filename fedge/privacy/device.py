@@ -1,22 +1,22 @@
 """The device side of local DP: where its ledger lives, its noise, its budget check.
 
-A device's state directory is ``node_config["state-dir"]`` when the runtime gives one (the gRPC
-edge agent does); simulated devices use ``<device_state_root>/<partition-id>``. The ledger in it
+A device's state directory is ``node_config["state-dir"]`` when the runtime gives one (the edge
+agent gives its own ``--state``); simulated devices use ``<device_state_root>/<partition-id>``,
+the root being the simulation's choice, never a run option sent to devices. The ledger in it
 is checked before every DP-SGD task and updated after, so a device refuses a task that would
 take it past ``--local-dp-epsilon`` even across runs and restarts.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor, nn
 
+from fedge.errors import ConfigError
+from fedge.privacy.config import PrivacyConfig
 from fedge.privacy.ledger import DeviceLedger, LedgerEntry, now
 from fedge.privacy.local import dp_train, local_noise_multiplier, local_plan
-
-if TYPE_CHECKING:
-    from fedge.config import RunConfig
 
 __all__ = ["DEVICE_EPSILON_KEY", "PrivateTrainResult", "device_state_dir", "train_private"]
 
@@ -32,12 +32,16 @@ class PrivateTrainResult:
     device_epsilon: float
 
 
-def device_state_dir(config: "RunConfig", node_config: dict[str, Any]) -> Path:
+def device_state_dir(node_config: dict[str, Any], *, simulated_root: Path | None) -> Path:
     """The device's own state directory (created if missing)."""
     if "state-dir" in node_config:
         path = Path(str(node_config["state-dir"]))
+    elif simulated_root is not None and "partition-id" in node_config:
+        path = Path(simulated_root) / str(int(node_config["partition-id"]))
     else:
-        path = Path(config.device_state_root) / str(int(node_config["partition-id"]))
+        raise ConfigError(
+            "state-dir", None, "is not set: this device has nowhere to keep its ledger"
+        )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -47,7 +51,8 @@ def train_private(
     x: Tensor,
     y: Tensor,
     *,
-    config: "RunConfig",
+    config: PrivacyConfig,
+    rounds: int,
     state_dir: Path,
     server_round: int,
     epochs: int,
@@ -63,7 +68,7 @@ def train_private(
         budget=config.local_dp_epsilon,
         delta=config.dp_delta,
         sample_rate=sample_rate,
-        planned_steps=steps * config.rounds,
+        planned_steps=steps * rounds,
         method=config.dp_accountant,
     )
     ledger = DeviceLedger(state_dir)

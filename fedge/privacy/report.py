@@ -49,7 +49,7 @@ class PrivacyReport:
             lines.append(
                 f"local (record-level DP-SGD): budget {local['device_budget']} per device, clip "
                 f"{local['clip']:g}; largest device epsilon "
-                f"{max(spent) if spent else 0.0:.4f}; ledgers under {local['state_root']}"
+                f"{max(spent) if spent else 0.0:.4f}; ledgers in {local['state_root']}"
             )
         lines.append(f"final accuracy {self.final_accuracy:.4f}")
         if self.stopped_reason:

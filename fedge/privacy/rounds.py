@@ -1,21 +1,19 @@
 """What the round loop needs from privacy: the budget stop, per-round ε, the run's notes."""
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from flwr.app import Message
 
 from fedge.privacy.central import CentralDP
+from fedge.privacy.config import PrivacyConfig
 from fedge.privacy.device import DEVICE_EPSILON_KEY
-from fedge.privacy.settings import central_enabled, local_enabled
-
-if TYPE_CHECKING:
-    from fedge.config import RunConfig
 
 __all__ = ["budget_stop_reason", "privacy_notes", "round_privacy"]
 
 
-def budget_stop_reason(strategy: object, config: "RunConfig", server_round: int) -> str | None:
+def budget_stop_reason(strategy: object, config: PrivacyConfig, server_round: int) -> str | None:
     """Why round ``server_round`` must not run (it would cross ``--dp-max-epsilon``), or None."""
     if not isinstance(strategy, CentralDP) or config.dp_max_epsilon is None:
         return None
@@ -49,9 +47,11 @@ def round_privacy(strategy: object, replies: Iterable[Message]) -> dict[str, Any
     return extra
 
 
-def privacy_notes(strategy: object, config: "RunConfig") -> dict[str, Any]:
+def privacy_notes(
+    strategy: object, config: PrivacyConfig, *, device_state_root: Path | None = None
+) -> dict[str, Any]:
     """The run-level ``privacy`` section of ``results.json`` (empty when DP is off)."""
-    if not (central_enabled(config) or local_enabled(config)):
+    if not (config.central or config.local):
         return {}
     seeded = config.dp_seed is not None
     notes: dict[str, Any] = {
@@ -79,12 +79,16 @@ def privacy_notes(strategy: object, config: "RunConfig") -> dict[str, Any]:
             "max_epsilon": config.dp_max_epsilon,
             "target_epsilon": config.dp_target_epsilon,
         }
-    if local_enabled(config):
+    if config.local:
         notes["local"] = {
             "level": "record",
             "noise_multiplier": config.local_dp_noise,
             "clip": config.local_dp_clip,
             "device_budget": config.local_dp_epsilon,
-            "state_root": config.device_state_root,
+            "state_root": (
+                str(device_state_root)
+                if device_state_root is not None
+                else "each device's --state directory (privacy-ledger.json)"
+            ),
         }
     return {"privacy": notes}

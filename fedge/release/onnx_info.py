@@ -6,8 +6,8 @@ from pathlib import Path
 
 import onnx
 
-from fedge.release.errors import ReleaseError
-from fedge.release.manifest import TensorSpec
+from fedge.errors import ReleaseError
+from fedge.protocol.manifest import TensorSpec
 
 __all__ = ["describe_onnx"]
 

@@ -14,6 +14,8 @@ import hashlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+from fedge.errors import ConfigError
+
 __all__ = [
     "BUCKETS",
     "ReleaseTarget",
@@ -50,8 +52,6 @@ def covered_count(percent: int, fleet_size: int) -> int:
 
 def validate_percent(percent: int) -> int:
     """Return ``percent`` if in ``[0, 100]``; raise ``ConfigError`` naming it otherwise."""
-    from fedge.errors import ConfigError
-
     if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
         raise ConfigError("percent", percent, "must be an integer between 0 and 100")
     return percent

@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from fedge.protocol.manifest import SignedManifest
 from fedge.release.onnx_info import describe_onnx
-from fedge.release.signing import SignedManifest
 from fedge.release.store import ReleaseStore
 
 __all__ = ["linear_weights", "make_labelled_data", "make_linear_model", "publish_linear"]

@@ -95,13 +95,19 @@ class RoundSummary(_message.Message):
     AGGREGATED_FIELD_NUMBER: _builtins.int
     DROPPED_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
+    DROPS_FIELD_NUMBER: _builtins.int
+    EPSILON_FIELD_NUMBER: _builtins.int
     server_round: _builtins.int
     accuracy: _builtins.float
     loss: _builtins.float
     sampled: _builtins.int
+    """Devices asked to train, replies aggregated, devices dropped (see drops for why)."""
     aggregated: _builtins.int
     dropped: _builtins.int
     seconds: _builtins.float
+    epsilon: _builtins.float
+    @_builtins.property
+    def drops(self) -> _containers.RepeatedCompositeFieldContainer[Global___Drop]: ...
     def __init__(
         self,
         *,
@@ -112,14 +118,47 @@ class RoundSummary(_message.Message):
         aggregated: _builtins.int = ...,
         dropped: _builtins.int = ...,
         seconds: _builtins.float = ...,
+        drops: _abc.Iterable[Global___Drop] | None = ...,
+        epsilon: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon", "epsilon", b"epsilon"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon", "accuracy", b"accuracy", "aggregated", b"aggregated", "dropped", b"dropped", "drops", b"drops", "epsilon", b"epsilon", "loss", b"loss", "sampled", b"sampled", "seconds", b"seconds", "server_round", b"server_round"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__epsilon: _TypeAlias = _typing.Literal["epsilon"]  # noqa: Y015
+    _WhichOneofArgType__epsilon: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__epsilon) -> _WhichOneofReturnType__epsilon | None: ...
+
+Global___RoundSummary: _TypeAlias = RoundSummary  # noqa: Y015
+
+@_typing.final
+class Drop(_message.Message):
+    """A device whose training reply a round could not use, and why (timed out, error, refused,
+    budget spent, invalid update).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    node_id: _builtins.int
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        node_id: _builtins.int = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "aggregated", b"aggregated", "dropped", b"dropped", "loss", b"loss", "sampled", b"sampled", "seconds", b"seconds", "server_round", b"server_round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "node_id", b"node_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___RoundSummary: _TypeAlias = RoundSummary  # noqa: Y015
+Global___Drop: _TypeAlias = Drop  # noqa: Y015
 
 @_typing.final
 class Event(_message.Message):
@@ -155,7 +194,9 @@ class StartRunRequest(_message.Message):
 
     CONFIG_JSON_FIELD_NUMBER: _builtins.int
     config_json: _builtins.str
-    """fedge RunConfig options (dashed keys) as a JSON object."""
+    """The operator's run options (dashed keys, as `fedge simulate` takes them) as a JSON object;
+    the coordinator resolves them into the run's plan once, or refuses them.
+    """
     def __init__(
         self,
         *,
@@ -322,13 +363,26 @@ class Device(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     LAST_SEEN_UNIX_FIELD_NUMBER: _builtins.int
     PRIVACY_SPENT_FIELD_NUMBER: _builtins.int
+    RELEASE_VERSION_FIELD_NUMBER: _builtins.int
+    RELEASE_SLOT_FIELD_NUMBER: _builtins.int
+    CAN_TRAIN_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     name: _builtins.str
     node_id: _builtins.int
     state: _builtins.str
     version: _builtins.str
+    """The fedge software version of the device."""
     last_seen_unix: _builtins.float
     privacy_spent: _builtins.float
+    release_version: _builtins.int
+    """The model release the device serves (0 = none) and its A/B slot."""
+    release_slot: _builtins.str
+    can_train: _builtins.bool
+    profile: _builtins.str
+    data: _builtins.str
+    """The shape of the device's training data ("1x28x28, 10 classes, 1666 samples")."""
     def __init__(
         self,
         *,
@@ -339,10 +393,15 @@ class Device(_message.Message):
         version: _builtins.str = ...,
         last_seen_unix: _builtins.float = ...,
         privacy_spent: _builtins.float | None = ...,
+        release_version: _builtins.int = ...,
+        release_slot: _builtins.str = ...,
+        can_train: _builtins.bool = ...,
+        profile: _builtins.str = ...,
+        data: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent", "privacy_spent", b"privacy_spent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent", "device_id", b"device_id", "last_seen_unix", b"last_seen_unix", "name", b"name", "node_id", b"node_id", "privacy_spent", b"privacy_spent", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent", "can_train", b"can_train", "data", b"data", "device_id", b"device_id", "last_seen_unix", b"last_seen_unix", "name", b"name", "node_id", b"node_id", "privacy_spent", b"privacy_spent", "profile", b"profile", "release_slot", b"release_slot", "release_version", b"release_version", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__privacy_spent: _TypeAlias = _typing.Literal["privacy_spent"]  # noqa: Y015
     _WhichOneofArgType__privacy_spent: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent"]  # noqa: Y015
@@ -391,6 +450,7 @@ class RevokeDeviceRequest(_message.Message):
 
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
+    """A device id, a unique prefix of one, or a device name."""
     def __init__(
         self,
         *,
@@ -464,3 +524,535 @@ class CreateEnrollTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateEnrollTokenResponse: _TypeAlias = CreateEnrollTokenResponse  # noqa: Y015
+
+@_typing.final
+class GetRunResultsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.int
+    """0 means the most recent run."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRunResultsRequest: _TypeAlias = GetRunResultsRequest  # noqa: Y015
+
+@_typing.final
+class GetRunResultsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    RESULTS_JSON_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.int
+    results_json: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.int = ...,
+        results_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results_json", b"results_json", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRunResultsResponse: _TypeAlias = GetRunResultsResponse  # noqa: Y015
+
+@_typing.final
+class UploadChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadChunk: _TypeAlias = UploadChunk  # noqa: Y015
+
+@_typing.final
+class ArtifactHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LENGTH_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    length: _builtins.int
+    sha256: _builtins.str
+    """Hex SHA-256 of the whole artifact; the coordinator refuses an upload that differs."""
+    def __init__(
+        self,
+        *,
+        length: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArtifactHeader: _TypeAlias = ArtifactHeader  # noqa: Y015
+
+@_typing.final
+class UploadArtifactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___ArtifactHeader: ...
+    @_builtins.property
+    def chunk(self) -> Global___UploadChunk: ...
+    def __init__(
+        self,
+        *,
+        header: Global___ArtifactHeader | None = ...,
+        chunk: Global___UploadChunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___UploadArtifactRequest: _TypeAlias = UploadArtifactRequest  # noqa: Y015
+
+@_typing.final
+class UploadArtifactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    length: _builtins.int
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadArtifactResponse: _TypeAlias = UploadArtifactResponse  # noqa: Y015
+
+@_typing.final
+class PublishReleaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    REPORT_JSON_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    """An uploaded artifact (content address), or 0-length with run_id set."""
+    run_id: _builtins.int
+    """Publish the release a finished run built on the coordinator (instead of an upload)."""
+    name: _builtins.str
+    profile: _builtins.str
+    percent: _builtins.int
+    report_json: _builtins.str
+    """The build's report.json (its figures travel in the manifest), when uploading."""
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        run_id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        profile: _builtins.str = ...,
+        percent: _builtins.int = ...,
+        labels: _abc.Iterable[_builtins.str] | None = ...,
+        report_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "name", b"name", "percent", b"percent", "profile", b"profile", "report_json", b"report_json", "run_id", b"run_id", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishReleaseRequest: _TypeAlias = PublishReleaseRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class StatesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_FIELD_NUMBER: _builtins.int
+    ROLLBACK_OF_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    name: _builtins.str
+    sha256: _builtins.str
+    length: _builtins.int
+    profile: _builtins.str
+    percent: _builtins.int
+    withdrawn: _builtins.bool
+    rollback_of: _builtins.int
+    created: _builtins.str
+    expires: _builtins.str
+    @_builtins.property
+    def states(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Devices per install state (offered, downloading, installed, refused, rolled_back, failed)
+        and "running" (devices that serve this version now).
+        """
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        name: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        length: _builtins.int = ...,
+        profile: _builtins.str = ...,
+        percent: _builtins.int = ...,
+        withdrawn: _builtins.bool = ...,
+        rollback_of: _builtins.int = ...,
+        created: _builtins.str = ...,
+        expires: _builtins.str = ...,
+        states: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires", b"expires", "length", b"length", "name", b"name", "percent", b"percent", "profile", b"profile", "rollback_of", b"rollback_of", "sha256", b"sha256", "states", b"states", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseSummary: _TypeAlias = ReleaseSummary  # noqa: Y015
+
+@_typing.final
+class PublishReleaseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def release(self) -> Global___ReleaseSummary: ...
+    def __init__(
+        self,
+        *,
+        release: Global___ReleaseSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishReleaseResponse: _TypeAlias = PublishReleaseResponse  # noqa: Y015
+
+@_typing.final
+class PromoteReleaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    percent: _builtins.int
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        percent: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["percent", b"percent", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteReleaseRequest: _TypeAlias = PromoteReleaseRequest  # noqa: Y015
+
+@_typing.final
+class PromoteReleaseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def release(self) -> Global___ReleaseSummary: ...
+    def __init__(
+        self,
+        *,
+        release: Global___ReleaseSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteReleaseResponse: _TypeAlias = PromoteReleaseResponse  # noqa: Y015
+
+@_typing.final
+class RollbackReleaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """0 means the newest live release."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackReleaseRequest: _TypeAlias = RollbackReleaseRequest  # noqa: Y015
+
+@_typing.final
+class RollbackReleaseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def release(self) -> Global___ReleaseSummary:
+        """The new release that re-ships the last good model."""
+
+    def __init__(
+        self,
+        *,
+        release: Global___ReleaseSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackReleaseResponse: _TypeAlias = RollbackReleaseResponse  # noqa: Y015
+
+@_typing.final
+class ListReleasesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReleasesRequest: _TypeAlias = ListReleasesRequest  # noqa: Y015
+
+@_typing.final
+class ListReleasesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def releases(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReleaseSummary]: ...
+    def __init__(
+        self,
+        *,
+        releases: _abc.Iterable[Global___ReleaseSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["releases", b"releases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReleasesResponse: _TypeAlias = ListReleasesResponse  # noqa: Y015
+
+@_typing.final
+class GetReleaseStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReleaseStatusRequest: _TypeAlias = GetReleaseStatusRequest  # noqa: Y015
+
+@_typing.final
+class DeviceInstall(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    name: _builtins.str
+    state: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "name", b"name", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceInstall: _TypeAlias = DeviceInstall  # noqa: Y015
+
+@_typing.final
+class DeviceTelemetry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    ACTIVE_VERSION_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_P99_MS_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    active_version: _builtins.int
+    requests: _builtins.int
+    errors: _builtins.int
+    latency_p50_ms: _builtins.float
+    latency_p99_ms: _builtins.float
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        active_version: _builtins.int = ...,
+        requests: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        latency_p50_ms: _builtins.float = ...,
+        latency_p99_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version", "device_id", b"device_id", "errors", b"errors", "latency_p50_ms", b"latency_p50_ms", "latency_p99_ms", b"latency_p99_ms", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceTelemetry: _TypeAlias = DeviceTelemetry  # noqa: Y015
+
+@_typing.final
+class GetReleaseStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_FIELD_NUMBER: _builtins.int
+    DEVICES_FIELD_NUMBER: _builtins.int
+    TELEMETRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def release(self) -> Global___ReleaseSummary: ...
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceInstall]: ...
+    @_builtins.property
+    def telemetry(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceTelemetry]: ...
+    def __init__(
+        self,
+        *,
+        release: Global___ReleaseSummary | None = ...,
+        devices: _abc.Iterable[Global___DeviceInstall] | None = ...,
+        telemetry: _abc.Iterable[Global___DeviceTelemetry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["devices", b"devices", "release", b"release", "telemetry", b"telemetry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReleaseStatusResponse: _TypeAlias = GetReleaseStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetReleaseKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReleaseKeyRequest: _TypeAlias = GetReleaseKeyRequest  # noqa: Y015
+
+@_typing.final
+class GetReleaseKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_PEM_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    public_key_pem: _builtins.bytes
+    key_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        public_key_pem: _builtins.bytes = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "public_key_pem", b"public_key_pem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReleaseKeyResponse: _TypeAlias = GetReleaseKeyResponse  # noqa: Y015

@@ -69,6 +69,46 @@ class ControlServiceStub:
                 request_serializer=fedge_dot_v1_dot_control__pb2.CreateEnrollTokenRequest.SerializeToString,
                 response_deserializer=fedge_dot_v1_dot_control__pb2.CreateEnrollTokenResponse.FromString,
                 _registered_method=True)
+        self.GetRunResults = channel.unary_unary(
+                '/fedge.v1.ControlService/GetRunResults',
+                request_serializer=fedge_dot_v1_dot_control__pb2.GetRunResultsRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.GetRunResultsResponse.FromString,
+                _registered_method=True)
+        self.UploadArtifact = channel.stream_unary(
+                '/fedge.v1.ControlService/UploadArtifact',
+                request_serializer=fedge_dot_v1_dot_control__pb2.UploadArtifactRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.UploadArtifactResponse.FromString,
+                _registered_method=True)
+        self.PublishRelease = channel.unary_unary(
+                '/fedge.v1.ControlService/PublishRelease',
+                request_serializer=fedge_dot_v1_dot_control__pb2.PublishReleaseRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.PublishReleaseResponse.FromString,
+                _registered_method=True)
+        self.PromoteRelease = channel.unary_unary(
+                '/fedge.v1.ControlService/PromoteRelease',
+                request_serializer=fedge_dot_v1_dot_control__pb2.PromoteReleaseRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.PromoteReleaseResponse.FromString,
+                _registered_method=True)
+        self.RollbackRelease = channel.unary_unary(
+                '/fedge.v1.ControlService/RollbackRelease',
+                request_serializer=fedge_dot_v1_dot_control__pb2.RollbackReleaseRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.RollbackReleaseResponse.FromString,
+                _registered_method=True)
+        self.ListReleases = channel.unary_unary(
+                '/fedge.v1.ControlService/ListReleases',
+                request_serializer=fedge_dot_v1_dot_control__pb2.ListReleasesRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.ListReleasesResponse.FromString,
+                _registered_method=True)
+        self.GetReleaseStatus = channel.unary_unary(
+                '/fedge.v1.ControlService/GetReleaseStatus',
+                request_serializer=fedge_dot_v1_dot_control__pb2.GetReleaseStatusRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.GetReleaseStatusResponse.FromString,
+                _registered_method=True)
+        self.GetReleaseKey = channel.unary_unary(
+                '/fedge.v1.ControlService/GetReleaseKey',
+                request_serializer=fedge_dot_v1_dot_control__pb2.GetReleaseKeyRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.GetReleaseKeyResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
@@ -116,6 +156,56 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRunResults(self, request, context):
+        """The results.json of a run (its per-round accuracy, epsilon, drops), as the run wrote it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadArtifact(self, request_iterator, context):
+        """Releases: an artifact is uploaded in chunks, then published, promoted, rolled back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishRelease(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteRelease(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackRelease(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReleases(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReleaseStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReleaseKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +243,46 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.CreateEnrollToken,
                     request_deserializer=fedge_dot_v1_dot_control__pb2.CreateEnrollTokenRequest.FromString,
                     response_serializer=fedge_dot_v1_dot_control__pb2.CreateEnrollTokenResponse.SerializeToString,
+            ),
+            'GetRunResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRunResults,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.GetRunResultsRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.GetRunResultsResponse.SerializeToString,
+            ),
+            'UploadArtifact': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadArtifact,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.UploadArtifactRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.UploadArtifactResponse.SerializeToString,
+            ),
+            'PublishRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishRelease,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.PublishReleaseRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.PublishReleaseResponse.SerializeToString,
+            ),
+            'PromoteRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteRelease,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.PromoteReleaseRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.PromoteReleaseResponse.SerializeToString,
+            ),
+            'RollbackRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackRelease,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.RollbackReleaseRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.RollbackReleaseResponse.SerializeToString,
+            ),
+            'ListReleases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReleases,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.ListReleasesRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.ListReleasesResponse.SerializeToString,
+            ),
+            'GetReleaseStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReleaseStatus,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.GetReleaseStatusRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.GetReleaseStatusResponse.SerializeToString,
+            ),
+            'GetReleaseKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReleaseKey,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.GetReleaseKeyRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.GetReleaseKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +474,222 @@ class ControlService:
             '/fedge.v1.ControlService/CreateEnrollToken',
             fedge_dot_v1_dot_control__pb2.CreateEnrollTokenRequest.SerializeToString,
             fedge_dot_v1_dot_control__pb2.CreateEnrollTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRunResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ControlService/GetRunResults',
+            fedge_dot_v1_dot_control__pb2.GetRunResultsRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.GetRunResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadArtifact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/fedge.v1.ControlService/UploadArtifact',
+            fedge_dot_v1_dot_control__pb2.UploadArtifactRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.UploadArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ControlService/PublishRelease',
+            fedge_dot_v1_dot_control__pb2.PublishReleaseRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.PublishReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ControlService/PromoteRelease',
+            fedge_dot_v1_dot_control__pb2.PromoteReleaseRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.PromoteReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ControlService/RollbackRelease',
+            fedge_dot_v1_dot_control__pb2.RollbackReleaseRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.RollbackReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReleases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ControlService/ListReleases',
+            fedge_dot_v1_dot_control__pb2.ListReleasesRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.ListReleasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReleaseStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ControlService/GetReleaseStatus',
+            fedge_dot_v1_dot_control__pb2.GetReleaseStatusRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.GetReleaseStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReleaseKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ControlService/GetReleaseKey',
+            fedge_dot_v1_dot_control__pb2.GetReleaseKeyRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.GetReleaseKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

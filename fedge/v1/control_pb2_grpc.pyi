@@ -38,6 +38,16 @@ class ControlServiceStub:
     ListDevices: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListDevicesRequest, _control_pb2.ListDevicesResponse]
     RevokeDevice: _grpc.UnaryUnaryMultiCallable[_control_pb2.RevokeDeviceRequest, _control_pb2.RevokeDeviceResponse]
     CreateEnrollToken: _grpc.UnaryUnaryMultiCallable[_control_pb2.CreateEnrollTokenRequest, _control_pb2.CreateEnrollTokenResponse]
+    GetRunResults: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetRunResultsRequest, _control_pb2.GetRunResultsResponse]
+    """The results.json of a run (its per-round accuracy, epsilon, drops), as the run wrote it."""
+    UploadArtifact: _grpc.StreamUnaryMultiCallable[_control_pb2.UploadArtifactRequest, _control_pb2.UploadArtifactResponse]
+    """Releases: an artifact is uploaded in chunks, then published, promoted, rolled back."""
+    PublishRelease: _grpc.UnaryUnaryMultiCallable[_control_pb2.PublishReleaseRequest, _control_pb2.PublishReleaseResponse]
+    PromoteRelease: _grpc.UnaryUnaryMultiCallable[_control_pb2.PromoteReleaseRequest, _control_pb2.PromoteReleaseResponse]
+    RollbackRelease: _grpc.UnaryUnaryMultiCallable[_control_pb2.RollbackReleaseRequest, _control_pb2.RollbackReleaseResponse]
+    ListReleases: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListReleasesRequest, _control_pb2.ListReleasesResponse]
+    GetReleaseStatus: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetReleaseStatusRequest, _control_pb2.GetReleaseStatusResponse]
+    GetReleaseKey: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetReleaseKeyRequest, _control_pb2.GetReleaseKeyResponse]
 
 @_typing.type_check_only
 class ControlServiceAsyncStub(ControlServiceStub):
@@ -49,6 +59,16 @@ class ControlServiceAsyncStub(ControlServiceStub):
     ListDevices: _aio.UnaryUnaryMultiCallable[_control_pb2.ListDevicesRequest, _control_pb2.ListDevicesResponse]  # type: ignore[assignment]
     RevokeDevice: _aio.UnaryUnaryMultiCallable[_control_pb2.RevokeDeviceRequest, _control_pb2.RevokeDeviceResponse]  # type: ignore[assignment]
     CreateEnrollToken: _aio.UnaryUnaryMultiCallable[_control_pb2.CreateEnrollTokenRequest, _control_pb2.CreateEnrollTokenResponse]  # type: ignore[assignment]
+    GetRunResults: _aio.UnaryUnaryMultiCallable[_control_pb2.GetRunResultsRequest, _control_pb2.GetRunResultsResponse]  # type: ignore[assignment]
+    """The results.json of a run (its per-round accuracy, epsilon, drops), as the run wrote it."""
+    UploadArtifact: _aio.StreamUnaryMultiCallable[_control_pb2.UploadArtifactRequest, _control_pb2.UploadArtifactResponse]  # type: ignore[assignment]
+    """Releases: an artifact is uploaded in chunks, then published, promoted, rolled back."""
+    PublishRelease: _aio.UnaryUnaryMultiCallable[_control_pb2.PublishReleaseRequest, _control_pb2.PublishReleaseResponse]  # type: ignore[assignment]
+    PromoteRelease: _aio.UnaryUnaryMultiCallable[_control_pb2.PromoteReleaseRequest, _control_pb2.PromoteReleaseResponse]  # type: ignore[assignment]
+    RollbackRelease: _aio.UnaryUnaryMultiCallable[_control_pb2.RollbackReleaseRequest, _control_pb2.RollbackReleaseResponse]  # type: ignore[assignment]
+    ListReleases: _aio.UnaryUnaryMultiCallable[_control_pb2.ListReleasesRequest, _control_pb2.ListReleasesResponse]  # type: ignore[assignment]
+    GetReleaseStatus: _aio.UnaryUnaryMultiCallable[_control_pb2.GetReleaseStatusRequest, _control_pb2.GetReleaseStatusResponse]  # type: ignore[assignment]
+    GetReleaseKey: _aio.UnaryUnaryMultiCallable[_control_pb2.GetReleaseKeyRequest, _control_pb2.GetReleaseKeyResponse]  # type: ignore[assignment]
 
 class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -99,5 +119,63 @@ class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _control_pb2.CreateEnrollTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.CreateEnrollTokenResponse, _abc.Awaitable[_control_pb2.CreateEnrollTokenResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetRunResults(
+        self,
+        request: _control_pb2.GetRunResultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.GetRunResultsResponse, _abc.Awaitable[_control_pb2.GetRunResultsResponse]]:
+        """The results.json of a run (its per-round accuracy, epsilon, drops), as the run wrote it."""
+
+    @_abc_1.abstractmethod
+    def UploadArtifact(
+        self,
+        request_iterator: _MaybeAsyncIterator[_control_pb2.UploadArtifactRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.UploadArtifactResponse, _abc.Awaitable[_control_pb2.UploadArtifactResponse]]:
+        """Releases: an artifact is uploaded in chunks, then published, promoted, rolled back."""
+
+    @_abc_1.abstractmethod
+    def PublishRelease(
+        self,
+        request: _control_pb2.PublishReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.PublishReleaseResponse, _abc.Awaitable[_control_pb2.PublishReleaseResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PromoteRelease(
+        self,
+        request: _control_pb2.PromoteReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.PromoteReleaseResponse, _abc.Awaitable[_control_pb2.PromoteReleaseResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RollbackRelease(
+        self,
+        request: _control_pb2.RollbackReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.RollbackReleaseResponse, _abc.Awaitable[_control_pb2.RollbackReleaseResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListReleases(
+        self,
+        request: _control_pb2.ListReleasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListReleasesResponse, _abc.Awaitable[_control_pb2.ListReleasesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetReleaseStatus(
+        self,
+        request: _control_pb2.GetReleaseStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.GetReleaseStatusResponse, _abc.Awaitable[_control_pb2.GetReleaseStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetReleaseKey(
+        self,
+        request: _control_pb2.GetReleaseKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.GetReleaseKeyResponse, _abc.Awaitable[_control_pb2.GetReleaseKeyResponse]]: ...
 
 def add_ControlServiceServicer_to_server(servicer: ControlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

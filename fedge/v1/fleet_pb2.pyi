@@ -3,10 +3,10 @@
 isort:skip_file
 FleetService: the device <-> coordinator link of fedge.
 
-A device enrols once with a one-time token and a certificate signing request; afterwards
-every call is mutual TLS and the device is identified by its certificate. Tasks and results
-carry a serialized Flower Message, split into chunks so that a model of any size travels
-under the per-message size limit.
+A device enrols once (EnrollmentService, on its own port); afterwards every call is mutual
+TLS and the device is identified by its certificate. Tasks and results carry a serialized
+Flower Message, split into chunks so that a model of any size travels under the per-message
+size limit.
 """
 
 from collections import abc as _abc
@@ -43,92 +43,82 @@ DEVICE_STATE_TRAINING: DeviceState.ValueType  # 2
 Global___DeviceState: _TypeAlias = DeviceState  # noqa: Y015
 
 @_typing.final
-class EnrollRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    TOKEN_FIELD_NUMBER: _builtins.int
-    CSR_PEM_FIELD_NUMBER: _builtins.int
-    NAME_FIELD_NUMBER: _builtins.int
-    VERSION_FIELD_NUMBER: _builtins.int
-    token: _builtins.str
-    csr_pem: _builtins.str
-    name: _builtins.str
-    version: _builtins.str
-    def __init__(
-        self,
-        *,
-        token: _builtins.str = ...,
-        csr_pem: _builtins.str = ...,
-        name: _builtins.str = ...,
-        version: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem", "name", b"name", "token", b"token", "version", b"version"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___EnrollRequest: _TypeAlias = EnrollRequest  # noqa: Y015
-
-@_typing.final
-class EnrollResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    DEVICE_ID_FIELD_NUMBER: _builtins.int
-    NODE_ID_FIELD_NUMBER: _builtins.int
-    CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
-    CA_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
-    RELEASE_PUBLIC_KEY_PEM_FIELD_NUMBER: _builtins.int
-    RELEASE_KEY_ID_FIELD_NUMBER: _builtins.int
-    device_id: _builtins.str
-    node_id: _builtins.int
-    certificate_pem: _builtins.str
-    ca_certificate_pem: _builtins.str
-    release_public_key_pem: _builtins.bytes
-    """The coordinator's Ed25519 release public key (PEM, SubjectPublicKeyInfo). The device pins
-    it at enrolment and refuses every release manifest not signed by it.
-    """
-    release_key_id: _builtins.str
-    """Hex SHA-256 of the raw release public key (what a signed manifest names as its key_id)."""
-    def __init__(
-        self,
-        *,
-        device_id: _builtins.str = ...,
-        node_id: _builtins.int = ...,
-        certificate_pem: _builtins.str = ...,
-        ca_certificate_pem: _builtins.str = ...,
-        release_public_key_pem: _builtins.bytes = ...,
-        release_key_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "certificate_pem", b"certificate_pem", "device_id", b"device_id", "node_id", b"node_id", "release_key_id", b"release_key_id", "release_public_key_pem", b"release_public_key_pem"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___EnrollResponse: _TypeAlias = EnrollResponse  # noqa: Y015
-
-@_typing.final
 class HeartbeatRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    CAN_TRAIN_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    RELEASE_VERSION_FIELD_NUMBER: _builtins.int
+    RELEASE_SLOT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
     version: _builtins.str
+    """The fedge software version of the device."""
     state: Global___DeviceState.ValueType
+    can_train: _builtins.bool
+    """Whether this install can train (fedge[train]); the coordinator never sends a training
+    task to a device that cannot.
+    """
+    profile: _builtins.str
+    """The device profile it runs (e.g. "camera")."""
+    release_version: _builtins.int
+    """The model release it serves now (0 = none) and the A/B slot it is in ("a", "b" or "")."""
+    release_slot: _builtins.str
+    @_builtins.property
+    def data(self) -> Global___DataSummary:
+        """What the device's training data looks like (never the data): the coordinator refuses a
+        run whose model does not fit it.
+        """
+
     def __init__(
         self,
         *,
         version: _builtins.str = ...,
         state: Global___DeviceState.ValueType = ...,
+        can_train: _builtins.bool = ...,
+        profile: _builtins.str = ...,
+        release_version: _builtins.int = ...,
+        release_slot: _builtins.str = ...,
+        data: Global___DataSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["can_train", b"can_train", "data", b"data", "profile", b"profile", "release_slot", b"release_slot", "release_version", b"release_version", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class DataSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    INPUT_SHAPE_FIELD_NUMBER: _builtins.int
+    NUM_CLASSES_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    dataset: _builtins.str
+    """The dataset the data was written from, if the device knows ("" otherwise)."""
+    num_classes: _builtins.int
+    samples: _builtins.int
+    @_builtins.property
+    def input_shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        dataset: _builtins.str = ...,
+        input_shape: _abc.Iterable[_builtins.int] | None = ...,
+        num_classes: _builtins.int = ...,
+        samples: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "input_shape", b"input_shape", "num_classes", b"num_classes", "samples", b"samples"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataSummary: _TypeAlias = DataSummary  # noqa: Y015
 
 @_typing.final
 class HeartbeatResponse(_message.Message):

@@ -34,11 +34,6 @@ class FleetServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Enroll = channel.unary_unary(
-                '/fedge.v1.FleetService/Enroll',
-                request_serializer=fedge_dot_v1_dot_fleet__pb2.EnrollRequest.SerializeToString,
-                response_deserializer=fedge_dot_v1_dot_fleet__pb2.EnrollResponse.FromString,
-                _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/fedge.v1.FleetService/Heartbeat',
                 request_serializer=fedge_dot_v1_dot_fleet__pb2.HeartbeatRequest.SerializeToString,
@@ -58,13 +53,6 @@ class FleetServiceStub:
 
 class FleetServiceServicer:
     """Missing associated documentation comment in .proto file."""
-
-    def Enroll(self, request, context):
-        """Exchange a one-time token and a CSR for a device certificate (enrolment port only).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
 
     def Heartbeat(self, request, context):
         """Tell the coordinator the device is alive; the reply says when to call again.
@@ -90,11 +78,6 @@ class FleetServiceServicer:
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Enroll': grpc.unary_unary_rpc_method_handler(
-                    servicer.Enroll,
-                    request_deserializer=fedge_dot_v1_dot_fleet__pb2.EnrollRequest.FromString,
-                    response_serializer=fedge_dot_v1_dot_fleet__pb2.EnrollResponse.SerializeToString,
-            ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
                     request_deserializer=fedge_dot_v1_dot_fleet__pb2.HeartbeatRequest.FromString,
@@ -120,33 +103,6 @@ def add_FleetServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class FleetService:
     """Missing associated documentation comment in .proto file."""
-
-    @staticmethod
-    def Enroll(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/fedge.v1.FleetService/Enroll',
-            fedge_dot_v1_dot_fleet__pb2.EnrollRequest.SerializeToString,
-            fedge_dot_v1_dot_fleet__pb2.EnrollResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def Heartbeat(request,

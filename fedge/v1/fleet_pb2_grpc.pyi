@@ -3,10 +3,10 @@
 isort:skip_file
 FleetService: the device <-> coordinator link of fedge.
 
-A device enrols once with a one-time token and a certificate signing request; afterwards
-every call is mutual TLS and the device is identified by its certificate. Tasks and results
-carry a serialized Flower Message, split into chunks so that a model of any size travels
-under the per-message size limit.
+A device enrols once (EnrollmentService, on its own port); afterwards every call is mutual
+TLS and the device is identified by its certificate. Tasks and results carry a serialized
+Flower Message, split into chunks so that a model of any size travels under the per-message
+size limit.
 """
 
 from collections import abc as _abc
@@ -37,8 +37,6 @@ class FleetServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> FleetServiceAsyncStub: ...
-    Enroll: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.EnrollRequest, _fleet_pb2.EnrollResponse]
-    """Exchange a one-time token and a CSR for a device certificate (enrolment port only)."""
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.HeartbeatRequest, _fleet_pb2.HeartbeatResponse]
     """Tell the coordinator the device is alive; the reply says when to call again."""
     PullTask: _grpc.UnaryStreamMultiCallable[_fleet_pb2.PullTaskRequest, _fleet_pb2.PullTaskResponse]
@@ -49,8 +47,6 @@ class FleetServiceStub:
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Enroll: _aio.UnaryUnaryMultiCallable[_fleet_pb2.EnrollRequest, _fleet_pb2.EnrollResponse]  # type: ignore[assignment]
-    """Exchange a one-time token and a CSR for a device certificate (enrolment port only)."""
     Heartbeat: _aio.UnaryUnaryMultiCallable[_fleet_pb2.HeartbeatRequest, _fleet_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """Tell the coordinator the device is alive; the reply says when to call again."""
     PullTask: _aio.UnaryStreamMultiCallable[_fleet_pb2.PullTaskRequest, _fleet_pb2.PullTaskResponse]  # type: ignore[assignment]
@@ -59,14 +55,6 @@ class FleetServiceAsyncStub(FleetServiceStub):
     """Send a task's result: a header, then its payload in chunks."""
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
-    @_abc_1.abstractmethod
-    def Enroll(
-        self,
-        request: _fleet_pb2.EnrollRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_fleet_pb2.EnrollResponse, _abc.Awaitable[_fleet_pb2.EnrollResponse]]:
-        """Exchange a one-time token and a CSR for a device certificate (enrolment port only)."""
-
     @_abc_1.abstractmethod
     def Heartbeat(
         self,

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from fedge.config import RunConfig, load_config_file
+from fedge.app.config import RunConfig
 from fedge.errors import ConfigError
+from fedge.options import load_options_file
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -75,10 +76,10 @@ def test_run_config_round_trip() -> None:
 def test_toml_file(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text('[simulate]\nclients = 4\npartition = "dirichlet:0.3"\n')
-    cfg = RunConfig.from_mapping(load_config_file(path))
+    cfg = RunConfig.from_mapping(load_options_file(path))
     assert cfg.clients == 4 and cfg.partition == "dirichlet:0.3"
     path.write_text("clients = [")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_config_file(path)
+        load_options_file(path)
     with pytest.raises(ConfigError, match="is not a file"):
-        load_config_file(tmp_path / "missing.toml")
+        load_options_file(tmp_path / "missing.toml")

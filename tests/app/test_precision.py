@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from fedge.app.config import RunConfig
 from fedge.app.training import compute_precision, evaluate, to_fast_layout, train
-from fedge.config import RunConfig
 from fedge.errors import ConfigError
 from fedge.models import get_model
 from fedge.simulation import simulate

@@ -17,11 +17,11 @@ import torch
 
 from fedge.app import RunResult, build_client_app
 from fedge.app.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedge.app.config import RunConfig
 from fedge.app.results import RoundRecord
 from fedge.app.resume import StrategyStateError, capture_strategy, restore_strategy
 from fedge.app.server import run_federation
 from fedge.app.strategies import build_strategy
-from fedge.config import RunConfig
 from fedge.runtime.local import LocalGrid, set_server_identity
 
 ROUNDS = 4

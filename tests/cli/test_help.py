@@ -9,9 +9,10 @@ from fedge.cli.main import app
 @pytest.mark.parametrize(
     ("command", "shown"),
     [
-        (["run", "ls"], "[env FEDGE_COORDINATOR"),
-        (["fleet", "ls"], "[env FEDGE_OPERATOR"),
-        (["edge", "start"], "[PORT+1]"),
+        (["run", "ls"], "[env var: FEDGE_COORDINATOR]"),
+        (["fleet", "ls"], "[env var: FEDGE_OPERATOR]"),
+        (["edge", "start"], "with fedge[train]"),
+        (["edge", "make-data"], "[required]"),
         (["simulate"], "in [0, 1)"),
     ],
 )
@@ -19,3 +20,4 @@ def test_help_keeps_bracketed_text(command: list[str], shown: str) -> None:
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert shown in result.output
+    assert "\\[" not in result.output  # no escape shown as text

@@ -9,8 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from fedge.app.config import RunConfig
 from fedge.cli.main import app
-from fedge.config import RunConfig
 from fedge.errors import ConfigError
 from fedge.simulation import simulate
 

@@ -13,25 +13,34 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
-from fedge.config import RunConfig
-from fedge.coordinator.serde import EncodedMessage, encode_message
+from fedge.app.config import RunConfig
+from fedge.coordinator.grid import GrpcGrid
 from fedge.edge.identity import DeviceIdentity
-from fedge.runtime.grpc import GrpcGrid
+from fedge.protocol.messages import encode_message
+from fedge.protocol.payload import EncodedMessage
 from fedge.runtime.local import set_server_identity
 from fedge.v1 import control_pb2, fleet_pb2
 
 from .conftest import Fleet, pull_task
 
-FLEET_METHODS = {"Enroll": "uu", "Heartbeat": "uu", "PullTask": "us", "PushResult": "su"}
-CONTROL_METHODS = [
-    "StartRun",
-    "GetRun",
-    "ListRuns",
-    "StopRun",
-    "ListDevices",
-    "RevokeDevice",
-    "CreateEnrollToken",
-]
+FLEET_METHODS = {"Heartbeat": "uu", "PullTask": "us", "PushResult": "su"}
+CONTROL_METHODS = {
+    "StartRun": "uu",
+    "GetRun": "uu",
+    "ListRuns": "uu",
+    "StopRun": "uu",
+    "ListDevices": "uu",
+    "RevokeDevice": "uu",
+    "CreateEnrollToken": "uu",
+    "GetRunResults": "uu",
+    "UploadArtifact": "su",
+    "PublishRelease": "uu",
+    "PromoteRelease": "uu",
+    "RollbackRelease": "uu",
+    "ListReleases": "uu",
+    "GetReleaseStatus": "uu",
+    "GetReleaseKey": "uu",
+}
 
 
 def _raw_call(channel: grpc.Channel, path: str, kind: str, payload: bytes) -> grpc.StatusCode:
@@ -57,23 +66,20 @@ def _snapshot(fleet: Fleet) -> tuple[Any, ...]:
 
 def test_random_bytes_on_every_rpc_are_refused_and_recorded(fleet: Fleet) -> None:
     identity = fleet.enroll("dev")
-    fleet.control_stub().StartRun(
-        control_pb2.StartRunRequest(config_json='{"dataset": "digits", "model": "mlp"}'),
-        timeout=10,
-    )
     fleet.coordinator.runs.shutdown()  # keep the run queued: only storage matters here
+    fleet.coordinator.runs.submit(RunConfig(dataset="digits", model="mlp"))
     before = _snapshot(fleet)
     device = fleet.channel(identity.tls())
     rng = np.random.default_rng(0)
     calls = [(f"/fedge.v1.FleetService/{m}", k, device) for m, k in FLEET_METHODS.items()]
     op_channel = _operator_channel(fleet)
-    calls += [(f"/fedge.v1.ControlService/{m}", "uu", op_channel) for m in CONTROL_METHODS]
+    calls += [(f"/fedge.v1.ControlService/{m}", k, op_channel) for m, k in CONTROL_METHODS.items()]
     for path, kind, channel in calls:
         # Random bytes, led by a tag with field number 0, which no protobuf message can have.
         payload = b"\x00" + rng.bytes(64)
         code = _raw_call(channel, path, kind, payload)
         assert code == grpc.StatusCode.INVALID_ARGUMENT, path
-        method = path.rsplit("/", 1)[1]
+        method = path.removeprefix("/fedge.v1.")
         events = fleet.coordinator.state.events()
         assert any(
             e.kind == "refused" and e.message.startswith(f"{method}: INVALID_ARGUMENT")
@@ -84,8 +90,32 @@ def test_random_bytes_on_every_rpc_are_refused_and_recorded(fleet: Fleet) -> Non
     assert stub.Heartbeat(fleet_pb2.HeartbeatRequest(), timeout=10).interval_seconds > 0
 
 
+def test_the_enrolment_port_serves_enrolment_only(fleet: Fleet) -> None:
+    from fedge.protocol.pki import ENROLL_SERVER_NAME
+    from fedge.protocol.transport import ClientTLS, create_channel
+
+    pinned = ClientTLS(
+        ca_pem=(fleet.root / "certs" / "enroll.pem").read_bytes(), server_name=ENROLL_SERVER_NAME
+    )
+    enrol = create_channel(fleet.enroll_address, tls=pinned)
+    try:
+        garbage = b"\x00" + bytes(16)
+        assert _raw_call(enrol, "/fedge.v1.EnrollmentService/Enroll", "uu", garbage) == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+        for path in ("/fedge.v1.FleetService/Heartbeat", "/fedge.v1.ControlService/ListRuns"):
+            assert _raw_call(enrol, path, "uu", b"") == grpc.StatusCode.UNIMPLEMENTED, path
+    finally:
+        enrol.close()
+    identity = fleet.enroll("dev")
+    main = fleet.channel(identity.tls())
+    assert _raw_call(main, "/fedge.v1.EnrollmentService/Enroll", "uu", b"") == (
+        grpc.StatusCode.UNIMPLEMENTED
+    )
+
+
 def _operator_channel(fleet: Fleet) -> grpc.Channel:
-    from fedge.net import ClientTLS
+    from fedge.protocol.transport import ClientTLS
 
     op = fleet.root / "certs" / "operator"
     return fleet.channel(

@@ -26,8 +26,8 @@ def test_certs_init_refuses_to_replace_a_pki(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["coordinator", "start", "--config", "missing.toml"], "is not a file"),
-        (["run", "start", "--dataset", "nope"], "--dataset: 'nope'"),
-        (["run", "start", "--set", "rounds"], "expected KEY=VALUE"),
+        (["run", "start", "--set", "rounds"], "--set: 'rounds' must be KEY=VALUE"),
+        (["run", "start", "--config", "missing.toml"], "--config: 'missing.toml' is not a file"),
         (["edge", "start", "--state", "nope", "--data", "nope"], "holds no identity"),
         (
             ["edge", "enroll", "--coordinator", "h:1", "--token", "x", "--state", "s"],
@@ -70,6 +70,8 @@ def test_operator_commands_against_a_live_coordinator(
     revoked = runner.invoke(app, ["fleet", "revoke", identity.device_id, *options])
     assert revoked.exit_code == 0
     missing = runner.invoke(app, ["fleet", "revoke", "dev-nope", *options])
-    assert missing.exit_code == 2 and "NOT_FOUND: no device 'dev-nope'" in missing.output
+    assert missing.exit_code == 2 and "no device 'dev-nope'" in missing.output
     status = runner.invoke(app, ["run", "status", *options])
-    assert status.exit_code == 2 and "NOT_FOUND: no runs yet" in status.output
+    assert status.exit_code == 2 and "Error: no runs yet" in status.output
+    bad = runner.invoke(app, ["run", "start", "--dataset", "nope", *options])
+    assert bad.exit_code == 2 and "--dataset: 'nope' is not one of" in bad.output

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from fedge.cli.main import app
 from fedge.edge.health import load_labelled
 from fedge.edge.identity import PINNED_KEY_FILE, load_identity
-from fedge.release import RELEASE_KEY_FILE, open_release_store
+from fedge.release.store import RELEASE_KEY_FILE
 from fedge.release.testing import linear_weights, make_labelled_data, publish_linear
 
 from .conftest import Fleet
@@ -57,7 +57,7 @@ def test_start_enrols_with_a_token_and_rolls_back_below_the_accuracy_floor(
 ) -> None:
     data = _device_data(tmp_path / "data")
     assert _accuracy(2, data) < FLOOR <= _accuracy(1, data)  # the premise of the test
-    store = open_release_store(state_dir=fleet.root / "state", with_key=True)
+    store = fleet.coordinator.releases
     log = tmp_path / "device.log"
     # The one-line flow: no --state (the default ./device-state), a token, the address.
     args = [

@@ -3,7 +3,7 @@
 import time
 from pathlib import Path
 
-from fedge.config import RunConfig
+from fedge.app.config import RunConfig
 from fedge.coordinator.state import RunState
 
 from .conftest import start_fleet
@@ -20,8 +20,10 @@ def test_a_run_without_enough_devices_is_retried_then_failed(tmp_path: Path) -> 
             time.sleep(0.2)
         row = coordinator.state.run(run.id)
         assert row.state == RunState.FAILED and row.attempts == 2
-        assert "only 0 devices connected" in row.error and "(2 attempts)" in row.error
+        assert "only 0 of the run's 0 devices connected" in row.error
+        assert "(after 2 attempts)" in row.error
         kinds = [e.kind for e in coordinator.state.events(run_id=run.id)]
-        assert kinds.count("round-failed") == 2
+        assert kinds.count("round-failed") == 2 and kinds.count("retry") == 1
+        assert kinds[-1] == "failed"
     finally:
         fleet.close()

@@ -8,7 +8,7 @@ import pytest
 from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.server import Coordinator
 from fedge.edge.identity import enroll_device
-from fedge.net import create_channel
+from fedge.protocol.transport import create_channel
 from fedge.v1 import fleet_pb2, fleet_pb2_grpc
 
 

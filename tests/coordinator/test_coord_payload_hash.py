@@ -17,13 +17,15 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
-from fedge.config import RunConfig
-from fedge.coordinator.errors import PayloadError
-from fedge.coordinator.serde import PayloadAssembler, encode_message
+from fedge.app.config import RunConfig
+from fedge.coordinator.grid import GrpcGrid
 from fedge.coordinator.server import Coordinator
 from fedge.edge.identity import enroll_device
-from fedge.net import chunk_encoder, chunk_parser, create_channel
-from fedge.runtime.grpc import GrpcGrid
+from fedge.errors import PayloadError
+from fedge.protocol.messages import encode_message
+from fedge.protocol.payload import PayloadAssembler
+from fedge.protocol.transport import create_channel
+from fedge.protocol.wire import chunk_encoder, chunk_parser
 from fedge.runtime.local import set_server_identity
 from fedge.v1 import fleet_pb2, fleet_pb2_grpc
 

@@ -11,21 +11,16 @@ import grpc
 import pytest
 from typer.testing import CliRunner
 
-from fedge.coordinator.auth import DEVICE_ID_METADATA
 from fedge.coordinator.config import CoordinatorConfig, load_coordinator_config
+from fedge.edge.delivery import DeliverySettings, DeviceDelivery
+from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import PINNED_KEY_FILE, DeviceIdentity
-from fedge.edge.updater import DeliverySettings, DeviceDelivery, GrpcHubClient, Updater
+from fedge.edge.updater import Updater
 from fedge.errors import ConfigError
-from fedge.release import (
-    RELEASE_KEY_FILE,
-    ReleaseStore,
-    db_url_for,
-    generate_release_key,
-    key_id,
-    load_private_key,
-    open_release_store,
-    public_key_pem,
-)
+from fedge.protocol.manifest import key_id, public_key_pem
+from fedge.protocol.metadata import DEVICE_ID_METADATA
+from fedge.release.signing import generate_release_key, load_private_key
+from fedge.release.store import RELEASE_KEY_FILE, ReleaseStore
 from fedge.release.testing import publish_linear
 from fedge.v1 import hub_pb2, hub_pb2_grpc
 
@@ -33,8 +28,8 @@ from .conftest import Fleet, start_fleet
 
 
 def _coordinator_store(fleet: Fleet) -> ReleaseStore:
-    """The coordinator's own release store (as `fedge release publish --state` opens it)."""
-    return open_release_store(state_dir=fleet.root / "state", with_key=True)
+    """The coordinator's own release store."""
+    return fleet.coordinator.releases
 
 
 def _updater(fleet: Fleet, identity: DeviceIdentity, **kwargs: object) -> Updater:
@@ -58,7 +53,6 @@ def test_enrolment_pins_the_coordinators_release_key(fleet: Fleet, tmp_path: Pat
     other = generate_release_key(path=tmp_path / "other.pem")
     forged_store = ReleaseStore(
         root=fleet.root / "state" / "releases",
-        db_url=db_url_for(fleet.root / "state" / "releases" / "releases.db"),
         key=other,
     )
     forged = publish_linear(forged_store, tmp_path, seed=1)
@@ -89,7 +83,7 @@ def test_enrolment_pins_the_coordinators_release_key(fleet: Fleet, tmp_path: Pat
 
 
 def test_a_state_dir_without_a_pinned_key_refuses_to_start_delivery(fleet: Fleet) -> None:
-    from fedge.release import VerificationError
+    from fedge.errors import VerificationError
 
     identity = fleet.enroll("dev")
     (Path(identity.state_dir) / PINNED_KEY_FILE).unlink()  # an old, pre-pinning state dir
@@ -205,13 +199,12 @@ def test_downloading_state_is_reported_and_shown_by_release_status(
                     "status",
                     str(version),
                     "--devices",
-                    "--state",
-                    str(fleet.root / "state"),
+                    *fleet.operator_args,
                 ],
             )
             assert out.exit_code == 0, out.output
             assert "downloading 1" in out.output and "installed 0" in out.output
-            assert f"{identity.device_id}: downloading" in out.output
+            assert f"{identity.device_id} (dev): downloading" in out.output
         finally:
             resume.set()
             worker.join(60)

@@ -23,6 +23,8 @@ def _wait_state(fleet: Fleet, run_id: int, state: int) -> control_pb2.GetRunResp
 
 
 def test_operator_stops_a_run_waiting_for_devices(fleet: Fleet) -> None:
+    for name in ("a", "b"):  # two devices that can train, gone quiet after one heartbeat
+        fleet.trainer(name)
     stub = fleet.control_stub()
     config = {"dataset": "digits", "model": "mlp", "clients": 2, "rounds": 2}
     started = stub.StartRun(control_pb2.StartRunRequest(config_json=json.dumps(config)), timeout=10)

@@ -7,9 +7,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedge.coordinator.pki import CertificateAuthority, PkiError, init_certs
+from fedge.coordinator.pki import CertificateAuthority, init_certs
 from fedge.edge.identity import EnrollError, enroll_device
-from fedge.net import ClientTLS
+from fedge.errors import PkiError
+from fedge.protocol.transport import ClientTLS
 from fedge.v1 import control_pb2, fleet_pb2, fleet_pb2_grpc
 
 from .conftest import Fleet

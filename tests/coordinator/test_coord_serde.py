@@ -12,9 +12,10 @@ from flwr.app import Array, ArrayRecord, Message, MessageType, RecordDict
 from google.protobuf.message import DecodeError
 
 from fedge.app.arrays import array_values
-from fedge.coordinator.errors import PayloadError
-from fedge.coordinator.serde import PayloadAssembler, decode_message, encode_message
-from fedge.net import ChunkView, FlatView, chunk_parser, use_zero_copy_streams
+from fedge.errors import PayloadError
+from fedge.protocol.messages import decode_message, encode_message
+from fedge.protocol.payload import PayloadAssembler
+from fedge.protocol.wire import ChunkView, FlatView, chunk_parser, use_zero_copy_streams
 from fedge.runtime.local import set_server_identity
 from fedge.v1 import fleet_pb2, hub_pb2
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from fedge.coordinator.state import NotFoundError, RoundRow, RunState, State, TokenError
+from fedge.coordinator.state import RoundRow, RunState, State
+from fedge.errors import NotFoundError, TokenError
 
 
 def _state(tmp_path: Path) -> State:

@@ -7,9 +7,9 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedge.config import RunConfig
+from fedge.app.config import RunConfig
+from fedge.coordinator.grid import GrpcGrid
 from fedge.edge.agent import AgentSettings, EdgeAgent
-from fedge.runtime.grpc import GrpcGrid
 from fedge.runtime.local import set_server_identity
 
 from .conftest import Fleet

@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 import pytest
 
-from fedge.coordinator.client import connect_control
+from fedge.cli._control import connect_control
 from fedge.v1 import control_pb2 as pb
 
 FEDGE = [sys.executable, "-c", "from fedge.cli.main import app; app()"]
@@ -103,7 +103,7 @@ class Cluster:
 
     def enroll(self, i: int, *, fmt: str = "npz", partitions: int = 3) -> None:
         """Enrol device ``i`` and write its data (simulated client ``i``'s partition)."""
-        from fedge.edge.data import write_device_data
+        from fedge.data.device import write_device_data
         from fedge.edge.identity import enroll_device
 
         # The library call `fedge edge enroll` makes, over real gRPC to the coordinator process

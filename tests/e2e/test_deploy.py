@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from fedge.config import RunConfig
+from fedge.app.config import RunConfig
 from fedge.simulation import simulate
 from fedge.v1 import control_pb2 as pb
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fedge.edge.slots import Slots
-from fedge.release import load_public_key
+from fedge.protocol.manifest import load_public_key
 from fedge.v1 import control_pb2 as pb
 
 from .conftest import Cluster
@@ -39,7 +39,7 @@ def _versions(cluster: Cluster) -> list[int]:
 
 
 def _status(cluster: Cluster, version: int) -> dict[str, int]:
-    out = cluster.cli("release", "status", str(version), "--state", "state")
+    out = cluster.cli("release", "status", str(version))
     assert out.returncode == 0, out.stderr
     return {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", out.stdout.split(":", 1)[1])}
 
@@ -70,31 +70,29 @@ def test_publish_canary_promote_rollback(cluster: Cluster) -> None:
         )  # fmt: skip
 
     # Release 1 to everyone: the baseline.
-    assert "release 1" in _cli_ok(
-        cluster, "release", "publish", "build0", "--percent", "100", "--state", "state"
-    )
+    assert "release 1" in _cli_ok(cluster, "release", "publish", "build0", "--percent", "100")
     cluster.wait_for(lambda: _versions(cluster) == [1, 1, 1], 90)
     cluster.wait_for(lambda: _status(cluster, 1)["installed"] == 3, 30)
 
     # Release 2 to 34%: exactly one canary.
-    _cli_ok(cluster, "release", "publish", "build1", "--percent", "34", "--state", "state")
+    _cli_ok(cluster, "release", "publish", "build1", "--percent", "34")
     cluster.wait_for(lambda: sorted(_versions(cluster)) == [1, 1, 2], 90)
     cluster.wait_for(lambda: _status(cluster, 2)["installed"] == 1, 30)
     canary = _versions(cluster).index(2)
 
     # Promote to 100%: all three, the canary untouched.
-    _cli_ok(cluster, "release", "promote", "2", "--percent", "100", "--state", "state")
+    _cli_ok(cluster, "release", "promote", "2", "--percent", "100")
     cluster.wait_for(lambda: _versions(cluster) == [2, 2, 2], 90)
     cluster.wait_for(lambda: _status(cluster, 2)["installed"] == 3, 30)
 
     # Roll back: release 3 re-ships release 1's bytes, so rollback protection holds.
-    out = _cli_ok(cluster, "release", "rollback", "--state", "state")
+    out = _cli_ok(cluster, "release", "rollback")
     assert "rolled back release 2: release 3" in out
     cluster.wait_for(lambda: _versions(cluster) == [3, 3, 3], 90)
     cluster.wait_for(lambda: _status(cluster, 3)["installed"] == 3, 30)
     cluster.wait_for(lambda: _status(cluster, 3)["running"] == 3, 30)
     assert _status(cluster, 2)["running"] == 0
-    listing = _cli_ok(cluster, "release", "ls", "--state", "state")
+    listing = _cli_ok(cluster, "release", "ls")
     assert "withdrawn" in listing and "rollback of 2" in listing
 
     # Local inference answers from the rolled-back model.

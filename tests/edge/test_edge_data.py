@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedge.data import get_dataset, parse_partition, partition_indices
-from fedge.edge.data import load_device_data, write_device_data
+from fedge.data.device import load_device_data, write_device_data
 from fedge.errors import DataError
 
 

@@ -11,11 +11,8 @@ from typer.testing import CliRunner
 
 from fedge.cli.edge_predict import predict_command
 from fedge.edge.slots import Slots, SlotState
-from fedge.release import (
-    ReleaseStore,
-    db_url_for,
-    generate_release_key,
-)
+from fedge.release.signing import generate_release_key
+from fedge.release.store import ReleaseStore
 from fedge.release.testing import linear_weights, publish_linear
 
 app = typer.Typer()
@@ -25,10 +22,10 @@ runner = CliRunner()
 
 def test_predict_prints_labels_and_version(tmp_path: Path) -> None:
     key = generate_release_key(path=tmp_path / "k.pem")
-    store = ReleaseStore(root=tmp_path / "store", db_url=db_url_for(tmp_path / "c.db"), key=key)
+    store = ReleaseStore(root=tmp_path / "store", key=key)
     signed = publish_linear(store, tmp_path, seed=3)
     slots = Slots(tmp_path / "dev")
-    store.copy_artifact_to(signed.manifest.sha256, tmp_path / "incoming")
+    store.artifacts.copy_to(signed.manifest.sha256, tmp_path / "incoming")
     slots.write_slot("a", model=tmp_path / "incoming", signed=signed)
     slots.write_state(SlotState(active="a"))
     store.close()
@@ -54,7 +51,7 @@ def test_predict_errors_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.txt").write_text("1,2")
     np.save(tmp_path / "x.npy", np.zeros(16, dtype=np.float32))
     for args, message in [
-        ([str(tmp_path / "x.npy")], "no model installed"),
+        ([str(tmp_path / "x.npy")], "has no installed model"),
         ([str(tmp_path / "bad.txt")], "use a .npy"),
         ([str(tmp_path / "missing.npy")], "cannot read"),
     ]:

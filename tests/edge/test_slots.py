@@ -8,30 +8,29 @@ from pathlib import Path
 import grpc
 import pytest
 
-from fedge.edge.slots import Slots, SlotState, atomic_write
-from fedge.edge.updater import GrpcHubClient, Updater, pin_release_key
-from fedge.release import (
-    ReleaseStore,
-    SignedManifest,
-    VerificationError,
-    db_url_for,
-    generate_release_key,
-    public_key_pem,
-)
+from fedge.edge.hub_client import GrpcHubClient
+from fedge.edge.identity import pin_release_key
+from fedge.edge.slots import Slots, SlotState
+from fedge.edge.updater import Updater
+from fedge.errors import VerificationError
+from fedge.files import atomic_write
+from fedge.protocol.manifest import SignedManifest, public_key_pem
+from fedge.release.signing import generate_release_key
+from fedge.release.store import ReleaseStore
 from fedge.release.testing import publish_linear
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ReleaseStore]:
     key = generate_release_key(path=tmp_path / "release.pem")
-    store = ReleaseStore(root=tmp_path / "store", db_url=db_url_for(tmp_path / "c.db"), key=key)
+    store = ReleaseStore(root=tmp_path / "store", key=key)
     yield store
     store.close()
 
 
 def _fill(slots: Slots, slot: str, store: ReleaseStore, signed: SignedManifest) -> None:
     tmp = slots.state_dir / f"incoming-{slot}"
-    store.copy_artifact_to(signed.manifest.sha256, tmp)
+    store.artifacts.copy_to(signed.manifest.sha256, tmp)
     slots.write_slot(slot, model=tmp, signed=signed)
 
 
@@ -108,7 +107,7 @@ def test_recovery_falls_back_when_the_serving_slot_is_damaged(
     assert [r.state for r in reports] == ["failed"]
     assert updater.slots.state().serving == "a"
     assert updater.active_version() == v1.manifest.version
-    assert updater.outbox.read_text().count("\n") == 1  # queued for the coordinator
+    assert updater.outbox.path.read_text().count("\n") == 1  # queued for the coordinator
     channel.close()
 
 

@@ -17,17 +17,13 @@ import pytest
 
 from fedge.coordinator.hub import HubServicer, serve_hub
 from fedge.edge.health import HealthConfig, check_health
-from fedge.edge.updater import DeviceProfile, GrpcHubClient, Updater, pin_release_key
-from fedge.release import (
-    ReleaseStore,
-    SignedManifest,
-    db_url_for,
-    describe_onnx,
-    format_time,
-    generate_release_key,
-    public_key_pem,
-    sign_manifest,
-)
+from fedge.edge.hub_client import GrpcHubClient
+from fedge.edge.identity import pin_release_key
+from fedge.edge.updater import DeviceProfile, Updater
+from fedge.protocol.manifest import SignedManifest, format_time, public_key_pem
+from fedge.release.onnx_info import describe_onnx
+from fedge.release.signing import generate_release_key, sign_manifest
+from fedge.release.store import ReleaseStore
 from fedge.release.testing import make_labelled_data, publish_linear
 from fedge.v1 import hub_pb2
 
@@ -104,7 +100,7 @@ class Env:
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     key = generate_release_key(path=tmp_path / "release.pem")
-    store = ReleaseStore(root=tmp_path / "store", db_url=db_url_for(tmp_path / "c.db"), key=key)
+    store = ReleaseStore(root=tmp_path / "store", key=key)
     hub = FaultyHub(store)
     server, port = serve_hub(store, servicer=hub)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -162,7 +158,7 @@ def test_twenty_cut_downloads_all_resume(env: Env) -> None:
 
 
 def _forge(signed: SignedManifest, key_path: Path, **changes: object) -> SignedManifest:
-    from fedge.release import load_private_key
+    from fedge.release.signing import load_private_key
 
     return sign_manifest(replace(signed.manifest, **changes), key=load_private_key(path=key_path))  # type: ignore[arg-type]
 
@@ -273,16 +269,16 @@ def test_reports_wait_in_the_outbox_until_the_hub_is_back(env: Env, tmp_path: Pa
     device.hub = GrpcHubClient(dead, timeout=2)
     report = device.install(v1)  # cannot download: reported as failed, queued
     assert report.state == "failed"
-    assert device.outbox.read_text().count("\n") == 1
+    assert device.outbox.path.read_text().count("\n") == 1
     dead.close()
     device.hub = GrpcHubClient(env.channel, timeout=10)
     assert device.flush_reports() == 1
-    assert device.outbox.read_text() == ""
+    assert device.outbox.path.read_text() == ""
     assert env.store.status(v1.manifest.version)["failed"] == 1
 
 
 def test_updater_without_pinned_key_refuses_to_start(tmp_path: Path) -> None:
-    from fedge.release import VerificationError
+    from fedge.errors import VerificationError
 
     channel = grpc.insecure_channel("127.0.0.1:1")
     with pytest.raises(VerificationError, match="no release key pinned"):
@@ -300,7 +296,8 @@ def test_installs_hot_swap_the_inference_server_without_failing_requests(env: En
     engine = InferenceEngine()
     device = env.device("dev", on_installed=lambda path, version: engine.swap(path, version))
     env.publish(1)
-    assert device.check_once() is not None
+    first = device.check_once()
+    assert first is not None and first.state == "installed", first
     stop = threading.Event()
     failures: list[Exception] = []
     seen: list[int] = []

@@ -7,15 +7,19 @@ from pathlib import Path
 import grpc
 
 from fedge.coordinator.hub import serve_hub
-from fedge.edge.updater import GrpcHubClient, Updater, pin_release_key
-from fedge.release import ReleaseStore, db_url_for, generate_release_key, public_key_pem
+from fedge.edge.hub_client import GrpcHubClient
+from fedge.edge.identity import pin_release_key
+from fedge.edge.updater import Updater
+from fedge.protocol.manifest import public_key_pem
+from fedge.release.signing import generate_release_key
+from fedge.release.store import ReleaseStore
 from fedge.release.testing import publish_linear
 from fedge.v1 import hub_pb2, hub_pb2_grpc
 
 
 def test_a_busy_hub_is_not_a_failed_install_and_the_next_check_installs(tmp_path: Path) -> None:
     key = generate_release_key(path=tmp_path / "release.pem")
-    store = ReleaseStore(root=tmp_path / "store", db_url=db_url_for(tmp_path / "c.db"), key=key)
+    store = ReleaseStore(root=tmp_path / "store", key=key)
     server, port = serve_hub(store, max_downloads=1)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
@@ -44,7 +48,7 @@ def test_a_busy_hub_is_not_a_failed_install_and_the_next_check_installs(tmp_path
         assert report is not None and report.state == "downloading", report
         assert "download cap" in report.reason
         assert "busy" in phases and device.active_version() == 0
-        assert not device.outbox.exists()  # nothing queued as an outcome
+        assert not device.outbox.path.exists()  # nothing queued as an outcome
         counts = store.status(version)
         assert counts["downloading"] == 1 and counts["failed"] == 0
 

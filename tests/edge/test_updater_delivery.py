@@ -9,21 +9,19 @@ import numpy as np
 import pytest
 
 from fedge.coordinator.hub import serve_hub
-from fedge.edge.updater import PINNED_KEY_FILE, DeliverySettings, DeviceDelivery, pin_release_key
-from fedge.release import (
-    ReleaseStore,
-    VerificationError,
-    db_url_for,
-    generate_release_key,
-    public_key_pem,
-)
+from fedge.edge.delivery import DeliverySettings, DeviceDelivery
+from fedge.edge.identity import PINNED_KEY_FILE, pin_release_key
+from fedge.errors import VerificationError
+from fedge.protocol.manifest import public_key_pem
+from fedge.release.signing import generate_release_key
+from fedge.release.store import ReleaseStore
 from fedge.release.testing import publish_linear
 from fedge.v1 import inference_pb2, inference_pb2_grpc
 
 
 def test_device_delivery_end_to_end_on_loopback(tmp_path: Path) -> None:
     key = generate_release_key(path=tmp_path / "release.pem")
-    store = ReleaseStore(root=tmp_path / "store", db_url=db_url_for(tmp_path / "c.db"), key=key)
+    store = ReleaseStore(root=tmp_path / "store", key=key)
     server, port = serve_hub(store)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     pin_release_key(tmp_path / "dev", public_key_pem(key.public_key()))  # as enrolment does
@@ -55,7 +53,7 @@ def test_device_delivery_end_to_end_on_loopback(tmp_path: Path) -> None:
             delivery.tick()
             assert stub.Predict(request).model_version == v2.manifest.version
         delivery.tick()
-        (telemetry,) = store.telemetry(version=v2.manifest.version)
+        (telemetry,) = store.telemetry.latest(version=v2.manifest.version)
         assert telemetry.device_id == "dev-1" and telemetry.requests == 2
         assert store.status(v2.manifest.version)["installed"] == 1
     finally:
@@ -67,7 +65,7 @@ def test_device_delivery_end_to_end_on_loopback(tmp_path: Path) -> None:
 
 def test_a_different_key_from_the_hub_is_refused_after_pinning(tmp_path: Path) -> None:
     key = generate_release_key(path=tmp_path / "release.pem")
-    store = ReleaseStore(root=tmp_path / "store", db_url=db_url_for(tmp_path / "c.db"), key=key)
+    store = ReleaseStore(root=tmp_path / "store", key=key)
     server, port = serve_hub(store)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     other = generate_release_key(path=tmp_path / "other.pem")

@@ -25,8 +25,12 @@ import pytest
 
 from fedge.coordinator.hub import serve_hub
 from fedge.edge.health import HealthConfig, check_health
-from fedge.edge.updater import GrpcHubClient, Updater, pin_release_key
-from fedge.release import ReleaseStore, db_url_for, generate_release_key, public_key_pem
+from fedge.edge.hub_client import GrpcHubClient
+from fedge.edge.identity import pin_release_key
+from fedge.edge.updater import Updater
+from fedge.protocol.manifest import public_key_pem
+from fedge.release.signing import generate_release_key
+from fedge.release.store import ReleaseStore
 from fedge.release.testing import publish_linear
 
 FEATURES, CLASSES = 256, 32
@@ -69,7 +73,7 @@ class Fleet:
 
 def _make_fleet(tmp: Path, poison: str | None) -> tuple[Fleet, grpc.Server]:
     key = generate_release_key(path=tmp / "release.pem")
-    store = ReleaseStore(root=tmp / "store", db_url=db_url_for(tmp / "c.db"), key=key)
+    store = ReleaseStore(root=tmp / "store", key=key)
     server, port = serve_hub(store)
     v1 = publish_linear(store, tmp, seed=1, features=FEATURES, classes=CLASSES)
     baseline = tmp / "baseline"

@@ -8,9 +8,11 @@ from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
 from fedge.app.checkpoint import load_checkpoint
-from fedge.config import RunConfig
+from fedge.app.config import RunConfig
+from fedge.app.strategies import build_private_strategy
 from fedge.privacy.accountant import RDP_ORDERS, Accountant, noise_for_epsilon
-from fedge.privacy.central import CentralDP, build_private_strategy
+from fedge.privacy.central import CentralDP
+from fedge.privacy.config import PrivacyConfig
 from fedge.simulation import simulate
 
 CASES = [(0.1, 1.0, 50, 1e-5), (0.01, 1.1, 1000, 1e-5), (0.5, 2.0, 30, 1e-6), (1.0, 5.0, 10, 1e-5)]
@@ -75,17 +77,14 @@ def _tiny_dp(tmp_path: Path, **changes: object) -> RunConfig:
         rounds=3,
         fraction=0.5,
         batch_size=16,
-        dp_noise=1.1,
-        dp_clip=0.5,
-        dp_seed=0,
-        device_state_root=str(tmp_path / "devices"),
+        privacy=PrivacyConfig(dp_noise=1.1, dp_clip=0.5, dp_seed=0),
     )
     return base.replace(**changes)
 
 
 def test_results_report_the_independently_computed_epsilon_each_round(tmp_path: Path) -> None:
     config = _tiny_dp(tmp_path)
-    result = simulate(config, out_dir=tmp_path / "run")
+    result = simulate(config, out_dir=tmp_path / "run", device_state_root=tmp_path / "devices")
     reported = [r.extra["epsilon"] for r in result.rounds]
     expected = [_google_rdp(0.5, 1.1, r, 1e-5) for r in (1, 2, 3)]
     assert reported == pytest.approx(expected, rel=5e-3)
@@ -99,7 +98,11 @@ def test_results_report_the_independently_computed_epsilon_each_round(tmp_path: 
 def test_max_epsilon_stops_before_the_round_that_would_cross_it(tmp_path: Path) -> None:
     limit = (_google_rdp(0.5, 1.1, 2, 1e-5) + _google_rdp(0.5, 1.1, 3, 1e-5)) / 2
     out = tmp_path / "run"
-    result = simulate(_tiny_dp(tmp_path, rounds=6, dp_max_epsilon=limit), out_dir=out)
+    result = simulate(
+        _tiny_dp(tmp_path, rounds=6, dp_max_epsilon=limit),
+        out_dir=out,
+        device_state_root=tmp_path / "devices",
+    )
     assert [r.round for r in result.rounds] == [1, 2]
     assert result.rounds[-1].extra["epsilon"] <= limit
     assert result.stopped_reason is not None

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedge.config import RunConfig
-from fedge.errors import FedgeError, PrivacyBudgetExceededError
+from fedge.app.config import RunConfig
+from fedge.errors import ConfigError, FedgeError, PrivacyBudgetExceededError, RoundFailedError
 from fedge.models import get_model
 from fedge.privacy.accountant import Accountant
+from fedge.privacy.config import PrivacyConfig
 from fedge.privacy.device import device_state_dir
 from fedge.privacy.ledger import LEDGER_FILE, DeviceLedger, LedgerEntry
 from fedge.privacy.local import dp_train
@@ -68,10 +69,14 @@ def test_an_unreadable_ledger_is_an_error_not_a_fresh_budget(tmp_path: Path) -> 
 
 
 def test_state_dir_comes_from_the_node_config_when_given(tmp_path: Path) -> None:
-    config = RunConfig(device_state_root=str(tmp_path / "root"))
-    given = device_state_dir(config, {"state-dir": str(tmp_path / "edge"), "partition-id": 3})
+    root = tmp_path / "root"
+    given = device_state_dir(
+        {"state-dir": str(tmp_path / "edge"), "partition-id": 3}, simulated_root=root
+    )
     assert given == tmp_path / "edge"
-    assert device_state_dir(config, {"partition-id": 3}) == tmp_path / "root" / "3"
+    assert device_state_dir({"partition-id": 3}, simulated_root=root) == root / "3"
+    with pytest.raises(ConfigError, match="state-dir"):  # a real device always names its own
+        device_state_dir({}, simulated_root=None)
 
 
 def test_dp_train_is_seeded_and_noisy() -> None:
@@ -121,23 +126,27 @@ def test_devices_report_epsilon_and_refuse_past_budget_across_runs(tmp_path: Pat
         rounds=2,
         batch_size=32,
         lr=0.2,
-        local_dp_epsilon=2.0,
-        dp_seed=0,
-        device_state_root=str(tmp_path / "devices"),
+        privacy=PrivacyConfig(local_dp_epsilon=2.0, dp_seed=0),
     )
-    first = simulate(config, out_dir=tmp_path / "run1")
+    first = simulate(config, out_dir=tmp_path / "run1", device_state_root=tmp_path / "devices")
     for record in first.rounds:
         assert len(record.extra["device_epsilon"]) == 2
         assert 0 < record.extra["device_epsilon_max"] <= 2.0
     assert first.rounds[1].extra["device_epsilon_max"] > first.rounds[0].extra["device_epsilon_max"]
     for pid in (0, 1):
         assert (tmp_path / "devices" / str(pid) / LEDGER_FILE).is_file()
-    # The same devices in a new run: their ledgers say the budget is spent.
-    second = simulate(config.replace(rounds=1), out_dir=tmp_path / "run2")
-    record = second.rounds[0]
-    assert record.aggregated == 0
-    assert len(record.dropped) == 2
-    assert all("privacy budget exhausted" in d["reason"] for d in record.dropped)
+    # The same devices in a new run: their ledgers say the budget is spent, so nobody trains
+    # and the run fails, with each device's reason, instead of "completing" untrained.
+    with pytest.raises(RoundFailedError) as failed:
+        simulate(
+            config.replace(rounds=1),
+            out_dir=tmp_path / "run2",
+            device_state_root=tmp_path / "devices",
+        )
+    assert "round 1: 0 of 2 devices gave a usable update, need 1" in str(failed.value)
+    assert len(failed.value.drops) == 2
+    assert all("privacy budget exhausted" in str(d["reason"]) for d in failed.value.drops)
+    assert not (tmp_path / "run2" / "model.pt").exists()  # no model from a round nobody trained
     results = json.loads((tmp_path / "run1" / "results.json").read_text())
     assert results["rounds"][0]["device_epsilon_max"] <= 2.0
     assert results["privacy"]["local"]["device_budget"] == 2.0

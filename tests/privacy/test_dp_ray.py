@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from fedge.config import RunConfig
+from fedge.app.config import RunConfig
+from fedge.privacy.config import PrivacyConfig
 from fedge.privacy.ledger import LEDGER_FILE
 from fedge.simulation import simulate
 
@@ -18,13 +19,9 @@ def test_central_and_local_dp_run_on_ray(tmp_path: Path) -> None:
         rounds=2,
         fraction=0.7,
         runtime="ray",
-        dp_noise=1.0,
-        dp_clip=0.5,
-        local_dp_epsilon=5.0,
-        dp_seed=0,
-        device_state_root=str(tmp_path / "devices"),
+        privacy=PrivacyConfig(dp_noise=1.0, dp_clip=0.5, local_dp_epsilon=5.0, dp_seed=0),
     )
-    result = simulate(config)
+    result = simulate(config, device_state_root=tmp_path / "devices")
     assert [r.round for r in result.rounds] == [1, 2]
     assert 0 < result.rounds[0].extra["epsilon"] < result.rounds[1].extra["epsilon"]
     device_eps = [r.extra.get("device_epsilon_max") for r in result.rounds if r.aggregated]

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from fedge.config import RunConfig
+from fedge.app.config import RunConfig
 from fedge.errors import ConfigError
+from fedge.privacy.config import PrivacyConfig
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,7 @@ from fedge.errors import ConfigError
 )
 def test_bad_privacy_option_names_the_option(changes: dict[str, Any], option: str) -> None:
     with pytest.raises(ConfigError) as info:
-        RunConfig(**changes)
+        RunConfig.from_mapping(changes)
     assert info.value.option == option
     assert option in str(info.value)
 
@@ -48,13 +49,14 @@ def test_delta_at_least_one_over_population_is_allowed_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="fedge"):
-        config = RunConfig(clients=10, dp_noise=1.0, dp_delta=0.2)
-    assert config.dp_delta == 0.2
+        config = RunConfig(clients=10, privacy=PrivacyConfig(dp_noise=1.0, dp_delta=0.2))
+    assert config.privacy.dp_delta == 0.2
     assert "1/population" in caplog.text
 
 
 def test_fedadam_is_allowed_under_central_dp() -> None:
-    assert RunConfig(dp_noise=1.0, strategy="fedadam").strategy == "fedadam"
+    config = RunConfig(privacy=PrivacyConfig(dp_noise=1.0), strategy="fedadam")
+    assert config.strategy == "fedadam"
 
 
 def test_cli_rejects_bad_dp_option_on_one_line(tmp_path: Path) -> None:

@@ -12,9 +12,10 @@ from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.training import train
 from fedge.cli.main import app
 from fedge.data import get_dataset
-from fedge.edge.slots import sha256_file
+from fedge.files import file_sha256
 from fedge.models import get_model
-from fedge.release import open_release_store
+
+from ..conftest import Fleet
 
 runner = CliRunner()
 
@@ -43,39 +44,38 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_build_publishes_to_a_canary_percentage(checkpoint: Path, tmp_path: Path) -> None:
-    out, state = tmp_path / "build", tmp_path / "coordinator-state"
+def test_build_publishes_to_a_canary_percentage(
+    checkpoint: Path, tmp_path: Path, fleet: Fleet
+) -> None:
+    out = tmp_path / "build"
     args = ["release", "build", "--checkpoint", str(checkpoint), "--out", str(out)]
     result = runner.invoke(
-        app, [*args, "--epochs", "1", "--publish-percent", "34", "--state", str(state)]
+        app, [*args, "--epochs", "1", "--publish-percent", "34", *fleet.operator_args]
     )
     assert result.exit_code == 0, result.output
     assert "published release 1" in result.output and "to 34%" in result.output
-    store = open_release_store(state_dir=state)
-    try:
-        (info,) = store.list_releases()
-        assert (info.version, info.percent, info.withdrawn) == (1, 34, False)
-        manifest = store.signed(1).manifest
-        assert manifest.sha256 == sha256_file(out / "model.onnx")
-        assert manifest.name == "digits" and manifest.profile == "cpu-small"
-        assert "student_int8.accuracy" in manifest.report
-    finally:
-        store.close()
+    store = fleet.coordinator.releases
+    (info,) = store.list_releases()
+    assert (info.version, info.percent, info.withdrawn) == (1, 34, False)
+    manifest = store.signed(1).manifest
+    assert manifest.sha256 == file_sha256(out / "model.onnx")
+    assert manifest.name == "digits" and manifest.profile == "cpu-small"
+    assert "student_int8.accuracy" in manifest.report
 
 
 @pytest.mark.parametrize("percent", ["0", "101", "-5"])
 def test_a_bad_publish_percent_is_refused_before_building(
     checkpoint: Path, tmp_path: Path, percent: str
 ) -> None:
-    out, state = tmp_path / "build", tmp_path / "coordinator-state"
+    out = tmp_path / "build"
     result = runner.invoke(
         app,
         [
             *("release", "build", "--checkpoint", str(checkpoint), "--out", str(out)),
-            *("--publish-percent", percent, "--state", str(state)),
+            *("--publish-percent", percent),
         ],
     )
     assert result.exit_code == 2, result.output
     assert f"--publish-percent: {percent} must be in (0, 100]" in result.output
     assert "Traceback" not in result.output
-    assert not out.exists() and not state.exists()  # nothing built, nothing published
+    assert not out.exists()  # nothing built, nothing published

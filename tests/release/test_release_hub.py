@@ -9,7 +9,8 @@ import grpc
 import pytest
 
 from fedge.coordinator.hub import serve_hub
-from fedge.release import ReleaseStore, db_url_for, generate_release_key
+from fedge.release.signing import generate_release_key
+from fedge.release.store import ReleaseStore
 from fedge.release.testing import publish_linear
 from fedge.v1 import hub_pb2, hub_pb2_grpc
 
@@ -17,7 +18,7 @@ from fedge.v1 import hub_pb2, hub_pb2_grpc
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[tuple[ReleaseStore, hub_pb2_grpc.ModelHubServiceStub]]:
     key = generate_release_key(path=tmp_path / "release.pem")
-    store = ReleaseStore(root=tmp_path / "store", db_url=db_url_for(tmp_path / "c.db"), key=key)
+    store = ReleaseStore(root=tmp_path / "store", key=key)
     server, port = serve_hub(store)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield store, hub_pb2_grpc.ModelHubServiceStub(channel)
@@ -36,7 +37,7 @@ def test_manifest_download_and_report(
     assert reply.manifest.manifest_json == signed.manifest_json
     assert reply.manifest.signature == signed.signature
     sha = signed.manifest.sha256
-    raw = store.artifact_path(sha).read_bytes()
+    raw = store.artifacts.path(sha).read_bytes()
     chunks = list(
         stub.DownloadArtifact(
             hub_pb2.DownloadArtifactRequest(sha256=sha, offset=7, chunk_size=100, device_id="d1")
@@ -93,29 +94,37 @@ def test_errors_map_to_status_codes(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_coordinator_authentication_hook_decides_identity(tmp_path: Path) -> None:
-    from fedge.coordinator.errors import AuthenticationError
-    from fedge.coordinator.hub import HubServicer
+def test_the_authentication_hook_decides_identity(tmp_path: Path) -> None:
+    from fedge.coordinator.hub import ClaimedDevice
+    from fedge.errors import AuthenticationError
+    from fedge.protocol.metadata import DEVICE_ID_METADATA
 
     key = generate_release_key(path=tmp_path / "release.pem")
-    store = ReleaseStore(root=tmp_path / "store", db_url=db_url_for(tmp_path / "c.db"), key=key)
+    store = ReleaseStore(root=tmp_path / "store", key=key)
     publish_linear(store, tmp_path, seed=1)
 
-    def authenticate(_context: grpc.ServicerContext, claimed: str) -> str:
+    def authenticate(_method: str, context: grpc.ServicerContext) -> ClaimedDevice:
+        claimed = dict(context.invocation_metadata()).get(DEVICE_ID_METADATA, "")
         if claimed != "enrolled":
             raise AuthenticationError(f"unknown device {claimed!r}")
-        return "enrolled"
+        return ClaimedDevice("enrolled")
 
-    server, port = serve_hub(store, servicer=HubServicer(store, authenticate=authenticate))
+    server, port = serve_hub(store, authenticate=authenticate)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = hub_pb2_grpc.ModelHubServiceStub(channel)
+        request = hub_pb2.GetManifestRequest(profile="cpu-small")
         with pytest.raises(grpc.RpcError) as err:
-            stub.GetManifest(hub_pb2.GetManifestRequest(device_id="rogue", profile="cpu-small"))
+            stub.GetManifest(request, metadata=((DEVICE_ID_METADATA, "rogue"),))
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        reply = stub.GetManifest(
-            hub_pb2.GetManifestRequest(device_id="enrolled", profile="cpu-small")
-        )
+        assert "unknown device 'rogue'" in str(err.value.details())
+        reply = stub.GetManifest(request, metadata=((DEVICE_ID_METADATA, "enrolled"),))
         assert reply.available
+        with pytest.raises(grpc.RpcError) as err:  # an identity may not act as another
+            stub.GetManifest(
+                hub_pb2.GetManifestRequest(device_id="other", profile="cpu-small"),
+                metadata=((DEVICE_ID_METADATA, "enrolled"),),
+            )
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     server.stop(grace=None)
     store.close()
 
@@ -135,9 +144,9 @@ def test_inference_telemetry_reaches_the_store(
                 latency_p99_ms=2.5,
             )
         )
-    rows = store.telemetry(version=3)
+    rows = store.telemetry.latest(version=3)
     assert [(t.device_id, t.requests, t.errors, t.latency_p99_ms) for t in rows] == [
         ("d1", 10, 1, 2.5),
         ("d2", 10, 1, 2.5),
     ]
-    assert len(store.telemetry()) == 3
+    assert len(store.telemetry.latest()) == 3

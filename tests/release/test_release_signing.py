@@ -8,20 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from fedge.release import (
+from fedge.edge.identity import pin_release_key
+from fedge.errors import ReleaseError, VerificationError
+from fedge.protocol.manifest import (
     Manifest,
-    ReleaseError,
     SignedManifest,
     TensorSpec,
-    VerificationError,
-    generate_release_key,
-    load_private_key,
     load_public_key,
-    pin_public_key,
     public_key_pem,
-    sign_manifest,
     verify_manifest,
 )
+from fedge.release.signing import generate_release_key, load_private_key, sign_manifest
 
 
 def _manifest(**changes: object) -> Manifest:
@@ -105,12 +102,14 @@ def test_bad_key_files_give_clear_errors(tmp_path: Path) -> None:
 def test_pinning_refuses_a_different_key(tmp_path: Path) -> None:
     first = generate_release_key(path=tmp_path / "a.pem").public_key()
     second = generate_release_key(path=tmp_path / "b.pem").public_key()
-    pin = tmp_path / "device" / "release_key.pub"
-    pin_public_key(path=pin, pem=public_key_pem(first))
-    pin_public_key(path=pin, pem=public_key_pem(first))  # idempotent
+    device = tmp_path / "device"
+    pin_release_key(device, public_key_pem(first))
+    pin_release_key(device, public_key_pem(first))  # idempotent
     with pytest.raises(VerificationError, match="different release key"):
-        pin_public_key(path=pin, pem=public_key_pem(second))
-    assert pin.read_bytes() == public_key_pem(first)
+        pin_release_key(device, public_key_pem(second))
+    assert (device / "release_key.pub").read_bytes() == public_key_pem(first)
+    pin_release_key(device, public_key_pem(second), replace=True)  # a new enrolment
+    assert (device / "release_key.pub").read_bytes() == public_key_pem(second)
 
 
 @pytest.mark.parametrize(

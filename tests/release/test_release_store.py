@@ -8,28 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from fedge.errors import ConfigError
-from fedge.release import (
-    ReleaseError,
-    ReleaseNotFoundError,
-    ReleaseStore,
+from fedge.errors import ConfigError, ReleaseError, ReleaseNotFoundError
+from fedge.protocol.manifest import verify_manifest
+from fedge.release.onnx_info import describe_onnx
+from fedge.release.rollout import (
+    ReleaseTarget,
     bucket_of,
     covered_count,
-    db_url_for,
-    describe_onnx,
-    generate_release_key,
     rollout_order,
     select_release,
-    verify_manifest,
 )
-from fedge.release.rollout import ReleaseTarget
+from fedge.release.signing import generate_release_key
+from fedge.release.store import ReleaseStore
 from fedge.release.testing import make_linear_model
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ReleaseStore]:
     key = generate_release_key(path=tmp_path / "release.pem")
-    store = ReleaseStore(root=tmp_path / "store", db_url=db_url_for(tmp_path / "coord.db"), key=key)
+    store = ReleaseStore(root=tmp_path / "store", key=key)
     yield store
     store.close()
 
@@ -62,18 +59,18 @@ def test_publish_is_content_addressed_signed_and_monotonic(
     assert manifest.length == len(raw)
     assert manifest.inputs[0].name == "x" and manifest.inputs[0].shape == (-1, 16)
     assert manifest.report == {"accuracy": 0.9}
-    assert store.artifact_path(manifest.sha256).read_bytes() == raw
+    assert store.artifacts.path(manifest.sha256).read_bytes() == raw
 
 
 def test_read_artifact_from_offset(store: ReleaseStore, tmp_path: Path) -> None:
     version = _publish(store, tmp_path, seed=1)
     sha = store.get(version).sha256
     raw = (tmp_path / "m1.onnx").read_bytes()
-    chunks = list(store.read_artifact(sha, offset=100, chunk_size=64))
+    chunks = list(store.artifacts.read(sha, offset=100, chunk_size=64))
     assert chunks[0][0] == 100
     assert b"".join(c for _, c in chunks) == raw[100:]
     with pytest.raises(ReleaseError, match="outside"):
-        list(store.read_artifact(sha, offset=len(raw) + 1))
+        list(store.artifacts.read(sha, offset=len(raw) + 1))
 
 
 def test_staged_rollout_targets_a_stable_prefix_of_the_fleet(
@@ -154,8 +151,7 @@ def test_rollout_errors_are_clear_and_lose_nothing(store: ReleaseStore, tmp_path
 
 def test_status_counts_devices_per_state_and_persists(tmp_path: Path) -> None:
     key = generate_release_key(path=tmp_path / "release.pem")
-    url = db_url_for(tmp_path / "coord.db")
-    store = ReleaseStore(root=tmp_path / "store", db_url=url, key=key)
+    store = ReleaseStore(root=tmp_path / "store", key=key)
     version = _publish(store, tmp_path, seed=1)
     for device in ("a", "b", "c"):
         store.manifest_for(device_id=device, profile="cpu-small")
@@ -164,7 +160,7 @@ def test_status_counts_devices_per_state_and_persists(tmp_path: Path) -> None:
     with pytest.raises(ReleaseError, match="unknown install state"):
         store.record_status(device_id="c", version=version, state="exploded")
     store.close()
-    reopened = ReleaseStore(root=tmp_path / "store", db_url=url)
+    reopened = ReleaseStore(root=tmp_path / "store")
     status = reopened.status(version)
     assert (status["installed"], status["rolled_back"], status["offered"]) == (1, 1, 1)
     assert ("b", "rolled_back", "nan") in reopened.device_reports(version)
@@ -185,9 +181,8 @@ def test_two_writers_on_one_database_wait_instead_of_failing(tmp_path: Path) -> 
     import threading
 
     key = generate_release_key(path=tmp_path / "release.pem")
-    url = db_url_for(tmp_path / "coord.db")
-    coordinator = ReleaseStore(root=tmp_path / "store", db_url=url, key=key)
-    operator = ReleaseStore(root=tmp_path / "store", db_url=url, key=key)
+    coordinator = ReleaseStore(root=tmp_path / "store", key=key)
+    operator = ReleaseStore(root=tmp_path / "store", key=key)
     errors: list[Exception] = []
     stop = threading.Event()
 

@@ -6,7 +6,7 @@ from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedge.app import RunResult, build_client_app, build_server_app
-from fedge.config import RunConfig
+from fedge.app.config import RunConfig
 from fedge.runtime import LocalGrid, run_local
 from fedge.simulation import simulate
 

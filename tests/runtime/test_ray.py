@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedge.config import RunConfig
+from fedge.app.config import RunConfig
 from fedge.simulation import simulate
 
 

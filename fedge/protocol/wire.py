@@ -1,189 +1,34 @@
-"""The one place that creates gRPC servers and channels: size limits, keepalive and TLS.
+"""Chunk framing on the wire: payloads larger than one gRPC message, with as few copies as possible.
 
-Every fedge process talks gRPC through these helpers, so the message size limit, keepalive
-and credentials are the same everywhere. Payloads larger than one message travel in chunks
-(:func:`chunk_encoder`, :func:`chunk_parser`); a single message over ``max_message_bytes``
-is refused by gRPC itself with ``RESOURCE_EXHAUSTED``. Services are registered with
-:func:`add_service`, whose deserializers turn undecodable bytes into :class:`Malformed` so
-that servicers can refuse them with a reason instead of gRPC's anonymous ``INTERNAL``.
+A payload travels as a stream of ``{chunk: Chunk{data}}`` messages. Protobuf would copy each
+chunk's data into and out of a message; :func:`chunk_encoder` frames the data in one copy and
+:func:`chunk_parser` decodes it as a view of the received bytes (:class:`ChunkView`). A flat reply
+(integers and one ``bytes`` field, e.g. an artifact download) is decoded as a :class:`FlatView`.
+:func:`use_zero_copy_streams` swaps a generated stub's streaming calls for these.
 """
 
 from collections.abc import Callable
-from concurrent import futures
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
-from google.protobuf.message import DecodeError
-
-from fedge.log import logger
 
 __all__ = [
     "ChunkView",
-    "ClientTLS",
     "FlatView",
-    "Malformed",
-    "ServerTLS",
-    "TransportOptions",
-    "add_service",
-    "bind",
     "chunk_encoder",
     "chunk_parser",
-    "create_channel",
-    "create_server",
+    "serialize",
     "use_zero_copy_streams",
 ]
 
-MiB = 2**20
 
-
-@dataclass(frozen=True)
-class TransportOptions:
-    """Limits shared by servers and channels."""
-
-    max_message_bytes: int = 8 * MiB
-    chunk_bytes: int = 1 * MiB
-    keepalive_seconds: float = 20.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.chunk_bytes <= self.max_message_bytes - 64 * 1024:
-            raise ValueError(
-                f"chunk_bytes {self.chunk_bytes} must be positive and at least 64 KiB below "
-                f"max_message_bytes {self.max_message_bytes}"
-            )
-
-    def grpc_options(self, *, server: bool) -> list[tuple[str, Any]]:
-        """gRPC channel arguments for these limits."""
-        keepalive_ms = int(self.keepalive_seconds * 1000)
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_send_message_length", self.max_message_bytes),
-            ("grpc.max_receive_message_length", self.max_message_bytes),
-            ("grpc.keepalive_time_ms", keepalive_ms),
-            ("grpc.keepalive_timeout_ms", max(keepalive_ms // 2, 1000)),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0),
-        ]
-        if server:
-            # Accept the clients' keepalive pings instead of answering them with GOAWAY.
-            options.append(("grpc.http2.min_recv_ping_interval_without_data_ms", keepalive_ms // 2))
-        else:
-            options.append(("grpc.enable_retries", 0))
-        return options
-
-
-@dataclass(frozen=True)
-class ServerTLS:
-    """A server's certificate and key; with ``client_ca_pem``, clients must present a cert."""
-
-    cert_pem: bytes
-    key_pem: bytes
-    client_ca_pem: bytes | None = None
-
-
-@dataclass(frozen=True)
-class ClientTLS:
-    """The CA that signed the server, and this client's own certificate and key if any."""
-
-    ca_pem: bytes
-    cert_pem: bytes | None = None
-    key_pem: bytes | None = None
-    server_name: str | None = None
-
-
-@dataclass(frozen=True)
-class Malformed:
-    """A request whose bytes do not decode as the expected protobuf message."""
-
-    method: str
-    reason: str
-
-
-def create_server(*, options: TransportOptions | None = None, max_workers: int = 32) -> grpc.Server:
-    """A gRPC server with fedge's limits (not yet bound or started)."""
-    opts = options or TransportOptions()
-    return grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fedge-rpc"),
-        options=opts.grpc_options(server=True),
-        maximum_concurrent_rpcs=max_workers * 4,
-    )
-
-
-def bind(server: grpc.Server, address: str, tls: ServerTLS | None) -> int:
-    """Listen on ``address`` with ``tls`` (``None`` = plaintext, with a warning); the port."""
-    if tls is None:
-        logger.warning("listening on %s WITHOUT TLS (--insecure): anyone can connect", address)
-        port = server.add_insecure_port(address)
-    else:
-        credentials = grpc.ssl_server_credentials(
-            [(tls.key_pem, tls.cert_pem)],
-            root_certificates=tls.client_ca_pem,
-            require_client_auth=tls.client_ca_pem is not None,
-        )
-        port = server.add_secure_port(address, credentials)
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
-    return port
-
-
-def create_channel(
-    address: str, *, tls: ClientTLS | None, options: TransportOptions | None = None
-) -> grpc.Channel:
-    """A channel to ``address`` (``tls=None`` = plaintext, with a warning)."""
-    opts = (options or TransportOptions()).grpc_options(server=False)
-    if tls is None:
-        logger.warning("connecting to %s WITHOUT TLS (--insecure)", address)
-        return grpc.insecure_channel(address, options=opts)
-    if tls.server_name:
-        opts.append(("grpc.ssl_target_name_override", tls.server_name))
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=tls.ca_pem,
-        private_key=tls.key_pem,
-        certificate_chain=tls.cert_pem,
-    )
-    return grpc.secure_channel(address, credentials, options=opts)
-
-
-def add_service(server: grpc.Server, service: ServiceDescriptor, servicer: object) -> None:
-    """Register ``servicer`` for ``service``, decoding requests leniently (see module doc)."""
-    handlers: dict[str, grpc.RpcMethodHandler] = {}
-    for method in service.methods:
-        request_cls = message_factory.GetMessageClass(method.input_type)
-        deserializer = _lenient(method.name, chunk_parser(request_cls))
-        serializer = _serialize
-        behaviour = getattr(servicer, method.name)
-        if method.client_streaming and method.server_streaming:
-            factory: Callable[..., grpc.RpcMethodHandler] = grpc.stream_stream_rpc_method_handler
-        elif method.client_streaming:
-            factory = grpc.stream_unary_rpc_method_handler
-        elif method.server_streaming:
-            factory = grpc.unary_stream_rpc_method_handler
-        else:
-            factory = grpc.unary_unary_rpc_method_handler
-        handlers[method.name] = factory(
-            behaviour, request_deserializer=deserializer, response_serializer=serializer
-        )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
-    )
-
-
-def _serialize(message: Any) -> bytes:
-    # A message already framed (see chunk_encoder) is sent as is.
+def serialize(message: Any) -> bytes:
+    """A message's bytes; a message already framed (see :func:`chunk_encoder`) is sent as is."""
     if isinstance(message, bytes):
         return message
     return bytes(message.SerializeToString())
-
-
-def _lenient(method: str, parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    def deserialize(data: bytes) -> Any:
-        try:
-            return parse(data)
-        except (DecodeError, ValueError, RuntimeError) as err:
-            return Malformed(method, f"request is not a valid protobuf message: {err}")
-
-    return deserialize
 
 
 class ChunkView:
@@ -370,7 +215,7 @@ def use_zero_copy_streams(stub: Any, channel: grpc.Channel, service: ServiceDesc
             response = message_factory.GetMessageClass(method.output_type)
             upload = channel.stream_unary(
                 f"/{service.full_name}/{method.name}",
-                request_serializer=_serialize,
+                request_serializer=serialize,
                 response_deserializer=response.FromString,
             )
             setattr(stub, method.name, upload)

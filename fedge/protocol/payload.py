@@ -1,49 +1,25 @@
-"""Flower ``Message`` ⇄ fleet-protocol payloads: the one serde module of the coordinator.
+"""Payloads in parts, streamed in chunks: the sender's :class:`EncodedMessage` and the
+receiver's :class:`PayloadAssembler`.
 
-A payload is a Flower ``Message`` in parts: first the message as a ``flwr.proto.Message``
-(Flower's own serde) with every array's data left out, then each array's data as is, in the
-message's order. Arrays are thus never re-encoded or copied into a protobuf; the parts are
-streamed in chunks under the gRPC message limit. The receiver reassembles the parts with
-:class:`PayloadAssembler`, which checks the announced sizes and SHA-256 before anything is
-decoded, and :func:`decode_message` puts the arrays back.
-
+A payload is a list of parts (for a Flower message: the message without array data, then each
+array's data, see :mod:`fedge.protocol.messages`), streamed in chunks under the gRPC message limit.
 The SHA-256 guards the payload where the connection does not: a sender on a mutual-TLS
 connection leaves it out (each TLS record is authenticated, so the bytes that arrive are the
 bytes sent) and computes it only on demand (:attr:`EncodedMessage.sha256`); a receiver without
 TLS (``--insecure``) requires it, and a hash that is sent is always checked.
 
-Copies and fresh memory are what a transfer costs in Python, so each byte is copied as few
-times as possible: the assembler writes every chunk straight into its part's final ``bytes``
-as it arrives (no growing buffer, no join once the transfer is over), and
-:func:`fedge.app.arrays.array_values` checks an array without Flower's ``np.load`` copy. The
-payload is hashed once on each side, and only where the connection does not authenticate it.
+Copies and fresh memory are what a transfer costs in Python, so the assembler writes every
+chunk straight into its part's final ``bytes`` as it arrives (no growing buffer, no join once
+the transfer is over).
 """
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-from flwr.app import Array, ArrayRecord, Message, RecordDict
-from flwr.common.serde import (
-    error_to_proto,
-    message_from_proto,
-    metadata_to_proto,
-    recorddict_to_proto,
-)
-from flwr.proto.message_pb2 import Message as ProtoMessage
-from google.protobuf.message import DecodeError
+from fedge.errors import PayloadError, PayloadTooLargeError
+from fedge.protocol.buffers import BytesBuilder
 
-from fedge.buffers import BytesBuilder
-from fedge.coordinator.errors import PayloadError, PayloadTooLargeError
-
-__all__ = [
-    "EncodedMessage",
-    "PayloadAssembler",
-    "config_from_json",
-    "decode_message",
-    "encode_message",
-]
+__all__ = ["DEFAULT_MAX_PAYLOAD", "EncodedMessage", "PayloadAssembler"]
 
 DEFAULT_MAX_PAYLOAD = 2**31
 
@@ -78,78 +54,19 @@ class EncodedMessage:
     def views(self, chunk_bytes: int) -> Iterator[memoryview]:
         """The payload in pieces of at most ``chunk_bytes`` (a piece never spans two parts),
         as views of the parts, not copies: a sender frames the chunk's message around each in
-        one copy (:func:`fedge.net.chunk_encoder`)."""
+        one copy (:func:`fedge.protocol.wire.chunk_encoder`)."""
         for part in self.parts:
             view = memoryview(part)
             for start in range(0, len(part), chunk_bytes):
                 yield view[start : start + chunk_bytes]
 
 
-def _arrays(content: RecordDict) -> Iterator[tuple[ArrayRecord, str, Array]]:
-    for record in content.array_records.values():
-        for key, array in record.items():
-            yield record, key, array
-
-
-def encode_message(message: Message) -> EncodedMessage:
-    """``message`` as payload parts (see the module docstring)."""
-    blobs: list[bytes] = []
-    proto = ProtoMessage(metadata=metadata_to_proto(message.metadata))
-    if message.has_content():
-        content = RecordDict()
-        for name, record in message.content.items():
-            if isinstance(record, ArrayRecord):
-                stripped = ArrayRecord()
-                for key, array in record.items():
-                    stripped[key] = Array(array.dtype, array.shape, array.stype, b"")
-                    blobs.append(array.data)
-                content[name] = stripped
-            else:
-                content[name] = record
-        proto.content.CopyFrom(recorddict_to_proto(content))
-    if message.has_error():
-        proto.error.CopyFrom(error_to_proto(message.error))
-    return EncodedMessage([bytes(proto.SerializeToString()), *blobs])
-
-
-def decode_message(parts: Sequence[bytes]) -> Message:
-    """The Flower ``Message`` in payload ``parts``; :class:`PayloadError` if it is not one."""
-    if not parts:
-        raise PayloadError("a payload has at least its message part")
-    head, *blobs = parts
-    proto = ProtoMessage()
-    try:
-        proto.ParseFromString(head)
-        message = message_from_proto(proto)
-    except (DecodeError, ValueError, TypeError, KeyError) as err:
-        raise PayloadError(f"payload is not a Flower message: {err}") from err
-    arrays = list(_arrays(message.content)) if message.has_content() else []
-    if len(arrays) != len(blobs):
-        raise PayloadError(f"payload has {len(blobs)} array parts for {len(arrays)} arrays")
-    for (_, _, array), blob in zip(arrays, blobs, strict=True):
-        if array.data:
-            raise PayloadError("array data must travel as a separate part")
-        array.data = blob
-    return message
-
-
-def config_from_json(text: str) -> dict[str, Any]:
-    """A JSON object of run options; :class:`PayloadError` otherwise."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise PayloadError(f"run config is not JSON: {err}") from err
-    if not isinstance(value, dict):
-        raise PayloadError("run config must be a JSON object")
-    return value
-
-
 class PayloadAssembler:
     """Writes a payload's chunks into its parts as they arrive, and checks the header's sizes
     and hash.
 
-    Each part is one ``bytes`` filled in place (:class:`~fedge.buffers.BytesBuilder`), so the
-    chunks are neither kept nor joined afterwards. A part is allocated when its first byte
+    Each part is one ``bytes`` filled in place (:class:`~fedge.protocol.buffers.BytesBuilder`),
+    so the chunks are neither kept nor joined afterwards. A part is allocated when its first byte
     arrives, not from the (untrusted) announced sizes alone. An empty ``sha256`` means the
     sender left the hash out (mutual TLS); with ``require_sha256`` (a connection without TLS)
     that is refused.

@@ -1,20 +1,32 @@
 """The typed run configuration shared by ``fedge simulate``, the ServerApp and the ClientApp.
 
 A :class:`RunConfig` is validated when built: a bad value raises
-:class:`~fedge.errors.ConfigError` naming the CLI option and the value. It can be read from a
-TOML file (keys are the CLI option names, with dashes or underscores) and round-trips through
-Flower's flat ``run_config`` so that ``flwr run .`` builds the same app.
+:class:`~fedge.errors.ConfigError` naming the CLI option and the value. Its privacy options are a
+:class:`~fedge.privacy.config.PrivacyConfig` that validates itself. It can be read from a TOML
+file (keys are the CLI option names, with dashes or underscores) and has one flat wire form
+(:meth:`RunConfig.to_run_config`, Flower's ``run_config``: dashed keys, privacy options
+included), which is what ``flwr run .`` gives and what devices receive with each task.
 """
 
 import dataclasses
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fedge.app.strategies import list_strategies
+from fedge.data import list_datasets, parse_partition
 from fedge.errors import ConfigError
+from fedge.models import list_models
+from fedge.options import layer_options
+from fedge.privacy.config import PrivacyConfig
 
-__all__ = ["PRECISIONS", "RUNTIMES", "RunConfig", "config_from_layers", "load_config_file"]
+__all__ = [
+    "PRECISIONS",
+    "RUNTIMES",
+    "RunConfig",
+    "config_from_layers",
+    "option_names",
+]
 
 RUNTIMES = ("local", "ray", "grpc")
 PRECISIONS = ("fp32", "bf16")
@@ -44,21 +56,8 @@ class RunConfig:
     trimmed_beta: float = 0.2
     krum_malicious: int = 1
     server_lr: float = 0.01
-    # Differential privacy (fedge.privacy). Central, client-level DP is on when dp_noise or
-    # dp_target_epsilon is set (then ``fraction`` is the Poisson sampling rate q); local,
-    # record-level DP-SGD is on when local_dp_noise or local_dp_epsilon is set.
-    dp_noise: float | None = None
-    dp_clip: float = 1.0
-    dp_adaptive_clip: bool = False
-    dp_delta: float = 1e-5
-    dp_max_epsilon: float | None = None
-    dp_target_epsilon: float | None = None
-    dp_accountant: str = "rdp"
-    dp_seed: int | None = None
-    local_dp_noise: float | None = None
-    local_dp_clip: float = 1.0
-    local_dp_epsilon: float | None = None
-    device_state_root: str = ".fedge/devices"
+    # Differential privacy (central and local): see fedge.privacy.config.
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     runtime: str = "local"
     seed: int = 0
     min_clients: int = 1
@@ -75,22 +74,27 @@ class RunConfig:
         self._validate()
 
     def replace(self, **changes: Any) -> "RunConfig":
-        """A copy with ``changes`` applied (and validated)."""
+        """A copy with ``changes`` applied (and validated); privacy options may be given flat."""
+        private = {k: changes.pop(k) for k in list(changes) if k in _PRIVACY}
+        if private:
+            changes["privacy"] = dataclasses.replace(
+                changes.get("privacy", self.privacy), **private
+            )
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return dataclasses.asdict(self)
+        """A JSON-ready flat dict of every option (privacy options included)."""
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "privacy"}
+        flat.update(dataclasses.asdict(self.privacy))
+        return flat
 
     def to_run_config(self) -> dict[str, bool | float | int | str]:
-        """Flower's flat ``run_config`` (dash-separated keys, no ``None`` values)."""
-        flat: dict[str, bool | float | int | str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            flat[f.name.replace("_", "-")] = value
-        return flat
+        """The wire form: Flower's flat ``run_config`` (dashed keys, no ``None`` values)."""
+        return {
+            name.replace("_", "-"): value
+            for name, value in self.to_dict().items()
+            if value is not None
+        }
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> "RunConfig":
@@ -99,28 +103,26 @@ class RunConfig:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> "RunConfig":
-        """Build from a mapping with dashed or underscored keys; unknown keys are an error."""
-        known = {f.name: f for f in fields(cls)}
+        """Build from a flat mapping with dashed or underscored keys; unknown keys are errors."""
+        known = {f.name: f.type for f in fields(cls) if f.name != "privacy"}
+        known.update({f.name: f.type for f in fields(PrivacyConfig)})
         kwargs: dict[str, Any] = {}
+        private: dict[str, Any] = {}
         for key, value in values.items():
-            name = key.replace("-", "_")
+            name = str(key).replace("-", "_")
             if name not in known:
                 raise ConfigError(
-                    key, value, f"is not a known option; valid: {', '.join(_option_names())}"
+                    str(key), value, f"is not a known option; valid: {', '.join(option_names())}"
                 )
-            kwargs[name] = _coerce(name, value, known[name].type)
-        return cls(**kwargs)
+            target = private if name in _PRIVACY else kwargs
+            target[name] = _coerce(name, value, known[name])
+        return cls(privacy=PrivacyConfig(**private), **kwargs)
 
     def _validate(self) -> None:
-        from fedge.data import list_datasets, parse_partition
-        from fedge.models import list_models
-
         _one_of("--dataset", self.dataset, list_datasets())
         _one_of("--model", self.model, list_models())
         _one_of("--runtime", self.runtime, list(RUNTIMES))
         _one_of("--precision", self.precision, list(PRECISIONS))
-        from fedge.app.strategies import list_strategies
-
         _one_of("--strategy", self.strategy, list_strategies())
         parse_partition(self.partition)
         _at_least("--clients", self.clients, 1)
@@ -145,41 +147,28 @@ class RunConfig:
             raise ConfigError("--trimmed-beta", self.trimmed_beta, "is outside [0, 0.5)")
         if self.proximal_mu < 0:
             raise ConfigError("--proximal-mu", self.proximal_mu, "must not be negative")
-        from fedge.privacy.settings import validate_privacy
-
-        validate_privacy(self)
+        if not isinstance(self.privacy, PrivacyConfig):
+            raise ConfigError("privacy", self.privacy, "must be a PrivacyConfig")
+        self.privacy.check_run(
+            strategy=self.strategy, clients=self.clients, fraction=self.fraction, rounds=self.rounds
+        )
 
 
 def config_from_layers(config_file: Path | None, *layers: dict[str, Any]) -> RunConfig:
     """Defaults, then the TOML ``config_file``, then each layer in order (``None`` skipped).
 
-    This is how every command that takes run options resolves them: flags win over the file.
+    This is how ``fedge simulate`` resolves its options: flags win over the file.
     """
-    values = load_config_file(config_file) if config_file is not None else {}
-    for layer in layers:
-        values.update({k: v for k, v in layer.items() if v is not None})
-    return RunConfig.from_mapping(values)
+    return RunConfig.from_mapping(layer_options(config_file, *layers))
 
 
-def load_config_file(path: Path | str) -> dict[str, Any]:
-    """Read a TOML config file into a mapping; :meth:`RunConfig.from_mapping` validates it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("--config", str(path), "is not a file")
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError("--config", str(path), f"is not valid TOML: {err}") from err
-    # A [simulate] table is accepted so one file can hold several command sections.
-    table = data.get("simulate", data)
-    if not isinstance(table, dict):
-        raise ConfigError("--config", str(path), "must hold a table of options")
-    return dict(table)
+_PRIVACY = frozenset(PrivacyConfig.field_names())
 
 
-def _option_names() -> list[str]:
-    return [f.name.replace("_", "-") for f in fields(RunConfig)]
+def option_names() -> list[str]:
+    """Every run option, as written on the command line and in TOML (dashed)."""
+    names = [f.name for f in fields(RunConfig) if f.name != "privacy"]
+    return [n.replace("_", "-") for n in [*names, *PrivacyConfig.field_names()]]
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:

@@ -1,26 +1,38 @@
-"""The release manifest: what a device needs to decide whether to trust and install a model.
+"""Release manifests and their verification: what a device checks before it trusts a model.
 
 Modelled on TUF targets metadata: the manifest names the artifact by length and SHA-256 and
 carries a monotonic version and an expiry, so a device can refuse a tampered artifact, a replayed
 or older manifest and a stale one. The signed bytes are a canonical JSON serialization (sorted
-keys, no whitespace, ASCII), so signer and verifier hash exactly the same bytes.
+keys, no whitespace, ASCII), so signer and verifier hash exactly the same bytes. Signing is the
+coordinator's (:mod:`fedge.release.signing`); verifying with the Ed25519 key a device pinned at
+enrolment is shared, here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from fedge.release.errors import VerificationError
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fedge.errors import VerificationError
 
 __all__ = [
     "MANIFEST_SCHEMA",
     "Manifest",
+    "SignedManifest",
     "TensorSpec",
     "format_time",
+    "key_id",
+    "load_public_key",
     "parse_time",
+    "public_key_pem",
+    "verify_manifest",
 ]
 
 MANIFEST_SCHEMA = 1
@@ -128,3 +140,59 @@ class Manifest:
     def is_expired(self, *, now: datetime | None = None) -> bool:
         """Whether ``now`` (default: the current time) is past the expiry."""
         return (now or datetime.now(UTC)) >= parse_time(self.expires)
+
+
+@dataclass(frozen=True)
+class SignedManifest:
+    """The envelope a device receives: canonical manifest bytes, signature and key id."""
+
+    manifest_json: bytes
+    signature: bytes
+    key_id: str
+
+    @property
+    def manifest(self) -> Manifest:
+        """The parsed manifest (NOT verified: call :func:`verify_manifest` for trust)."""
+        return Manifest.from_bytes(self.manifest_json)
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """Hex SHA-256 of the raw public key bytes (as TUF key ids)."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def public_key_pem(public_key: Ed25519PublicKey) -> bytes:
+    """PEM (SubjectPublicKeyInfo) bytes of a public key."""
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_public_key(*, pem: bytes) -> Ed25519PublicKey:
+    """Parse a PEM Ed25519 public key."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as exc:
+        raise VerificationError("key", f"not a PEM public key: {exc}") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise VerificationError("key", "the release key is not an Ed25519 key")
+    return key
+
+
+def verify_manifest(signed: SignedManifest, *, public_key: Ed25519PublicKey) -> Manifest:
+    """Check the signature with the pinned key and return the parsed manifest.
+
+    The signature is checked before the bytes are parsed, so an attacker cannot reach the
+    parser with unsigned input.
+    """
+    if signed.key_id != key_id(public_key):
+        raise VerificationError("signature", f"signed by unknown key {signed.key_id[:16]}")
+    try:
+        public_key.verify(signed.signature, signed.manifest_json)
+    except InvalidSignature as exc:
+        raise VerificationError("signature", "the manifest signature does not verify") from exc
+    manifest = Manifest.from_bytes(signed.manifest_json)
+    if manifest.canonical_bytes() != signed.manifest_json:
+        raise VerificationError("malformed", "manifest bytes are not canonical")
+    return manifest

@@ -23,7 +23,15 @@ import numpy as np
 
 from fedge.errors import DataError
 
-__all__ = ["META_FILE", "DeviceData", "load_device_data", "read_meta", "write_device_data"]
+__all__ = [
+    "META_FILE",
+    "DataSummary",
+    "DeviceData",
+    "load_device_data",
+    "read_meta",
+    "summarize",
+    "write_device_data",
+]
 
 META_FILE = "fedge-data.json"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -37,6 +45,29 @@ class DeviceData:
     y: np.ndarray
     input_shape: tuple[int, ...]
     num_classes: int
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What a device's data looks like, never the data: what a coordinator may know."""
+
+    dataset: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    samples: int
+
+    def describe(self) -> str:
+        """E.g. ``mnist-5k 1x28x28, 10 classes, 1666 samples``."""
+        shape = "x".join(str(d) for d in self.input_shape)
+        name = f"{self.dataset} " if self.dataset else ""
+        return f"{name}{shape}, {self.num_classes} classes, {self.samples} samples"
+
+
+def summarize(data_dir: Path) -> DataSummary:
+    """The summary of ``data_dir`` (loading it, so a bad directory fails here, by name)."""
+    dataset = str(read_meta(data_dir).get("dataset", ""))
+    data = load_device_data(data_dir, dataset=dataset or "mnist-5k")
+    return DataSummary(dataset, data.input_shape, data.num_classes, len(data.y))
 
 
 _CACHE: dict[tuple[str, float, str], DeviceData] = {}
@@ -124,10 +155,9 @@ def _load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_images(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
     mean = float(meta.get("mean", 0.0))
     std = float(meta.get("std", 1.0))
+    expected = tuple(int(d) for d in meta["input-shape"]) if "input-shape" in meta else None
     xs, ys = [], []
     for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         if not label_dir.name.isdigit():
@@ -135,14 +165,36 @@ def _load_images(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.nda
         for path in sorted(label_dir.iterdir()):
             if path.suffix.lower() not in _IMAGE_SUFFIXES:
                 continue
-            with Image.open(path) as img:
-                pixels = np.asarray(img, dtype=np.float32) / 255.0
-            pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+            pixels = _read_image(path)
+            if expected is None:
+                expected = pixels.shape
+            if pixels.shape != expected:
+                raise DataError(
+                    f"{path}: image is {_shape_text(pixels.shape)}, expected "
+                    f"{_shape_text(expected)} like the others"
+                )
             xs.append((pixels - mean) / std)
             ys.append(int(label_dir.name))
     if not xs:
         raise DataError(f"{folder} has no images")
     return np.stack(xs).astype(np.float32), np.array(ys, dtype=np.int64)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """An image as float32 channels x height x width in [0, 1]; DataError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            pixels = np.asarray(img, dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise DataError(f"{path}: not a readable image ({err})") from None
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    channels, rest = shape[0], "x".join(str(d) for d in shape[1:])
+    return f"{rest} with {channels} channel{'s' if channels != 1 else ''}"
 
 
 def write_device_data(

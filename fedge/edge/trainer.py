@@ -1,0 +1,174 @@
+"""On-device training: pull a task, run the ClientApp on local data, push the reply.
+
+Only arrays and metrics leave the device: the ClientApp reads the raw data from ``data-dir``
+and returns a Flower reply, which is serialized and streamed back in chunks. This module needs
+``fedge[train]`` (torch, Flower, Opacus); a device without it never imports it.
+"""
+
+import json
+import threading
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+
+from fedge.data.device import read_meta
+from fedge.edge.identity import DeviceIdentity
+from fedge.log import logger
+from fedge.protocol.messages import decode_message, encode_message
+from fedge.protocol.payload import PayloadAssembler
+from fedge.protocol.transport import TransportOptions
+from fedge.protocol.wire import chunk_encoder
+from fedge.v1 import fleet_pb2 as pb
+from fedge.v1 import fleet_pb2_grpc
+
+__all__ = ["TaskRunner"]
+
+# The ClientApp caches data and models per process; agents sharing a process (tests,
+# benchmarks) take turns.
+_APP_LOCK = threading.Lock()
+_RESULT_CHUNK = chunk_encoder(pb.PushResultRequest)
+_FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+@dataclass
+class _Task:
+    header: Any
+    message: Message
+
+
+class TaskRunner:
+    """Runs the fleet's training tasks of one device on its local data."""
+
+    def __init__(
+        self,
+        identity: DeviceIdentity,
+        *,
+        data_dir: Path,
+        client_app: ClientApp | None = None,
+        options: TransportOptions | None = None,
+    ) -> None:
+        from fedge.app.client import build_client_app
+
+        self.identity = identity
+        self._app = client_app or build_client_app()
+        self._options = options or TransportOptions()
+        self._contexts: dict[int, Context] = {}
+        meta = read_meta(data_dir)
+        self._node_config: dict[str, Any] = {
+            "data-dir": str(data_dir.resolve()),
+            "state-dir": identity.state_dir,
+        }
+        if "partition-id" in meta:  # a simulated partition: seed like the simulated client
+            self._node_config["partition-id"] = int(meta["partition-id"])
+            self._node_config["num-partitions"] = int(meta.get("num-partitions", 1))
+        self.busy = False
+
+    def serve_one(
+        self,
+        stub: fleet_pb2_grpc.FleetServiceStub,
+        *,
+        wait_seconds: float,
+        rpc_timeout: float,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> bool:
+        """Pull one task (waiting up to ``wait_seconds``), run it and push its reply."""
+        task = self._pull(stub, wait_seconds, rpc_timeout, metadata)
+        if task is None:
+            return False
+        self._push(stub, task, self._handle(task), rpc_timeout, metadata)
+        return True
+
+    def _pull(
+        self,
+        stub: fleet_pb2_grpc.FleetServiceStub,
+        wait_seconds: float,
+        rpc_timeout: float,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> _Task | None:
+        stream = stub.PullTask(
+            pb.PullTaskRequest(wait_seconds=wait_seconds),
+            timeout=wait_seconds + rpc_timeout,
+            metadata=metadata,
+        )
+        header = None
+        assembler = None
+        for part in stream:
+            if part.WhichOneof("part") == "header":
+                header = part.header
+                assembler = PayloadAssembler(
+                    expected_bytes=header.payload_bytes,
+                    part_bytes=header.part_bytes,
+                    sha256=header.payload_sha256,
+                    require_sha256=self.identity.insecure,
+                )
+            elif assembler is not None:
+                assembler.add(part.chunk.data)
+        if header is None or assembler is None:
+            return None
+        return _Task(header, decode_message(assembler.finish()))
+
+    def _handle(self, task: _Task) -> Message:
+        header = task.header
+        context = self._contexts.get(header.run_id)
+        if context is None:
+            context = Context(
+                run_id=header.run_id,
+                node_id=header.node_id,
+                node_config=dict(self._node_config),
+                state=RecordDict(),
+                run_config=json.loads(header.run_config_json),
+            )
+            self._contexts = {header.run_id: context}
+        self.busy = True
+        try:
+            with _APP_LOCK:
+                return self._app(task.message, context)
+        except Exception as err:  # the coordinator must hear why, and the agent must go on
+            logger.warning("ClientApp raised %s: %s", type(err).__name__, err)
+            logger.debug("%s", traceback.format_exc())
+            reason = f"{type(err).__name__}: {err}"
+            return Message(
+                Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=task.message
+            )
+        finally:
+            self.busy = False
+
+    def _push(
+        self,
+        stub: fleet_pb2_grpc.FleetServiceStub,
+        task: _Task,
+        reply: Message,
+        rpc_timeout: float,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> None:
+        payload = encode_message(reply)
+        header = pb.ResultHeader(
+            task_id=task.header.task_id,
+            run_id=task.header.run_id,
+            server_round=task.header.server_round,
+            payload_bytes=payload.total_bytes,
+            # Mutual TLS authenticates every record: the hash is only needed without.
+            payload_sha256=payload.sha256 if self.identity.insecure else "",
+            part_bytes=payload.part_bytes,
+        )
+
+        def parts() -> Iterator[pb.PushResultRequest | bytes]:
+            yield pb.PushResultRequest(header=header)
+            for data in payload.views(self._options.chunk_bytes):
+                yield _RESULT_CHUNK(data)  # framed as bytes: see use_zero_copy_streams
+
+        try:
+            stub.PushResult(parts(), timeout=rpc_timeout, metadata=metadata)
+        except grpc.RpcError as err:
+            code = err.code()
+            if code in _FATAL or code == grpc.StatusCode.UNAVAILABLE:
+                raise
+            # Refused (stale, duplicate, invalid): the coordinator recorded why; carry on.
+            logger.warning("result refused: %s: %s", code.name, err.details())

@@ -1,0 +1,100 @@
+"""The PKI both sides need: certificate fingerprints, device keys and CSRs, peer identities.
+
+Device identity is the certificate: its common name is the device id and its organizational
+unit the role (``device``, ``gateway`` or ``operator``). Issuing certificates is the
+coordinator's (:mod:`fedge.coordinator.pki`); reading them is shared.
+"""
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fedge.errors import PkiError
+
+__all__ = [
+    "ENROLL_SERVER_NAME",
+    "ROLE_DEVICE",
+    "ROLE_GATEWAY",
+    "ROLE_OPERATOR",
+    "PeerIdentity",
+    "cert_pem",
+    "certificate_serial",
+    "fingerprint",
+    "key_pem",
+    "make_key_and_csr",
+    "peer_identity",
+]
+
+ROLE_DEVICE = "device"
+ROLE_GATEWAY = "gateway"
+ROLE_OPERATOR = "operator"
+ENROLL_SERVER_NAME = "fedge-enroll"
+
+
+@dataclass(frozen=True)
+class PeerIdentity:
+    """Who is on the other end of a mutual-TLS connection."""
+
+    name: str
+    role: str
+    serial: int
+    not_after: dt.datetime
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    """A certificate as PEM."""
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def fingerprint(pem: bytes) -> str:
+    """SHA-256 of a certificate's DER encoding, hex."""
+    cert = x509.load_pem_x509_certificate(pem)
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def certificate_serial(pem: bytes) -> str:
+    """A certificate's serial number, as decimal text."""
+    return str(x509.load_pem_x509_certificate(pem).serial_number)
+
+
+def make_key_and_csr(name: str) -> tuple[bytes, bytes]:
+    """A new device key and a CSR for it (PEM); the coordinator picks the certificate's name."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .sign(key, hashes.SHA256())
+    )
+    return key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+def peer_identity(pem: bytes) -> PeerIdentity:
+    """The identity in a peer certificate that TLS has already verified against the CA."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as err:
+        raise PkiError(f"peer certificate is not valid PEM: {err}") from err
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if not cn or not ou:
+        raise PkiError("peer certificate has no common name or organizational unit")
+    return PeerIdentity(
+        name=str(cn[0].value),
+        role=str(ou[0].value),
+        serial=cert.serial_number,
+        not_after=cert.not_valid_after_utc,
+    )

@@ -1,0 +1,123 @@
+"""Protobuf ⇄ domain types at the edges of the wire, and the one map of each enum.
+
+Domain code works with dataclasses and plain strings (an install state is ``"installed"``, a run
+state ``"running"``); protobuf messages and enum numbers exist only where a call goes on or comes
+off the wire, through the functions here.
+"""
+
+from dataclasses import dataclass
+
+from fedge.data.device import DataSummary
+from fedge.errors import PayloadError
+from fedge.protocol.manifest import SignedManifest
+from fedge.v1 import control_pb2, fleet_pb2, hub_pb2
+
+__all__ = [
+    "DEVICE_STATES",
+    "INSTALL_STATES",
+    "RUN_STATES",
+    "InstallReport",
+    "data_summary_from_proto",
+    "data_summary_to_proto",
+    "device_state_from_proto",
+    "device_state_to_proto",
+    "install_state_from_proto",
+    "install_state_to_proto",
+    "run_state_from_proto",
+    "run_state_to_proto",
+    "signed_manifest_from_proto",
+    "signed_manifest_to_proto",
+]
+
+INSTALL_STATES = ("offered", "downloading", "installed", "refused", "rolled_back", "failed")
+RUN_STATES = ("queued", "running", "completed", "failed", "stopped")
+DEVICE_STATES = ("idle", "training")
+
+
+def _enum_map(prefix: str, names: tuple[str, ...], enum: object) -> dict[str, int]:
+    value_of = enum.Value  # type: ignore[attr-defined]
+    return {name: int(value_of(f"{prefix}_{name.upper()}")) for name in names}
+
+
+_INSTALL_TO_PROTO = _enum_map("INSTALL_STATE", INSTALL_STATES, hub_pb2.InstallState)
+_INSTALL_FROM_PROTO = {v: k for k, v in _INSTALL_TO_PROTO.items()}
+_RUN_TO_PROTO = _enum_map("RUN_STATE", RUN_STATES, control_pb2.RunState)
+_RUN_FROM_PROTO = {v: k for k, v in _RUN_TO_PROTO.items()}
+_DEVICE_TO_PROTO = _enum_map("DEVICE_STATE", DEVICE_STATES, fleet_pb2.DeviceState)
+_DEVICE_FROM_PROTO = {v: k for k, v in _DEVICE_TO_PROTO.items()}
+
+
+@dataclass(frozen=True)
+class InstallReport:
+    """One install outcome of a device (``state`` is one of :data:`INSTALL_STATES`)."""
+
+    version: int
+    state: str
+    reason: str
+    active_version: int
+
+
+def install_state_to_proto(state: str) -> hub_pb2.InstallState.ValueType:
+    """The ``InstallState`` number of ``state``."""
+    return hub_pb2.InstallState.ValueType(_INSTALL_TO_PROTO[state])
+
+
+def install_state_from_proto(value: int) -> str:
+    """The name of an ``InstallState``; :class:`PayloadError` for an unknown number."""
+    try:
+        return _INSTALL_FROM_PROTO[value]
+    except KeyError:
+        raise PayloadError(f"unknown install state {value}") from None
+
+
+def run_state_to_proto(state: str) -> control_pb2.RunState.ValueType:
+    """The ``RunState`` number of ``state`` (``UNSPECIFIED`` for an unknown one)."""
+    return control_pb2.RunState.ValueType(_RUN_TO_PROTO.get(state, 0))
+
+
+def run_state_from_proto(value: int) -> str:
+    """The name of a ``RunState`` (``"unspecified"`` for an unknown number)."""
+    return _RUN_FROM_PROTO.get(value, "unspecified")
+
+
+def device_state_to_proto(state: str) -> fleet_pb2.DeviceState.ValueType:
+    """The ``DeviceState`` number of ``state``."""
+    return fleet_pb2.DeviceState.ValueType(_DEVICE_TO_PROTO.get(state, 0))
+
+
+def device_state_from_proto(value: int) -> str:
+    """The name of a ``DeviceState`` (``"unspecified"`` for an unknown number)."""
+    return _DEVICE_FROM_PROTO.get(value, "unspecified")
+
+
+def signed_manifest_to_proto(signed: SignedManifest) -> hub_pb2.SignedManifest:
+    """The wire form of a signed manifest."""
+    return hub_pb2.SignedManifest(
+        manifest_json=signed.manifest_json, signature=signed.signature, key_id=signed.key_id
+    )
+
+
+def signed_manifest_from_proto(proto: hub_pb2.SignedManifest) -> SignedManifest:
+    """A signed manifest off the wire (not yet verified)."""
+    return SignedManifest(bytes(proto.manifest_json), bytes(proto.signature), proto.key_id)
+
+
+def data_summary_to_proto(summary: DataSummary | None) -> fleet_pb2.DataSummary | None:
+    """The wire form of a device's data summary."""
+    if summary is None:
+        return None
+    return fleet_pb2.DataSummary(
+        dataset=summary.dataset,
+        input_shape=list(summary.input_shape),
+        num_classes=summary.num_classes,
+        samples=summary.samples,
+    )
+
+
+def data_summary_from_proto(proto: fleet_pb2.DataSummary) -> DataSummary | None:
+    """A device's data summary off the wire (``None`` when the device has no training data)."""
+    if not proto.input_shape:
+        return None
+    return DataSummary(
+        proto.dataset, tuple(int(d) for d in proto.input_shape), proto.num_classes, proto.samples
+    )

@@ -1,0 +1,79 @@
+"""The release store's tables (``release_*``), in the release database of the coordinator."""
+
+from sqlalchemy import Float, Integer, LargeBinary, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "ArtifactRow",
+    "DeviceRolloutRow",
+    "InstallRow",
+    "ReleaseRow",
+    "ReleaseTables",
+    "TelemetryRow",
+]
+
+
+class ReleaseTables(DeclarativeBase):
+    """Own metadata: only the release_* tables."""
+
+
+class ArtifactRow(ReleaseTables):
+    """A stored artifact."""
+
+    __tablename__ = "release_artifacts"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    length: Mapped[int] = mapped_column(Integer)
+    created: Mapped[str] = mapped_column(String(32))
+
+
+class ReleaseRow(ReleaseTables):
+    """A signed release and its rollout percentage."""
+
+    __tablename__ = "release_releases"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    profile: Mapped[str] = mapped_column(String(100))
+    percent: Mapped[int] = mapped_column(Integer)
+    withdrawn: Mapped[int] = mapped_column(Integer, default=0)
+    rollback_of: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[str] = mapped_column(String(32))
+    manifest_json: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(64))
+
+
+class DeviceRolloutRow(ReleaseTables):
+    """A device that asked the hub: its profile, bucket and the version it runs."""
+
+    __tablename__ = "release_devices"
+    device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    profile: Mapped[str] = mapped_column(String(100))
+    bucket: Mapped[int] = mapped_column(Integer)
+    active_version: Mapped[int] = mapped_column(Integer, default=0)
+    last_seen: Mapped[str] = mapped_column(String(32))
+
+
+class InstallRow(ReleaseTables):
+    """A device's latest install outcome for one release."""
+
+    __tablename__ = "release_installs"
+    device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    updated: Mapped[str] = mapped_column(String(32))
+
+
+class TelemetryRow(ReleaseTables):
+    """A device's latest inference telemetry."""
+
+    __tablename__ = "release_telemetry"
+    device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    active_version: Mapped[int] = mapped_column(Integer)
+    requests: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    latency_p50_ms: Mapped[float] = mapped_column(Float)
+    latency_p99_ms: Mapped[float] = mapped_column(Float)
+    swaps: Mapped[int] = mapped_column(Integer)
+    updated: Mapped[str] = mapped_column(String(32))

@@ -1,0 +1,140 @@
+"""A device from ``pip install fedge`` with no extras: no torch, no Flower, no server.
+
+A fresh virtual environment gets the checkout without extras. Its device enrols with a
+coordinator from the full install (mutual TLS), is listed as inference-only, installs a
+published release and answers ``fedge edge predict`` and its gRPC inference server; training
+tasks never reach it. The install's size and the device process's peak memory are measured.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from fedge.release.testing import linear_weights, make_linear_model
+from fedge.v1 import control_pb2 as pb
+from fedge.v1 import inference_pb2, inference_pb2_grpc
+
+from .conftest import Cluster, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER_ONLY = ("torch", "flwr", "ray", "sqlalchemy", "onnx", "opacus", "matplotlib")
+MAX_SITE_PACKAGES_MB = 250
+MAX_DEVICE_RSS_MB = 120
+
+
+@pytest.fixture(scope="module")
+def slim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A virtual environment holding ``pip install <checkout>`` and nothing else."""
+    root = tmp_path_factory.mktemp("slim")
+    source = root / "checkout"  # a copy: building a wheel writes into its source tree
+    shutil.copytree(REPO / "fedge", source / "fedge", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    yield venv
+
+
+def _site_packages_mb(venv: Path) -> float:
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    return sum(p.stat().st_size for p in site.rglob("*") if p.is_file()) / 2**20
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_a_slim_device_enrols_installs_and_predicts(slim: Path, cluster: Cluster) -> None:
+    python = slim / "bin" / "python"
+    for module in SERVER_ONLY:
+        probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True)
+        assert probe.returncode != 0, f"{module} is importable in the slim install"
+    size = _site_packages_mb(slim)
+    assert size <= MAX_SITE_PACKAGES_MB, f"site-packages is {size:.0f} MB"
+
+    cluster.start_coordinator()
+    token = cluster.control("CreateEnrollToken", pb.CreateEnrollTokenRequest()).token
+    fedge = [str(slim / "bin" / "fedge")]
+    env = {k: v for k, v in cluster.env.items() if k != "PYTHONPATH"}
+    enrolled = subprocess.run(
+        [*fedge, "edge", "enroll", "--coordinator", cluster.address, "--token", token,
+         "--state", "slim/state", "--name", "slim-camera",
+         "--enroll-address", f"127.0.0.1:{cluster.enroll_port}"],
+        cwd=cluster.root, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert enrolled.returncode == 0, enrolled.stderr
+
+    model = make_linear_model(cluster.root / "build" / "model.onnx", features=16, classes=4)
+    published = cluster.cli("release", "publish", str(model.parent), "--percent", "100")
+    assert published.returncode == 0, published.stderr
+
+    port = free_port()
+    log = (cluster.root / "slim.log").open("ab")
+    device = subprocess.Popen(
+        [*fedge, "edge", "start", "--state", "slim/state", "--heartbeat", "0.5",
+         "--release-interval", "1", "--inference", f"127.0.0.1:{port}"],
+        cwd=cluster.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    cluster.procs["slim"] = device  # killed by the fixture whatever happens
+    cluster.wait_for(
+        lambda: any(d.release_version == 1 and d.state == "idle" for d in cluster.devices()), 120
+    )
+    (listed,) = cluster.devices()
+    assert listed.name == "slim-camera" and not listed.can_train and listed.release_slot
+
+    x = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
+    weights, bias = linear_weights(features=16, classes=4, seed=0)
+    expected = np.argmax(x @ weights + bias, axis=1).tolist()
+    np.save(cluster.root / "x.npy", x)
+    predicted = subprocess.run(
+        [*fedge, "edge", "predict", "--state", "slim/state", "x.npy"],
+        cwd=cluster.root, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr
+    assert [line.split(": ")[1].split()[0] for line in predicted.stdout.splitlines()] == [
+        str(label) for label in expected
+    ]
+    assert "(release 1)" in predicted.stdout
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        tensor = inference_pb2.Tensor(shape=list(x.shape), data=x.tobytes())
+        reply = stub.Predict(inference_pb2.PredictRequest(input=tensor), timeout=30)
+    assert list(reply.labels) == expected and reply.model_version == 1
+
+    refused = cluster.cli("run", "start", "--dataset", "digits", "--model", "mlp", "--clients", "1")
+    assert refused.returncode == 2 and "devices that can train" in refused.stderr
+    rss = _peak_rss_mb(device.pid)
+    print(f"slim device: site-packages {size:.0f} MB, peak RSS {rss:.0f} MB")
+    assert rss <= MAX_DEVICE_RSS_MB, f"the device's peak RSS is {rss:.0f} MB"
+    assert "Traceback" not in (cluster.root / "slim.log").read_text()
+    os.killpg(device.pid, 15)
+    assert device.wait(timeout=30) == 0
