@@ -69,6 +69,8 @@ class RunConfig:
     release: bool = True
     student: str | None = None
     release_every: int = 0
+    # Distillation epochs of a release build (None: the pipeline's default).
+    release_epochs: int | None = None
 
     def __post_init__(self) -> None:
         self._validate()
@@ -132,6 +134,8 @@ class RunConfig:
         _at_least("--min-clients", self.min_clients, 1)
         _at_least("--keep-checkpoints", self.keep_checkpoints, 1)
         _at_least("--release-every", self.release_every, 0)
+        if self.release_epochs is not None:
+            _at_least("--release-epochs", self.release_epochs, 1)
         if self.student is not None:
             _one_of("--student", self.student, list_models(students_only=True))
         if not 0.0 < self.fraction <= 1.0:

@@ -111,11 +111,17 @@ def _build(
         out_dir=target,
         student=config.student,
         data_dir=config.data_dir,
-        settings=ReleaseSettings(distill=DistillSettings(seed=config.seed), seed=config.seed),
+        settings=ReleaseSettings(distill=_distill_settings(config), seed=config.seed),
     )
     if on_release is not None:
         on_release(target, report)
     return report
+
+
+def _distill_settings(config: RunConfig) -> DistillSettings:
+    if config.release_epochs is None:
+        return DistillSettings(seed=config.seed)
+    return DistillSettings(seed=config.seed, epochs=config.release_epochs)
 
 
 def _copy(source: Path, target: Path, on_release: ReleaseCallback | None) -> ReleaseReport:

@@ -58,12 +58,19 @@ class Cluster:
             "wait-for-devices-seconds = 60.0\nmax-attempts = 3\n"
         )
 
-    def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        """Run one ``fedge`` command to completion."""
+    def cli(
+        self,
+        *args: str,
+        timeout: float = 120.0,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one ``fedge`` command to completion (in the coordinator's directory, with the
+        cluster's environment, unless told otherwise)."""
         return subprocess.run(
             [*FEDGE, *args],
-            cwd=self.root,
-            env=self.env,
+            cwd=cwd or self.root,
+            env=self.env if env is None else env,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -1,12 +1,15 @@
-"""Over-the-air delivery end to end: a coordinator and three devices on loopback, TLS on.
+"""The README's "Deploy" → "Ship models" sequence, end to end, as an operator elsewhere runs it.
 
-Train, build two releases, publish the first to everyone, publish the second to 34% (exactly
-one device), promote it to 100%, roll it back; ``fedge release status`` shows each step, every
-device runs a verified model throughout, and ``fedge edge predict`` answers from the new slot.
+A coordinator and three camera devices (image data) on loopback, TLS on. Every operator command
+runs from a directory that is not the coordinator's, through the control service: train, publish
+the run's release to everyone, train again, publish that release to a 34% canary (exactly one
+device), promote it to 100%, roll it back. ``fedge release status`` and ``fedge fleet ls`` show
+each step, every device runs a verified model throughout, and ``fedge edge predict`` answers from
+the new slot.
 """
 
+import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ from .conftest import Cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-RUN = ["--dataset", "mnist-5k", "--model", "cnn-small", "--clients", "3", "--seed", "0"]
+RUN = ["--dataset", "mnist-5k", "--model", "cnn-small", "--clients", "3", "--rounds", "1"]
 
 
 def _versions(cluster: Cluster) -> list[int]:
@@ -38,66 +41,78 @@ def _versions(cluster: Cluster) -> list[int]:
     return versions
 
 
-def _status(cluster: Cluster, version: int) -> dict[str, int]:
-    out = cluster.cli("release", "status", str(version))
-    assert out.returncode == 0, out.stderr
-    return {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", out.stdout.split(":", 1)[1])}
+def test_deploy_then_ship_models_from_another_directory(cluster: Cluster) -> None:
+    operator = cluster.root / "operator-laptop"
+    operator.mkdir()
 
+    def ok(*args: str, timeout: float = 300) -> str:
+        out = cluster.cli(*args, timeout=timeout, cwd=operator)
+        assert out.returncode == 0, f"{args}: {out.stdout}\n{out.stderr}"
+        return out.stdout
 
-def _cli_ok(cluster: Cluster, *args: str, timeout: float = 300) -> str:
-    out = cluster.cli(*args, timeout=timeout)
-    assert out.returncode == 0, f"{args}: {out.stdout}\n{out.stderr}"
-    return out.stdout
+    def status(version: int) -> dict[str, int]:
+        text = ok("release", "status", str(version))
+        return {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", text.split(":", 1)[1])}
 
-
-def test_publish_canary_promote_rollback(cluster: Cluster) -> None:
     cluster.start_coordinator()
     for i in range(3):
-        cluster.enroll(i)
+        cluster.enroll(i, fmt="images")
         cluster.spawn(
             f"edge{i}",
             "edge", "start", "--state", f"dev{i}/state", "--data", f"dev{i}/data",
             "--wait", "2", "--heartbeat", "0.5", "--release-interval", "1",
         )  # fmt: skip
-    _cli_ok(cluster, "run", "start", *RUN, "--rounds", "1")
-    reply = cluster.wait_run_done(timeout=240)
+    assert "no releases yet" in ok("release", "ls")
+
+    # Deploy: train; the completed run builds its release.
+    ok("run", "start", *RUN, "--set", "release-epochs=1")
+    reply = cluster.wait_run_done(timeout=300)
     assert reply.run.state == pb.RUN_STATE_COMPLETED, reply.run.error
-    checkpoint = next((cluster.root / "state" / "runs").glob("run-*/model.pt"))
-    for seed in ("0", "1"):
-        _cli_ok(
-            cluster, "release", "build", "--checkpoint", str(checkpoint), "--out",
-            f"build{seed}", "--epochs", "1", "--seed", seed,
-        )  # fmt: skip
+    assert any(e.kind == "release" and "built" in e.message for e in reply.events)
 
-    # Release 1 to everyone: the baseline.
-    assert "release 1" in _cli_ok(cluster, "release", "publish", "build0", "--percent", "100")
+    # Ship: release 1, the run's release, to everyone.
+    assert "published release 1" in ok("release", "publish", "--run", "1", "--percent", "100")
     cluster.wait_for(lambda: _versions(cluster) == [1, 1, 1], 90)
-    cluster.wait_for(lambda: _status(cluster, 1)["installed"] == 3, 30)
+    cluster.wait_for(lambda: status(1)["installed"] == 3, 30)
+    fleet = json.loads(ok("fleet", "ls", "--json"))
+    cluster.wait_for(
+        lambda: all(d["release_version"] == 1 for d in json.loads(ok("fleet", "ls", "--json"))), 30
+    )
+    assert all(d["can_train"] and d["release_slot"] in ("a", "b") for d in fleet)
 
-    # Release 2 to 34%: exactly one canary.
-    _cli_ok(cluster, "release", "publish", "build1", "--percent", "34")
+    # A second run; its release to 34%: exactly one canary.
+    ok("run", "start", *RUN, "--seed", "1", "--set", "release-epochs=1")
+    reply = cluster.wait_run_done(timeout=300)
+    assert reply.run.state == pb.RUN_STATE_COMPLETED, reply.run.error
+    ok("release", "publish", "--run", str(reply.run.run_id), "--percent", "34")
     cluster.wait_for(lambda: sorted(_versions(cluster)) == [1, 1, 2], 90)
-    cluster.wait_for(lambda: _status(cluster, 2)["installed"] == 1, 30)
+    cluster.wait_for(lambda: status(2)["installed"] == 1, 30)
     canary = _versions(cluster).index(2)
 
     # Promote to 100%: all three, the canary untouched.
-    _cli_ok(cluster, "release", "promote", "2", "--percent", "100")
+    ok("release", "promote", "2", "--percent", "100")
     cluster.wait_for(lambda: _versions(cluster) == [2, 2, 2], 90)
-    cluster.wait_for(lambda: _status(cluster, 2)["installed"] == 3, 30)
+    cluster.wait_for(lambda: status(2)["installed"] == 3, 30)
 
     # Roll back: release 3 re-ships release 1's bytes, so rollback protection holds.
-    out = _cli_ok(cluster, "release", "rollback")
-    assert "rolled back release 2: release 3" in out
+    assert "rolled back release 2: release 3" in ok("release", "rollback")
     cluster.wait_for(lambda: _versions(cluster) == [3, 3, 3], 90)
-    cluster.wait_for(lambda: _status(cluster, 3)["installed"] == 3, 30)
-    cluster.wait_for(lambda: _status(cluster, 3)["running"] == 3, 30)
-    assert _status(cluster, 2)["running"] == 0
-    listing = _cli_ok(cluster, "release", "ls")
+    cluster.wait_for(lambda: status(3)["installed"] == 3, 30)
+    cluster.wait_for(lambda: status(3)["running"] == 3, 30)
+    assert status(2)["running"] == 0
+    listing = ok("release", "ls")
     assert "withdrawn" in listing and "rollback of 2" in listing
 
     # Local inference answers from the rolled-back model.
-    x = np.zeros((1, 1, 28, 28), dtype=np.float32)
-    np.save(cluster.root / "x.npy", x)
-    out = _cli_ok(cluster, "edge", "predict", "--state", f"dev{canary}/state", "x.npy")
+    np.save(operator / "x.npy", np.zeros((1, 1, 28, 28), dtype=np.float32))
+    state = cluster.root / f"dev{canary}" / "state"
+    out = ok("edge", "predict", "--state", str(state), "x.npy")
     assert "(release 3)" in out
-    assert Path(cluster.root / f"dev{canary}" / "state" / "slots.json").is_file()
+
+    # Nothing was made where the operator stands, and no credential means no answer.
+    assert sorted(p.name for p in operator.iterdir()) == ["x.npy"]
+    env = {k: v for k, v in cluster.env.items() if k not in ("FEDGE_OPERATOR", "FEDGE_COORDINATOR")}
+    without = cluster.cli("release", "ls", "--coordinator", cluster.address, cwd=operator, env=env)
+    assert without.returncode == 2 and "--operator" in without.stderr, without.stderr
+    assert "Traceback" not in without.stderr
+    assert sorted(p.name for p in operator.iterdir()) == ["x.npy"]
