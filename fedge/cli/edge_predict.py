@@ -51,7 +51,10 @@ def predict_command(
 ) -> None:
     """Predict with the device's committed model: one line per sample (label, release).
 
-    Each input is shaped like the model's input, with or without the batch dimension.
+    Each INPUT is a .npy file (one sample or a batch), an .npz with an 'x' array, or a .json
+    array of numbers, shaped like the model's input with or without the batch dimension (a
+    camera model takes 1x28x28 floats). Programs on the device call the gRPC inference server
+    of `fedge edge start` (fedge.v1.InferenceService) instead.
     """
     from fedge.edge.inference import predict_arrays
     from fedge.edge.slots import POINTER_FILE, Slots

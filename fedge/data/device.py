@@ -193,8 +193,10 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
-    channels, rest = shape[0], "x".join(str(d) for d in shape[1:])
-    return f"{rest} with {channels} channel{'s' if channels != 1 else ''}"
+    if len(shape) != 3:
+        return "x".join(str(d) for d in shape)
+    channels, height, width = shape
+    return f"{width}x{height} pixels with {channels} channel{'s' if channels != 1 else ''}"
 
 
 def write_device_data(
