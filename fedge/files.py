@@ -7,9 +7,15 @@ the old or the new content, never a mix.
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 __all__ = ["atomic_write", "file_sha256", "fsync_dir"]
+
+# The process's umask, read once at import (reading it means setting it, which is not
+# thread-safe later): files made through mkstemp get the permissions a plain open would give.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def fsync_dir(path: Path) -> None:
@@ -27,12 +33,11 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
     ``mode`` sets the file's permissions before any byte is written (e.g. ``0o600`` for a key).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(tmp, flags, 0o666 if mode is None else mode)
+    # A name of its own per write: two writers never share (or clobber) a temporary file.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        if mode is not None:
-            os.fchmod(fd, mode)
+        os.fchmod(fd, 0o666 & ~_UMASK if mode is None else mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

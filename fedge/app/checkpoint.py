@@ -7,6 +7,7 @@ rounds done so far (so ``results.json`` of a resumed run holds every round) and 
 Format version 1 files (model only) are still read; they resume with a fresh strategy.
 """
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from fedge.errors import FedgeError
+from fedge.files import atomic_write
 from fedge.models import get_model
 
 __all__ = ["Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"]
@@ -75,9 +77,9 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "rounds": checkpoint.rounds,
         "elapsed_seconds": checkpoint.elapsed_seconds,
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path | str) -> Checkpoint:

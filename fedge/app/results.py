@@ -5,6 +5,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedge.errors import FedgeError
+from fedge.files import atomic_write
+
 __all__ = ["RoundRecord", "RunResult", "read_results", "write_plots", "write_results"]
 
 
@@ -72,9 +75,7 @@ def write_results(out_dir: Path, result: RunResult) -> Path:
     """Write ``results.json`` atomically and return its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(result.to_dict(), indent=2, default=str).encode())
     return path
 
 
@@ -82,8 +83,6 @@ def read_results(out_dir: Path) -> dict[str, Any]:
     """Read a finished run's ``results.json``."""
     path = Path(out_dir) / "results.json"
     if not path.is_file():
-        from fedge.errors import FedgeError
-
         raise FedgeError(f"{path} does not exist: is {out_dir} the --out of a fedge run?")
     data: dict[str, Any] = json.loads(path.read_text())
     return data

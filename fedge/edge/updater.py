@@ -149,7 +149,7 @@ class Updater:
         with self._lock:
             reports = []
             # Temp files of our own atomic writes (the device state dir is shared with the agent).
-            stale = [*self.state_dir.glob(".slots.json.tmp"), *self.state_dir.glob(".outbox*.tmp")]
+            stale = [*self.state_dir.glob(".slots.json.*tmp"), *self.state_dir.glob(".outbox*.tmp")]
             for path in [*stale, *(self.state_dir / "slots").glob("*/.*.tmp")]:
                 path.unlink(missing_ok=True)
             state = self.slots.state()

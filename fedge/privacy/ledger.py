@@ -7,13 +7,13 @@ the requested δ, never stored, so it cannot drift from what was actually spent.
 """
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from fedge.errors import FedgeError, PrivacyBudgetExceededError
+from fedge.files import atomic_write
 from fedge.privacy.accountant import Accountant
 
 __all__ = ["LEDGER_FILE", "DeviceLedger", "LedgerEntry"]
@@ -94,17 +94,7 @@ class DeviceLedger:
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"version": _VERSION, "entries": [asdict(e) for e in self.entries]}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with tmp.open("w") as fh:
-            json.dump(doc, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(self.path, json.dumps(doc, indent=1).encode())
 
 
 def now() -> float:
