@@ -47,6 +47,10 @@ def test_three_devices_match_the_local_runtime(deployment: Cluster) -> None:
     shown = json.loads(status.stdout)
     assert shown["state"] == "completed" and [r["replied"] for r in shown["rounds"]] == [3, 3, 3]
     assert any(e["kind"] == "devices" for e in shown["events"])
+    # Flower's own log lines reach the coordinator's log once, not twice.
+    lines = (cluster.root / "coordinator.log").read_text().splitlines()
+    flower = [x for x in lines if "configure_train" in x]
+    assert len(flower) == 3, flower
 
 
 @pytest.mark.parametrize(
@@ -135,6 +139,9 @@ def test_coordinator_killed_mid_run_resumes_with_the_whole_fleet(deployment: Clu
     assert [(r.sampled, r.aggregated) for r in reply.rounds] == [(3, 3)] * 4
     assert any(e.kind == "resumed" and "after round" in e.message for e in reply.events)
     assert abs(reply.rounds[-1].accuracy - _local(4)) <= 0.01  # as if never interrupted
+    for i in range(3):  # a lost link is one readable line on the device, no raw gRPC dump
+        log = (cluster.root / f"edge{i}.log").read_text()
+        assert "_InactiveRpcError" not in log and "Traceback" not in log
     # results.json lists the rounds before the restart too, as the database does
     results = cluster.root / "state" / "runs" / f"run-{run_id:05d}" / "results.json"
     written = json.loads(results.read_text())

@@ -77,6 +77,11 @@ def test_a_slim_device_enrols_installs_and_predicts(slim: Path, cluster: Cluster
     for module in SERVER_ONLY:
         probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True)
         assert probe.returncode != 0, f"{module} is importable in the slim install"
+    simulate = subprocess.run(
+        [str(slim / "bin" / "fedge"), "simulate"], capture_output=True, text=True, timeout=120
+    )
+    assert simulate.returncode == 2 and "needs fedge[server]" in simulate.stderr, simulate.stderr
+    assert "Traceback" not in simulate.stderr
     size = _site_packages_mb(slim)
     assert size <= MAX_SITE_PACKAGES_MB, f"site-packages is {size:.0f} MB"
 
