@@ -19,26 +19,13 @@ import typer
 
 from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
 from fedge.cli.common import command_group, console, fail
+from fedge.release.builds import resolve_build
 from fedge.v1 import control_pb2 as pb
 from fedge.v1 import control_pb2_grpc
 
 __all__ = ["app", "register", "upload_and_publish"]
 
 UPLOAD_CHUNK = 512 * 1024
-
-
-def _resolve_build(model: Path) -> tuple[Path, dict[str, Any]]:
-    onnx_path = model / "model.onnx" if model.is_dir() else model
-    if not onnx_path.is_file():
-        fail(f"MODEL: {onnx_path} does not exist (give model.onnx or a `release build` dir)")
-    report_path = onnx_path.with_name("report.json")
-    if not report_path.is_file():
-        return onnx_path, {}
-    try:
-        report = json.loads(report_path.read_text())
-    except ValueError as err:
-        fail(f"{report_path} is not valid JSON: {err}")
-    return onnx_path, report if isinstance(report, dict) else {}
 
 
 def _upload(stub: control_pb2_grpc.ControlServiceStub, path: Path) -> str:
@@ -64,7 +51,7 @@ def upload_and_publish(
     labels: tuple[str, ...] = (),
 ) -> pb.ReleaseSummary:
     """Upload a local build (``model.onnx`` or its directory) and publish it."""
-    onnx_path, report = _resolve_build(model)
+    onnx_path, report = resolve_build(model)
     sha = _upload(stub, onnx_path)
     request = pb.PublishReleaseRequest(
         sha256=sha,
