@@ -1,0 +1,135 @@
+"""LiteRT (TFLite) target: a ``.tflite`` flatbuffer built from the torch model by litert-torch.
+
+fp32 is ``litert_torch.convert`` of the eval-mode model. int8 is PyTorch 2 export (PT2E) static
+quantization with litert-torch's quantizer (symmetric, per-channel int8 weights, int8
+activations) calibrated on every transfer sample, then converted: a fully integer model whose
+input and output tensors are int8 too. The artifact has a fixed batch of 1, what a small
+device runs. :class:`LiteRtRunner` (``ai_edge_litert.interpreter``, XNNPACK, ``num_threads``
+threads) quantizes float input and dequantizes the logits with the tensors' own scale and
+zero point, as a device must.
+"""
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fedge.compress.errors import ExportError, first_line
+from fedge.compress.targets.base import Artifact, Runner, Target, quiet_imports
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from fedge.compress.transfer import TransferSet
+
+__all__ = ["LiteRtRunner", "LiteRtTarget"]
+
+
+class LiteRtRunner(Runner):
+    """A LiteRT interpreter of one ``.tflite`` file with tensors allocated."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter: Any = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input: dict[str, Any] = self.interpreter.get_input_details()[0]
+        self.output: dict[str, Any] = self.interpreter.get_output_details()[0]
+        self.batch_size = int(self.input["shape"][0])
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Logits of the batch ``x`` (at most ``batch_size`` rows)."""
+        self.interpreter.set_tensor(self.input["index"], _to_input(x, self.input))
+        self.interpreter.invoke()
+        return _from_output(self.interpreter.get_tensor(self.output["index"]), self.output)
+
+
+def _to_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _from_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if np.dtype(detail["dtype"]) == np.float32:
+        return np.array(y, dtype=np.float32)
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+class LiteRtTarget(Target):
+    """Models for small Arm devices in LiteRT (formerly TensorFlow Lite)."""
+
+    name = "litert"
+    extension = ".tflite"
+    export_modules = ("litert_torch", "torchao")
+    runtime_modules = ("ai_edge_litert",)
+    extra = "litert"
+
+    def export(
+        self, model: "nn.Module", transfer: "TransferSet", out_dir: Path, precision: str
+    ) -> Artifact:
+        """Convert with litert-torch (PT2E int8 when ``precision`` is ``int8``)."""
+        self.require()
+        self.check_precision(precision)
+        # Before the import: the converter's progress lines and TensorFlow's C++ INFO logs.
+        os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import torch
+
+        with quiet_imports():
+            import litert_torch
+        model = model.eval()
+        sample = (torch.from_numpy(np.ascontiguousarray(transfer.x[:1], dtype=np.float32)),)
+        path = out_dir / f"{self.name}-{precision}{self.extension}"
+        try:
+            edge = _convert_int8(model, sample, transfer) if precision == "int8" else None
+            if edge is None:
+                import litert_torch
+
+                edge = litert_torch.convert(model, sample)
+            edge.export(str(path))
+        except Exception as err:  # the converter raises many error types; say which model failed
+            path.unlink(missing_ok=True)
+            raise ExportError(
+                f"litert-torch cannot convert {type(model).__name__} ({precision}): "
+                f"{first_line(err)}"
+            ) from err
+        return Artifact(path, self.name, precision)
+
+    def load(self, path: Path, *, threads: int = 1) -> Runner:
+        """An interpreter of ``path``."""
+        return LiteRtRunner(path, threads)
+
+
+def _convert_int8(model: "nn.Module", sample: tuple[Any, ...], transfer: "TransferSet") -> Any:
+    """PT2E: export, insert observers, calibrate on the transfer set, quantize, convert."""
+    import litert_torch
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = PT2EQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    )
+    prepared = prepare_pt2e(torch.export.export(model, sample).module(), quantizer)
+    x = torch.from_numpy(np.ascontiguousarray(transfer.x, dtype=np.float32))
+    with torch.no_grad():
+        for i in range(len(x)):  # the exported graph has the sample's batch of 1
+            prepared(x[i : i + 1])
+    quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
+    # An exported graph refuses .eval(); the ops are in eval form now, so say so to the converter
+    # (it warns about modules still flagged as training).
+    quantized.training = False
+    return litert_torch.convert(
+        quantized, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer)
+    )

@@ -1,0 +1,58 @@
+"""ONNX Runtime target: ``.onnx`` (opset 17, dynamic batch); int8 is ONNX Runtime's static QDQ
+quantization (per-channel int8 weights, uint8 activations) calibrated on the transfer set."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fedge.compress.targets.base import Artifact, Runner, Target, onnx_fp32
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from fedge.compress.transfer import TransferSet
+
+__all__ = ["OnnxRuntimeRunner", "OnnxRuntimeTarget"]
+
+
+class OnnxRuntimeRunner(Runner):
+    """A CPU session pinned to ``threads`` intra- and inter-op threads."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        from fedge.compress.runtime import session
+
+        self.session: Any = session(path, threads=threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Logits of the batch ``x``."""
+        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
+
+
+class OnnxRuntimeTarget(Target):
+    """Models for ONNX Runtime (fedge's default device runtime)."""
+
+    name = "onnxruntime"
+    extension = ".onnx"
+    export_modules = ("onnx", "onnxscript")
+    runtime_modules = ("onnxruntime",)
+
+    def export(
+        self, model: "nn.Module", transfer: "TransferSet", out_dir: Path, precision: str
+    ) -> Artifact:
+        """fp32: the checked ONNX export; int8: that export quantized by ONNX Runtime."""
+        from fedge.compress.quantize import quantize_int8
+
+        self.check_precision(precision)
+        fp32 = onnx_fp32(model, transfer, out_dir)
+        path = out_dir / f"{self.name}-{precision}{self.extension}"
+        if precision == "fp32":
+            path.write_bytes(fp32.read_bytes())
+        else:
+            quantize_int8(fp32, path, transfer.x)
+        return Artifact(path, self.name, precision)
+
+    def load(self, path: Path, *, threads: int = 1) -> Runner:
+        """A session of ``path``."""
+        return OnnxRuntimeRunner(path, threads)
