@@ -30,8 +30,12 @@ tier, runtimes, precisions, budget, dataset), ``runtime``, ``precision``, ``file
 ``sha256``, ``length``, ``architecture``, ``source`` (teacher, pruned or distilled),
 ``parameters``, ``dataset``, ``num_classes``, ``input``/``output`` shapes, ``figures``
 (accuracy, agreement, latency_p50_ms, latency_p99_ms, peak_memory_mb, load_ms, test_samples,
-latency_runs: measured on the build machine at batch 1, one thread), ``teacher`` (architecture,
-parameters, accuracy) and ``created_at``. A publisher reads all of them with
+latency_runs and measured_on: measured on the build machine at batch 1 on one thread),
+``teacher`` (architecture, parameters, accuracy) and ``created_at``. The LiteRT artifact has a
+fixed batch of 1 and, at int8, int8 input and output tensors: run it through
+:class:`~fedge.compress.targets.litert.LiteRtRunner` (or quantize with the tensors' own scale
+and zero point). The OpenVINO artifact is a zip of the IR; see
+:mod:`fedge.compress.targets.openvino_ir`. A publisher reads all of them with
 :func:`read_profile_release`, which checks each file's sha256 and length, and signs one manifest
 per profile from :meth:`ProfileArtifact.manifest_fields`.
 """
@@ -241,6 +245,8 @@ class ProfileRelease:
     settings: dict[str, Any]
     build_seconds: float
     created_at: str
+    #: Each candidate model: architecture, source, parameters and how it was made.
+    model_details: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The torch model each candidate came from, by model id (in memory only, not written).
     models: dict[str, nn.Module] = field(default_factory=dict, repr=False, compare=False)
 
@@ -278,9 +284,11 @@ class ProfileRelease:
                 }
                 for name, profile in self.profiles.items()
             },
+            "models": self.model_details,
             "candidates": [asdict(row) for row in self.candidates],
             "settings": self.settings,
             "measurement": {
+                "machine": _machine(),
                 "latency": "batch 1, one thread, one fresh process per artifact",
                 "peak_memory": "peak resident memory of the session above the process "
                 "with its runtime imported",
@@ -378,6 +386,15 @@ def build_profile_release(
             settings=_settings_summary(settings, students, transfer, dataset),
             build_seconds=0.0,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            model_details={
+                m.id: {
+                    "architecture": m.architecture,
+                    "source": m.source,
+                    "parameters": m.parameters,
+                    **m.detail,
+                }
+                for m in models
+            },
             models={m.id: m.module for m in models},
         )
         release = replace(release, build_seconds=round(time.perf_counter() - start, 2))
@@ -640,6 +657,15 @@ def choose_candidate(
     )
 
 
+def _machine() -> str:
+    """The build machine, as the figures' provenance (a device measures itself again)."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.system()} {platform.machine()} ({cpu}), {os.cpu_count()} CPUs"
+
+
 def _describe(miss: BudgetMiss) -> str:
     if miss.field == "agreement":
         return (
@@ -735,6 +761,7 @@ def _artifact_document(
             "load_ms": row.load_ms,
             "test_samples": release.settings["test_samples"],
             "latency_runs": release.settings["latency_runs"],
+            "measured_on": _machine(),
         },
         "teacher": {k: release.teacher[k] for k in ("architecture", "parameters", "accuracy")},
     }

@@ -173,3 +173,28 @@ def test_precision_names_are_checked_before_exporting(tmp_path: Path, digits: Da
         target.export(nn.Linear(64, 10), transfer, tmp_path, "fp16")
     target.export(nn.Linear(64, 10), transfer, tmp_path, "int8")
     assert RecordingTarget.seen == ["int8"]
+
+
+def test_loading_and_running_an_artifact_never_imports_torch(
+    artifacts: dict[tuple[str, str], Artifact], digits: Dataset, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", digits.x_test[:5])
+    code = (
+        "import sys, numpy as np\n"
+        "from fedge.compress.targets import get_target, predict\n"
+        "x = np.load(sys.argv[2])\n"
+        "for runtime, path in zip(('onnxruntime', 'openvino', 'litert'), sys.argv[3:]):\n"
+        "    assert predict(get_target(runtime).load(path), x).shape == (5, 10)\n"
+        "print(sorted(m for m in ('torch', 'onnx', 'litert_torch') if m in sys.modules))\n"
+    )
+    paths = [str(artifacts[r, "int8"].path) for r in ("onnxruntime", "openvino", "litert")]
+    out = subprocess.run(
+        [sys.executable, "-c", code, "-", str(tmp_path / "x.npy"), *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"

@@ -128,6 +128,9 @@ def test_the_release_holds_one_checked_artifact_per_profile(built: ProfileReleas
     assert report["format"] == "fedge-tier-report"
     assert {c["id"] for c in report["candidates"]} == {r.id for r in built.candidates}
     assert report["profiles"]["t-watch"]["chosen"] == built.chosen["t-watch"]
+    pruned = report["models"]["cnn-small-pruned-0.3"]
+    assert pruned["source"] == "pruned" and pruned["ratio"] == 0.3
+    assert pruned["parameters"] < report["models"]["teacher"]["parameters"]
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "report.md").read_text()
     assert "## t-watch" in markdown and "## t-gateway" in markdown and "**chosen**" in markdown

@@ -37,7 +37,7 @@ __all__ = [
     "importable",
     "onnx_fp32",
     "predict",
-    "quiet_imports",
+    "quiet_converter",
     "quiet_stdout",
 ]
 
@@ -156,25 +156,35 @@ def importable(module: str) -> bool:
         return False
 
 
-#: Loggers that print at import time of the converters' dependencies (torch's CUDA probe,
-#: pytree deprecation notes): noise on the stderr of a command whose errors are one line.
-_IMPORT_NOISE = ("torch.utils.cpp_extension", "torch.utils._pytree", "jax._src.xla_bridge")
-
-
 @contextmanager
-def quiet_imports() -> Iterator[None]:
-    """Importing a converter inside the block prints none of its dependencies' chatter."""
-    import logging
+def quiet_converter() -> Iterator[None]:
+    """Keep a converter's chatter off this process's stderr inside the block.
 
-    loggers = [logging.getLogger(name) for name in _IMPORT_NOISE]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
+    Converters and their dependencies write to file descriptor 2 from native code (TensorFlow's
+    and absl's INFO lines, oneDNN notes) and from import-time loggers (torch's CUDA probe);
+    a command whose errors are one line cannot let them through. What they wrote is logged at
+    DEBUG level; a failure still raises its own exception.
+    """
+    import os
+    import sys
+    import tempfile
+
+    from fedge.log import logger
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            chatter = sink.read().decode(errors="replace").strip()
+            if chatter:
+                logger.debug("converter output:\n%s", chatter)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedge.compress.errors import ExportError, first_line
-from fedge.compress.targets.base import Artifact, Runner, Target, quiet_imports
+from fedge.compress.targets.base import Artifact, Runner, Target, quiet_converter
 
 if TYPE_CHECKING:
     from torch import nn
@@ -81,18 +81,18 @@ class LiteRtTarget(Target):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import torch
 
-        with quiet_imports():
-            import litert_torch
         model = model.eval()
         sample = (torch.from_numpy(np.ascontiguousarray(transfer.x[:1], dtype=np.float32)),)
         path = out_dir / f"{self.name}-{precision}{self.extension}"
         try:
-            edge = _convert_int8(model, sample, transfer) if precision == "int8" else None
-            if edge is None:
+            with quiet_converter():
                 import litert_torch
 
-                edge = litert_torch.convert(model, sample)
-            edge.export(str(path))
+                if precision == "int8":
+                    edge = _convert_int8(model, sample, transfer)
+                else:
+                    edge = litert_torch.convert(model, sample)
+                edge.export(str(path))
         except Exception as err:  # the converter raises many error types; say which model failed
             path.unlink(missing_ok=True)
             raise ExportError(

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedge.compress.targets.base import Artifact, Runner, Target, onnx_fp32
+from fedge.compress.targets.base import Artifact, Runner, Target, onnx_fp32, quiet_converter
 
 if TYPE_CHECKING:
     from torch import nn
@@ -50,7 +50,8 @@ class OnnxRuntimeTarget(Target):
         if precision == "fp32":
             path.write_bytes(fp32.read_bytes())
         else:
-            quantize_int8(fp32, path, transfer.x)
+            with quiet_converter():  # the quantizer logs per-channel notes on the root logger
+                quantize_int8(fp32, path, transfer.x)
         return Artifact(path, self.name, precision)
 
     def load(self, path: Path, *, threads: int = 1) -> Runner:

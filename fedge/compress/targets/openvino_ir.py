@@ -23,7 +23,7 @@ from fedge.compress.targets.base import (
     Runner,
     Target,
     onnx_fp32,
-    quiet_imports,
+    quiet_converter,
     quiet_stdout,
 )
 
@@ -90,9 +90,11 @@ class OpenVinoTarget(Target):
         self.check_precision(precision)
         import openvino as ov
 
-        ir = ov.convert_model(str(onnx_fp32(model, transfer, out_dir)))
-        if precision == "int8":
-            ir = _quantize(ir, transfer)
+        source = onnx_fp32(model, transfer, out_dir)
+        with quiet_converter():
+            ir = ov.convert_model(str(source))
+            if precision == "int8":
+                ir = _quantize(ir, transfer)
         _stable_names(ir)
         stem = out_dir / f"{self.name}-{precision}"
         xml = stem.with_suffix(".xml")
@@ -124,8 +126,7 @@ def _stable_names(ir: Any) -> None:
 
 def _quantize(ir: Any, transfer: "TransferSet") -> Any:
     """NNCF post-training int8 quantization calibrated on every transfer sample."""
-    with quiet_imports():
-        import nncf
+    import nncf
 
     nncf.set_log_level(logging.ERROR)
     batches = [transfer.x[i : i + 1] for i in range(len(transfer.x))]
