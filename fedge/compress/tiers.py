@@ -32,12 +32,10 @@ tier, runtimes, precisions, budget, dataset), ``runtime``, ``precision``, ``file
 (accuracy, agreement, latency_p50_ms, latency_p99_ms, peak_memory_mb, load_ms, test_samples,
 latency_runs and measured_on: measured on the build machine at batch 1 on one thread),
 ``teacher`` (architecture, parameters, accuracy) and ``created_at``. The LiteRT artifact has a
-fixed batch of 1 and, at int8, int8 input and output tensors: run it through
-:class:`~fedge.compress.targets.litert.LiteRtRunner` (or quantize with the tensors' own scale
-and zero point). The OpenVINO artifact is a zip of the IR; see
-:mod:`fedge.compress.targets.openvino_ir`. A publisher reads all of them with
-:func:`read_profile_release`, which checks each file's sha256 and length, and signs one manifest
-per profile from :meth:`ProfileArtifact.manifest_fields`.
+fixed batch of 1 and, at int8, int8 input and output tensors; the OpenVINO artifact is a zip
+of the IR. :func:`fedge.runners.load_runner` runs each kind exactly as it was measured here.
+A publisher reads all of them with :func:`read_profile_release`, which checks each file's sha256
+and length, and signs one manifest per profile from :meth:`ProfileArtifact.manifest_fields`.
 """
 
 import json

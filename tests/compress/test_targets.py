@@ -27,6 +27,7 @@ from fedge.compress.tiers import MIN_AGREEMENT
 from fedge.compress.transfer import TransferSet, public_transfer_set
 from fedge.data import Dataset
 from fedge.profiles import RUNTIMES
+from fedge.runners import load_runner
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,8 @@ def test_the_registry_lists_the_builtin_targets_and_names_choices() -> None:
         register_target()(type(get_target("test-absent")))
     with pytest.raises(ValueError, match="has no precision 'int4'; valid choices: fp32, int8"):
         get_target("onnxruntime").check_precision("int4")
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'; valid choices: litert, onnx"):
+        load_runner("tensorrt", "model.engine")
 
 
 def test_a_missing_runtime_is_one_line_naming_the_extra(tmp_path: Path, digits: Dataset) -> None:
@@ -134,6 +137,9 @@ def test_measuring_in_a_fresh_process_gives_the_runners_logits(
         )
         local = predict(get_target(runtime).load(artifact.path), digits.x_test)
         np.testing.assert_array_equal(measured.logits, local)
+        np.testing.assert_array_equal(
+            local, predict(load_runner(runtime, artifact.path), digits.x_test)
+        )
         assert 0 < measured.latency_p50_ms <= measured.latency_p99_ms
         assert measured.latency_runs == 10
         assert measured.peak_memory_mb >= 0 and measured.load_ms > 0
@@ -175,7 +181,7 @@ def test_precision_names_are_checked_before_exporting(tmp_path: Path, digits: Da
     assert RecordingTarget.seen == ["int8"]
 
 
-def test_loading_and_running_an_artifact_never_imports_torch(
+def test_a_device_runs_every_artifact_without_torch_or_the_build_side(
     artifacts: dict[tuple[str, str], Artifact], digits: Dataset, tmp_path: Path
 ) -> None:
     import subprocess
@@ -184,11 +190,12 @@ def test_loading_and_running_an_artifact_never_imports_torch(
     np.save(tmp_path / "x.npy", digits.x_test[:5])
     code = (
         "import sys, numpy as np\n"
-        "from fedge.compress.targets import get_target, predict\n"
+        "from fedge.runners import load_runner, predict\n"
         "x = np.load(sys.argv[2])\n"
         "for runtime, path in zip(('onnxruntime', 'openvino', 'litert'), sys.argv[3:]):\n"
-        "    assert predict(get_target(runtime).load(path), x).shape == (5, 10)\n"
-        "print(sorted(m for m in ('torch', 'onnx', 'litert_torch') if m in sys.modules))\n"
+        "    assert predict(load_runner(runtime, path), x).shape == (5, 10)\n"
+        "print(sorted(m for m in ('torch', 'onnx', 'litert_torch', 'fedge.compress') "
+        "if m in sys.modules))\n"
     )
     paths = [str(artifacts[r, "int8"].path) for r in ("onnxruntime", "openvino", "litert")]
     out = subprocess.run(

@@ -2,8 +2,9 @@
 
 A :class:`Target` exports a torch model (eval mode, batch-first float32 input) to one artifact
 file for its runtime at a precision (``fp32`` or ``int8``, calibrated on the server-held
-transfer set), and loads such a file into a :class:`Runner` that maps a float32 batch to
-float32 logits on a given number of threads. Artifacts are single files so that a release
+transfer set), and loads such a file into a :class:`~fedge.runners.Runner` that maps a float32
+batch to float32 logits on a given number of threads (the runners live in :mod:`fedge.runners`,
+which devices import too). Artifacts are single files so that a release
 manifest can sign one sha256 and length per device profile.
 
 A target's runtime package is an optional extra: :meth:`Target.require` raises
@@ -20,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
-
 from fedge.compress.errors import MissingExtraError
+from fedge.runners import Runner, predict
 
 if TYPE_CHECKING:  # torch is needed to export, never to load and run an artifact
     from torch import nn
@@ -53,24 +53,6 @@ class Artifact:
     path: Path
     runtime: str
     precision: str
-
-
-class Runner(ABC):
-    """A loaded artifact: ``run`` maps a float32 batch (at most ``batch_size`` rows) to logits."""
-
-    #: Largest batch one ``run`` call takes (artifacts with a fixed batch of 1 say 1).
-    batch_size: int = 256
-
-    @abstractmethod
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Float32 logits ``(len(x), num_classes)`` of the float32 batch ``x``."""
-
-
-def predict(runner: Runner, x: np.ndarray) -> np.ndarray:
-    """Logits for every row of ``x``, in batches the runner takes."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    step = max(1, runner.batch_size)
-    return np.concatenate([runner.run(x[i : i + step]) for i in range(0, len(x), step)])
 
 
 class Target(ABC):

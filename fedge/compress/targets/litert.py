@@ -4,9 +4,8 @@ fp32 is ``litert_torch.convert`` of the eval-mode model. int8 is PyTorch 2 expor
 quantization with litert-torch's quantizer (symmetric, per-channel int8 weights, int8
 activations) calibrated on every transfer sample, then converted: a fully integer model whose
 input and output tensors are int8 too. The artifact has a fixed batch of 1, what a small
-device runs. :class:`LiteRtRunner` (``ai_edge_litert.interpreter``, XNNPACK, ``num_threads``
-threads) quantizes float input and dequantizes the logits with the tensors' own scale and
-zero point, as a device must.
+device runs; :class:`fedge.runners.LiteRtRunner` quantizes float input and dequantizes the
+logits with the tensors' own scale and zero point, as a device must.
 """
 
 import os
@@ -16,49 +15,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedge.compress.errors import ExportError, first_line
-from fedge.compress.targets.base import Artifact, Runner, Target, quiet_converter
+from fedge.compress.targets.base import Artifact, Target, quiet_converter
+from fedge.runners import LiteRtRunner, Runner
 
 if TYPE_CHECKING:
     from torch import nn
 
     from fedge.compress.transfer import TransferSet
 
-__all__ = ["LiteRtRunner", "LiteRtTarget"]
-
-
-class LiteRtRunner(Runner):
-    """A LiteRT interpreter of one ``.tflite`` file with tensors allocated."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interpreter: Any = Interpreter(model_path=str(path), num_threads=threads)
-        self.interpreter.allocate_tensors()
-        self.input: dict[str, Any] = self.interpreter.get_input_details()[0]
-        self.output: dict[str, Any] = self.interpreter.get_output_details()[0]
-        self.batch_size = int(self.input["shape"][0])
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Logits of the batch ``x`` (at most ``batch_size`` rows)."""
-        self.interpreter.set_tensor(self.input["index"], _to_input(x, self.input))
-        self.interpreter.invoke()
-        return _from_output(self.interpreter.get_tensor(self.output["index"]), self.output)
-
-
-def _to_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype == np.float32:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    scale, zero = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-
-
-def _from_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    if np.dtype(detail["dtype"]) == np.float32:
-        return np.array(y, dtype=np.float32)
-    scale, zero = detail["quantization"]
-    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+__all__ = ["LiteRtTarget"]
 
 
 class LiteRtTarget(Target):

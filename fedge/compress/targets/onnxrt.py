@@ -2,32 +2,17 @@
 quantization (per-channel int8 weights, uint8 activations) calibrated on the transfer set."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from fedge.compress.targets.base import Artifact, Runner, Target, onnx_fp32, quiet_converter
+from fedge.compress.targets.base import Artifact, Target, onnx_fp32, quiet_converter
+from fedge.runners import OnnxRuntimeRunner, Runner
 
 if TYPE_CHECKING:
     from torch import nn
 
     from fedge.compress.transfer import TransferSet
 
-__all__ = ["OnnxRuntimeRunner", "OnnxRuntimeTarget"]
-
-
-class OnnxRuntimeRunner(Runner):
-    """A CPU session pinned to ``threads`` intra- and inter-op threads."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        from fedge.compress.runtime import session
-
-        self.session: Any = session(path, threads=threads)
-        self.input_name = self.session.get_inputs()[0].name
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Logits of the batch ``x``."""
-        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
+__all__ = ["OnnxRuntimeTarget"]
 
 
 class OnnxRuntimeTarget(Target):

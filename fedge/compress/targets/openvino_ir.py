@@ -6,9 +6,7 @@ post-training quantization (``nncf.quantize``, CPU preset) calibrated on the tra
 Inner node names are renumbered so that one model always gives the same bytes.
 The two IR files travel as one deflated zip so that a release signs a single artifact; a device
 reads both members into memory and calls ``Core.read_model(xml_bytes, bin_bytes)`` (see
-:class:`OpenVinoRunner`). Sessions run on the CPU plugin with ``INFERENCE_NUM_THREADS`` threads,
-one stream, and f32 inference precision: on CPUs with bf16 units OpenVINO would otherwise run
-fp32 layers in bf16 and no longer agree with torch.
+:class:`fedge.runners.OpenVinoRunner`, which also fixes threads and f32 inference precision).
 """
 
 import logging
@@ -16,61 +14,24 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from fedge.compress.targets.base import (
     Artifact,
-    Runner,
     Target,
     onnx_fp32,
     quiet_converter,
     quiet_stdout,
 )
+from fedge.runners import IR_MEMBERS, OpenVinoRunner, Runner
 
 if TYPE_CHECKING:
     from torch import nn
 
     from fedge.compress.transfer import TransferSet
 
-__all__ = ["IR_MEMBERS", "OpenVinoRunner", "OpenVinoTarget", "read_ir"]
+__all__ = ["OpenVinoTarget"]
 
-#: Member names of the IR inside the artifact zip.
-IR_MEMBERS = ("model.xml", "model.bin")
 #: A fixed timestamp for zip members, so that the same IR always gives the same sha256.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-
-
-def read_ir(path: Path) -> tuple[bytes, bytes]:
-    """The IR's XML and weights from an ``.openvino.zip`` artifact."""
-    with zipfile.ZipFile(path) as archive:
-        xml, weights = (archive.read(name) for name in IR_MEMBERS)
-    return xml, weights
-
-
-class OpenVinoRunner(Runner):
-    """An OpenVINO CPU compiled model and one infer request (see the module docstring)."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        import openvino as ov
-
-        core = ov.Core()
-        xml, weights = read_ir(path)
-        compiled = core.compile_model(
-            core.read_model(xml, weights),
-            "CPU",
-            {
-                "INFERENCE_NUM_THREADS": threads,
-                "NUM_STREAMS": 1,
-                "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_PRECISION_HINT": "f32",
-            },
-        )
-        self.request: Any = compiled.create_infer_request()
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Logits of the batch ``x``."""
-        self.request.infer({0: x})
-        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
 
 
 class OpenVinoTarget(Target):
