@@ -3,8 +3,11 @@
 from fedge.errors import FedgeError
 
 __all__ = [
+    "BudgetError",
     "CalibrationError",
     "ExportError",
+    "MeasurementError",
+    "MissingExtraError",
     "QuantizationError",
     "ReleaseError",
     "StudentShapeError",
@@ -30,6 +33,18 @@ class ExportError(ReleaseError):
 
 class QuantizationError(ReleaseError):
     """ONNX Runtime cannot quantize the model (an op it has no int8 kernel for, say)."""
+
+
+class BudgetError(ReleaseError):
+    """No candidate model fits a device profile's budget (the message names the closest one)."""
+
+
+class MissingExtraError(ReleaseError):
+    """An optional package is not installed; the message names the ``fedge[...]`` extra."""
+
+
+class MeasurementError(ReleaseError):
+    """An artifact could not be loaded or run in its runtime while being measured."""
 
 
 def first_line(err: BaseException) -> str:

@@ -25,7 +25,6 @@ from fedge.compress.quantize import quantize_int8
 from fedge.compress.report import (
     ModelRow,
     ReleaseReport,
-    sha256_file,
     write_chart,
     write_markdown,
     write_report_json,
@@ -34,6 +33,7 @@ from fedge.compress.runtime import accuracy, measure_latency
 from fedge.compress.transfer import TransferSet, public_transfer_set
 from fedge.data import Dataset, get_dataset
 from fedge.errors import ConfigError
+from fedge.files import file_sha256
 from fedge.log import logger
 from fedge.models import get_model, list_models
 
@@ -41,8 +41,11 @@ __all__ = [
     "ARTIFACTS",
     "ReleaseSettings",
     "build_release",
+    "build_student",
+    "build_teacher",
     "default_student",
     "replace_dir",
+    "resolve_checkpoint",
     "transfer_data",
 ]
 
@@ -97,13 +100,13 @@ def build_release(
     start = time.perf_counter()
     settings = settings or ReleaseSettings()
     out_dir = Path(out_dir)
-    ckpt, ckpt_path = _load(checkpoint)
+    ckpt, ckpt_path = resolve_checkpoint(checkpoint)
     if dataset is None:
         dataset = get_dataset(ckpt.dataset, data_dir=data_dir)
-    teacher = _teacher(ckpt, dataset)
+    teacher = build_teacher(ckpt, dataset)
     transfer = transfer if transfer is not None else transfer_data(dataset)
     transfer.check_fits(ckpt.input_shape)
-    student_name, student_model = _student(student, dataset, ckpt, seed=settings.seed)
+    student_name, student_model = build_student(student, dataset, ckpt, seed=settings.seed)
     if out_dir.exists() and not out_dir.is_dir():
         raise ReleaseError(f"release output {out_dir} exists and is not a directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -122,13 +125,15 @@ def build_release(
     return report
 
 
-def _load(checkpoint: Path | str | Checkpoint) -> tuple[Checkpoint, str]:
+def resolve_checkpoint(checkpoint: Path | str | Checkpoint) -> tuple[Checkpoint, str]:
+    """The checkpoint (read from a path when given one) and where it came from."""
     if isinstance(checkpoint, Checkpoint):
         return checkpoint, "<in memory>"
     return load_checkpoint(checkpoint), str(checkpoint)
 
 
-def _teacher(ckpt: Checkpoint, dataset: Dataset) -> nn.Module:
+def build_teacher(ckpt: Checkpoint, dataset: Dataset) -> nn.Module:
+    """The checkpoint's model with its weights; errors name a dataset or weights mismatch."""
     if tuple(dataset.input_shape) != tuple(ckpt.input_shape):
         raise CalibrationError(
             f"dataset {dataset.name} has samples of shape {dataset.input_shape}, the "
@@ -142,7 +147,7 @@ def _teacher(ckpt: Checkpoint, dataset: Dataset) -> nn.Module:
         ) from err
 
 
-def _student(
+def build_student(
     student: str | nn.Module | None, dataset: Dataset, ckpt: Checkpoint, *, seed: int
 ) -> tuple[str, nn.Module]:
     """Build the student and check it maps a teacher-shaped batch to (B, num_classes)."""
@@ -212,7 +217,7 @@ def _build(
             latency_p50_ms=latencies[i].p50_ms,
             latency_p99_ms=latencies[i].p99_ms,
             accuracy=accuracy(path, dataset.x_test, dataset.y_test),
-            sha256=sha256_file(path),
+            sha256=file_sha256(path),
         )
         for i, path in enumerate(files)
     ]

@@ -7,7 +7,6 @@ parameters, batch-1 single-thread latency p50/p99 in ONNX Runtime and held-out t
 ``model.onnx`` and its input/output names and shapes.
 """
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ __all__ = [
     "ModelRow",
     "ReleaseReport",
     "read_report",
-    "sha256_file",
     "write_chart",
     "write_markdown",
     "write_report_json",
@@ -143,15 +141,6 @@ class ReleaseReport:
             f"accuracy {100 * self.student_int8.accuracy:.2f}% vs teacher "
             f"{100 * self.teacher.accuracy:.2f}% ({self.accuracy_delta_points:+.2f} points)"
         )
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_report_json(path: Path, report: ReleaseReport) -> Path:

@@ -1,14 +1,18 @@
-"""Fixtures of the release-pipeline tests: a small digits teacher and one built release."""
+"""Fixtures of the release-pipeline tests: a small digits teacher, one built release, and a
+target whose runtime is not installed."""
 
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.training import train
 from fedge.compress import DistillSettings, ReleaseReport, ReleaseSettings, build_release
+from fedge.compress.targets import Artifact, Runner, Target, list_targets, register_target
+from fedge.compress.transfer import TransferSet
 from fedge.data import Dataset, get_dataset
 from fedge.models import get_model
 
@@ -67,3 +71,26 @@ def release(
     out = tmp_path_factory.mktemp("rel") / "release"
     report = build_release(checkpoint=teacher_path, out_dir=out, settings=FAST)
     return out, report
+
+
+class AbsentRuntimeTarget(Target):
+    """A target whose runtime package does not exist: how a missing extra looks to fedge."""
+
+    name = "test-absent"
+    extension = ".absent"
+    runtime_modules = ("fedge_test_no_such_runtime",)
+    extra = "absent"
+
+    def export(
+        self, model: nn.Module, transfer: TransferSet, out_dir: Path, precision: str
+    ) -> Artifact:
+        self.require()
+        raise AssertionError("unreachable: the runtime is not installed")
+
+    def load(self, path: Path, *, threads: int = 1) -> Runner:
+        self.require(export=False)
+        raise AssertionError("unreachable: the runtime is not installed")
+
+
+if "test-absent" not in list_targets():
+    register_target()(AbsentRuntimeTarget)

@@ -14,8 +14,9 @@ from fedge.app.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedge.compress import ARTIFACTS, ReleaseReport, ReleaseSettings, build_release
 from fedge.compress.errors import ReleaseError
 from fedge.compress.export import EXPORT_ATOL, EXPORT_RTOL, OPSET, export_onnx, verify_export
-from fedge.compress.report import read_report, sha256_file
+from fedge.compress.report import read_report
 from fedge.data import Dataset, get_dataset
+from fedge.files import file_sha256
 from fedge.models import get_model
 
 
@@ -84,7 +85,7 @@ def test_report_json_is_machine_readable_for_a_manifest(
     assert data["format"] == "fedge-release-report"
     artifact = data["artifact"]
     assert artifact["file"] == "model.onnx"
-    assert artifact["sha256"] == sha256_file(out / "model.onnx")
+    assert artifact["sha256"] == file_sha256(out / "model.onnx")
     assert artifact["size_bytes"] == (out / "model.onnx").stat().st_size
     assert artifact["input"] == {"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}
     assert artifact["output"]["shape"] == ["batch", 10]
@@ -93,7 +94,7 @@ def test_report_json_is_machine_readable_for_a_manifest(
     for row, name in zip(rows, ("teacher.onnx", "model_fp32.onnx", "model.onnx"), strict=True):
         assert row["file"] == name
         assert row["size_bytes"] == (out / name).stat().st_size
-        assert row["sha256"] == sha256_file(out / name)
+        assert row["sha256"] == file_sha256(out / name)
         assert 0.0 <= row["accuracy"] <= 1.0
         assert 0.0 < row["latency_p50_ms"] <= row["latency_p99_ms"]
         assert row["parameters"] > 0

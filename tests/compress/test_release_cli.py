@@ -80,7 +80,10 @@ def test_an_unknown_student_is_one_line_exit_2(tmp_path: Path, teacher_path: Pat
          "--out", str(tmp_path / "rel")],
     )  # fmt: skip
     assert result.exit_code == 2
-    assert "--student: 'vit' is not one of: dp-cnn, student-cnn, student-mlp" in result.stderr
+    assert (
+        "--student: 'vit' is not one of: dp-cnn, student-cnn, student-mlp, student-tiny"
+        in result.stderr
+    )
     assert list(tmp_path.iterdir()) == []
 
 

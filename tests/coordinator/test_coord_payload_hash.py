@@ -2,8 +2,8 @@
 
 Mutual TLS authenticates every record, so a task or result over it travels without a SHA-256;
 a coordinator without TLS (``--insecure``) sends one and refuses a result that lacks it. The
-chunks are framed by hand (:func:`fedge.net.chunk_encoder`); plain generated stubs here parse
-them with protobuf, so the frames are also checked against protobuf's own decoder.
+chunks are framed by hand (:func:`fedge.protocol.wire.chunk_encoder`); plain generated stubs
+here parse them with protobuf, so the frames are also checked against protobuf's own decoder.
 """
 
 import hashlib

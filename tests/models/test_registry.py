@@ -60,3 +60,13 @@ def test_models_are_seeded_by_torch_seed() -> None:
     torch.manual_seed(0)
     b = get_model("cnn-small", input_shape=(1, 8, 8), num_classes=10).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_student_tiny_is_under_half_of_student_cnn() -> None:
+    def size(name: str) -> int:
+        model = get_model(name, input_shape=(1, 28, 28), num_classes=10)
+        return sum(p.numel() for p in model.parameters())
+
+    # About 9 k parameters: its int8 file fits a 16 KiB device (the camera profile).
+    assert size("student-tiny") == 9_098
+    assert size("student-tiny") < size("student-cnn") / 2

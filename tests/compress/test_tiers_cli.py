@@ -1,0 +1,130 @@
+"""``fedge release build --profile``: one artifact per profile; every bad option is one line on
+stderr, exit code 2, and no release directory."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fedge.cli.main import app
+from fedge.compress import read_profile_release
+
+WATCH = """
+[profile]
+tier = "device"
+runtimes = ["litert", "onnxruntime"]
+
+[budget]
+max-model-bytes = {max_bytes}
+p99-ms = 50.0
+peak-memory-mb = 2048
+min-accuracy = 0.5
+
+[device]
+dataset = "digits"
+"""
+
+GATEWAY = """
+[profile]
+tier = "gateway"
+runtimes = ["{runtime}"]
+precisions = ["int8"]
+
+[budget]
+max-model-bytes = 67108864
+p99-ms = 50.0
+peak-memory-mb = 2048
+min-accuracy = 0.5
+"""
+
+#: Options that keep a CLI build to a few seconds (one student, no pruning, few timed runs).
+QUICK = ["--student", "student-tiny", "--no-prune", "--epochs", "20", "--latency-runs", "10"]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _build(teacher_path: Path, out: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(
+        app,
+        ["release", "build", "--checkpoint", str(teacher_path), "--out", str(out), *args],
+        env={"COLUMNS": "200"},
+    )
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_a_multi_profile_build_writes_one_artifact_per_profile(
+    tmp_path: Path, teacher_path: Path
+) -> None:
+    watch = _write(tmp_path / "watch.toml", WATCH.format(max_bytes=12288))
+    gateway = _write(tmp_path / "hub.toml", GATEWAY.format(runtime="openvino"))
+    out = tmp_path / "rel"
+    code, stdout, stderr = _build(
+        teacher_path, out, "--profile", str(watch), "--profile", str(gateway), *QUICK
+    )
+    assert code == 0, stderr
+    assert "watch" in stdout and "hub" in stdout and "candidates" in stdout
+    artifacts = {a.profile: a for a in read_profile_release(out)}
+    assert set(artifacts) == {"watch", "hub"}
+    assert artifacts["watch"].length <= 12288
+    assert artifacts["hub"].runtime == "openvino" and artifacts["hub"].precision == "int8"
+    for artifact in artifacts.values():
+        assert artifact.figures["agreement"] >= 0.995
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--profile", "toaster"], "--profile: 'toaster' is not one of: camera, clinic, gateway"),
+        (
+            ["--profile", "camera"],
+            "--profile: 'camera' is for mnist-5k models; the checkpoint's cnn-small is for digits",
+        ),
+        (["--profile", "gateway", "--all-profiles"], "--all-profiles: cannot be combined"),
+        (["--profile", "gateway", "--publish-percent", "10"], "--publish-percent: 10 publishes"),
+        (["--prune-ratio", "0.5"], "--prune-ratio: [0.5] needs --profile or --all-profiles"),
+        (["--profile", "gateway", "--prune-ratio", "1.5"], "--prune-ratio: 1.5 must be in (0, 1)"),
+        (["--student", "student-tiny", "--student", "student-cnn"], "--student: 'student-cnn'"),
+        (["--all-profiles", "--student", "vit"], "--student: 'vit' is not one of"),
+    ],
+)
+def test_a_bad_option_is_one_line_exit_2(
+    tmp_path: Path, teacher_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "rel"
+    code, stdout, stderr = _build(teacher_path, out, *args)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2, stdout + stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
+    assert message in lines[0]
+    assert "Traceback" not in stdout + stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("profile_text", "message"),
+    [
+        (GATEWAY.format(runtime="test-absent"), "pip install 'fedge[absent]'"),
+        (GATEWAY.format(runtime="tensorrt"), "[profile] runtimes: 'tensorrt' is not one of"),
+        (
+            WATCH.format(max_bytes=256),
+            "profile 'tiny': no candidate fits its budget (<= 0.2 KiB, p99 <= 50 ms, <= 2048 MB, "
+            "accuracy >= 50.00%, agreement >= 99.5%); closest: student-tiny",
+        ),
+    ],
+)
+def test_a_profile_that_cannot_be_served_is_one_line_exit_2(
+    tmp_path: Path, teacher_path: Path, profile_text: str, message: str
+) -> None:
+    path = _write(tmp_path / "tiny.toml", profile_text)
+    out = tmp_path / "rel"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"the release already shipped")
+    code, _, stderr = _build(teacher_path, out, "--profile", str(path), *QUICK)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rel", "tiny.toml"]
+    assert [p.name for p in out.iterdir()] == ["model.onnx"]
