@@ -21,6 +21,7 @@ This module is a leaf: numpy and the standard library at import, each runtime im
 artifact of it is loaded; never torch.
 """
 
+import importlib.util
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -31,6 +32,7 @@ import numpy as np
 
 __all__ = [
     "IR_MEMBERS",
+    "RUNTIME_PACKAGES",
     "LiteRtRunner",
     "OnnxRuntimeRunner",
     "OpenVinoRunner",
@@ -39,6 +41,7 @@ __all__ = [
     "load_runner",
     "predict",
     "read_ir",
+    "runtime_available",
 ]
 
 #: Member names of the OpenVINO IR inside an ``.openvino.zip`` artifact.
@@ -152,11 +155,24 @@ def _from_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
+#: The package each runtime needs on the machine that runs its artifacts.
+RUNTIME_PACKAGES = {
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "litert": "ai_edge_litert",
+}
+
 _RUNNERS: dict[str, Callable[[Path, int], Runner]] = {
     "onnxruntime": OnnxRuntimeRunner,
     "openvino": OpenVinoRunner,
     "litert": LiteRtRunner,
 }
+
+
+def runtime_available(runtime: str) -> bool:
+    """Whether this machine can run ``runtime`` artifacts (its package is installed)."""
+    package = RUNTIME_PACKAGES.get(runtime)
+    return package is not None and importlib.util.find_spec(package) is not None
 
 
 def list_runners() -> list[str]:

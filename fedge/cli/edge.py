@@ -11,6 +11,7 @@ from fedge.errors import FedgeError
 
 if TYPE_CHECKING:
     from fedge.edge.identity import DeviceIdentity
+    from fedge.profiles import DeviceProfile
 
 __all__ = ["app"]
 
@@ -152,7 +153,6 @@ def start_command(
     from fedge.edge.delivery import start_device_delivery
     from fedge.edge.health import HealthConfig
     from fedge.edge.identity import is_enrolled, load_identity
-    from fedge.edge.updater import DeviceProfile
     from fedge.protocol.transport import parse_address
 
     try:
@@ -180,7 +180,7 @@ def start_command(
             profile=profile,
             insecure=insecure,
         )
-        device_profile = DeviceProfile(name=profile or identity.profile or DEFAULT_PROFILE)
+        device_profile = _device_profile(profile or identity.profile or DEFAULT_PROFILE)
         agent = EdgeAgent(
             identity,
             data_dir=data,
@@ -224,6 +224,19 @@ def start_command(
     finally:
         delivery.stop()
     console.print(f"{identity.device_id}: stopped after {agent.tasks_done} tasks")
+
+
+def _device_profile(name: str) -> "DeviceProfile":
+    """The device profile ``name`` (a built-in name or a .toml file); ConfigError otherwise."""
+    from fedge.errors import ConfigError
+    from fedge.profiles import resolve_profile
+
+    try:
+        return resolve_profile(name)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError("--profile", name, str(err)) from None
 
 
 def _why_no_training(data: Path | None, train: bool, available: bool) -> str:

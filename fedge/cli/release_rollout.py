@@ -19,7 +19,8 @@ import typer
 
 from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
 from fedge.cli.common import command_group, console, fail
-from fedge.release.builds import resolve_build
+from fedge.errors import FedgeError
+from fedge.release.builds import ProfileArtifact, resolve_build, resolve_profile_build
 from fedge.v1 import control_pb2 as pb
 from fedge.v1 import control_pb2_grpc
 
@@ -64,6 +65,29 @@ def upload_and_publish(
     return stub.PublishRelease(request, timeout=60).release
 
 
+def upload_profile_build(
+    stub: control_pb2_grpc.ControlServiceStub,
+    artifacts: list[ProfileArtifact],
+    *,
+    percent: int,
+    name: str = "",
+) -> list[pb.ReleaseSummary]:
+    """Upload and publish each profile's artifact of a per-profile build: one release each,
+    offered only to that profile's devices."""
+    published = []
+    for artifact in artifacts:
+        sha = _upload(stub, artifact.path)
+        request = pb.PublishReleaseRequest(
+            sha256=sha,
+            name=name or str(artifact.document.get("dataset") or "model"),
+            profile=artifact.profile,
+            percent=percent,
+            report_json=json.dumps(artifact.document),
+        )
+        published.append(stub.PublishRelease(request, timeout=60).release)
+    return published
+
+
 def _check_percent(percent: int) -> None:
     if not 0 <= percent <= 100:
         fail(f"--percent: {percent} must be between 0 and 100")
@@ -93,11 +117,26 @@ def publish_command(
     operator: OperatorOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """Sign MODEL (or run RUN's release) as the next release, rolled out to PERCENT."""
+    """Sign MODEL (or run RUN's release) as the next release, rolled out to PERCENT.
+
+    A per-profile build (`release build --profile ...`) becomes one release per profile, each
+    offered only to its profile's devices.
+    """
     _check_percent(percent)
     if (model is None) == (run is None):
         fail("give MODEL (a local build) or --run RUN (a coordinator run's release), not both")
     names = tuple(x for x in labels.split(",") if x)
+    per_profile = _profile_artifacts(model)
+    if per_profile:
+        releases = call_control(
+            coordinator,
+            operator,
+            insecure,
+            lambda stub: upload_profile_build(stub, per_profile, percent=percent, name=name),
+        )
+        for published in releases:
+            _print_release(published, f"published ({published.runtime})")
+        return
     if model is not None:
         release = call_control(
             coordinator,
@@ -115,6 +154,15 @@ def publish_command(
             coordinator, operator, insecure, lambda stub: stub.PublishRelease(request, timeout=60)
         ).release
     _print_release(release, "published")
+
+
+def _profile_artifacts(model: Path | None) -> list[ProfileArtifact]:
+    if model is None or not model.is_dir():
+        return []
+    try:
+        return resolve_profile_build(model)
+    except FedgeError as err:
+        fail(str(err))
 
 
 def promote_command(
@@ -181,9 +229,14 @@ def ls_command(
         status = "withdrawn" if r.withdrawn else "live"
         if r.rollback_of:
             status += f" (rollback of {r.rollback_of})"
+        measured = (
+            f", p99 <= {r.measured_p99_ms:.3f} ms on {r.measured_devices} devices"
+            if r.measured_devices
+            else ""
+        )
         console.print(
-            f"release {r.version}: {r.name} [{r.profile}] {r.percent}% {status}, "
-            f"installed on {r.states.get('installed', 0)}, sha256 {r.sha256[:12]}, "
+            f"release {r.version}: {r.name} [{r.profile}, {r.runtime}] {r.percent}% {status}, "
+            f"installed on {r.states.get('installed', 0)}{measured}, sha256 {r.sha256[:12]}, "
             f"created {r.created}, expires {r.expires}",
             soft_wrap=True,
             highlight=False,
@@ -204,6 +257,9 @@ def _release_json(r: pb.ReleaseSummary) -> dict[str, Any]:
         "created": r.created,
         "expires": r.expires,
         "states": dict(r.states),
+        "runtime": r.runtime,
+        "measured_p99_ms": r.measured_p99_ms,
+        "measured_devices": r.measured_devices,
     }
 
 
@@ -227,7 +283,15 @@ def status_command(
     if devices:
         for d in response.devices:
             who = f"{d.device_id} ({d.name})" if d.name else d.device_id
-            console.print(f"  {who}: {d.state} {d.reason}".rstrip(), soft_wrap=True, markup=False)
+            measured = (
+                f" [measured p50 {d.latency_p50_ms:.3f} ms, p99 {d.latency_p99_ms:.3f} ms, "
+                f"{d.peak_memory_mb:.1f} MB]"
+                if d.latency_p99_ms > 0
+                else ""
+            )
+            console.print(
+                f"  {who}: {d.state} {d.reason}".rstrip() + measured, soft_wrap=True, markup=False
+            )
     if response.telemetry:
         requests = sum(t.requests for t in response.telemetry)
         errors = sum(t.errors for t in response.telemetry)

@@ -289,8 +289,16 @@ class ControlServicer:
         return pb.GetReleaseStatusResponse(
             release=summary,
             devices=[
-                pb.DeviceInstall(device_id=d, name=names.get(d, ""), state=s, reason=r)
-                for d, s, r in self._releases.device_reports(request.version)
+                pb.DeviceInstall(
+                    device_id=r.device_id,
+                    name=names.get(r.device_id, ""),
+                    state=r.state,
+                    reason=r.reason,
+                    latency_p50_ms=r.measured.latency_p50_ms,
+                    latency_p99_ms=r.measured.latency_p99_ms,
+                    peak_memory_mb=r.measured.peak_memory_mb,
+                )
+                for r in self._releases.device_reports(request.version)
             ],
             telemetry=[
                 pb.DeviceTelemetry(
@@ -314,9 +322,18 @@ class ControlServicer:
 
     def _summary(self, version: int) -> pb.ReleaseSummary:
         info = self._releases.get(version)
-        return release_to_proto(
+        summary = release_to_proto(
             info, self._releases.status(version), self._releases.artifacts.length(info.sha256)
         )
+        measured = [
+            r.measured.latency_p99_ms
+            for r in self._releases.device_reports(version)
+            if r.measured.latency_p99_ms > 0
+        ]
+        summary.runtime = self._releases.signed(version).manifest.runtime
+        summary.measured_p99_ms = max(measured, default=0.0)
+        summary.measured_devices = len(measured)
+        return summary
 
     def _event(self, kind: str, signed: SignedManifest, detail: str) -> None:
         m = signed.manifest

@@ -23,7 +23,7 @@ from fedge.protocol.interceptor import Authenticate, FedgeInterceptor, caller
 from fedge.protocol.metadata import DEVICE_ID_METADATA
 from fedge.protocol.serde import install_state_from_proto, signed_manifest_to_proto
 from fedge.protocol.transport import ServerTLS, add_service, bind, create_server
-from fedge.release.store import ReleaseStore
+from fedge.release.store import Measured, ReleaseStore
 from fedge.release.telemetry import DeviceTelemetry
 from fedge.v1 import hub_pb2
 
@@ -144,6 +144,9 @@ class HubServicer:
             state=state,
             reason=request.reason,
             active_version=request.active_version,
+            measured=Measured(
+                request.latency_p50_ms, request.latency_p99_ms, request.peak_memory_mb
+            ),
         )
         return hub_pb2.ReportInstallStatusResponse()
 

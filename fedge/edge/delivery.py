@@ -21,9 +21,10 @@ from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import DeviceIdentity, load_pinned_key
 from fedge.edge.inference import InferenceEngine, serve_inference
 from fedge.edge.slots import Slots
-from fedge.edge.updater import DeviceProfile, Updater
+from fedge.edge.updater import DEFAULT_PROFILE, Updater
 from fedge.errors import VerificationError
 from fedge.log import logger
+from fedge.profiles import DeviceProfile, get_profile
 from fedge.protocol.manifest import key_id
 from fedge.protocol.serde import InstallReport
 from fedge.protocol.transport import create_channel
@@ -37,7 +38,7 @@ class DeliverySettings:
 
     interval: float = 30.0
     inference_address: str | None = "127.0.0.1:0"  # None: no local inference server
-    profile: DeviceProfile = field(default_factory=DeviceProfile)
+    profile: DeviceProfile = field(default_factory=lambda: get_profile(DEFAULT_PROFILE))
     health: HealthConfig = field(default_factory=HealthConfig)
 
 
@@ -159,7 +160,7 @@ def start_device_delivery(
         interval=interval,
         inference_address=inference_address,
         health=health or HealthConfig(),
-        profile=profile or DeviceProfile(),
+        profile=profile or get_profile(DEFAULT_PROFILE),
     )
     return DeviceDelivery(
         channel=channel,

@@ -1,35 +1,51 @@
-"""Health check of a freshly installed model before it is committed.
+"""Health check of a freshly installed model before it is committed, measured on this device.
 
-The model must load in ONNX Runtime, match the input/output signature its manifest promises,
-produce finite outputs of the promised shape on seeded canary inputs and, when the device holds
-labelled local data, reach the configured accuracy floor on it. The labelled data is an ``.npz``
-with ``x`` and ``y`` or a device data directory (``fedge edge start --data DIR``: npz, CSV or
-images, see :mod:`fedge.data.device`).
+The model must load in its runtime (ONNX Runtime, OpenVINO or LiteRT, as its manifest says),
+match the input/output signature its manifest promises, produce finite outputs of the promised
+shape on seeded canary inputs, and fit the device profile's budget as measured here: batch-1
+latency (p50/p99 over ``bench_runs`` runs on one thread) and the peak memory the session adds.
+When the device holds labelled local data, the model must also reach the configured accuracy
+floor on it. The labelled data is an ``.npz`` with ``x`` and ``y`` or a device data directory
+(``fedge edge start --data DIR``: npz, CSV or images, see :mod:`fedge.data.device`). A release
+build measured every artifact on the build machine; this is the same measurement on the device
+it runs on, where the budget applies.
 """
 
 from __future__ import annotations
 
+import resource
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from fedge.errors import ConfigError, FedgeError
+from fedge.profiles import Budget
 from fedge.protocol.manifest import Manifest
+from fedge.runners import Runner, load_runner
 
-__all__ = ["HealthConfig", "HealthResult", "check_health", "load_labelled", "make_session"]
+__all__ = [
+    "HealthConfig",
+    "HealthResult",
+    "check_health",
+    "load_labelled",
+    "load_model",
+    "make_session",
+]
 
 
 @dataclass(frozen=True)
 class HealthConfig:
     """What a model must pass; ``labelled`` is an ``.npz`` with ``x`` and ``y`` arrays or a
-    device data directory; ``accuracy_floor`` (in [0, 1]) applies to it."""
+    device data directory; ``accuracy_floor`` (in [0, 1]) applies to it. ``bench_runs``
+    batch-1 runs measure latency."""
 
     canaries: int = 4
     accuracy_floor: float | None = None
     labelled: Path | None = None
     seed: int = 0
+    bench_runs: int = 200
 
     def __post_init__(self) -> None:
         floor = self.accuracy_floor
@@ -45,19 +61,30 @@ class HealthConfig:
 
 @dataclass(frozen=True)
 class HealthResult:
-    """Outcome of a health check; ``reason`` says why it failed."""
+    """Outcome of a health check; ``reason`` says why it failed. The figures are what this
+    device measured (0 when the check stopped before measuring)."""
 
     ok: bool
     reason: str = ""
     accuracy: float | None = None
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    peak_memory_mb: float = 0.0
 
 
-def make_session(path: Path, *, threads: int = 1) -> ort.InferenceSession:
+def make_session(path: Path, *, threads: int = 1) -> object:
     """A CPU ONNX Runtime session (small thread pool: devices are small and shared)."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def load_model(path: Path, runtime: str, *, threads: int = 1) -> Runner:
+    """The artifact at ``path`` loaded in ``runtime`` (one of :mod:`fedge.runners`)."""
+    return load_runner(runtime, path, threads=threads)
 
 
 def load_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -71,9 +98,10 @@ def load_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(arrays["x"], dtype=np.float32), np.asarray(arrays["y"]).astype(np.int64)
 
 
-def _signature_problem(session: ort.InferenceSession, manifest: Manifest) -> str:
-    got_in = [i.name for i in session.get_inputs()]
-    got_out = [o.name for o in session.get_outputs()]
+def _signature_problem(path: Path, manifest: Manifest) -> str:
+    session = make_session(path)
+    got_in = [i.name for i in session.get_inputs()]  # type: ignore[attr-defined]
+    got_out = [o.name for o in session.get_outputs()]  # type: ignore[attr-defined]
     want_in = [s.name for s in manifest.inputs]
     want_out = [s.name for s in manifest.outputs]
     if got_in != want_in or got_out != want_out:
@@ -81,55 +109,94 @@ def _signature_problem(session: ort.InferenceSession, manifest: Manifest) -> str
     return ""
 
 
-def _accuracy(session: ort.InferenceSession, x: np.ndarray, y: np.ndarray) -> float:
-    name = session.get_inputs()[0].name
-    correct = 0
-    for start in range(0, len(x), 256):
-        logits = session.run(None, {name: x[start : start + 256]})[0]
-        correct += int((np.argmax(logits, axis=-1) == y[start : start + 256]).sum())
-    return correct / max(len(x), 1)
+def _accuracy(runner: Runner, x: np.ndarray, y: np.ndarray) -> float:
+    from fedge.runners import predict
+
+    return float((np.argmax(predict(runner, x), axis=-1) == y).mean()) if len(x) else 0.0
 
 
-def check_health(path: Path, manifest: Manifest, *, config: HealthConfig) -> HealthResult:
-    """Run every check; never raises for a bad model (a bad model is a failed result)."""
+def _rss_mb() -> float:
     try:
-        session = make_session(path)
-    except Exception as exc:  # ORT raises its own exception types for any unloadable model
-        return HealthResult(False, f"does not load in ONNX Runtime: {exc}")
-    problem = _signature_problem(session, manifest)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _canary_shape(manifest: Manifest, batch: int) -> tuple[int, ...]:
+    spec = manifest.inputs[0]
+    return tuple(batch if i == 0 else max(d, 1) for i, d in enumerate(spec.shape))
+
+
+def _benchmark(runner: Runner, sample: np.ndarray, runs: int) -> tuple[float, float]:
+    times = []
+    for _ in range(max(1, runs)):
+        start = time.perf_counter()
+        runner.run(sample)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def check_health(
+    path: Path, manifest: Manifest, *, config: HealthConfig, budget: Budget | None = None
+) -> HealthResult:
+    """Run every check; never raises for a bad model (a bad model is a failed result)."""
+    baseline = _rss_mb()
+    try:
+        runner = load_model(path, manifest.runtime)
+    except Exception as exc:  # each runtime raises its own types for an unloadable model
+        return HealthResult(False, f"does not load in {manifest.runtime}: {exc}")
+    if manifest.runtime == "onnxruntime":
+        problem = _signature_problem(path, manifest)
+        if problem:
+            return HealthResult(False, problem)
+    rng = np.random.default_rng(config.seed)
+    canary = rng.standard_normal(_canary_shape(manifest, config.canaries)).astype(np.float32)
+    try:
+        from fedge.runners import predict
+
+        output = np.asarray(predict(runner, canary))
+    except Exception as exc:  # any runtime failure fails the check
+        return HealthResult(False, f"fails on canary inputs: {exc}")
+    problem = _output_problem(output, manifest)
     if problem:
         return HealthResult(False, problem)
-    spec = manifest.inputs[0]
-    rng = np.random.default_rng(config.seed)
-    shape = tuple(
-        config.canaries if i == 0 and d < 0 else max(d, 1) for i, d in enumerate(spec.shape)
-    )
-    try:
-        canary = rng.standard_normal(shape).astype(np.float32)
-        outputs = session.run(None, {spec.name: canary})
-    except Exception as exc:  # any ORT runtime failure fails the check
-        return HealthResult(False, f"fails on canary inputs: {exc}")
-    for out, want in zip(outputs, manifest.outputs, strict=True):
-        arr = np.asarray(out)
-        if not np.all(np.isfinite(arr)):
-            return HealthResult(False, f"output {want.name!r} is not finite on canary inputs")
-        if len(arr.shape) != len(want.shape) or any(
-            d >= 0 and d != g for d, g in zip(want.shape[1:], arr.shape[1:], strict=True)
-        ):
-            return HealthResult(False, f"output {want.name!r} has shape {arr.shape}")
-    if config.labelled is not None and config.accuracy_floor is not None:
-        if not config.labelled.exists():
-            return HealthResult(True)
+    p50, p99 = _benchmark(runner, canary[:1], config.bench_runs)
+    memory = max(0.0, _rss_mb() - baseline)
+    accuracy = None
+    floor, labelled = config.accuracy_floor, config.labelled
+    if labelled is not None and floor is not None and labelled.exists():
         try:
-            x, y = load_labelled(config.labelled)
-            acc = _accuracy(session, x, y)
+            x, y = load_labelled(labelled)
+            accuracy = _accuracy(runner, x, y)
         except (FedgeError, OSError, KeyError, ValueError) as exc:
             return HealthResult(False, f"cannot score the labelled local data: {exc}")
-        except Exception as exc:  # ORT raises its own types when the data does not fit the model
+        except Exception as exc:  # a runtime's own error when the data does not fit
             return HealthResult(False, f"fails on the labelled local data: {exc}")
-        if acc < config.accuracy_floor:
-            return HealthResult(
-                False, f"accuracy {acc:.3f} below floor {config.accuracy_floor:.3f}", acc
-            )
-        return HealthResult(True, accuracy=acc)
-    return HealthResult(True)
+        if accuracy < floor:
+            reason = f"accuracy {accuracy:.3f} below floor {floor:.3f}"
+            return HealthResult(False, reason, accuracy, p50, p99, memory)
+    if budget is not None:
+        misses = budget.misses(
+            size_bytes=manifest.length,
+            p99_ms=p99,
+            peak_memory_mb=memory,
+            accuracy=budget.min_accuracy if accuracy is None else accuracy,
+        )
+        if misses:
+            reason = "breaks its budget on this device: " + "; ".join(map(str, misses))
+            return HealthResult(False, reason, accuracy, p50, p99, memory)
+    return HealthResult(True, "", accuracy, p50, p99, memory)
+
+
+def _output_problem(output: np.ndarray, manifest: Manifest) -> str:
+    want = manifest.outputs[0]
+    if not np.all(np.isfinite(output)):
+        return f"output {want.name!r} is not finite on canary inputs"
+    if len(output.shape) != len(want.shape) or any(
+        d >= 0 and d != g for d, g in zip(want.shape[1:], output.shape[1:], strict=True)
+    ):
+        return f"output {want.name!r} has shape {output.shape}"
+    return ""

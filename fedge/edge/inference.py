@@ -8,6 +8,8 @@ request waits for a swap. Telemetry is counts and latencies only, never inputs.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 from collections import deque
@@ -16,14 +18,15 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import onnxruntime as ort
 
-from fedge.edge.health import make_session
-from fedge.edge.slots import Slots
-from fedge.errors import FedgeError, PayloadError
+from fedge.edge.health import load_model, make_session
+from fedge.edge.slots import MANIFEST_FILE, Slots
+from fedge.errors import FedgeError, PayloadError, VerificationError
 from fedge.log import logger
 from fedge.protocol.interceptor import FedgeInterceptor
+from fedge.protocol.manifest import Manifest
 from fedge.protocol.transport import add_service, bind, create_server, parse_address
+from fedge.runners import Runner, predict
 from fedge.v1 import inference_pb2
 
 __all__ = [
@@ -47,10 +50,10 @@ class NoModelError(FedgeError):
 
 @dataclass(frozen=True)
 class _Loaded:
-    session: ort.InferenceSession
-    input_name: str
+    runner: Runner
     version: int
     path: Path
+    rank: int  # the model input's rank, batch dimension included
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,19 @@ class InferenceEngine:
         return 0 if model is None else model.version
 
     def swap(self, path: Path, version: int) -> None:
-        """Load ``path`` and make it the serving model; requests never wait for this."""
+        """Load the slot model at ``path`` (in the runtime its manifest names) and make it the
+        serving model; requests never wait for this."""
+        manifest = _slot_manifest(Path(path))
+        runtime = manifest.runtime if manifest is not None else "onnxruntime"
+        if manifest is not None:
+            rank = len(manifest.inputs[0].shape)
+        else:  # a bare ONNX file (no slot manifest): the session knows its input's rank
+            rank = len(make_session(Path(path)).get_inputs()[0].shape)  # type: ignore[attr-defined]
         with self._swap_lock:  # serialises swaps, not requests
-            session = make_session(path, threads=self.threads)
-            loaded = _Loaded(session, session.get_inputs()[0].name, version, Path(path))
-            self._model = loaded  # the atomic reference swap
+            runner = load_model(Path(path), runtime, threads=self.threads)
+            self._model = _Loaded(runner, version, Path(path), rank)  # the atomic swap
             self._swaps += 1
-        logger.info("inference now serves release %d", version)
+        logger.info("inference now serves release %d (%s)", version, runtime)
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         """``(output, version)`` for a float32 batch."""
@@ -100,7 +109,7 @@ class InferenceEngine:
         try:
             if model is None:
                 raise NoModelError("no model installed on this device yet")
-            out = model.session.run(None, {model.input_name: np.asarray(x, dtype=np.float32)})
+            out = predict(model.runner, np.asarray(x, dtype=np.float32))
         except Exception:
             with self._stats_lock:
                 self._requests += 1
@@ -110,7 +119,7 @@ class InferenceEngine:
         with self._stats_lock:
             self._requests += 1
             self._latencies.append(elapsed)
-        return np.asarray(out[0]), model.version
+        return np.asarray(out), model.version
 
     def stats(self) -> InferenceStats:
         """Counts and latency percentiles over the last requests."""
@@ -236,6 +245,16 @@ def serve_inference(
     return server, port
 
 
+def _slot_manifest(model: Path) -> Manifest | None:
+    # The slot's manifest beside the model, read (not verified: the updater verified the slot
+    # before it committed it) for the runtime and the input's shape.
+    try:
+        signed = json.loads((model.parent / MANIFEST_FILE).read_bytes())
+        return Manifest.from_bytes(base64.b64decode(signed["manifest"]))
+    except (OSError, ValueError, KeyError, TypeError, VerificationError):
+        return None
+
+
 def predict_arrays(state_dir: Path, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     """One-shot predictions from the committed slot (for ``fedge edge predict``).
 
@@ -249,7 +268,7 @@ def predict_arrays(state_dir: Path, arrays: list[np.ndarray]) -> tuple[list[np.n
     engine.swap(slots.model_path(slot), slots.version_of(slot))
     model = engine._model
     assert model is not None
-    rank = len(model.session.get_inputs()[0].shape)
+    rank = model.rank
     outputs = []
     for arr in arrays:
         x = np.asarray(arr, dtype=np.float32)

@@ -29,9 +29,11 @@ from fedge.errors import VerificationError
 from fedge.files import atomic_write, file_sha256, fsync_dir
 from fedge.protocol.manifest import Manifest, SignedManifest, verify_manifest
 
-__all__ = ["MODEL_FILE", "POINTER_FILE", "SLOTS", "SlotState", "Slots"]
+__all__ = ["MANIFEST_FILE", "MODEL_FILE", "POINTER_FILE", "SLOTS", "SlotState", "Slots"]
 
 SLOTS = ("a", "b")
+#: The artifact in a slot, whatever its runtime (ONNX, an OpenVINO IR zip, a LiteRT flatbuffer):
+#: the manifest beside it says which.
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 POINTER_FILE = "slots.json"

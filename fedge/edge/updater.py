@@ -25,13 +25,12 @@ import os
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fedge.edge.health import HealthConfig, check_health
+from fedge.edge.health import HealthConfig, HealthResult, check_health
 from fedge.edge.hub_client import HubClient
 from fedge.edge.identity import load_pinned_key
 from fedge.edge.outbox import ReportOutbox
@@ -39,21 +38,18 @@ from fedge.edge.slots import SLOTS, Slots
 from fedge.errors import VerificationError
 from fedge.files import file_sha256, fsync_dir
 from fedge.log import logger
+from fedge.profiles import DeviceProfile, get_profile
 from fedge.protocol.manifest import Manifest, SignedManifest, verify_manifest
 from fedge.protocol.metadata import retry_hint
 from fedge.protocol.serde import InstallReport
+from fedge.runners import RUNTIME_PACKAGES, runtime_available
 
-__all__ = ["MAX_TRIAL_ATTEMPTS", "DeviceProfile", "Updater"]
+__all__ = ["DEFAULT_PROFILE", "MAX_TRIAL_ATTEMPTS", "Updater"]
 
 MAX_TRIAL_ATTEMPTS = 2
 
 
-@dataclass(frozen=True)
-class DeviceProfile:
-    """What a device can run: releases must name this profile and fit its size limit."""
-
-    name: str = "cpu-small"
-    max_model_bytes: int = 64 * 1024 * 1024
+DEFAULT_PROFILE = "cpu-small"
 
 
 class _HubBusyError(Exception):
@@ -61,12 +57,14 @@ class _HubBusyError(Exception):
 
 
 class _RefusedError(Exception):
-    """Internal: an install step refused the release (carries the report state)."""
+    """Internal: an install step refused the release (carries the report state, and what the
+    device measured if it got that far)."""
 
-    def __init__(self, state: str, reason: str) -> None:
+    def __init__(self, state: str, reason: str, measured: dict[str, float] | None = None) -> None:
         super().__init__(reason)
         self.state = state
         self.reason = reason
+        self.measured = measured or {}
 
 
 class Updater:
@@ -94,7 +92,7 @@ class Updater:
         self.outbox = ReportOutbox(self.state_dir)
         self.hub = hub
         self.device_id = device_id
-        self.profile = profile or DeviceProfile()
+        self.profile = profile or get_profile(DEFAULT_PROFILE)
         self.public_key = public_key or load_pinned_key(self.state_dir)
         self.health = health or HealthConfig()
         self.on_phase = on_phase or (lambda _phase: None)
@@ -130,8 +128,10 @@ class Updater:
             logger.info("cannot report %s yet: %s", state, exc.code().name)
         return report
 
-    def _report(self, version: int, state: str, reason: str) -> InstallReport:
-        report = InstallReport(version, state, reason, self.active_version())
+    def _report(
+        self, version: int, state: str, reason: str, measured: dict[str, float] | None = None
+    ) -> InstallReport:
+        report = InstallReport(version, state, reason, self.active_version(), **(measured or {}))
         log = logger.info if state == "installed" else logger.warning
         log("release %d: %s %s", version, state, reason)
         self.outbox.add(report)
@@ -216,7 +216,7 @@ class Updater:
             except VerificationError as exc:
                 return self._report(version or _version_hint(signed), "refused", str(exc))
             except _RefusedError as exc:
-                return self._report(version, exc.state, exc.reason)
+                return self._report(version, exc.state, exc.reason, exc.measured)
             except _HubBusyError as exc:  # not a failure: the download resumes next check
                 return self._report_progress(version, "downloading", str(exc))
             except grpc.RpcError as exc:
@@ -247,11 +247,19 @@ class Updater:
                 "profile",
                 f"release is for profile {manifest.profile!r}, device is {self.profile.name!r}",
             )
-        if manifest.length > self.profile.max_model_bytes:
+        limit = self.profile.budget.max_model_bytes
+        if manifest.length > limit:
             raise VerificationError(
                 "profile",
-                f"model of {manifest.length} bytes exceeds the device limit "
-                f"{self.profile.max_model_bytes}",
+                f"model of {manifest.length} bytes exceeds the {self.profile.name} limit {limit}",
+            )
+        runtime = manifest.runtime
+        if runtime not in self.profile.runtimes or not runtime_available(runtime):
+            raise VerificationError(
+                "runtime",
+                f"the model is for {runtime}, which this device does not run (profile "
+                f"{self.profile.name}: {', '.join(self.profile.runtimes)}; installed: "
+                f"{', '.join(r for r in RUNTIME_PACKAGES if runtime_available(r)) or 'none'})",
             )
         return manifest
 
@@ -346,19 +354,32 @@ class Updater:
         self.on_phase("slot_written")
         self.slots.begin_trial(slot, version=manifest.version)
         self.on_phase("switched")
-        result = check_health(self.slots.model_path(slot), manifest, config=self.health)
+        result = check_health(
+            self.slots.model_path(slot), manifest, config=self.health, budget=self.profile.budget
+        )
         self.on_phase("health_checked")
+        measured = _figures(result)
         if not result.ok:
             reason = f"health check failed: {result.reason}"
             self.slots.revert(reject=(manifest.version, reason))
             self.on_phase("reverted")
-            raise _RefusedError("rolled_back", reason)
+            raise _RefusedError("rolled_back", reason, measured)
         self.slots.commit()
         self.on_phase("committed")
         if self.on_installed is not None:
             self.on_installed(self.slots.model_path(slot), manifest.version)
-        detail = "" if result.accuracy is None else f"accuracy {result.accuracy:.3f}"
-        return self._report(manifest.version, "installed", detail)
+        detail = f"p50 {result.latency_p50_ms:.3f} ms, p99 {result.latency_p99_ms:.3f} ms"
+        if result.accuracy is not None:
+            detail = f"accuracy {result.accuracy:.3f}, {detail}"
+        return self._report(manifest.version, "installed", detail, measured)
+
+
+def _figures(result: HealthResult) -> dict[str, float]:
+    return {
+        "latency_p50_ms": result.latency_p50_ms,
+        "latency_p99_ms": result.latency_p99_ms,
+        "peak_memory_mb": result.peak_memory_mb,
+    }
 
 
 def _version_hint(signed: SignedManifest) -> int:

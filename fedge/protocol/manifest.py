@@ -137,6 +137,11 @@ class Manifest:
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
             raise VerificationError("malformed", f"cannot parse manifest: {exc}") from exc
 
+    @property
+    def runtime(self) -> str:
+        """The runtime the artifact is for (``report["runtime"]``; ONNX Runtime by default)."""
+        return str(self.report.get("runtime", "onnxruntime"))
+
     def is_expired(self, *, now: datetime | None = None) -> bool:
         """Whether ``now`` (default: the current time) is past the expiry."""
         return (now or datetime.now(UTC)) >= parse_time(self.expires)

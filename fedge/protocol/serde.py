@@ -55,6 +55,10 @@ class InstallReport:
     state: str
     reason: str
     active_version: int
+    # What the device measured of the model (0 when the install stopped before measuring).
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    peak_memory_mb: float = 0.0
 
 
 def install_state_to_proto(state: str) -> hub_pb2.InstallState.ValueType:

@@ -7,8 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from fedge.errors import ReleaseError
-from fedge.protocol.manifest import SignedManifest
-from fedge.release.builds import release_figures, resolve_build
+from fedge.protocol.manifest import SignedManifest, TensorSpec
+from fedge.release.builds import (
+    is_profile_artifact,
+    profile_figures,
+    release_figures,
+    resolve_build,
+)
 from fedge.release.onnx_info import describe_onnx
 from fedge.release.store import ReleaseStore
 
@@ -29,13 +34,22 @@ def publish_artifact(
     ``percent`` of the devices; ``report`` is its build's ``report.json`` (may be empty)."""
     path = store.artifacts.path(sha256)
     store.artifacts.length(sha256)  # a clear error for an artifact that was never uploaded
-    built = (report.get("student_int8") or {}).get("sha256")
+    per_profile = is_profile_artifact(report)
+    built = (
+        report.get("sha256") if per_profile else (report.get("student_int8") or {}).get("sha256")
+    )
     if built and built != sha256:
         raise ReleaseError(
             f"model: {sha256[:12]} is not the model its report was measured on (sha256 differs)"
         )
     label_list = labels or tuple(str(i) for i in range(int(report.get("num_classes", 0))))
-    inputs, outputs = describe_onnx(path)
+    if per_profile:
+        profile = str(report["profile"]["name"])
+        inputs, outputs = _declared_specs(report, path)
+        figures = profile_figures(report)
+    else:
+        inputs, outputs = describe_onnx(path)
+        figures = release_figures(report)
     return store.publish(
         sha256=sha256,
         name=name or str(report.get("dataset") or "model"),
@@ -44,7 +58,24 @@ def publish_artifact(
         inputs=inputs,
         outputs=outputs,
         labels=label_list,
-        report=release_figures(report),
+        report=figures,
+    )
+
+
+def _declared_specs(
+    document: dict[str, Any], path: Path
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The input and output of a per-profile artifact: read from the ONNX file itself, or, for
+    the other runtimes, as ``artifact.json`` declares them (a device feeds them by position)."""
+    if document.get("runtime") == "onnxruntime":
+        return describe_onnx(path)
+
+    def spec(name: str, part: dict[str, Any]) -> TensorSpec:
+        shape = tuple(d if isinstance(d, int) else -1 for d in part.get("shape", []))
+        return TensorSpec(name=name, dtype=str(part.get("dtype", "float32")), shape=shape)
+
+    return (spec("input", document.get("input", {})),), (
+        spec("logits", document.get("output", {})),
     )
 
 

@@ -34,9 +34,36 @@ from fedge.release.tables import (
 from fedge.release.telemetry import TelemetryTable
 from fedge.storage import open_sqlite
 
-__all__ = ["RELEASE_KEY_FILE", "ReleaseInfo", "ReleaseStore", "open_release_store"]
+__all__ = [
+    "RELEASE_KEY_FILE",
+    "DeviceReport",
+    "Measured",
+    "ReleaseInfo",
+    "ReleaseStore",
+    "open_release_store",
+]
 
 RELEASE_KEY_FILE = "release_key.pem"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a device measured of a model on itself: batch-1 latency on one thread and the
+    peak memory its session added (zeros: nothing measured)."""
+
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    peak_memory_mb: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """A device's latest word on one release."""
+
+    device_id: str
+    state: str
+    reason: str
+    measured: Measured
 
 
 @dataclass(frozen=True)
@@ -335,8 +362,10 @@ class ReleaseStore:
         state: str,
         reason: str = "",
         active_version: int | None = None,
+        measured: Measured | None = None,
     ) -> None:
-        """Store a device's install outcome for ``version`` (the latest report wins)."""
+        """Store a device's install outcome for ``version`` (the latest report wins), with
+        what the device measured of the model when it did (``measured``)."""
         if state not in INSTALL_STATES:
             raise ReleaseError(f"unknown install state {state!r}; valid: {INSTALL_STATES}")
         now = _now()
@@ -346,6 +375,10 @@ class ReleaseStore:
                 row = InstallRow(device_id=device_id, version=version)
                 session.add(row)
             row.state, row.reason, row.updated = state, reason[:500], now
+            if measured is not None and measured.latency_p99_ms > 0:
+                row.latency_p50_ms = measured.latency_p50_ms
+                row.latency_p99_ms = measured.latency_p99_ms
+                row.peak_memory_mb = measured.peak_memory_mb
             device = session.get(DeviceRolloutRow, device_id)
             if device is not None and active_version is not None:
                 device.active_version, device.last_seen = active_version, now
@@ -367,15 +400,25 @@ class ReleaseStore:
             counts["running"] = int(session.scalar(running) or 0)
         return counts
 
-    def device_reports(self, version: int) -> list[tuple[str, str, str]]:
-        """``(device_id, state, reason)`` for every device that reported on ``version``."""
+    def device_reports(self, version: int) -> list[DeviceReport]:
+        """Every device's latest report on ``version``, with what it measured."""
         with Session(self.engine) as session:
-            rows = session.execute(
-                select(InstallRow.device_id, InstallRow.state, InstallRow.reason)
+            rows = session.scalars(
+                select(InstallRow)
                 .where(InstallRow.version == version)
                 .order_by(InstallRow.device_id)
             )
-            return [(d, s, r) for d, s, r in rows]
+            return [
+                DeviceReport(
+                    r.device_id,
+                    r.state,
+                    r.reason,
+                    Measured(
+                        r.latency_p50_ms or 0.0, r.latency_p99_ms or 0.0, r.peak_memory_mb or 0.0
+                    ),
+                )
+                for r in rows
+            ]
 
 
 def open_release_store(

@@ -63,6 +63,10 @@ class InstallRow(ReleaseTables):
     state: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(String(500), default="")
     updated: Mapped[str] = mapped_column(String(32))
+    # What the device measured of the model on itself (batch 1, one thread).
+    latency_p50_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_p99_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    peak_memory_mb: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class TelemetryRow(ReleaseTables):

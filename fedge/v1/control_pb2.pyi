@@ -733,6 +733,9 @@ class ReleaseSummary(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     EXPIRES_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
+    RUNTIME_FIELD_NUMBER: _builtins.int
+    MEASURED_P99_MS_FIELD_NUMBER: _builtins.int
+    MEASURED_DEVICES_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     name: _builtins.str
     sha256: _builtins.str
@@ -743,6 +746,12 @@ class ReleaseSummary(_message.Message):
     rollback_of: _builtins.int
     created: _builtins.str
     expires: _builtins.str
+    runtime: _builtins.str
+    """The runtime the artifact is for, and the largest batch-1 p99 (ms) devices of this
+    release's profile measured on themselves (0: none measured yet).
+    """
+    measured_p99_ms: _builtins.float
+    measured_devices: _builtins.int
     @_builtins.property
     def states(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Devices per install state (offered, downloading, installed, refused, rolled_back, failed)
@@ -763,10 +772,13 @@ class ReleaseSummary(_message.Message):
         created: _builtins.str = ...,
         expires: _builtins.str = ...,
         states: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        runtime: _builtins.str = ...,
+        measured_p99_ms: _builtins.float = ...,
+        measured_devices: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires", b"expires", "length", b"length", "name", b"name", "percent", b"percent", "profile", b"profile", "rollback_of", b"rollback_of", "sha256", b"sha256", "states", b"states", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires", b"expires", "length", b"length", "measured_devices", b"measured_devices", "measured_p99_ms", b"measured_p99_ms", "name", b"name", "percent", b"percent", "profile", b"profile", "rollback_of", b"rollback_of", "runtime", b"runtime", "sha256", b"sha256", "states", b"states", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -938,10 +950,17 @@ class DeviceInstall(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_P99_MS_FIELD_NUMBER: _builtins.int
+    PEAK_MEMORY_MB_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     name: _builtins.str
     state: _builtins.str
     reason: _builtins.str
+    latency_p50_ms: _builtins.float
+    """Measured by the device on itself when it installed (or refused) the model."""
+    latency_p99_ms: _builtins.float
+    peak_memory_mb: _builtins.float
     def __init__(
         self,
         *,
@@ -949,10 +968,13 @@ class DeviceInstall(_message.Message):
         name: _builtins.str = ...,
         state: _builtins.str = ...,
         reason: _builtins.str = ...,
+        latency_p50_ms: _builtins.float = ...,
+        latency_p99_ms: _builtins.float = ...,
+        peak_memory_mb: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "name", b"name", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "latency_p50_ms", b"latency_p50_ms", "latency_p99_ms", b"latency_p99_ms", "name", b"name", "peak_memory_mb", b"peak_memory_mb", "reason", b"reason", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -210,6 +210,9 @@ class ReportInstallStatusRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ACTIVE_VERSION_FIELD_NUMBER: _builtins.int
+    LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_P99_MS_FIELD_NUMBER: _builtins.int
+    PEAK_MEMORY_MB_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     version: _builtins.int
     """The version the report is about."""
@@ -218,6 +221,12 @@ class ReportInstallStatusRequest(_message.Message):
     """Human-readable reason for the operator."""
     active_version: _builtins.int
     """The version the device runs after this outcome (0 = none)."""
+    latency_p50_ms: _builtins.float
+    """What the device measured of the model on itself (0 when it stopped before measuring):
+    batch-1 latency on one thread and the peak memory its session added.
+    """
+    latency_p99_ms: _builtins.float
+    peak_memory_mb: _builtins.float
     def __init__(
         self,
         *,
@@ -226,10 +235,13 @@ class ReportInstallStatusRequest(_message.Message):
         state: Global___InstallState.ValueType = ...,
         reason: _builtins.str = ...,
         active_version: _builtins.int = ...,
+        latency_p50_ms: _builtins.float = ...,
+        latency_p99_ms: _builtins.float = ...,
+        peak_memory_mb: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version", "device_id", b"device_id", "reason", b"reason", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version", "device_id", b"device_id", "latency_p50_ms", b"latency_p50_ms", "latency_p99_ms", b"latency_p99_ms", "peak_memory_mb", b"peak_memory_mb", "reason", b"reason", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

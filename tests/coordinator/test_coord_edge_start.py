@@ -86,17 +86,19 @@ def test_start_enrols_with_a_token_and_rolls_back_below_the_accuracy_floor(
         bad = publish_linear(store, tmp_path, seed=2).manifest.version
 
         def rolled_back() -> bool:
-            return any(s == "rolled_back" for _, s, _ in store.device_reports(bad))
+            return any(r.state == "rolled_back" for r in store.device_reports(bad))
 
         _wait(rolled_back, proc, log, 120)
-        ((device, _, reason),) = store.device_reports(bad)
-        assert device == identity.device_id
-        assert f"below floor {FLOOR:.3f}" in reason and reason.startswith("health check failed")
+        (report,) = store.device_reports(bad)
+        assert report.device_id == identity.device_id
+        assert f"below floor {FLOOR:.3f}" in report.reason
+        assert report.reason.startswith("health check failed")
 
         good = publish_linear(store, tmp_path, seed=1).manifest.version
         _wait(lambda: store.status(good)["installed"] == 1, proc, log, 120)
-        ((_, _, detail),) = store.device_reports(good)
-        assert detail == "accuracy 1.000"
+        (report,) = store.device_reports(good)
+        assert report.reason.startswith("accuracy 1.000, p50 ") and " ms, p99 " in report.reason
+        assert 0 < report.measured.latency_p50_ms <= report.measured.latency_p99_ms
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -109,3 +109,13 @@ def test_a_device_whose_inference_port_is_taken_exits_2(fleet: Fleet) -> None:
         )
     assert result.exit_code == 2, result.output
     assert f"cannot listen on 127.0.0.1:{port}: address in use" in result.output
+
+
+def test_an_unknown_device_profile_is_one_line_exit_2(fleet: Fleet) -> None:
+    identity = fleet.enroll("cam")
+    result = runner.invoke(
+        app, ["edge", "start", "--state", identity.state_dir, "--profile", "nope"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--profile: 'nope'" in result.output and "camera" in result.output
+    assert "Traceback" not in result.output

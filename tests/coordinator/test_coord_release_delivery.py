@@ -70,7 +70,7 @@ def test_enrolment_pins_the_coordinators_release_key(fleet: Fleet, tmp_path: Pat
         assert report.reason.startswith("signature: signed by unknown key")
         assert delivery.updater is not None and delivery.updater.active_version() == 0
         reports = store.device_reports(forged.manifest.version)
-        assert [(d, s) for d, s, _ in reports] == [(identity.device_id, "refused")]
+        assert [(r.device_id, r.state) for r in reports] == [(identity.device_id, "refused")]
 
         # The same bytes signed with the coordinator's release key install.
         good = publish_linear(store, tmp_path, seed=1)

@@ -163,7 +163,9 @@ def test_status_counts_devices_per_state_and_persists(tmp_path: Path) -> None:
     reopened = ReleaseStore(root=tmp_path / "store")
     status = reopened.status(version)
     assert (status["installed"], status["rolled_back"], status["offered"]) == (1, 1, 1)
-    assert ("b", "rolled_back", "nan") in reopened.device_reports(version)
+    assert ("b", "rolled_back", "nan") in [
+        (r.device_id, r.state, r.reason) for r in reopened.device_reports(version)
+    ]
     with pytest.raises(ReleaseError, match="signing key"):
         reopened.rollback()
     reopened.close()
