@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fedge.config import RunConfig
 
+from fedge.app.config import RunConfig
 from fedge.compress import ProfileRelease, TierSettings, build_profile_release
 from fedge.compress.tiers import MIN_AGREEMENT, CandidateRow
 from fedge.data import get_dataset
