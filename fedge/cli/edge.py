@@ -138,6 +138,10 @@ def start_command(
             help="Roll back a new model whose accuracy on the --data labels is below this (0-1)."
         ),
     ] = None,
+    metrics: Annotated[
+        str,
+        typer.Option(help="HOST:PORT of a Prometheus /metrics endpoint ('' = none, the default)."),
+    ] = "",
     train: Annotated[
         bool, typer.Option("--train/--no-train", help="Take training tasks (needs --data).")
     ] = True,
@@ -161,6 +165,8 @@ def start_command(
             parse_address(coordinator, option="--coordinator")
         if inference:
             parse_address(inference, option="--inference")
+        if metrics:
+            parse_address(metrics, option="--metrics")
         enrol = token is not None and not is_enrolled(state)
         if not enrol:  # fails early, naming the missing identity, when there is no token
             load_identity(state)
@@ -194,6 +200,7 @@ def start_command(
             inference_address=inference or None,
             health=health,
             profile=device_profile,
+            metrics_address=metrics or None,
         )
     except FedgeError as err:
         fail(str(err))
@@ -217,6 +224,8 @@ def start_command(
             f"{identity.device_id}: gRPC inference (fedge.v1.InferenceService) on port "
             f"{delivery.inference_port}"
         )
+    if delivery.metrics_port is not None:
+        console.print(f"{identity.device_id}: Prometheus /metrics on port {delivery.metrics_port}")
     try:
         agent.run()
     except RefusedError as err:

@@ -6,21 +6,25 @@ coordinator's state from outside. The coordinator owns its release store and its
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
+from fedge.coordinator.auth import Operator
+from fedge.coordinator.metrics import device_state
 from fedge.coordinator.plan import FleetView, resolve_plan
 from fedge.coordinator.runs import RunManager
 from fedge.coordinator.state import DeviceRow, RoundRow, RunRow, State
 from fedge.coordinator.tasks import TaskHub
 from fedge.errors import NotFoundError, PayloadError, ReleaseError
+from fedge.protocol.interceptor import caller
 from fedge.protocol.manifest import SignedManifest, key_id, load_public_key
 from fedge.protocol.serde import run_state_to_proto
 from fedge.protocol.tokens import make_token
 from fedge.release.publish import publish_artifact, publish_build
 from fedge.release.store import ReleaseInfo, ReleaseStore
+from fedge.release.telemetry import DeviceTelemetry
 from fedge.v1 import control_pb2 as pb
 
 __all__ = ["ControlServicer", "device_to_proto", "run_to_proto"]
@@ -59,13 +63,15 @@ def round_to_proto(row: RoundRow) -> pb.RoundSummary:
     return summary
 
 
-def device_to_proto(device: DeviceRow, *, online: bool) -> pb.Device:
-    """A device's row for ``fedge fleet ls``."""
+def device_to_proto(
+    device: DeviceRow, *, online: bool, telemetry: DeviceTelemetry | None = None
+) -> pb.Device:
+    """A device's row for ``fedge fleet ls`` (with its latest inference telemetry, if any)."""
     proto = pb.Device(
         device_id=device.device_id,
         name=device.name,
         node_id=device.id,
-        state="revoked" if device.revoked else (device.state if online else "offline"),
+        state=device_state(device.state, revoked=device.revoked, online=online),
         version=device.version,
         last_seen_unix=device.last_seen,
         release_version=device.release_version,
@@ -76,6 +82,11 @@ def device_to_proto(device: DeviceRow, *, online: bool) -> pb.Device:
     )
     if device.privacy_spent is not None:
         proto.privacy_spent = device.privacy_spent
+    if telemetry is not None:
+        proto.inference_requests = telemetry.requests
+        proto.inference_errors = telemetry.errors
+        proto.latency_p50_ms = telemetry.latency_p50_ms
+        proto.latency_p99_ms = telemetry.latency_p99_ms
     return proto
 
 
@@ -119,6 +130,7 @@ class ControlServicer:
         token_ttl: float,
         enroll_fingerprint: str,
         max_upload_bytes: int,
+        console_login: Callable[[str], tuple[str, float]] | None = None,
     ) -> None:
         self._state = state
         self._hub = hub
@@ -128,6 +140,7 @@ class ControlServicer:
         self._token_ttl = token_ttl
         self._fingerprint = enroll_fingerprint
         self._max_upload = max_upload_bytes
+        self._console_login = console_login
 
     # runs
 
@@ -177,9 +190,12 @@ class ControlServicer:
         """Every enrolled device."""
         rows = self._state.devices()
         online = set(self._hub.online([d.id for d in rows]))
-        return pb.ListDevicesResponse(
-            devices=[device_to_proto(d, online=d.id in online) for d in rows]
-        )
+        telemetry = {t.device_id: t for t in self._releases.telemetry.latest()}
+        devices = [
+            device_to_proto(d, online=d.id in online, telemetry=telemetry.get(d.device_id))
+            for d in rows
+        ]
+        return pb.ListDevicesResponse(devices=devices)
 
     def RevokeDevice(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
@@ -199,6 +215,18 @@ class ControlServicer:
         return pb.CreateEnrollTokenResponse(
             token=make_token(issued.secret, self._fingerprint), expires_unix=issued.expires
         )
+
+    def CreateConsoleLogin(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.CreateConsoleLoginResponse:
+        """A one-time URL that opens a web console session for this operator."""
+        if self._console_login is None:
+            raise NotFoundError("this coordinator serves no console")
+        who = caller(context) if context is not None else None
+        operator = who.name if isinstance(who, Operator) else "operator"
+        url, expires = self._console_login(operator)
+        self._state.add_event("console", f"{operator} asked for a console login URL")
+        return pb.CreateConsoleLoginResponse(url=url, expires_unix=expires)
 
     # releases
 

@@ -20,10 +20,12 @@ from fedge.edge.health import HealthConfig
 from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import DeviceIdentity, load_pinned_key
 from fedge.edge.inference import InferenceEngine, serve_inference
+from fedge.edge.metrics import DeviceMetrics
 from fedge.edge.slots import Slots
 from fedge.edge.updater import DeviceProfile, Updater
 from fedge.errors import VerificationError
 from fedge.log import logger
+from fedge.protocol.http import MetricsServer, serve_metrics
 from fedge.protocol.manifest import key_id
 from fedge.protocol.serde import InstallReport
 from fedge.protocol.transport import create_channel
@@ -39,6 +41,8 @@ class DeliverySettings:
     inference_address: str | None = "127.0.0.1:0"  # None: no local inference server
     profile: DeviceProfile = field(default_factory=DeviceProfile)
     health: HealthConfig = field(default_factory=HealthConfig)
+    # HOST:PORT of the device's Prometheus /metrics (None: not served).
+    metrics_address: str | None = None
 
 
 class DeviceDelivery:
@@ -63,6 +67,9 @@ class DeviceDelivery:
         self.device_id = device_id
         self.settings = settings or DeliverySettings()
         self.engine = InferenceEngine()
+        self.metrics: DeviceMetrics | None = None
+        self.metrics_port: int | None = None
+        self._metrics_server: MetricsServer | None = None
         self.updater: Updater | None = None
         self.public_key: Ed25519PublicKey | None = None
         self.inference_port: int | None = None
@@ -79,6 +86,13 @@ class DeviceDelivery:
         Raises :class:`VerificationError` when no release key was pinned at enrolment.
         """
         self.public_key = load_pinned_key(self.state_dir)
+        if self.settings.metrics_address is not None:
+            self.metrics = DeviceMetrics(active_version=lambda: self.engine.version)
+            self.engine.observer = self.metrics.observe
+            self._metrics_server = serve_metrics(
+                self.metrics.registry, self.settings.metrics_address, option="--metrics"
+            )
+            self.metrics_port = self._metrics_server.port
         logger.info("release key pinned at enrolment: %s", key_id(self.public_key)[:16])
         slots = Slots(self.state_dir)
         serving = slots.state().serving
@@ -98,6 +112,8 @@ class DeviceDelivery:
             self._thread.join(timeout=30)
         if self._server is not None:
             self._server.stop(grace=1).wait(2)
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
 
     def serving(self) -> tuple[int, str]:
         """The release version this device serves now (0 = none) and its slot (or "")."""
@@ -127,6 +143,8 @@ class DeviceDelivery:
         """One round: recover if needed, check for a release, report telemetry."""
         with self._tick_lock:
             report = self._ensure_updater().check_once()
+            if report is not None and self.metrics is not None:
+                self.metrics.installs.labels(state=report.state).inc()
             self.client.report_inference(device_id=self.device_id, stats=self.engine.stats())
             return report
 
@@ -148,6 +166,7 @@ def start_device_delivery(
     inference_address: str | None = "127.0.0.1:0",
     health: HealthConfig | None = None,
     profile: DeviceProfile | None = None,
+    metrics_address: str | None = None,
 ) -> DeviceDelivery:
     """Start :class:`DeviceDelivery` for an enrolled device (a ``DeviceIdentity``) on its own
     channel to the coordinator (mutual TLS unless the device was enrolled ``--insecure``).
@@ -160,6 +179,7 @@ def start_device_delivery(
         inference_address=inference_address,
         health=health or HealthConfig(),
         profile=profile or DeviceProfile(),
+        metrics_address=metrics_address,
     )
     return DeviceDelivery(
         channel=channel,

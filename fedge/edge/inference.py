@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +69,15 @@ class InferenceStats:
 class InferenceEngine:
     """Thread-safe predictions with an atomically swappable model."""
 
-    def __init__(self, *, threads: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        threads: int = 1,
+        observer: Callable[[float, bool], None] | None = None,
+    ) -> None:
         self.threads = threads
+        # Told of every request (seconds, succeeded): the device's /metrics and drift window.
+        self.observer = observer
         self._model: _Loaded | None = None
         self._swap_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -105,11 +113,15 @@ class InferenceEngine:
             with self._stats_lock:
                 self._requests += 1
                 self._errors += 1
+            if self.observer is not None:
+                self.observer(time.perf_counter() - start, False)
             raise
-        elapsed = (time.perf_counter() - start) * 1000.0
+        seconds = time.perf_counter() - start
         with self._stats_lock:
             self._requests += 1
-            self._latencies.append(elapsed)
+            self._latencies.append(seconds * 1000.0)
+        if self.observer is not None:
+            self.observer(seconds, True)
         return np.asarray(out[0]), model.version
 
     def stats(self) -> InferenceStats:
