@@ -22,6 +22,7 @@ from fedge.protocol.interceptor import caller
 from fedge.protocol.manifest import SignedManifest, key_id, load_public_key
 from fedge.protocol.serde import run_state_to_proto
 from fedge.protocol.tokens import make_token
+from fedge.release.drift import DeviceDrift
 from fedge.release.publish import publish_artifact, publish_build
 from fedge.release.store import ReleaseInfo, ReleaseStore
 from fedge.release.telemetry import DeviceTelemetry
@@ -64,7 +65,11 @@ def round_to_proto(row: RoundRow) -> pb.RoundSummary:
 
 
 def device_to_proto(
-    device: DeviceRow, *, online: bool, telemetry: DeviceTelemetry | None = None
+    device: DeviceRow,
+    *,
+    online: bool,
+    telemetry: DeviceTelemetry | None = None,
+    drift: DeviceDrift | None = None,
 ) -> pb.Device:
     """A device's row for ``fedge fleet ls`` (with its latest inference telemetry, if any)."""
     proto = pb.Device(
@@ -87,6 +92,9 @@ def device_to_proto(
         proto.inference_errors = telemetry.errors
         proto.latency_p50_ms = telemetry.latency_p50_ms
         proto.latency_p99_ms = telemetry.latency_p99_ms
+    if drift is not None:
+        proto.drifted = drift.drifted
+        proto.drift_psi = max(drift.psi_classes, drift.psi_inputs)
     return proto
 
 
@@ -191,8 +199,14 @@ class ControlServicer:
         rows = self._state.devices()
         online = set(self._hub.online([d.id for d in rows]))
         telemetry = {t.device_id: t for t in self._releases.telemetry.latest()}
+        drift = {x.device_id: x for x in self._releases.drift.latest()}
         devices = [
-            device_to_proto(d, online=d.id in online, telemetry=telemetry.get(d.device_id))
+            device_to_proto(
+                d,
+                online=d.id in online,
+                telemetry=telemetry.get(d.device_id),
+                drift=drift.get(d.device_id),
+            )
             for d in rows
         ]
         return pb.ListDevicesResponse(devices=devices)
@@ -214,6 +228,27 @@ class ControlServicer:
         issued = self._state.create_token(ttl_seconds=min(ttl, 30 * 86400))
         return pb.CreateEnrollTokenResponse(
             token=make_token(issued.secret, self._fingerprint), expires_unix=issued.expires
+        )
+
+    def ListDrift(self, request: Any, context: grpc.ServicerContext) -> pb.ListDriftResponse:  # noqa: N802
+        """Each device's latest drift window against its release's reference."""
+        names = {d.device_id: d.name for d in self._state.devices()}
+        return pb.ListDriftResponse(
+            threshold=self._releases.drift.threshold,
+            devices=[
+                pb.DeviceDrift(
+                    device_id=x.device_id,
+                    name=names.get(x.device_id, ""),
+                    version=x.version,
+                    psi_classes=x.psi_classes,
+                    psi_inputs=x.psi_inputs,
+                    drifted=x.drifted,
+                    samples=round(x.samples),
+                    updated_unix=x.updated,
+                    note=x.note,
+                )
+                for x in self._releases.drift.latest()
+            ],
         )
 
     def CreateConsoleLogin(  # noqa: N802

@@ -38,6 +38,7 @@ from fedge.protocol.transport import (
     create_server,
     is_loopback,
 )
+from fedge.release.drift import DeviceDrift
 from fedge.release.signing import load_or_create_release_key
 from fedge.release.store import RELEASE_KEY_FILE, open_release_store
 from fedge.v1 import control_pb2, enrollment_pb2, fleet_pb2
@@ -82,6 +83,15 @@ class Coordinator:
         self.state.add_event("refused", message, run_id=run_id, device_id=device)
         self.metrics.refused(refusal.method, refusal.code.name)
         logger.warning("refused %s from %s: %s", refusal.method, name, refusal.error)
+
+    def _on_drift(self, drift: DeviceDrift) -> None:
+        self.state.add_event(
+            "drift",
+            f"{drift.device_id} drifted from release {drift.version}'s reference: PSI classes "
+            f"{drift.psi_classes:.2f}, inputs {drift.psi_inputs:.2f} (window {drift.window})",
+            device_id=drift.device_id,
+        )
+        logger.warning("device %s drifted (release %d)", drift.device_id, drift.version)
 
     def start(self) -> dict[str, int]:
         """Bind both ports, then open the state and start serving; the bound ports.
@@ -240,7 +250,11 @@ class Coordinator:
             console_login=self.console_login,
         )
         add_service(main, control_pb2.DESCRIPTOR.services_by_name["ControlService"], self.control)
-        model_hub = HubServicer(self.releases, max_downloads=self.config.max_concurrent_downloads)
+        model_hub = HubServicer(
+            self.releases,
+            max_downloads=self.config.max_concurrent_downloads,
+            on_drift=self._on_drift,
+        )
         add_hub_service(main, model_hub)
         self.metrics.attach(
             state=self.state,

@@ -16,15 +16,17 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from fedge.edge.drift import DriftMonitor, DriftSettings
 from fedge.edge.health import HealthConfig
 from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import DeviceIdentity, load_pinned_key
 from fedge.edge.inference import InferenceEngine, serve_inference
 from fedge.edge.metrics import DeviceMetrics
-from fedge.edge.slots import Slots
+from fedge.edge.slots import SLOTS, Slots
 from fedge.edge.updater import DeviceProfile, Updater
 from fedge.errors import VerificationError
 from fedge.log import logger
+from fedge.protocol.drift import DriftReference
 from fedge.protocol.http import MetricsServer, serve_metrics
 from fedge.protocol.manifest import key_id
 from fedge.protocol.serde import InstallReport
@@ -43,6 +45,8 @@ class DeliverySettings:
     health: HealthConfig = field(default_factory=HealthConfig)
     # HOST:PORT of the device's Prometheus /metrics (None: not served).
     metrics_address: str | None = None
+    # Noisy windows of what the model sees and predicts, sent with the telemetry (None: off).
+    drift: DriftSettings | None = field(default_factory=DriftSettings)
 
 
 class DeviceDelivery:
@@ -67,6 +71,10 @@ class DeviceDelivery:
         self.device_id = device_id
         self.settings = settings or DeliverySettings()
         self.engine = InferenceEngine()
+        self.drift: DriftMonitor | None = None
+        if self.settings.drift is not None:
+            self.drift = DriftMonitor(self.settings.drift)
+            self.engine.on_prediction = self.drift.observe
         self.metrics: DeviceMetrics | None = None
         self.metrics_port: int | None = None
         self._metrics_server: MetricsServer | None = None
@@ -97,7 +105,7 @@ class DeviceDelivery:
         slots = Slots(self.state_dir)
         serving = slots.state().serving
         if serving is not None:  # serve the committed model at once, even before recovery
-            self.engine.swap(slots.model_path(serving), slots.version_of(serving))
+            self._serve(slots.model_path(serving), slots.version_of(serving))
         if self.settings.inference_address is not None:
             self._server, self.inference_port = serve_inference(
                 self.engine, address=self.settings.inference_address
@@ -130,14 +138,32 @@ class DeviceDelivery:
                 profile=self.settings.profile,
                 public_key=self.public_key or load_pinned_key(self.state_dir),
                 health=self.settings.health,
-                on_installed=lambda path, version: self.engine.swap(path, version),
+                on_installed=self._serve,
                 stop=self._stop,
             )
             self.updater.recover()
             model = self.updater.active_model()
             if model is not None and self.engine.version != self.updater.active_version():
-                self.engine.swap(model, self.updater.active_version())
+                self._serve(model, self.updater.active_version())
         return self.updater
+
+    def _serve(self, path: Path, version: int) -> None:
+        """Answer predictions with ``path`` (release ``version``); count drift against its
+        reference, which its manifest carries."""
+        self.engine.swap(path, version)
+        if self.drift is not None:
+            self.drift.reset(version, self._reference(version))
+
+    def _reference(self, version: int) -> DriftReference | None:
+        slots = Slots(self.state_dir)
+        for slot in SLOTS:
+            signed = slots.signed_manifest(slot)
+            if signed is not None and slots.version_of(slot) == version:
+                try:
+                    return DriftReference.from_dict(signed.manifest.report.get("drift"))
+                except VerificationError:
+                    return None
+        return None
 
     def tick(self) -> InstallReport | None:
         """One round: recover if needed, check for a release, report telemetry."""
@@ -145,7 +171,12 @@ class DeviceDelivery:
             report = self._ensure_updater().check_once()
             if report is not None and self.metrics is not None:
                 self.metrics.installs.labels(state=report.state).inc()
-            self.client.report_inference(device_id=self.device_id, stats=self.engine.stats())
+            window = self.drift.take() if self.drift is not None else None
+            self.client.report_inference(
+                device_id=self.device_id, stats=self.engine.stats(), drift=window
+            )
+            if window is not None and self.metrics is not None:
+                self.metrics.drift_windows.inc()
             return report
 
     def _loop(self) -> None:

@@ -76,8 +76,10 @@ class InferenceEngine:
         observer: Callable[[float, bool], None] | None = None,
     ) -> None:
         self.threads = threads
-        # Told of every request (seconds, succeeded): the device's /metrics and drift window.
+        # Told of every request (seconds, succeeded): the device's /metrics.
         self.observer = observer
+        # Told of every answered request (inputs, outputs, version): the drift window.
+        self.on_prediction: Callable[[np.ndarray, np.ndarray, int], None] | None = None
         self._model: _Loaded | None = None
         self._swap_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -122,7 +124,10 @@ class InferenceEngine:
             self._latencies.append(seconds * 1000.0)
         if self.observer is not None:
             self.observer(seconds, True)
-        return np.asarray(out[0]), model.version
+        result = np.asarray(out[0])
+        if self.on_prediction is not None:
+            self.on_prediction(np.asarray(x), result, model.version)
+        return result, model.version
 
     def stats(self) -> InferenceStats:
         """Counts and latency percentiles over the last requests."""

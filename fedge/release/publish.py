@@ -12,6 +12,7 @@ from typing import Any
 
 from fedge.errors import ReleaseError
 from fedge.files import file_sha256
+from fedge.protocol.drift import DriftReference
 from fedge.protocol.manifest import SignedManifest
 from fedge.release.onnx_info import describe_onnx
 from fedge.release.store import ReleaseStore
@@ -28,6 +29,9 @@ def release_figures(report: dict[str, Any]) -> dict[str, Any]:
     for key in ("dataset", "num_classes"):
         if key in report:
             figures[key] = report[key]
+    reference = DriftReference.from_dict(report.get("drift"))
+    if reference is not None:  # devices bin their inputs by it; the hub compares with it
+        figures["drift"] = reference.to_dict()
     for role in _ROLES:
         row = report.get(role)
         if isinstance(row, dict):

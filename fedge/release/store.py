@@ -19,9 +19,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fedge.errors import ReleaseError, ReleaseNotFoundError
+from fedge.protocol.drift import DriftReference
 from fedge.protocol.manifest import Manifest, SignedManifest, TensorSpec, format_time
 from fedge.protocol.serde import INSTALL_STATES
 from fedge.release.artifacts import ArtifactStore
+from fedge.release.drift import DriftTable
 from fedge.release.rollout import ReleaseTarget, bucket_of, select_release, validate_percent
 from fedge.release.signing import sign_manifest
 from fedge.release.tables import (
@@ -76,6 +78,7 @@ class ReleaseStore:
         self.fleet = fleet
         self.engine = open_sqlite(self.root / "releases.db", tables=ReleaseTables)
         self.telemetry = TelemetryTable(self.engine)
+        self.drift = DriftTable(self.engine)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -241,6 +244,15 @@ class ReleaseStore:
             if row is None:
                 raise ReleaseNotFoundError(f"no release with version {version}")
             return self._info(row)
+
+    def reference(self, version: int) -> DriftReference | None:
+        """The drift reference release ``version`` carries (None: none, or no such release)."""
+        with Session(self.engine) as session:
+            row = session.get(ReleaseRow, version)
+            if row is None:
+                return None
+            report = Manifest.from_bytes(row.manifest_json).report
+            return DriftReference.from_dict(report.get("drift"))
 
     def signed(self, version: int) -> SignedManifest:
         """The signed manifest of ``version``."""
