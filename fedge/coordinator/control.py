@@ -23,7 +23,9 @@ from fedge.protocol.manifest import SignedManifest, key_id, load_public_key
 from fedge.protocol.serde import run_state_to_proto
 from fedge.protocol.tokens import make_token
 from fedge.release.drift import DeviceDrift
+from fedge.release.gate import FAILED_STATES, Rollout, RolloutController
 from fedge.release.publish import publish_artifact, publish_build
+from fedge.release.rollout import RolloutPolicy
 from fedge.release.store import ReleaseInfo, ReleaseStore
 from fedge.release.telemetry import DeviceTelemetry
 from fedge.v1 import control_pb2 as pb
@@ -107,9 +109,27 @@ def _data_text(device: DeviceRow) -> str:
     )
 
 
-def release_to_proto(info: ReleaseInfo, states: dict[str, int], length: int) -> pb.ReleaseSummary:
+def rollout_to_proto(rollout: Rollout, states: dict[str, int]) -> pb.RolloutStatus:
+    """Where a health-gated rollout stands."""
+    failures = sum(states.get(s, 0) for s in FAILED_STATES)
+    return pb.RolloutStatus(
+        state=rollout.state,
+        stages=list(rollout.stages),
+        stage=rollout.stage,
+        max_failure_rate=rollout.policy.max_failure_rate,
+        min_devices=rollout.policy.min_devices,
+        stage_wait_seconds=rollout.policy.stage_wait,
+        reason=rollout.reason,
+        failures=failures,
+        outcomes=failures + states.get("installed", 0),
+    )
+
+
+def release_to_proto(
+    info: ReleaseInfo, states: dict[str, int], length: int, rollout: Rollout | None = None
+) -> pb.ReleaseSummary:
     """A release's row for ``fedge release ls`` / ``status``."""
-    return pb.ReleaseSummary(
+    summary = pb.ReleaseSummary(
         version=info.version,
         name=info.name,
         sha256=info.sha256,
@@ -122,6 +142,9 @@ def release_to_proto(info: ReleaseInfo, states: dict[str, int], length: int) -> 
         expires=info.expires,
         states=states,
     )
+    if rollout is not None:
+        summary.rollout.CopyFrom(rollout_to_proto(rollout, states))
+    return summary
 
 
 class ControlServicer:
@@ -139,6 +162,7 @@ class ControlServicer:
         enroll_fingerprint: str,
         max_upload_bytes: int,
         console_login: Callable[[str], tuple[str, float]] | None = None,
+        rollouts: RolloutController | None = None,
     ) -> None:
         self._state = state
         self._hub = hub
@@ -149,6 +173,7 @@ class ControlServicer:
         self._fingerprint = enroll_fingerprint
         self._max_upload = max_upload_bytes
         self._console_login = console_login
+        self._rollouts = rollouts
 
     # runs
 
@@ -284,7 +309,19 @@ class ControlServicer:
     def PublishRelease(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
     ) -> pb.PublishReleaseResponse:
-        """Sign an uploaded artifact, or a run's release build, as the next release."""
+        """Sign an uploaded artifact, or a run's release build, as the next release; with a
+        policy, start its health-gated rollout at the first stage."""
+        policy = None
+        if request.HasField("policy") and request.policy.stages:
+            if self._rollouts is None:
+                raise ReleaseError("this coordinator runs no health-gated rollouts")
+            policy = RolloutPolicy(
+                stages=tuple(int(p) for p in request.policy.stages),
+                max_failure_rate=request.policy.max_failure_rate,
+                min_devices=request.policy.min_devices,
+                stage_wait=request.policy.stage_wait_seconds,
+            )
+            request.percent = policy.stages[0]
         if request.run_id:
             signed = self._publish_run(request)
         elif request.sha256:
@@ -299,7 +336,16 @@ class ControlServicer:
             )
         else:
             raise ReleaseError("publish needs an uploaded artifact (sha256) or a run id")
-        self._event("published", signed, f"to {request.percent}%")
+        if policy is not None:
+            self._releases.rollouts.create(signed.manifest.version, policy)
+            stages = ", ".join(f"{p}%" for p in policy.stages)
+            detail = (
+                f"to {request.percent}%, gated: stages {stages}, halts above a failure rate of "
+                f"{policy.max_failure_rate:.2f} among at least {policy.min_devices} devices"
+            )
+        else:
+            detail = f"to {request.percent}%"
+        self._event("published", signed, detail)
         return pb.PublishReleaseResponse(release=self._summary(signed.manifest.version))
 
     def _publish_run(self, request: Any) -> SignedManifest:
@@ -334,6 +380,34 @@ class ControlServicer:
         signed = self._releases.rollback(version=request.version or None)
         self._event("rolled-back", signed, f"withdraws release {signed.manifest.rollback_of}")
         return pb.RollbackReleaseResponse(release=self._summary(signed.manifest.version))
+
+    def PauseRollout(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.PauseRolloutResponse:
+        """Hold a health-gated rollout at its stage."""
+        self._gate().pause(request.version)
+        return pb.PauseRolloutResponse(release=self._summary(request.version))
+
+    def ResumeRollout(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.ResumeRolloutResponse:
+        """Go on with a paused health-gated rollout."""
+        self._gate().resume(request.version)
+        return pb.ResumeRolloutResponse(release=self._summary(request.version))
+
+    def AbortRollout(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.AbortRolloutResponse:
+        """Stop a health-gated rollout and roll the fleet back to the last good release."""
+        rollout = self._gate().abort(request.version)
+        return pb.AbortRolloutResponse(
+            release=self._summary(request.version), rollback_version=rollout.rollback_version
+        )
+
+    def _gate(self) -> RolloutController:
+        if self._rollouts is None:
+            raise ReleaseError("this coordinator runs no health-gated rollouts")
+        return self._rollouts
 
     def ListReleases(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
@@ -378,7 +452,10 @@ class ControlServicer:
     def _summary(self, version: int) -> pb.ReleaseSummary:
         info = self._releases.get(version)
         return release_to_proto(
-            info, self._releases.status(version), self._releases.artifacts.length(info.sha256)
+            info,
+            self._releases.status(version),
+            self._releases.artifacts.length(info.sha256),
+            self._releases.rollouts.get(version),
         )
 
     def _event(self, kind: str, signed: SignedManifest, detail: str) -> None:

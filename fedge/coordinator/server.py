@@ -39,6 +39,7 @@ from fedge.protocol.transport import (
     is_loopback,
 )
 from fedge.release.drift import DeviceDrift
+from fedge.release.gate import RolloutController
 from fedge.release.signing import load_or_create_release_key
 from fedge.release.store import RELEASE_KEY_FILE, open_release_store
 from fedge.v1 import control_pb2, enrollment_pb2, fleet_pb2
@@ -141,6 +142,7 @@ class Coordinator:
         for server in self._servers:
             server.start()
         self.runs.start()
+        self.rollouts.start()
         if self.console is not None:
             self._start_console()
         logger.info(
@@ -225,6 +227,11 @@ class Coordinator:
         self.releases = open_release_store(
             state_dir=config.state_dir, key=key, fleet=self._fleet_ids
         )
+        self.rollouts = RolloutController(
+            self.releases,
+            on_event=lambda kind, message: self.state.add_event(kind, message),
+            interval=config.rollout_check_seconds,
+        )
 
     def _add_services(
         self,
@@ -248,6 +255,7 @@ class Coordinator:
             enroll_fingerprint=settings.enroll_fingerprint,
             max_upload_bytes=self.config.max_payload_bytes,
             console_login=self.console_login,
+            rollouts=self.rollouts,
         )
         add_service(main, control_pb2.DESCRIPTOR.services_by_name["ControlService"], self.control)
         model_hub = HubServicer(
@@ -275,6 +283,7 @@ class Coordinator:
     def stop(self, grace: float = 2.0) -> None:
         """Stop serving; a run in progress resumes when the coordinator starts again."""
         self.runs.shutdown()
+        self.rollouts.stop()
         self._close_http()
         for server in self._servers:
             server.stop(grace).wait(grace + 1)

@@ -24,7 +24,15 @@ from fedge.protocol.manifest import Manifest, SignedManifest, TensorSpec, format
 from fedge.protocol.serde import INSTALL_STATES
 from fedge.release.artifacts import ArtifactStore
 from fedge.release.drift import DriftTable
-from fedge.release.rollout import ReleaseTarget, bucket_of, select_release, validate_percent
+from fedge.release.gate import RolloutTable
+from fedge.release.rollout import (
+    ReleaseTarget,
+    bucket_of,
+    covered_count,
+    rollout_order,
+    select_release,
+    validate_percent,
+)
 from fedge.release.signing import sign_manifest
 from fedge.release.tables import (
     ArtifactRow,
@@ -79,6 +87,7 @@ class ReleaseStore:
         self.engine = open_sqlite(self.root / "releases.db", tables=ReleaseTables)
         self.telemetry = TelemetryTable(self.engine)
         self.drift = DriftTable(self.engine)
+        self.rollouts = RolloutTable(self.engine)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -378,6 +387,20 @@ class ReleaseStore:
             running = select(func.count()).where(DeviceRolloutRow.active_version == version)
             counts["running"] = int(session.scalar(running) or 0)
         return counts
+
+    def targeted(self, version: int) -> set[str]:
+        """The devices release ``version`` targets now: its share of the rollout order of the
+        fleet, and every device it was already offered to."""
+        info = self.get(version)
+        with Session(self.engine) as session:
+            order = rollout_order(self._fleet(session, info.profile))
+            query = select(InstallRow.device_id).where(InstallRow.version == version)
+            offered = session.scalars(query)
+            return set(order[: covered_count(info.percent, len(order))]) | set(offered)
+
+    def outcomes(self, version: int) -> dict[str, str]:
+        """Each device's latest install state for ``version``."""
+        return {d: s for d, s, _ in self.device_reports(version)}
 
     def device_reports(self, version: int) -> list[tuple[str, str, str]]:
         """``(device_id, state, reason)`` for every device that reported on ``version``."""
