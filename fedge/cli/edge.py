@@ -142,6 +142,17 @@ def start_command(
         str,
         typer.Option(help="HOST:PORT of a Prometheus /metrics endpoint ('' = none, the default)."),
     ] = "",
+    drift_window: Annotated[
+        int,
+        typer.Option(
+            help="Predictions per drift window: noisy class and input histograms sent with the "
+            "telemetry (0 = none)."
+        ),
+    ] = 200,
+    drift_epsilon: Annotated[
+        float,
+        typer.Option(help="Differential privacy spent on each drift window's counts."),
+    ] = 1.0,
     train: Annotated[
         bool, typer.Option("--train/--no-train", help="Take training tasks (needs --data).")
     ] = True,
@@ -154,6 +165,7 @@ def start_command(
     """
     from fedge.edge.agent import AgentSettings, EdgeAgent, RefusedError, training_available
     from fedge.edge.delivery import start_device_delivery
+    from fedge.edge.drift import DriftSettings
     from fedge.edge.health import HealthConfig
     from fedge.edge.identity import is_enrolled, load_identity
     from fedge.edge.updater import DeviceProfile
@@ -161,6 +173,7 @@ def start_command(
 
     try:
         health = HealthConfig(accuracy_floor=accuracy_floor, labelled=data)
+        drift = DriftSettings(window=drift_window, epsilon=drift_epsilon) if drift_window else None
         if coordinator is not None:
             parse_address(coordinator, option="--coordinator")
         if inference:
@@ -201,6 +214,7 @@ def start_command(
             health=health,
             profile=device_profile,
             metrics_address=metrics or None,
+            drift=drift,
         )
     except FedgeError as err:
         fail(str(err))

@@ -198,6 +198,7 @@ def start_device_delivery(
     health: HealthConfig | None = None,
     profile: DeviceProfile | None = None,
     metrics_address: str | None = None,
+    drift: DriftSettings | None = DriftSettings(),
 ) -> DeviceDelivery:
     """Start :class:`DeviceDelivery` for an enrolled device (a ``DeviceIdentity``) on its own
     channel to the coordinator (mutual TLS unless the device was enrolled ``--insecure``).
@@ -211,6 +212,7 @@ def start_device_delivery(
         health=health or HealthConfig(),
         profile=profile or DeviceProfile(),
         metrics_address=metrics_address,
+        drift=drift,
     )
     return DeviceDelivery(
         channel=channel,

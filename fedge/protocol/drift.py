@@ -3,8 +3,9 @@ stability index (PSI) a device's window is compared with it by.
 
 The reference is computed once, when a release is built, from the transfer set (public or
 synthetic data, never a device's): the share of the transfer set the released model predicts
-as each class, and the share of its samples in each of ten bins of the per-sample input mean,
-the bins cut at the deciles (so each holds about a tenth). It travels in the signed manifest
+as each class, and the share of its samples in each of five bins of the per-sample input mean,
+the bins cut at the quintiles (so each holds about a fifth; finer bins make PSI jumpy on the
+few hundred predictions of a window). It travels in the signed manifest
 (``report["drift"]``), so a device bins its own inputs the same way, and the coordinator
 compares each device's noisy window with it. PSI above 0.25 is the usual "significant shift".
 """
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 DRIFT_THRESHOLD = 0.25
-INPUT_BINS = 10
+INPUT_BINS = 5
 _FLOOR = 1e-4  # an empty bin would make PSI infinite; this is the usual small floor
 
 
