@@ -28,7 +28,9 @@ from .conftest import Cluster, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-RUN = ["--dataset", "digits", "--model", "cnn-small", "--clients", "2", "--rounds", "60"]
+# Central DP (a little noise: z=0.05, clip 1): every round has an epsilon for the page's chart.
+RUN = ["--dataset", "digits", "--model", "cnn-small", "--clients", "2", "--rounds", "60",
+       "--set", "dp-noise=0.05", "--set", "dp-clip=1"]  # fmt: skip
 
 
 def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -131,6 +133,11 @@ def test_console_watches_a_deployment_and_stops_a_run(
         )
         assert page.evaluate("window.__notReloaded") is True  # the page updated in place
         assert page.locator("#rounds tbody tr").count() > first
+        # The three charts have a point per round, epsilon included.
+        for chart in ("accuracy", "loss", "ε (central DP)"):
+            points = page.locator(f'svg[aria-label="{chart}"] circle').count()
+            assert points >= first + 1, chart
+        assert page.inner_text("#epsilon") not in ("", "–")
         assert "waiting" in page.inner_text("#events") or "devices" in page.inner_text("#events")
         page.screenshot(path=str(tmp_path / "console-run.png"), full_page=True)
 

@@ -83,7 +83,8 @@ function lineChart(title, xs, ys, color = "#2f5fd0") {
     const sy = (y) => t + (1 - (y - yMin) / (yMax - yMin)) * (h - t - b);
     body += `<line x1="${l}" y1="${h - b}" x2="${w - r}" y2="${h - b}" stroke="#c8ced8"/>`;
     body += `<line x1="${l}" y1="${t}" x2="${l}" y2="${h - b}" stroke="#c8ced8"/>`;
-    body += `<text x="4" y="${t + 4}">${fmt(yMax)}</text><text x="4" y="${h - b}">${fmt(yMin)}</text>`;
+    const short = (v) => Number(Number(v).toPrecision(3)).toString();
+    body += `<text x="4" y="${t + 4}">${short(yMax)}</text><text x="4" y="${h - b}">${short(yMin)}</text>`;
     body += `<text x="${l}" y="${h - 8}">round ${xMin}</text>`;
     body += `<text x="${w - r - 60}" y="${h - 8}">round ${xMax}</text>`;
     const path = points.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
@@ -155,7 +156,7 @@ const pages = {
     return `<h1>Run ${r.run_id} ${badge(r.state)}</h1>
       <div class="cards">${card("round", `<span id="rounds-done">${r.rounds_done}</span>/${r.rounds_total}`)}
       ${card("accuracy", fmt(r.accuracy, 4), "accuracy")}
-      ${card("ε", rounds.length ? fmt(rounds[rounds.length - 1].epsilon, 3) : "–")}</div>
+      ${card("ε", rounds.length ? fmt(rounds[rounds.length - 1].epsilon, 3) : "–", "epsilon")}</div>
       ${r.error ? `<p class="badge bad">${esc(r.error)}</p>` : ""}
       <div class="actions"><button class="danger" id="stop-run" ${active ? "" : "disabled"}
         onclick="if (confirm('Stop run ${r.run_id}?')) act('/api/runs/${r.run_id}/stop')">Stop run</button></div>
