@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from fedge.cli.console import reachable_url
 from fedge.cli.main import app
 from fedge.coordinator.console.app import ACTION_HEADER, SESSION_COOKIE
+from fedge.release.rollout import RolloutPolicy
 from fedge.release.testing import publish_linear
 from fedge.v1 import control_pb2, control_pb2_grpc, fleet_pb2
 
@@ -148,3 +149,38 @@ def test_pages_render_the_fleet_and_a_release_in_chromium(
         context.close()
     events = [e.message for e in remote.coordinator.state.events()]
     assert f"operator: promote release {version} to 100%" in events
+
+
+def test_a_gated_rollout_is_paused_and_aborted_from_the_console(
+    remote: Fleet, chromium: Any, tmp_path: Path
+) -> None:
+    for name in ("a", "b", "c", "d"):  # enrolled, silent: the first stage never completes
+        remote.enroll(name)
+    store = remote.coordinator.releases
+    good = publish_linear(store, tmp_path, seed=1, percent=100)
+    candidate = publish_linear(store, tmp_path, seed=2, percent=25)
+    version = candidate.manifest.version
+    store.rollouts.create(version, RolloutPolicy(stages=(25, 100), stage_wait=0))
+    context = chromium.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    try:
+        page.goto(_login_url(remote))
+        page.goto(_base(remote) + f"/releases/{version}")
+        page.wait_for_selector("#pause:not([disabled])")
+        assert "Stage 1 of 2" in page.inner_text("main")
+        page.click("#pause")
+        page.wait_for_selector("#resume:not([disabled])")
+        assert store.rollouts.require(version).state == "paused"
+        page.click("#abort")
+        page.wait_for_selector("#rollout-reason")
+        reason = page.inner_text("#rollout-reason")
+        assert "aborted by the operator" in reason
+        assert f"rolled back with release {version + 1}" in reason
+        page.screenshot(path=str(tmp_path / "console-rollout-aborted.png"), full_page=True)
+    finally:
+        context.close()
+    assert store.rollouts.require(version).state == "aborted"
+    assert store.get(version).withdrawn
+    rollback = store.get(version + 1)
+    assert rollback.rollback_of == version and rollback.sha256 == good.manifest.sha256
