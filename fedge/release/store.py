@@ -389,14 +389,20 @@ class ReleaseStore:
         return counts
 
     def targeted(self, version: int) -> set[str]:
-        """The devices release ``version`` targets now: its share of the rollout order of the
-        fleet, and every device it was already offered to."""
+        """The devices release ``version`` targets now and can take it: its share of the
+        rollout order of the fleet that have asked the hub as devices of its profile, and every
+        device it was already offered to."""
         info = self.get(version)
         with Session(self.engine) as session:
             order = rollout_order(self._fleet(session, info.profile))
             query = select(InstallRow.device_id).where(InstallRow.version == version)
-            offered = session.scalars(query)
-            return set(order[: covered_count(info.percent, len(order))]) | set(offered)
+            offered = set(session.scalars(query))
+            same = select(DeviceRolloutRow.device_id).where(
+                DeviceRolloutRow.profile == info.profile
+            )
+            eligible = set(session.scalars(same))
+            covered = set(order[: covered_count(info.percent, len(order))])
+            return (covered & eligible) | offered
 
     def outcomes(self, version: int) -> dict[str, str]:
         """Each device's latest install state for ``version``."""

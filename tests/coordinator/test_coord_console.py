@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from fedge.cli.console import reachable_url
 from fedge.cli.main import app
 from fedge.coordinator.console.app import ACTION_HEADER, SESSION_COOKIE
+from fedge.edge.hub_client import GrpcHubClient
 from fedge.release.rollout import RolloutPolicy
 from fedge.release.testing import publish_linear
 from fedge.v1 import control_pb2, control_pb2_grpc, fleet_pb2
@@ -154,13 +155,15 @@ def test_pages_render_the_fleet_and_a_release_in_chromium(
 def test_a_gated_rollout_is_paused_and_aborted_from_the_console(
     remote: Fleet, chromium: Any, tmp_path: Path
 ) -> None:
-    for name in ("a", "b", "c", "d"):  # enrolled, silent: the first stage never completes
-        remote.enroll(name)
     store = remote.coordinator.releases
     good = publish_linear(store, tmp_path, seed=1, percent=100)
     candidate = publish_linear(store, tmp_path, seed=2, percent=25)
     version = candidate.manifest.version
     store.rollouts.create(version, RolloutPolicy(stages=(25, 100), stage_wait=0))
+    for name in ("a", "b", "c", "d"):  # each asks the hub once, then goes quiet: the canary
+        identity = remote.enroll(name)  # is offered the candidate and never reports, so the
+        hub = GrpcHubClient(remote.channel(identity.tls()))  # first stage never completes
+        hub.get_manifest(device_id=identity.device_id, profile="cpu-small", installed_version=0)
     context = chromium.new_context(ignore_https_errors=True)
     page = context.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
@@ -184,3 +187,14 @@ def test_a_gated_rollout_is_paused_and_aborted_from_the_console(
     assert store.get(version).withdrawn
     rollback = store.get(version + 1)
     assert rollback.rollback_of == version and rollback.sha256 == good.manifest.sha256
+
+
+def test_a_loopback_console_answers_loopback_names_only(tmp_path: Path) -> None:
+    local = start_fleet(tmp_path, console_address="127.0.0.1:0")
+    try:
+        base = f"http://127.0.0.1:{local.coordinator.ports['console']}"
+        assert httpx.get(base + "/api/fleet", timeout=10).status_code == 200
+        rebound = httpx.get(base + "/api/fleet", headers={"host": "evil.example"}, timeout=10)
+        assert rebound.status_code == 403 and "loopback" in rebound.json()["error"]
+    finally:
+        local.close()

@@ -44,6 +44,7 @@ SESSION_COOKIE = "fedge_console"
 ACTION_HEADER = "x-fedge-action"
 LOOPBACK_OPERATOR = "console (loopback)"
 _PAGES = ("/fleet", "/runs", "/releases", "/drift")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 _HTTP_STATUS = {
     "INVALID_ARGUMENT": 400,
     "UNAUTHENTICATED": 401,
@@ -113,6 +114,10 @@ class _Gate(BaseHTTPMiddleware):
         if path == "/login":
             return await call_next(request)
         operator = LOOPBACK_OPERATOR
+        if not self._login_required and request.url.hostname not in _LOOPBACK_HOSTS:
+            # A loopback console answers loopback names only: a web page that rebinds its own
+            # name to 127.0.0.1 must not read the fleet through the operator's browser.
+            return _error(403, "a loopback console answers at 127.0.0.1 or localhost only")
         if self._login_required:
             session = self._sessions.session(request.cookies.get(SESSION_COOKIE, ""))
             if session is None:
