@@ -171,9 +171,7 @@ class Coordinator:
                 )
                 self.ports["metrics"] = self._metrics_server.port
         except Exception:
-            self._close_http()
-            for server in self._servers:
-                server.stop(0)
+            self._close_http()  # nothing half-made: free what was bound before the failure
             raise
 
     def _close_http(self) -> None:
