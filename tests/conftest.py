@@ -143,3 +143,37 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     finally:
         f.close()
         assert not [t for t in threading.enumerate() if t.name == "fedge-runs" and t.is_alive()]
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Debian's headless Chromium driven by Playwright (never a browser Playwright downloads).
+
+    `make test` installs the `chromium` package; only where that was impossible is a browser
+    test skipped, saying why.
+    """
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (make test does, as root)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is missing: pip install -e '.[dev]'")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -51,7 +51,18 @@ FORBIDDEN = {
 }
 
 #: What a device that only serves predictions loads when it starts, and may not need.
-SERVER_ONLY = {"torch", "flwr", "ray", "sqlalchemy", "onnx", "matplotlib", "opacus", "torchvision"}
+SERVER_ONLY = {
+    "torch",
+    "flwr",
+    "ray",
+    "sqlalchemy",
+    "onnx",
+    "matplotlib",
+    "opacus",
+    "torchvision",
+    "starlette",
+    "uvicorn",
+}
 DEVICE_ENTRY_POINTS = (
     "fedge.cli.main",
     "fedge.edge.agent",

@@ -139,6 +139,21 @@ def start_command(
             help="Roll back a new model whose accuracy on the --data labels is below this (0-1)."
         ),
     ] = None,
+    metrics: Annotated[
+        str,
+        typer.Option(help="HOST:PORT of a Prometheus /metrics endpoint ('' = none, the default)."),
+    ] = "",
+    drift_window: Annotated[
+        int,
+        typer.Option(
+            help="Predictions per drift window: noisy class and input histograms sent with the "
+            "telemetry (0 = none)."
+        ),
+    ] = 200,
+    drift_epsilon: Annotated[
+        float,
+        typer.Option(help="Differential privacy spent on each drift window's counts."),
+    ] = 1.0,
     train: Annotated[
         bool, typer.Option("--train/--no-train", help="Take training tasks (needs --data).")
     ] = True,
@@ -151,16 +166,20 @@ def start_command(
     """
     from fedge.edge.agent import AgentSettings, EdgeAgent, RefusedError, training_available
     from fedge.edge.delivery import start_device_delivery
+    from fedge.edge.drift import DriftSettings
     from fedge.edge.health import HealthConfig
     from fedge.edge.identity import is_enrolled, load_identity
     from fedge.protocol.transport import parse_address
 
     try:
         health = HealthConfig(accuracy_floor=accuracy_floor, labelled=data)
+        drift = DriftSettings(window=drift_window, epsilon=drift_epsilon) if drift_window else None
         if coordinator is not None:
             parse_address(coordinator, option="--coordinator")
         if inference:
             parse_address(inference, option="--inference")
+        if metrics:
+            parse_address(metrics, option="--metrics")
         enrol = token is not None and not is_enrolled(state)
         if not enrol:  # fails early, naming the missing identity, when there is no token
             load_identity(state)
@@ -194,6 +213,8 @@ def start_command(
             inference_address=inference or None,
             health=health,
             profile=device_profile,
+            metrics_address=metrics or None,
+            drift=drift,
         )
     except FedgeError as err:
         fail(str(err))
@@ -217,6 +238,8 @@ def start_command(
             f"{identity.device_id}: gRPC inference (fedge.v1.InferenceService) on port "
             f"{delivery.inference_port}"
         )
+    if delivery.metrics_port is not None:
+        console.print(f"{identity.device_id}: Prometheus /metrics on port {delivery.metrics_port}")
     try:
         agent.run()
     except RefusedError as err:

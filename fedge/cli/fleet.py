@@ -57,6 +57,14 @@ def _device_json(d: pb.Device) -> dict[str, Any]:
         "release_slot": d.release_slot,
         "data": d.data,
         "privacy_spent": d.privacy_spent if d.HasField("privacy_spent") else None,
+        "inference": {
+            "requests": d.inference_requests,
+            "errors": d.inference_errors,
+            "latency_p50_ms": d.latency_p50_ms,
+            "latency_p99_ms": d.latency_p99_ms,
+        },
+        "drifted": d.drifted,
+        "drift_psi": d.drift_psi,
     }
 
 
@@ -115,3 +123,48 @@ def revoke_command(
         lambda stub: stub.RevokeDevice(pb.RevokeDeviceRequest(device_id=device), timeout=30),
     )
     console.print(f"revoked {response.device.device_id} ({response.device.name})")
+
+
+@app.command("drift")
+def drift_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    coordinator: CoordinatorOpt = None,
+    operator: OperatorOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """Each device's drift: its latest window of predictions against its release's reference."""
+    response = call_control(
+        coordinator,
+        operator,
+        insecure,
+        lambda stub: stub.ListDrift(pb.ListDriftRequest(), timeout=30),
+    )
+    rows = [
+        {
+            "device_id": d.device_id,
+            "name": d.name,
+            "release": d.version,
+            "psi_classes": d.psi_classes,
+            "psi_inputs": d.psi_inputs,
+            "drifted": d.drifted,
+            "samples": d.samples,
+            "updated_unix": d.updated_unix,
+            "note": d.note,
+        }
+        for d in response.devices
+    ]
+    if as_json:
+        console.print_json(json.dumps({"threshold": response.threshold, "devices": rows}))
+        return
+    if not rows:
+        console.print("no device has reported a window of predictions yet")
+    for d in response.devices:
+        verdict = "DRIFTED" if d.drifted else "ok"
+        console.print(
+            f"{d.device_id} {d.name}: {verdict}, release {d.version}, PSI classes "
+            f"{d.psi_classes:.3f}, inputs {d.psi_inputs:.3f} (threshold {response.threshold:.2f}), "
+            f"{d.samples} predictions, {_ago(d.updated_unix)}" + (f"; {d.note}" if d.note else ""),
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )

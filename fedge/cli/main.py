@@ -3,6 +3,7 @@
 import typer
 
 from fedge.cli.certs import app as certs_app
+from fedge.cli.console import console_command
 from fedge.cli.coordinator import app as coordinator_app
 from fedge.cli.edge import app as edge_app
 from fedge.cli.fleet import app as fleet_app
@@ -22,6 +23,7 @@ app = typer.Typer(
     rich_markup_mode="rich",  # as command_group
 )
 app.command("simulate")(simulate_command)
+app.command("console")(console_command)
 app.add_typer(certs_app, name="certs")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(edge_app, name="edge")

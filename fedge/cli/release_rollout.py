@@ -1,9 +1,13 @@
-"""Rollout commands of ``fedge release``: publish, promote, rollback, ls, status, key.
+"""Rollout commands of ``fedge release``: publish, promote, rollback, pause, resume, abort, ls,
+status, key.
 
 Every one goes through the coordinator's control service with the operator credential
 (``--coordinator``, ``--operator``, as for ``fedge run``), so it works from any host and any
 directory; the coordinator owns its release store and its signing key. A local build is
 uploaded in chunks; ``--run RUN`` publishes the release a finished coordinator run built.
+``publish --stages 10,50,100`` starts a health-gated rollout the coordinator widens on its own
+and halts (rolling the fleet back) when too many devices fail it; pause, resume and abort steer
+it.
 :func:`register` adds the commands to the ``release`` Typer group.
 """
 
@@ -21,6 +25,7 @@ from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_co
 from fedge.cli.common import command_group, console, fail
 from fedge.errors import FedgeError
 from fedge.release.builds import ProfileArtifact, resolve_build, resolve_profile_build
+from fedge.release.rollout import RolloutPolicy, parse_stages
 from fedge.v1 import control_pb2 as pb
 from fedge.v1 import control_pb2_grpc
 
@@ -50,6 +55,7 @@ def upload_and_publish(
     name: str = "",
     profile: str = "",
     labels: tuple[str, ...] = (),
+    policy: pb.RolloutPolicy | None = None,
 ) -> pb.ReleaseSummary:
     """Upload a local build (``model.onnx`` or its directory) and publish it."""
     onnx_path, report = resolve_build(model)
@@ -61,6 +67,7 @@ def upload_and_publish(
         percent=percent,
         labels=list(labels),
         report_json=json.dumps(report),
+        policy=policy,
     )
     return stub.PublishRelease(request, timeout=60).release
 
@@ -71,6 +78,7 @@ def upload_profile_build(
     *,
     percent: int,
     name: str = "",
+    policy: pb.RolloutPolicy | None = None,
 ) -> list[pb.ReleaseSummary]:
     """Upload and publish each profile's artifact of a per-profile build: one release each,
     offered only to that profile's devices."""
@@ -83,6 +91,7 @@ def upload_profile_build(
             profile=artifact.profile,
             percent=percent,
             report_json=json.dumps(artifact.document),
+            policy=policy,
         )
         published.append(stub.PublishRelease(request, timeout=60).release)
     return published
@@ -109,22 +118,72 @@ def publish_command(
     run: Annotated[
         int | None, typer.Option("--run", help="Publish the release this coordinator run built.")
     ] = None,
-    percent: Annotated[int, typer.Option("--percent", help="Share of devices (0-100).")] = 10,
+    percent: Annotated[
+        int | None, typer.Option("--percent", help="Share of devices (0-100, default 10).")
+    ] = None,
     name: Annotated[str, typer.Option("--name", help="Release name.")] = "",
     profile: Annotated[str, typer.Option("--profile", help="Device profile.")] = "cpu-small",
     labels: Annotated[str, typer.Option("--labels", help="Comma-separated class names.")] = "",
+    stages: Annotated[
+        str | None,
+        typer.Option(
+            "--stages",
+            help="A health-gated rollout: percentages the coordinator widens to on its own, "
+            "e.g. 10,50,100.",
+        ),
+    ] = None,
+    max_failure_rate: Annotated[
+        float,
+        typer.Option(
+            "--max-failure-rate",
+            help="With --stages: halt and roll back when this share of devices fails (0-1).",
+        ),
+    ] = 0.2,
+    min_devices: Annotated[
+        int,
+        typer.Option("--min-devices", help="With --stages: outcomes needed before judging."),
+    ] = 3,
+    stage_wait: Annotated[
+        float,
+        typer.Option(
+            "--stage-wait",
+            help="With --stages: seconds a stage lasts at least (and until its devices report).",
+        ),
+    ] = 300.0,
     coordinator: CoordinatorOpt = None,
     operator: OperatorOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """Sign MODEL (or run RUN's release) as the next release, rolled out to PERCENT.
+    """Sign MODEL (or run RUN's release) as the next release, rolled out to PERCENT, or stage
+    by stage (--stages) with a health gate.
 
     A per-profile build (`release build --profile ...`) becomes one release per profile, each
     offered only to its profile's devices.
     """
-    _check_percent(percent)
     if (model is None) == (run is None):
         fail("give MODEL (a local build) or --run RUN (a coordinator run's release), not both")
+    policy = None
+    if stages is not None:
+        if percent is not None:
+            fail("--percent: give either --percent or --stages (its first stage is the percent)")
+        try:
+            plan = RolloutPolicy(
+                stages=parse_stages(stages),
+                max_failure_rate=max_failure_rate,
+                min_devices=min_devices,
+                stage_wait=stage_wait,
+            )
+        except FedgeError as err:
+            fail(str(err))
+        policy = pb.RolloutPolicy(
+            stages=list(plan.stages),
+            max_failure_rate=plan.max_failure_rate,
+            min_devices=plan.min_devices,
+            stage_wait_seconds=plan.stage_wait,
+        )
+        percent = plan.stages[0]
+    percent = 10 if percent is None else percent
+    _check_percent(percent)
     names = tuple(x for x in labels.split(",") if x)
     per_profile = _profile_artifacts(model)
     if per_profile:
@@ -132,7 +191,9 @@ def publish_command(
             coordinator,
             operator,
             insecure,
-            lambda stub: upload_profile_build(stub, per_profile, percent=percent, name=name),
+            lambda stub: upload_profile_build(
+                stub, per_profile, percent=percent, name=name, policy=policy
+            ),
         )
         for published in releases:
             _print_release(published, f"published ({published.runtime})")
@@ -143,17 +204,62 @@ def publish_command(
             operator,
             insecure,
             lambda stub: upload_and_publish(
-                stub, model, percent=percent, name=name, profile=profile, labels=names
+                stub,
+                model,
+                percent=percent,
+                name=name,
+                profile=profile,
+                labels=names,
+                policy=policy,
             ),
         )
     else:
         request = pb.PublishReleaseRequest(
-            run_id=int(run or 0), name=name, profile=profile, percent=percent, labels=list(names)
+            run_id=int(run or 0),
+            name=name,
+            profile=profile,
+            percent=percent,
+            labels=list(names),
+            policy=policy,
         )
         release = call_control(
             coordinator, operator, insecure, lambda stub: stub.PublishRelease(request, timeout=60)
         ).release
     _print_release(release, "published")
+    if release.HasField("rollout"):
+        console.print(_rollout_line(release.rollout), soft_wrap=True, highlight=False)
+
+
+def _rollout_line(ro: pb.RolloutStatus) -> str:
+    stages = " -> ".join(f"{p}%" for p in ro.stages)
+    rate = f"{ro.failures / ro.outcomes:.2f}" if ro.outcomes else "-"
+    line = (
+        f"gated rollout {ro.state}: stage {ro.stage + 1}/{len(ro.stages)} ({stages}), failure "
+        f"rate {rate} of {ro.outcomes} outcomes (halts above {ro.max_failure_rate:.2f} once "
+        f"{ro.min_devices} devices have one; each stage at least {ro.stage_wait_seconds:g}s)"
+    )
+    return line + (f"; {ro.reason}" if ro.reason else "")
+
+
+def _steer(verb: str, method: str, request_type: Any) -> Any:
+    def command(
+        version: Annotated[int, typer.Argument(help="Release version.")],
+        coordinator: CoordinatorOpt = None,
+        operator: OperatorOpt = None,
+        insecure: InsecureOpt = False,
+    ) -> None:
+        request = request_type(version=version)
+        response = call_control(
+            coordinator, operator, insecure, lambda stub: getattr(stub, method)(request, timeout=30)
+        )
+        console.print(_rollout_line(response.release.rollout), soft_wrap=True, highlight=False)
+
+    command.__doc__ = {
+        "pause": "Hold the health-gated rollout of VERSION at its stage (the gate still halts).",
+        "resume": "Go on with the paused rollout of VERSION.",
+        "abort": "Stop the rollout of VERSION and roll the fleet back to the last good release.",
+    }[verb]
+    return command
 
 
 def _profile_artifacts(model: Path | None) -> list[ProfileArtifact]:
@@ -229,6 +335,8 @@ def ls_command(
         status = "withdrawn" if r.withdrawn else "live"
         if r.rollback_of:
             status += f" (rollback of {r.rollback_of})"
+        if r.HasField("rollout"):
+            status += f", gated rollout {r.rollout.state}"
         measured = (
             f", p99 <= {r.measured_p99_ms:.3f} ms on {r.measured_devices} devices"
             if r.measured_devices
@@ -280,6 +388,8 @@ def status_command(
     r = response.release
     flag = " withdrawn" if r.withdrawn else ""
     console.print(f"release {version} ({r.percent}%{flag}): {_states(r)}", soft_wrap=True)
+    if r.HasField("rollout"):
+        console.print(_rollout_line(r.rollout), soft_wrap=True, highlight=False, markup=False)
     if devices:
         for d in response.devices:
             who = f"{d.device_id} ({d.name})" if d.name else d.device_id
@@ -323,6 +433,9 @@ def register(group: typer.Typer) -> None:
     group.command("publish")(publish_command)
     group.command("promote")(promote_command)
     group.command("rollback")(rollback_command)
+    group.command("pause")(_steer("pause", "PauseRollout", pb.PauseRolloutRequest))
+    group.command("resume")(_steer("resume", "ResumeRollout", pb.ResumeRolloutRequest))
+    group.command("abort")(_steer("abort", "AbortRollout", pb.AbortRolloutRequest))
     group.command("ls")(ls_command)
     group.command("status")(status_command)
     group.command("key")(key_command)

@@ -29,13 +29,14 @@ from fedge.compress.report import (
     write_markdown,
     write_report_json,
 )
-from fedge.compress.runtime import accuracy, measure_latency
+from fedge.compress.runtime import accuracy, measure_latency, predict
 from fedge.compress.transfer import TransferSet, public_transfer_set
 from fedge.data import Dataset, get_dataset
 from fedge.errors import ConfigError
 from fedge.files import file_sha256
 from fedge.log import logger
 from fedge.models import get_model, list_models
+from fedge.protocol.drift import reference_from
 
 __all__ = [
     "ARTIFACTS",
@@ -251,6 +252,9 @@ def _build(
         latency_runs=settings.latency_runs,
         build_seconds=0.0,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        # What the shipped (int8) model sees and predicts on the transfer set: devices report
+        # their own windows, and the coordinator compares them with this (drift).
+        extra={"drift": reference_from(transfer.x, predict(paths["int8"], transfer.x)).to_dict()},
     )
 
 

@@ -2,7 +2,9 @@
 
 Every key is checked when the file is read: an unknown key, a value of the wrong type or out
 of range is a :class:`~fedge.errors.ConfigError` naming the file, the key (as the file writes
-it, with hyphens) and the value.
+it, with hyphens) and the value. Besides ``[coordinator]``, the file may hold ``[console]``
+(``address``, ``public-url``: the web console) and ``[metrics]`` (``address``: Prometheus
+``/metrics``); each is off when its table is absent.
 """
 
 import tomllib
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fedge.errors import ConfigError
-from fedge.protocol.transport import parse_address
+from fedge.protocol.transport import is_loopback, parse_address
 
 __all__ = ["CoordinatorConfig", "load_coordinator_config"]
 
@@ -44,11 +46,25 @@ class CoordinatorConfig:
     # Artifact downloads served at once; beyond, devices are told to retry later (their
     # updater backs off with jitter), so a fleet-wide rollout cannot exhaust the workers.
     max_concurrent_downloads: int = 32
+    # The web console (HOST:PORT, "" = off): loopback serves without a login; any other
+    # address needs TLS (the server certificate) and an operator login (`fedge console`).
+    console_address: str = ""
+    # The URL operators reach the console at, when it is not https://HOST:PORT of the bind.
+    console_public_url: str = ""
+    # Prometheus /metrics over plain HTTP (HOST:PORT, "" = off).
+    metrics_address: str = ""
+    # Seconds between the health gate's looks at each staged rollout.
+    rollout_check_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             _check_type(_key(f.name), getattr(self, f.name), f.type)
-        for name in ("heartbeat_seconds", "liveness_seconds", "wait_for_devices_seconds"):
+        for name in (
+            "heartbeat_seconds",
+            "liveness_seconds",
+            "wait_for_devices_seconds",
+            "rollout_check_seconds",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigError(_key(name), getattr(self, name), "must be positive")
         if self.liveness_seconds < 2 * self.heartbeat_seconds:
@@ -64,6 +80,19 @@ class CoordinatorConfig:
             )
         for name in ("address", "enroll_address"):
             parse_address(getattr(self, name), option=_key(name))
+        if self.console_address:
+            parse_address(self.console_address, option="console.address")
+            if self.insecure and not is_loopback(self.console_address):
+                raise ConfigError(
+                    "console.address",
+                    self.console_address,
+                    "is not loopback: the console needs TLS there, and --insecure has none",
+                )
+        if self.metrics_address:
+            parse_address(self.metrics_address, option="metrics.address")
+        url = self.console_public_url
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError("console.public-url", url, "must start with http:// or https://")
         if self.address == self.enroll_address and not self.address.endswith(":0"):
             raise ConfigError("enroll-address", self.enroll_address, "must differ from address")
 
@@ -89,6 +118,13 @@ def _check_type(key: str, value: Any, annotation: Any) -> None:
         raise ConfigError(key, value, f"must be {label.get(name, name)}")
 
 
+#: The optional tables beside [coordinator], each key and the coordinator option it sets.
+_SECTIONS = {
+    "console": {"address": "console-address", "public-url": "console-public-url"},
+    "metrics": {"address": "metrics-address"},
+}
+
+
 def load_coordinator_config(path: Path | str, **overrides: Any) -> CoordinatorConfig:
     """Read ``path`` (a ``[coordinator]`` table or top-level keys); paths are file-relative."""
     path = Path(path)
@@ -101,6 +137,19 @@ def load_coordinator_config(path: Path | str, **overrides: Any) -> CoordinatorCo
     table = data.get("coordinator", data)
     if not isinstance(table, dict):
         raise ConfigError("--config", str(path), "needs a [coordinator] table")
+    table = {k: v for k, v in table.items() if k not in _SECTIONS}
+    for section, keys in _SECTIONS.items():
+        extra = data.get(section)
+        if extra is None:
+            continue
+        if not isinstance(extra, dict):
+            raise ConfigError(f"{path}: {section}", extra, "must be a table")
+        for key, value in extra.items():
+            if key not in keys:
+                valid = ", ".join(sorted(keys))
+                where = f"{path}: {section}.{key}"
+                raise ConfigError(where, value, f"is not a [{section}] option; valid: {valid}")
+            table[keys[key]] = value
     known = {f.name for f in fields(CoordinatorConfig)}
     kwargs: dict[str, Any] = {}
     for key, value in {**table, **overrides}.items():

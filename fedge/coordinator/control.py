@@ -6,21 +6,28 @@ coordinator's state from outside. The coordinator owns its release store and its
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
+from fedge.coordinator.auth import Operator
+from fedge.coordinator.metrics import device_state
 from fedge.coordinator.plan import FleetView, resolve_plan
 from fedge.coordinator.runs import RunManager
 from fedge.coordinator.state import DeviceRow, RoundRow, RunRow, State
 from fedge.coordinator.tasks import TaskHub
 from fedge.errors import NotFoundError, PayloadError, ReleaseError
+from fedge.protocol.interceptor import caller
 from fedge.protocol.manifest import SignedManifest, key_id, load_public_key
 from fedge.protocol.serde import run_state_to_proto
 from fedge.protocol.tokens import make_token
+from fedge.release.drift import DeviceDrift
+from fedge.release.gate import FAILED_STATES, Rollout, RolloutController
 from fedge.release.publish import publish_artifact, publish_build
+from fedge.release.rollout import RolloutPolicy
 from fedge.release.store import ReleaseInfo, ReleaseStore
+from fedge.release.telemetry import DeviceTelemetry
 from fedge.v1 import control_pb2 as pb
 
 __all__ = ["ControlServicer", "device_to_proto", "run_to_proto"]
@@ -59,13 +66,19 @@ def round_to_proto(row: RoundRow) -> pb.RoundSummary:
     return summary
 
 
-def device_to_proto(device: DeviceRow, *, online: bool) -> pb.Device:
-    """A device's row for ``fedge fleet ls``."""
+def device_to_proto(
+    device: DeviceRow,
+    *,
+    online: bool,
+    telemetry: DeviceTelemetry | None = None,
+    drift: DeviceDrift | None = None,
+) -> pb.Device:
+    """A device's row for ``fedge fleet ls`` (with its latest inference telemetry, if any)."""
     proto = pb.Device(
         device_id=device.device_id,
         name=device.name,
         node_id=device.id,
-        state="revoked" if device.revoked else (device.state if online else "offline"),
+        state=device_state(device.state, revoked=device.revoked, online=online),
         version=device.version,
         last_seen_unix=device.last_seen,
         release_version=device.release_version,
@@ -76,6 +89,14 @@ def device_to_proto(device: DeviceRow, *, online: bool) -> pb.Device:
     )
     if device.privacy_spent is not None:
         proto.privacy_spent = device.privacy_spent
+    if telemetry is not None:
+        proto.inference_requests = telemetry.requests
+        proto.inference_errors = telemetry.errors
+        proto.latency_p50_ms = telemetry.latency_p50_ms
+        proto.latency_p99_ms = telemetry.latency_p99_ms
+    if drift is not None:
+        proto.drifted = drift.drifted
+        proto.drift_psi = max(drift.psi_classes, drift.psi_inputs)
     return proto
 
 
@@ -88,9 +109,27 @@ def _data_text(device: DeviceRow) -> str:
     )
 
 
-def release_to_proto(info: ReleaseInfo, states: dict[str, int], length: int) -> pb.ReleaseSummary:
+def rollout_to_proto(rollout: Rollout, states: dict[str, int]) -> pb.RolloutStatus:
+    """Where a health-gated rollout stands."""
+    failures = sum(states.get(s, 0) for s in FAILED_STATES)
+    return pb.RolloutStatus(
+        state=rollout.state,
+        stages=list(rollout.stages),
+        stage=rollout.stage,
+        max_failure_rate=rollout.policy.max_failure_rate,
+        min_devices=rollout.policy.min_devices,
+        stage_wait_seconds=rollout.policy.stage_wait,
+        reason=rollout.reason,
+        failures=failures,
+        outcomes=failures + states.get("installed", 0),
+    )
+
+
+def release_to_proto(
+    info: ReleaseInfo, states: dict[str, int], length: int, rollout: Rollout | None = None
+) -> pb.ReleaseSummary:
     """A release's row for ``fedge release ls`` / ``status``."""
-    return pb.ReleaseSummary(
+    summary = pb.ReleaseSummary(
         version=info.version,
         name=info.name,
         sha256=info.sha256,
@@ -103,6 +142,9 @@ def release_to_proto(info: ReleaseInfo, states: dict[str, int], length: int) -> 
         expires=info.expires,
         states=states,
     )
+    if rollout is not None:
+        summary.rollout.CopyFrom(rollout_to_proto(rollout, states))
+    return summary
 
 
 class ControlServicer:
@@ -119,6 +161,8 @@ class ControlServicer:
         token_ttl: float,
         enroll_fingerprint: str,
         max_upload_bytes: int,
+        console_login: Callable[[str], tuple[str, float]] | None = None,
+        rollouts: RolloutController | None = None,
     ) -> None:
         self._state = state
         self._hub = hub
@@ -128,6 +172,8 @@ class ControlServicer:
         self._token_ttl = token_ttl
         self._fingerprint = enroll_fingerprint
         self._max_upload = max_upload_bytes
+        self._console_login = console_login
+        self._rollouts = rollouts
 
     # runs
 
@@ -177,9 +223,18 @@ class ControlServicer:
         """Every enrolled device."""
         rows = self._state.devices()
         online = set(self._hub.online([d.id for d in rows]))
-        return pb.ListDevicesResponse(
-            devices=[device_to_proto(d, online=d.id in online) for d in rows]
-        )
+        telemetry = {t.device_id: t for t in self._releases.telemetry.latest()}
+        drift = {x.device_id: x for x in self._releases.drift.latest()}
+        devices = [
+            device_to_proto(
+                d,
+                online=d.id in online,
+                telemetry=telemetry.get(d.device_id),
+                drift=drift.get(d.device_id),
+            )
+            for d in rows
+        ]
+        return pb.ListDevicesResponse(devices=devices)
 
     def RevokeDevice(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
@@ -199,6 +254,39 @@ class ControlServicer:
         return pb.CreateEnrollTokenResponse(
             token=make_token(issued.secret, self._fingerprint), expires_unix=issued.expires
         )
+
+    def ListDrift(self, request: Any, context: grpc.ServicerContext) -> pb.ListDriftResponse:  # noqa: N802
+        """Each device's latest drift window against its release's reference."""
+        names = {d.device_id: d.name for d in self._state.devices()}
+        return pb.ListDriftResponse(
+            threshold=self._releases.drift.threshold,
+            devices=[
+                pb.DeviceDrift(
+                    device_id=x.device_id,
+                    name=names.get(x.device_id, ""),
+                    version=x.version,
+                    psi_classes=x.psi_classes,
+                    psi_inputs=x.psi_inputs,
+                    drifted=x.drifted,
+                    samples=round(x.samples),
+                    updated_unix=x.updated,
+                    note=x.note,
+                )
+                for x in self._releases.drift.latest()
+            ],
+        )
+
+    def CreateConsoleLogin(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.CreateConsoleLoginResponse:
+        """A one-time URL that opens a web console session for this operator."""
+        if self._console_login is None:
+            raise NotFoundError("this coordinator serves no console")
+        who = caller(context) if context is not None else None
+        operator = who.name if isinstance(who, Operator) else "operator"
+        url, expires = self._console_login(operator)
+        self._state.add_event("console", f"{operator} asked for a console login URL")
+        return pb.CreateConsoleLoginResponse(url=url, expires_unix=expires)
 
     # releases
 
@@ -221,7 +309,19 @@ class ControlServicer:
     def PublishRelease(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
     ) -> pb.PublishReleaseResponse:
-        """Sign an uploaded artifact, or a run's release build, as the next release."""
+        """Sign an uploaded artifact, or a run's release build, as the next release; with a
+        policy, start its health-gated rollout at the first stage."""
+        policy = None
+        if request.HasField("policy") and request.policy.stages:
+            if self._rollouts is None:
+                raise ReleaseError("this coordinator runs no health-gated rollouts")
+            policy = RolloutPolicy(
+                stages=tuple(int(p) for p in request.policy.stages),
+                max_failure_rate=request.policy.max_failure_rate,
+                min_devices=request.policy.min_devices,
+                stage_wait=request.policy.stage_wait_seconds,
+            )
+            request.percent = policy.stages[0]
         if request.run_id:
             signed = self._publish_run(request)
         elif request.sha256:
@@ -236,7 +336,16 @@ class ControlServicer:
             )
         else:
             raise ReleaseError("publish needs an uploaded artifact (sha256) or a run id")
-        self._event("published", signed, f"to {request.percent}%")
+        if policy is not None:
+            self._releases.rollouts.create(signed.manifest.version, policy)
+            stages = ", ".join(f"{p}%" for p in policy.stages)
+            detail = (
+                f"to {request.percent}%, gated: stages {stages}, halts above a failure rate of "
+                f"{policy.max_failure_rate:.2f} among at least {policy.min_devices} devices"
+            )
+        else:
+            detail = f"to {request.percent}%"
+        self._event("published", signed, detail)
         return pb.PublishReleaseResponse(release=self._summary(signed.manifest.version))
 
     def _publish_run(self, request: Any) -> SignedManifest:
@@ -271,6 +380,34 @@ class ControlServicer:
         signed = self._releases.rollback(version=request.version or None)
         self._event("rolled-back", signed, f"withdraws release {signed.manifest.rollback_of}")
         return pb.RollbackReleaseResponse(release=self._summary(signed.manifest.version))
+
+    def PauseRollout(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.PauseRolloutResponse:
+        """Hold a health-gated rollout at its stage."""
+        self._gate().pause(request.version)
+        return pb.PauseRolloutResponse(release=self._summary(request.version))
+
+    def ResumeRollout(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.ResumeRolloutResponse:
+        """Go on with a paused health-gated rollout."""
+        self._gate().resume(request.version)
+        return pb.ResumeRolloutResponse(release=self._summary(request.version))
+
+    def AbortRollout(  # noqa: N802
+        self, request: Any, context: grpc.ServicerContext
+    ) -> pb.AbortRolloutResponse:
+        """Stop a health-gated rollout and roll the fleet back to the last good release."""
+        rollout = self._gate().abort(request.version)
+        return pb.AbortRolloutResponse(
+            release=self._summary(request.version), rollback_version=rollout.rollback_version
+        )
+
+    def _gate(self) -> RolloutController:
+        if self._rollouts is None:
+            raise ReleaseError("this coordinator runs no health-gated rollouts")
+        return self._rollouts
 
     def ListReleases(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
@@ -323,7 +460,10 @@ class ControlServicer:
     def _summary(self, version: int) -> pb.ReleaseSummary:
         info = self._releases.get(version)
         summary = release_to_proto(
-            info, self._releases.status(version), self._releases.artifacts.length(info.sha256)
+            info,
+            self._releases.status(version),
+            self._releases.artifacts.length(info.sha256),
+            self._releases.rollouts.get(version),
         )
         measured = [
             r.measured.latency_p99_ms

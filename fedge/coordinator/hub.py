@@ -23,6 +23,7 @@ from fedge.protocol.interceptor import Authenticate, FedgeInterceptor, caller
 from fedge.protocol.metadata import DEVICE_ID_METADATA
 from fedge.protocol.serde import install_state_from_proto, signed_manifest_to_proto
 from fedge.protocol.transport import ServerTLS, add_service, bind, create_server
+from fedge.release.drift import DeviceDrift, Window
 from fedge.release.store import Measured, ReleaseStore
 from fedge.release.telemetry import DeviceTelemetry
 from fedge.v1 import hub_pb2
@@ -85,9 +86,16 @@ class HubServicer:
     """
 
     def __init__(
-        self, store: ReleaseStore, *, max_downloads: int | None = None, retry_after_ms: int = 500
+        self,
+        store: ReleaseStore,
+        *,
+        max_downloads: int | None = None,
+        retry_after_ms: int = 500,
+        on_drift: Callable[[DeviceDrift], None] | None = None,
     ) -> None:
         self.store = store
+        # Told when a device starts drifting (the coordinator records an event).
+        self.on_drift = on_drift
         self.downloads = DownloadSlots(max_downloads)
         self.retry_after_ms = retry_after_ms
 
@@ -165,7 +173,23 @@ class HubServicer:
             updated="",
         )
         self.store.telemetry.record(telemetry)
+        if request.HasField("drift"):
+            self._record_drift(telemetry.device_id, request.drift)
         return hub_pb2.ReportInferenceStatsResponse()
+
+    def _record_drift(self, device_id: str, drift: hub_pb2.DriftWindow) -> None:
+        window = Window(
+            version=drift.version,
+            window=drift.window,
+            samples=drift.samples,
+            class_counts=tuple(drift.class_counts),
+            input_counts=tuple(drift.input_counts),
+        )
+        result, started = self.store.drift.record(
+            device_id, window, self.store.reference(drift.version)
+        )
+        if started and self.on_drift is not None:
+            self.on_drift(result)
 
 
 def add_hub_service(server: grpc.Server, servicer: HubServicer) -> HubServicer:

@@ -16,6 +16,7 @@ unless started with ``--no-release``; ``fedge release publish --run RUN`` publis
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from fedge.app.checkpoint import Checkpoint, CheckpointError, load_checkpoint
@@ -44,12 +45,14 @@ class RunManager:
         runs_dir: Path,
         max_attempts: int,
         wait_for_devices: float,
+        on_round: Callable[[RoundRow], None] | None = None,
     ) -> None:
         self._state = state
         self._hub = hub
         self._runs_dir = runs_dir
         self._max_attempts = max_attempts
         self._wait_for_devices = wait_for_devices
+        self._on_round = on_round or (lambda row: None)
         self._wake = threading.Event()
         self._shutdown = threading.Event()
         self._stop_run = threading.Event()
@@ -190,7 +193,9 @@ class RunManager:
         )
 
         def on_round(record: RoundRecord) -> None:
-            self._state.add_round(run_id, _round_row(record))
+            row = _round_row(record)
+            self._state.add_round(run_id, row)
+            self._on_round(row)
 
         result = run_federation(grid, config, out_dir=out, on_round=on_round, start_from=start)
         if config.release and not (out / "release" / "model.onnx").is_file():

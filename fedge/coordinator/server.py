@@ -1,9 +1,10 @@
 """The coordinator process: its servers, services, run manager, state and release store.
 
-Two ports, both created by :mod:`fedge.protocol.transport` with the one interceptor: the main
-port (mutual TLS) serves the fleet, model hub and control services; the enrolment port (TLS with
-a certificate pinned by enrolment tokens) serves enrolment only. Neither port is shared with
-another process.
+Two gRPC ports, both created by :mod:`fedge.protocol.transport` with the one interceptor: the
+main port (mutual TLS) serves the fleet, model hub and control services; the enrolment port (TLS
+with a certificate pinned by enrolment tokens) serves enrolment only. Two optional HTTP ports:
+the web console (``[console]``) and Prometheus ``/metrics`` (``[metrics]``). No port is shared
+with another process, and every one is bound before the state is opened.
 """
 
 import threading
@@ -13,15 +14,19 @@ import grpc
 
 from fedge.coordinator.auth import CoordinatorAuth, Operator
 from fedge.coordinator.config import CoordinatorConfig
+from fedge.coordinator.console import ConsoleServer, ConsoleSessions
+from fedge.coordinator.console.server import ConsoleTLS
 from fedge.coordinator.control import ControlServicer
 from fedge.coordinator.fleet import EnrollmentServicer, FleetServicer, FleetSettings
 from fedge.coordinator.hub import HubServicer, add_hub_service
+from fedge.coordinator.metrics import CoordinatorMetrics
 from fedge.coordinator.pki import CertificateAuthority
 from fedge.coordinator.runs import RunManager
 from fedge.coordinator.state import DeviceRow, State
 from fedge.coordinator.tasks import TaskHub
-from fedge.errors import PkiError
+from fedge.errors import FedgeError, PkiError
 from fedge.log import logger
+from fedge.protocol.http import MetricsServer, serve_metrics
 from fedge.protocol.interceptor import FedgeInterceptor, Refusal
 from fedge.protocol.manifest import public_key_pem
 from fedge.protocol.pki import fingerprint
@@ -31,7 +36,10 @@ from fedge.protocol.transport import (
     add_service,
     bind,
     create_server,
+    is_loopback,
 )
+from fedge.release.drift import DeviceDrift
+from fedge.release.gate import RolloutController
 from fedge.release.signing import load_or_create_release_key
 from fedge.release.store import RELEASE_KEY_FILE, open_release_store
 from fedge.v1 import control_pb2, enrollment_pb2, fleet_pb2
@@ -39,6 +47,10 @@ from fedge.v1 import control_pb2, enrollment_pb2, fleet_pb2
 __all__ = ["Coordinator"]
 
 _TOKEN_TTL = 24 * 3600.0
+
+
+class ConsoleDisabledError(FedgeError):
+    """A console login was asked of a coordinator that serves no console."""
 
 
 def _read(path: Path) -> bytes:
@@ -58,6 +70,10 @@ class Coordinator:
         self._servers: list[grpc.Server] = []
         self.ports: dict[str, int] = {}
         self._stopped = threading.Event()
+        self.metrics = CoordinatorMetrics()
+        self._metrics_server: MetricsServer | None = None
+        self.console: ConsoleServer | None = None
+        self.console_sessions = ConsoleSessions()
 
     def _on_refused(self, refusal: Refusal) -> None:
         who = refusal.caller
@@ -66,7 +82,17 @@ class Coordinator:
         message = f"{refusal.method}: {refusal.code.name}: {refusal.error}"
         run_id = getattr(refusal.error, "run_id", None) or self.runs.active_run
         self.state.add_event("refused", message, run_id=run_id, device_id=device)
+        self.metrics.refused(refusal.method, refusal.code.name)
         logger.warning("refused %s from %s: %s", refusal.method, name, refusal.error)
+
+    def _on_drift(self, drift: DeviceDrift) -> None:
+        self.state.add_event(
+            "drift",
+            f"{drift.device_id} drifted from release {drift.version}'s reference: PSI classes "
+            f"{drift.psi_classes:.2f}, inputs {drift.psi_inputs:.2f} (window {drift.window})",
+            device_id=drift.device_id,
+        )
+        logger.warning("device %s drifted (release %d)", drift.device_id, drift.version)
 
     def start(self) -> dict[str, int]:
         """Bind both ports, then open the state and start serving; the bound ports.
@@ -100,6 +126,7 @@ class Coordinator:
         self.ports["enroll"] = bind(
             enroller, self.config.enroll_address, enroll_tls, option="enroll-address"
         )
+        self._bind_http()
         self._open_state()
         settings = FleetSettings(
             insecure=insecure,
@@ -115,12 +142,68 @@ class Coordinator:
         for server in self._servers:
             server.start()
         self.runs.start()
+        self.rollouts.start()
+        if self.console is not None:
+            self._start_console()
         logger.info(
             "coordinator listening: fleet %s, enrolment %s",
             self.ports["fleet"],
             self.ports["enroll"],
         )
         return dict(self.ports)
+
+    def _bind_http(self) -> None:
+        config = self.config
+        try:
+            if config.console_address:
+                tls = None
+                if not is_loopback(config.console_address):  # loopback: plain, no login
+                    tls = ConsoleTLS(
+                        config.certs_dir / "server.pem", config.certs_dir / "server.key"
+                    )
+                self.console = ConsoleServer(
+                    config.console_address, tls=tls, public_url=config.console_public_url
+                )
+                self.ports["console"] = self.console.bind()
+            if config.metrics_address:
+                self._metrics_server = serve_metrics(
+                    self.metrics.registry, config.metrics_address, option="metrics.address"
+                )
+                self.ports["metrics"] = self._metrics_server.port
+        except Exception:
+            self._close_http()  # nothing half-made: free what was bound before the failure
+            raise
+
+    def _close_http(self) -> None:
+        if self.console is not None:
+            self.console.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
+
+    def _start_console(self) -> None:
+        from fedge.coordinator.console.app import create_app
+
+        assert self.console is not None
+        app = create_app(
+            control=self.control,
+            state=self.state,
+            sessions=self.console_sessions,
+            login_required=self.console.login_required,
+            secure_cookie=self.console.tls is not None,
+        )
+        self.console.start(app)
+        logger.info("web console: %s", self.console.url)
+
+    def console_login(self, operator: str) -> tuple[str, float]:
+        """A one-time console login URL for ``operator`` and when it expires."""
+        if self.console is None:
+            raise ConsoleDisabledError(
+                "this coordinator serves no console: add a [console] table with an address "
+                "to its coordinator.toml"
+            )
+        token, expires = self.console_sessions.create_login(operator)
+        return f"{self.console.url}/login?token={token}", expires
 
     def _open_state(self) -> None:
         config = self.config
@@ -132,6 +215,7 @@ class Coordinator:
             runs_dir=config.state_dir / "runs",
             max_attempts=config.max_attempts,
             wait_for_devices=config.wait_for_devices_seconds,
+            on_round=lambda row: self.metrics.round_done(row.seconds),
         )
         self._auth = CoordinatorAuth(self.state, insecure=config.insecure)
         # The coordinator owns its release key (made on its first start); devices pin it from
@@ -140,6 +224,11 @@ class Coordinator:
         self.release_key_pem = public_key_pem(key.public_key())
         self.releases = open_release_store(
             state_dir=config.state_dir, key=key, fleet=self._fleet_ids
+        )
+        self.rollouts = RolloutController(
+            self.releases,
+            on_event=lambda kind, message: self.state.add_event(kind, message),
+            interval=config.rollout_check_seconds,
         )
 
     def _add_services(
@@ -154,22 +243,30 @@ class Coordinator:
             fleet_pb2.DESCRIPTOR.services_by_name["FleetService"],
             FleetServicer(state=self.state, hub=self.hub, settings=settings),
         )
-        add_service(
-            main,
-            control_pb2.DESCRIPTOR.services_by_name["ControlService"],
-            ControlServicer(
-                state=self.state,
-                hub=self.hub,
-                runs=self.runs,
-                releases=self.releases,
-                release_key_pem=self.release_key_pem,
-                token_ttl=_TOKEN_TTL,
-                enroll_fingerprint=settings.enroll_fingerprint,
-                max_upload_bytes=self.config.max_payload_bytes,
-            ),
+        self.control = ControlServicer(
+            state=self.state,
+            hub=self.hub,
+            runs=self.runs,
+            releases=self.releases,
+            release_key_pem=self.release_key_pem,
+            token_ttl=_TOKEN_TTL,
+            enroll_fingerprint=settings.enroll_fingerprint,
+            max_upload_bytes=self.config.max_payload_bytes,
+            console_login=self.console_login,
+            rollouts=self.rollouts,
         )
-        add_hub_service(
-            main, HubServicer(self.releases, max_downloads=self.config.max_concurrent_downloads)
+        add_service(main, control_pb2.DESCRIPTOR.services_by_name["ControlService"], self.control)
+        model_hub = HubServicer(
+            self.releases,
+            max_downloads=self.config.max_concurrent_downloads,
+            on_drift=self._on_drift,
+        )
+        add_hub_service(main, model_hub)
+        self.metrics.attach(
+            state=self.state,
+            hub=self.hub,
+            releases=self.releases,
+            downloads=lambda: model_hub.downloads.active,
         )
         add_service(
             enroller,
@@ -184,6 +281,8 @@ class Coordinator:
     def stop(self, grace: float = 2.0) -> None:
         """Stop serving; a run in progress resumes when the coordinator starts again."""
         self.runs.shutdown()
+        self.rollouts.stop()
+        self._close_http()
         for server in self._servers:
             server.stop(grace).wait(grace + 1)
         self.releases.close()

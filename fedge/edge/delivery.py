@@ -16,15 +16,19 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from fedge.edge.drift import DriftMonitor, DriftSettings
 from fedge.edge.health import HealthConfig
 from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import DeviceIdentity, load_pinned_key
 from fedge.edge.inference import InferenceEngine, serve_inference
-from fedge.edge.slots import Slots
+from fedge.edge.metrics import DeviceMetrics
+from fedge.edge.slots import SLOTS, Slots
 from fedge.edge.updater import DEFAULT_PROFILE, Updater
 from fedge.errors import VerificationError
 from fedge.log import logger
 from fedge.profiles import DeviceProfile, get_profile
+from fedge.protocol.drift import DriftReference
+from fedge.protocol.http import MetricsServer, serve_metrics
 from fedge.protocol.manifest import key_id
 from fedge.protocol.serde import InstallReport
 from fedge.protocol.transport import create_channel
@@ -40,6 +44,10 @@ class DeliverySettings:
     inference_address: str | None = "127.0.0.1:0"  # None: no local inference server
     profile: DeviceProfile = field(default_factory=lambda: get_profile(DEFAULT_PROFILE))
     health: HealthConfig = field(default_factory=HealthConfig)
+    # HOST:PORT of the device's Prometheus /metrics (None: not served).
+    metrics_address: str | None = None
+    # Noisy windows of what the model sees and predicts, sent with the telemetry (None: off).
+    drift: DriftSettings | None = field(default_factory=DriftSettings)
 
 
 class DeviceDelivery:
@@ -64,6 +72,13 @@ class DeviceDelivery:
         self.device_id = device_id
         self.settings = settings or DeliverySettings()
         self.engine = InferenceEngine()
+        self.drift: DriftMonitor | None = None
+        if self.settings.drift is not None:
+            self.drift = DriftMonitor(self.settings.drift)
+            self.engine.on_prediction = self.drift.observe
+        self.metrics: DeviceMetrics | None = None
+        self.metrics_port: int | None = None
+        self._metrics_server: MetricsServer | None = None
         self.updater: Updater | None = None
         self.public_key: Ed25519PublicKey | None = None
         self.inference_port: int | None = None
@@ -80,11 +95,18 @@ class DeviceDelivery:
         Raises :class:`VerificationError` when no release key was pinned at enrolment.
         """
         self.public_key = load_pinned_key(self.state_dir)
+        if self.settings.metrics_address is not None:
+            self.metrics = DeviceMetrics(active_version=lambda: self.engine.version)
+            self.engine.observer = self.metrics.observe
+            self._metrics_server = serve_metrics(
+                self.metrics.registry, self.settings.metrics_address, option="--metrics"
+            )
+            self.metrics_port = self._metrics_server.port
         logger.info("release key pinned at enrolment: %s", key_id(self.public_key)[:16])
         slots = Slots(self.state_dir)
         serving = slots.state().serving
         if serving is not None:  # serve the committed model at once, even before recovery
-            self.engine.swap(slots.model_path(serving), slots.version_of(serving))
+            self._serve(slots.model_path(serving), slots.version_of(serving))
         if self.settings.inference_address is not None:
             self._server, self.inference_port = serve_inference(
                 self.engine, address=self.settings.inference_address
@@ -99,6 +121,8 @@ class DeviceDelivery:
             self._thread.join(timeout=30)
         if self._server is not None:
             self._server.stop(grace=1).wait(2)
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
 
     def serving(self) -> tuple[int, str]:
         """The release version this device serves now (0 = none) and its slot (or "")."""
@@ -115,20 +139,45 @@ class DeviceDelivery:
                 profile=self.settings.profile,
                 public_key=self.public_key or load_pinned_key(self.state_dir),
                 health=self.settings.health,
-                on_installed=lambda path, version: self.engine.swap(path, version),
+                on_installed=self._serve,
                 stop=self._stop,
             )
             self.updater.recover()
             model = self.updater.active_model()
             if model is not None and self.engine.version != self.updater.active_version():
-                self.engine.swap(model, self.updater.active_version())
+                self._serve(model, self.updater.active_version())
         return self.updater
+
+    def _serve(self, path: Path, version: int) -> None:
+        """Answer predictions with ``path`` (release ``version``); count drift against its
+        reference, which its manifest carries."""
+        self.engine.swap(path, version)
+        if self.drift is not None:
+            self.drift.reset(version, self._reference(version))
+
+    def _reference(self, version: int) -> DriftReference | None:
+        slots = Slots(self.state_dir)
+        for slot in SLOTS:
+            signed = slots.signed_manifest(slot)
+            if signed is not None and slots.version_of(slot) == version:
+                try:
+                    return DriftReference.from_dict(signed.manifest.report.get("drift"))
+                except VerificationError:
+                    return None
+        return None
 
     def tick(self) -> InstallReport | None:
         """One round: recover if needed, check for a release, report telemetry."""
         with self._tick_lock:
             report = self._ensure_updater().check_once()
-            self.client.report_inference(device_id=self.device_id, stats=self.engine.stats())
+            if report is not None and self.metrics is not None:
+                self.metrics.installs.labels(state=report.state).inc()
+            window = self.drift.take() if self.drift is not None else None
+            self.client.report_inference(
+                device_id=self.device_id, stats=self.engine.stats(), drift=window
+            )
+            if window is not None and self.metrics is not None:
+                self.metrics.drift_windows.inc()
             return report
 
     def _loop(self) -> None:
@@ -149,6 +198,8 @@ def start_device_delivery(
     inference_address: str | None = "127.0.0.1:0",
     health: HealthConfig | None = None,
     profile: DeviceProfile | None = None,
+    metrics_address: str | None = None,
+    drift: DriftSettings | None = DriftSettings(),
 ) -> DeviceDelivery:
     """Start :class:`DeviceDelivery` for an enrolled device (a ``DeviceIdentity``) on its own
     channel to the coordinator (mutual TLS unless the device was enrolled ``--insecure``).
@@ -161,6 +212,8 @@ def start_device_delivery(
         inference_address=inference_address,
         health=health or HealthConfig(),
         profile=profile or get_profile(DEFAULT_PROFILE),
+        metrics_address=metrics_address,
+        drift=drift,
     )
     return DeviceDelivery(
         channel=channel,

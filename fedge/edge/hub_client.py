@@ -10,6 +10,7 @@ from typing import Protocol
 
 import grpc
 
+from fedge.edge.drift import NoisyWindow
 from fedge.edge.inference import InferenceStats
 from fedge.protocol.manifest import SignedManifest
 from fedge.protocol.metadata import DEVICE_ID_METADATA
@@ -95,18 +96,33 @@ class GrpcHubClient:
             metadata=_metadata(device_id),
         )
 
-    def report_inference(self, *, device_id: str, stats: InferenceStats) -> None:
-        """Send the local inference server's telemetry (counts and latencies only)."""
+    def report_inference(
+        self, *, device_id: str, stats: InferenceStats, drift: NoisyWindow | None = None
+    ) -> None:
+        """Send the local inference server's telemetry (counts and latencies only) and, when
+        one closed, the latest noisy drift window."""
+        request = hub_pb2.ReportInferenceStatsRequest(
+            device_id=device_id,
+            active_version=stats.active_version,
+            requests=stats.requests,
+            errors=stats.errors,
+            latency_p50_ms=stats.latency_p50_ms,
+            latency_p99_ms=stats.latency_p99_ms,
+            swaps=stats.swaps,
+        )
+        if drift is not None:
+            request.drift.CopyFrom(
+                hub_pb2.DriftWindow(
+                    version=drift.version,
+                    samples=drift.samples,
+                    class_counts=drift.class_counts,
+                    input_counts=drift.input_counts,
+                    epsilon=drift.epsilon,
+                    window=drift.window,
+                )
+            )
         self.stub.ReportInferenceStats(
-            hub_pb2.ReportInferenceStatsRequest(
-                device_id=device_id,
-                active_version=stats.active_version,
-                requests=stats.requests,
-                errors=stats.errors,
-                latency_p50_ms=stats.latency_p50_ms,
-                latency_p99_ms=stats.latency_p99_ms,
-                swaps=stats.swaps,
-            ),
+            request,
             timeout=self.timeout,
             metadata=_metadata(device_id),
         )

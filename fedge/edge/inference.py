@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +72,17 @@ class InferenceStats:
 class InferenceEngine:
     """Thread-safe predictions with an atomically swappable model."""
 
-    def __init__(self, *, threads: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        threads: int = 1,
+        observer: Callable[[float, bool], None] | None = None,
+    ) -> None:
         self.threads = threads
+        # Told of every request (seconds, succeeded): the device's /metrics.
+        self.observer = observer
+        # Told of every answered request (inputs, outputs, version): the drift window.
+        self.on_prediction: Callable[[np.ndarray, np.ndarray, int], None] | None = None
         self._model: _Loaded | None = None
         self._swap_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -114,12 +124,19 @@ class InferenceEngine:
             with self._stats_lock:
                 self._requests += 1
                 self._errors += 1
+            if self.observer is not None:
+                self.observer(time.perf_counter() - start, False)
             raise
-        elapsed = (time.perf_counter() - start) * 1000.0
+        seconds = time.perf_counter() - start
         with self._stats_lock:
             self._requests += 1
-            self._latencies.append(elapsed)
-        return np.asarray(out), model.version
+            self._latencies.append(seconds * 1000.0)
+        if self.observer is not None:
+            self.observer(seconds, True)
+        result = np.asarray(out)
+        if self.on_prediction is not None:
+            self.on_prediction(np.asarray(x), result, model.version)
+        return result, model.version
 
     def stats(self) -> InferenceStats:
         """Counts and latency percentiles over the last requests."""

@@ -10,6 +10,7 @@ the interceptor can refuse them with a reason instead of gRPC's anonymous ``INTE
 """
 
 import errno
+import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -34,6 +35,7 @@ __all__ = [
     "bind",
     "create_channel",
     "create_server",
+    "is_loopback",
     "parse_address",
 ]
 
@@ -118,6 +120,17 @@ def parse_address(address: str, *, option: str = "address") -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(option, address, "must be HOST:PORT with a port in 0-65535")
     return host.strip("[]"), int(port)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``HOST:PORT`` listens on this machine's loopback only."""
+    host = parse_address(address)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def create_server(

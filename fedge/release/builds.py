@@ -13,6 +13,7 @@ from typing import Any
 
 from fedge.errors import ReleaseError
 from fedge.files import file_sha256
+from fedge.protocol.drift import DriftReference
 
 __all__ = [
     "PROFILE_ARTIFACT_FORMAT",
@@ -34,6 +35,9 @@ def release_figures(report: dict[str, Any]) -> dict[str, Any]:
     for key in ("dataset", "num_classes"):
         if key in report:
             figures[key] = report[key]
+    reference = DriftReference.from_dict(report.get("drift"))
+    if reference is not None:  # devices bin their inputs by it; the hub compares with it
+        figures["drift"] = reference.to_dict()
     for role in _ROLES:
         row = report.get(role)
         if isinstance(row, dict):

@@ -19,10 +19,20 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fedge.errors import ReleaseError, ReleaseNotFoundError
+from fedge.protocol.drift import DriftReference
 from fedge.protocol.manifest import Manifest, SignedManifest, TensorSpec, format_time
 from fedge.protocol.serde import INSTALL_STATES
 from fedge.release.artifacts import ArtifactStore
-from fedge.release.rollout import ReleaseTarget, bucket_of, select_release, validate_percent
+from fedge.release.drift import DriftTable
+from fedge.release.gate import RolloutTable
+from fedge.release.rollout import (
+    ReleaseTarget,
+    bucket_of,
+    covered_count,
+    rollout_order,
+    select_release,
+    validate_percent,
+)
 from fedge.release.signing import sign_manifest
 from fedge.release.tables import (
     ArtifactRow,
@@ -103,6 +113,8 @@ class ReleaseStore:
         self.fleet = fleet
         self.engine = open_sqlite(self.root / "releases.db", tables=ReleaseTables)
         self.telemetry = TelemetryTable(self.engine)
+        self.drift = DriftTable(self.engine)
+        self.rollouts = RolloutTable(self.engine)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -269,6 +281,15 @@ class ReleaseStore:
                 raise ReleaseNotFoundError(f"no release with version {version}")
             return self._info(row)
 
+    def reference(self, version: int) -> DriftReference | None:
+        """The drift reference release ``version`` carries (None: none, or no such release)."""
+        with Session(self.engine) as session:
+            row = session.get(ReleaseRow, version)
+            if row is None:
+                return None
+            report = Manifest.from_bytes(row.manifest_json).report
+            return DriftReference.from_dict(report.get("drift"))
+
     def signed(self, version: int) -> SignedManifest:
         """The signed manifest of ``version``."""
         with Session(self.engine) as session:
@@ -399,6 +420,26 @@ class ReleaseStore:
             running = select(func.count()).where(DeviceRolloutRow.active_version == version)
             counts["running"] = int(session.scalar(running) or 0)
         return counts
+
+    def targeted(self, version: int) -> set[str]:
+        """The devices release ``version`` targets now and can take it: its share of the
+        rollout order of the fleet that have asked the hub as devices of its profile, and every
+        device it was already offered to."""
+        info = self.get(version)
+        with Session(self.engine) as session:
+            order = rollout_order(self._fleet(session, info.profile))
+            query = select(InstallRow.device_id).where(InstallRow.version == version)
+            offered = set(session.scalars(query))
+            same = select(DeviceRolloutRow.device_id).where(
+                DeviceRolloutRow.profile == info.profile
+            )
+            eligible = set(session.scalars(same))
+            covered = set(order[: covered_count(info.percent, len(order))])
+            return (covered & eligible) | offered
+
+    def outcomes(self, version: int) -> dict[str, str]:
+        """Each device's latest install state for ``version``."""
+        return {r.device_id: r.state for r in self.device_reports(version)}
 
     def device_reports(self, version: int) -> list[DeviceReport]:
         """Every device's latest report on ``version``, with what it measured."""

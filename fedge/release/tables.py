@@ -6,9 +6,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "ArtifactRow",
     "DeviceRolloutRow",
+    "DriftRow",
     "InstallRow",
     "ReleaseRow",
     "ReleaseTables",
+    "RolloutRow",
     "TelemetryRow",
 ]
 
@@ -81,3 +83,34 @@ class TelemetryRow(ReleaseTables):
     latency_p99_ms: Mapped[float] = mapped_column(Float)
     swaps: Mapped[int] = mapped_column(Integer)
     updated: Mapped[str] = mapped_column(String(32))
+
+
+class DriftRow(ReleaseTables):
+    """A device's latest drift window, compared with its release's reference."""
+
+    __tablename__ = "release_drift"
+    device_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    window: Mapped[int] = mapped_column(Integer, default=0)
+    samples: Mapped[float] = mapped_column(Float, default=0.0)
+    psi_classes: Mapped[float] = mapped_column(Float, default=0.0)
+    psi_inputs: Mapped[float] = mapped_column(Float, default=0.0)
+    drifted: Mapped[int] = mapped_column(Integer, default=0)
+    note: Mapped[str] = mapped_column(String(200), default="")
+    updated: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class RolloutRow(ReleaseTables):
+    """A health-gated rollout: its policy, where it stands, and why it stopped."""
+
+    __tablename__ = "release_rollouts"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stages_json: Mapped[str] = mapped_column(String(200))
+    stage: Mapped[int] = mapped_column(Integer, default=0)
+    max_failure_rate: Mapped[float] = mapped_column(Float)
+    min_devices: Mapped[int] = mapped_column(Integer)
+    stage_wait: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))
+    stage_started: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(1000), default="")
+    rollback_version: Mapped[int] = mapped_column(Integer, default=0)

@@ -34,12 +34,18 @@ def make_linear_model(
     classes: int = 4,
     seed: int = 0,
     poison: str | None = None,
+    weights: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """Write a linear ONNX classifier (input ``x`` [N, features] -> ``logits`` [N, classes]).
 
-    ``poison="nan"`` makes every output NaN (a model that must fail its health check).
+    ``weights`` (``W`` [features, classes], ``b`` [classes]) replace the seeded ones, e.g. a
+    classifier fitted to real data. ``poison="nan"`` makes every output NaN (a model that must
+    fail its health check).
     """
-    weights, bias = linear_weights(features=features, classes=classes, seed=seed)
+    pair = weights or linear_weights(features=features, classes=classes, seed=seed)
+    matrix = np.asarray(pair[0], dtype=np.float32)
+    bias = np.asarray(pair[1], dtype=np.float32)
+    features, classes = matrix.shape
     if poison == "nan":
         bias = np.full_like(bias, np.nan)
     elif poison is not None:
@@ -52,7 +58,7 @@ def make_linear_model(
         "fedge-linear",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
-        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
+        [numpy_helper.from_array(matrix, "W"), numpy_helper.from_array(bias, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

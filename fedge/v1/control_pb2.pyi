@@ -368,6 +368,12 @@ class Device(_message.Message):
     CAN_TRAIN_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    INFERENCE_REQUESTS_FIELD_NUMBER: _builtins.int
+    INFERENCE_ERRORS_FIELD_NUMBER: _builtins.int
+    LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_P99_MS_FIELD_NUMBER: _builtins.int
+    DRIFTED_FIELD_NUMBER: _builtins.int
+    DRIFT_PSI_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     name: _builtins.str
     node_id: _builtins.int
@@ -383,6 +389,15 @@ class Device(_message.Message):
     profile: _builtins.str
     data: _builtins.str
     """The shape of the device's training data ("1x28x28, 10 classes, 1666 samples")."""
+    inference_requests: _builtins.int
+    """The device's latest inference telemetry (counts and latencies, never inputs)."""
+    inference_errors: _builtins.int
+    latency_p50_ms: _builtins.float
+    latency_p99_ms: _builtins.float
+    drifted: _builtins.bool
+    """Whether its latest window of predictions drifted from its release's reference."""
+    drift_psi: _builtins.float
+    """The larger of its two population stability indices (classes, inputs); 0 without a window."""
     def __init__(
         self,
         *,
@@ -398,10 +413,16 @@ class Device(_message.Message):
         can_train: _builtins.bool = ...,
         profile: _builtins.str = ...,
         data: _builtins.str = ...,
+        inference_requests: _builtins.int = ...,
+        inference_errors: _builtins.int = ...,
+        latency_p50_ms: _builtins.float = ...,
+        latency_p99_ms: _builtins.float = ...,
+        drifted: _builtins.bool = ...,
+        drift_psi: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent", "privacy_spent", b"privacy_spent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent", "can_train", b"can_train", "data", b"data", "device_id", b"device_id", "last_seen_unix", b"last_seen_unix", "name", b"name", "node_id", b"node_id", "privacy_spent", b"privacy_spent", "profile", b"profile", "release_slot", b"release_slot", "release_version", b"release_version", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent", "can_train", b"can_train", "data", b"data", "device_id", b"device_id", "drift_psi", b"drift_psi", "drifted", b"drifted", "inference_errors", b"inference_errors", "inference_requests", b"inference_requests", "last_seen_unix", b"last_seen_unix", "latency_p50_ms", b"latency_p50_ms", "latency_p99_ms", b"latency_p99_ms", "name", b"name", "node_id", b"node_id", "privacy_spent", b"privacy_spent", "profile", b"profile", "release_slot", b"release_slot", "release_version", b"release_version", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__privacy_spent: _TypeAlias = _typing.Literal["privacy_spent"]  # noqa: Y015
     _WhichOneofArgType__privacy_spent: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent"]  # noqa: Y015
@@ -668,6 +689,7 @@ class PublishReleaseRequest(_message.Message):
     PERCENT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     REPORT_JSON_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     sha256: _builtins.str
     """An uploaded artifact (content address), or 0-length with run_id set."""
     run_id: _builtins.int
@@ -679,6 +701,10 @@ class PublishReleaseRequest(_message.Message):
     """The build's report.json (its figures travel in the manifest), when uploading."""
     @_builtins.property
     def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def policy(self) -> Global___RolloutPolicy:
+        """Stages, failure threshold and patience of a health-gated rollout (none: percent only)."""
+
     def __init__(
         self,
         *,
@@ -689,14 +715,99 @@ class PublishReleaseRequest(_message.Message):
         percent: _builtins.int = ...,
         labels: _abc.Iterable[_builtins.str] | None = ...,
         report_json: _builtins.str = ...,
+        policy: Global___RolloutPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "name", b"name", "percent", b"percent", "profile", b"profile", "report_json", b"report_json", "run_id", b"run_id", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "name", b"name", "percent", b"percent", "policy", b"policy", "profile", b"profile", "report_json", b"report_json", "run_id", b"run_id", "sha256", b"sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishReleaseRequest: _TypeAlias = PublishReleaseRequest  # noqa: Y015
+
+@_typing.final
+class RolloutPolicy(_message.Message):
+    """The coordinator widens the release stage by stage on its own; when the failure rate
+    (refused, failed, rolled back) among at least min_devices devices with an outcome passes
+    max_failure_rate, it halts and rolls the fleet back to the last good release.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGES_FIELD_NUMBER: _builtins.int
+    MAX_FAILURE_RATE_FIELD_NUMBER: _builtins.int
+    MIN_DEVICES_FIELD_NUMBER: _builtins.int
+    STAGE_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    max_failure_rate: _builtins.float
+    min_devices: _builtins.int
+    stage_wait_seconds: _builtins.float
+    """Seconds each stage lasts at least (and until every device it targets has an outcome)."""
+    @_builtins.property
+    def stages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Percentages, increasing, the last one 100 (e.g. 10, 50, 100)."""
+
+    def __init__(
+        self,
+        *,
+        stages: _abc.Iterable[_builtins.int] | None = ...,
+        max_failure_rate: _builtins.float = ...,
+        min_devices: _builtins.int = ...,
+        stage_wait_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_failure_rate", b"max_failure_rate", "min_devices", b"min_devices", "stage_wait_seconds", b"stage_wait_seconds", "stages", b"stages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutPolicy: _TypeAlias = RolloutPolicy  # noqa: Y015
+
+@_typing.final
+class RolloutStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    STAGES_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    MAX_FAILURE_RATE_FIELD_NUMBER: _builtins.int
+    MIN_DEVICES_FIELD_NUMBER: _builtins.int
+    STAGE_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """running, paused, completed, halted, aborted."""
+    stage: _builtins.int
+    """Index into stages of the current stage."""
+    max_failure_rate: _builtins.float
+    min_devices: _builtins.int
+    stage_wait_seconds: _builtins.float
+    reason: _builtins.str
+    """Why it halted or was aborted (and the release that rolled the fleet back)."""
+    failures: _builtins.int
+    outcomes: _builtins.int
+    @_builtins.property
+    def stages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        stages: _abc.Iterable[_builtins.int] | None = ...,
+        stage: _builtins.int = ...,
+        max_failure_rate: _builtins.float = ...,
+        min_devices: _builtins.int = ...,
+        stage_wait_seconds: _builtins.float = ...,
+        reason: _builtins.str = ...,
+        failures: _builtins.int = ...,
+        outcomes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "max_failure_rate", b"max_failure_rate", "min_devices", b"min_devices", "outcomes", b"outcomes", "reason", b"reason", "stage", b"stage", "stage_wait_seconds", b"stage_wait_seconds", "stages", b"stages", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutStatus: _TypeAlias = RolloutStatus  # noqa: Y015
 
 @_typing.final
 class ReleaseSummary(_message.Message):
@@ -733,6 +844,7 @@ class ReleaseSummary(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     EXPIRES_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
     RUNTIME_FIELD_NUMBER: _builtins.int
     MEASURED_P99_MS_FIELD_NUMBER: _builtins.int
     MEASURED_DEVICES_FIELD_NUMBER: _builtins.int
@@ -758,6 +870,10 @@ class ReleaseSummary(_message.Message):
         and "running" (devices that serve this version now).
         """
 
+    @_builtins.property
+    def rollout(self) -> Global___RolloutStatus:
+        """Set for a health-gated rollout."""
+
     def __init__(
         self,
         *,
@@ -772,13 +888,14 @@ class ReleaseSummary(_message.Message):
         created: _builtins.str = ...,
         expires: _builtins.str = ...,
         states: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        rollout: Global___RolloutStatus | None = ...,
         runtime: _builtins.str = ...,
         measured_p99_ms: _builtins.float = ...,
         measured_devices: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires", b"expires", "length", b"length", "measured_devices", b"measured_devices", "measured_p99_ms", b"measured_p99_ms", "name", b"name", "percent", b"percent", "profile", b"profile", "rollback_of", b"rollback_of", "runtime", b"runtime", "sha256", b"sha256", "states", b"states", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires", b"expires", "length", b"length", "measured_devices", b"measured_devices", "measured_p99_ms", b"measured_p99_ms", "name", b"name", "percent", b"percent", "profile", b"profile", "rollback_of", b"rollback_of", "rollout", b"rollout", "runtime", b"runtime", "sha256", b"sha256", "states", b"states", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1078,3 +1195,247 @@ class GetReleaseKeyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetReleaseKeyResponse: _TypeAlias = GetReleaseKeyResponse  # noqa: Y015
+
+@_typing.final
+class PauseRolloutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseRolloutRequest: _TypeAlias = PauseRolloutRequest  # noqa: Y015
+
+@_typing.final
+class PauseRolloutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def release(self) -> Global___ReleaseSummary: ...
+    def __init__(
+        self,
+        *,
+        release: Global___ReleaseSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseRolloutResponse: _TypeAlias = PauseRolloutResponse  # noqa: Y015
+
+@_typing.final
+class ResumeRolloutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeRolloutRequest: _TypeAlias = ResumeRolloutRequest  # noqa: Y015
+
+@_typing.final
+class ResumeRolloutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def release(self) -> Global___ReleaseSummary: ...
+    def __init__(
+        self,
+        *,
+        release: Global___ReleaseSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeRolloutResponse: _TypeAlias = ResumeRolloutResponse  # noqa: Y015
+
+@_typing.final
+class AbortRolloutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbortRolloutRequest: _TypeAlias = AbortRolloutRequest  # noqa: Y015
+
+@_typing.final
+class AbortRolloutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_FIELD_NUMBER: _builtins.int
+    ROLLBACK_VERSION_FIELD_NUMBER: _builtins.int
+    rollback_version: _builtins.int
+    """The release that rolled the fleet back (0 if there was nothing to roll back to)."""
+    @_builtins.property
+    def release(self) -> Global___ReleaseSummary: ...
+    def __init__(
+        self,
+        *,
+        release: Global___ReleaseSummary | None = ...,
+        rollback_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["release", b"release", "rollback_version", b"rollback_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbortRolloutResponse: _TypeAlias = AbortRolloutResponse  # noqa: Y015
+
+@_typing.final
+class CreateConsoleLoginRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateConsoleLoginRequest: _TypeAlias = CreateConsoleLoginRequest  # noqa: Y015
+
+@_typing.final
+class CreateConsoleLoginResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    EXPIRES_UNIX_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Opens a console session once, within expires_unix."""
+    expires_unix: _builtins.float
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        expires_unix: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_unix", b"expires_unix", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateConsoleLoginResponse: _TypeAlias = CreateConsoleLoginResponse  # noqa: Y015
+
+@_typing.final
+class ListDriftRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDriftRequest: _TypeAlias = ListDriftRequest  # noqa: Y015
+
+@_typing.final
+class DeviceDrift(_message.Message):
+    """A device's latest window of predictions against its release's reference distribution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    PSI_CLASSES_FIELD_NUMBER: _builtins.int
+    PSI_INPUTS_FIELD_NUMBER: _builtins.int
+    DRIFTED_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    UPDATED_UNIX_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    name: _builtins.str
+    version: _builtins.int
+    psi_classes: _builtins.float
+    """Population stability index of the predicted classes and of the inputs' mean."""
+    psi_inputs: _builtins.float
+    drifted: _builtins.bool
+    samples: _builtins.int
+    updated_unix: _builtins.float
+    note: _builtins.str
+    """Why there is no comparison (e.g. the release carries no reference)."""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        psi_classes: _builtins.float = ...,
+        psi_inputs: _builtins.float = ...,
+        drifted: _builtins.bool = ...,
+        samples: _builtins.int = ...,
+        updated_unix: _builtins.float = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "drifted", b"drifted", "name", b"name", "note", b"note", "psi_classes", b"psi_classes", "psi_inputs", b"psi_inputs", "samples", b"samples", "updated_unix", b"updated_unix", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceDrift: _TypeAlias = DeviceDrift  # noqa: Y015
+
+@_typing.final
+class ListDriftResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICES_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    threshold: _builtins.float
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceDrift]: ...
+    def __init__(
+        self,
+        *,
+        devices: _abc.Iterable[Global___DeviceDrift] | None = ...,
+        threshold: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["devices", b"devices", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDriftResponse: _TypeAlias = ListDriftResponse  # noqa: Y015

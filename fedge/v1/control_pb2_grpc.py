@@ -109,6 +109,31 @@ class ControlServiceStub:
                 request_serializer=fedge_dot_v1_dot_control__pb2.GetReleaseKeyRequest.SerializeToString,
                 response_deserializer=fedge_dot_v1_dot_control__pb2.GetReleaseKeyResponse.FromString,
                 _registered_method=True)
+        self.PauseRollout = channel.unary_unary(
+                '/fedge.v1.ControlService/PauseRollout',
+                request_serializer=fedge_dot_v1_dot_control__pb2.PauseRolloutRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.PauseRolloutResponse.FromString,
+                _registered_method=True)
+        self.ResumeRollout = channel.unary_unary(
+                '/fedge.v1.ControlService/ResumeRollout',
+                request_serializer=fedge_dot_v1_dot_control__pb2.ResumeRolloutRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.ResumeRolloutResponse.FromString,
+                _registered_method=True)
+        self.AbortRollout = channel.unary_unary(
+                '/fedge.v1.ControlService/AbortRollout',
+                request_serializer=fedge_dot_v1_dot_control__pb2.AbortRolloutRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.AbortRolloutResponse.FromString,
+                _registered_method=True)
+        self.CreateConsoleLogin = channel.unary_unary(
+                '/fedge.v1.ControlService/CreateConsoleLogin',
+                request_serializer=fedge_dot_v1_dot_control__pb2.CreateConsoleLoginRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.CreateConsoleLoginResponse.FromString,
+                _registered_method=True)
+        self.ListDrift = channel.unary_unary(
+                '/fedge.v1.ControlService/ListDrift',
+                request_serializer=fedge_dot_v1_dot_control__pb2.ListDriftRequest.SerializeToString,
+                response_deserializer=fedge_dot_v1_dot_control__pb2.ListDriftResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
@@ -206,6 +231,39 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseRollout(self, request, context):
+        """A health-gated rollout (published with a policy): hold it, go on, or stop it and roll back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateConsoleLogin(self, request, context):
+        """A one-time login URL for the web console (the operator's certificate vouches for it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDrift(self, request, context):
+        """Each device's drift against its release's reference distribution.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -283,6 +341,31 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.GetReleaseKey,
                     request_deserializer=fedge_dot_v1_dot_control__pb2.GetReleaseKeyRequest.FromString,
                     response_serializer=fedge_dot_v1_dot_control__pb2.GetReleaseKeyResponse.SerializeToString,
+            ),
+            'PauseRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseRollout,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.PauseRolloutRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.PauseRolloutResponse.SerializeToString,
+            ),
+            'ResumeRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRollout,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.ResumeRolloutRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.ResumeRolloutResponse.SerializeToString,
+            ),
+            'AbortRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRollout,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.AbortRolloutRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.AbortRolloutResponse.SerializeToString,
+            ),
+            'CreateConsoleLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateConsoleLogin,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.CreateConsoleLoginRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.CreateConsoleLoginResponse.SerializeToString,
+            ),
+            'ListDrift': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDrift,
+                    request_deserializer=fedge_dot_v1_dot_control__pb2.ListDriftRequest.FromString,
+                    response_serializer=fedge_dot_v1_dot_control__pb2.ListDriftResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -690,6 +773,141 @@ class ControlService:
             '/fedge.v1.ControlService/GetReleaseKey',
             fedge_dot_v1_dot_control__pb2.GetReleaseKeyRequest.SerializeToString,
             fedge_dot_v1_dot_control__pb2.GetReleaseKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ControlService/PauseRollout',
+            fedge_dot_v1_dot_control__pb2.PauseRolloutRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.PauseRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ControlService/ResumeRollout',
+            fedge_dot_v1_dot_control__pb2.ResumeRolloutRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.ResumeRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ControlService/AbortRollout',
+            fedge_dot_v1_dot_control__pb2.AbortRolloutRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.AbortRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateConsoleLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ControlService/CreateConsoleLogin',
+            fedge_dot_v1_dot_control__pb2.CreateConsoleLoginRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.CreateConsoleLoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDrift(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedge.v1.ControlService/ListDrift',
+            fedge_dot_v1_dot_control__pb2.ListDriftRequest.SerializeToString,
+            fedge_dot_v1_dot_control__pb2.ListDriftResponse.FromString,
             options,
             channel_credentials,
             insecure,

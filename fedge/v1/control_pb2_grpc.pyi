@@ -48,6 +48,14 @@ class ControlServiceStub:
     ListReleases: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListReleasesRequest, _control_pb2.ListReleasesResponse]
     GetReleaseStatus: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetReleaseStatusRequest, _control_pb2.GetReleaseStatusResponse]
     GetReleaseKey: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetReleaseKeyRequest, _control_pb2.GetReleaseKeyResponse]
+    PauseRollout: _grpc.UnaryUnaryMultiCallable[_control_pb2.PauseRolloutRequest, _control_pb2.PauseRolloutResponse]
+    """A health-gated rollout (published with a policy): hold it, go on, or stop it and roll back."""
+    ResumeRollout: _grpc.UnaryUnaryMultiCallable[_control_pb2.ResumeRolloutRequest, _control_pb2.ResumeRolloutResponse]
+    AbortRollout: _grpc.UnaryUnaryMultiCallable[_control_pb2.AbortRolloutRequest, _control_pb2.AbortRolloutResponse]
+    CreateConsoleLogin: _grpc.UnaryUnaryMultiCallable[_control_pb2.CreateConsoleLoginRequest, _control_pb2.CreateConsoleLoginResponse]
+    """A one-time login URL for the web console (the operator's certificate vouches for it)."""
+    ListDrift: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListDriftRequest, _control_pb2.ListDriftResponse]
+    """Each device's drift against its release's reference distribution."""
 
 @_typing.type_check_only
 class ControlServiceAsyncStub(ControlServiceStub):
@@ -69,6 +77,14 @@ class ControlServiceAsyncStub(ControlServiceStub):
     ListReleases: _aio.UnaryUnaryMultiCallable[_control_pb2.ListReleasesRequest, _control_pb2.ListReleasesResponse]  # type: ignore[assignment]
     GetReleaseStatus: _aio.UnaryUnaryMultiCallable[_control_pb2.GetReleaseStatusRequest, _control_pb2.GetReleaseStatusResponse]  # type: ignore[assignment]
     GetReleaseKey: _aio.UnaryUnaryMultiCallable[_control_pb2.GetReleaseKeyRequest, _control_pb2.GetReleaseKeyResponse]  # type: ignore[assignment]
+    PauseRollout: _aio.UnaryUnaryMultiCallable[_control_pb2.PauseRolloutRequest, _control_pb2.PauseRolloutResponse]  # type: ignore[assignment]
+    """A health-gated rollout (published with a policy): hold it, go on, or stop it and roll back."""
+    ResumeRollout: _aio.UnaryUnaryMultiCallable[_control_pb2.ResumeRolloutRequest, _control_pb2.ResumeRolloutResponse]  # type: ignore[assignment]
+    AbortRollout: _aio.UnaryUnaryMultiCallable[_control_pb2.AbortRolloutRequest, _control_pb2.AbortRolloutResponse]  # type: ignore[assignment]
+    CreateConsoleLogin: _aio.UnaryUnaryMultiCallable[_control_pb2.CreateConsoleLoginRequest, _control_pb2.CreateConsoleLoginResponse]  # type: ignore[assignment]
+    """A one-time login URL for the web console (the operator's certificate vouches for it)."""
+    ListDrift: _aio.UnaryUnaryMultiCallable[_control_pb2.ListDriftRequest, _control_pb2.ListDriftResponse]  # type: ignore[assignment]
+    """Each device's drift against its release's reference distribution."""
 
 class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -177,5 +193,43 @@ class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _control_pb2.GetReleaseKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.GetReleaseKeyResponse, _abc.Awaitable[_control_pb2.GetReleaseKeyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PauseRollout(
+        self,
+        request: _control_pb2.PauseRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.PauseRolloutResponse, _abc.Awaitable[_control_pb2.PauseRolloutResponse]]:
+        """A health-gated rollout (published with a policy): hold it, go on, or stop it and roll back."""
+
+    @_abc_1.abstractmethod
+    def ResumeRollout(
+        self,
+        request: _control_pb2.ResumeRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ResumeRolloutResponse, _abc.Awaitable[_control_pb2.ResumeRolloutResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AbortRollout(
+        self,
+        request: _control_pb2.AbortRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.AbortRolloutResponse, _abc.Awaitable[_control_pb2.AbortRolloutResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateConsoleLogin(
+        self,
+        request: _control_pb2.CreateConsoleLoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.CreateConsoleLoginResponse, _abc.Awaitable[_control_pb2.CreateConsoleLoginResponse]]:
+        """A one-time login URL for the web console (the operator's certificate vouches for it)."""
+
+    @_abc_1.abstractmethod
+    def ListDrift(
+        self,
+        request: _control_pb2.ListDriftRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListDriftResponse, _abc.Awaitable[_control_pb2.ListDriftResponse]]:
+        """Each device's drift against its release's reference distribution."""
 
 def add_ControlServiceServicer_to_server(servicer: ControlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

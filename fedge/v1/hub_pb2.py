@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x66\x65\x64ge/v1/hub.proto\x12\x08\x66\x65\x64ge.v1\"S\n\x12GetManifestRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x19\n\x11installed_version\x18\x03 \x01(\x04\"T\n\x13GetManifestResponse\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12*\n\x08manifest\x18\x02 \x01(\x0b\x32\x18.fedge.v1.SignedManifest\"J\n\x0eSignedManifest\x12\x15\n\rmanifest_json\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"`\n\x17\x44ownloadArtifactRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x12\n\nchunk_size\x18\x03 \x01(\r\x12\x11\n\tdevice_id\x18\x04 \x01(\t\"H\n\x18\x44ownloadArtifactResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06length\x18\x03 \x01(\x04\"\xd7\x01\n\x1aReportInstallStatusRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.fedge.v1.InstallState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x05 \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x07 \x01(\x01\x12\x16\n\x0epeak_memory_mb\x18\x08 \x01(\x01\"\x1d\n\x1bReportInstallStatusResponse\"\xa9\x01\n\x1bReportInferenceStatsRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\x05 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x06 \x01(\x01\x12\r\n\x05swaps\x18\x07 \x01(\x04\"\x1e\n\x1cReportInferenceStatsResponse*\xd8\x01\n\x0cInstallState\x12\x1d\n\x19INSTALL_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15INSTALL_STATE_OFFERED\x10\x01\x12\x1d\n\x19INSTALL_STATE_DOWNLOADING\x10\x02\x12\x1b\n\x17INSTALL_STATE_INSTALLED\x10\x03\x12\x19\n\x15INSTALL_STATE_REFUSED\x10\x04\x12\x1d\n\x19INSTALL_STATE_ROLLED_BACK\x10\x05\x12\x18\n\x14INSTALL_STATE_FAILED\x10\x06\x32\x85\x03\n\x0fModelHubService\x12J\n\x0bGetManifest\x12\x1c.fedge.v1.GetManifestRequest\x1a\x1d.fedge.v1.GetManifestResponse\x12[\n\x10\x44ownloadArtifact\x12!.fedge.v1.DownloadArtifactRequest\x1a\".fedge.v1.DownloadArtifactResponse0\x01\x12\x62\n\x13ReportInstallStatus\x12$.fedge.v1.ReportInstallStatusRequest\x1a%.fedge.v1.ReportInstallStatusResponse\x12\x65\n\x14ReportInferenceStats\x12%.fedge.v1.ReportInferenceStatsRequest\x1a&.fedge.v1.ReportInferenceStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x66\x65\x64ge/v1/hub.proto\x12\x08\x66\x65\x64ge.v1\"S\n\x12GetManifestRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x19\n\x11installed_version\x18\x03 \x01(\x04\"T\n\x13GetManifestResponse\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12*\n\x08manifest\x18\x02 \x01(\x0b\x32\x18.fedge.v1.SignedManifest\"J\n\x0eSignedManifest\x12\x15\n\rmanifest_json\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"`\n\x17\x44ownloadArtifactRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x12\n\nchunk_size\x18\x03 \x01(\r\x12\x11\n\tdevice_id\x18\x04 \x01(\t\"H\n\x18\x44ownloadArtifactResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06length\x18\x03 \x01(\x04\"\xd7\x01\n\x1aReportInstallStatusRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.fedge.v1.InstallState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x05 \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x07 \x01(\x01\x12\x16\n\x0epeak_memory_mb\x18\x08 \x01(\x01\"\x1d\n\x1bReportInstallStatusResponse\"\xcf\x01\n\x1bReportInferenceStatsRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\x05 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x06 \x01(\x01\x12\r\n\x05swaps\x18\x07 \x01(\x04\x12$\n\x05\x64rift\x18\x08 \x01(\x0b\x32\x15.fedge.v1.DriftWindow\"|\n\x0b\x44riftWindow\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0f\n\x07samples\x18\x02 \x01(\x01\x12\x14\n\x0c\x63lass_counts\x18\x03 \x03(\x01\x12\x14\n\x0cinput_counts\x18\x04 \x03(\x01\x12\x0f\n\x07\x65psilon\x18\x05 \x01(\x01\x12\x0e\n\x06window\x18\x06 \x01(\x04\"\x1e\n\x1cReportInferenceStatsResponse*\xd8\x01\n\x0cInstallState\x12\x1d\n\x19INSTALL_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15INSTALL_STATE_OFFERED\x10\x01\x12\x1d\n\x19INSTALL_STATE_DOWNLOADING\x10\x02\x12\x1b\n\x17INSTALL_STATE_INSTALLED\x10\x03\x12\x19\n\x15INSTALL_STATE_REFUSED\x10\x04\x12\x1d\n\x19INSTALL_STATE_ROLLED_BACK\x10\x05\x12\x18\n\x14INSTALL_STATE_FAILED\x10\x06\x32\x85\x03\n\x0fModelHubService\x12J\n\x0bGetManifest\x12\x1c.fedge.v1.GetManifestRequest\x1a\x1d.fedge.v1.GetManifestResponse\x12[\n\x10\x44ownloadArtifact\x12!.fedge.v1.DownloadArtifactRequest\x1a\".fedge.v1.DownloadArtifactResponse0\x01\x12\x62\n\x13ReportInstallStatus\x12$.fedge.v1.ReportInstallStatusRequest\x1a%.fedge.v1.ReportInstallStatusResponse\x12\x65\n\x14ReportInferenceStats\x12%.fedge.v1.ReportInferenceStatsRequest\x1a&.fedge.v1.ReportInferenceStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedge.v1.hub_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INSTALLSTATE']._serialized_start=905
-  _globals['_INSTALLSTATE']._serialized_end=1121
+  _globals['_INSTALLSTATE']._serialized_start=1069
+  _globals['_INSTALLSTATE']._serialized_end=1285
   _globals['_GETMANIFESTREQUEST']._serialized_start=32
   _globals['_GETMANIFESTREQUEST']._serialized_end=115
   _globals['_GETMANIFESTRESPONSE']._serialized_start=117
@@ -48,9 +48,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTINSTALLSTATUSRESPONSE']._serialized_start=669
   _globals['_REPORTINSTALLSTATUSRESPONSE']._serialized_end=698
   _globals['_REPORTINFERENCESTATSREQUEST']._serialized_start=701
-  _globals['_REPORTINFERENCESTATSREQUEST']._serialized_end=870
-  _globals['_REPORTINFERENCESTATSRESPONSE']._serialized_start=872
-  _globals['_REPORTINFERENCESTATSRESPONSE']._serialized_end=902
-  _globals['_MODELHUBSERVICE']._serialized_start=1124
-  _globals['_MODELHUBSERVICE']._serialized_end=1513
+  _globals['_REPORTINFERENCESTATSREQUEST']._serialized_end=908
+  _globals['_DRIFTWINDOW']._serialized_start=910
+  _globals['_DRIFTWINDOW']._serialized_end=1034
+  _globals['_REPORTINFERENCESTATSRESPONSE']._serialized_start=1036
+  _globals['_REPORTINFERENCESTATSRESPONSE']._serialized_end=1066
+  _globals['_MODELHUBSERVICE']._serialized_start=1288
+  _globals['_MODELHUBSERVICE']._serialized_end=1677
 # @@protoc_insertion_point(module_scope)

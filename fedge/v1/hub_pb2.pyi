@@ -7,8 +7,10 @@ A device asks which signed release it should run, downloads the artifact from a 
 (so a cut download resumes where it stopped) and reports the outcome of every install.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -273,6 +275,7 @@ class ReportInferenceStatsRequest(_message.Message):
     LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
     LATENCY_P99_MS_FIELD_NUMBER: _builtins.int
     SWAPS_FIELD_NUMBER: _builtins.int
+    DRIFT_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     active_version: _builtins.int
     """The release version answering predictions now."""
@@ -281,6 +284,10 @@ class ReportInferenceStatsRequest(_message.Message):
     latency_p50_ms: _builtins.float
     latency_p99_ms: _builtins.float
     swaps: _builtins.int
+    @_builtins.property
+    def drift(self) -> Global___DriftWindow:
+        """What the model saw and predicted in the last window, with noise added on the device."""
+
     def __init__(
         self,
         *,
@@ -291,14 +298,63 @@ class ReportInferenceStatsRequest(_message.Message):
         latency_p50_ms: _builtins.float = ...,
         latency_p99_ms: _builtins.float = ...,
         swaps: _builtins.int = ...,
+        drift: Global___DriftWindow | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["drift", b"drift"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version", "device_id", b"device_id", "errors", b"errors", "latency_p50_ms", b"latency_p50_ms", "latency_p99_ms", b"latency_p99_ms", "requests", b"requests", "swaps", b"swaps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version", "device_id", b"device_id", "drift", b"drift", "errors", b"errors", "latency_p50_ms", b"latency_p50_ms", "latency_p99_ms", b"latency_p99_ms", "requests", b"requests", "swaps", b"swaps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportInferenceStatsRequest: _TypeAlias = ReportInferenceStatsRequest  # noqa: Y015
+
+@_typing.final
+class DriftWindow(_message.Message):
+    """One window of predictions: noisy counts only (differential privacy on the device), never an
+    input. The bins are the ones the release's reference distribution defines.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    CLASS_COUNTS_FIELD_NUMBER: _builtins.int
+    INPUT_COUNTS_FIELD_NUMBER: _builtins.int
+    EPSILON_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The release the window's predictions came from."""
+    samples: _builtins.float
+    """Predictions in the window (noisy)."""
+    epsilon: _builtins.float
+    """The epsilon spent on this window's counts."""
+    window: _builtins.int
+    """Increases with every window the device closes."""
+    @_builtins.property
+    def class_counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Noisy count of predictions per class."""
+
+    @_builtins.property
+    def input_counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Noisy count of inputs per bin of the input mean."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        samples: _builtins.float = ...,
+        class_counts: _abc.Iterable[_builtins.float] | None = ...,
+        input_counts: _abc.Iterable[_builtins.float] | None = ...,
+        epsilon: _builtins.float = ...,
+        window: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_counts", b"class_counts", "epsilon", b"epsilon", "input_counts", b"input_counts", "samples", b"samples", "version", b"version", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriftWindow: _TypeAlias = DriftWindow  # noqa: Y015
 
 @_typing.final
 class ReportInferenceStatsResponse(_message.Message):

@@ -105,6 +105,11 @@ def test_report_json_is_machine_readable_for_a_manifest(
     )
     assert data["export_check"]["max_abs_diff"] <= data["export_check"]["atol"] + 1e-3
     assert data["transfer"]["samples"] == 180
+    # The drift reference: the int8 model's class shares and input-mean bins on the transfer set.
+    drift = data["drift"]
+    assert len(drift["classes"]) == 10 and sum(drift["classes"]) == pytest.approx(1, abs=1e-4)
+    assert len(drift["inputs"]) == len(drift["input_edges"]) + 1
+    assert sum(drift["inputs"]) == pytest.approx(1, abs=1e-4)
     markdown = (out / "report.md").read_text()
     for row in report.rows:
         assert row.role in markdown

@@ -77,7 +77,10 @@ def test_a_multi_profile_build_writes_one_artifact_per_profile(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--profile", "toaster"], "--profile: 'toaster' is not one of: camera, clinic, cpu-small, gateway"),
+        (
+            ["--profile", "toaster"],
+            "--profile: 'toaster' is not one of: camera, clinic, cpu-small, gateway",
+        ),
         (
             ["--profile", "camera"],
             "--profile: 'camera' is for mnist-5k models; the checkpoint's cnn-small is for digits",

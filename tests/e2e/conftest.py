@@ -108,7 +108,9 @@ class Cluster:
         self.spawn("coordinator", "coordinator", "start", "--config", "coordinator.toml")
         self.wait_for(lambda: self.control("ListRuns", pb.ListRunsRequest()) is not None, 90)
 
-    def enroll(self, i: int, *, fmt: str = "npz", partitions: int = 3) -> None:
+    def enroll(
+        self, i: int, *, fmt: str = "npz", partitions: int = 3, dataset: str = "mnist-5k"
+    ) -> None:
         """Enrol device ``i`` and write its data (simulated client ``i``'s partition)."""
         from fedge.data.device import write_device_data
         from fedge.edge.identity import enroll_device
@@ -126,7 +128,7 @@ class Cluster:
 
         write_device_data(
             self.root / f"dev{i}" / "data",
-            dataset="mnist-5k",
+            dataset=dataset,
             partition_id=i,
             num_partitions=partitions,
             fmt=fmt,

@@ -124,4 +124,14 @@ def test_register_adds_commands_to_a_group() -> None:
     group = typer.Typer()
     register(group)
     names = {c.name for c in group.registered_commands}
-    assert names == {"publish", "promote", "rollback", "ls", "status", "key"}
+    assert names == {
+        "publish",
+        "promote",
+        "rollback",
+        "pause",
+        "resume",
+        "abort",
+        "ls",
+        "status",
+        "key",
+    }
