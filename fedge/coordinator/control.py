@@ -6,24 +6,28 @@ coordinator's state from outside. The coordinator owns its release store and its
 """
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 
+from fedge.coordinator.gateways import Sites
 from fedge.coordinator.plan import FleetView, resolve_plan
 from fedge.coordinator.runs import RunManager
-from fedge.coordinator.state import DeviceRow, RoundRow, RunRow, State
-from fedge.coordinator.tasks import TaskHub
-from fedge.errors import NotFoundError, PayloadError, ReleaseError
+from fedge.coordinator.state import KIND_GATEWAY, DeviceRow, RoundRow, RunRow, State
+from fedge.errors import ConfigError, NotFoundError, PayloadError, ReleaseError
 from fedge.protocol.manifest import SignedManifest, key_id, load_public_key
 from fedge.protocol.serde import run_state_to_proto
+from fedge.protocol.tasks import TaskHub
 from fedge.protocol.tokens import make_token
 from fedge.release.publish import publish_artifact, publish_build
 from fedge.release.store import ReleaseInfo, ReleaseStore
 from fedge.v1 import control_pb2 as pb
 
 __all__ = ["ControlServicer", "device_to_proto", "run_to_proto"]
+
+_SITE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 def run_to_proto(run: RunRow, rounds: list[RoundRow]) -> pb.RunSummary:
@@ -53,10 +57,26 @@ def round_to_proto(row: RoundRow) -> pb.RoundSummary:
         dropped=row.dropped,
         seconds=row.seconds,
         drops=[pb.Drop(**d) for d in json.loads(row.drops_json or "[]")],
+        sites=[_site_round(s) for s in json.loads(row.sites_json or "[]")],
     )
     if row.epsilon is not None:
         summary.epsilon = row.epsilon
     return summary
+
+
+def _site_round(fact: dict[str, Any]) -> pb.SiteRound:
+    site = pb.SiteRound(
+        site=str(fact.get("site", "")),
+        gateway_id=str(fact.get("gateway_id", "")),
+        replies=int(fact.get("replies", 0)),
+        asked=int(fact.get("asked", 0)),
+        aggregated=int(fact.get("aggregated", 0)),
+        examples=int(fact.get("examples", 0)),
+    )
+    loss = fact.get("train_loss")
+    if isinstance(loss, int | float):
+        site.train_loss = float(loss)
+    return site
 
 
 def device_to_proto(device: DeviceRow, *, online: bool) -> pb.Device:
@@ -73,6 +93,8 @@ def device_to_proto(device: DeviceRow, *, online: bool) -> pb.Device:
         can_train=device.can_train,
         profile=device.profile,
         data=_data_text(device),
+        kind=device.kind,
+        site=device.site,
     )
     if device.privacy_spent is not None:
         proto.privacy_spent = device.privacy_spent
@@ -113,6 +135,7 @@ class ControlServicer:
         *,
         state: State,
         hub: TaskHub,
+        sites: Sites,
         runs: RunManager,
         releases: ReleaseStore,
         release_key_pem: bytes,
@@ -122,6 +145,7 @@ class ControlServicer:
     ) -> None:
         self._state = state
         self._hub = hub
+        self._sites = sites
         self._runs = runs
         self._releases = releases
         self._release_key_pem = release_key_pem
@@ -176,7 +200,7 @@ class ControlServicer:
     def ListDevices(self, request: Any, context: grpc.ServicerContext) -> pb.ListDevicesResponse:  # noqa: N802
         """Every enrolled device."""
         rows = self._state.devices()
-        online = set(self._hub.online([d.id for d in rows]))
+        online = set(self._sites.online([d.id for d in rows]))
         return pb.ListDevicesResponse(
             devices=[device_to_proto(d, online=d.id in online) for d in rows]
         )
@@ -184,7 +208,8 @@ class ControlServicer:
     def RevokeDevice(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
     ) -> pb.RevokeDeviceResponse:
-        """Revoke a device (by id, unique id prefix or name): refused from its next call on."""
+        """Revoke a device (by id, unique id prefix or name): refused from its next call on (a
+        device behind a gateway: at its gateway, from the gateway's next sync on)."""
         device = self._state.revoke(self._state.find_device(request.device_id).device_id)
         self._hub.forget(device.id)
         self._state.add_event("revoked", f"{device.device_id} revoked", device_id=device.device_id)
@@ -193,11 +218,30 @@ class ControlServicer:
     def CreateEnrollToken(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
     ) -> pb.CreateEnrollTokenResponse:
-        """A one-time enrolment token."""
-        ttl = request.ttl_seconds if request.ttl_seconds > 0 else self._token_ttl
-        issued = self._state.create_token(ttl_seconds=min(ttl, 30 * 86400))
+        """A one-time enrolment token: for a device of the cloud, a device of a site (it pins
+        the site gateway's enrolment certificate) or the gateway of a site."""
+        ttl = min(request.ttl_seconds if request.ttl_seconds > 0 else self._token_ttl, 30 * 86400)
+        site = request.site.strip()
+        fingerprint = self._fingerprint
+        if request.gateway:
+            if not _SITE_NAME.fullmatch(site):
+                raise ConfigError(
+                    "--site", site, "must name the site: letters, digits, '.', '_', '-' (1-100)"
+                )
+            issued = self._state.create_token(ttl_seconds=ttl, kind=KIND_GATEWAY, site=site)
+        elif site:
+            gateway = self._state.gateway_of(site)
+            if gateway is None or not gateway.enroll_fingerprint:
+                raise NotFoundError(
+                    f"site {site!r} has no gateway yet: create a gateway token with "
+                    f"`fedge fleet token create --gateway --site {site}` and start it first"
+                )
+            fingerprint = gateway.enroll_fingerprint
+            issued = self._state.create_token(ttl_seconds=ttl, site=site)
+        else:
+            issued = self._state.create_token(ttl_seconds=ttl)
         return pb.CreateEnrollTokenResponse(
-            token=make_token(issued.secret, self._fingerprint), expires_unix=issued.expires
+            token=make_token(issued.secret, fingerprint), expires_unix=issued.expires
         )
 
     # releases

@@ -1,9 +1,9 @@
 """The coordinator process: its servers, services, run manager, state and release store.
 
 Two ports, both created by :mod:`fedge.protocol.transport` with the one interceptor: the main
-port (mutual TLS) serves the fleet, model hub and control services; the enrolment port (TLS with
-a certificate pinned by enrolment tokens) serves enrolment only. Neither port is shared with
-another process.
+port (mutual TLS) serves the fleet, model hub, gateway and control services; the enrolment port
+(TLS with a certificate pinned by enrolment tokens) serves enrolment only. Neither port is
+shared with another process.
 """
 
 import threading
@@ -15,16 +15,17 @@ from fedge.coordinator.auth import CoordinatorAuth, Operator
 from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.control import ControlServicer
 from fedge.coordinator.fleet import EnrollmentServicer, FleetServicer, FleetSettings
+from fedge.coordinator.gateways import GatewayServicer, Sites, may_speak_for
 from fedge.coordinator.hub import HubServicer, add_hub_service
 from fedge.coordinator.pki import CertificateAuthority
 from fedge.coordinator.runs import RunManager
-from fedge.coordinator.state import DeviceRow, State
-from fedge.coordinator.tasks import TaskHub
+from fedge.coordinator.state import KIND_DEVICE, DeviceRow, State
 from fedge.errors import PkiError
 from fedge.log import logger
 from fedge.protocol.interceptor import FedgeInterceptor, Refusal
 from fedge.protocol.manifest import public_key_pem
 from fedge.protocol.pki import fingerprint
+from fedge.protocol.tasks import TaskHub
 from fedge.protocol.transport import (
     ServerTLS,
     TransportOptions,
@@ -34,7 +35,7 @@ from fedge.protocol.transport import (
 )
 from fedge.release.signing import load_or_create_release_key
 from fedge.release.store import RELEASE_KEY_FILE, open_release_store
-from fedge.v1 import control_pb2, enrollment_pb2, fleet_pb2
+from fedge.v1 import control_pb2, enrollment_pb2, fleet_pb2, gateway_pb2
 
 __all__ = ["Coordinator"]
 
@@ -126,12 +127,14 @@ class Coordinator:
         config = self.config
         self.state = State(config.state_dir / "state.db")
         self.hub = TaskHub(liveness_seconds=config.liveness_seconds)
+        self.sites = Sites(self.state, self.hub)
         self.runs = RunManager(
             state=self.state,
             hub=self.hub,
             runs_dir=config.state_dir / "runs",
             max_attempts=config.max_attempts,
             wait_for_devices=config.wait_for_devices_seconds,
+            sites=self.sites,
         )
         self._auth = CoordinatorAuth(self.state, insecure=config.insecure)
         # The coordinator owns its release key (made on its first start); devices pin it from
@@ -156,10 +159,16 @@ class Coordinator:
         )
         add_service(
             main,
+            gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"],
+            GatewayServicer(state=self.state, hub=self.hub, settings=settings, ca=ca),
+        )
+        add_service(
+            main,
             control_pb2.DESCRIPTOR.services_by_name["ControlService"],
             ControlServicer(
                 state=self.state,
                 hub=self.hub,
+                sites=self.sites,
                 runs=self.runs,
                 releases=self.releases,
                 release_key_pem=self.release_key_pem,
@@ -169,7 +178,12 @@ class Coordinator:
             ),
         )
         add_hub_service(
-            main, HubServicer(self.releases, max_downloads=self.config.max_concurrent_downloads)
+            main,
+            HubServicer(
+                self.releases,
+                max_downloads=self.config.max_concurrent_downloads,
+                delegate=may_speak_for(self.state),
+            ),
         )
         add_service(
             enroller,
@@ -178,8 +192,11 @@ class Coordinator:
         )
 
     def _fleet_ids(self) -> list[str]:
-        # Rollout percentages are of the enrolled, unrevoked fleet.
-        return [d.device_id for d in self.state.devices() if not d.revoked]
+        # Rollout percentages are of the enrolled, unrevoked devices, wherever they are
+        # (a gateway runs no model).
+        return [
+            d.device_id for d in self.state.devices() if not d.revoked and d.kind == KIND_DEVICE
+        ]
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop serving; a run in progress resumes when the coordinator starts again."""

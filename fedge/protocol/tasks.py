@@ -1,10 +1,12 @@
-"""The in-memory task hub between the round loop (``GrpcGrid``) and the fleet service.
+"""The in-memory task hub between a round loop and the fleet service that serves it.
 
-The grid queues one task per sampled device; a device's ``PullTask`` takes the next task of
-its node; ``PushResult`` hands back the reply, which the grid collects. The hub also knows
-which devices are alive (seen within ``liveness_seconds``), so a round does not wait for a
-device that has gone away. Tasks are not persisted: after a coordinator restart the run
-resumes from its last checkpoint and sends new tasks, and results for old tasks are refused.
+Both servers of the fleet protocol keep one: the coordinator (its ``GrpcGrid`` queues a task per
+sampled device or site gateway) and a site gateway (which queues its site's share of a cloud
+round for each of its devices). A node's ``PullTask`` takes the next task of its node;
+``PushResult`` hands back the reply, which the round loop collects. The hub also knows which
+nodes are alive (seen within ``liveness_seconds``), so a round does not wait for a node that has
+gone away. Tasks are not persisted: after a restart the run resumes from its last checkpoint
+and sends new tasks, and results for old tasks are refused.
 """
 
 import threading
@@ -35,6 +37,9 @@ class Task:
     run_config_json: str
     payload: EncodedMessage
     reference: ArrayRecord | None = None  # the global model a training reply must match
+    # For a site gateway: the devices of its site the task is for; the gateway answers once
+    # for all of them (see fedge.app.sites).
+    site_nodes: tuple[int, ...] = ()
     created: float = field(default_factory=time.monotonic)
 
 
