@@ -31,7 +31,9 @@ def start_command(
     name: Annotated[str, typer.Option(help="With --token: a human-readable name.")] = "",
     enroll_address: Annotated[
         str | None,
-        typer.Option(help="With --token: HOST:PORT of the cloud's enrolment port (default: PORT+1)."),
+        typer.Option(
+            help="With --token: HOST:PORT of the cloud's enrolment port (default: PORT+1)."
+        ),
     ] = None,
 ) -> None:
     """Serve a site's devices (fleet, releases, enrolment) and its share of cloud rounds.

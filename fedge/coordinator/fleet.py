@@ -20,7 +20,7 @@ from fedge.app.validation import validate_train_replies
 from fedge.coordinator.pki import CertificateAuthority
 from fedge.coordinator.state import KIND_GATEWAY, DeviceRow, Heartbeat, State
 from fedge.errors import PayloadError, PkiError
-from fedge.protocol.fleet import receive_result, send_task
+from fedge.protocol.fleet import pull_task, receive_result, send_task
 from fedge.protocol.interceptor import caller
 from fedge.protocol.manifest import key_id, load_public_key
 from fedge.protocol.pki import certificate_serial
@@ -235,7 +235,7 @@ class FleetServicer:
     ) -> Iterator[Any]:
         """Stream the device's next task (header, then chunks), or nothing after the wait."""
         device: DeviceRow = caller(context)
-        task = self._hub.pull(device.id, wait_seconds=request.wait_seconds)
+        task = pull_task(self._hub, device.id, wait_seconds=request.wait_seconds, context=context)
         if task is None:
             return
         yield from send_task(

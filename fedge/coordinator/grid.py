@@ -94,6 +94,9 @@ class GrpcGrid(RunGrid):
         self._site_tasks: dict[str, _SiteTask] = {}
         self._missing: dict[int, str] = {}
         self._round_sites: dict[int, list[dict[str, Any]]] = {}
+        # A strategy asks for the nodes more than once per exchange (Flower's FedAvg does twice):
+        # wait for absent devices once per exchange, not each time.
+        self._waited = False
         self.server_round = 0
 
     def node_name(self, node_id: int) -> str:
@@ -118,7 +121,8 @@ class GrpcGrid(RunGrid):
         """
         expected = list(dict.fromkeys(self._nodes()))
         started = time.monotonic()
-        deadline = started + self._wait_for_nodes
+        waited_before, self._waited = self._waited, True
+        deadline = started + (0.0 if waited_before else self._wait_for_nodes)
         said = 0.0
         while True:
             self._check_stop()
@@ -147,7 +151,7 @@ class GrpcGrid(RunGrid):
             )
         sites = self._sites(absent)
         cut_off = [n for n in absent if n in sites and not self._hub.alive(sites[n].gateway_node)]
-        if absent:
+        if absent and not waited_before:
             self._on_event(
                 "proceeding",
                 f"going on with {len(online)} of {len(expected)} devices; not connected after "
@@ -167,6 +171,7 @@ class GrpcGrid(RunGrid):
         """Queue each message as a task for its device; the messages to one site's devices
         as one task for the site's gateway."""
         messages = list(messages)
+        self._waited = False
         sites = self._sites([int(m.metadata.dst_node_id) for m in messages])
         grouped: dict[int, list[Message]] = {}
         ids = []

@@ -249,7 +249,7 @@ class State:
         with self.session() as s:
             token = _usable_token(s, secret)
             if site is not None and (token.kind != KIND_DEVICE or token.site != site):
-                raise TokenError(f"the enrolment token is not one of site {site!r}'s")
+                raise TokenError(f"the enrolment token is not for site {site!r}")
             if site is None and token.kind == KIND_DEVICE and token.site:
                 raise TokenError(
                     f"the enrolment token is for a device of site {token.site!r}: enrol at "

@@ -320,9 +320,9 @@ class Gateway:
         self.releases.flush_wanted.set()  # wakes the sync loop
         for server in self._servers:
             server.stop(grace).wait(grace + 1)
+        self.uplink.close()  # cancels a waiting PullTask, so the loops end now
         for thread in self._threads:
             thread.join(timeout=15)
-        self.uplink.close()
         self.state.close()
 
     def wait(self) -> str | None:

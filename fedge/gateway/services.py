@@ -28,7 +28,7 @@ from fedge.errors import (
 from fedge.gateway.releases import SiteReleases
 from fedge.gateway.state import GatewayState, RosterEntry
 from fedge.gateway.uplink import Uplink
-from fedge.protocol.fleet import receive_result, send_task
+from fedge.protocol.fleet import pull_task, receive_result, send_task
 from fedge.protocol.interceptor import caller
 from fedge.protocol.pki import ROLE_DEVICE, certificate_serial, peer_identity
 from fedge.protocol.serde import signed_manifest_to_proto
@@ -130,7 +130,9 @@ class SiteFleetServicer:
     ) -> Iterator[Any]:
         """Stream the device's next task, or nothing after the wait."""
         device: SiteDevice = caller(context)
-        task = self._hub.pull(device.node_id, wait_seconds=request.wait_seconds)
+        task = pull_task(
+            self._hub, device.node_id, wait_seconds=request.wait_seconds, context=context
+        )
         if task is None:
             return
         yield from send_task(

@@ -11,6 +11,7 @@ own.
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 from flwr.app import Message
 
 from fedge.errors import PayloadError, StaleResultError
@@ -20,7 +21,7 @@ from fedge.protocol.tasks import Task, TaskHub
 from fedge.protocol.wire import chunk_encoder
 from fedge.v1 import fleet_pb2 as pb
 
-__all__ = ["receive_result", "send_task", "task_header"]
+__all__ = ["pull_task", "receive_result", "send_task", "task_header"]
 
 _TASK_CHUNK = chunk_encoder(pb.PullTaskResponse)
 
@@ -40,6 +41,15 @@ def task_header(task: Task, *, node_id: int, insecure: bool) -> pb.TaskHeader:
         part_bytes=task.payload.part_bytes,
         site_nodes=list(task.site_nodes),
     )
+
+
+def pull_task(
+    hub: TaskHub, node_id: int, *, wait_seconds: float, context: grpc.ServicerContext
+) -> Task | None:
+    """``PullTask``'s wait for node ``node_id``'s next task, ended early if the call ends (a
+    cut link): the node is not counted as seen past that moment."""
+    context.add_callback(hub.notify)
+    return hub.pull(node_id, wait_seconds=wait_seconds, cancelled=lambda: not context.is_active())
 
 
 def send_task(

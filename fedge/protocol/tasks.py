@@ -72,9 +72,21 @@ class TaskHub:
             self._queues.pop(node_id, None)
             self._cond.notify_all()
 
-    def pull(self, node_id: int, *, wait_seconds: float) -> Task | None:
-        """The next task for ``node_id``, waiting up to ``wait_seconds`` for one."""
+    def pull(
+        self,
+        node_id: int,
+        *,
+        wait_seconds: float,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Task | None:
+        """The next task for ``node_id``, waiting up to ``wait_seconds`` for one.
+
+        ``cancelled`` (checked whenever the hub is woken, see :meth:`notify`) ends the wait
+        early when the caller has gone, and the node then counts as seen when it last was, not
+        now: a link that breaks mid-poll is noticed within ``liveness_seconds``.
+        """
         deadline = time.monotonic() + max(0.0, min(wait_seconds, 60.0))
+        gone = False
         with self._cond:
             # An agent works on one task at a time: a device asking for work has lost any task
             # it was given (e.g. it restarted, or its upload failed), so give those again.
@@ -85,6 +97,9 @@ class TaskHub:
             self._pulling[node_id] = self._pulling.get(node_id, 0) + 1
             try:
                 while True:
+                    if cancelled is not None and cancelled():
+                        gone = True
+                        return None
                     self._last_seen[node_id] = time.monotonic()
                     queue = self._queues.get(node_id)
                     if queue:
@@ -97,7 +112,8 @@ class TaskHub:
                     self._cond.wait(remaining)
             finally:
                 self._pulling[node_id] -= 1
-                self._last_seen[node_id] = time.monotonic()
+                if not gone:
+                    self._last_seen[node_id] = time.monotonic()
 
     def requeue(self, task: Task) -> None:
         """Put back a task whose delivery failed (the device went away mid-stream)."""
