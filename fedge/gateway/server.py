@@ -12,10 +12,12 @@ nothing it has: devices keep their connection to the gateway, their releases and
 (kept until the link returns); the cloud drops the site from rounds it misses.
 """
 
+import contextlib
 import random
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -204,7 +206,7 @@ class Gateway:
         for target, name in (
             (self._sync_loop, "fedge-gw-sync"),
             (self._round_loop, "fedge-gw-rounds"),
-            (self.releases.prefetch_loop, "fedge-gw-prefetch"),
+            (self._prefetch_loop, "fedge-gw-prefetch"),
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -259,6 +261,10 @@ class Gateway:
 
     def _sync_loop(self) -> None:
         self._interval = self.config.sync_seconds
+        with self._until_closed():
+            self._sync_forever()
+
+    def _sync_forever(self) -> None:
         while not self._stop.is_set():
             try:
                 self.sync()
@@ -290,6 +296,10 @@ class Gateway:
                     self.releases.flush()
 
     def _round_loop(self) -> None:
+        with self._until_closed():
+            self._rounds_forever()
+
+    def _rounds_forever(self) -> None:
         while not self._stop.is_set():
             try:
                 self.rounds.serve_one(wait_seconds=10.0)
@@ -305,6 +315,19 @@ class Gateway:
                 self._stop.wait(1.0 + random.uniform(0, 1.0))
             except FedgeError as err:
                 logger.warning("a site task failed: %s", err)
+
+    def _prefetch_loop(self) -> None:
+        with self._until_closed():
+            self.releases.prefetch_loop()
+
+    @contextlib.contextmanager
+    def _until_closed(self) -> Iterator[None]:
+        """End a loop quietly when :meth:`stop` closed the uplink under a call of it."""
+        try:
+            yield
+        except ValueError:  # grpc: "Cannot invoke RPC on closed channel"
+            if not self._stop.is_set():
+                raise
 
     def _fail(self, message: str) -> None:
         logger.error("%s", message)
