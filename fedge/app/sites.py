@@ -41,6 +41,7 @@ from flwr.app import (
     ConfigRecord,
     Message,
     MessageType,
+    Metadata,
     MetricRecord,
     RecordDict,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "aggregation_for",
     "check_hierarchy",
     "clip_norm_of",
+    "device_message",
     "run_site",
     "site_members",
 ]
@@ -341,15 +343,7 @@ def run_site(
     reference = content.array_records.get("arrays")
     for local_round in range(1, rounds + 1):
         share = max(0.0, deadline - time.monotonic()) / (rounds - local_round + 1)
-        messages = [
-            Message(
-                content,
-                dst_node_id=int(node),
-                message_type=task.metadata.message_type,
-                group_id=task.metadata.group_id,
-            )
-            for node in nodes
-        ]
+        messages = [device_message(task, content, int(node)) for node in nodes]
         replies = exchange.exchange(messages, timeout=share)
         if aggregation == METRICS:
             kept, dropped = validate_evaluate_replies(replies)
@@ -382,6 +376,28 @@ def run_site(
 def _number(record: MetricRecord, key: str) -> float:
     value = record.get(key)
     return float(value) if isinstance(value, int | float) else 0.0
+
+
+def device_message(task: Message, content: RecordDict, node_id: int) -> Message:
+    """The site's share of ``task`` for its device ``node_id``: the task's run, group and
+    type, from the site (node 0; whoever sends it sets the message id)."""
+    meta = task.metadata
+    # From explicit metadata, as Flower's own deserializer builds messages: not from the
+    # process-wide task identity, which a gateway serving several runs does not have.
+    return Message(  # type: ignore[call-overload]
+        content=content,
+        metadata=Metadata(
+            run_id=meta.run_id,
+            message_id="",
+            src_node_id=0,
+            dst_node_id=node_id,
+            reply_to_message_id="",
+            group_id=meta.group_id,
+            created_at=time.time(),
+            ttl=meta.ttl,
+            message_type=meta.message_type,
+        ),
+    )
 
 
 def _metrics(reply: Message) -> MetricRecord:
