@@ -2,6 +2,7 @@
 under central DP, with the flat run's ε), and a cut-off site dropped with its reason, then back."""
 
 import json
+from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner
@@ -61,6 +62,15 @@ def test_a_site_answers_each_round_once_with_the_flat_result(site: Site, tmp_pat
         assert got.epsilon == want.extra["epsilon"]
         assert abs(got.accuracy - want.accuracy) <= 0.01
         assert [s.replies for s in got.sites] == [1]
+
+    # local DP: each device's own ledger, its epsilon reported through the gateway
+    _run(site, clients=2, rounds=1, model="dp-cnn", **{"local-dp-noise": 1.0})
+    rows = site.fleet.control_stub().ListDevices(pb.ListDevicesRequest()).devices
+    spent = {d.name: d.privacy_spent for d in rows if d.kind == "device"}
+    for i, agent in enumerate(site.agents):
+        ledger = Path(agent[0].identity.state_dir) / "privacy-ledger.json"
+        assert ledger.is_file()
+        assert spent[f"cam-{i}"] > 0
 
 
 def _partition_sizes(partitions: int) -> list[list[int]]:

@@ -40,6 +40,16 @@ def test_sites_reach_the_flat_simulations_rounds(tmp_path: Path) -> None:
     assert sum(s["examples"] for s in sites) == sum(len(y) for _, y in _parts(BASE))
 
 
+def test_site_rounds_train_several_times_between_cloud_rounds(tmp_path: Path) -> None:
+    once = simulate(BASE.replace(gateways=2, rounds=1), device_state_root=tmp_path / "a")
+    twice = simulate(
+        BASE.replace(gateways=2, rounds=1, site_rounds=2), device_state_root=tmp_path / "b"
+    )
+    assert [s["local_rounds"] for s in twice.rounds[0].extra["sites"]] == [2, 2]
+    # the second local round starts from each site's own model: the sites learn more
+    assert twice.rounds[0].loss < once.rounds[0].loss
+
+
 def _parts(config: RunConfig) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(x.numpy(), y.numpy()) for x, y in simulated_partitions(config, config.clients)]
 
