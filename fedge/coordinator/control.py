@@ -238,6 +238,12 @@ class ControlServicer:
                 )
             fingerprint = gateway.enroll_fingerprint
             issued = self._state.create_token(ttl_seconds=ttl, site=site)
+            # The device talks to the gateway: the token itself names the cloud's release key.
+            release_key = key_id(load_public_key(pem=self._release_key_pem))
+            return pb.CreateEnrollTokenResponse(
+                token=make_token(issued.secret, fingerprint, release_key),
+                expires_unix=issued.expires,
+            )
         else:
             issued = self._state.create_token(ttl_seconds=ttl)
         return pb.CreateEnrollTokenResponse(

@@ -170,11 +170,13 @@ def enroll_device(
             "identity with a new enrolment",
         )
     tls: ClientTLS | None = None
+    expected_key = ""
     if insecure:  # no pinning possible: the bare secret is sent
         secret = token_secret(token)
         key_pem, csr_pem = b"", b""
     else:
         parsed = parse_token(token)
+        expected_key = parsed.release_key_id
         secret = token.strip()
         pinned = _pinned_enroll_cert(enroll_host, enroll_port, parsed.fingerprint, timeout)
         tls = ClientTLS(ca_pem=pinned, server_name=ENROLL_SERVER_NAME)
@@ -197,6 +199,11 @@ def enroll_device(
     finally:
         channel.close()
     release_pem, release_key_id = _release_key(response, coordinator)
+    if expected_key and release_key_id != expected_key:
+        raise EnrollError(
+            f"the release key {coordinator} passed on is not the one the token names: "
+            "refusing a model signer other than the cloud's"
+        )
     identity = DeviceIdentity(
         device_id=response.device_id,
         node_id=int(response.node_id),

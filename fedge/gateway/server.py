@@ -79,6 +79,8 @@ class Gateway:
         self.ports: dict[str, int] = {}
         self.fatal: str | None = None
         self.identity: DeviceIdentity | None = None
+        # The heartbeat of each device the cloud has last been told (see sync).
+        self._synced: dict[str, bytes] = {}
 
     # start-up
 
@@ -224,6 +226,7 @@ class Gateway:
     def sync(self) -> None:
         """Tell the cloud about the site's devices; take its roster; raises ``RpcError``."""
         devices = []
+        sending: dict[str, bytes] = {}
         for row in self.state.devices():
             if row.revoked:
                 continue
@@ -232,8 +235,10 @@ class Gateway:
                 online=self.hub.alive(row.node_id),
                 last_seen_unix=row.last_seen,
             )
-            if row.heartbeat:
+            # What a device says of itself goes up when it changes: the uplink may be metered.
+            if row.heartbeat and self._synced.get(row.device_id) != row.heartbeat:
                 device.heartbeat.ParseFromString(row.heartbeat)
+                sending[row.device_id] = row.heartbeat
             devices.append(device)
         response = self.uplink.gateway.SyncSite(
             gateway_pb2.SyncSiteRequest(
@@ -245,6 +250,7 @@ class Gateway:
             timeout=self.uplink.timeout,
         )
         self.uplink.mark(True)
+        self._synced.update(sending)
         revoked = self.state.update_roster(
             [
                 RosterEntry(e.device_id, int(e.node_id), e.name, e.cert_serial, e.revoked)

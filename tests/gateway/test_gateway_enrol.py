@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from fedge.cli.main import app
 from fedge.edge.identity import EnrollError, enroll_device
 from fedge.errors import FedgeError
+from fedge.protocol.manifest import key_id, load_public_key
+from fedge.protocol.tokens import make_token, parse_token
 from fedge.protocol.transport import create_channel
 from fedge.v1 import control_pb2 as pb
 from fedge.v1 import fleet_pb2, fleet_pb2_grpc
@@ -65,21 +67,19 @@ def test_devices_enrol_at_their_gateway_with_certificates_of_the_cloud(site: Sit
 
 def test_a_token_is_only_good_where_it_was_made_for(site: Site, tmp_path: Path) -> None:
     control = site.fleet.control_stub()
-    site_token = site.token()
+    site_token = parse_token(site.token())
     with pytest.raises(EnrollError, match="enrol at that site's gateway"):
-        enroll_device(
+        enroll_device(  # the site's secret at the cloud's own enrolment port
             coordinator=site.fleet.address,
-            token=site_token.replace(site_token.rsplit(".", 1)[1], _cloud_fingerprint(site)),
+            token=make_token(site_token.secret, _cloud_fingerprint(site)),
             state_dir=tmp_path / "wrong-port",
             enroll_address=site.fleet.enroll_address,
         )
-    cloud_token = control.CreateEnrollToken(pb.CreateEnrollTokenRequest()).token
-    cloud_secret = cloud_token.split(".")[1]
-    at_gateway = site_token.replace(site_token.split(".")[1], cloud_secret)
+    cloud_token = parse_token(control.CreateEnrollToken(pb.CreateEnrollTokenRequest()).token)
     with pytest.raises(EnrollError, match=f"not for site '{SITE}'"):
-        enroll_device(
+        enroll_device(  # a cloud device's secret at the gateway
             coordinator=site.address,
-            token=at_gateway,
+            token=make_token(cloud_token.secret, site_token.fingerprint),
             state_dir=tmp_path / "wrong-site",
             enroll_address=site.enroll_address,
         )
@@ -93,6 +93,22 @@ def test_a_token_is_only_good_where_it_was_made_for(site: Site, tmp_path: Path) 
         app, ["fleet", "token", "create", "--gateway", *site.fleet.operator_args]
     )
     assert refused.exit_code == 2 and "--gateway needs --site" in refused.output
+
+
+def test_a_site_token_pins_the_clouds_release_key(site: Site, tmp_path: Path) -> None:
+    token = site.token()
+    cloud_key = key_id(load_public_key(pem=site.fleet.coordinator.release_key_pem))
+    assert parse_token(token).release_key_id == cloud_key
+    # a gateway passing on a release key of its own is caught by the token's key id
+    other = token.replace(cloud_key, "0" * 64)
+    with pytest.raises(EnrollError, match="not the one the token names"):
+        enroll_device(
+            coordinator=site.address,
+            token=other,
+            state_dir=tmp_path / "fooled",
+            enroll_address=site.enroll_address,
+        )
+    assert not (tmp_path / "fooled").exists()
 
 
 def _cloud_fingerprint(site: Site) -> str:
