@@ -111,8 +111,9 @@ def ls_command(
     for g in gateways:
         behind = [d for d in devices if d.site == g.site]
         up = sum(d.state not in ("offline", "revoked") for d in behind)
+        name = f" {g.name}" if g.name and g.name != g.device_id else ""
         console.print(
-            f"site {g.site}: gateway {g.device_id} {g.name}: {g.state}, seen "
+            f"site {g.site}: gateway {g.device_id}{name}: {g.state}, seen "
             f"{_ago(g.last_seen_unix)}, {len(behind)} devices ({up} connected), "
             f"fedge {g.version or '?'}",
             soft_wrap=True,

@@ -141,3 +141,13 @@ def test_a_device_revoked_by_the_cloud_is_refused_at_its_gateway(site: Site) -> 
     # and the cloud refuses what the gateway would still relay for it
     with pytest.raises(FedgeError, match="revoked"):
         site.gateway.releases.refresh(device.device_id, profile="cpu-small", installed_version=0)
+
+
+def test_a_revoked_gateway_stops_with_the_clouds_reason(site: Site) -> None:
+    gateway_id = site.gateway.identity.device_id  # type: ignore[union-attr]
+    control = site.fleet.control_stub()
+    control.RevokeDevice(pb.RevokeDeviceRequest(device_id=gateway_id), timeout=10)
+    wait_for(lambda: site.gateway.fatal is not None, 15, "the gateway to be refused")
+    assert site.gateway.wait() == site.gateway.fatal
+    assert "the cloud refused this gateway: PERMISSION_DENIED" in str(site.gateway.fatal)
+    assert "revoked" in str(site.gateway.fatal)

@@ -27,12 +27,15 @@ BASE = RunConfig(
 
 
 def test_sites_reach_the_flat_simulations_rounds(tmp_path: Path) -> None:
-    flat = simulate(BASE, device_state_root=tmp_path / "flat")
+    config = BASE.replace(fraction_evaluate=1.0)  # federated evaluation goes through sites too
+    flat = simulate(config, device_state_root=tmp_path / "flat")
     hier = simulate(
-        BASE.replace(gateways=2), out_dir=tmp_path / "out", device_state_root=tmp_path / "hier"
+        config.replace(gateways=2), out_dir=tmp_path / "out", device_state_root=tmp_path / "hier"
     )
     for a, b in zip(flat.rounds, hier.rounds, strict=True):
         assert abs(a.accuracy - b.accuracy) <= 1e-3 and a.aggregated == b.aggregated == 4
+        assert a.client_accuracy is not None and b.client_accuracy is not None
+        assert abs(a.client_accuracy - b.client_accuracy) <= 1e-3
     written = json.loads((tmp_path / "out" / "results.json").read_text())
     sites = written["rounds"][-1]["sites"]
     assert [s["site"] for s in sites] == ["site-1", "site-2"]
