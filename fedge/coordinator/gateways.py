@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from fedge.coordinator.fleet import FleetSettings, enroll, heartbeat_of
+from fedge.coordinator.hub import Delegate
 from fedge.coordinator.pki import CertificateAuthority
 from fedge.coordinator.state import KIND_DEVICE, DeviceRow, SiteDeviceReport, State
 from fedge.errors import PermissionDeniedError
@@ -85,7 +86,7 @@ class Sites:
         return f"site {site.site} unreachable: its gateway {site.gateway_id} is offline ({ago})"
 
 
-def may_speak_for(state: State) -> Any:
+def may_speak_for(state: State) -> Delegate:
     """The hub's ``delegate``: a gateway speaks for the unrevoked devices of its own site."""
 
     def delegate(who: Any, claimed: str) -> bool:

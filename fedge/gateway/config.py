@@ -4,7 +4,7 @@ Every key is checked when the file is read: an unknown key, a value of the wrong
 range is a :class:`~fedge.errors.ConfigError` naming the file, the key and the value.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +100,6 @@ class GatewayConfig:
         """The names the gateway's certificate serves (``hosts``, or ``address``'s host)."""
         host, _ = parse_address(self.address, option="address")
         return self.hosts or (host,)
-
-    def with_overrides(self, **changes: Any) -> "GatewayConfig":
-        """A copy with ``changes`` (validated again)."""
-        return replace(self, **changes)
 
 
 def load_gateway_config(path: Path | str, **overrides: Any) -> GatewayConfig:

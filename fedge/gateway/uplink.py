@@ -19,6 +19,7 @@ from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import DeviceIdentity
 from fedge.errors import (
     AuthenticationError,
+    BusyError,
     FedgeError,
     NotFoundError,
     PayloadError,
@@ -26,6 +27,7 @@ from fedge.errors import (
     UnavailableError,
 )
 from fedge.log import logger
+from fedge.protocol.metadata import retry_hint
 from fedge.protocol.transport import TransportOptions, create_channel
 from fedge.protocol.wire import use_zero_copy_streams
 from fedge.v1 import fleet_pb2, fleet_pb2_grpc, gateway_pb2_grpc
@@ -99,6 +101,11 @@ class Uplink:
                     f"the gateway cannot reach the cloud now ({code.name}); retry later"
                 ) from err
             self.mark(True)
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # busy: the device backs off too
+                wait = retry_hint(err, default=0.5)
+                raise BusyError(
+                    f"the cloud is busy: {err.details()}", retry_after_ms=int(wait * 1000)
+                ) from err
             raise _REFUSALS.get(code, FedgeError)(f"the cloud refused: {err.details()}") from err
         self.mark(True)
         return result
