@@ -246,8 +246,11 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--gateways", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dataset", default=RUN["dataset"])
+    parser.add_argument("--model", default=RUN["model"])
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
+    RUN.update(dataset=args.dataset, model=args.model)
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("flwr").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="fedge-gateway-bench-") as tmp:
@@ -260,7 +263,7 @@ def main() -> None:
     per_round_flat = flat_bytes / args.rounds
     per_round_sites = site_bytes / args.rounds
     print(
-        f"gateway: cloud received {per_round_flat / 1e6:.2f} MB/round flat ({args.devices} "
+        f"gateway ({args.dataset}/{args.model}): cloud received {per_round_flat / 1e6:.2f} MB/round flat ({args.devices} "
         f"devices, {flat_replies[0]} replies) vs {per_round_sites / 1e6:.3f} MB/round behind "
         f"{args.gateways} gateways ({site_replies[0]} replies): "
         f"{per_round_flat / per_round_sites:.1f}x fewer (goal 25x); median round "

@@ -147,6 +147,13 @@ class Gateway:
 
     def _serve(self, identity: DeviceIdentity) -> None:
         root = Path(identity.state_dir)
+        if not (root / _ENROLL_CERT).is_file() or not (root / _ENROLL_KEY).is_file():
+            # Lost (or a crash right after enrolment): a new one; the next sync tells the
+            # cloud, and tokens made from now on pin it.
+            logger.warning("no enrolment certificate in %s: making a new one", root)
+            cert, key = make_enroll_certificate()
+            atomic_write(root / _ENROLL_CERT, cert)
+            atomic_write(root / _ENROLL_KEY, key, mode=0o600)
         enroll_pem = (root / _ENROLL_CERT).read_bytes()
         main_tls = ServerTLS(
             (root / "device.pem").read_bytes(),

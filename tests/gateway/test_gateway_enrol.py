@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from fedge.cli.main import app
 from fedge.edge.identity import EnrollError, enroll_device
 from fedge.errors import FedgeError
+from fedge.gateway.server import Gateway
 from fedge.protocol.manifest import key_id, load_public_key
+from fedge.protocol.pki import fingerprint
 from fedge.protocol.tokens import make_token, parse_token
 from fedge.protocol.transport import create_channel
 from fedge.v1 import control_pb2 as pb
@@ -112,8 +114,6 @@ def test_a_site_token_pins_the_clouds_release_key(site: Site, tmp_path: Path) ->
 
 
 def _cloud_fingerprint(site: Site) -> str:
-    from fedge.protocol.pki import fingerprint
-
     return fingerprint((site.root / "certs" / "enroll.pem").read_bytes())
 
 
@@ -151,3 +151,26 @@ def test_a_revoked_gateway_stops_with_the_clouds_reason(site: Site) -> None:
     assert site.gateway.wait() == site.gateway.fatal
     assert "the cloud refused this gateway: PERMISSION_DENIED" in str(site.gateway.fatal)
     assert "revoked" in str(site.gateway.fatal)
+
+
+def test_a_restarted_gateway_needs_no_token_and_keeps_its_site(site: Site) -> None:
+    device = site.enroll("cam-2")
+    site.gateway.stop(grace=0.5)
+    (site.root / "gateway" / "enroll.key").unlink()  # lost: a new one is made and reported
+    again = Gateway(site.gateway.config)
+    site.gateway = again
+    again.start(coordinator=site.link.address)
+    wait_for(lambda: again.uplink.online, 10, "the restarted gateway's sync")
+    assert again.identity is not None and again.identity.site == SITE
+    channel = create_channel(site.address, tls=device.tls())  # the roster was kept
+    try:
+        fleet_pb2_grpc.FleetServiceStub(channel).Heartbeat(fleet_pb2.HeartbeatRequest(), timeout=10)
+    finally:
+        channel.close()
+    # site tokens now pin the new enrolment certificate
+    new_cert = (site.root / "gateway" / "enroll.pem").read_bytes()
+    wait_for(
+        lambda: parse_token(site.token()).fingerprint == fingerprint(new_cert),
+        10,
+        "the cloud to learn the new enrolment certificate",
+    )
