@@ -263,8 +263,9 @@ def main() -> None:
     per_round_flat = flat_bytes / args.rounds
     per_round_sites = site_bytes / args.rounds
     print(
-        f"gateway ({args.dataset}/{args.model}): cloud received {per_round_flat / 1e6:.2f} MB/round flat ({args.devices} "
-        f"devices, {flat_replies[0]} replies) vs {per_round_sites / 1e6:.3f} MB/round behind "
+        f"gateway ({args.dataset}/{args.model}): cloud received {per_round_flat / 1e6:.2f} "
+        f"MB/round flat ({args.devices} devices, {flat_replies[0]} replies) vs "
+        f"{per_round_sites / 1e6:.3f} MB/round behind "
         f"{args.gateways} gateways ({site_replies[0]} replies): "
         f"{per_round_flat / per_round_sites:.1f}x fewer (goal 25x); median round "
         f"{statistics.median(flat_rounds):.2f}s flat vs {statistics.median(site_rounds):.2f}s "
