@@ -25,7 +25,7 @@ import numpy as np
 
 from fedge.coordinator.metrics import CoordinatorMetrics
 from fedge.coordinator.state import DeviceRow, RoundRow, State
-from fedge.coordinator.tasks import TaskHub
+from fedge.protocol.tasks import TaskHub
 from fedge.edge.drift import DriftMonitor, DriftSettings
 from fedge.edge.inference import InferenceEngine
 from fedge.edge.metrics import DeviceMetrics

@@ -29,6 +29,7 @@ __all__ = [
     "RoundFailedError",
     "StaleResultError",
     "TokenError",
+    "UnavailableError",
     "VerificationError",
 ]
 
@@ -138,6 +139,13 @@ class BusyError(FedgeError):
     def __init__(self, message: str, *, retry_after_ms: int) -> None:
         self.retry_after_ms = retry_after_ms
         super().__init__(message)
+
+
+class UnavailableError(FedgeError):
+    """What was asked needs a server this one cannot reach now (a site gateway's cloud link is
+    down): retry later."""
+
+    status = "UNAVAILABLE"
 
 
 class NotFoundError(FedgeError):

@@ -1,6 +1,7 @@
 """Run a simulated fleet on the ``local`` or ``ray`` runtime (the library of ``fedge simulate``)."""
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,11 @@ from fedge.errors import ConfigError
 from fedge.runtime import run_local, run_ray
 
 if TYPE_CHECKING:  # the release stack (onnx, onnxruntime) loads only when a release is built
+    from flwr.app import ArrayRecord
+
     from fedge.compress.runs import ReleaseCallback
+    from fedge.runtime.base import RunGrid
+    from fedge.runtime.local import LocalGrid
 
 __all__ = ["DEFAULT_DEVICE_STATE_ROOT", "simulate"]
 
@@ -49,8 +54,11 @@ def simulate(
         config, out_dir=out_dir, on_round=on_round, results=results, device_state_root=root
     )
     client_app = build_client_app(config, device_state_root=root)
+    if config.gateways and config.runtime != "local":
+        raise ConfigError("--gateways", config.gateways, "runs on the local runtime")
     if config.runtime == "local":
-        run_local(server_app, client_app, num_nodes=config.clients)
+        wrap = _site_grid(config) if config.gateways else None
+        run_local(server_app, client_app, num_nodes=config.clients, wrap=wrap)
     elif config.runtime == "ray":
         run_ray(server_app, client_app, num_nodes=config.clients)
     else:
@@ -63,6 +71,38 @@ def simulate(
         raise RuntimeError("the ServerApp finished without a result; see the log above")
     release_after_run(config, out_dir, results[0], on_release)
     return results[0]
+
+
+def _site_grid(config: RunConfig) -> "Callable[[LocalGrid], RunGrid]":
+    """Put the simulated clients behind ``config.gateways`` sites (node i is client i - 1)."""
+    import torch
+
+    from fedge.app.sites import site_members
+    from fedge.app.training import evaluate
+    from fedge.data import get_dataset
+    from fedge.models import get_model
+    from fedge.runtime.sites import SiteGrid
+
+    dataset = get_dataset(config.dataset, data_dir=config.data_dir)
+    model = get_model(
+        config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes
+    )
+    x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
+
+    def site_accuracy(arrays: "ArrayRecord") -> float:
+        model.load_state_dict(arrays.to_torch_state_dict())
+        return float(evaluate(model, x_test, y_test).accuracy)
+
+    members = [
+        [c + 1 for c in clients] for clients in site_members(config.clients, config.gateways)
+    ]
+    return lambda local: SiteGrid(
+        local,
+        members=members,
+        run_config=config.to_run_config(),
+        site_rounds=config.site_rounds,
+        evaluate=site_accuracy,
+    )
 
 
 def _check_population(config: RunConfig) -> None:

@@ -1,6 +1,9 @@
-"""Shared fixtures: quiet Flower logs, small run configs, an in-process coordinator (``fleet``)."""
+"""Shared fixtures: quiet Flower logs, small run configs, an in-process coordinator (``fleet``),
+a TCP link that a test can cut (``LinkProxy``) and a headless Debian Chromium (``chromium``)."""
 
+import contextlib
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -177,3 +180,77 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+class LinkProxy:
+    """A TCP link to ``target`` that a test can cut and restore (a site's cloud uplink).
+
+    Bytes are forwarded as they are (TLS passes through). :meth:`cut` closes every open
+    connection and refuses new ones, as a link that went down; :meth:`restore` accepts again.
+    """
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self._target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._down = threading.Event()
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        """Close every connection and refuse new ones."""
+        self._down.set()
+        with self._lock:
+            for sock in self._open:
+                _close(sock)
+            self._open.clear()
+
+    def restore(self) -> None:
+        """Accept connections again."""
+        self._down.clear()
+
+    def close(self) -> None:
+        """Stop the proxy."""
+        self._closed.set()
+        self.cut()
+        _close(self._listener)
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._down.is_set():
+                _close(client)
+                continue
+            try:
+                server = socket.create_connection(self._target, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._open += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=_pump, args=(src, dst), daemon=True).start()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        _close(src)
+        _close(dst)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

@@ -65,19 +65,50 @@ def load_client_data(config: RunConfig, node_config: dict[str, Any]) -> ClientDa
 
 
 def simulated_partitions(config: RunConfig, num_partitions: int) -> list[Any]:
-    """Every simulated client's ``(x, y)`` tensors, partitioned once per process and cached."""
-    key = (config.dataset, config.data_dir, num_partitions, config.partition, config.seed)
+    """Every simulated client's ``(x, y)`` tensors, partitioned once per process and cached.
+
+    With ``--partition-level site`` the partition is taken across the ``--gateways`` sites,
+    and each site's share is dealt evenly (shuffled by the seed) to its devices.
+    """
+    by_site = config.partition_level == "site" and config.gateways > 0
+    key = (
+        config.dataset,
+        config.data_dir,
+        num_partitions,
+        config.partition,
+        config.seed,
+        config.gateways if by_site else 0,
+    )
     with _PARTITIONS_LOCK:
         if key not in _PARTITIONS:
             dataset = get_dataset(config.dataset, data_dir=config.data_dir)
-            indices = partition_indices(
-                dataset.y_train, num_partitions, parse_partition(config.partition), seed=config.seed
-            )
+            spec = parse_partition(config.partition)
+            if by_site:
+                indices = _site_partitions(dataset.y_train, num_partitions, config, spec)
+            else:
+                indices = partition_indices(dataset.y_train, num_partitions, spec, seed=config.seed)
             _PARTITIONS[key] = [
                 (torch.from_numpy(dataset.x_train[i]), torch.from_numpy(dataset.y_train[i]))
                 for i in indices
             ]
         return _PARTITIONS[key]
+
+
+def _site_partitions(labels: Any, num_partitions: int, config: RunConfig, spec: Any) -> list[Any]:
+    import numpy as np
+
+    from fedge.app.sites import site_members
+
+    members = site_members(num_partitions, config.gateways)
+    per_site = partition_indices(labels, len(members), spec, seed=config.seed)
+    indices: list[Any] = [None] * num_partitions
+    for site, (clients, share) in enumerate(zip(members, per_site, strict=True)):
+        rng = np.random.default_rng([config.seed, site])
+        for client, part in zip(
+            clients, np.array_split(rng.permutation(share), len(clients)), strict=True
+        ):
+            indices[client] = np.sort(part)
+    return indices
 
 
 def build_client_app(
@@ -134,6 +165,7 @@ def _train(msg: Message, context: Context, config: RunConfig, root: Path | None)
     model = _model_for(config, data, msg.content.array_records["arrays"])
     train_config: ConfigRecord = msg.content.config_records.get("config", ConfigRecord())
     server_round = int(_scalar(train_config, "server-round", 0))
+    site_round = int(_scalar(train_config, "site-round", 1))
     partition_id = int(context.node_config.get("partition-id", context.node_id))
     if config.privacy.local:
         return _train_private(msg, context, config, data, model, train_config, partition_id, root)
@@ -145,7 +177,7 @@ def _train(msg: Message, context: Context, config: RunConfig, root: Path | None)
         batch_size=int(_scalar(train_config, "batch-size", config.batch_size)),
         lr=_scalar(train_config, "lr", config.lr),
         momentum=_scalar(train_config, "momentum", config.momentum),
-        seed=_client_seed(config.seed, server_round, partition_id),
+        seed=_client_seed(config.seed, server_round, partition_id, site_round),
         proximal_mu=_scalar(train_config, "proximal-mu", 0.0),
         precision=config.precision,
     )
@@ -169,8 +201,12 @@ def _contiguous_arrays(model: nn.Module) -> ArrayRecord:
     return ArrayRecord({k: v.contiguous() for k, v in model.state_dict().items()})
 
 
-def _client_seed(seed: int, server_round: int, partition_id: int) -> int:
-    return (seed * 1_000_003 + server_round * 10_007 + partition_id) % 2**63
+def _client_seed(seed: int, server_round: int, partition_id: int, site_round: int = 1) -> int:
+    # A site's later local rounds (fedge.app.sites) shuffle differently; the first keeps the
+    # flat run's seed.
+    return (seed * 1_000_003 + server_round * 10_007 + partition_id + (site_round - 1) * 7_919) % (
+        2**63
+    )
 
 
 def _scalar(record: ConfigRecord, key: str, default: float) -> float:
@@ -198,20 +234,22 @@ def _train_private(
     from fedge.privacy.device import DEVICE_EPSILON_KEY, device_state_dir, train_private
 
     server_round = int(_scalar(train_config, "server-round", 0))
+    site_round = int(_scalar(train_config, "site-round", 1))
     try:
         result = train_private(
             model,
             data.x,
             data.y,
             config=config.privacy,
-            rounds=config.rounds,
+            # Each cloud round is site_rounds tasks for a device behind a gateway.
+            rounds=config.rounds * config.site_rounds,
             state_dir=device_state_dir(dict(context.node_config), simulated_root=root),
             server_round=server_round,
             epochs=int(_scalar(train_config, "local-epochs", config.local_epochs)),
             batch_size=int(_scalar(train_config, "batch-size", config.batch_size)),
             lr=_scalar(train_config, "lr", config.lr),
             momentum=_scalar(train_config, "momentum", config.momentum),
-            seed=_client_seed(config.privacy.dp_seed or 0, server_round, partition_id),
+            seed=_client_seed(config.privacy.dp_seed or 0, server_round, partition_id, site_round),
         )
     except PrivacyBudgetExceededError as err:
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(err)), reply_to=msg)

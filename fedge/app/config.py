@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fedge.app.sites import check_hierarchy
 from fedge.app.strategies import list_strategies
 from fedge.data import list_datasets, parse_partition
 from fedge.errors import ConfigError
@@ -21,6 +22,7 @@ from fedge.options import layer_options
 from fedge.privacy.config import PrivacyConfig
 
 __all__ = [
+    "PARTITION_LEVELS",
     "PRECISIONS",
     "RUNTIMES",
     "RunConfig",
@@ -30,6 +32,7 @@ __all__ = [
 
 RUNTIMES = ("local", "ray", "grpc")
 PRECISIONS = ("fp32", "bf16")
+PARTITION_LEVELS = ("device", "site")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,13 @@ class RunConfig:
     release_every: int = 0
     # Distillation epochs of a release build (None: the pipeline's default).
     release_epochs: int | None = None
+    # Sites (fedge.app.sites): a simulation puts its clients behind ``gateways`` site gateways
+    # (0: none) and splits the data by ``partition`` across devices, or across sites first
+    # (then evenly among each site's devices). ``site_rounds`` local rounds of FedAvg run at
+    # each gateway between two cloud rounds, in simulations and deployments alike.
+    gateways: int = 0
+    partition_level: str = "device"
+    site_rounds: int = 1
 
     def __post_init__(self) -> None:
         self._validate()
@@ -134,6 +144,9 @@ class RunConfig:
         _at_least("--min-clients", self.min_clients, 1)
         _at_least("--keep-checkpoints", self.keep_checkpoints, 1)
         _at_least("--release-every", self.release_every, 0)
+        _at_least("--gateways", self.gateways, 0)
+        _at_least("--site-rounds", self.site_rounds, 1)
+        _one_of("--partition-level", self.partition_level, list(PARTITION_LEVELS))
         if self.release_epochs is not None:
             _at_least("--release-epochs", self.release_epochs, 1)
         if self.student is not None:
@@ -155,6 +168,26 @@ class RunConfig:
             raise ConfigError("privacy", self.privacy, "must be a PrivacyConfig")
         self.privacy.check_run(
             strategy=self.strategy, clients=self.clients, fraction=self.fraction, rounds=self.rounds
+        )
+        self._validate_sites()
+
+    def _validate_sites(self) -> None:
+        if self.gateways > self.clients:
+            raise ConfigError(
+                "--gateways",
+                self.gateways,
+                f"is above --clients {self.clients}: a site needs a device",
+            )
+        if self.gateways == 0:
+            if self.partition_level != "device":
+                raise ConfigError("--partition-level", self.partition_level, "needs --gateways")
+            return
+        check_hierarchy(
+            strategy=self.strategy,
+            central_dp=self.privacy.central,
+            adaptive_clip=self.privacy.dp_adaptive_clip,
+            site_rounds=self.site_rounds,
+            why=f"--gateways {self.gateways}",
         )
 
 

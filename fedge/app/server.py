@@ -30,7 +30,13 @@ from fedge.models import get_model
 from fedge.privacy.central import CentralDP
 from fedge.privacy.rounds import budget_stop_reason, privacy_notes, round_privacy
 
-__all__ = ["ExplainsDrops", "RoundCallback", "build_server_app", "run_federation"]
+__all__ = [
+    "DescribesRounds",
+    "ExplainsDrops",
+    "RoundCallback",
+    "build_server_app",
+    "run_federation",
+]
 
 RoundCallback = Callable[[RoundRecord], None]
 
@@ -138,6 +144,8 @@ def run_federation(
             dropped=[d.to_dict() for d in dropped],
         )
         record.extra.update(round_privacy(strategy, kept))
+        if isinstance(grid, DescribesRounds):  # e.g. what each site's gateway sent
+            record.extra.update(grid.round_facts(server_round))
         record.client_accuracy = _client_evaluate(strategy, server_round, arrays, grid, config)
         model.load_state_dict(arrays.to_torch_state_dict())
         test = evaluate(model, x_test, y_test)
@@ -178,6 +186,15 @@ class ExplainsDrops(Protocol):
 
     def node_name(self, node_id: int) -> str:
         """The device behind ``node_id`` ("" if none)."""
+        ...
+
+
+@runtime_checkable
+class DescribesRounds(Protocol):
+    """A ``Grid`` with facts of its own about a round (e.g. per site), for the round's record."""
+
+    def round_facts(self, server_round: int) -> dict[str, Any]:
+        """JSON-ready facts about the training exchange of ``server_round``."""
         ...
 
 

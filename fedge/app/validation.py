@@ -10,11 +10,17 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, Message
+from flwr.app import ArrayRecord, Message, MetricRecord
 
 from fedge.app.arrays import array_values
 
-__all__ = ["DroppedReply", "validate_evaluate_replies", "validate_train_replies"]
+__all__ = [
+    "DroppedReply",
+    "arrays_problem",
+    "metrics_problem",
+    "validate_evaluate_replies",
+    "validate_train_replies",
+]
 
 
 @dataclass(frozen=True)
@@ -76,12 +82,18 @@ def _metrics_problem(msg: Message) -> str | None:
     records = list(msg.content.metric_records.values())
     if len(records) != 1:
         return f"expected one MetricRecord, got {len(records)}"
-    num_examples = records[0].get("num-examples")
+    return metrics_problem(records[0])
+
+
+def metrics_problem(record: MetricRecord) -> str | None:
+    """Why ``record`` is no usable reply metric record (a positive scalar ``num-examples``,
+    every value finite), or ``None``."""
+    num_examples = record.get("num-examples")
     if isinstance(num_examples, list) or num_examples is None:
         return "MetricRecord has no scalar 'num-examples'"
     if not np.isfinite(num_examples) or num_examples <= 0:
         return f"'num-examples' is {num_examples}, must be a positive number"
-    for key, value in records[0].items():
+    for key, value in record.items():
         values = value if isinstance(value, list) else [value]
         if not all(np.isfinite(v) for v in values):
             return f"metric {key!r} is not finite"
@@ -92,7 +104,12 @@ def _arrays_problem(msg: Message, reference: ArrayRecord) -> str | None:
     records = list(msg.content.array_records.values())
     if len(records) != 1:
         return f"expected one ArrayRecord, got {len(records)}"
-    arrays = records[0]
+    return arrays_problem(records[0], reference)
+
+
+def arrays_problem(arrays: ArrayRecord, reference: ArrayRecord) -> str | None:
+    """Why ``arrays`` cannot be aggregated with ``reference`` (tensor names, shapes, dtypes,
+    values that do not decode or are not finite), or ``None``."""
     missing = sorted(set(reference) - set(arrays))
     unexpected = sorted(set(arrays) - set(reference))
     if missing or unexpected:

@@ -1,4 +1,8 @@
-"""``fedge fleet``: enrolment tokens, the device list, revocation (operator commands)."""
+"""``fedge fleet``: enrolment tokens, the device list, revocation (operator commands).
+
+A deployment with site gateways lists each gateway with the devices behind it (``site``); the
+devices of the cloud itself come first.
+"""
 
 import datetime as dt
 import json
@@ -7,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
-from fedge.cli.common import command_group, console
+from fedge.cli.common import command_group, console, fail
 from fedge.v1 import control_pb2 as pb
 
 __all__ = ["app"]
@@ -27,17 +31,32 @@ def _ago(unix: float) -> str:
 @token_app.command("create")
 def token_create(
     ttl: Annotated[float, typer.Option(help="Seconds the token stays valid.")] = 3600.0,
+    site: Annotated[
+        str,
+        typer.Option(
+            help="A token for a device of this site: it enrols at the site's gateway "
+            "(`fedge edge start --coordinator GATEWAY:PORT --token ...`)."
+        ),
+    ] = "",
+    gateway: Annotated[
+        bool,
+        typer.Option(
+            "--gateway", help="A token for the gateway of --site (`fedge gateway start --token`)."
+        ),
+    ] = False,
     coordinator: CoordinatorOpt = None,
     operator: OperatorOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """Print a one-time token for `fedge edge enroll`."""
+    """Print a one-time token for `fedge edge enroll` (or `fedge gateway start`)."""
+    if gateway and not site:
+        fail("--gateway needs --site NAME: the site the gateway serves")
     response = call_control(
         coordinator,
         operator,
         insecure,
         lambda stub: stub.CreateEnrollToken(
-            pb.CreateEnrollTokenRequest(ttl_seconds=ttl), timeout=30
+            pb.CreateEnrollTokenRequest(ttl_seconds=ttl, site=site, gateway=gateway), timeout=30
         ),
     )
     console.print(response.token, soft_wrap=True, highlight=False)
@@ -47,6 +66,8 @@ def _device_json(d: pb.Device) -> dict[str, Any]:
     return {
         "device_id": d.device_id,
         "name": d.name,
+        "kind": d.kind or "device",
+        "site": d.site,
         "node_id": d.node_id,
         "state": d.state,
         "last_seen_unix": d.last_seen_unix,
@@ -75,7 +96,8 @@ def ls_command(
     operator: OperatorOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """List devices: state, last seen, installed release and slot, training, privacy spent."""
+    """List devices (and site gateways with the devices behind each): state, last seen,
+    installed release and slot, training, privacy spent."""
     response = call_control(
         coordinator,
         operator,
@@ -89,23 +111,49 @@ def ls_command(
         console.print(
             "no devices enrolled yet (`fedge fleet token create`, then `fedge edge start`)"
         )
-    for d in response.devices:  # one line each: no id is ever cut on a narrow terminal
-        release = (
-            f"release {d.release_version} (slot {d.release_slot})"
-            if d.release_version
-            else "no release"
-        )
-        role = "trains" if d.can_train else "inference only"
-        eps = f", ε {d.privacy_spent:.3f}" if d.HasField("privacy_spent") else ""
-        profile = f" [{d.profile}]" if d.profile else ""
+    gateways = [d for d in response.devices if d.kind == "gateway"]
+    devices = [d for d in response.devices if d.kind != "gateway"]
+    for d in devices:  # the cloud's own devices first
+        if not d.site:
+            _print_device(d, "")
+    for g in gateways:
+        behind = [d for d in devices if d.site == g.site]
+        up = sum(d.state not in ("offline", "revoked") for d in behind)
+        name = f" {g.name}" if g.name and g.name != g.device_id else ""
         console.print(
-            f"{d.device_id} {d.name}{profile}: {d.state}, seen {_ago(d.last_seen_unix)}, "
-            f"{release}, {role}{eps}, fedge {d.version or '?'}"
-            + (f", data {d.data}" if d.data else ""),
+            f"site {g.site}: gateway {g.device_id}{name}: {g.state}, seen "
+            f"{_ago(g.last_seen_unix)}, {len(behind)} devices ({up} connected), "
+            f"fedge {g.version or '?'}",
             soft_wrap=True,
             highlight=False,
             markup=False,
         )
+        for d in behind:
+            _print_device(d, "  ")
+    known = {g.site for g in gateways}
+    for d in devices:  # devices of a site whose gateway was revoked
+        if d.site and d.site not in known:
+            _print_device(d, f"site {d.site} (no gateway): ")
+
+
+def _print_device(d: pb.Device, prefix: str) -> None:
+    # One line each: no id is ever cut on a narrow terminal.
+    release = (
+        f"release {d.release_version} (slot {d.release_slot})"
+        if d.release_version
+        else "no release"
+    )
+    role = "trains" if d.can_train else "inference only"
+    eps = f", ε {d.privacy_spent:.3f}" if d.HasField("privacy_spent") else ""
+    profile = f" [{d.profile}]" if d.profile else ""
+    console.print(
+        f"{prefix}{d.device_id} {d.name}{profile}: {d.state}, seen {_ago(d.last_seen_unix)}, "
+        f"{release}, {role}{eps}, fedge {d.version or '?'}"
+        + (f", data {d.data}" if d.data else ""),
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
 
 
 @app.command("revoke")

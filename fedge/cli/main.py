@@ -7,6 +7,7 @@ from fedge.cli.console import console_command
 from fedge.cli.coordinator import app as coordinator_app
 from fedge.cli.edge import app as edge_app
 from fedge.cli.fleet import app as fleet_app
+from fedge.cli.gateway import app as gateway_app
 from fedge.cli.privacy import app as privacy_app
 from fedge.cli.release import app as release_app
 from fedge.cli.run import app as run_app
@@ -27,6 +28,7 @@ app.command("console")(console_command)
 app.add_typer(certs_app, name="certs")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(edge_app, name="edge")
+app.add_typer(gateway_app, name="gateway")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(run_app, name="run")
 app.add_typer(privacy_app, name="privacy")

@@ -309,7 +309,16 @@ def rollback_command(
 
 
 def _states(r: pb.ReleaseSummary) -> str:
-    order = ("offered", "downloading", "installed", "refused", "rolled_back", "failed", "running")
+    order = (
+        "offered",
+        "downloading",
+        "installed",
+        "refused",
+        "rolled_back",
+        "failed",
+        "running",
+        "downloads",
+    )
     return ", ".join(f"{k} {r.states.get(k, 0)}" for k in order)
 
 

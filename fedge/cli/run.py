@@ -111,6 +111,18 @@ def run_to_json(response: pb.GetRunResponse) -> dict[str, Any]:
                 ],
                 "epsilon": x.epsilon if x.HasField("epsilon") else None,
                 "seconds": x.seconds,
+                "sites": [
+                    {
+                        "site": s.site,
+                        "gateway_id": s.gateway_id,
+                        "replies": s.replies,
+                        "asked": s.asked,
+                        "aggregated": s.aggregated,
+                        "examples": s.examples,
+                        "train_loss": s.train_loss if s.HasField("train_loss") else None,
+                    }
+                    for s in x.sites
+                ],
             }
             for x in response.rounds
         ],
@@ -129,7 +141,8 @@ def status_command(
     operator: OperatorOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """A run's state, its rounds (devices asked, replied, dropped and why) and its events."""
+    """A run's state, its rounds (devices asked, replied, dropped and why; replies per site)
+    and its events."""
     response = call_control(
         coordinator,
         operator,
@@ -161,6 +174,17 @@ def status_command(
         )
     console.print(table)
     for x in response.rounds:
+        for s in x.sites:  # what each site's gateway sent the cloud
+            where = f"site {s.site} (gateway {s.gateway_id})" if s.site else "cloud devices"
+            loss = f", train loss {s.train_loss:.4f}" if s.HasField("train_loss") else ""
+            console.print(
+                f"round {x.server_round}: {where}: {s.replies} "
+                f"{'reply' if s.replies == 1 else 'replies'} for {s.aggregated}/{s.asked} "
+                f"devices, {s.examples} examples{loss}",
+                soft_wrap=True,
+                highlight=False,
+                markup=False,
+            )
         for d in x.drops:
             who = d.device_id or f"node {d.node_id}"
             console.print(

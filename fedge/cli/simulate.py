@@ -39,6 +39,23 @@ def simulate_command(
     partition: Annotated[
         str | None, typer.Option(help="iid, dirichlet:ALPHA or shards:K (default: iid).")
     ] = None,
+    gateways: Annotated[
+        int | None,
+        typer.Option(help="Put the clients behind K site gateways, aggregated per site (0: none)."),
+    ] = None,
+    partition_level: Annotated[
+        str | None,
+        typer.Option(
+            help="With --gateways: split the data by --partition across devices, or across "
+            "sites (then evenly within each site) (default: device)."
+        ),
+    ] = None,
+    site_rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="With --gateways: local FedAvg rounds at each site per round (default: 1)."
+        ),
+    ] = None,
     precision: Annotated[
         str | None,
         typer.Option(help="fp32, or bf16 (faster on CPUs with AVX512-BF16/AMX) (default: fp32)."),
@@ -110,6 +127,9 @@ def simulate_command(
         "lr": lr,
         "momentum": momentum,
         "partition": partition,
+        "gateways": gateways,
+        "partition_level": partition_level,
+        "site_rounds": site_rounds,
         "precision": precision,
         "strategy": strategy,
         "runtime": runtime,
@@ -149,8 +169,13 @@ def _run(
 ) -> RunResult:
     from fedge.simulation import simulate
 
+    sites = (
+        f" behind {config.gateways} site gateways ({config.partition} per {config.partition_level})"
+        if config.gateways
+        else ""
+    )
     console.print(
-        f"fedge simulate: {config.dataset} / {config.model}, {config.clients} clients, "
+        f"fedge simulate: {config.dataset} / {config.model}, {config.clients} clients{sites}, "
         f"{config.partition}, {config.strategy}, {config.rounds} rounds on {config.runtime}"
     )
     columns = (
@@ -170,6 +195,8 @@ def _run(
                 + (f"  dropped {len(record.dropped)}" if record.dropped else "")
                 + (f"  eps {record.extra['epsilon']:.3f}" if "epsilon" in record.extra else "")
             )
+            for site in record.extra.get("sites", []):
+                progress.console.print("          " + _site_line(site), highlight=False)
             progress.update(task, advance=1, status=f"acc {record.accuracy:.4f}")
 
         def on_release(target: Path, report: ReleaseReport | None) -> None:
@@ -182,6 +209,19 @@ def _run(
         return simulate(
             config, out_dir=out, on_round=on_round, on_release=on_release, device_state_root=root
         )
+
+
+def _site_line(site: dict[str, Any]) -> str:
+    """One site's share of a round, as ``simulate`` prints it."""
+    parts = [
+        f"{site['site']}: {site.get('aggregated', 0)}/{site.get('asked', 0)} devices",
+        f"{site.get('examples', 0)} examples",
+    ]
+    if site.get("train_loss") is not None:
+        parts.append(f"train loss {site['train_loss']:.4f}")
+    if site.get("accuracy") is not None:
+        parts.append(f"site model accuracy {site['accuracy']:.4f}")
+    return ", ".join(parts)
 
 
 def _print_summary(result: RunResult, out: Path) -> None:

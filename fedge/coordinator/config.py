@@ -7,14 +7,12 @@ it, with hyphens) and the value. Besides ``[coordinator]``, the file may hold ``
 ``/metrics``); each is off when its table is absent.
 """
 
-import tomllib
-import types
-import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedge.errors import ConfigError
+from fedge.options import check_field_types, config_key, load_config_table
 from fedge.protocol.transport import is_loopback, parse_address
 
 __all__ = ["CoordinatorConfig", "load_coordinator_config"]
@@ -57,8 +55,7 @@ class CoordinatorConfig:
     rollout_check_seconds: float = 1.0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            _check_type(_key(f.name), getattr(self, f.name), f.type)
+        check_field_types(self)
         for name in (
             "heartbeat_seconds",
             "liveness_seconds",
@@ -66,20 +63,20 @@ class CoordinatorConfig:
             "rollout_check_seconds",
         ):
             if not getattr(self, name) > 0:
-                raise ConfigError(_key(name), getattr(self, name), "must be positive")
+                raise ConfigError(config_key(name), getattr(self, name), "must be positive")
         if self.liveness_seconds < 2 * self.heartbeat_seconds:
             raise ConfigError(
                 "liveness-seconds", self.liveness_seconds, "must be >= 2 x heartbeat-seconds"
             )
         for name in ("max_attempts", "device_cert_days", "max_workers", "max_concurrent_downloads"):
             if getattr(self, name) < 1:
-                raise ConfigError(_key(name), getattr(self, name), "must be an integer >= 1")
+                raise ConfigError(config_key(name), getattr(self, name), "must be an integer >= 1")
         if not 64 * 1024 <= self.chunk_bytes <= self.max_message_bytes - 64 * 1024:
             raise ConfigError(
                 "chunk-bytes", self.chunk_bytes, "must be in [64 KiB, max-message-bytes - 64 KiB]"
             )
         for name in ("address", "enroll_address"):
-            parse_address(getattr(self, name), option=_key(name))
+            parse_address(getattr(self, name), option=config_key(name))
         if self.console_address:
             parse_address(self.console_address, option="console.address")
             if self.insecure and not is_loopback(self.console_address):
@@ -97,27 +94,6 @@ class CoordinatorConfig:
             raise ConfigError("enroll-address", self.enroll_address, "must differ from address")
 
 
-def _key(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def _check_type(key: str, value: Any, annotation: Any) -> None:
-    kinds = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
-    expected = kinds or (annotation,)
-    if annotation is float:
-        expected = (int, float)
-    ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
-    if not ok:
-        name = getattr(annotation, "__name__", str(annotation))
-        label = {
-            "str": "a string",
-            "int": "an integer",
-            "float": "a number",
-            "bool": "true or false",
-        }
-        raise ConfigError(key, value, f"must be {label.get(name, name)}")
-
-
 #: The optional tables beside [coordinator], each key and the coordinator option it sets.
 _SECTIONS = {
     "console": {"address": "console-address", "public-url": "console-public-url"},
@@ -126,45 +102,13 @@ _SECTIONS = {
 
 
 def load_coordinator_config(path: Path | str, **overrides: Any) -> CoordinatorConfig:
-    """Read ``path`` (a ``[coordinator]`` table or top-level keys); paths are file-relative."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("--config", str(path), "is not a file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError("--config", str(path), f"is not valid TOML: {err}") from err
-    table = data.get("coordinator", data)
-    if not isinstance(table, dict):
-        raise ConfigError("--config", str(path), "needs a [coordinator] table")
-    table = {k: v for k, v in table.items() if k not in _SECTIONS}
-    for section, keys in _SECTIONS.items():
-        extra = data.get(section)
-        if extra is None:
-            continue
-        if not isinstance(extra, dict):
-            raise ConfigError(f"{path}: {section}", extra, "must be a table")
-        for key, value in extra.items():
-            if key not in keys:
-                valid = ", ".join(sorted(keys))
-                where = f"{path}: {section}.{key}"
-                raise ConfigError(where, value, f"is not a [{section}] option; valid: {valid}")
-            table[keys[key]] = value
-    known = {f.name for f in fields(CoordinatorConfig)}
-    kwargs: dict[str, Any] = {}
-    for key, value in {**table, **overrides}.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            valid = ", ".join(sorted(_key(k) for k in known))
-            raise ConfigError(
-                f"{path}: {key}", value, f"is not a coordinator option; valid: {valid}"
-            )
-        if name in ("state_dir", "certs_dir"):
-            if not isinstance(value, str | Path):
-                raise ConfigError(f"{path}: {key}", value, "must be a string (a directory)")
-            value = (path.parent / str(value)).resolve()
-        kwargs[name] = value
-    try:
-        return CoordinatorConfig(**kwargs)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err.option}", err.value, err.reason) from None
+    """Read ``path`` (a ``[coordinator]`` table or top-level keys, and the optional ``[console]``
+    and ``[metrics]`` tables); paths are relative to the file."""
+    return load_config_table(
+        path,
+        "coordinator",
+        CoordinatorConfig,
+        dir_keys=("state_dir", "certs_dir"),
+        overrides=overrides,
+        sections=_SECTIONS,
+    )

@@ -6,21 +6,23 @@ coordinator's state from outside. The coordinator owns its release store and its
 """
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
 from fedge.coordinator.auth import Operator
+from fedge.coordinator.gateways import Sites
 from fedge.coordinator.metrics import device_state
 from fedge.coordinator.plan import FleetView, resolve_plan
 from fedge.coordinator.runs import RunManager
-from fedge.coordinator.state import DeviceRow, RoundRow, RunRow, State
-from fedge.coordinator.tasks import TaskHub
-from fedge.errors import NotFoundError, PayloadError, ReleaseError
+from fedge.coordinator.state import KIND_GATEWAY, DeviceRow, RoundRow, RunRow, State
+from fedge.errors import ConfigError, NotFoundError, PayloadError, ReleaseError
 from fedge.protocol.interceptor import caller
 from fedge.protocol.manifest import SignedManifest, key_id, load_public_key
 from fedge.protocol.serde import run_state_to_proto
+from fedge.protocol.tasks import TaskHub
 from fedge.protocol.tokens import make_token
 from fedge.release.drift import DeviceDrift
 from fedge.release.gate import FAILED_STATES, Rollout, RolloutController
@@ -31,6 +33,8 @@ from fedge.release.telemetry import DeviceTelemetry
 from fedge.v1 import control_pb2 as pb
 
 __all__ = ["ControlServicer", "device_to_proto", "run_to_proto"]
+
+_SITE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 def run_to_proto(run: RunRow, rounds: list[RoundRow]) -> pb.RunSummary:
@@ -60,10 +64,26 @@ def round_to_proto(row: RoundRow) -> pb.RoundSummary:
         dropped=row.dropped,
         seconds=row.seconds,
         drops=[pb.Drop(**d) for d in json.loads(row.drops_json or "[]")],
+        sites=[_site_round(s) for s in json.loads(row.sites_json or "[]")],
     )
     if row.epsilon is not None:
         summary.epsilon = row.epsilon
     return summary
+
+
+def _site_round(fact: dict[str, Any]) -> pb.SiteRound:
+    site = pb.SiteRound(
+        site=str(fact.get("site", "")),
+        gateway_id=str(fact.get("gateway_id", "")),
+        replies=int(fact.get("replies", 0)),
+        asked=int(fact.get("asked", 0)),
+        aggregated=int(fact.get("aggregated", 0)),
+        examples=int(fact.get("examples", 0)),
+    )
+    loss = fact.get("train_loss")
+    if isinstance(loss, int | float):
+        site.train_loss = float(loss)
+    return site
 
 
 def device_to_proto(
@@ -86,6 +106,8 @@ def device_to_proto(
         can_train=device.can_train,
         profile=device.profile,
         data=_data_text(device),
+        kind=device.kind,
+        site=device.site,
     )
     if device.privacy_spent is not None:
         proto.privacy_spent = device.privacy_spent
@@ -155,6 +177,7 @@ class ControlServicer:
         *,
         state: State,
         hub: TaskHub,
+        sites: Sites,
         runs: RunManager,
         releases: ReleaseStore,
         release_key_pem: bytes,
@@ -166,6 +189,7 @@ class ControlServicer:
     ) -> None:
         self._state = state
         self._hub = hub
+        self._sites = sites
         self._runs = runs
         self._releases = releases
         self._release_key_pem = release_key_pem
@@ -222,7 +246,7 @@ class ControlServicer:
     def ListDevices(self, request: Any, context: grpc.ServicerContext) -> pb.ListDevicesResponse:  # noqa: N802
         """Every enrolled device."""
         rows = self._state.devices()
-        online = set(self._hub.online([d.id for d in rows]))
+        online = set(self._sites.online([d.id for d in rows]))
         telemetry = {t.device_id: t for t in self._releases.telemetry.latest()}
         drift = {x.device_id: x for x in self._releases.drift.latest()}
         devices = [
@@ -239,7 +263,8 @@ class ControlServicer:
     def RevokeDevice(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
     ) -> pb.RevokeDeviceResponse:
-        """Revoke a device (by id, unique id prefix or name): refused from its next call on."""
+        """Revoke a device (by id, unique id prefix or name): refused from its next call on (a
+        device behind a gateway: at its gateway, from the gateway's next sync on)."""
         device = self._state.revoke(self._state.find_device(request.device_id).device_id)
         self._hub.forget(device.id)
         self._state.add_event("revoked", f"{device.device_id} revoked", device_id=device.device_id)
@@ -248,11 +273,36 @@ class ControlServicer:
     def CreateEnrollToken(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
     ) -> pb.CreateEnrollTokenResponse:
-        """A one-time enrolment token."""
-        ttl = request.ttl_seconds if request.ttl_seconds > 0 else self._token_ttl
-        issued = self._state.create_token(ttl_seconds=min(ttl, 30 * 86400))
+        """A one-time enrolment token: for a device of the cloud, a device of a site (it pins
+        the site gateway's enrolment certificate) or the gateway of a site."""
+        ttl = min(request.ttl_seconds if request.ttl_seconds > 0 else self._token_ttl, 30 * 86400)
+        site = request.site.strip()
+        fingerprint = self._fingerprint
+        if request.gateway:
+            if not _SITE_NAME.fullmatch(site):
+                raise ConfigError(
+                    "--site", site, "must name the site: letters, digits, '.', '_', '-' (1-100)"
+                )
+            issued = self._state.create_token(ttl_seconds=ttl, kind=KIND_GATEWAY, site=site)
+        elif site:
+            gateway = self._state.gateway_of(site)
+            if gateway is None or not gateway.enroll_fingerprint:
+                raise NotFoundError(
+                    f"site {site!r} has no gateway yet: create a gateway token with "
+                    f"`fedge fleet token create --gateway --site {site}` and start it first"
+                )
+            fingerprint = gateway.enroll_fingerprint
+            issued = self._state.create_token(ttl_seconds=ttl, site=site)
+            # The device talks to the gateway: the token itself names the cloud's release key.
+            release_key = key_id(load_public_key(pem=self._release_key_pem))
+            return pb.CreateEnrollTokenResponse(
+                token=make_token(issued.secret, fingerprint, release_key),
+                expires_unix=issued.expires,
+            )
+        else:
+            issued = self._state.create_token(ttl_seconds=ttl)
         return pb.CreateEnrollTokenResponse(
-            token=make_token(issued.secret, self._fingerprint), expires_unix=issued.expires
+            token=make_token(issued.secret, fingerprint), expires_unix=issued.expires
         )
 
     def ListDrift(self, request: Any, context: grpc.ServicerContext) -> pb.ListDriftResponse:  # noqa: N802

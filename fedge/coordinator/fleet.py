@@ -6,6 +6,7 @@ Authentication, the error → status mapping and the record of refusals are the 
 refused request.
 """
 
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,25 +15,29 @@ from typing import Any
 import grpc
 from flwr.app import Message, MessageType
 
+from fedge.app.sites import SiteResult, aggregation_for
 from fedge.app.validation import validate_train_replies
 from fedge.coordinator.pki import CertificateAuthority
-from fedge.coordinator.state import DeviceRow, Heartbeat, State
-from fedge.coordinator.tasks import Task, TaskHub
-from fedge.errors import PayloadError, StaleResultError
+from fedge.coordinator.state import KIND_GATEWAY, DeviceRow, Heartbeat, State
+from fedge.errors import PayloadError, PkiError
+from fedge.protocol.fleet import pull_task, receive_result, send_task
 from fedge.protocol.interceptor import caller
 from fedge.protocol.manifest import key_id, load_public_key
-from fedge.protocol.messages import decode_message
-from fedge.protocol.payload import PayloadAssembler
 from fedge.protocol.pki import certificate_serial
 from fedge.protocol.serde import data_summary_from_proto, device_state_from_proto
+from fedge.protocol.tasks import Task, TaskHub
 from fedge.protocol.tokens import token_secret
-from fedge.protocol.wire import chunk_encoder
 from fedge.v1 import enrollment_pb2
 from fedge.v1 import fleet_pb2 as pb
 
-__all__ = ["EnrollmentServicer", "FleetServicer", "FleetSettings", "accept_result", "enroll"]
-
-_TASK_CHUNK = chunk_encoder(pb.PullTaskResponse)
+__all__ = [
+    "EnrollmentServicer",
+    "FleetServicer",
+    "FleetSettings",
+    "accept_result",
+    "enroll",
+    "heartbeat_of",
+]
 
 
 @dataclass(frozen=True)
@@ -63,26 +68,62 @@ def enroll(
     ca: CertificateAuthority | None,
     days: int,
     release_key_pem: bytes = b"",
+    site: str | None = None,
 ) -> enrollment_pb2.EnrollResponse:
     """Consume the token, sign the device's CSR and record the device; the response carries
-    the release public key the device pins (over the channel it pinned through the token)."""
+    the release public key the device pins (over the channel it pinned through the token).
+
+    ``site``: the site whose gateway relayed the request (``None``: the cloud's own port). A
+    gateway token makes a gateway: its certificate has the gateway role and its ``hosts``.
+    """
     secret = token_secret(request.token)
-    device_id = f"dev-{secrets.token_hex(4)}"
+    kind, _ = state.token_kind(secret)
+    gateway = kind == KIND_GATEWAY
+    device_id = f"{'gw' if gateway else 'dev'}-{secrets.token_hex(4)}"
     name = request.name.strip() or device_id
     release = _release_key(release_key_pem)
+    fingerprint = request.enroll_fingerprint if gateway else ""
+    if gateway and not ca:
+        raise PkiError("a site gateway needs TLS: this coordinator runs --insecure")
     if ca is None:  # insecure coordinator: identity is the device id alone
-        row = state.enroll(secret=secret, name=name, cert_serial="", device_id=device_id)
-        return enrollment_pb2.EnrollResponse(device_id=row.device_id, node_id=row.id, **release)
-    cert_pem = ca.sign_csr(request.csr_pem.encode(), device_id=device_id, days=days)
+        row = state.enroll(secret=secret, name=name, cert_serial="", device_id=device_id, site=site)
+        return enrollment_pb2.EnrollResponse(
+            device_id=row.device_id, node_id=row.id, site=row.site, **release
+        )
+    hosts = tuple(h.strip() for h in request.hosts if h.strip()) if gateway else ()
+    if gateway and not hosts:
+        raise PkiError("a gateway's enrolment must name the hosts its devices reach it by")
+    cert_pem = ca.sign_csr(
+        request.csr_pem.encode(), device_id=device_id, days=days, gateway=gateway, hosts=hosts
+    )
     serial = certificate_serial(cert_pem)
-    row = state.enroll(secret=secret, name=name, cert_serial=serial, device_id=device_id)
+    row = state.enroll(
+        secret=secret,
+        name=name,
+        cert_serial=serial,
+        device_id=device_id,
+        site=site,
+        enroll_fingerprint=fingerprint,
+    )
     state.touch(row.device_id, state="enrolled", version=request.version)
     return enrollment_pb2.EnrollResponse(
         device_id=row.device_id,
         node_id=row.id,
         certificate_pem=cert_pem.decode(),
         ca_certificate_pem=ca.cert_pem.decode(),
+        site=row.site,
         **release,
+    )
+
+
+def heartbeat_of(request: pb.HeartbeatRequest) -> Heartbeat:
+    """What a device's heartbeat says of it."""
+    return Heartbeat(
+        can_train=request.can_train,
+        profile=request.profile,
+        release_version=request.release_version,
+        release_slot=request.release_slot,
+        data=data_summary_from_proto(request.data),
     )
 
 
@@ -99,57 +140,44 @@ def accept_result(
 
     ``require_sha256``: refuse a payload without a hash (a connection without TLS).
     """
-    first = next(requests, None)
-    if first is None or first.WhichOneof("part") != "header":
-        raise PayloadError("a result stream must start with a header")
-    header = first.header
-    task = hub.task_for_result(header.task_id, device.id)
-    if header.run_id != task.run_id or header.server_round != task.server_round:
-        raise StaleResultError(
-            f"result is for run {header.run_id} round {header.server_round}, the task is for "
-            f"run {task.run_id} round {task.server_round}"
-        )
-    assembler = PayloadAssembler(
-        expected_bytes=header.payload_bytes,
-        part_bytes=header.part_bytes,
-        sha256=header.payload_sha256,
-        max_bytes=max_bytes,
-        require_sha256=require_sha256,
+    task, reply = receive_result(
+        requests, hub=hub, node_id=device.id, max_bytes=max_bytes, require_sha256=require_sha256
     )
-    for part in requests:
-        if part.WhichOneof("part") != "chunk":
-            raise PayloadError("a result stream has one header, then chunks")
-        assembler.add(part.chunk.data)
-    reply = decode_message(assembler.finish())
-    _check_reply(reply, task, device)
+    site = _check_reply(reply, task)
     hub.complete(task, reply)
-    _record_epsilon(reply, device, state)
+    if site is None:
+        records = reply.content.metric_records.values() if reply.has_content() else []
+        _record_epsilon(records, device.device_id, state)
+    else:  # a gateway's reply carries each of its devices' metrics
+        for node, metrics in site.metrics.items():
+            row = state.device_by_node(node)
+            if row is not None:
+                _record_epsilon([metrics], row.device_id, state)
     return task
 
 
-def _check_reply(reply: Message, task: Task, device: DeviceRow) -> None:
-    meta = reply.metadata
-    if meta.reply_to_message_id != task.task_id:
-        raise StaleResultError(f"the reply answers message {meta.reply_to_message_id!r}")
-    if int(meta.run_id) != task.run_id:
-        raise StaleResultError(f"the reply is for run {meta.run_id}, not run {task.run_id}")
-    # The device may not claim to be another node.
-    meta.__dict__["_src_node_id"] = device.id
+def _check_reply(reply: Message, task: Task) -> SiteResult | None:
     if reply.has_error():  # the device reports a failure: a valid answer, not bad input
-        return
+        return None
+    if task.site_nodes:
+        return SiteResult.from_content(
+            reply.content,
+            site_nodes=task.site_nodes,
+            aggregation=aggregation_for(task.message_type, json.loads(task.run_config_json)),
+            reference=task.reference,
+        )
     if task.message_type == MessageType.TRAIN and task.reference is not None:
         _, dropped = validate_train_replies([reply], task.reference)
         if dropped:
             raise PayloadError(f"update refused: {dropped[0].reason}")
+    return None
 
 
-def _record_epsilon(reply: Message, device: DeviceRow, state: State) -> None:
-    if not reply.has_content():
-        return
-    for record in reply.content.metric_records.values():
+def _record_epsilon(records: Any, device_id: str, state: State) -> None:
+    for record in records:
         value = record.get("device-epsilon")
         if isinstance(value, int | float):
-            state.set_privacy_spent(device.device_id, float(value))
+            state.set_privacy_spent(device_id, float(value))
 
 
 class EnrollmentServicer:
@@ -163,7 +191,7 @@ class EnrollmentServicer:
     def Enroll(  # noqa: N802
         self, request: enrollment_pb2.EnrollRequest, context: grpc.ServicerContext
     ) -> enrollment_pb2.EnrollResponse:
-        """Exchange a token and CSR for a device certificate."""
+        """Exchange a token and CSR for a device (or gateway) certificate."""
         response = enroll(
             request,
             state=self._state,
@@ -171,14 +199,17 @@ class EnrollmentServicer:
             days=self._settings.device_cert_days,
             release_key_pem=self._settings.release_key_pem,
         )
+        what = f"gateway of site {response.site}" if response.device_id.startswith("gw-") else ""
         self._state.add_event(
-            "enrolled", f"{response.device_id} enrolled", device_id=response.device_id
+            "enrolled",
+            f"{response.device_id} enrolled" + (f" as the {what}" if what else ""),
+            device_id=response.device_id,
         )
         return response
 
 
 class FleetServicer:
-    """gRPC handlers of ``fedge.v1.FleetService`` (an enrolled device on every call)."""
+    """gRPC handlers of ``fedge.v1.FleetService`` (an enrolled device or gateway on every call)."""
 
     def __init__(self, *, state: State, hub: TaskHub, settings: FleetSettings) -> None:
         self._state = state
@@ -191,18 +222,11 @@ class FleetServicer:
         """Record that the device is alive, and what it says of itself."""
         device: DeviceRow = caller(context)
         self._hub.seen(device.id)
-        heartbeat = Heartbeat(
-            can_train=request.can_train,
-            profile=request.profile,
-            release_version=request.release_version,
-            release_slot=request.release_slot,
-            data=data_summary_from_proto(request.data),
-        )
         self._state.touch(
             device.device_id,
             state=device_state_from_proto(request.state),
             version=request.version,
-            heartbeat=heartbeat,
+            heartbeat=heartbeat_of(request),
         )
         return pb.HeartbeatResponse(interval_seconds=self._settings.heartbeat_seconds)
 
@@ -211,18 +235,16 @@ class FleetServicer:
     ) -> Iterator[Any]:
         """Stream the device's next task (header, then chunks), or nothing after the wait."""
         device: DeviceRow = caller(context)
-        task = self._hub.pull(device.id, wait_seconds=request.wait_seconds)
+        task = pull_task(self._hub, device.id, wait_seconds=request.wait_seconds, context=context)
         if task is None:
             return
-        delivered = False
-        try:
-            yield pb.PullTaskResponse(header=_task_header(task, device, self._settings.insecure))
-            for data in task.payload.views(self._settings.chunk_bytes):
-                yield _TASK_CHUNK(data)
-            delivered = True
-        finally:
-            if not delivered:  # the device went away mid-stream: give the task to it again
-                self._hub.requeue(task)
+        yield from send_task(
+            task,
+            self._hub,
+            node_id=device.id,
+            chunk_bytes=self._settings.chunk_bytes,
+            insecure=self._settings.insecure,
+        )
 
     def PushResult(  # noqa: N802
         self, request_iterator: Iterator[Any], context: grpc.ServicerContext
@@ -239,18 +261,3 @@ class FleetServicer:
         )
         self._hub.seen(device.id)
         return pb.PushResultResponse(accepted=True)
-
-
-def _task_header(task: Task, device: DeviceRow, insecure: bool) -> pb.TaskHeader:
-    return pb.TaskHeader(
-        task_id=task.task_id,
-        run_id=task.run_id,
-        server_round=task.server_round,
-        message_type=task.message_type,
-        run_config_json=task.run_config_json,
-        node_id=device.id,
-        payload_bytes=task.payload.total_bytes,
-        # Mutual TLS authenticates every record: the hash is only needed without.
-        payload_sha256=task.payload.sha256 if insecure else "",
-        part_bytes=task.payload.part_bytes,
-    )

@@ -1,7 +1,7 @@
 """The coordinator's Flower ``Grid`` over fedge's fleet protocol (the ``grpc`` runtime).
 
 ``GrpcGrid`` turns each Flower ``Message`` into a task on the coordinator's
-:class:`~fedge.coordinator.tasks.TaskHub`; enrolled devices pull tasks over gRPC, run the
+:class:`~fedge.protocol.tasks.TaskHub`; enrolled devices pull tasks over gRPC, run the
 ClientApp on their own data and push the replies back. The ServerApp's round loop
 (:func:`fedge.app.server.run_federation`) runs on it unchanged.
 
@@ -12,21 +12,34 @@ until every sampled device has answered, a device has gone silent, the round tim
 the run is stopped; the grid can say why each missing reply is missing
 (:class:`~fedge.app.server.ExplainsDrops`), and the round loop fails a round with too few usable
 updates.
+
+Devices behind a site gateway are nodes of the run like any other: the strategy samples them
+(Poisson-samples them, under central DP) and messages each. The hierarchy lives here: the
+messages to one site's devices travel as ONE task to its gateway (naming the devices), the
+gateway answers once for all of them (:mod:`fedge.app.sites`), and the grid expands that answer
+into one reply per device that contributed (the site's aggregate with the device's own metrics)
+and explains every device that did not. A site whose gateway cannot be reached when a round
+starts is still asked, so its devices are dropped from the round with that reason; the site
+rejoins the next round once its gateway is back.
 """
 
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 from uuid import uuid4
 
-from flwr.app import Message
+from flwr.app import Message, MessageType
 
+from fedge.app.sites import SiteResult, aggregation_for
 from fedge.coordinator.errors import RunStoppedError
-from fedge.coordinator.tasks import Task, TaskHub
-from fedge.errors import RoundFailedError
+from fedge.coordinator.gateways import SiteRef
+from fedge.errors import PayloadError, RoundFailedError
 from fedge.log import logger
 from fedge.protocol.messages import encode_message
+from fedge.protocol.tasks import Task, TaskHub
 from fedge.runtime.base import RunGrid
 
 __all__ = ["GrpcGrid"]
@@ -35,8 +48,18 @@ _SERVER_NODE_ID = 0
 _EVENT_EVERY = 15.0
 
 
+@dataclass
+class _SiteTask:
+    """One task to a site gateway for several of its devices' messages."""
+
+    site: SiteRef
+    task: Task
+    messages: dict[int, Message] = field(default_factory=dict)
+
+
 class GrpcGrid(RunGrid):
-    """A ``Grid`` whose nodes are the run's devices connected to this coordinator."""
+    """A ``Grid`` whose nodes are the run's devices, connected to this coordinator directly or
+    through their site's gateway."""
 
     def __init__(
         self,
@@ -50,18 +73,30 @@ class GrpcGrid(RunGrid):
         stop: threading.Event | None = None,
         names: Callable[[int], str] | None = None,
         on_event: Callable[[str, str], None] | None = None,
+        sites: Callable[[list[int]], dict[int, SiteRef]] | None = None,
+        online: Callable[[list[int]], list[int]] | None = None,
+        unreachable: Callable[[SiteRef], str] | None = None,
     ) -> None:
         self._hub = hub
         super().__init__(run_id)
-        self._run_config_json = json.dumps(dict(run_config), sort_keys=True)
+        self._run_config = dict(run_config)
+        self._run_config_json = json.dumps(self._run_config, sort_keys=True)
         self._nodes = nodes
         self._min_replies = min_replies
         self._wait_for_nodes = wait_for_nodes
         self._stop = stop or threading.Event()
         self._names = names or (lambda node: "")
         self._on_event = on_event or (lambda kind, message: None)
+        self._sites = sites or (lambda node_ids: {})
+        self._online = online or hub.online
+        self._unreachable = unreachable or (lambda site: f"site {site.site} is unreachable")
         self._pushed: dict[str, Task] = {}
+        self._site_tasks: dict[str, _SiteTask] = {}
         self._missing: dict[int, str] = {}
+        self._round_sites: dict[int, list[dict[str, Any]]] = {}
+        # A strategy asks for the nodes more than once per exchange (Flower's FedAvg does twice):
+        # wait for absent devices once per exchange, not each time.
+        self._waited = False
         self.server_round = 0
 
     def node_name(self, node_id: int) -> str:
@@ -72,15 +107,26 @@ class GrpcGrid(RunGrid):
         """Why ``node_id`` sent no reply to the last messages."""
         return self._missing.get(node_id, "no reply")
 
+    def round_facts(self, server_round: int) -> dict[str, Any]:
+        """Per site, what its gateway sent in the training exchange of ``server_round`` (only
+        in a run with devices behind gateways)."""
+        sites = self._round_sites.get(server_round)
+        return {"sites": sites} if sites else {}
+
     def get_node_ids(self) -> Iterable[int]:
-        """The run's devices that are online, after waiting (bounded) for all of them."""
+        """The run's devices that are online, after waiting (bounded) for all of them.
+
+        Devices whose site gateway stayed unreachable are included: the round drops them
+        with that reason (see the module docstring).
+        """
         expected = list(dict.fromkeys(self._nodes()))
         started = time.monotonic()
-        deadline = started + self._wait_for_nodes
+        waited_before, self._waited = self._waited, True
+        deadline = started + (0.0 if waited_before else self._wait_for_nodes)
         said = 0.0
         while True:
             self._check_stop()
-            online = self._hub.online(expected)
+            online = self._online(expected)
             now = time.monotonic()
             if len(online) >= len(expected) or now >= deadline:
                 break
@@ -103,47 +149,98 @@ class GrpcGrid(RunGrid):
                     for n in absent
                 ],
             )
-        if absent:
+        sites = self._sites(absent)
+        cut_off = [n for n in absent if n in sites and not self._hub.alive(sites[n].gateway_node)]
+        if absent and not waited_before:
             self._on_event(
                 "proceeding",
                 f"going on with {len(online)} of {len(expected)} devices; not connected after "
-                f"{time.monotonic() - started:.0f}s: {', '.join(map(self._label, absent))}",
+                f"{time.monotonic() - started:.0f}s: {', '.join(map(self._label, absent))}"
+                + (
+                    "; asking the unreachable sites anyway, so they are dropped with why"
+                    if cut_off
+                    else ""
+                ),
             )
-        return online
+        return [n for n in expected if n in online or n in cut_off]
 
     def _label(self, node_id: int) -> str:
         return self._names(node_id) or f"node {node_id}"
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Queue each message as a task for its device."""
+        """Queue each message as a task for its device; the messages to one site's devices
+        as one task for the site's gateway."""
+        messages = list(messages)
+        self._waited = False
+        sites = self._sites([int(m.metadata.dst_node_id) for m in messages])
+        grouped: dict[int, list[Message]] = {}
         ids = []
         for msg in messages:
-            message_id = uuid4().hex
-            msg.metadata.__dict__["_message_id"] = message_id
-            msg.metadata.__dict__["_src_node_id"] = _SERVER_NODE_ID
-            msg.metadata.__dict__["_run_id"] = self._run.run_id
-            payload = encode_message(msg)
-            server_round = _round_of(msg)
-            self.server_round = server_round or self.server_round
-            task = Task(
-                task_id=message_id,
-                node_id=int(msg.metadata.dst_node_id),
-                run_id=self._run.run_id,
-                server_round=self.server_round,
-                message_type=msg.metadata.message_type,
-                run_config_json=self._run_config_json,
-                payload=payload,
-                reference=msg.content.array_records.get("arrays") if msg.has_content() else None,
-            )
-            self._pushed[message_id] = task
-            self._hub.push(task)
+            message_id = self._address(msg)
             ids.append(message_id)
+            site = sites.get(int(msg.metadata.dst_node_id))
+            if site is None:
+                task = self._task(msg, node_id=int(msg.metadata.dst_node_id))
+                self._pushed[message_id] = task
+                self._hub.push(task)
+            else:
+                grouped.setdefault(site.gateway_node, []).append(msg)
+        for group in grouped.values():
+            site = sites[int(group[0].metadata.dst_node_id)]
+            self._push_site(site, group)
         return ids
+
+    def _address(self, msg: Message) -> str:
+        message_id = uuid4().hex
+        msg.metadata.__dict__["_message_id"] = message_id
+        msg.metadata.__dict__["_src_node_id"] = _SERVER_NODE_ID
+        msg.metadata.__dict__["_run_id"] = self._run.run_id
+        server_round = _round_of(msg)
+        self.server_round = server_round or self.server_round
+        return message_id
+
+    def _task(self, msg: Message, *, node_id: int, site_nodes: tuple[int, ...] = ()) -> Task:
+        return Task(
+            task_id=msg.metadata.message_id,
+            node_id=node_id,
+            run_id=self._run.run_id,
+            server_round=self.server_round,
+            message_type=msg.metadata.message_type,
+            run_config_json=self._run_config_json,
+            payload=encode_message(msg),
+            reference=msg.content.array_records.get("arrays") if msg.has_content() else None,
+            site_nodes=site_nodes,
+        )
+
+    def _push_site(self, site: SiteRef, group: list[Message]) -> None:
+        first = group[0]
+        for msg in group[1:]:
+            # Flower's strategies give every sampled node the same content (one object).
+            same = msg.content is first.content or msg.content == first.content
+            if not same or msg.metadata.message_type != first.metadata.message_type:
+                raise PayloadError(
+                    "the strategy sent different messages to devices of one site; site "
+                    "gateways aggregate one message per site (use fedavg, fedprox or fedadam)"
+                )
+        site_msg = Message(
+            first.content,
+            dst_node_id=site.gateway_node,
+            message_type=first.metadata.message_type,
+            group_id=first.metadata.group_id,
+        )
+        self._address(site_msg)
+        nodes = tuple(int(m.metadata.dst_node_id) for m in group)
+        task = self._task(site_msg, node_id=site.gateway_node, site_nodes=nodes)
+        self._site_tasks[task.task_id] = _SiteTask(
+            site, task, {int(m.metadata.dst_node_id): m for m in group}
+        )
+        for msg in group:
+            self._pushed[msg.metadata.message_id] = task
+        self._hub.push(task)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         """The replies that have arrived for ``message_ids`` (waits for none)."""
-        tasks = [self._pushed.pop(i) for i in message_ids if i in self._pushed]
-        return list(self._hub.collect(tasks, deadline=0.0, stopped=lambda: True).values())
+        return self._receive(list(message_ids), deadline=0.0, stopped=lambda: True, wait=0.0)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
@@ -152,21 +249,11 @@ class GrpcGrid(RunGrid):
         self._check_stop()
         messages = list(messages)
         ids = list(self.push_messages(messages))
-        tasks = [self._pushed.pop(i) for i in ids]
         wait = timeout if timeout is not None else 3600.0
-        results = self._hub.collect(
-            tasks, deadline=time.monotonic() + wait, stopped=self._stop.is_set
+        replies = self._receive(
+            ids, deadline=time.monotonic() + wait, stopped=self._stop.is_set, wait=wait
         )
         self._check_stop()
-        self._missing = {
-            t.node_id: (
-                f"no reply within the round timeout ({wait:.0f}s)"
-                if self._hub.alive(t.node_id)
-                else "went offline during the round"
-            )
-            for t in tasks
-            if t.task_id not in results
-        }
         if self._missing:
             logger.warning(
                 "round %d: no %s reply from %s",
@@ -174,11 +261,107 @@ class GrpcGrid(RunGrid):
                 _kind(messages),
                 ", ".join(f"{self._label(n)} ({why})" for n, why in self._missing.items()),
             )
-        return [results[t.task_id] for t in tasks if t.task_id in results]
+        return replies
+
+    def _receive(
+        self, ids: list[str], *, deadline: float, stopped: Callable[[], bool], wait: float
+    ) -> list[Message]:
+        # A site's task answers several messages: collect each task once.
+        unique = {t.task_id: t for t in (self._pushed.pop(i) for i in ids if i in self._pushed)}
+        tasks = list(unique.values())
+        results = self._hub.collect(tasks, deadline=deadline, stopped=stopped)
+        replies: list[Message] = []
+        self._missing = {}
+        site_facts: list[dict[str, Any]] = []
+        direct = [t for t in tasks if t.task_id not in self._site_tasks]
+        for task in direct:
+            if task.task_id in results:
+                replies.append(results[task.task_id])
+            else:
+                self._missing[task.node_id] = self._why_missing(task.node_id, wait)
+        for task in tasks:
+            pushed = self._site_tasks.pop(task.task_id, None)
+            if pushed is not None:
+                replies.extend(self._expand(pushed, results.get(task.task_id), wait, site_facts))
+        if tasks and tasks[0].message_type == MessageType.TRAIN and self._site_tasks_seen(tasks):
+            site_facts.insert(0, _direct_facts(direct, results))
+            self._round_sites[self.server_round] = [f for f in site_facts if f["asked"]]
+        return replies
+
+    def _site_tasks_seen(self, tasks: list[Task]) -> bool:
+        return any(t.site_nodes for t in tasks)
+
+    def _why_missing(self, node_id: int, wait: float) -> str:
+        if self._hub.alive(node_id):
+            return f"no reply within the round timeout ({wait:.0f}s)"
+        return "went offline during the round"
+
+    def _expand(
+        self,
+        pushed: _SiteTask,
+        reply: Message | None,
+        wait: float,
+        facts: list[dict[str, Any]],
+    ) -> list[Message]:
+        site, task = pushed.site, pushed.task
+        fact: dict[str, Any] = {
+            "site": site.site,
+            "gateway_id": site.gateway_id,
+            "replies": int(reply is not None),
+            "asked": len(pushed.messages),
+            "aggregated": 0,
+        }
+        facts.append(fact)
+        if reply is None:
+            if self._hub.alive(site.gateway_node):
+                why = f"site {site.site}: no reply from its gateway within {wait:.0f}s"
+            else:
+                why = self._unreachable(site)
+            self._missing.update(dict.fromkeys(pushed.messages, why))
+            return []
+        if reply.has_error():
+            why = f"site {site.site}: gateway error: {reply.error.reason}"
+            self._missing.update(dict.fromkeys(pushed.messages, why))
+            return []
+        try:  # checked when it arrived; a bad one never reaches the hub
+            result = SiteResult.from_content(
+                reply.content,
+                site_nodes=task.site_nodes,
+                aggregation=aggregation_for(task.message_type, self._run_config),
+                reference=task.reference,
+            )
+        except PayloadError as err:
+            self._missing.update(dict.fromkeys(pushed.messages, f"site {site.site}: {err}"))
+            return []
+        for node in pushed.messages:
+            if node not in result.metrics:
+                why = result.dropped.get(node, "no reply")
+                self._missing[node] = f"{why} (site {site.site})"
+        fact.update(result.facts())
+        return result.expand(pushed.messages)
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
             raise RunStoppedError(f"run {self._run.run_id} was stopped")
+
+
+def _direct_facts(direct: list[Task], results: Mapping[str, Message]) -> dict[str, Any]:
+    """The cloud's own devices as the site ""."""
+    replied = [results[t.task_id] for t in direct if t.task_id in results]
+    usable = [r for r in replied if not r.has_error() and r.has_content()]
+    examples = 0
+    for reply in usable:
+        for record in reply.content.metric_records.values():
+            value = record.get("num-examples")
+            examples += int(value) if isinstance(value, int | float) else 0
+    return {
+        "site": "",
+        "gateway_id": "",
+        "replies": len(replied),
+        "asked": len(direct),
+        "aggregated": len(usable),
+        "examples": examples,
+    }
 
 
 def _round_of(msg: Message) -> int:

@@ -2,7 +2,10 @@
 
 Every RPC delegates to :class:`fedge.release.store.ReleaseStore`; the interceptor authenticates
 the device and maps errors to status codes. A request may name a device id, but only its own:
-the identity is the authenticated caller (the mTLS certificate's device).
+the identity is the authenticated caller (the mTLS certificate's device), except for a site
+gateway, which asks for its site's devices' manifests and relays their install reports and
+telemetry (``delegate`` says whom a caller may speak for). Every download served to its end is
+recorded, so ``fedge release status`` shows how many the cloud served.
 
 Downloads are capped (``max_downloads`` at once): a device beyond the cap is refused at once
 with :class:`~fedge.errors.BusyError` (``RESOURCE_EXHAUSTED`` plus the standard
@@ -14,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -28,7 +32,14 @@ from fedge.release.store import Measured, ReleaseStore
 from fedge.release.telemetry import DeviceTelemetry
 from fedge.v1 import hub_pb2
 
-__all__ = ["ClaimedDevice", "DownloadSlots", "HubServicer", "add_hub_service", "serve_hub"]
+__all__ = [
+    "ClaimedDevice",
+    "Delegate",
+    "DownloadSlots",
+    "HubServicer",
+    "add_hub_service",
+    "serve_hub",
+]
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,12 @@ class DownloadSlots:
         return release
 
 
-def _device_id(context: grpc.ServicerContext, claimed: str) -> str:
+#: ``delegate(caller, claimed)``: whether the authenticated ``caller`` may speak for the device
+#: ``claimed`` (raises to refuse with a reason of its own).
+Delegate = Callable[[Any, str], bool]
+
+
+def _device_id(context: grpc.ServicerContext, claimed: str, delegate: Delegate | None) -> str:
     who = caller(context)
     if who is None:  # a stand-alone hub on a test network: the request names the device
         if not claimed:
@@ -74,6 +90,8 @@ def _device_id(context: grpc.ServicerContext, claimed: str) -> str:
         return claimed
     device_id = str(who.device_id)
     if claimed and claimed != device_id:
+        if delegate is not None and delegate(who, claimed):
+            return claimed
         raise PermissionDeniedError(f"device {device_id!r} cannot act as {claimed!r}")
     return device_id
 
@@ -92,19 +110,24 @@ class HubServicer:
         max_downloads: int | None = None,
         retry_after_ms: int = 500,
         on_drift: Callable[[DeviceDrift], None] | None = None,
+        delegate: Delegate | None = None,
     ) -> None:
         self.store = store
         # Told when a device starts drifting (the coordinator records an event).
         self.on_drift = on_drift
         self.downloads = DownloadSlots(max_downloads)
         self.retry_after_ms = retry_after_ms
+        self.delegate = delegate
+
+    def _who(self, context: grpc.ServicerContext, claimed: str) -> str:
+        return _device_id(context, claimed, self.delegate)
 
     def GetManifest(  # noqa: N802 (gRPC method name)
         self, request: hub_pb2.GetManifestRequest, context: grpc.ServicerContext
     ) -> hub_pb2.GetManifestResponse:
         """The signed manifest of the release this device should run, if any."""
         signed = self.store.manifest_for(
-            device_id=_device_id(context, request.device_id),
+            device_id=self._who(context, request.device_id),
             profile=request.profile,
             installed_version=request.installed_version,
         )
@@ -118,7 +141,7 @@ class HubServicer:
         self, request: hub_pb2.DownloadArtifactRequest, context: grpc.ServicerContext
     ) -> Iterator[hub_pb2.DownloadArtifactResponse]:
         """The artifact's bytes from the requested offset, in chunks."""
-        _device_id(context, request.device_id)
+        device_id = self._who(context, request.device_id)
         length = self.store.artifacts.length(request.sha256)
         release = self.downloads.try_acquire()
         if release is None:
@@ -136,12 +159,19 @@ class HubServicer:
                 yield hub_pb2.DownloadArtifactResponse(offset=offset, data=data, length=length)
         finally:
             release()
+        # Reached only when the whole stream was sent (a cancelled one ends at its yield).
+        self.store.record_download(
+            device_id=device_id,
+            sha256=request.sha256,
+            offset=request.offset,
+            sent=length - request.offset,
+        )
 
     def ReportInstallStatus(  # noqa: N802 (gRPC method name)
         self, request: hub_pb2.ReportInstallStatusRequest, context: grpc.ServicerContext
     ) -> hub_pb2.ReportInstallStatusResponse:
         """Record the outcome of an install attempt."""
-        device_id = _device_id(context, request.device_id)
+        device_id = self._who(context, request.device_id)
         state = install_state_from_proto(request.state)
         logger.info(
             "device %s: release %d %s %s", device_id, request.version, state, request.reason
@@ -163,7 +193,7 @@ class HubServicer:
     ) -> hub_pb2.ReportInferenceStatsResponse:
         """Keep the device's latest inference telemetry."""
         telemetry = DeviceTelemetry(
-            device_id=_device_id(context, request.device_id),
+            device_id=self._who(context, request.device_id),
             active_version=request.active_version,
             requests=request.requests,
             errors=request.errors,

@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from fedge.coordinator.state import RunState, State
-from fedge.coordinator.tasks import TaskHub
+from fedge.protocol.tasks import TaskHub
 from fedge.log import logger
 
 if TYPE_CHECKING:

@@ -8,7 +8,6 @@ discovery hash).
 """
 
 import datetime as dt
-import ipaddress
 from pathlib import Path
 
 from cryptography import x509
@@ -18,7 +17,13 @@ from cryptography.x509.oid import NameOID
 
 from fedge.errors import PkiError
 from fedge.files import atomic_write
-from fedge.protocol.pki import ENROLL_SERVER_NAME, ROLE_DEVICE, ROLE_OPERATOR
+from fedge.protocol.pki import (
+    ROLE_DEVICE,
+    ROLE_GATEWAY,
+    ROLE_OPERATOR,
+    make_enroll_certificate,
+    subject_alt_names,
+)
 from fedge.protocol.pki import cert_pem as pem_of_cert
 from fedge.protocol.pki import key_pem as pem_of_key
 
@@ -108,11 +113,24 @@ class CertificateAuthority:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         )
         if hosts:
-            builder = builder.add_extension(_san(hosts), critical=False)
+            builder = builder.add_extension(subject_alt_names(hosts), critical=False)
         return pem_of_cert(builder.sign(self._key, hashes.SHA256()))
 
-    def sign_csr(self, csr_pem: bytes, *, device_id: str, days: int) -> bytes:
-        """A device certificate for the key in ``csr_pem``; the CSR's own subject is ignored."""
+    def sign_csr(
+        self,
+        csr_pem: bytes,
+        *,
+        device_id: str,
+        days: int,
+        gateway: bool = False,
+        hosts: tuple[str, ...] = (),
+    ) -> bytes:
+        """A device certificate for the key in ``csr_pem``; the CSR's own subject is ignored.
+
+        A ``gateway``'s certificate has the gateway role and ``hosts`` as server names: it is
+        the gateway's client certificate towards the cloud and its server certificate towards
+        its site's devices, which verify it against the CA they got at enrolment.
+        """
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError as err:
@@ -122,35 +140,11 @@ class CertificateAuthority:
         public_key = csr.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise PkiError("the CSR's key must be an EC key")
+        if gateway:
+            return self.issue(
+                public_key, common_name=device_id, role=ROLE_GATEWAY, hosts=hosts, days=days
+            )
         return self.issue(public_key, common_name=device_id, role=ROLE_DEVICE, days=days)
-
-
-def _san(hosts: tuple[str, ...]) -> x509.SubjectAlternativeName:
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    return x509.SubjectAlternativeName(names)
-
-
-def _self_signed(common_name: str, *, days: int) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(common_name, "enroll")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - dt.timedelta(minutes=5))
-        .not_valid_after(_now() + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_san((common_name,)), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return pem_of_cert(cert), pem_of_key(key)
 
 
 def init_certs(directory: Path, *, hosts: tuple[str, ...], force: bool = False) -> list[Path]:
@@ -166,7 +160,7 @@ def init_certs(directory: Path, *, hosts: tuple[str, ...], force: bool = False) 
     server_key = ec.generate_private_key(ec.SECP256R1())
     operator_key = ec.generate_private_key(ec.SECP256R1())
     all_hosts = tuple(dict.fromkeys((*hosts, "localhost", "127.0.0.1")))
-    enroll_cert, enroll_key = _self_signed(ENROLL_SERVER_NAME, days=3650)
+    enroll_cert, enroll_key = make_enroll_certificate(days=3650)
     files = {
         "ca.pem": ca.cert_pem,
         "ca.key": ca.key_pem,

@@ -6,17 +6,19 @@ on the ``grpc`` runtime, or refuses them with one :class:`~fedge.errors.ConfigEr
 option: a bad value, more devices than the fleet can train with, or a model that does not fit
 the devices' data. The plan is stored once; its wire form (``RunConfig.to_run_config``) is what
 devices receive with each task. Device-side paths are not options: each device keeps its own
-state and data where its operator started it.
+state and data where its operator started it. A fleet with devices behind site gateways also
+refuses what site aggregates cannot compute (:func:`fedge.app.sites.check_hierarchy`).
 """
 
 from dataclasses import dataclass
 from typing import Any
 
 from fedge.app.config import RunConfig
+from fedge.app.sites import check_hierarchy
 from fedge.coordinator.state import DeviceRow, State
-from fedge.coordinator.tasks import TaskHub
 from fedge.data import get_dataset
 from fedge.errors import ConfigError
+from fedge.protocol.tasks import TaskHub
 
 __all__ = ["FleetView", "may_train", "resolve_plan"]
 
@@ -37,9 +39,10 @@ class FleetView:
 
 
 def may_train(device: DeviceRow) -> bool:
-    """Whether ``device`` can take a run's training tasks, as far as the coordinator knows."""
+    """Whether ``device`` can take a run's training tasks, as far as the coordinator knows
+    (a site gateway never does: its devices do)."""
     never_connected = device.state == "enrolled"
-    return not device.revoked and (device.can_train or never_connected)
+    return not device.revoked and not device.is_gateway and (device.can_train or never_connected)
 
 
 def resolve_plan(options: dict[str, Any], *, fleet: FleetView) -> RunConfig:
@@ -50,6 +53,23 @@ def resolve_plan(options: dict[str, Any], *, fleet: FleetView) -> RunConfig:
             "--min-clients", config.min_clients, f"is above --clients {config.clients}"
         )
     _check_fleet(config, fleet)
+    sites = sorted({d.site for d in fleet.trainable if d.site})
+    if sites:
+        check_hierarchy(
+            strategy=config.strategy,
+            central_dp=config.privacy.central,
+            adaptive_clip=config.privacy.dp_adaptive_clip,
+            site_rounds=config.site_rounds,
+            why=f"devices of the fleet are behind gateways at {', '.join(sites)}",
+        )
+    elif config.site_rounds > 1:
+        raise ConfigError("--site-rounds", config.site_rounds, "needs devices behind gateways")
+    if config.gateways:
+        raise ConfigError(
+            "--gateways",
+            config.gateways,
+            "is for simulations: a deployment's sites are its gateways (`fedge fleet ls`)",
+        )
     return config
 
 

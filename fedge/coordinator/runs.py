@@ -23,12 +23,13 @@ from fedge.app.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from fedge.app.config import RunConfig
 from fedge.app.results import RoundRecord, RunResult
 from fedge.coordinator.errors import RunStoppedError
+from fedge.coordinator.gateways import Sites
 from fedge.coordinator.grid import GrpcGrid
 from fedge.coordinator.plan import may_train
 from fedge.coordinator.state import RoundRow, RunRow, RunState, State
-from fedge.coordinator.tasks import TaskHub
 from fedge.errors import FedgeError, RoundFailedError
 from fedge.log import logger
+from fedge.protocol.tasks import TaskHub
 from fedge.runtime.local import set_server_identity
 
 __all__ = ["RunManager"]
@@ -46,9 +47,11 @@ class RunManager:
         max_attempts: int,
         wait_for_devices: float,
         on_round: Callable[[RoundRow], None] | None = None,
+        sites: Sites | None = None,
     ) -> None:
         self._state = state
         self._hub = hub
+        self._sites = sites or Sites(state, hub)
         self._runs_dir = runs_dir
         self._max_attempts = max_attempts
         self._wait_for_devices = wait_for_devices
@@ -190,6 +193,9 @@ class RunManager:
             stop=self._stop_run,
             names=lambda node: names.get(node, ""),
             on_event=lambda kind, message: self._state.add_event(kind, message, run_id=run_id),
+            sites=self._sites.of,
+            online=self._sites.online,
+            unreachable=self._sites.unreachable_reason,
         )
 
         def on_round(record: RoundRecord) -> None:
@@ -221,7 +227,7 @@ class RunManager:
         if run.devices_json:
             return [int(n) for n in json.loads(run.devices_json)]
         candidates = [d for d in self._state.devices() if may_train(d)]
-        online = set(self._hub.online([d.id for d in candidates]))
+        online = set(self._sites.online([d.id for d in candidates]))
         # Prefer devices connected now and known to train; then enrolment order.
         candidates.sort(key=lambda d: (d.id not in online, not d.can_train, d.id))
         chosen = [d.id for d in candidates[:count]]
@@ -265,4 +271,5 @@ def _round_row(record: RoundRecord) -> RoundRow:
         seconds=record.seconds,
         drops_json=json.dumps(record.dropped),
         epsilon=float(epsilon) if isinstance(epsilon, int | float) else None,
+        sites_json=json.dumps(record.extra.get("sites", [])),
     )

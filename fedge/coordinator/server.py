@@ -1,10 +1,10 @@
 """The coordinator process: its servers, services, run manager, state and release store.
 
 Two gRPC ports, both created by :mod:`fedge.protocol.transport` with the one interceptor: the
-main port (mutual TLS) serves the fleet, model hub and control services; the enrolment port (TLS
-with a certificate pinned by enrolment tokens) serves enrolment only. Two optional HTTP ports:
-the web console (``[console]``) and Prometheus ``/metrics`` (``[metrics]``). No port is shared
-with another process, and every one is bound before the state is opened.
+main port (mutual TLS) serves the fleet, model hub, gateway and control services; the enrolment
+port (TLS with a certificate pinned by enrolment tokens) serves enrolment only. Two optional
+HTTP ports: the web console (``[console]``) and Prometheus ``/metrics`` (``[metrics]``). No port
+is shared with another process, and every one is bound before the state is opened.
 """
 
 import threading
@@ -18,18 +18,19 @@ from fedge.coordinator.console import ConsoleServer, ConsoleSessions
 from fedge.coordinator.console.server import ConsoleTLS
 from fedge.coordinator.control import ControlServicer
 from fedge.coordinator.fleet import EnrollmentServicer, FleetServicer, FleetSettings
+from fedge.coordinator.gateways import GatewayServicer, Sites, may_speak_for
 from fedge.coordinator.hub import HubServicer, add_hub_service
 from fedge.coordinator.metrics import CoordinatorMetrics
 from fedge.coordinator.pki import CertificateAuthority
 from fedge.coordinator.runs import RunManager
-from fedge.coordinator.state import DeviceRow, State
-from fedge.coordinator.tasks import TaskHub
+from fedge.coordinator.state import KIND_DEVICE, DeviceRow, State
 from fedge.errors import FedgeError, PkiError
 from fedge.log import logger
 from fedge.protocol.http import MetricsServer, serve_metrics
 from fedge.protocol.interceptor import FedgeInterceptor, Refusal
 from fedge.protocol.manifest import public_key_pem
 from fedge.protocol.pki import fingerprint
+from fedge.protocol.tasks import TaskHub
 from fedge.protocol.transport import (
     ServerTLS,
     TransportOptions,
@@ -42,7 +43,7 @@ from fedge.release.drift import DeviceDrift
 from fedge.release.gate import RolloutController
 from fedge.release.signing import load_or_create_release_key
 from fedge.release.store import RELEASE_KEY_FILE, open_release_store
-from fedge.v1 import control_pb2, enrollment_pb2, fleet_pb2
+from fedge.v1 import control_pb2, enrollment_pb2, fleet_pb2, gateway_pb2
 
 __all__ = ["Coordinator"]
 
@@ -209,6 +210,7 @@ class Coordinator:
         config = self.config
         self.state = State(config.state_dir / "state.db")
         self.hub = TaskHub(liveness_seconds=config.liveness_seconds)
+        self.sites = Sites(self.state, self.hub)
         self.runs = RunManager(
             state=self.state,
             hub=self.hub,
@@ -216,6 +218,7 @@ class Coordinator:
             max_attempts=config.max_attempts,
             wait_for_devices=config.wait_for_devices_seconds,
             on_round=lambda row: self.metrics.round_done(row.seconds),
+            sites=self.sites,
         )
         self._auth = CoordinatorAuth(self.state, insecure=config.insecure)
         # The coordinator owns its release key (made on its first start); devices pin it from
@@ -243,9 +246,15 @@ class Coordinator:
             fleet_pb2.DESCRIPTOR.services_by_name["FleetService"],
             FleetServicer(state=self.state, hub=self.hub, settings=settings),
         )
+        add_service(
+            main,
+            gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"],
+            GatewayServicer(state=self.state, hub=self.hub, settings=settings, ca=ca),
+        )
         self.control = ControlServicer(
             state=self.state,
             hub=self.hub,
+            sites=self.sites,
             runs=self.runs,
             releases=self.releases,
             release_key_pem=self.release_key_pem,
@@ -260,6 +269,7 @@ class Coordinator:
             self.releases,
             max_downloads=self.config.max_concurrent_downloads,
             on_drift=self._on_drift,
+            delegate=may_speak_for(self.state),
         )
         add_hub_service(main, model_hub)
         self.metrics.attach(
@@ -275,8 +285,11 @@ class Coordinator:
         )
 
     def _fleet_ids(self) -> list[str]:
-        # Rollout percentages are of the enrolled, unrevoked fleet.
-        return [d.device_id for d in self.state.devices() if not d.revoked]
+        # Rollout percentages are of the enrolled, unrevoked devices, wherever they are
+        # (a gateway runs no model).
+        return [
+            d.device_id for d in self.state.devices() if not d.revoked and d.kind == KIND_DEVICE
+        ]
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop serving; a run in progress resumes when the coordinator starts again."""

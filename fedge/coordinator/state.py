@@ -22,14 +22,20 @@ from fedge.errors import NotFoundError, TokenError
 from fedge.storage import open_sqlite
 
 __all__ = [
+    "KIND_DEVICE",
+    "KIND_GATEWAY",
     "DeviceRow",
     "EventRow",
     "Heartbeat",
     "RoundRow",
     "RunRow",
     "RunState",
+    "SiteDeviceReport",
     "State",
 ]
+
+KIND_DEVICE = "device"
+KIND_GATEWAY = "gateway"
 
 
 class RunState:
@@ -47,7 +53,7 @@ class _Base(DeclarativeBase):
 
 
 class DeviceRow(_Base):
-    """An enrolled device; its integer id is its Flower node id."""
+    """An enrolled device or site gateway; its integer id is its Flower node id."""
 
     __tablename__ = "devices"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -70,6 +76,19 @@ class DeviceRow(_Base):
     data_shape: Mapped[str] = mapped_column(String(64), default="")
     data_classes: Mapped[int] = mapped_column(Integer, default=0)
     data_samples: Mapped[int] = mapped_column(Integer, default=0)
+    # "device" or "gateway". A gateway's site is the one it serves; a device's site is the
+    # gateway it enrolled at and talks to ("" for a device of the cloud itself).
+    kind: Mapped[str] = mapped_column(String(16), default=KIND_DEVICE)
+    site: Mapped[str] = mapped_column(String(100), default="")
+    # A gateway: the hash of its enrolment certificate, which its site's tokens pin.
+    enroll_fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    # A device behind a gateway: whether the gateway last said it is connected.
+    reachable: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    @property
+    def is_gateway(self) -> bool:
+        """Whether this row is a site gateway."""
+        return self.kind == KIND_GATEWAY
 
 
 class TokenRow(_Base):
@@ -81,6 +100,10 @@ class TokenRow(_Base):
     created: Mapped[float] = mapped_column(Float)
     expires: Mapped[float] = mapped_column(Float)
     used_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # What the token enrols: a device (of the cloud, or of ``site`` at its gateway) or the
+    # gateway of ``site``.
+    kind: Mapped[str] = mapped_column(String(16), default=KIND_DEVICE)
+    site: Mapped[str] = mapped_column(String(100), default="")
 
 
 class RunRow(_Base):
@@ -115,6 +138,8 @@ class RoundRow(_Base):
     # Each dropped device and why: [{"device_id", "node_id", "reason"}].
     drops_json: Mapped[str] = mapped_column(Text, default="[]")
     epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Per site, what its gateway sent this round: [{"site", "gateway_id", "replies", ...}].
+    sites_json: Mapped[str] = mapped_column(Text, default="[]")
 
 
 class EventRow(_Base):
@@ -138,6 +163,18 @@ class Heartbeat:
     release_version: int
     release_slot: str
     data: DataSummary | None = None
+
+
+@dataclass(frozen=True)
+class SiteDeviceReport:
+    """What a gateway says of one of its devices (``heartbeat`` ``None``: none heard yet)."""
+
+    device_id: str
+    online: bool
+    last_seen: float
+    state: str
+    version: str
+    heartbeat: Heartbeat | None
 
 
 @dataclass(frozen=True)
@@ -168,30 +205,65 @@ class State:
 
     # tokens and devices
 
-    def create_token(self, *, ttl_seconds: float) -> IssuedToken:
-        """A new one-time enrolment secret valid for ``ttl_seconds``."""
+    def create_token(
+        self, *, ttl_seconds: float, kind: str = KIND_DEVICE, site: str = ""
+    ) -> IssuedToken:
+        """A new one-time enrolment secret valid for ``ttl_seconds``: for a device (of the
+        cloud, or of ``site``) or, with ``kind`` gateway, for the gateway of ``site``."""
         secret = secrets.token_hex(16)
         now = time.time()
         with self.session() as s:
-            s.add(TokenRow(secret_sha256=_sha(secret), created=now, expires=now + ttl_seconds))
+            s.add(
+                TokenRow(
+                    secret_sha256=_sha(secret),
+                    created=now,
+                    expires=now + ttl_seconds,
+                    kind=kind,
+                    site=site,
+                )
+            )
         return IssuedToken(secret, now + ttl_seconds)
 
-    def enroll(self, *, secret: str, name: str, cert_serial: str, device_id: str) -> DeviceRow:
-        """Consume the token ``secret`` and add the device; :class:`TokenError` if unusable."""
+    def token_kind(self, secret: str) -> tuple[str, str]:
+        """``(kind, site)`` of the unused, unexpired token ``secret``; :class:`TokenError`."""
         with self.session() as s:
-            token = s.scalar(select(TokenRow).where(TokenRow.secret_sha256 == _sha(secret)))
-            if token is None:
-                raise TokenError("the enrolment token is unknown")
-            if token.used_by is not None:
-                raise TokenError("the enrolment token was already used")
-            if token.expires < time.time():
-                raise TokenError("the enrolment token has expired")
+            token = _usable_token(s, secret)
+            return token.kind, token.site
+
+    def enroll(
+        self,
+        *,
+        secret: str,
+        name: str,
+        cert_serial: str,
+        device_id: str,
+        site: str | None = None,
+        enroll_fingerprint: str = "",
+    ) -> DeviceRow:
+        """Consume the token ``secret`` and add the device (or gateway) it enrols.
+
+        ``site``: the site whose gateway relayed the request (``None``: the cloud's own
+        enrolment port). A token is only good where it was made for: a site's device token at
+        that site's gateway, any other token at the cloud. :class:`TokenError` otherwise.
+        """
+        with self.session() as s:
+            token = _usable_token(s, secret)
+            if site is not None and (token.kind != KIND_DEVICE or token.site != site):
+                raise TokenError(f"the enrolment token is not for site {site!r}")
+            if site is None and token.kind == KIND_DEVICE and token.site:
+                raise TokenError(
+                    f"the enrolment token is for a device of site {token.site!r}: enrol at "
+                    "that site's gateway"
+                )
             token.used_by = device_id
             device = DeviceRow(
                 device_id=device_id,
                 name=name[:200],
                 cert_serial=cert_serial,
                 enrolled_at=time.time(),
+                kind=token.kind,
+                site=token.site,
+                enroll_fingerprint=enroll_fingerprint,
             )
             s.add(device)
             s.flush()
@@ -219,9 +291,59 @@ class State:
         raise NotFoundError(f"no device {ref!r} (give an id, a unique id prefix or a name)")
 
     def devices(self) -> list[DeviceRow]:
-        """All enrolled devices, in enrolment order."""
+        """All enrolled devices and gateways, in enrolment order."""
         with self.session() as s:
             return list(s.scalars(select(DeviceRow).order_by(DeviceRow.id)))
+
+    def device_by_node(self, node_id: int) -> DeviceRow | None:
+        """The device (or gateway) whose node id is ``node_id``, or ``None``."""
+        with self.session() as s:
+            return s.get(DeviceRow, node_id)
+
+    def gateway_of(self, site: str) -> DeviceRow | None:
+        """The gateway of ``site`` (the latest enrolled one that is not revoked), or ``None``."""
+        with self.session() as s:
+            query = select(DeviceRow).where(
+                DeviceRow.kind == KIND_GATEWAY, DeviceRow.site == site, DeviceRow.revoked.is_(False)
+            )
+            return s.scalar(query.order_by(DeviceRow.id.desc()).limit(1))
+
+    def site_devices(self, site: str) -> list[DeviceRow]:
+        """The devices enrolled for ``site`` (revoked ones too), in enrolment order."""
+        with self.session() as s:
+            query = select(DeviceRow).where(DeviceRow.kind == KIND_DEVICE, DeviceRow.site == site)
+            return list(s.scalars(query.order_by(DeviceRow.id)))
+
+    def sync_site(
+        self, gateway_id: str, *, enroll_fingerprint: str, reports: list[SiteDeviceReport]
+    ) -> None:
+        """Record a gateway's view of its site: its enrolment certificate and its devices.
+
+        A report about a device of another site is ignored: a gateway speaks for its own.
+        """
+        with self.session() as s:
+            gateway = s.scalar(select(DeviceRow).where(DeviceRow.device_id == gateway_id))
+            if gateway is None:
+                return
+            gateway.last_seen = time.time()
+            gateway.state = "online"
+            if enroll_fingerprint:
+                gateway.enroll_fingerprint = enroll_fingerprint[:64]
+            query = select(DeviceRow).where(
+                DeviceRow.kind == KIND_DEVICE, DeviceRow.site == gateway.site
+            )
+            mine = {d.device_id: d for d in s.scalars(query)}
+            for report in reports:
+                device = mine.get(report.device_id)
+                if device is None or device.revoked:
+                    continue
+                device.reachable = report.online
+                if report.last_seen > device.last_seen:
+                    device.last_seen = report.last_seen
+                if report.heartbeat is not None:
+                    device.state = report.state
+                    device.version = report.version[:64]
+                    _apply_heartbeat(device, report.heartbeat)
 
     def touch(
         self,
@@ -242,15 +364,7 @@ class State:
             if version:
                 device.version = version[:64]
             if heartbeat is not None:
-                device.can_train = heartbeat.can_train
-                device.profile = heartbeat.profile[:100]
-                device.release_version = heartbeat.release_version
-                device.release_slot = heartbeat.release_slot[:8]
-                data = heartbeat.data
-                device.data_dataset = data.dataset[:64] if data else ""
-                device.data_shape = "x".join(map(str, data.input_shape)) if data else ""
-                device.data_classes = data.num_classes if data else 0
-                device.data_samples = data.samples if data else 0
+                _apply_heartbeat(device, heartbeat)
 
     def set_privacy_spent(self, device_id: str, epsilon: float) -> None:
         """Record the device's reported privacy spent (its ε)."""
@@ -371,3 +485,26 @@ class State:
 
 def _sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _usable_token(session: Session, secret: str) -> TokenRow:
+    token = session.scalar(select(TokenRow).where(TokenRow.secret_sha256 == _sha(secret)))
+    if token is None:
+        raise TokenError("the enrolment token is unknown")
+    if token.used_by is not None:
+        raise TokenError("the enrolment token was already used")
+    if token.expires < time.time():
+        raise TokenError("the enrolment token has expired")
+    return token
+
+
+def _apply_heartbeat(device: DeviceRow, heartbeat: Heartbeat) -> None:
+    device.can_train = heartbeat.can_train
+    device.profile = heartbeat.profile[:100]
+    device.release_version = heartbeat.release_version
+    device.release_slot = heartbeat.release_slot[:8]
+    data = heartbeat.data
+    device.data_dataset = data.dataset[:64] if data else ""
+    device.data_shape = "x".join(map(str, data.input_shape)) if data else ""
+    device.data_classes = data.num_classes if data else 0
+    device.data_samples = data.samples if data else 0

@@ -57,6 +57,9 @@ class DeviceIdentity:
     release_key_id: str = ""
     # The device profile it enrolled with: which release artifacts fit it.
     profile: str = ""
+    # The site whose gateway it enrolled at ("" for a device of the cloud itself); a site
+    # gateway's own identity names the site it serves.
+    site: str = ""
 
     def tls(self) -> ClientTLS | None:
         """Mutual-TLS credentials for the fleet port (``None`` when insecure)."""
@@ -144,11 +147,15 @@ def enroll_device(
     profile: str = "",
     force: bool = False,
     timeout: float = 15.0,
+    hosts: tuple[str, ...] = (),
+    enroll_fingerprint: str = "",
 ) -> DeviceIdentity:
     """Enrol with ``token`` and save the device's key, certificate and identity.
 
     Nothing is written before the coordinator accepts the token; an enrolled ``state_dir`` is
-    refused unless ``force`` (re-enrolling replaces the device's key and identity).
+    refused unless ``force`` (re-enrolling replaces the device's key and identity). A site
+    gateway enrols the same way, naming the ``hosts`` its devices reach it by and its
+    enrolment certificate's ``enroll_fingerprint``.
     """
     host, port = parse_address(coordinator, option="--coordinator")
     enroll_host, enroll_port = parse_address(
@@ -163,11 +170,13 @@ def enroll_device(
             "identity with a new enrolment",
         )
     tls: ClientTLS | None = None
+    expected_key = ""
     if insecure:  # no pinning possible: the bare secret is sent
         secret = token_secret(token)
         key_pem, csr_pem = b"", b""
     else:
         parsed = parse_token(token)
+        expected_key = parsed.release_key_id
         secret = token.strip()
         pinned = _pinned_enroll_cert(enroll_host, enroll_port, parsed.fingerprint, timeout)
         tls = ClientTLS(ca_pem=pinned, server_name=ENROLL_SERVER_NAME)
@@ -176,7 +185,13 @@ def enroll_device(
     try:
         stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
         request = enrollment_pb2.EnrollRequest(
-            token=secret, csr_pem=csr_pem.decode(), name=name, version=version, profile=profile
+            token=secret,
+            csr_pem=csr_pem.decode(),
+            name=name,
+            version=version,
+            profile=profile,
+            hosts=list(hosts),
+            enroll_fingerprint=enroll_fingerprint,
         )
         response = stub.Enroll(request, timeout=timeout)
     except grpc.RpcError as err:
@@ -184,6 +199,11 @@ def enroll_device(
     finally:
         channel.close()
     release_pem, release_key_id = _release_key(response, coordinator)
+    if expected_key and release_key_id != expected_key:
+        raise EnrollError(
+            f"the release key {coordinator} passed on is not the one the token names: "
+            "refusing a model signer other than the cloud's"
+        )
     identity = DeviceIdentity(
         device_id=response.device_id,
         node_id=int(response.node_id),
@@ -192,6 +212,7 @@ def enroll_device(
         state_dir=str(state_dir.resolve()),
         release_key_id=release_key_id,
         profile=profile,
+        site=response.site,
     )
     _save(state_dir, identity, key_pem, response, release_pem)
     return identity

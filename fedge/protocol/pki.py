@@ -7,6 +7,7 @@ coordinator's (:mod:`fedge.coordinator.pki`); reading them is shared.
 
 import datetime as dt
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -26,8 +27,10 @@ __all__ = [
     "certificate_serial",
     "fingerprint",
     "key_pem",
+    "make_enroll_certificate",
     "make_key_and_csr",
     "peer_identity",
+    "subject_alt_names",
 ]
 
 ROLE_DEVICE = "device"
@@ -80,6 +83,47 @@ def make_key_and_csr(name: str) -> tuple[bytes, bytes]:
         .sign(key, hashes.SHA256())
     )
     return key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+def subject_alt_names(hosts: tuple[str, ...]) -> x509.SubjectAlternativeName:
+    """The server names ``hosts`` (IP addresses or DNS names) as a certificate extension."""
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def make_enroll_certificate(*, days: int = 3650) -> tuple[bytes, bytes]:
+    """A self-signed certificate and key (PEM) for an enrolment port.
+
+    Enrolment tokens pin it by its hash, so it needs no CA: the coordinator's enrolment port
+    uses one, and so does each site gateway's.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedge"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "enroll"),
+            x509.NameAttribute(NameOID.COMMON_NAME, ENROLL_SERVER_NAME),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(subject_alt_names((ENROLL_SERVER_NAME,)), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert_pem(cert), key_pem(key)
 
 
 def peer_identity(pem: bytes) -> PeerIdentity:

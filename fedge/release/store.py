@@ -37,6 +37,7 @@ from fedge.release.signing import sign_manifest
 from fedge.release.tables import (
     ArtifactRow,
     DeviceRolloutRow,
+    DownloadRow,
     InstallRow,
     ReleaseRow,
     ReleaseTables,
@@ -404,10 +405,22 @@ class ReleaseStore:
             if device is not None and active_version is not None:
                 device.active_version, device.last_seen = active_version, now
 
+    def record_download(self, *, device_id: str, sha256: str, offset: int, sent: int) -> None:
+        """Record that ``device_id`` downloaded artifact ``sha256`` to its end (``sent`` bytes
+        from ``offset``)."""
+        with Session(self.engine) as session, session.begin():
+            session.add(
+                DownloadRow(
+                    device_id=device_id, sha256=sha256, offset=offset, sent=sent, time=_now()
+                )
+            )
+
     def status(self, version: int) -> dict[str, int]:
         """Devices per install outcome for ``version`` (every state present, zero if none),
-        plus ``running``: devices whose last word is that they run ``version`` now."""
-        self.get(version)
+        plus ``running``: devices whose last word is that they run ``version`` now, and
+        ``downloads``: how many times the hub served the release's artifact to its end (a site
+        gateway fetches it once for all its devices)."""
+        info = self.get(version)
         counts = dict.fromkeys(INSTALL_STATES, 0)
         with Session(self.engine) as session:
             rows = session.execute(
@@ -419,6 +432,8 @@ class ReleaseStore:
                 counts[state] = int(count)
             running = select(func.count()).where(DeviceRolloutRow.active_version == version)
             counts["running"] = int(session.scalar(running) or 0)
+            downloads = select(func.count()).where(DownloadRow.sha256 == info.sha256)
+            counts["downloads"] = int(session.scalar(downloads) or 0)
         return counts
 
     def targeted(self, version: int) -> set[str]:

@@ -6,6 +6,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "ArtifactRow",
     "DeviceRolloutRow",
+    "DownloadRow",
     "DriftRow",
     "InstallRow",
     "ReleaseRow",
@@ -114,3 +115,16 @@ class RolloutRow(ReleaseTables):
     stage_started: Mapped[float] = mapped_column(Float)
     reason: Mapped[str] = mapped_column(String(1000), default="")
     rollback_version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DownloadRow(ReleaseTables):
+    """An artifact download the hub served to its end (a resumed one counts once, at its end)."""
+
+    __tablename__ = "release_downloads"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # Where the completing stream started, and how many bytes it carried.
+    offset: Mapped[int] = mapped_column(Integer)
+    sent: Mapped[int] = mapped_column(Integer)
+    time: Mapped[str] = mapped_column(String(32))

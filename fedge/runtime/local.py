@@ -7,7 +7,7 @@ raises yields an error reply, as on the other runtimes.
 
 import os
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import uuid4
@@ -117,13 +117,17 @@ def run_local(
     num_nodes: int,
     run_config: dict[str, Any] | None = None,
     workers: int | None = None,
+    wrap: Callable[[LocalGrid], RunGrid] | None = None,
 ) -> None:
     """Run ``server_app`` against ``num_nodes`` in-process ClientApp nodes.
 
     ``workers`` clients train at once, each on one thread (default: one per CPU core).
+    ``wrap`` puts a grid of its own around the nodes (simulated sites,
+    :class:`~fedge.runtime.sites.SiteGrid`).
     """
     workers = workers if workers is not None else os.cpu_count() or 1
-    grid = LocalGrid(client_app, num_nodes=num_nodes, run_config=run_config, workers=workers)
+    local = LocalGrid(client_app, num_nodes=num_nodes, run_config=run_config, workers=workers)
+    grid: RunGrid = wrap(local) if wrap is not None else local
     set_server_identity(grid.run.run_id)
     context = Context(
         run_id=grid.run.run_id,

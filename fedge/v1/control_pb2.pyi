@@ -97,6 +97,7 @@ class RoundSummary(_message.Message):
     SECONDS_FIELD_NUMBER: _builtins.int
     DROPS_FIELD_NUMBER: _builtins.int
     EPSILON_FIELD_NUMBER: _builtins.int
+    SITES_FIELD_NUMBER: _builtins.int
     server_round: _builtins.int
     accuracy: _builtins.float
     loss: _builtins.float
@@ -108,6 +109,12 @@ class RoundSummary(_message.Message):
     epsilon: _builtins.float
     @_builtins.property
     def drops(self) -> _containers.RepeatedCompositeFieldContainer[Global___Drop]: ...
+    @_builtins.property
+    def sites(self) -> _containers.RepeatedCompositeFieldContainer[Global___SiteRound]:
+        """Per site: what each site gateway sent the cloud this round (devices of the cloud itself
+        are the site "").
+        """
+
     def __init__(
         self,
         *,
@@ -120,16 +127,61 @@ class RoundSummary(_message.Message):
         seconds: _builtins.float = ...,
         drops: _abc.Iterable[Global___Drop] | None = ...,
         epsilon: _builtins.float | None = ...,
+        sites: _abc.Iterable[Global___SiteRound] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon", "epsilon", b"epsilon"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon", "accuracy", b"accuracy", "aggregated", b"aggregated", "dropped", b"dropped", "drops", b"drops", "epsilon", b"epsilon", "loss", b"loss", "sampled", b"sampled", "seconds", b"seconds", "server_round", b"server_round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon", "accuracy", b"accuracy", "aggregated", b"aggregated", "dropped", b"dropped", "drops", b"drops", "epsilon", b"epsilon", "loss", b"loss", "sampled", b"sampled", "seconds", b"seconds", "server_round", b"server_round", "sites", b"sites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__epsilon: _TypeAlias = _typing.Literal["epsilon"]  # noqa: Y015
     _WhichOneofArgType__epsilon: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__epsilon) -> _WhichOneofReturnType__epsilon | None: ...
 
 Global___RoundSummary: _TypeAlias = RoundSummary  # noqa: Y015
+
+@_typing.final
+class SiteRound(_message.Message):
+    """One site's share of a training round."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    REPLIES_FIELD_NUMBER: _builtins.int
+    ASKED_FIELD_NUMBER: _builtins.int
+    AGGREGATED_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    TRAIN_LOSS_FIELD_NUMBER: _builtins.int
+    site: _builtins.str
+    gateway_id: _builtins.str
+    """The gateway's device id ("" for the cloud's own devices)."""
+    replies: _builtins.int
+    """Training replies the cloud received from the site (one per gateway; one per direct device)."""
+    asked: _builtins.int
+    """Devices asked, and those whose updates the replies carry."""
+    aggregated: _builtins.int
+    examples: _builtins.int
+    train_loss: _builtins.float
+    def __init__(
+        self,
+        *,
+        site: _builtins.str = ...,
+        gateway_id: _builtins.str = ...,
+        replies: _builtins.int = ...,
+        asked: _builtins.int = ...,
+        aggregated: _builtins.int = ...,
+        examples: _builtins.int = ...,
+        train_loss: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_train_loss", b"_train_loss", "train_loss", b"train_loss"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_train_loss", b"_train_loss", "aggregated", b"aggregated", "asked", b"asked", "examples", b"examples", "gateway_id", b"gateway_id", "replies", b"replies", "site", b"site", "train_loss", b"train_loss"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__train_loss: _TypeAlias = _typing.Literal["train_loss"]  # noqa: Y015
+    _WhichOneofArgType__train_loss: _TypeAlias = _typing.Literal["_train_loss", b"_train_loss"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__train_loss) -> _WhichOneofReturnType__train_loss | None: ...
+
+Global___SiteRound: _TypeAlias = SiteRound  # noqa: Y015
 
 @_typing.final
 class Drop(_message.Message):
@@ -374,6 +426,8 @@ class Device(_message.Message):
     LATENCY_P99_MS_FIELD_NUMBER: _builtins.int
     DRIFTED_FIELD_NUMBER: _builtins.int
     DRIFT_PSI_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     name: _builtins.str
     node_id: _builtins.int
@@ -398,6 +452,10 @@ class Device(_message.Message):
     """Whether its latest window of predictions drifted from its release's reference."""
     drift_psi: _builtins.float
     """The larger of its two population stability indices (classes, inputs); 0 without a window."""
+    kind: _builtins.str
+    """"device" or "gateway"."""
+    site: _builtins.str
+    """A gateway's site, or the site of the gateway a device is behind ("" for the cloud's own)."""
     def __init__(
         self,
         *,
@@ -419,10 +477,12 @@ class Device(_message.Message):
         latency_p99_ms: _builtins.float = ...,
         drifted: _builtins.bool = ...,
         drift_psi: _builtins.float = ...,
+        kind: _builtins.str = ...,
+        site: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent", "privacy_spent", b"privacy_spent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent", "can_train", b"can_train", "data", b"data", "device_id", b"device_id", "drift_psi", b"drift_psi", "drifted", b"drifted", "inference_errors", b"inference_errors", "inference_requests", b"inference_requests", "last_seen_unix", b"last_seen_unix", "latency_p50_ms", b"latency_p50_ms", "latency_p99_ms", b"latency_p99_ms", "name", b"name", "node_id", b"node_id", "privacy_spent", b"privacy_spent", "profile", b"profile", "release_slot", b"release_slot", "release_version", b"release_version", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent", "can_train", b"can_train", "data", b"data", "device_id", b"device_id", "drift_psi", b"drift_psi", "drifted", b"drifted", "inference_errors", b"inference_errors", "inference_requests", b"inference_requests", "kind", b"kind", "last_seen_unix", b"last_seen_unix", "latency_p50_ms", b"latency_p50_ms", "latency_p99_ms", b"latency_p99_ms", "name", b"name", "node_id", b"node_id", "privacy_spent", b"privacy_spent", "profile", b"profile", "release_slot", b"release_slot", "release_version", b"release_version", "site", b"site", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__privacy_spent: _TypeAlias = _typing.Literal["privacy_spent"]  # noqa: Y015
     _WhichOneofArgType__privacy_spent: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent"]  # noqa: Y015
@@ -510,15 +570,25 @@ class CreateEnrollTokenRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
     ttl_seconds: _builtins.float
+    site: _builtins.str
+    """A token for a device of this site: it enrols at the site's gateway (which must have
+    connected once, so the token can pin its enrolment certificate).
+    """
+    gateway: _builtins.bool
+    """A token that enrols the gateway of `site` itself (at the cloud's enrolment port)."""
     def __init__(
         self,
         *,
         ttl_seconds: _builtins.float = ...,
+        site: _builtins.str = ...,
+        gateway: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "site", b"site", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

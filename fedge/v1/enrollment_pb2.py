@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64ge/v1/enrollment.proto\x12\x08\x66\x65\x64ge.v1\"_\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\"\xa1\x01\n\x0e\x45nrollResponse\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\x03\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\t\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x04 \x01(\t\x12\x1e\n\x16release_public_key_pem\x18\x05 \x01(\x0c\x12\x16\n\x0erelease_key_id\x18\x06 \x01(\t2P\n\x11\x45nrollmentService\x12;\n\x06\x45nroll\x12\x17.fedge.v1.EnrollRequest\x1a\x18.fedge.v1.EnrollResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64ge/v1/enrollment.proto\x12\x08\x66\x65\x64ge.v1\"\x8a\x01\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12\r\n\x05hosts\x18\x06 \x03(\t\x12\x1a\n\x12\x65nroll_fingerprint\x18\x07 \x01(\t\"\xaf\x01\n\x0e\x45nrollResponse\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\x03\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\t\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x04 \x01(\t\x12\x1e\n\x16release_public_key_pem\x18\x05 \x01(\x0c\x12\x16\n\x0erelease_key_id\x18\x06 \x01(\t\x12\x0c\n\x04site\x18\x07 \x01(\t2P\n\x11\x45nrollmentService\x12;\n\x06\x45nroll\x12\x17.fedge.v1.EnrollRequest\x1a\x18.fedge.v1.EnrollResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedge.v1.enrollment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENROLLREQUEST']._serialized_start=39
-  _globals['_ENROLLREQUEST']._serialized_end=134
-  _globals['_ENROLLRESPONSE']._serialized_start=137
-  _globals['_ENROLLRESPONSE']._serialized_end=298
-  _globals['_ENROLLMENTSERVICE']._serialized_start=300
-  _globals['_ENROLLMENTSERVICE']._serialized_end=380
+  _globals['_ENROLLREQUEST']._serialized_start=40
+  _globals['_ENROLLREQUEST']._serialized_end=178
+  _globals['_ENROLLRESPONSE']._serialized_start=181
+  _globals['_ENROLLRESPONSE']._serialized_end=356
+  _globals['_ENROLLMENTSERVICE']._serialized_start=358
+  _globals['_ENROLLMENTSERVICE']._serialized_end=438
 # @@protoc_insertion_point(module_scope)

@@ -5,10 +5,15 @@ EnrollmentService: a device's first call, on the coordinator's (or gateway's) en
 
 The port's self-signed certificate is pinned by the one-time token's hash, so a device trusts
 it before it has the CA. It serves this service only: any other method there is UNIMPLEMENTED.
+A site gateway enrols with the cloud here too (with a gateway token); a device of a site
+enrols at its gateway's enrolment port, which relays the request to the cloud
+(GatewayService.EnrollDevice): the cloud alone checks tokens and signs certificates.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -29,12 +34,22 @@ class EnrollRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    ENROLL_FINGERPRINT_FIELD_NUMBER: _builtins.int
     token: _builtins.str
     csr_pem: _builtins.str
     name: _builtins.str
     version: _builtins.str
     profile: _builtins.str
     """The device profile (e.g. "camera"): which release artifacts fit this device."""
+    enroll_fingerprint: _builtins.str
+    """... and the hex SHA-256 of its own enrolment port's certificate, which site tokens pin."""
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A gateway only: the names and IP addresses its site's devices reach it by (its certificate
+        serves them as a TLS server too) ...
+        """
+
     def __init__(
         self,
         *,
@@ -43,10 +58,12 @@ class EnrollRequest(_message.Message):
         name: _builtins.str = ...,
         version: _builtins.str = ...,
         profile: _builtins.str = ...,
+        hosts: _abc.Iterable[_builtins.str] | None = ...,
+        enroll_fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem", "name", b"name", "profile", b"profile", "token", b"token", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem", "enroll_fingerprint", b"enroll_fingerprint", "hosts", b"hosts", "name", b"name", "profile", b"profile", "token", b"token", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -62,6 +79,7 @@ class EnrollResponse(_message.Message):
     CA_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     RELEASE_PUBLIC_KEY_PEM_FIELD_NUMBER: _builtins.int
     RELEASE_KEY_ID_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     node_id: _builtins.int
     certificate_pem: _builtins.str
@@ -72,6 +90,8 @@ class EnrollResponse(_message.Message):
     """
     release_key_id: _builtins.str
     """Hex SHA-256 of the raw release public key (what a signed manifest names as its key_id)."""
+    site: _builtins.str
+    """The site the device (or gateway) belongs to; empty for a device of the cloud itself."""
     def __init__(
         self,
         *,
@@ -81,10 +101,11 @@ class EnrollResponse(_message.Message):
         ca_certificate_pem: _builtins.str = ...,
         release_public_key_pem: _builtins.bytes = ...,
         release_key_id: _builtins.str = ...,
+        site: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "certificate_pem", b"certificate_pem", "device_id", b"device_id", "node_id", b"node_id", "release_key_id", b"release_key_id", "release_public_key_pem", b"release_public_key_pem"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "certificate_pem", b"certificate_pem", "device_id", b"device_id", "node_id", b"node_id", "release_key_id", b"release_key_id", "release_public_key_pem", b"release_public_key_pem", "site", b"site"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,6 +5,9 @@ EnrollmentService: a device's first call, on the coordinator's (or gateway's) en
 
 The port's self-signed certificate is pinned by the one-time token's hash, so a device trusts
 it before it has the CA. It serves this service only: any other method there is UNIMPLEMENTED.
+A site gateway enrols with the cloud here too (with a gateway token); a device of a site
+enrols at its gateway's enrolment port, which relays the request to the cloud
+(GatewayService.EnrollDevice): the cloud alone checks tokens and signs certificates.
 """
 
 from collections import abc as _abc

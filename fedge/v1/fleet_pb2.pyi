@@ -173,6 +173,7 @@ class TaskHeader(_message.Message):
     PAYLOAD_BYTES_FIELD_NUMBER: _builtins.int
     PAYLOAD_SHA256_FIELD_NUMBER: _builtins.int
     PART_BYTES_FIELD_NUMBER: _builtins.int
+    SITE_NODES_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     run_id: _builtins.int
     server_round: _builtins.int
@@ -192,6 +193,13 @@ class TaskHeader(_message.Message):
         data, then each array's data in the message's order (so arrays are never re-encoded).
         """
 
+    @_builtins.property
+    def site_nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Only in a task for a site gateway: the node ids of the site's devices the message is for.
+        The gateway runs it on each of them and answers ONCE for all: the example-weighted
+        aggregate of their updates plus each device's metrics (see fedge.app.sites).
+        """
+
     def __init__(
         self,
         *,
@@ -204,10 +212,11 @@ class TaskHeader(_message.Message):
         payload_bytes: _builtins.int = ...,
         payload_sha256: _builtins.str = ...,
         part_bytes: _abc.Iterable[_builtins.int] | None = ...,
+        site_nodes: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_type", b"message_type", "node_id", b"node_id", "part_bytes", b"part_bytes", "payload_bytes", b"payload_bytes", "payload_sha256", b"payload_sha256", "run_config_json", b"run_config_json", "run_id", b"run_id", "server_round", b"server_round", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_type", b"message_type", "node_id", b"node_id", "part_bytes", b"part_bytes", "payload_bytes", b"payload_bytes", "payload_sha256", b"payload_sha256", "run_config_json", b"run_config_json", "run_id", b"run_id", "server_round", b"server_round", "site_nodes", b"site_nodes", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

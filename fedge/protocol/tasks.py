@@ -1,10 +1,12 @@
-"""The in-memory task hub between the round loop (``GrpcGrid``) and the fleet service.
+"""The in-memory task hub between a round loop and the fleet service that serves it.
 
-The grid queues one task per sampled device; a device's ``PullTask`` takes the next task of
-its node; ``PushResult`` hands back the reply, which the grid collects. The hub also knows
-which devices are alive (seen within ``liveness_seconds``), so a round does not wait for a
-device that has gone away. Tasks are not persisted: after a coordinator restart the run
-resumes from its last checkpoint and sends new tasks, and results for old tasks are refused.
+Both servers of the fleet protocol keep one: the coordinator (its ``GrpcGrid`` queues a task per
+sampled device or site gateway) and a site gateway (which queues its site's share of a cloud
+round for each of its devices). A node's ``PullTask`` takes the next task of its node;
+``PushResult`` hands back the reply, which the round loop collects. The hub also knows which
+nodes are alive (seen within ``liveness_seconds``), so a round does not wait for a node that has
+gone away. Tasks are not persisted: after a restart the run resumes from its last checkpoint
+and sends new tasks, and results for old tasks are refused.
 """
 
 import threading
@@ -35,6 +37,9 @@ class Task:
     run_config_json: str
     payload: EncodedMessage
     reference: ArrayRecord | None = None  # the global model a training reply must match
+    # For a site gateway: the devices of its site the task is for; the gateway answers once
+    # for all of them (see fedge.app.sites).
+    site_nodes: tuple[int, ...] = ()
     created: float = field(default_factory=time.monotonic)
 
 
@@ -67,9 +72,21 @@ class TaskHub:
             self._queues.pop(node_id, None)
             self._cond.notify_all()
 
-    def pull(self, node_id: int, *, wait_seconds: float) -> Task | None:
-        """The next task for ``node_id``, waiting up to ``wait_seconds`` for one."""
+    def pull(
+        self,
+        node_id: int,
+        *,
+        wait_seconds: float,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Task | None:
+        """The next task for ``node_id``, waiting up to ``wait_seconds`` for one.
+
+        ``cancelled`` (checked whenever the hub is woken, see :meth:`notify`) ends the wait
+        early when the caller has gone, and the node then counts as seen when it last was, not
+        now: a link that breaks mid-poll is noticed within ``liveness_seconds``.
+        """
         deadline = time.monotonic() + max(0.0, min(wait_seconds, 60.0))
+        gone = False
         with self._cond:
             # An agent works on one task at a time: a device asking for work has lost any task
             # it was given (e.g. it restarted, or its upload failed), so give those again.
@@ -80,6 +97,9 @@ class TaskHub:
             self._pulling[node_id] = self._pulling.get(node_id, 0) + 1
             try:
                 while True:
+                    if cancelled is not None and cancelled():
+                        gone = True
+                        return None
                     self._last_seen[node_id] = time.monotonic()
                     queue = self._queues.get(node_id)
                     if queue:
@@ -92,7 +112,8 @@ class TaskHub:
                     self._cond.wait(remaining)
             finally:
                 self._pulling[node_id] -= 1
-                self._last_seen[node_id] = time.monotonic()
+                if not gone:
+                    self._last_seen[node_id] = time.monotonic()
 
     def requeue(self, task: Task) -> None:
         """Put back a task whose delivery failed (the device went away mid-stream)."""
