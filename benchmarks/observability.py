@@ -25,12 +25,12 @@ import numpy as np
 
 from fedge.coordinator.metrics import CoordinatorMetrics
 from fedge.coordinator.state import DeviceRow, RoundRow, State
-from fedge.protocol.tasks import TaskHub
 from fedge.edge.drift import DriftMonitor, DriftSettings
 from fedge.edge.inference import InferenceEngine
 from fedge.edge.metrics import DeviceMetrics
 from fedge.protocol.drift import reference_from
 from fedge.protocol.http import serve_metrics
+from fedge.protocol.tasks import TaskHub
 from fedge.release.signing import generate_release_key
 from fedge.release.store import ReleaseStore
 from fedge.release.testing import linear_weights, make_linear_model, publish_linear

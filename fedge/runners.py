@@ -19,9 +19,15 @@ them runs exactly what was measured.
 
 This module is a leaf: numpy and the standard library at import, each runtime imported when an
 artifact of it is loaded; never torch.
+
+Importing it switches off Intel's usage telemetry: ``import openvino`` (and its converter, and
+NNCF) would otherwise report to Google Analytics and keep a client id under ``~/intel``, from a
+clinic's device or build machine. All three fall back to their own no-op stubs when
+``openvino_telemetry`` cannot be imported, which is what a ``None`` in ``sys.modules`` means.
 """
 
 import importlib.util
+import sys
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -43,6 +49,9 @@ __all__ = [
     "read_ir",
     "runtime_available",
 ]
+
+if "openvino_telemetry" not in sys.modules:
+    sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
 
 #: Member names of the OpenVINO IR inside an ``.openvino.zip`` artifact.
 IR_MEMBERS = ("model.xml", "model.bin")

@@ -18,8 +18,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from fedge.coordinator.state import RunState, State
-from fedge.protocol.tasks import TaskHub
 from fedge.log import logger
+from fedge.protocol.tasks import TaskHub
 
 if TYPE_CHECKING:
     from fedge.release.store import ReleaseStore

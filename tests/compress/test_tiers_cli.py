@@ -1,6 +1,9 @@
 """``fedge release build --profile``: one artifact per profile; every bad option is one line on
 stderr, exit code 2, and no release directory."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +134,24 @@ def test_a_profile_that_cannot_be_served_is_one_line_exit_2(
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rel", "tiny.toml"]
     assert [p.name for p in out.iterdir()] == ["model.onnx"]
+
+
+def test_an_openvino_build_sends_no_telemetry(tmp_path: Path, teacher_path: Path) -> None:
+    """OpenVINO's converter and NNCF report usage to Google Analytics unless told not to; a
+    release build of a clinic's model must not. They keep a client id under ``$HOME/intel``
+    first, so a build in a fresh home must leave no such directory (and fork no sender)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    gateway = _write(tmp_path / "hub.toml", GATEWAY.format(runtime="openvino"))
+    build = ["release", "build", "--checkpoint", str(teacher_path), "--out", str(tmp_path / "rel")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedge.cli", *build, "--profile", str(gateway), *QUICK],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HOME": str(home), "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert read_profile_release(tmp_path / "rel")[0].runtime == "openvino"
+    assert not (home / "intel").exists(), sorted(p.name for p in (home / "intel").iterdir())
