@@ -163,6 +163,10 @@ def bind(
     :class:`~fedge.errors.ConfigError` (naming ``option``) when it is no ``HOST:PORT``.
     """
     host, port = parse_address(address, option=option)
+    # Asking the operating system first keeps gRPC's own bind failure (a C-core log line on
+    # stderr) from reaching the operator; gRPC's result below still decides.
+    if port and (busy := _probe_port(host, port, address)) is not None:
+        raise busy
     try:
         if tls is None:
             bound = server.add_insecure_port(address)
@@ -176,20 +180,22 @@ def bind(
     except RuntimeError:
         bound = 0
     if bound == 0:
-        raise _bind_error(host, port, address)
+        raise _probe_port(host, port, address) or AddressInUseError(f"cannot listen on {address}")
     if tls is None and warn_plaintext:
         logger.warning("listening on %s WITHOUT TLS (--insecure): anyone can connect", address)
     return bound
 
 
-def _bind_error(host: str, port: int, address: str) -> Exception:
-    # gRPC says only "failed to bind"; the operating system says why.
+def _probe_port(host: str, port: int, address: str) -> AddressInUseError | None:
+    """Why ``host:port`` cannot be listened on, as the operating system says; ``None`` if it can."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as err:
         return AddressInUseError(f"cannot listen on {address}: {err.strerror or err}")
     family, kind, proto, _, sockaddr = infos[0]
     with socket.socket(family, kind, proto) as probe:
+        # As gRPC does: a port whose last connections wait in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(sockaddr)
         except OSError as err:
@@ -198,7 +204,7 @@ def _bind_error(host: str, port: int, address: str) -> Exception:
                     f"cannot listen on {address}: address in use (another process listens there)"
                 )
             return AddressInUseError(f"cannot listen on {address}: {err.strerror or err}")
-    return AddressInUseError(f"cannot listen on {address}")
+    return None
 
 
 def create_channel(
