@@ -1,5 +1,6 @@
 """``fedge edge``: enrol a device, run its agent, and write a device data directory."""
 
+import logging
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -8,6 +9,7 @@ import typer
 
 from fedge.cli.common import command_group, console, err_console, fail, require_extra
 from fedge.errors import FedgeError
+from fedge.log import logger
 
 if TYPE_CHECKING:
     from fedge.edge.identity import DeviceIdentity
@@ -219,6 +221,8 @@ def start_command(
     except FedgeError as err:
         fail(str(err))
     agent.set_serving(delivery.serving)
+    # A device's log is read for what happened to each release and connection: fedge's INFO.
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     if identity.insecure:
         err_console.print("[bold yellow]WARNING:[/] this device was enrolled --insecure (no TLS)")
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())

@@ -99,6 +99,9 @@ def test_start_enrols_with_a_token_and_rolls_back_below_the_accuracy_floor(
         (report,) = store.device_reports(good)
         assert report.reason.startswith("accuracy 1.000, p50 ") and " ms, p99 " in report.reason
         assert 0 < report.measured.latency_p50_ms <= report.measured.latency_p99_ms
+        lines = log.read_text().splitlines()  # the device's own log says what happened
+        assert any(f"release {bad}: rolled_back health check failed" in line for line in lines)
+        assert any(f"release {good}: installed accuracy 1.000" in line for line in lines)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
