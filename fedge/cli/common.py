@@ -9,7 +9,15 @@ from rich.markup import escape
 
 from fedge.errors import MissingExtraError
 
-__all__ = ["SERVER_PACKAGES", "command_group", "console", "err_console", "fail", "require_extra"]
+__all__ = [
+    "SERVER_PACKAGES",
+    "command_group",
+    "console",
+    "count",
+    "err_console",
+    "fail",
+    "require_extra",
+]
 
 #: What ``fedge[server]`` installs that a command of the coordinator or the release pipeline
 #: cannot run without.
@@ -35,3 +43,8 @@ def require_extra(extra: str, what: str, packages: tuple[str, ...] = SERVER_PACK
     missing = [name for name in packages if importlib.util.find_spec(name) is None]
     if missing:
         fail(f"{MissingExtraError(what, extra)} (missing: {', '.join(missing)})")
+
+
+def count(n: int, noun: str) -> str:
+    """``1 device``, ``3 devices``: a count with its noun."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

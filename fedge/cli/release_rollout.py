@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
-from fedge.cli.common import command_group, console, fail
+from fedge.cli.common import command_group, console, count, fail
 from fedge.errors import FedgeError
 from fedge.release.builds import ProfileArtifact, resolve_build, resolve_profile_build
 from fedge.release.rollout import RolloutPolicy, parse_stages
@@ -347,7 +347,7 @@ def ls_command(
         if r.HasField("rollout"):
             status += f", gated rollout {r.rollout.state}"
         measured = (
-            f", p99 <= {r.measured_p99_ms:.3f} ms on {r.measured_devices} devices"
+            f", p99 <= {r.measured_p99_ms:.3f} ms on {count(r.measured_devices, 'device')}"
             if r.measured_devices
             else ""
         )
@@ -416,8 +416,8 @@ def status_command(
         errors = sum(t.errors for t in response.telemetry)
         p99 = max(t.latency_p99_ms for t in response.telemetry)
         console.print(
-            f"inference on {len(response.telemetry)} devices: {requests} requests, {errors} "
-            f"errors, worst p99 {p99:.2f} ms",
+            f"inference on {count(len(response.telemetry), 'device')}: "
+            f"{count(requests, 'request')}, {count(errors, 'error')}, worst p99 {p99:.2f} ms",
             soft_wrap=True,
         )
 
