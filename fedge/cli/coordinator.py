@@ -48,4 +48,11 @@ def start_command(
         f"{ports['enroll']}, state in {coordinator.config.state_dir}",
         soft_wrap=True,
     )
+    if coordinator.console is not None:
+        login = "; `fedge console` prints a login link"
+        login = login if coordinator.console.login_required else ""
+        console.print(f"console: {coordinator.console.url}{login}", soft_wrap=True, markup=False)
+    if "metrics" in ports:
+        host = coordinator.config.metrics_address.rpartition(":")[0]
+        console.print(f"metrics: http://{host}:{ports['metrics']}/metrics", soft_wrap=True)
     coordinator.wait()

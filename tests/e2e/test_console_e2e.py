@@ -54,6 +54,12 @@ def test_console_watches_a_deployment_and_stops_a_run(
             f'[metrics]\naddress = "127.0.0.1:{metrics_port}"\n'
         )
     cluster.start_coordinator()
+    lines = [  # where the operator looks: the coordinator's output says where both are
+        f"console: http://127.0.0.1:{console_port}\n",
+        f"metrics: http://127.0.0.1:{metrics_port}/metrics\n",
+    ]
+    log = cluster.root / "coordinator.log"
+    cluster.wait_for(lambda: all(line in log.read_text() for line in lines), 30)
     for i in range(2):
         cluster.enroll(i, partitions=2, dataset="digits")
         extra = ["--metrics", f"127.0.0.1:{device_metrics}"]
