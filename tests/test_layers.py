@@ -33,6 +33,7 @@ LAYERS = {
     "models": 1,
     "profiles": 1,
     "runners": 1,
+    "measure": 1,
     "errors": 0,
     "log": 0,
     "files": 0,

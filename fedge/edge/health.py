@@ -3,7 +3,9 @@
 The model must load in its runtime (ONNX Runtime, OpenVINO or LiteRT, as its manifest says),
 match the input/output signature its manifest promises, produce finite outputs of the promised
 shape on seeded canary inputs, and fit the device profile's budget as measured here: batch-1
-latency (p50/p99 over ``bench_runs`` runs on one thread) and the peak memory the session adds.
+latency (p50/p99 over ``bench_runs`` runs on one thread) and the peak memory the session adds,
+both in a fresh process (:func:`fedge.measure.measure_session`), as the release build measured
+them, so that what the agent already holds does not hide a model's memory.
 When the device holds labelled local data, the model must also reach the configured accuracy
 floor on it. The labelled data is an ``.npz`` with ``x`` and ``y`` or a device data directory
 (``fedge edge start --data DIR``: npz, CSV or images, see :mod:`fedge.data.device`). A release
@@ -13,14 +15,13 @@ it runs on, where the budget applies.
 
 from __future__ import annotations
 
-import resource
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fedge.errors import ConfigError, FedgeError
+from fedge.measure import measure_session
 from fedge.profiles import Budget
 from fedge.protocol.manifest import Manifest
 from fedge.runners import Runner, load_runner
@@ -115,35 +116,15 @@ def _accuracy(runner: Runner, x: np.ndarray, y: np.ndarray) -> float:
     return float((np.argmax(predict(runner, x), axis=-1) == y).mean()) if len(x) else 0.0
 
 
-def _rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _canary_shape(manifest: Manifest, batch: int) -> tuple[int, ...]:
     spec = manifest.inputs[0]
     return tuple(batch if i == 0 else max(d, 1) for i, d in enumerate(spec.shape))
-
-
-def _benchmark(runner: Runner, sample: np.ndarray, runs: int) -> tuple[float, float]:
-    times = []
-    for _ in range(max(1, runs)):
-        start = time.perf_counter()
-        runner.run(sample)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
 def check_health(
     path: Path, manifest: Manifest, *, config: HealthConfig, budget: Budget | None = None
 ) -> HealthResult:
     """Run every check; never raises for a bad model (a bad model is a failed result)."""
-    baseline = _rss_mb()
     try:
         runner = load_model(path, manifest.runtime)
     except Exception as exc:  # each runtime raises its own types for an unloadable model
@@ -163,8 +144,12 @@ def check_health(
     problem = _output_problem(output, manifest)
     if problem:
         return HealthResult(False, problem)
-    p50, p99 = _benchmark(runner, canary[:1], config.bench_runs)
-    memory = max(0.0, _rss_mb() - baseline)
+    try:
+        figures = measure_session(manifest.runtime, path, canary[0], runs=config.bench_runs)
+    except FedgeError as exc:
+        return HealthResult(False, f"cannot be measured on this device: {exc}")
+    p50, p99 = figures.latency_p50_ms, figures.latency_p99_ms
+    memory = figures.peak_memory_mb
     accuracy = None
     floor, labelled = config.accuracy_floor, config.labelled
     if labelled is not None and floor is not None and labelled.exists():

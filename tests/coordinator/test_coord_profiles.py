@@ -94,7 +94,7 @@ def test_each_profile_gets_its_own_artifact_and_never_another(fleet: Fleet, tmp_
             assert report.device_id == owner.device_id and report.state == "installed"
             assert report.measured.latency_p99_ms > 0  # measured on the device, at install
         listing = runner.invoke(app, ["release", "ls", *fleet.operator_args])
-        assert "[gateway, onnxruntime]" in listing.output and "on 1 devices" in listing.output
+        assert "[gateway, onnxruntime]" in listing.output and "on 1 device," in listing.output
     finally:
         for delivery in devices.values():
             delivery.stop()

@@ -8,14 +8,11 @@ evaluation set, so large evaluation batches do not count. A fresh process per ar
 one session's allocations out of the next one's figures, and keeps torch (which the child never
 imports) out of every figure.
 
-Peak memory is read from ``/proc/self/status`` (``VmHWM`` after resetting it through
-``/proc/self/clear_refs``); where that is unavailable, from ``getrusage``'s peak, which cannot
-be reset and so over-states nothing but may under-state a session smaller than what the
-process already peaked at.
+Peak memory is measured by :class:`fedge.measure.PeakMemory`, as a device measures it when it
+installs the artifact.
 """
 
 import argparse
-import gc
 import json
 import subprocess
 import sys
@@ -27,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fedge.compress.errors import MeasurementError
+from fedge.measure import PeakMemory
 
 __all__ = ["Measurement", "measure_artifact"]
 
@@ -92,31 +90,6 @@ def measure_artifact(
     return Measurement(logits=logits, **figures)
 
 
-def _memory_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _peak_kib() -> int:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
-
-
 def _probe(spec: str, path: Path, inputs: Path, result: Path, args: argparse.Namespace) -> None:
     import importlib
 
@@ -127,9 +100,7 @@ def _probe(spec: str, path: Path, inputs: Path, result: Path, args: argparse.Nam
     target.import_runtime()
     with np.load(inputs) as data:
         x_eval, sample = data["x_eval"], data["sample"]
-    gc.collect()
-    exact = _reset_peak() and _memory_kib("VmRSS") is not None
-    baseline = _memory_kib("VmRSS") if exact else _peak_kib()
+    memory = PeakMemory()
     begin = time.perf_counter()
     runner = target.load(path, threads=args.threads)
     runner.run(sample)
@@ -141,12 +112,11 @@ def _probe(spec: str, path: Path, inputs: Path, result: Path, args: argparse.Nam
         start = time.perf_counter_ns()
         runner.run(sample)
         times[i] = (time.perf_counter_ns() - start) / 1e6
-    peak = _memory_kib("VmHWM") if exact else _peak_kib()
     figures = {
         "latency_p50_ms": float(np.percentile(times, 50)),
         "latency_p99_ms": float(np.percentile(times, 99)),
         "latency_runs": args.runs,
-        "peak_memory_mb": max(0, (peak or 0) - (baseline or 0)) / 1024,
+        "peak_memory_mb": memory.added_mb(),
         "load_ms": load_ms,
     }
     np.save(result.with_suffix(".npy"), predict(runner, x_eval))
