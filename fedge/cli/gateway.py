@@ -1,5 +1,6 @@
 """``fedge gateway``: run a site gateway between the cloud coordinator and a site's devices."""
 
+import logging
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -8,6 +9,7 @@ import typer
 
 from fedge.cli.common import command_group, console, fail, require_extra
 from fedge.errors import FedgeError
+from fedge.log import logger
 
 __all__ = ["app"]
 
@@ -45,6 +47,8 @@ def start_command(
     from fedge.gateway.config import load_gateway_config
     from fedge.gateway.server import Gateway
 
+    # A gateway's log is read for its link, its enrolment and its site's rounds: fedge's INFO.
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     try:
         gateway = Gateway(load_gateway_config(config))
         ports = gateway.start(

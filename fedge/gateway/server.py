@@ -143,7 +143,7 @@ class Gateway:
         )
         atomic_write(self.config.state_dir / _ENROLL_CERT, cert)
         atomic_write(self.config.state_dir / _ENROLL_KEY, key, mode=0o600)
-        logger.warning("enrolled as %s, the gateway of site %s", identity.device_id, identity.site)
+        logger.info("enrolled as %s, the gateway of site %s", identity.device_id, identity.site)
 
     def _serve(self, identity: DeviceIdentity) -> None:
         root = Path(identity.state_dir)
@@ -220,13 +220,6 @@ class Gateway:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-        logger.info(
-            "gateway of site %s: devices on %s, enrolment on %s, cloud at %s",
-            identity.site,
-            self.ports["fleet"],
-            self.ports["enroll"],
-            identity.coordinator,
-        )
 
     # loops
 

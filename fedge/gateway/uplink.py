@@ -64,6 +64,7 @@ class Uplink:
         self.hub = GrpcHubClient(self.channel, timeout=timeout)
         self._lock = threading.Lock()
         self._online = False
+        self._ever_online = False
         self._since = time.monotonic()
 
     @property
@@ -77,11 +78,15 @@ class Uplink:
             if online == self._online:
                 return
             self._online = online
+            first = not self._ever_online
+            self._ever_online = self._ever_online or online
             down_for = time.monotonic() - self._since
             self._since = time.monotonic()
-        if online:
+        if online and first:
+            logger.info("cloud link up (%s)", self.identity.coordinator)
+        elif online:
             logger.warning(
-                "cloud link up (%s), after %.0fs down", self.identity.coordinator, down_for
+                "cloud link up again (%s), after %.0fs down", self.identity.coordinator, down_for
             )
         else:
             logger.warning(

@@ -222,6 +222,12 @@ def test_two_sites_train_ship_and_ride_out_a_cut_uplink(cluster: Cluster, tmp_pa
             ),
             30,
         )
+        # B's own log tells its operator what happened, in order
+        log = (cluster.root / "gateway-site-b.log").read_text()
+        marks = ["enrolled as gw-", "cloud link up (", "cloud link DOWN", "cloud link up again"]
+        assert all(mark in log for mark in marks), log
+        assert sorted(marks, key=log.index) == marks, log
+        assert "WARNING fedge: enrolled" not in log  # news, not a warning
     finally:
         link.close()
 
