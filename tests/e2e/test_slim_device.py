@@ -50,6 +50,8 @@ def slim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            "--constraint",  # the versions the full install is tested with
+            str(REPO / "constraints.txt"),
             str(source),
         ],
         capture_output=True,
