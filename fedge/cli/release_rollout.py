@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +32,8 @@ from fedge.v1 import control_pb2_grpc
 __all__ = ["app", "register", "upload_and_publish"]
 
 UPLOAD_CHUNK = 512 * 1024
+
+VersionArg = Annotated[int | None, typer.Argument(help="Release version (default: the newest).")]
 
 
 def _upload(stub: control_pb2_grpc.ControlServiceStub, path: Path) -> str:
@@ -243,21 +245,21 @@ def _rollout_line(ro: pb.RolloutStatus) -> str:
 
 def _steer(verb: str, method: str, request_type: Any) -> Any:
     def command(
-        version: Annotated[int, typer.Argument(help="Release version.")],
+        version: VersionArg = None,
         coordinator: CoordinatorOpt = None,
         operator: OperatorOpt = None,
         insecure: InsecureOpt = False,
     ) -> None:
-        request = request_type(version=version)
+        request = request_type(version=version or _newest(coordinator, operator, insecure))
         response = call_control(
             coordinator, operator, insecure, lambda stub: getattr(stub, method)(request, timeout=30)
         )
         console.print(_rollout_line(response.release.rollout), soft_wrap=True, highlight=False)
 
     command.__doc__ = {
-        "pause": "Hold the health-gated rollout of VERSION at its stage (the gate still halts).",
-        "resume": "Go on with the paused rollout of VERSION.",
-        "abort": "Stop the rollout of VERSION and roll the fleet back to the last good release.",
+        "pause": "Hold the gated rollout of VERSION (default: the newest) at its stage.",
+        "resume": "Go on with the paused rollout of VERSION (default: the newest).",
+        "abort": "Stop the rollout of VERSION (default: the newest) and roll the fleet back.",
     }[verb]
     return command
 
@@ -272,14 +274,15 @@ def _profile_artifacts(model: Path | None) -> list[ProfileArtifact]:
 
 
 def promote_command(
-    version: Annotated[int, typer.Argument(help="Release version.")],
+    version: VersionArg = None,
     percent: Annotated[int, typer.Option("--percent", help="New share of devices.")] = 100,
     coordinator: CoordinatorOpt = None,
     operator: OperatorOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """Widen the rollout of VERSION to PERCENT of the devices."""
+    """Widen the rollout of VERSION (default: the newest release) to PERCENT of the devices."""
     _check_percent(percent)
+    version = version or _newest(coordinator, operator, insecure)
     request = pb.PromoteReleaseRequest(version=version, percent=percent)
     release = call_control(
         coordinator, operator, insecure, lambda stub: stub.PromoteRelease(request, timeout=30)
@@ -308,6 +311,25 @@ def rollback_command(
     )
 
 
+def _list_releases(
+    coordinator: str | None, operator: Path | None, insecure: bool
+) -> Sequence[pb.ReleaseSummary]:
+    return call_control(
+        coordinator,
+        operator,
+        insecure,
+        lambda stub: stub.ListReleases(pb.ListReleasesRequest(), timeout=30),
+    ).releases
+
+
+def _newest(coordinator: str | None, operator: Path | None, insecure: bool) -> int:
+    """The highest release version: what a command means when it names none."""
+    releases = _list_releases(coordinator, operator, insecure)
+    if not releases:
+        fail("the coordinator has no releases yet: publish one with `fedge release publish`")
+    return max(r.version for r in releases)
+
+
 def _states(r: pb.ReleaseSummary) -> str:
     order = (
         "offered",
@@ -329,12 +351,7 @@ def ls_command(
     insecure: InsecureOpt = False,
 ) -> None:
     """List the coordinator's releases, newest first."""
-    rows = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.ListReleases(pb.ListReleasesRequest(), timeout=30),
-    ).releases
+    rows = _list_releases(coordinator, operator, insecure)
     if as_json:
         console.print_json(json.dumps([_release_json(r) for r in rows]))
         return
@@ -381,13 +398,14 @@ def _release_json(r: pb.ReleaseSummary) -> dict[str, Any]:
 
 
 def status_command(
-    version: Annotated[int, typer.Argument(help="Release version.")],
+    version: VersionArg = None,
     devices: Annotated[bool, typer.Option("--devices", help="One line per device.")] = False,
     coordinator: CoordinatorOpt = None,
     operator: OperatorOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """Devices per install state for VERSION (and each device's outcome, with --devices)."""
+    """Devices per install state for VERSION, default the newest (each device's, with --devices)."""
+    version = version or _newest(coordinator, operator, insecure)
     response = call_control(
         coordinator,
         operator,

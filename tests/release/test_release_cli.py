@@ -72,6 +72,8 @@ def test_publish_promote_rollback_status(fleet: Fleet, op: list[str], tmp_path: 
     assert "rolled_back 1" in out and "dev-1: rolled_back nan output" in out
     code, out = _run("rollback", *op)
     assert code == 0 and "rolled back release 2: release 3" in out
+    code, out = _run("status", *op)  # no VERSION: the newest, the rollback's
+    assert code == 0 and out.startswith("release 3 (100%): "), out
     code, out = _run("ls", *op)
     assert code == 0
     assert "withdrawn" in out and "rollback of 2" in out
@@ -89,6 +91,14 @@ def test_every_command_needs_the_operator_credential(fleet: Fleet, op: list[str]
         assert code == 2, out
         assert "--operator" in out and "lacks" in out and "Traceback" not in out
     assert list(Path.cwd().iterdir()) == []  # no state directory, no key
+
+
+def test_a_command_naming_no_release_on_an_empty_coordinator_says_so(op: list[str]) -> None:
+    for verb in ("status", "promote", "pause", "resume", "abort"):
+        code, out = _run(verb, *op)
+        assert code == 2, (verb, out)
+        assert "no releases yet" in out and "Traceback" not in out
+        assert len(out.strip().splitlines()) == 1
 
 
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(
