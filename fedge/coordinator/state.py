@@ -319,13 +319,15 @@ class State:
     ) -> None:
         """Record a gateway's view of its site: its enrolment certificate and its devices.
 
-        A report about a device of another site is ignored: a gateway speaks for its own.
+        A gateway lists only the devices it has news of; one it last called online is seen
+        now. A report about a device of another site is ignored: a gateway speaks for its own.
         """
+        now = time.time()
         with self.session() as s:
             gateway = s.scalar(select(DeviceRow).where(DeviceRow.device_id == gateway_id))
             if gateway is None:
                 return
-            gateway.last_seen = time.time()
+            gateway.last_seen = now
             gateway.state = "online"
             if enroll_fingerprint:
                 gateway.enroll_fingerprint = enroll_fingerprint[:64]
@@ -344,6 +346,9 @@ class State:
                     device.state = report.state
                     device.version = report.version[:64]
                     _apply_heartbeat(device, report.heartbeat)
+            for device in mine.values():
+                if device.reachable and not device.revoked:
+                    device.last_seen = max(device.last_seen, now)
 
     def touch(
         self,

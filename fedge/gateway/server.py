@@ -42,6 +42,7 @@ from fedge.gateway.services import (
     SiteFleetServicer,
     SiteHubServicer,
 )
+from fedge.gateway.sitesync import SiteSync
 from fedge.gateway.state import GatewayState, RosterEntry
 from fedge.gateway.uplink import LINK_DOWN, Uplink
 from fedge.log import logger
@@ -79,8 +80,7 @@ class Gateway:
         self.ports: dict[str, int] = {}
         self.fatal: str | None = None
         self.identity: DeviceIdentity | None = None
-        # The heartbeat of each device the cloud has last been told (see sync).
-        self._synced: dict[str, bytes] = {}
+        self._site_sync = SiteSync()
 
     # start-up
 
@@ -224,33 +224,19 @@ class Gateway:
     # loops
 
     def sync(self) -> None:
-        """Tell the cloud about the site's devices; take its roster; raises ``RpcError``."""
-        devices = []
-        sending: dict[str, bytes] = {}
-        for row in self.state.devices():
-            if row.revoked:
-                continue
-            device = gateway_pb2.SiteDevice(
-                device_id=row.device_id,
-                online=self.hub.alive(row.node_id),
-                last_seen_unix=row.last_seen,
-            )
-            # What a device says of itself goes up when it changes: the uplink may be metered.
-            if row.heartbeat and self._synced.get(row.device_id) != row.heartbeat:
-                device.heartbeat.ParseFromString(row.heartbeat)
-                sending[row.device_id] = row.heartbeat
-            devices.append(device)
-        response = self.uplink.gateway.SyncSite(
-            gateway_pb2.SyncSiteRequest(
-                enroll_fingerprint=self._enroll_fingerprint,
-                version=__version__,
-                devices=devices,
-                queued_reports=self.state.owed(),
-            ),
-            timeout=self.uplink.timeout,
+        """Tell the cloud what changed at the site; take its roster; raises ``RpcError``."""
+        draft = self._site_sync.draft(
+            self.state.devices(), online=lambda row: self.hub.alive(row.node_id)
         )
+        request = gateway_pb2.SyncSiteRequest(
+            devices=draft.devices, queued_reports=self.state.owed()
+        )
+        if draft.full:  # who this gateway is: the cloud keeps it, a full sync repeats it
+            request.enroll_fingerprint = self._enroll_fingerprint
+            request.version = __version__
+        response = self.uplink.gateway.SyncSite(request, timeout=self.uplink.timeout)
         self.uplink.mark(True)
-        self._synced.update(sending)
+        self._site_sync.taken(draft)
         revoked = self.state.update_roster(
             [
                 RosterEntry(e.device_id, int(e.node_id), e.name, e.cert_serial, e.revoked)
