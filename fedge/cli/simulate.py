@@ -176,7 +176,8 @@ def _run(
     )
     console.print(
         f"fedge simulate: {config.dataset} / {config.model}, {config.clients} clients{sites}, "
-        f"{config.partition}, {config.strategy}, {config.rounds} rounds on {config.runtime}"
+        f"{config.partition}, {config.strategy}, {config.rounds} rounds on {config.runtime}",
+        soft_wrap=True,
     )
     columns = (
         TextColumn("[bold]rounds"),
@@ -196,14 +197,16 @@ def _run(
                 + (f"  eps {record.extra['epsilon']:.3f}" if "epsilon" in record.extra else "")
             )
             for site in record.extra.get("sites", []):
-                progress.console.print("          " + _site_line(site), highlight=False)
+                progress.console.print(
+                    "          " + _site_line(site), highlight=False, soft_wrap=True
+                )
             progress.update(task, advance=1, status=f"acc {record.accuracy:.4f}")
 
         def on_release(target: Path, report: ReleaseReport | None) -> None:
             if report is None:
                 progress.update(task, status=f"building {target.name}/")
                 return
-            progress.console.print(f"{target}: {report.summary()}")
+            progress.console.print(f"{target}: {report.summary()}", soft_wrap=True)
             releases.append((target, report))
 
         return simulate(

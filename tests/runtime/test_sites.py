@@ -2,6 +2,7 @@
 per-site facts in results.json, and the data split per device or per site."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,11 @@ def test_simulate_gateways_prints_each_sites_share(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "40 clients behind 4 site gateways" in result.output
-    for site in range(1, 5):
-        assert f"site-{site}: 10/10 devices" in result.output
+    for site in range(1, 5):  # each on one line, however narrow the terminal
+        line = (
+            rf"^ +site-{site}: 10/10 devices, \d+ examples, "
+            r"train loss [\d.]+, site model accuracy [\d.]+$"
+        )
+        assert re.search(line, result.output, re.MULTILINE), result.output
     refused = CliRunner().invoke(app, ["simulate", "--gateways", "2", "--strategy", "krum"])
     assert refused.exit_code == 2 and "--strategy: 'krum' cannot be computed" in refused.output
