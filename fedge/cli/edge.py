@@ -221,6 +221,7 @@ def start_command(
     except FedgeError as err:
         fail(str(err))
     agent.set_serving(delivery.serving)
+    agent.set_release_news(delivery.release_news)
     # A device's log is read for what happened to each release and connection: fedge's INFO.
     logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     if identity.insecure:

@@ -8,7 +8,7 @@ refused request.
 
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,10 +211,18 @@ class EnrollmentServicer:
 class FleetServicer:
     """gRPC handlers of ``fedge.v1.FleetService`` (an enrolled device or gateway on every call)."""
 
-    def __init__(self, *, state: State, hub: TaskHub, settings: FleetSettings) -> None:
+    def __init__(
+        self,
+        *,
+        state: State,
+        hub: TaskHub,
+        settings: FleetSettings,
+        release_state: Callable[[], str] = lambda: "",
+    ) -> None:
         self._state = state
         self._hub = hub
         self._settings = settings
+        self._release_state = release_state
 
     def Heartbeat(  # noqa: N802
         self, request: pb.HeartbeatRequest, context: grpc.ServicerContext
@@ -228,7 +236,10 @@ class FleetServicer:
             version=request.version,
             heartbeat=heartbeat_of(request),
         )
-        return pb.HeartbeatResponse(interval_seconds=self._settings.heartbeat_seconds)
+        return pb.HeartbeatResponse(
+            interval_seconds=self._settings.heartbeat_seconds,
+            release_state=self._release_state(),
+        )
 
     def PullTask(  # noqa: N802
         self, request: pb.PullTaskRequest, context: grpc.ServicerContext

@@ -244,7 +244,12 @@ class Coordinator:
         add_service(
             main,
             fleet_pb2.DESCRIPTOR.services_by_name["FleetService"],
-            FleetServicer(state=self.state, hub=self.hub, settings=settings),
+            FleetServicer(
+                state=self.state,
+                hub=self.hub,
+                settings=settings,
+                release_state=self.releases.targeting,
+            ),
         )
         add_service(
             main,

@@ -87,6 +87,7 @@ class EdgeAgent:
         self.profile = profile
         self._options = options or TransportOptions()
         self._serving = serving or (lambda: (0, ""))
+        self._release_news: Callable[[str], None] = lambda release_state: None
         self._stop = threading.Event()
         self._interval = self.settings.heartbeat_seconds
         self.tasks_done = 0
@@ -106,6 +107,10 @@ class EdgeAgent:
     def set_serving(self, serving: Callable[[], tuple[int, str]]) -> None:
         """Where heartbeats read the release this device serves and its slot."""
         self._serving = serving
+
+    def set_release_news(self, release_news: Callable[[str], None]) -> None:
+        """Who hears the coordinator's release state from each heartbeat (the updater)."""
+        self._release_news = release_news
 
     @property
     def can_train(self) -> bool:
@@ -206,6 +211,7 @@ class EdgeAgent:
         )
         if response.interval_seconds > 0:  # the coordinator sets the pace
             self._interval = min(response.interval_seconds, self.settings.heartbeat_seconds)
+        self._release_news(response.release_state)
 
     def _heartbeats(
         self, stub: fleet_pb2_grpc.FleetServiceStub, over: threading.Event, fatal: list[Any]

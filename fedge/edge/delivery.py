@@ -84,6 +84,8 @@ class DeviceDelivery:
         self.inference_port: int | None = None
         self._server: grpc.Server | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._release_state: str | None = None
         # The update loop and a caller (the CLI, a test) may tick at once: serialize whole
         # ticks, or both would see the same release as new and one would report a refusal.
         self._tick_lock = threading.Lock()
@@ -117,12 +119,21 @@ class DeviceDelivery:
     def stop(self) -> None:
         """Stop the loop and the inference server."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         if self._server is not None:
             self._server.stop(grace=1).wait(2)
         if self._metrics_server is not None:
             self._metrics_server.stop()
+
+    def release_news(self, release_state: str) -> None:
+        """The coordinator's release state, from a heartbeat: check now when it changed."""
+        if not release_state:
+            return
+        if self._release_state is not None and release_state != self._release_state:
+            self._wake.set()
+        self._release_state = release_state
 
     def serving(self) -> tuple[int, str]:
         """The release version this device serves now (0 = none) and its slot (or "")."""
@@ -188,7 +199,8 @@ class DeviceDelivery:
                 logger.warning("release check failed (%s), retrying", exc.code().name)
             except (VerificationError, OSError) as exc:
                 logger.warning("release check failed, retrying: %s", exc)
-            self._stop.wait(self.settings.interval)
+            self._wake.wait(self.settings.interval)
+            self._wake.clear()
 
 
 def start_device_delivery(

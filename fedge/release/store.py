@@ -205,6 +205,18 @@ class ReleaseStore:
             )
             return self._insert(session, manifest, percent)
 
+    def targeting(self) -> str:
+        """A token that changes whenever which release a device should run may have changed:
+        a publish, a promotion or rollout stage, a rollback (see ``HeartbeatResponse``)."""
+        query = select(
+            func.max(ReleaseRow.version),
+            func.coalesce(func.sum(ReleaseRow.percent), 0),
+            func.coalesce(func.sum(ReleaseRow.withdrawn), 0),
+        )
+        with Session(self.engine) as session:
+            newest, percents, withdrawn = session.execute(query).one()
+        return f"{newest or 0}.{percents}.{withdrawn}"
+
     def promote(self, version: int, *, percent: int) -> ReleaseInfo:
         """Widen (or narrow) the rollout of ``version``."""
         validate_percent(percent)

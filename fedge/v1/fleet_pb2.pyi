@@ -125,15 +125,22 @@ class HeartbeatResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    RELEASE_STATE_FIELD_NUMBER: _builtins.int
     interval_seconds: _builtins.float
+    release_state: _builtins.str
+    """Changes whenever which release a device should run may have changed (a publish, a
+    promotion, a rollout stage, a rollback): a device that sees it change checks for its
+    release at once instead of at its next interval. "" = not told (check at the interval).
+    """
     def __init__(
         self,
         *,
         interval_seconds: _builtins.float = ...,
+        release_state: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_seconds", b"interval_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_seconds", b"interval_seconds", "release_state", b"release_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
