@@ -9,6 +9,7 @@ behind which gateway and whether they can be reached now.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,11 +113,13 @@ class GatewayServicer:
         hub: TaskHub,
         settings: FleetSettings,
         ca: CertificateAuthority | None,
+        release_state: Callable[[], str] = lambda: "",
     ) -> None:
         self._state = state
         self._hub = hub
         self._settings = settings
         self._ca = ca
+        self._release_state = release_state
 
     def SyncSite(  # noqa: N802
         self, request: pb.SyncSiteRequest, context: grpc.ServicerContext
@@ -143,6 +146,7 @@ class GatewayServicer:
         return pb.SyncSiteResponse(
             interval_seconds=self._settings.heartbeat_seconds,
             site=gateway.site,
+            release_state=self._release_state(),
             roster=[
                 pb.RosterEntry(
                     device_id=d.device_id,

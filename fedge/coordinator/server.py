@@ -254,7 +254,13 @@ class Coordinator:
         add_service(
             main,
             gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"],
-            GatewayServicer(state=self.state, hub=self.hub, settings=settings, ca=ca),
+            GatewayServicer(
+                state=self.state,
+                hub=self.hub,
+                settings=settings,
+                ca=ca,
+                release_state=self.releases.targeting,
+            ),
         )
         self.control = ControlServicer(
             state=self.state,

@@ -127,6 +127,11 @@ class DeviceDelivery:
         if self._metrics_server is not None:
             self._metrics_server.stop()
 
+    @property
+    def release_state(self) -> str | None:
+        """The coordinator's release state last heard (``None`` before the first heartbeat)."""
+        return self._release_state
+
     def release_news(self, release_state: str) -> None:
         """The coordinator's release state, from a heartbeat: check now when it changed."""
         if not release_state:

@@ -81,6 +81,8 @@ class Gateway:
         self.fatal: str | None = None
         self.identity: DeviceIdentity | None = None
         self._site_sync = SiteSync()
+        # The cloud's release state as of the last sync, passed on in device heartbeats.
+        self._release_state = ""
 
     # start-up
 
@@ -197,6 +199,7 @@ class Gateway:
                 heartbeat_seconds=self.config.heartbeat_seconds,
                 chunk_bytes=self.config.chunk_bytes,
                 max_payload_bytes=self.config.max_payload_bytes,
+                release_state=lambda: self._release_state,
             ),
         )
         add_service(
@@ -237,6 +240,7 @@ class Gateway:
         response = self.uplink.gateway.SyncSite(request, timeout=self.uplink.timeout)
         self.uplink.mark(True)
         self._site_sync.taken(draft)
+        self._release_state = response.release_state
         revoked = self.state.update_roster(
             [
                 RosterEntry(e.device_id, int(e.node_id), e.name, e.cert_serial, e.revoked)

@@ -10,7 +10,7 @@ which alone checks tokens and signs certificates.
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,12 +109,14 @@ class SiteFleetServicer:
         heartbeat_seconds: float,
         chunk_bytes: int,
         max_payload_bytes: int,
+        release_state: Callable[[], str] = lambda: "",
     ) -> None:
         self._state = state
         self._hub = hub
         self._heartbeat = heartbeat_seconds
         self._chunk_bytes = chunk_bytes
         self._max_payload = max_payload_bytes
+        self._release_state = release_state
 
     def Heartbeat(  # noqa: N802
         self, request: pb.HeartbeatRequest, context: grpc.ServicerContext
@@ -123,7 +125,9 @@ class SiteFleetServicer:
         device: SiteDevice = caller(context)
         self._hub.seen(device.node_id)
         self._state.heard_from(device.device_id, request.SerializeToString())
-        return pb.HeartbeatResponse(interval_seconds=self._heartbeat)
+        return pb.HeartbeatResponse(
+            interval_seconds=self._heartbeat, release_state=self._release_state()
+        )
 
     def PullTask(  # noqa: N802
         self, request: pb.PullTaskRequest, context: grpc.ServicerContext

@@ -26,7 +26,7 @@ from fedge.v1 import enrollment_pb2 as fedge_dot_v1_dot_enrollment__pb2
 from fedge.v1 import fleet_pb2 as fedge_dot_v1_dot_fleet__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64ge/v1/gateway.proto\x12\x08\x66\x65\x64ge.v1\x1a\x19\x66\x65\x64ge/v1/enrollment.proto\x1a\x14\x66\x65\x64ge/v1/fleet.proto\"v\n\nSiteDevice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12\x16\n\x0elast_seen_unix\x18\x03 \x01(\x01\x12-\n\theartbeat\x18\x04 \x01(\x0b\x32\x1a.fedge.v1.HeartbeatRequest\"}\n\x0fSyncSiteRequest\x12\x1a\n\x12\x65nroll_fingerprint\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12%\n\x07\x64\x65vices\x18\x03 \x03(\x0b\x32\x14.fedge.v1.SiteDevice\x12\x16\n\x0equeued_reports\x18\x04 \x01(\x04\"e\n\x0bRosterEntry\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x65rt_serial\x18\x04 \x01(\t\x12\x0f\n\x07revoked\x18\x05 \x01(\x08\"a\n\x10SyncSiteResponse\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\x12%\n\x06roster\x18\x02 \x03(\x0b\x32\x15.fedge.v1.RosterEntry\x12\x0c\n\x04site\x18\x03 \x01(\t\"B\n\x13\x45nrollDeviceRequest\x12+\n\nenrollment\x18\x01 \x01(\x0b\x32\x17.fedge.v1.EnrollRequest\"D\n\x14\x45nrollDeviceResponse\x12,\n\nenrollment\x18\x01 \x01(\x0b\x32\x18.fedge.v1.EnrollResponse2\xa2\x01\n\x0eGatewayService\x12\x41\n\x08SyncSite\x12\x19.fedge.v1.SyncSiteRequest\x1a\x1a.fedge.v1.SyncSiteResponse\x12M\n\x0c\x45nrollDevice\x12\x1d.fedge.v1.EnrollDeviceRequest\x1a\x1e.fedge.v1.EnrollDeviceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64ge/v1/gateway.proto\x12\x08\x66\x65\x64ge.v1\x1a\x19\x66\x65\x64ge/v1/enrollment.proto\x1a\x14\x66\x65\x64ge/v1/fleet.proto\"v\n\nSiteDevice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12\x16\n\x0elast_seen_unix\x18\x03 \x01(\x01\x12-\n\theartbeat\x18\x04 \x01(\x0b\x32\x1a.fedge.v1.HeartbeatRequest\"}\n\x0fSyncSiteRequest\x12\x1a\n\x12\x65nroll_fingerprint\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12%\n\x07\x64\x65vices\x18\x03 \x03(\x0b\x32\x14.fedge.v1.SiteDevice\x12\x16\n\x0equeued_reports\x18\x04 \x01(\x04\"e\n\x0bRosterEntry\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x65rt_serial\x18\x04 \x01(\t\x12\x0f\n\x07revoked\x18\x05 \x01(\x08\"x\n\x10SyncSiteResponse\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\x12%\n\x06roster\x18\x02 \x03(\x0b\x32\x15.fedge.v1.RosterEntry\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x15\n\rrelease_state\x18\x04 \x01(\t\"B\n\x13\x45nrollDeviceRequest\x12+\n\nenrollment\x18\x01 \x01(\x0b\x32\x17.fedge.v1.EnrollRequest\"D\n\x14\x45nrollDeviceResponse\x12,\n\nenrollment\x18\x01 \x01(\x0b\x32\x18.fedge.v1.EnrollResponse2\xa2\x01\n\x0eGatewayService\x12\x41\n\x08SyncSite\x12\x19.fedge.v1.SyncSiteRequest\x1a\x1a.fedge.v1.SyncSiteResponse\x12M\n\x0c\x45nrollDevice\x12\x1d.fedge.v1.EnrollDeviceRequest\x1a\x1e.fedge.v1.EnrollDeviceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,11 +40,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROSTERENTRY']._serialized_start=332
   _globals['_ROSTERENTRY']._serialized_end=433
   _globals['_SYNCSITERESPONSE']._serialized_start=435
-  _globals['_SYNCSITERESPONSE']._serialized_end=532
-  _globals['_ENROLLDEVICEREQUEST']._serialized_start=534
-  _globals['_ENROLLDEVICEREQUEST']._serialized_end=600
-  _globals['_ENROLLDEVICERESPONSE']._serialized_start=602
-  _globals['_ENROLLDEVICERESPONSE']._serialized_end=670
-  _globals['_GATEWAYSERVICE']._serialized_start=673
-  _globals['_GATEWAYSERVICE']._serialized_end=835
+  _globals['_SYNCSITERESPONSE']._serialized_end=555
+  _globals['_ENROLLDEVICEREQUEST']._serialized_start=557
+  _globals['_ENROLLDEVICEREQUEST']._serialized_end=623
+  _globals['_ENROLLDEVICERESPONSE']._serialized_start=625
+  _globals['_ENROLLDEVICERESPONSE']._serialized_end=693
+  _globals['_GATEWAYSERVICE']._serialized_start=696
+  _globals['_GATEWAYSERVICE']._serialized_end=858
 # @@protoc_insertion_point(module_scope)

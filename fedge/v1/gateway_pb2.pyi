@@ -135,8 +135,13 @@ class SyncSiteResponse(_message.Message):
     INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     ROSTER_FIELD_NUMBER: _builtins.int
     SITE_FIELD_NUMBER: _builtins.int
+    RELEASE_STATE_FIELD_NUMBER: _builtins.int
     interval_seconds: _builtins.float
     site: _builtins.str
+    release_state: _builtins.str
+    """The cloud's release state (see HeartbeatResponse.release_state): the gateway passes it on
+    to its devices' heartbeats, so they check for a changed release at once.
+    """
     @_builtins.property
     def roster(self) -> _containers.RepeatedCompositeFieldContainer[Global___RosterEntry]: ...
     def __init__(
@@ -145,10 +150,11 @@ class SyncSiteResponse(_message.Message):
         interval_seconds: _builtins.float = ...,
         roster: _abc.Iterable[Global___RosterEntry] | None = ...,
         site: _builtins.str = ...,
+        release_state: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_seconds", b"interval_seconds", "roster", b"roster", "site", b"site"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_seconds", b"interval_seconds", "release_state", b"release_state", "roster", b"roster", "site", b"site"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from fedge.edge.agent import AgentSettings, EdgeAgent
 from fedge.edge.delivery import DeliverySettings, DeviceDelivery
 from fedge.release.testing import publish_linear
-from fedge.v1 import control_pb2 as pb
 
 from .conftest import Fleet
 
@@ -29,15 +28,11 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def _heard(fleet: Fleet) -> bool:
-    devices = fleet.control_stub().ListDevices(pb.ListDevicesRequest(), timeout=10).devices
-    return any(d.state == "idle" for d in devices)
-
-
 def test_publish_promote_and_rollback_reach_a_device_at_its_next_heartbeat(
     fleet: Fleet, tmp_path: Path
 ) -> None:
     identity = fleet.enroll("cam")
+    store = fleet.coordinator.releases
     delivery = DeviceDelivery(
         channel=fleet.channel(identity.tls()),
         state_dir=Path(identity.state_dir),
@@ -51,14 +46,13 @@ def test_publish_promote_and_rollback_reach_a_device_at_its_next_heartbeat(
     agent.set_release_news(delivery.release_news)
     thread = threading.Thread(target=agent.run)
     thread.start()
-    store = fleet.coordinator.releases
 
     def running() -> int:
         return delivery.updater.active_version() if delivery.updater is not None else 0
 
     try:
         _wait_for(lambda: delivery.updater is not None, 10, "the delivery loop's first check")
-        _wait_for(lambda: _heard(fleet), 10, "a first heartbeat")
+        _wait_for(lambda: delivery.release_state == store.targeting(), 10, "a first heartbeat")
         first = publish_linear(store, tmp_path / "one", seed=1)
         _wait_for(lambda: running() == first.manifest.version, 15, "the published release")
         second = publish_linear(store, tmp_path / "two", seed=2, percent=0)
