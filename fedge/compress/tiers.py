@@ -44,7 +44,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,15 @@ from fedge.compress.prune import PruneSettings, parameter_count, prune_and_finet
 from fedge.compress.targets import Target, get_target
 from fedge.compress.targets.base import importable
 from fedge.compress.targets.probe import measure_artifact
+from fedge.compress.tier_results import (
+    FORMAT_VERSION,
+    PROFILES_DIR,
+    TIER_REPORT_FORMAT,
+    CandidateRow,
+    ProfileRelease,
+    build_machine,
+)
+from fedge.compress.tiers_report import write_tier_chart, write_tier_markdown
 from fedge.compress.transfer import TransferSet
 from fedge.data import Dataset, get_dataset
 from fedge.errors import ConfigError
@@ -89,11 +98,8 @@ __all__ = [
 ]
 
 ARTIFACT_FORMAT = "fedge-profile-artifact"
-TIER_REPORT_FORMAT = "fedge-tier-report"
-FORMAT_VERSION = 1
 #: An artifact's top-1 predictions must match its torch model's on this share of the test set.
 MIN_AGREEMENT = 0.995
-PROFILES_DIR = "profiles"
 ARTIFACT_JSON = "artifact.json"
 #: Bytes per weight at least, by precision (a lower bound of the artifact's size).
 _WEIGHT_BYTES = {"fp32": 4, "int8": 1}
@@ -128,55 +134,6 @@ class TierSettings:
             raise ValueError("latency_runs must be >= 1 and warmup >= 0")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError(f"min_agreement {self.min_agreement!r} must be in [0, 1]")
-
-
-@dataclass(frozen=True)
-class CandidateRow:
-    """One (model, runtime, precision) artifact and what it measured.
-
-    ``status`` is ``measured``, ``skipped`` (cannot fit any profile asking for it: ``size_bytes``
-    is then the lower bound from its weights) or ``failed`` (``note`` says why).
-    """
-
-    id: str
-    model: str
-    architecture: str
-    source: str
-    runtime: str
-    precision: str
-    parameters: int
-    status: str
-    note: str = ""
-    size_bytes: int = 0
-    sha256: str = ""
-    accuracy: float | None = None
-    agreement: float | None = None
-    latency_p50_ms: float | None = None
-    latency_p99_ms: float | None = None
-    peak_memory_mb: float | None = None
-    load_ms: float | None = None
-
-    @property
-    def label(self) -> str:
-        """``student-tiny int8 on litert``."""
-        return f"{self.model} {self.precision} on {self.runtime}"
-
-    def misses(self, profile: DeviceProfile, min_agreement: float) -> list[BudgetMiss]:
-        """What keeps this candidate from ``profile`` (empty: it fits and may be released)."""
-        if self.status == "skipped":
-            return [BudgetMiss("max-model-bytes", self.size_bytes, profile.budget.max_model_bytes)]
-        if self.status != "measured":
-            return [BudgetMiss("failed", 1.0, 0.0)]
-        assert self.accuracy is not None and self.agreement is not None
-        found = profile.budget.misses(
-            size_bytes=self.size_bytes,
-            p99_ms=float(self.latency_p99_ms or 0.0),
-            peak_memory_mb=float(self.peak_memory_mb or 0.0),
-            accuracy=self.accuracy,
-        )
-        if self.agreement < min_agreement:
-            found.append(BudgetMiss("agreement", self.agreement, min_agreement))
-        return found
 
 
 @dataclass(frozen=True)
@@ -226,86 +183,6 @@ class ProfileArtifact:
         }
         fields.update({f"figures.{k}": v for k, v in self.figures.items()})
         return fields
-
-
-@dataclass(frozen=True)
-class ProfileRelease:
-    """What :func:`build_profile_release` built: the candidates and each profile's artifact."""
-
-    out_dir: Path
-    candidates: list[CandidateRow]
-    chosen: dict[str, str]
-    teacher: dict[str, Any]
-    profiles: dict[str, DeviceProfile]
-    dataset: str
-    num_classes: int
-    input_shape: list[int | str]
-    settings: dict[str, Any]
-    build_seconds: float
-    created_at: str
-    #: Each candidate model: architecture, source, parameters and how it was made.
-    model_details: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: The torch model each candidate came from, by model id (in memory only, not written).
-    models: dict[str, nn.Module] = field(default_factory=dict, repr=False, compare=False)
-
-    def candidate(self, candidate_id: str) -> CandidateRow:
-        """The candidate with ``candidate_id``."""
-        for row in self.candidates:
-            if row.id == candidate_id:
-                return row
-        raise KeyError(candidate_id)
-
-    def chosen_row(self, profile: str) -> CandidateRow:
-        """The candidate chosen for ``profile``."""
-        return self.candidate(self.chosen[profile])
-
-    def artifact_path(self, profile: str) -> Path:
-        """Where ``profile``'s artifact is."""
-        row = self.chosen_row(profile)
-        return self.out_dir / PROFILES_DIR / profile / f"model{get_target(row.runtime).extension}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``report.json`` document."""
-        return {
-            "format": TIER_REPORT_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "created_at": self.created_at,
-            "dataset": self.dataset,
-            "num_classes": self.num_classes,
-            "input_shape": self.input_shape,
-            "teacher": self.teacher,
-            "profiles": {
-                name: {
-                    **profile.to_dict(),
-                    "chosen": self.chosen[name],
-                    "file": str(self.artifact_path(name).relative_to(self.out_dir)),
-                }
-                for name, profile in self.profiles.items()
-            },
-            "models": self.model_details,
-            "candidates": [asdict(row) for row in self.candidates],
-            "settings": self.settings,
-            "measurement": {
-                "machine": _machine(),
-                "latency": "batch 1, one thread, one fresh process per artifact",
-                "peak_memory": "peak resident memory of the session above the process "
-                "with its runtime imported",
-                "agreement": "top-1 agreement with the torch model on the test set",
-            },
-            "build_seconds": self.build_seconds,
-        }
-
-    def summary(self) -> str:
-        """One line: each profile's choice."""
-        parts = []
-        for name in self.profiles:
-            row = self.chosen_row(name)
-            parts.append(
-                f"{name}: {row.label}, {row.size_bytes / 1024:.1f} KiB, p99 "
-                f"{float(row.latency_p99_ms or 0):.3f} ms, {100 * float(row.accuracy or 0):.2f}%"
-            )
-        teacher = 100 * float(self.teacher["accuracy"])
-        return f"{'; '.join(parts)} (teacher {teacher:.2f}%)"
 
 
 @dataclass
@@ -655,15 +532,6 @@ def choose_candidate(
     )
 
 
-def _machine() -> str:
-    """The build machine, as the figures' provenance (a device measures itself again)."""
-    import os
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    return f"{platform.system()} {platform.machine()} ({cpu}), {os.cpu_count()} CPUs"
-
-
 def _describe(miss: BudgetMiss) -> str:
     if miss.field == "agreement":
         return (
@@ -704,8 +572,6 @@ def _settings_summary(
 
 def _write(release: ProfileRelease, paths: dict[str, Path], out_dir: Path) -> None:
     """Write the release in a temporary directory and move it into place whole."""
-    from fedge.compress.tiers_report import write_tier_chart, write_tier_markdown
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
     work.mkdir()
@@ -759,7 +625,7 @@ def _artifact_document(
             "load_ms": row.load_ms,
             "test_samples": release.settings["test_samples"],
             "latency_runs": release.settings["latency_runs"],
-            "measured_on": _machine(),
+            "measured_on": build_machine(),
         },
         "teacher": {k: release.teacher[k] for k in ("architecture", "parameters", "accuracy")},
     }

@@ -25,9 +25,10 @@ from fedge.protocol.serde import run_state_to_proto
 from fedge.protocol.tasks import TaskHub
 from fedge.protocol.tokens import make_token
 from fedge.release.drift import DeviceDrift
-from fedge.release.gate import FAILED_STATES, Rollout, RolloutController
+from fedge.release.gate import RolloutController
 from fedge.release.publish import publish_artifact, publish_build
 from fedge.release.rollout import RolloutPolicy
+from fedge.release.rollout_table import FAILED_STATES, Rollout
 from fedge.release.store import ReleaseInfo, ReleaseStore
 from fedge.release.telemetry import DeviceTelemetry
 from fedge.v1 import control_pb2 as pb

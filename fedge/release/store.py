@@ -24,7 +24,6 @@ from fedge.protocol.manifest import Manifest, SignedManifest, TensorSpec, format
 from fedge.protocol.serde import INSTALL_STATES
 from fedge.release.artifacts import ArtifactStore
 from fedge.release.drift import DriftTable
-from fedge.release.gate import RolloutTable
 from fedge.release.rollout import (
     ReleaseTarget,
     bucket_of,
@@ -33,6 +32,7 @@ from fedge.release.rollout import (
     select_release,
     validate_percent,
 )
+from fedge.release.rollout_table import RolloutTable
 from fedge.release.signing import sign_manifest
 from fedge.release.tables import (
     ArtifactRow,
