@@ -1,4 +1,4 @@
-"""The one SQLite setup of fedge's databases (the coordinator's state and its release store).
+"""The one SQLite setup of fedge's databases (coordinator, gateway, release store).
 
 WAL lets readers run beside a writer; a busy timeout makes a writer wait for the lock instead of
 failing; and every transaction takes the write lock when it *starts* (``BEGIN IMMEDIATE``):
@@ -8,13 +8,16 @@ where immediate ones only wait. A table that gained a column since the file was 
 added, so a newer coordinator opens an older database.
 """
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-__all__ = ["open_sqlite"]
+__all__ = ["SqliteDatabase", "open_sqlite"]
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -42,6 +45,25 @@ def open_sqlite(path: Path, *, tables: type[DeclarativeBase]) -> Engine:
     tables.metadata.create_all(engine)
     _add_missing_columns(engine, tables)
     return engine
+
+
+class SqliteDatabase:
+    """A database in one SQLite file with ``tables``, safe to use from many threads."""
+
+    def __init__(self, path: Path, *, tables: type[DeclarativeBase]) -> None:
+        self._engine = open_sqlite(path, tables=tables)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction, committed on success, serialized with other writers."""
+        with self._lock, self._sessions() as session, session.begin():
+            yield session
 
 
 def _add_missing_columns(engine: Engine, tables: type[DeclarativeBase]) -> None:

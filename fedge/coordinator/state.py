@@ -7,19 +7,16 @@ database; the run loop's checkpoints (files) plus these rows are all a restart n
 import hashlib
 import json
 import secrets
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from fedge.data.device import DataSummary
 from fedge.errors import NotFoundError, TokenError
-from fedge.storage import open_sqlite
+from fedge.storage import SqliteDatabase
 
 __all__ = [
     "KIND_DEVICE",
@@ -185,23 +182,11 @@ class IssuedToken:
     expires: float
 
 
-class State:
+class State(SqliteDatabase):
     """The coordinator database (one SQLite file; safe to use from many threads)."""
 
     def __init__(self, path: Path) -> None:
-        self._engine = open_sqlite(path, tables=_Base)
-        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
-        self._lock = threading.RLock()
-
-    def close(self) -> None:
-        """Release the database connections."""
-        self._engine.dispose()
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One transaction, committed on success, serialized with other writers."""
-        with self._lock, self._sessions() as session, session.begin():
-            yield session
+        super().__init__(path, tables=_Base)
 
     # tokens and devices
 

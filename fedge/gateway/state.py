@@ -12,18 +12,15 @@
 Every write is a short transaction: a gateway killed at any moment leaves a consistent file.
 """
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Boolean, Float, Integer, LargeBinary, String, delete, func, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from fedge.protocol.manifest import SignedManifest
-from fedge.storage import open_sqlite
+from fedge.storage import SqliteDatabase
 
 __all__ = [
     "INSTALL",
@@ -90,23 +87,11 @@ class RosterEntry:
     revoked: bool
 
 
-class GatewayState:
+class GatewayState(SqliteDatabase):
     """The gateway database (one SQLite file in its state directory; thread-safe)."""
 
     def __init__(self, path: Path) -> None:
-        self._engine = open_sqlite(path, tables=_Base)
-        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
-        self._lock = threading.RLock()
-
-    def close(self) -> None:
-        """Release the database connections."""
-        self._engine.dispose()
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One transaction, committed on success, serialized with other writers."""
-        with self._lock, self._sessions() as session, session.begin():
-            yield session
+        super().__init__(path, tables=_Base)
 
     # roster
 
