@@ -21,8 +21,8 @@ from flwr.common.constant import ErrorCode
 from fedge.data.device import read_meta
 from fedge.edge.identity import DeviceIdentity
 from fedge.log import logger
-from fedge.protocol.messages import decode_message, encode_message
-from fedge.protocol.payload import PayloadAssembler
+from fedge.protocol.fleet import read_task
+from fedge.protocol.messages import encode_message
 from fedge.protocol.transport import TransportOptions
 from fedge.protocol.wire import chunk_encoder
 from fedge.v1 import fleet_pb2 as pb
@@ -97,22 +97,8 @@ class TaskRunner:
             timeout=wait_seconds + rpc_timeout,
             metadata=metadata,
         )
-        header = None
-        assembler = None
-        for part in stream:
-            if part.WhichOneof("part") == "header":
-                header = part.header
-                assembler = PayloadAssembler(
-                    expected_bytes=header.payload_bytes,
-                    part_bytes=header.part_bytes,
-                    sha256=header.payload_sha256,
-                    require_sha256=self.identity.insecure,
-                )
-            elif assembler is not None:
-                assembler.add(part.chunk.data)
-        if header is None or assembler is None:
-            return None
-        return _Task(header, decode_message(assembler.finish()))
+        pulled = read_task(stream, require_sha256=self.identity.insecure)
+        return None if pulled is None else _Task(*pulled)
 
     def _handle(self, task: _Task) -> Message:
         header = task.header

@@ -23,8 +23,8 @@ from flwr.common.constant import ErrorCode
 from fedge.app.sites import aggregation_for, clip_norm_of, run_site
 from fedge.gateway.uplink import LINK_DOWN, Uplink
 from fedge.log import logger
-from fedge.protocol.messages import decode_message, encode_message
-from fedge.protocol.payload import PayloadAssembler
+from fedge.protocol.fleet import read_task
+from fedge.protocol.messages import encode_message
 from fedge.protocol.tasks import Task, TaskHub
 from fedge.protocol.wire import chunk_encoder
 from fedge.v1 import fleet_pb2 as pb
@@ -147,23 +147,9 @@ class SiteRounds:
             pb.PullTaskRequest(wait_seconds=wait_seconds),
             timeout=wait_seconds + self._rpc_timeout,
         )
-        header = None
-        assembler = None
-        for part in stream:
-            if part.WhichOneof("part") == "header":
-                header = part.header
-                assembler = PayloadAssembler(
-                    expected_bytes=header.payload_bytes,
-                    part_bytes=header.part_bytes,
-                    sha256=header.payload_sha256,
-                    require_sha256=False,
-                )
-            elif assembler is not None:
-                assembler.add(part.chunk.data)
+        pulled = read_task(stream, require_sha256=False)
         self._uplink.mark(True)
-        if header is None or assembler is None:
-            return None
-        return header, decode_message(assembler.finish())
+        return pulled
 
     def _push(self, header: Any, reply: Message) -> None:
         payload = encode_message(reply)

@@ -1,14 +1,14 @@
-"""The serving half of the fleet protocol that the coordinator and a site gateway share.
+"""The task exchange of the fleet protocol that the coordinator, a site gateway and a device share.
 
 Both serve ``FleetService`` to their devices from a :class:`~fedge.protocol.tasks.TaskHub`:
 :func:`send_task` streams a pulled task (header, then its payload in chunks) and gives it back
 to the hub if the stream breaks; :func:`receive_result` reassembles a pushed result, checks it
 answers a task the hub issued to that very node, and decodes the Flower reply. What a server
 then checks of the reply's content (the update's shapes, a site's aggregate) and records is its
-own.
+own. :func:`read_task` is the pulling side: a device's, and a gateway's towards the cloud.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -21,7 +21,7 @@ from fedge.protocol.tasks import Task, TaskHub
 from fedge.protocol.wire import chunk_encoder
 from fedge.v1 import fleet_pb2 as pb
 
-__all__ = ["pull_task", "receive_result", "send_task", "task_header"]
+__all__ = ["pull_task", "read_task", "receive_result", "send_task", "task_header"]
 
 _TASK_CHUNK = chunk_encoder(pb.PullTaskResponse)
 
@@ -111,3 +111,25 @@ def receive_result(
         raise StaleResultError(f"the reply is for run {meta.run_id}, not run {task.run_id}")
     meta.__dict__["_src_node_id"] = node_id
     return task, reply
+
+
+def read_task(
+    stream: Iterable[pb.PullTaskResponse], *, require_sha256: bool
+) -> tuple[pb.TaskHeader, Message] | None:
+    """The header and decoded message of a ``PullTask`` stream (``None``: no task came)."""
+    header = None
+    assembler = None
+    for part in stream:
+        if part.WhichOneof("part") == "header":
+            header = part.header
+            assembler = PayloadAssembler(
+                expected_bytes=header.payload_bytes,
+                part_bytes=header.part_bytes,
+                sha256=header.payload_sha256,
+                require_sha256=require_sha256,
+            )
+        elif assembler is not None:
+            assembler.add(part.chunk.data)
+    if header is None or assembler is None:
+        return None
+    return header, decode_message(assembler.finish())
