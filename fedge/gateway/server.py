@@ -267,17 +267,21 @@ class Gateway:
                 self.releases.flush()
                 self.releases.refresh_quiet(older_than=self.config.release_interval)
             except grpc.RpcError as err:
-                if err.code() in _FATAL:
-                    self._fail(
-                        f"the cloud refused this gateway: {err.code().name}: {err.details()}"
-                    )
+                if self._refused(err):
                     return
-                if err.code() in LINK_DOWN:
-                    self.uplink.mark(False)
                 logger.info("sync with the cloud failed: %s", err.code().name)
             except FedgeError as err:
                 logger.warning("sync with the cloud failed: %s", err)
             self._pause()
+
+    def _refused(self, err: grpc.RpcError) -> bool:
+        """Take an uplink call's error: ``True`` when the cloud refused this gateway (stop)."""
+        if err.code() in _FATAL:
+            self._fail(f"the cloud refused this gateway: {err.code().name}: {err.details()}")
+            return True
+        if err.code() in LINK_DOWN:
+            self.uplink.mark(False)
+        return False
 
     def _pause(self) -> None:
         """Wait for the next sync; deliver a device's report at once when the link is up."""
@@ -300,13 +304,8 @@ class Gateway:
             try:
                 self.rounds.serve_one(wait_seconds=10.0)
             except grpc.RpcError as err:
-                if err.code() in _FATAL:
-                    self._fail(
-                        f"the cloud refused this gateway: {err.code().name}: {err.details()}"
-                    )
+                if self._refused(err):
                     return
-                if err.code() in LINK_DOWN:
-                    self.uplink.mark(False)
                 # The channel reconnects by itself; come back a little later, not in lockstep.
                 self._stop.wait(1.0 + random.uniform(0, 1.0))
             except FedgeError as err:
