@@ -8,9 +8,10 @@ the old or the new content, never a mix.
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "file_sha256", "fsync_dir"]
+__all__ = ["atomic_write", "file_sha256", "fsync_dir", "read_chunks"]
 
 # The process's umask, read once at import (reading it means setting it, which is not
 # thread-safe later): files made through mkstemp get the permissions a plain open would give.
@@ -53,3 +54,12 @@ def file_sha256(path: Path) -> str:
     """Hex SHA-256 of a file's content."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def read_chunks(path: Path, offset: int, size: int) -> Iterator[tuple[int, bytes]]:
+    """``(offset, block)`` pairs of the file ``path`` from byte ``offset``, ``size`` at a time."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        while block := handle.read(size):
+            yield offset, block
+            offset += len(block)

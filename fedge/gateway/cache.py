@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fedge.errors import ArtifactNotFoundError, VerificationError
-from fedge.files import file_sha256
+from fedge.files import file_sha256, read_chunks
 from fedge.log import logger
 
 __all__ = ["ArtifactCache", "Fetch"]
@@ -86,16 +86,8 @@ class ArtifactCache:
         if not 0 <= offset <= length:
             raise VerificationError("length", f"offset {offset} is outside the artifact")
         size = min(chunk_size, 2 * _CHUNK) if chunk_size > 0 else _CHUNK
-        return _chunks(path, offset, size)
+        return read_chunks(path, offset, size)
 
     def length(self, sha256: str) -> int:
         """The length of a cached artifact."""
         return self.path(sha256).stat().st_size
-
-
-def _chunks(path: Path, offset: int, size: int) -> Iterator[tuple[int, bytes]]:
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        while block := handle.read(size):
-            yield offset, block
-            offset += len(block)

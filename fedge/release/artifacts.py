@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fedge.errors import ArtifactNotFoundError, ReleaseError
+from fedge.files import read_chunks
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "MAX_CHUNK_SIZE", "ArtifactStore", "is_sha256"]
 
@@ -93,15 +94,7 @@ class ArtifactStore:
         if offset < 0 or offset > length:
             raise ReleaseError(f"offset {offset} is outside artifact of {length} bytes")
         size = min(max(chunk_size, 1), MAX_CHUNK_SIZE) if chunk_size else DEFAULT_CHUNK_SIZE
-        return self._chunks(self.path(sha256), offset, size)
-
-    @staticmethod
-    def _chunks(path: Path, offset: int, size: int) -> Iterator[tuple[int, bytes]]:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            while block := handle.read(size):
-                yield offset, block
-                offset += len(block)
+        return read_chunks(self.path(sha256), offset, size)
 
     def copy_to(self, sha256: str, dest: Path) -> None:
         """Copy an artifact out of the store (for tools and tests)."""
