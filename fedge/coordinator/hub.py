@@ -25,7 +25,7 @@ from fedge.errors import BusyError, ConfigError, PayloadError, PermissionDeniedE
 from fedge.log import logger
 from fedge.protocol.interceptor import Authenticate, FedgeInterceptor, caller
 from fedge.protocol.metadata import DEVICE_ID_METADATA
-from fedge.protocol.serde import install_state_from_proto, signed_manifest_to_proto
+from fedge.protocol.serde import install_state_from_proto, manifest_response
 from fedge.protocol.transport import ServerTLS, add_service, bind, create_server
 from fedge.release.drift import DeviceDrift, Window
 from fedge.release.store import Measured, ReleaseStore
@@ -131,11 +131,7 @@ class HubServicer:
             profile=request.profile,
             installed_version=request.installed_version,
         )
-        if signed is None:
-            return hub_pb2.GetManifestResponse(available=False)
-        return hub_pb2.GetManifestResponse(
-            available=True, manifest=signed_manifest_to_proto(signed)
-        )
+        return manifest_response(signed)
 
     def DownloadArtifact(  # noqa: N802 (gRPC method name)
         self, request: hub_pb2.DownloadArtifactRequest, context: grpc.ServicerContext

@@ -31,7 +31,7 @@ from fedge.gateway.uplink import Uplink
 from fedge.protocol.fleet import pull_task, receive_result, send_task
 from fedge.protocol.interceptor import caller
 from fedge.protocol.pki import ROLE_DEVICE, certificate_serial, peer_identity
-from fedge.protocol.serde import signed_manifest_to_proto
+from fedge.protocol.serde import manifest_response
 from fedge.protocol.tasks import TaskHub
 from fedge.v1 import enrollment_pb2, gateway_pb2, hub_pb2
 from fedge.v1 import fleet_pb2 as pb
@@ -202,11 +202,7 @@ class SiteHubServicer:
             profile=request.profile,
             installed_version=request.installed_version,
         )
-        if signed is None:
-            return hub_pb2.GetManifestResponse(available=False)
-        return hub_pb2.GetManifestResponse(
-            available=True, manifest=signed_manifest_to_proto(signed)
-        )
+        return manifest_response(signed)
 
     def DownloadArtifact(  # noqa: N802
         self, request: hub_pb2.DownloadArtifactRequest, context: grpc.ServicerContext

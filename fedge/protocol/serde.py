@@ -23,6 +23,7 @@ __all__ = [
     "device_state_to_proto",
     "install_state_from_proto",
     "install_state_to_proto",
+    "manifest_response",
     "run_state_from_proto",
     "run_state_to_proto",
     "signed_manifest_from_proto",
@@ -99,6 +100,13 @@ def signed_manifest_to_proto(signed: SignedManifest) -> hub_pb2.SignedManifest:
     return hub_pb2.SignedManifest(
         manifest_json=signed.manifest_json, signature=signed.signature, key_id=signed.key_id
     )
+
+
+def manifest_response(signed: SignedManifest | None) -> hub_pb2.GetManifestResponse:
+    """The answer to ``GetManifest``: ``signed``, or that no release is there for the device."""
+    if signed is None:
+        return hub_pb2.GetManifestResponse(available=False)
+    return hub_pb2.GetManifestResponse(available=True, manifest=signed_manifest_to_proto(signed))
 
 
 def signed_manifest_from_proto(proto: hub_pb2.SignedManifest) -> SignedManifest:
