@@ -8,6 +8,7 @@ a device gets is :func:`fedge.release.rollout.select_release`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 RELEASE_KEY_FILE = "release_key.pem"
+#: Seconds a read of :meth:`ReleaseStore.targeting` is reused.
+TARGETING_TTL = 1.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class ReleaseStore:
         self.telemetry = TelemetryTable(self.engine)
         self.drift = DriftTable(self.engine)
         self.rollouts = RolloutTable(self.engine)
+        self._targeting = (-TARGETING_TTL, "")  # (monotonic time read, token): see targeting()
 
     def close(self) -> None:
         """Release the database connections."""
@@ -207,7 +211,14 @@ class ReleaseStore:
 
     def targeting(self) -> str:
         """A token that changes whenever which release a device should run may have changed:
-        a publish, a promotion or rollout stage, a rollback (see ``HeartbeatResponse``)."""
+        a publish, a promotion or rollout stage, a rollback (see ``HeartbeatResponse``).
+
+        Every device heartbeat asks, so the answer is read from the database at most once per
+        ``TARGETING_TTL`` seconds (a transaction here takes SQLite's write lock).
+        """
+        read_at, token = self._targeting
+        if time.monotonic() - read_at < TARGETING_TTL:
+            return token
         query = select(
             func.max(ReleaseRow.version),
             func.coalesce(func.sum(ReleaseRow.percent), 0),
@@ -215,7 +226,9 @@ class ReleaseStore:
         )
         with Session(self.engine) as session:
             newest, percents, withdrawn = session.execute(query).one()
-        return f"{newest or 0}.{percents}.{withdrawn}"
+        token = f"{newest or 0}.{percents}.{withdrawn}"
+        self._targeting = (time.monotonic(), token)
+        return token
 
     def promote(self, version: int, *, percent: int) -> ReleaseInfo:
         """Widen (or narrow) the rollout of ``version``."""
