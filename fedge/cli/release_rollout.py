@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -250,7 +250,7 @@ def _steer(verb: str, method: str, request_type: Any) -> Any:
         operator: OperatorOpt = None,
         insecure: InsecureOpt = False,
     ) -> None:
-        request = request_type(version=version or _newest(coordinator, operator, insecure))
+        request = request_type(version=version or 0)
         response = call_control(
             coordinator, operator, insecure, lambda stub: getattr(stub, method)(request, timeout=30)
         )
@@ -282,8 +282,7 @@ def promote_command(
 ) -> None:
     """Widen the rollout of VERSION (default: the newest release) to PERCENT of the devices."""
     _check_percent(percent)
-    version = version or _newest(coordinator, operator, insecure)
-    request = pb.PromoteReleaseRequest(version=version, percent=percent)
+    request = pb.PromoteReleaseRequest(version=version or 0, percent=percent)
     release = call_control(
         coordinator, operator, insecure, lambda stub: stub.PromoteRelease(request, timeout=30)
     ).release
@@ -311,25 +310,6 @@ def rollback_command(
     )
 
 
-def _list_releases(
-    coordinator: str | None, operator: Path | None, insecure: bool
-) -> Sequence[pb.ReleaseSummary]:
-    return call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.ListReleases(pb.ListReleasesRequest(), timeout=30),
-    ).releases
-
-
-def _newest(coordinator: str | None, operator: Path | None, insecure: bool) -> int:
-    """The highest release version: what a command means when it names none."""
-    releases = _list_releases(coordinator, operator, insecure)
-    if not releases:
-        fail("the coordinator has no releases yet: publish one with `fedge release publish`")
-    return max(r.version for r in releases)
-
-
 def _states(r: pb.ReleaseSummary) -> str:
     order = (
         "offered",
@@ -351,7 +331,12 @@ def ls_command(
     insecure: InsecureOpt = False,
 ) -> None:
     """List the coordinator's releases, newest first."""
-    rows = _list_releases(coordinator, operator, insecure)
+    rows = call_control(
+        coordinator,
+        operator,
+        insecure,
+        lambda stub: stub.ListReleases(pb.ListReleasesRequest(), timeout=30),
+    ).releases
     if as_json:
         console.print_json(json.dumps([_release_json(r) for r in rows]))
         return
@@ -405,16 +390,17 @@ def status_command(
     insecure: InsecureOpt = False,
 ) -> None:
     """Devices per install state for VERSION, default the newest (each device's, with --devices)."""
-    version = version or _newest(coordinator, operator, insecure)
     response = call_control(
         coordinator,
         operator,
         insecure,
-        lambda stub: stub.GetReleaseStatus(pb.GetReleaseStatusRequest(version=version), timeout=30),
+        lambda stub: stub.GetReleaseStatus(
+            pb.GetReleaseStatusRequest(version=version or 0), timeout=30
+        ),
     )
     r = response.release
     flag = " withdrawn" if r.withdrawn else ""
-    console.print(f"release {version} ({r.percent}%{flag}): {_states(r)}", soft_wrap=True)
+    console.print(f"release {r.version} ({r.percent}%{flag}): {_states(r)}", soft_wrap=True)
     if r.HasField("rollout"):
         console.print(_rollout_line(r.rollout), soft_wrap=True, highlight=False, markup=False)
     if devices:

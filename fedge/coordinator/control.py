@@ -420,7 +420,8 @@ class ControlServicer:
         self, request: Any, context: grpc.ServicerContext
     ) -> pb.PromoteReleaseResponse:
         """Widen (or narrow) a release's rollout."""
-        info = self._releases.promote(request.version, percent=request.percent)
+        version = self._version(request.version)
+        info = self._releases.promote(version, percent=request.percent)
         self._state.add_event("promoted", f"release {info.version} to {info.percent}%")
         return pb.PromoteReleaseResponse(release=self._summary(info.version))
 
@@ -436,24 +437,31 @@ class ControlServicer:
         self, request: Any, context: grpc.ServicerContext
     ) -> pb.PauseRolloutResponse:
         """Hold a health-gated rollout at its stage."""
-        self._gate().pause(request.version)
-        return pb.PauseRolloutResponse(release=self._summary(request.version))
+        version = self._version(request.version)
+        self._gate().pause(version)
+        return pb.PauseRolloutResponse(release=self._summary(version))
 
     def ResumeRollout(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
     ) -> pb.ResumeRolloutResponse:
         """Go on with a paused health-gated rollout."""
-        self._gate().resume(request.version)
-        return pb.ResumeRolloutResponse(release=self._summary(request.version))
+        version = self._version(request.version)
+        self._gate().resume(version)
+        return pb.ResumeRolloutResponse(release=self._summary(version))
 
     def AbortRollout(  # noqa: N802
         self, request: Any, context: grpc.ServicerContext
     ) -> pb.AbortRolloutResponse:
         """Stop a health-gated rollout and roll the fleet back to the last good release."""
-        rollout = self._gate().abort(request.version)
+        version = self._version(request.version)
+        rollout = self._gate().abort(version)
         return pb.AbortRolloutResponse(
-            release=self._summary(request.version), rollback_version=rollout.rollback_version
+            release=self._summary(version), rollback_version=rollout.rollback_version
         )
+
+    def _version(self, requested: int) -> int:
+        """The release a request names; 0 names the newest."""
+        return int(requested) or self._releases.newest_version()
 
     def _gate(self) -> RolloutController:
         if self._rollouts is None:
@@ -472,7 +480,8 @@ class ControlServicer:
         self, request: Any, context: grpc.ServicerContext
     ) -> pb.GetReleaseStatusResponse:
         """A release's devices per install state, each device's outcome, and telemetry."""
-        summary = self._summary(request.version)
+        version = self._version(request.version)
+        summary = self._summary(version)
         names = {d.device_id: d.name for d in self._state.devices()}
         return pb.GetReleaseStatusResponse(
             release=summary,
@@ -486,7 +495,7 @@ class ControlServicer:
                     latency_p99_ms=r.measured.latency_p99_ms,
                     peak_memory_mb=r.measured.peak_memory_mb,
                 )
-                for r in self._releases.device_reports(request.version)
+                for r in self._releases.device_reports(version)
             ],
             telemetry=[
                 pb.DeviceTelemetry(
@@ -497,7 +506,7 @@ class ControlServicer:
                     latency_p50_ms=t.latency_p50_ms,
                     latency_p99_ms=t.latency_p99_ms,
                 )
-                for t in self._releases.telemetry.latest(version=request.version)
+                for t in self._releases.telemetry.latest(version=version)
             ],
         )
 

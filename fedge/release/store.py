@@ -147,6 +147,16 @@ class ReleaseStore:
     def _next_version(self, session: Session) -> int:
         return int(session.scalar(select(func.max(ReleaseRow.version))) or 0) + 1
 
+    def newest_version(self) -> int:
+        """The highest release version; :class:`ReleaseNotFoundError` when there is none."""
+        with Session(self.engine) as session:
+            newest = session.scalar(select(func.max(ReleaseRow.version)))
+        if newest is None:
+            raise ReleaseNotFoundError(
+                "the coordinator has no releases yet: publish one with `fedge release publish`"
+            )
+        return int(newest)
+
     def _insert(self, session: Session, manifest: Manifest, percent: int) -> SignedManifest:
         signed = sign_manifest(manifest, key=self._require_key())
         session.add(

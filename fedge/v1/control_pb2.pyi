@@ -998,6 +998,7 @@ class PromoteReleaseRequest(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     PERCENT_FIELD_NUMBER: _builtins.int
     version: _builtins.int
+    """0 means the newest release."""
     percent: _builtins.int
     def __init__(
         self,
@@ -1116,6 +1117,7 @@ class GetReleaseStatusRequest(_message.Message):
 
     VERSION_FIELD_NUMBER: _builtins.int
     version: _builtins.int
+    """0 means the newest release."""
     def __init__(
         self,
         *,
@@ -1272,6 +1274,7 @@ class PauseRolloutRequest(_message.Message):
 
     VERSION_FIELD_NUMBER: _builtins.int
     version: _builtins.int
+    """0 means the newest release."""
     def __init__(
         self,
         *,
@@ -1311,6 +1314,7 @@ class ResumeRolloutRequest(_message.Message):
 
     VERSION_FIELD_NUMBER: _builtins.int
     version: _builtins.int
+    """0 means the newest release."""
     def __init__(
         self,
         *,
@@ -1350,6 +1354,7 @@ class AbortRolloutRequest(_message.Message):
 
     VERSION_FIELD_NUMBER: _builtins.int
     version: _builtins.int
+    """0 means the newest release."""
     def __init__(
         self,
         *,
