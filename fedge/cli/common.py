@@ -1,6 +1,7 @@
 """Helpers shared by the CLI command modules: command groups, consoles and error reporting."""
 
 import importlib.util
+import logging
 from typing import NoReturn
 
 import typer
@@ -8,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fedge.errors import MissingExtraError
+from fedge.log import logger
 
 __all__ = [
     "SERVER_PACKAGES",
@@ -16,6 +18,7 @@ __all__ = [
     "count",
     "err_console",
     "fail",
+    "log_fedge_info",
     "require_extra",
 ]
 
@@ -25,6 +28,11 @@ SERVER_PACKAGES = ("torch", "flwr", "sqlalchemy", "onnx", "sklearn", "mlxtend", 
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def log_fedge_info() -> None:
+    """Show fedge's INFO lines: a service's log (a device's, a gateway's) is read for them."""
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
 
 
 def command_group(help: str) -> typer.Typer:

@@ -1,15 +1,20 @@
 """``fedge edge``: enrol a device, run its agent, and write a device data directory."""
 
-import logging
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fedge.cli.common import command_group, console, err_console, fail, require_extra
+from fedge.cli.common import (
+    command_group,
+    console,
+    err_console,
+    fail,
+    log_fedge_info,
+    require_extra,
+)
 from fedge.errors import FedgeError
-from fedge.log import logger
 
 if TYPE_CHECKING:
     from fedge.edge.identity import DeviceIdentity
@@ -222,8 +227,7 @@ def start_command(
         fail(str(err))
     agent.set_serving(delivery.serving)
     agent.set_release_news(delivery.release_news)
-    # A device's log is read for what happened to each release and connection: fedge's INFO.
-    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    log_fedge_info()
     if identity.insecure:
         err_console.print("[bold yellow]WARNING:[/] this device was enrolled --insecure (no TLS)")
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())

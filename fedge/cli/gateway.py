@@ -1,15 +1,13 @@
 """``fedge gateway``: run a site gateway between the cloud coordinator and a site's devices."""
 
-import logging
 import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fedge.cli.common import command_group, console, fail, require_extra
+from fedge.cli.common import command_group, console, fail, log_fedge_info, require_extra
 from fedge.errors import FedgeError
-from fedge.log import logger
 
 __all__ = ["app"]
 
@@ -47,8 +45,7 @@ def start_command(
     from fedge.gateway.config import load_gateway_config
     from fedge.gateway.server import Gateway
 
-    # A gateway's log is read for its link, its enrolment and its site's rounds: fedge's INFO.
-    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    log_fedge_info()
     try:
         gateway = Gateway(load_gateway_config(config))
         ports = gateway.start(
