@@ -5,7 +5,8 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from fedge.app.config import RunConfig
 from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.pki import init_certs
 from fedge.coordinator.server import Coordinator
+from fedge.edge.agent import AgentSettings, EdgeAgent
+from fedge.edge.delivery import DeliverySettings, DeviceDelivery
 from fedge.edge.identity import DeviceIdentity, enroll_device
 from fedge.protocol.pki import fingerprint
 from fedge.protocol.tokens import make_token
@@ -159,6 +162,41 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def heartbeat_listener(identity: DeviceIdentity, channel: grpc.Channel) -> Iterator[DeviceDelivery]:
+    """A running device whose release checks come only from its heartbeats' news: its delivery
+    loop waits an hour between checks, its agent heartbeats every 0.3 s."""
+    delivery = DeviceDelivery(
+        channel=channel,
+        state_dir=Path(identity.state_dir),
+        device_id=identity.device_id,
+        settings=DeliverySettings(interval=3600, inference_address=None),
+    ).start()
+    agent = EdgeAgent(
+        identity, data_dir=None, settings=AgentSettings(wait_seconds=1.0, heartbeat_seconds=0.3)
+    )
+    agent.set_serving(delivery.serving)
+    agent.set_release_news(delivery.release_news)
+    thread = threading.Thread(target=agent.run, name=f"agent-{identity.device_id}")
+    thread.start()
+    try:
+        yield delivery
+    finally:
+        agent.stop()
+        thread.join(timeout=30)
+        delivery.stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,7 @@ the site's uplink. Devices enrol at the gateway with the site's tokens and run a
 """
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,21 +19,11 @@ from fedge.gateway.config import GatewayConfig
 from fedge.gateway.server import Gateway
 from fedge.v1 import control_pb2 as pb
 
-from ..conftest import Fleet, LinkProxy, start_fleet
+from ..conftest import Fleet, LinkProxy, start_fleet, wait_for
 
 __all__ = ["Site", "wait_for"]
 
 SITE = "factory-a"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @dataclass

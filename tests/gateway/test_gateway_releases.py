@@ -13,6 +13,7 @@ from fedge.protocol.transport import create_channel
 from fedge.release.testing import publish_linear
 from fedge.v1 import fleet_pb2, fleet_pb2_grpc
 
+from ..conftest import heartbeat_listener
 from .conftest import Site, wait_for
 
 
@@ -93,41 +94,25 @@ def test_a_release_reaches_a_device_behind_the_gateway_within_syncs_and_heartbea
 ) -> None:
     """The cloud's release state travels in the site sync and on in device heartbeats: a
     device with a one-hour release interval installs a new release within seconds."""
-    from fedge.edge.agent import AgentSettings, EdgeAgent
-
     identity = site.enroll("cam")
-    channels: list[grpc.Channel] = []
-    channel = create_channel(identity.coordinator, tls=identity.tls())
-    channels.append(channel)
-    delivery = DeviceDelivery(
-        channel=channel,
-        state_dir=Path(identity.state_dir),
-        device_id=identity.device_id,
-        settings=DeliverySettings(interval=3600, inference_address=None),
-    ).start()
-    agent = EdgeAgent(
-        identity, data_dir=None, settings=AgentSettings(wait_seconds=1.0, heartbeat_seconds=0.3)
-    )
-    agent.set_serving(delivery.serving)
-    agent.set_release_news(delivery.release_news)
-    site.run_agent(agent)
     store = site.fleet.coordinator.releases
+    channel = create_channel(identity.coordinator, tls=identity.tls())
     try:
-        wait_for(lambda: delivery.updater is not None, 10, "the device's first release check")
-        wait_for(
-            lambda: delivery.release_state == store.targeting(),
-            10,
-            "the device to hear the cloud's release state through the gateway",
-        )
-        first = publish_linear(store, tmp_path, seed=1).manifest
-        wait_for(
-            lambda: (
-                delivery.updater is not None and delivery.updater.active_version() == first.version
-            ),
-            15,
-            "the release behind the gateway",
-        )
+        with heartbeat_listener(identity, channel) as delivery:
+            wait_for(lambda: delivery.updater is not None, 10, "the device's first release check")
+            wait_for(
+                lambda: delivery.release_state == store.targeting(),
+                10,
+                "the device to hear the cloud's release state through the gateway",
+            )
+            first = publish_linear(store, tmp_path, seed=1).manifest
+            wait_for(
+                lambda: (
+                    delivery.updater is not None
+                    and delivery.updater.active_version() == first.version
+                ),
+                15,
+                "the release behind the gateway",
+            )
     finally:
-        delivery.stop()
-        for c in channels:
-            c.close()
+        channel.close()
