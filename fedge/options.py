@@ -1,4 +1,10 @@
-"""Options as an operator gives them: run options in layers, and typed server config files.
+"""Options: declared once, gathered in layers, validated by one checker.
+
+Every option of fedge (a run option of ``fedge simulate`` and ``fedge run start``, a key of
+``coordinator.toml`` or ``gateway.toml``) is a dataclass field declared with :func:`option`: its
+type and default are the field's, its help text, range and choices are the :class:`OptionSpec`
+in the field's metadata. From that one declaration come the CLI flags (``fedge.cli._options``),
+the TOML keys, the wire form and the error messages (:func:`check_options`).
 
 Run options are not validated here: this only gathers the operator's options into one flat
 mapping (flags win over ``--set`` pairs, which win over the file). What runs them validates them
@@ -12,25 +18,149 @@ file, the key (as the file writes it, with hyphens) and the value.
 """
 
 import json
+import math
 import tomllib
 import types
 import typing
-from dataclasses import fields
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from fedge.errors import ConfigError
 
 __all__ = [
+    "OptionSpec",
     "check_field_types",
+    "check_options",
+    "coerce_option",
     "config_key",
+    "declared_options",
     "layer_options",
     "load_config_table",
     "load_options_file",
+    "option",
     "parse_set",
 ]
 
 T = TypeVar("T")
+
+#: The metadata key of a field's :class:`OptionSpec`; a field whose metadata has
+#: ``NESTED`` holds a dataclass whose own options are flattened into its parent's.
+SPEC = "fedge.option"
+NESTED = "fedge.options"
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """What an option's dataclass field cannot say by itself.
+
+    ``low``/``high`` bound a number (open bounds exclude the value); ``choices`` returns the
+    valid names (called only when checking, so a registry loads lazily); ``commands`` are the
+    CLI commands that offer the option as a flag (``simulate``, ``run``); every option is a
+    TOML key and a wire key wherever its dataclass is.
+    """
+
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: Callable[[], Sequence[str]] | None = None
+    commands: tuple[str, ...] = ()
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is out of range or not a valid choice, or ``None``."""
+        if value is None or isinstance(value, bool):
+            return None
+        if self.choices is not None and isinstance(value, str):
+            valid = list(self.choices())
+            return None if value in valid else f"is not one of: {', '.join(valid)}"
+        if isinstance(value, int | float):
+            return self._range_problem(value)
+        return None
+
+    def _range_problem(self, value: float) -> str | None:
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        if low_ok and high_ok and math.isfinite(value):
+            return None
+        if self.high is None and self.low is not None:
+            if isinstance(value, int) and not self.low_open:
+                return f"must be an integer >= {self.low:g}"
+            if self.low == 0 and self.low_open:
+                return "must be positive"
+            return f"must be {'>' if self.low_open else '>='} {self.low:g}"
+        return f"is outside {self.interval()}"
+
+    def interval(self) -> str:
+        """The valid range in interval notation, e.g. ``(0, 1]``."""
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        left = "(" if self.low_open or self.low is None else "["
+        right = ")" if self.high_open or self.high is None else "]"
+        return f"{left}{low}, {high}{right}"
+
+
+def option(
+    default: Any = MISSING,
+    *,
+    help: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    positive: bool = False,
+    choices: Callable[[], Sequence[str]] | None = None,
+    commands: tuple[str, ...] = (),
+    default_factory: Callable[[], Any] | Any = MISSING,
+) -> Any:
+    """A dataclass field declaring one option (see :class:`OptionSpec`); ``positive`` is
+    short for ``low=0, low_open=True``."""
+    if positive:
+        low, low_open = 0.0, True
+    spec = OptionSpec(help, low, high, low_open, high_open, choices, commands)
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata={SPEC: spec})
+    return field(default=default, metadata={SPEC: spec})
+
+
+def declared_options(cls: type) -> Iterator[tuple[Field[Any], OptionSpec]]:
+    """Every option ``cls`` declares, nested dataclasses' options flattened in order."""
+    for f in fields(cls):
+        if f.metadata.get(NESTED) and isinstance(f.type, type) and is_dataclass(f.type):
+            yield from declared_options(f.type)
+        elif SPEC in f.metadata:
+            yield f, f.metadata[SPEC]
+
+
+def coerce_option(key: str, value: Any, annotation: Any, *, prefix: str = "") -> Any:
+    """``value`` as the option's type (an integral float is an int, an int a float), or
+    :class:`ConfigError` naming ``prefix`` + ``key`` and saying which type it must be."""
+    kinds = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
+    if value is None and type(None) in kinds:
+        return None
+    target = next((k for k in kinds if k is not type(None)), annotation)
+    if not isinstance(value, bool):
+        if target is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif target is float and isinstance(value, int):
+            value = float(value)
+    _check_type(prefix + key, value, target)
+    return value
+
+
+def check_options(obj: object, *, prefix: str = "") -> None:
+    """Raise :class:`ConfigError` for the first option of ``obj`` whose value is out of its
+    declared range or choices; the error names ``prefix`` + the dashed key and the value."""
+    for f in fields(obj):  # type: ignore[arg-type]
+        spec = f.metadata.get(SPEC)
+        if spec is None:
+            continue
+        value = getattr(obj, f.name)
+        problem = spec.problem(value)
+        if problem is not None:
+            raise ConfigError(prefix + config_key(f.name), value, problem)
 
 
 def load_options_file(path: Path | str) -> dict[str, Any]:

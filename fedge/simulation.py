@@ -14,11 +14,12 @@ from fedge.runtime import run_local, run_ray
 if TYPE_CHECKING:  # the release stack (onnx, onnxruntime) loads only when a release is built
     from flwr.app import ArrayRecord
 
+    from fedge.app.checkpoint import Checkpoint
     from fedge.compress.runs import ReleaseCallback
     from fedge.runtime.base import RunGrid
     from fedge.runtime.local import LocalGrid
 
-__all__ = ["DEFAULT_DEVICE_STATE_ROOT", "simulate"]
+__all__ = ["DEFAULT_DEVICE_STATE_ROOT", "resume_point", "simulate"]
 
 #: Where simulated devices keep their privacy ledgers, one folder per partition.
 DEFAULT_DEVICE_STATE_ROOT = Path(".fedge/devices")
@@ -31,6 +32,7 @@ def simulate(
     on_round: RoundCallback | None = None,
     on_release: "ReleaseCallback | None" = None,
     device_state_root: Path = DEFAULT_DEVICE_STATE_ROOT,
+    start_from: "Checkpoint | None" = None,
 ) -> RunResult:
     """Train ``config`` on a simulated fleet and return the run's result.
 
@@ -39,6 +41,8 @@ def simulate(
     (every ``config.release_every`` rounds also in ``release-round-K/``); ``on_release`` is
     told when each release build starts and ends. Simulated devices keep their privacy
     ledgers under ``device_state_root`` (resolved here: Ray's workers have another cwd).
+    ``start_from`` (a checkpoint of this run, see :func:`resume_point`) continues after its
+    round, as the uninterrupted run would have.
     """
     from fedge.compress.runs import check_release_config, release_after_run, with_round_releases
 
@@ -51,7 +55,12 @@ def simulate(
     results: list[RunResult] = []
     root = Path(device_state_root).expanduser().absolute()
     server_app = build_server_app(
-        config, out_dir=out_dir, on_round=on_round, results=results, device_state_root=root
+        config,
+        out_dir=out_dir,
+        on_round=on_round,
+        results=results,
+        device_state_root=root,
+        start_from=start_from,
     )
     client_app = build_client_app(config, device_state_root=root)
     if config.gateways and config.runtime != "local":
@@ -71,6 +80,24 @@ def simulate(
         raise RuntimeError("the ServerApp finished without a result; see the log above")
     release_after_run(config, out_dir, results[0], on_release)
     return results[0]
+
+
+def resume_point(out_dir: Path) -> "tuple[RunConfig, Checkpoint]":
+    """The run kept in ``out_dir`` (its last round's checkpoint) and that run's options."""
+    from fedge.app.checkpoint import load_checkpoint
+
+    path = out_dir / "model.pt"
+    if not path.is_file():
+        raise ConfigError("--resume", str(out_dir), "holds no checkpoint (model.pt) to resume")
+    checkpoint = load_checkpoint(path)
+    config = RunConfig.from_mapping(checkpoint.config)
+    if checkpoint.server_round >= config.rounds:
+        raise ConfigError(
+            "--resume",
+            str(out_dir),
+            f"holds a finished run ({config.rounds} of {config.rounds} rounds)",
+        )
+    return config, checkpoint
 
 
 def _site_grid(config: RunConfig) -> "Callable[[LocalGrid], RunGrid]":

@@ -9,16 +9,22 @@ included), which is what ``flwr run .`` gives and what devices receive with each
 """
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fedge.app.sites import check_hierarchy
-from fedge.app.strategies import list_strategies
-from fedge.data import list_datasets, parse_partition
+from fedge.data.partition import parse_partition
 from fedge.errors import ConfigError
-from fedge.models import list_models
-from fedge.options import layer_options
+from fedge.options import (
+    NESTED,
+    check_options,
+    coerce_option,
+    config_key,
+    declared_options,
+    layer_options,
+    option,
+)
 from fedge.privacy.config import PrivacyConfig
 
 __all__ = [
@@ -35,52 +41,161 @@ PRECISIONS = ("fp32", "bf16")
 PARTITION_LEVELS = ("device", "site")
 
 
+def _datasets() -> list[str]:
+    from fedge.data import list_datasets
+
+    return list_datasets()
+
+
+def _models() -> list[str]:
+    from fedge.models import list_models
+
+    return list_models()
+
+
+def _students() -> list[str]:
+    from fedge.models import list_models
+
+    return list_models(students_only=True)
+
+
+def _strategies() -> list[str]:
+    from fedge.app.strategies import list_strategies
+
+    return list_strategies()
+
+
+def _constant(*names: str) -> Callable[[], list[str]]:
+    return lambda: list(names)
+
+
+BOTH = ("simulate", "run")
+SIMULATE = ("simulate",)
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a federated run. Field names match CLI options (``_`` → ``-``)."""
+    """Everything that defines a federated run. Field names match CLI options (``_`` → ``-``).
 
-    dataset: str = "mnist-5k"
-    data_dir: str | None = None
-    model: str = "fedavg-cnn"
-    clients: int = 10
-    rounds: int = 10
-    fraction: float = 1.0
-    fraction_evaluate: float = 0.0
-    local_epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.05
-    momentum: float = 0.9
+    Each field is declared once with :func:`~fedge.options.option`: its help, range and the
+    commands that offer it as a flag; privacy options are :class:`PrivacyConfig`'s.
+    """
+
+    dataset: str = option("mnist-5k", help="Dataset name.", choices=_datasets, commands=BOTH)
+    data_dir: str | None = option(
+        None, help="Directory of on-disk datasets (torchvision layout).", commands=SIMULATE
+    )
+    model: str = option("fedavg-cnn", help="Model name.", choices=_models, commands=BOTH)
+    clients: int = option(10, help="Number of clients (devices of a run).", low=1, commands=BOTH)
+    rounds: int = option(10, help="Federated rounds.", low=1, commands=BOTH)
+    fraction: float = option(
+        1.0,
+        help="Fraction of clients sampled per round (the Poisson rate under central DP).",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        commands=BOTH,
+    )
+    fraction_evaluate: float = option(
+        0.0, help="Fraction of clients asked to evaluate each round.", low=0.0, high=1.0
+    )
+    local_epochs: int = option(1, help="Local epochs per round.", low=1, commands=BOTH)
+    batch_size: int = option(32, help="Local batch size.", low=1, commands=BOTH)
+    lr: float = option(0.05, help="Client learning rate.", positive=True, commands=BOTH)
+    momentum: float = option(
+        0.9, help="Client SGD momentum.", low=0.0, high=1.0, high_open=True, commands=BOTH
+    )
     # bf16 runs convolutions and matmuls in bfloat16 (autocast; weights stay fp32): about 1.5x
     # faster training on CPUs with AVX512-BF16 or AMX, at a small cost in exactness.
-    precision: str = "fp32"
-    partition: str = "iid"
-    strategy: str = "fedavg"
-    proximal_mu: float = 0.01
-    trimmed_beta: float = 0.2
-    krum_malicious: int = 1
-    server_lr: float = 0.01
+    precision: str = option(
+        "fp32",
+        help="fp32, or bf16 (faster on CPUs with AVX512-BF16/AMX).",
+        choices=_constant(*PRECISIONS),
+        commands=BOTH,
+    )
+    partition: str = option("iid", help="iid, dirichlet:ALPHA or shards:K.", commands=BOTH)
+    strategy: str = option(
+        "fedavg", help="Aggregation strategy.", choices=_strategies, commands=BOTH
+    )
+    proximal_mu: float = option(0.01, help="FedProx: proximal term mu.", low=0.0, commands=BOTH)
+    trimmed_beta: float = option(
+        0.2,
+        help="FedTrimmedAvg: fraction trimmed at each end.",
+        low=0.0,
+        high=0.5,
+        high_open=True,
+        commands=BOTH,
+    )
+    krum_malicious: int = option(1, help="Krum: malicious clients tolerated.", low=0, commands=BOTH)
+    server_lr: float = option(
+        0.01, help="FedAdam: server learning rate.", positive=True, commands=BOTH
+    )
     # Differential privacy (central and local): see fedge.privacy.config.
-    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
-    runtime: str = "local"
-    seed: int = 0
-    min_clients: int = 1
-    round_timeout: float = 600.0
-    keep_checkpoints: int = 2
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig, metadata={NESTED: True})
+    runtime: str = option(
+        "local",
+        help="local or ray (RAY_ADDRESS joins a Ray cluster); grpc is the coordinator's.",
+        choices=_constant(*RUNTIMES),
+        commands=SIMULATE,
+    )
+    seed: int = option(0, help="Seed of every random choice.", commands=BOTH)
+    min_clients: int = option(
+        1,
+        help="Fewest usable updates a round accepts (else retried, then failed).",
+        low=1,
+        commands=BOTH,
+    )
+    round_timeout: float = option(
+        600.0,
+        help="Seconds a round waits for its clients.",
+        low=0.0,
+        low_open=True,
+        commands=BOTH,
+    )
+    keep_checkpoints: int = option(2, help="Round checkpoints kept.", low=1)
     # Release pipeline (fedge.compress): build release/ beside results.json after the run, and
     # release-round-K/ every ``release_every`` rounds when > 0. ``student`` None picks by
     # dataset: student-cnn for images, student-mlp otherwise.
-    release: bool = True
-    student: str | None = None
-    release_every: int = 0
-    # Distillation epochs of a release build (None: the pipeline's default).
-    release_epochs: int | None = None
+    release: bool = option(
+        True, help="Build release/ (an int8 student) after the run.", commands=BOTH
+    )
+    student: str | None = option(
+        None,
+        help="Release student (default: student-cnn for images, else student-mlp).",
+        choices=_students,
+        commands=BOTH,
+    )
+    release_every: int = option(
+        0, help="Also build release-round-K/ every K rounds (0: never).", low=0, commands=SIMULATE
+    )
+    release_epochs: int | None = option(
+        None,
+        help="Distillation epochs of the release build (default: the pipeline's).",
+        low=1,
+        commands=BOTH,
+    )
     # Sites (fedge.app.sites): a simulation puts its clients behind ``gateways`` site gateways
     # (0: none) and splits the data by ``partition`` across devices, or across sites first
     # (then evenly among each site's devices). ``site_rounds`` local rounds of FedAvg run at
     # each gateway between two cloud rounds, in simulations and deployments alike.
-    gateways: int = 0
-    partition_level: str = "device"
-    site_rounds: int = 1
+    gateways: int = option(
+        0,
+        help="Put the clients behind K site gateways, aggregated per site (0: none).",
+        low=0,
+        commands=SIMULATE,
+    )
+    partition_level: str = option(
+        "device",
+        help="With --gateways: split the data by --partition across devices, or across sites.",
+        choices=_constant(*PARTITION_LEVELS),
+        commands=SIMULATE,
+    )
+    site_rounds: int = option(
+        1,
+        help="Local FedAvg rounds at each site per round (with gateways).",
+        low=1,
+        commands=BOTH,
+    )
 
     def __post_init__(self) -> None:
         self._validate()
@@ -98,7 +213,7 @@ class RunConfig:
         """A JSON-ready flat dict of every option (privacy options included)."""
         flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "privacy"}
         flat.update(dataclasses.asdict(self.privacy))
-        return flat
+        return {f.name: flat[f.name] for f, _ in declared_options(RunConfig)}
 
     def to_run_config(self) -> dict[str, bool | float | int | str]:
         """The wire form: Flower's flat ``run_config`` (dashed keys, no ``None`` values)."""
@@ -116,8 +231,7 @@ class RunConfig:
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> "RunConfig":
         """Build from a flat mapping with dashed or underscored keys; unknown keys are errors."""
-        known = {f.name: f.type for f in fields(cls) if f.name != "privacy"}
-        known.update({f.name: f.type for f in fields(PrivacyConfig)})
+        known = {f.name: f.type for f, _ in declared_options(cls)}
         kwargs: dict[str, Any] = {}
         private: dict[str, Any] = {}
         for key, value in values.items():
@@ -127,45 +241,14 @@ class RunConfig:
                     str(key), value, f"is not a known option; valid: {', '.join(option_names())}"
                 )
             target = private if name in _PRIVACY else kwargs
-            target[name] = _coerce(name, value, known[name])
+            target[name] = coerce_option(config_key(name), value, known[name], prefix="--")
         return cls(privacy=PrivacyConfig(**private), **kwargs)
 
     def _validate(self) -> None:
-        _one_of("--dataset", self.dataset, list_datasets())
-        _one_of("--model", self.model, list_models())
-        _one_of("--runtime", self.runtime, list(RUNTIMES))
-        _one_of("--precision", self.precision, list(PRECISIONS))
-        _one_of("--strategy", self.strategy, list_strategies())
-        parse_partition(self.partition)
-        _at_least("--clients", self.clients, 1)
-        _at_least("--rounds", self.rounds, 1)
-        _at_least("--local-epochs", self.local_epochs, 1)
-        _at_least("--batch-size", self.batch_size, 1)
-        _at_least("--min-clients", self.min_clients, 1)
-        _at_least("--keep-checkpoints", self.keep_checkpoints, 1)
-        _at_least("--release-every", self.release_every, 0)
-        _at_least("--gateways", self.gateways, 0)
-        _at_least("--site-rounds", self.site_rounds, 1)
-        _one_of("--partition-level", self.partition_level, list(PARTITION_LEVELS))
-        if self.release_epochs is not None:
-            _at_least("--release-epochs", self.release_epochs, 1)
-        if self.student is not None:
-            _one_of("--student", self.student, list_models(students_only=True))
-        if not 0.0 < self.fraction <= 1.0:
-            raise ConfigError("--fraction", self.fraction, "is outside (0, 1]")
-        if not 0.0 <= self.fraction_evaluate <= 1.0:
-            raise ConfigError("--fraction-evaluate", self.fraction_evaluate, "is outside [0, 1]")
-        for option, value in (("--lr", self.lr), ("--round-timeout", self.round_timeout)):
-            if not value > 0:
-                raise ConfigError(option, value, "must be positive")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError("--momentum", self.momentum, "is outside [0, 1)")
-        if not 0.0 <= self.trimmed_beta < 0.5:
-            raise ConfigError("--trimmed-beta", self.trimmed_beta, "is outside [0, 0.5)")
-        if self.proximal_mu < 0:
-            raise ConfigError("--proximal-mu", self.proximal_mu, "must not be negative")
         if not isinstance(self.privacy, PrivacyConfig):
             raise ConfigError("privacy", self.privacy, "must be a PrivacyConfig")
+        check_options(self, prefix="--")
+        parse_partition(self.partition)
         self.privacy.check_run(
             strategy=self.strategy, clients=self.clients, fraction=self.fraction, rounds=self.rounds
         )
@@ -182,6 +265,8 @@ class RunConfig:
             if self.partition_level != "device":
                 raise ConfigError("--partition-level", self.partition_level, "needs --gateways")
             return
+        from fedge.app.sites import check_hierarchy
+
         check_hierarchy(
             strategy=self.strategy,
             central_dp=self.privacy.central,
@@ -204,33 +289,4 @@ _PRIVACY = frozenset(PrivacyConfig.field_names())
 
 def option_names() -> list[str]:
     """Every run option, as written on the command line and in TOML (dashed)."""
-    names = [f.name for f in fields(RunConfig) if f.name != "privacy"]
-    return [n.replace("_", "-") for n in [*names, *PrivacyConfig.field_names()]]
-
-
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    option = "--" + name.replace("_", "-")
-    try:
-        if annotation is int and not isinstance(value, bool):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if annotation is float and not isinstance(value, bool):
-            return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(option, value, f"is not a valid {annotation.__name__}") from None
-    if annotation in (int, float) and isinstance(value, bool):
-        raise ConfigError(option, value, f"is not a valid {annotation.__name__}")
-    if annotation is str and not isinstance(value, str):
-        raise ConfigError(option, value, "is not a string")
-    return value
-
-
-def _one_of(option: str, value: str, choices: list[str]) -> None:
-    if value not in choices:
-        raise ConfigError(option, value, f"is not one of: {', '.join(choices)}")
-
-
-def _at_least(option: str, value: int, minimum: int) -> None:
-    if not isinstance(value, int) or value < minimum:
-        raise ConfigError(option, value, f"must be an integer >= {minimum}")
+    return [f.name.replace("_", "-") for f, _ in declared_options(RunConfig)]

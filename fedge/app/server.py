@@ -48,11 +48,13 @@ def build_server_app(
     on_round: RoundCallback | None = None,
     results: list[RunResult] | None = None,
     device_state_root: Path | None = None,
+    start_from: Checkpoint | None = None,
 ) -> ServerApp:
     """A ServerApp running ``config`` (or the run config of ``flwr run``).
 
     Each finished :class:`RunResult` is appended to ``results`` when given, and written to
-    ``out_dir`` (``results.json``, checkpoints, plots) when given.
+    ``out_dir`` (``results.json``, checkpoints, plots) when given; ``start_from`` resumes a
+    run after its checkpoint's round.
     """
     app = ServerApp()
 
@@ -64,7 +66,12 @@ def build_server_app(
         if cfg.runtime == "ray":
             _wait_for_simulated_fleet(grid, cfg.clients)
         result = run_federation(
-            grid, cfg, out_dir=out, on_round=on_round, device_state_root=device_state_root
+            grid,
+            cfg,
+            out_dir=out,
+            on_round=on_round,
+            start_from=start_from,
+            device_state_root=device_state_root,
         )
         if results is not None:
             results.append(result)

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
+from fedge.cli._options import run_option_flags
 from fedge.cli.common import command_group, console, fail
 from fedge.errors import FedgeError
 from fedge.options import layer_options, parse_set
@@ -26,32 +27,12 @@ app = command_group("Training runs on the coordinator.")
 
 
 @app.command("start")
+@run_option_flags("run")
 def start_command(
-    dataset: Annotated[str | None, typer.Option(help="Dataset name (default: mnist-5k).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name (default: fedavg-cnn).")] = None,
-    clients: Annotated[
-        int | None, typer.Option(help="Devices the run trains on (default: 10).")
-    ] = None,
-    rounds: Annotated[int | None, typer.Option(help="Rounds (default: 10).")] = None,
-    fraction: Annotated[float | None, typer.Option(help="Fraction of devices per round.")] = None,
-    local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Local batch size.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Client learning rate.")] = None,
-    strategy: Annotated[str | None, typer.Option(help="Aggregation strategy.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (default: 0).")] = None,
-    min_clients: Annotated[
-        int | None, typer.Option(help="Fewest replies a round accepts (else retried, then failed).")
-    ] = None,
-    round_timeout: Annotated[
-        float | None, typer.Option(help="Seconds a round waits for devices (default: 600).")
-    ] = None,
-    release: Annotated[
-        bool | None,
-        typer.Option("--release/--no-release", help="Build release/ when the run completes."),
-    ] = None,
+    options: dict[str, Any],
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Any other run option, e.g. --set dp-noise=1.0 (repeat)."),
+        typer.Option("--set", help="Any other run option, e.g. --set keep-checkpoints=3 (repeat)."),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML file of run options (flags win).")
@@ -61,21 +42,7 @@ def start_command(
     insecure: InsecureOpt = False,
 ) -> None:
     """Start a training run on the coordinator's devices."""
-    flags: dict[str, Any] = {
-        "dataset": dataset,
-        "model": model,
-        "clients": clients,
-        "rounds": rounds,
-        "fraction": fraction,
-        "local-epochs": local_epochs,
-        "batch-size": batch_size,
-        "lr": lr,
-        "strategy": strategy,
-        "seed": seed,
-        "min-clients": min_clients,
-        "round-timeout": round_timeout,
-        "release": release,
-    }
+    flags = options
     try:
         options = layer_options(config, parse_set(set_ or []), flags)
     except FedgeError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -9,12 +10,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedge.cli._options import run_option_flags
 from fedge.cli.common import console, fail, require_extra
 from fedge.cli.release import print_release_summary
-from fedge.errors import FedgeError
+from fedge.errors import ConfigError, FedgeError
 
 if TYPE_CHECKING:
     # torch-heavy modules load only when a command runs, so `fedge --help` stays fast
+    from fedge.app.checkpoint import Checkpoint
     from fedge.app.config import RunConfig
     from fedge.app.results import RoundRecord, RunResult
     from fedge.compress import ReleaseReport
@@ -22,141 +25,36 @@ if TYPE_CHECKING:
 __all__ = ["simulate_command"]
 
 
+@run_option_flags("simulate")
 def simulate_command(
-    dataset: Annotated[str | None, typer.Option(help="Dataset name (default: mnist-5k).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name (default: fedavg-cnn).")] = None,
-    clients: Annotated[int | None, typer.Option(help="Number of clients (default: 10).")] = None,
-    rounds: Annotated[int | None, typer.Option(help="Rounds (default: 10).")] = None,
-    fraction: Annotated[
-        float | None, typer.Option(help="Fraction of clients sampled per round, in (0, 1].")
-    ] = None,
-    local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Local batch size.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Client learning rate.")] = None,
-    momentum: Annotated[
-        float | None, typer.Option(help="Client SGD momentum, in \\[0, 1) (default: 0.9).")
-    ] = None,
-    partition: Annotated[
-        str | None, typer.Option(help="iid, dirichlet:ALPHA or shards:K (default: iid).")
-    ] = None,
-    gateways: Annotated[
-        int | None,
-        typer.Option(help="Put the clients behind K site gateways, aggregated per site (0: none)."),
-    ] = None,
-    partition_level: Annotated[
-        str | None,
-        typer.Option(
-            help="With --gateways: split the data by --partition across devices, or across "
-            "sites (then evenly within each site) (default: device)."
-        ),
-    ] = None,
-    site_rounds: Annotated[
-        int | None,
-        typer.Option(
-            help="With --gateways: local FedAvg rounds at each site per round (default: 1)."
-        ),
-    ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(help="fp32, or bf16 (faster on CPUs with AVX512-BF16/AMX) (default: fp32)."),
-    ] = None,
-    strategy: Annotated[str | None, typer.Option(help="Aggregation strategy.")] = None,
-    runtime: Annotated[str | None, typer.Option(help="local or ray (default: local).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (default: 0).")] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Directory of on-disk datasets (torchvision layout).")
-    ] = None,
-    dp_noise: Annotated[
-        float | None, typer.Option(help="Central DP: noise multiplier z (client level).")
-    ] = None,
-    dp_clip: Annotated[float | None, typer.Option(help="Central DP: clip norm C.")] = None,
-    dp_adaptive_clip: Annotated[
-        bool | None, typer.Option(help="Central DP: adapt C to the median update norm.")
-    ] = None,
-    dp_delta: Annotated[float | None, typer.Option(help="DP delta (default: 1e-5).")] = None,
-    dp_max_epsilon: Annotated[
-        float | None, typer.Option(help="Central DP: stop before a round crosses this epsilon.")
-    ] = None,
-    dp_target_epsilon: Annotated[
-        float | None, typer.Option(help="Central DP: choose z to end the rounds at this epsilon.")
-    ] = None,
-    dp_seed: Annotated[
-        int | None, typer.Option(help="Seed DP noise (reproducible; default: OS randomness).")
-    ] = None,
-    local_dp_noise: Annotated[
-        float | None, typer.Option(help="Local DP-SGD: noise multiplier on each device.")
-    ] = None,
-    local_dp_clip: Annotated[
-        float | None, typer.Option(help="Local DP-SGD: per-sample gradient clip norm.")
-    ] = None,
-    local_dp_epsilon: Annotated[
-        float | None, typer.Option(help="Local DP-SGD: each device's epsilon budget.")
-    ] = None,
+    options: dict[str, Any],
     device_state_root: Annotated[
         Path | None,
         typer.Option(
-            help="Simulated devices' state dirs (privacy ledgers) (default: .fedge/devices)."
+            help="Simulated devices' state dirs (privacy ledgers).", show_default=".fedge/devices"
         ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML file of options (CLI flags win).")
     ] = None,
-    release: Annotated[
-        bool | None,
-        typer.Option("--release/--no-release", help="Build release/ (int8 student) after the run."),
-    ] = None,
-    student: Annotated[
-        str | None,
-        typer.Option(help="Release student (default: student-cnn for images, else student-mlp)."),
-    ] = None,
-    release_every: Annotated[
-        int | None, typer.Option(help="Also build release-round-K/ every K rounds (0: never).")
-    ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/latest"),
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the run kept in --out after its last checkpointed round."
+        ),
+    ] = False,
 ) -> None:
     """Simulate a federated fleet and write results.json, checkpoints and plots to --out."""
     require_extra("server", "fedge simulate")
-    flags: dict[str, Any] = {
-        "dataset": dataset,
-        "model": model,
-        "clients": clients,
-        "rounds": rounds,
-        "fraction": fraction,
-        "local_epochs": local_epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "momentum": momentum,
-        "partition": partition,
-        "gateways": gateways,
-        "partition_level": partition_level,
-        "site_rounds": site_rounds,
-        "precision": precision,
-        "strategy": strategy,
-        "runtime": runtime,
-        "seed": seed,
-        "data_dir": str(data_dir) if data_dir is not None else None,
-        "dp_noise": dp_noise,
-        "dp_clip": dp_clip,
-        "dp_adaptive_clip": dp_adaptive_clip,
-        "dp_delta": dp_delta,
-        "dp_max_epsilon": dp_max_epsilon,
-        "dp_target_epsilon": dp_target_epsilon,
-        "dp_seed": dp_seed,
-        "local_dp_noise": local_dp_noise,
-        "local_dp_clip": local_dp_clip,
-        "local_dp_epsilon": local_dp_epsilon,
-        "release": release,
-        "student": student,
-        "release_every": release_every,
-    }
     releases: list[tuple[Path, ReleaseReport]] = []
     try:
-        from fedge.app.config import config_from_layers
-        from fedge.simulation import DEFAULT_DEVICE_STATE_ROOT
-
-        run_config = config_from_layers(config, flags)
-        root = device_state_root or DEFAULT_DEVICE_STATE_ROOT
-        result = _run(run_config, out, releases, root)
+        run_config, start_from = _plan(options, config, out, resume=resume)
+        _check_out(out)
+        root = device_state_root or _default_device_root()
+        result = _run(run_config, out, releases, root, start_from)
+    except KeyboardInterrupt:
+        fail(_interrupted(out), code=130)
     except (FedgeError, ValueError) as err:
         fail(str(err))
     _print_summary(result, out)
@@ -164,8 +62,56 @@ def simulate_command(
         print_release_summary(releases[-1][1], releases[-1][0])
 
 
+def _plan(
+    options: dict[str, Any], config: Path | None, out: Path, *, resume: bool
+) -> tuple[RunConfig, Checkpoint | None]:
+    from fedge.app.config import config_from_layers
+
+    if not resume:
+        return config_from_layers(config, options), None
+    from fedge.simulation import resume_point
+
+    if options or config is not None:
+        given = ", ".join(f"--{k}" for k in options) or "--config"
+        raise ConfigError("--resume", given, "conflicts: a resumed run keeps its own options")
+    return resume_point(out)
+
+
+def _default_device_root() -> Path:
+    from fedge.simulation import DEFAULT_DEVICE_STATE_ROOT
+
+    return DEFAULT_DEVICE_STATE_ROOT
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot become a directory before a round is spent on it."""
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError("--out", str(out), f"cannot be a directory: {folder} is a file")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise ConfigError("--out", str(out), f"is not writable ({folder})")
+            return
+
+
+def _interrupted(out: Path) -> str:
+    """What Ctrl-C leaves behind, and how to go on."""
+    kept = sorted((out / "checkpoints").glob("round-*.pt"))
+    if not kept:
+        return f"interrupted before the first round ended: nothing kept in {out}"
+    last = kept[-1].stem.removeprefix("round-").lstrip("0")
+    return (
+        f"interrupted: rounds up to {last} are kept in {out} (model.pt, checkpoints/); "
+        f"continue with `fedge simulate --resume --out {out}`, or rerun to start over"
+    )
+
+
 def _run(
-    config: RunConfig, out: Path, releases: list[tuple[Path, ReleaseReport]], root: Path
+    config: RunConfig,
+    out: Path,
+    releases: list[tuple[Path, ReleaseReport]],
+    root: Path,
+    start_from: Checkpoint | None,
 ) -> RunResult:
     from fedge.simulation import simulate
 
@@ -187,7 +133,10 @@ def _run(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("rounds", total=config.rounds, status="")
+        done = start_from.server_round if start_from is not None else 0
+        if done:
+            progress.console.print(f"resuming after round {done} from {out / 'model.pt'}")
+        task = progress.add_task("rounds", total=config.rounds, completed=done, status="")
 
         def on_round(record: RoundRecord) -> None:
             progress.console.print(
@@ -210,7 +159,12 @@ def _run(
             releases.append((target, report))
 
         return simulate(
-            config, out_dir=out, on_round=on_round, on_release=on_release, device_state_root=root
+            config,
+            out_dir=out,
+            on_round=on_round,
+            on_release=on_release,
+            device_state_root=root,
+            start_from=start_from,
         )
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from fedge.errors import ConfigError
-from fedge.options import check_field_types, config_key, load_config_table
+from fedge.options import load_config_table, option
+from fedge.protocol.server_config import EndpointConfig
 from fedge.protocol.transport import parse_address
 
 __all__ = ["GatewayConfig", "load_gateway_config"]
@@ -18,7 +19,7 @@ _WILDCARDS = ("0.0.0.0", "::", "")
 
 
 @dataclass(frozen=True)
-class GatewayConfig:
+class GatewayConfig(EndpointConfig):
     """Where the gateway serves its site, where it keeps its state, and how it paces itself.
 
     ``address`` serves the site's devices the fleet and model hub services over mutual TLS
@@ -27,57 +28,37 @@ class GatewayConfig:
     the cloud's address (default: the one the gateway enrolled with).
     """
 
-    address: str = "127.0.0.1:8443"
-    enroll_address: str = ""
-    # Names and IP addresses the site's devices reach ``address`` by (default: its host).
-    hosts: tuple[str, ...] = ()
-    state_dir: Path = Path("gateway-state")
-    coordinator: str = ""
-    # The cloud's enrolment port, for the gateway's own first enrolment (default: PORT+1).
-    coordinator_enroll_address: str = ""
-    heartbeat_seconds: float = 5.0
-    liveness_seconds: float = 15.0
-    # How often the gateway reports its site to the cloud (the cloud may ask for more often).
-    sync_seconds: float = 5.0
-    # How often the gateway refreshes the release the cloud targets at each of its devices, so
-    # a device that asks while the cloud is unreachable gets the latest one the cloud offered.
-    release_interval: float = 30.0
-    # The gateway answers a cloud round this much before the round's timeout.
-    round_margin_seconds: float = 5.0
-    max_message_bytes: int = 8 * 2**20
-    chunk_bytes: int = 1 * 2**20
-    max_payload_bytes: int = 2**30
-    max_workers: int = 64
-    max_concurrent_downloads: int = 32
+    address: str = option(
+        "127.0.0.1:8443", help="HOST:PORT serving the site's devices (mutual TLS)."
+    )
+    enroll_address: str = option(
+        "", help="HOST:PORT serving the site's enrolment (default: the port after address's)."
+    )
+    hosts: tuple[str, ...] = option(
+        (), help="Names and IP addresses the site's devices reach address by (default: its host)."
+    )
+    state_dir: Path = option(Path("gateway-state"), help="The gateway's identity, roster, cache.")
+    coordinator: str = option(
+        "", help="The cloud's HOST:PORT (default: the one the gateway enrolled with)."
+    )
+    coordinator_enroll_address: str = option(
+        "", help="The cloud's enrolment port, for the first enrolment (default: PORT+1)."
+    )
+    sync_seconds: float = option(
+        5.0, help="Seconds between the site's reports to the cloud.", positive=True
+    )
+    # So that a device that asks while the cloud is unreachable gets the latest release the
+    # cloud offered it.
+    release_interval: float = option(
+        30.0, help="Seconds between refreshes of each device's targeted release.", positive=True
+    )
+    round_margin_seconds: float = option(
+        5.0, help="Seconds before a cloud round's timeout the gateway answers it.", low=0.0
+    )
 
     def __post_init__(self) -> None:
-        check_field_types(self)
-        for name in (
-            "heartbeat_seconds",
-            "liveness_seconds",
-            "sync_seconds",
-            "release_interval",
-        ):
-            if not getattr(self, name) > 0:
-                raise ConfigError(config_key(name), getattr(self, name), "must be positive")
-        if self.round_margin_seconds < 0:
-            raise ConfigError("round-margin-seconds", self.round_margin_seconds, "must be >= 0")
-        if self.liveness_seconds < 2 * self.heartbeat_seconds:
-            raise ConfigError(
-                "liveness-seconds", self.liveness_seconds, "must be >= 2 x heartbeat-seconds"
-            )
-        for name in ("max_workers", "max_concurrent_downloads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(config_key(name), getattr(self, name), "must be an integer >= 1")
-        if not 64 * 1024 <= self.chunk_bytes <= self.max_message_bytes - 64 * 1024:
-            raise ConfigError(
-                "chunk-bytes", self.chunk_bytes, "must be in [64 KiB, max-message-bytes - 64 KiB]"
-            )
-        host, port = parse_address(self.address, option="address")
-        if self.enroll_address:
-            parse_address(self.enroll_address, option="enroll-address")
-            if self.enroll_address == self.address and port != 0:
-                raise ConfigError("enroll-address", self.enroll_address, "must differ from address")
+        super().__post_init__()
+        host, _ = parse_address(self.address, option="address")
         if self.coordinator:
             parse_address(self.coordinator, option="coordinator")
         if self.coordinator_enroll_address:

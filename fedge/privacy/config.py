@@ -6,11 +6,11 @@ strategy, the population, the sampling rate, the number of rounds) is checked by
 check reaches up the layers. Field names are the run options' (``dp_noise`` is ``--dp-noise``).
 """
 
-import math
 from dataclasses import dataclass, fields
 
 from fedge.errors import ConfigError
 from fedge.log import logger
+from fedge.options import check_options, option
 from fedge.privacy.accountant import ACCOUNTANTS
 
 __all__ = ["INCOMPATIBLE_STRATEGIES", "PrivacyConfig"]
@@ -20,6 +20,8 @@ __all__ = ["INCOMPATIBLE_STRATEGIES", "PrivacyConfig"]
 # would bypass the clipping bound.
 INCOMPATIBLE_STRATEGIES = ("fedmedian", "fedtrimmedavg", "krum")
 
+_BOTH = ("simulate", "run")
+
 
 @dataclass(frozen=True)
 class PrivacyConfig:
@@ -27,35 +29,46 @@ class PrivacyConfig:
     the run's ``fraction`` is the Poisson sampling rate q); local, record-level DP-SGD is on
     when ``local_dp_noise`` or ``local_dp_epsilon`` is set."""
 
-    dp_noise: float | None = None
-    dp_clip: float = 1.0
-    dp_adaptive_clip: bool = False
-    dp_delta: float = 1e-5
-    dp_max_epsilon: float | None = None
-    dp_target_epsilon: float | None = None
-    dp_accountant: str = "rdp"
-    dp_seed: int | None = None
-    local_dp_noise: float | None = None
-    local_dp_clip: float = 1.0
-    local_dp_epsilon: float | None = None
+    dp_noise: float | None = option(
+        None, help="Central DP: noise multiplier z (client level).", positive=True, commands=_BOTH
+    )
+    dp_clip: float = option(1.0, help="Central DP: clip norm C.", positive=True, commands=_BOTH)
+    dp_adaptive_clip: bool = option(
+        False, help="Central DP: adapt C to the median update norm.", commands=_BOTH
+    )
+    dp_delta: float = option(
+        1e-5, help="DP delta.", low=0.0, high=1.0, low_open=True, high_open=True, commands=_BOTH
+    )
+    dp_max_epsilon: float | None = option(
+        None,
+        help="Central DP: stop before a round crosses this epsilon.",
+        positive=True,
+        commands=_BOTH,
+    )
+    dp_target_epsilon: float | None = option(
+        None,
+        help="Central DP: choose z to end the rounds at this epsilon.",
+        positive=True,
+        commands=_BOTH,
+    )
+    dp_accountant: str = option(
+        "rdp", help="Central DP accountant.", choices=lambda: list(ACCOUNTANTS), commands=_BOTH
+    )
+    dp_seed: int | None = option(
+        None, help="Seed DP noise (reproducible; default: OS randomness).", commands=_BOTH
+    )
+    local_dp_noise: float | None = option(
+        None, help="Local DP-SGD: noise multiplier on each device.", positive=True, commands=_BOTH
+    )
+    local_dp_clip: float = option(
+        1.0, help="Local DP-SGD: per-sample gradient clip norm.", positive=True, commands=_BOTH
+    )
+    local_dp_epsilon: float | None = option(
+        None, help="Local DP-SGD: each device's epsilon budget.", positive=True, commands=_BOTH
+    )
 
     def __post_init__(self) -> None:
-        for name in (
-            "dp_noise",
-            "dp_clip",
-            "dp_max_epsilon",
-            "dp_target_epsilon",
-            "local_dp_noise",
-            "local_dp_clip",
-            "local_dp_epsilon",
-        ):
-            _positive(_option(name), getattr(self, name))
-        if isinstance(self.dp_delta, bool) or not 0.0 < self.dp_delta < 1.0:
-            raise ConfigError("--dp-delta", self.dp_delta, "is outside (0, 1)")
-        if self.dp_accountant not in ACCOUNTANTS:
-            raise ConfigError(
-                "--dp-accountant", self.dp_accountant, f"is not one of: {', '.join(ACCOUNTANTS)}"
-            )
+        check_options(self, prefix="--")
         if self.dp_noise is not None and self.dp_target_epsilon is not None:
             raise ConfigError(
                 "--dp-target-epsilon", self.dp_target_epsilon, "conflicts with --dp-noise: give one"
@@ -129,12 +142,3 @@ class PrivacyConfig:
 
 def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
-
-
-def _positive(option: str, value: float | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(option, value, "is not a number")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(option, value, "must be a positive finite number")
