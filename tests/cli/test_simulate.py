@@ -1,11 +1,14 @@
 """``fedge simulate`` as a user runs it: a real subprocess, files on disk, exit codes."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from ..conftest import wait_for
 
 FEDGE = [sys.executable, "-m", "fedge.cli"]
 TINY = ["--dataset", "digits", "--model", "cnn-small", "--clients", "4", "--rounds", "2"]
@@ -76,3 +79,51 @@ def test_bad_input_is_one_line_exit_2_no_traceback(
     assert len(lines) == 1, proc.stderr
     assert expected in lines[0]
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_an_out_path_under_a_file_is_refused_before_training(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("a file")
+    proc = _run(*TINY, "--out", "README.md/x", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "Error: --out: 'README.md/x' cannot be a directory: README.md is a file"
+    ]
+    assert "round" not in proc.stdout  # no round was trained first
+    assert (tmp_path / "README.md").read_text() == "a file"
+
+
+def test_ctrl_c_says_what_was_kept_and_resume_continues_exactly(tmp_path: Path) -> None:
+    """SIGINT after round 2 of 4 keeps the checkpoints; ``--resume`` ends where an
+    uninterrupted run ends, round for round."""
+    options = [*TINY[:-1], "4", "--no-release"]
+    whole = _run(*options, "--out", "whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "cut"
+    proc = subprocess.Popen(
+        [*FEDGE, "simulate", *options, "--out", "cut"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: (out / "checkpoints" / "round-0002.pt").exists(), 300, "round 2")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "interrupted: rounds up to" in lines[0], stderr
+    assert f"fedge simulate --resume --out {Path('cut')}" in lines[0]
+    resumed = _run("--resume", "--out", "cut", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after round" in resumed.stdout
+    cut = json.loads((out / "results.json").read_text())
+    full = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert [r["round"] for r in cut["rounds"]] == [1, 2, 3, 4]
+    assert [r["accuracy"] for r in cut["rounds"]] == [r["accuracy"] for r in full["rounds"]]
+    again = _run("--resume", "--out", "cut", cwd=tmp_path)
+    assert again.returncode == 2 and "holds a finished run" in again.stderr
+    mixed = _run("--resume", "--rounds", "9", "--out", "cut", cwd=tmp_path)
+    assert mixed.returncode == 2 and "a resumed run keeps its own options" in mixed.stderr
