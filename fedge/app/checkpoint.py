@@ -98,6 +98,7 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
             f"{path} has checkpoint format version {payload.get('format_version')!r}, "
             f"this fedge reads {', '.join(str(v) for v in _READABLE_VERSIONS)}"
         )
+    _enter_task(dict(payload["config"]))
     return Checkpoint(
         model=str(payload["model"]),
         input_shape=tuple(int(d) for d in payload["input_shape"]),
@@ -111,3 +112,17 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         rounds=list(payload.get("rounds") or []),
         elapsed_seconds=float(payload.get("elapsed_seconds") or 0.0),
     )
+
+
+def _enter_task(config: dict[str, Any]) -> None:
+    """Enter the checkpoint's task (if its run had one) into the registries, so that its
+    model and data are found by name in this process too."""
+    from fedge.tasks import load_task
+    from fedge.tasks.loader import data_task
+
+    if config.get("task"):
+        load_task(str(config["task"]))
+    elif config.get("data"):
+        partition = str(config.get("partition", "iid"))
+        group = partition.removeprefix("by:") if partition.startswith("by:") else None
+        data_task(str(config["data"]), label=str(config.get("label", "label")), group=group)

@@ -81,6 +81,18 @@ class RunConfig:
     commands that offer it as a flag; privacy options are :class:`PrivacyConfig`'s.
     """
 
+    task: str | None = option(
+        None,
+        help="Your task: FILE.py:NAME or package.module:NAME (a fedge Task: model, data, kind).",
+        commands=BOTH,
+    )
+    data: str | None = option(
+        None,
+        help="Your data, no code: a CSV/Parquet table, an image folder (one sub-folder per "
+        "class) or .npz; a tabular model is trained on it (see --label, --partition by:COLUMN).",
+        commands=BOTH,
+    )
+    label: str = option("label", help="With --data: the label column.", commands=BOTH)
     dataset: str = option("mnist-5k", help="Dataset name.", choices=_datasets, commands=BOTH)
     data_dir: str | None = option(
         None, help="Directory of on-disk datasets (torchvision layout).", commands=SIMULATE
@@ -230,11 +242,14 @@ class RunConfig:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> "RunConfig":
-        """Build from a flat mapping with dashed or underscored keys; unknown keys are errors."""
+        """Build from a flat mapping with dashed or underscored keys; unknown keys are errors.
+
+        With ``task`` or ``data``, the dataset and model default to the task's own.
+        """
         known = {f.name: f.type for f, _ in declared_options(cls)}
         kwargs: dict[str, Any] = {}
         private: dict[str, Any] = {}
-        for key, value in values.items():
+        for key, value in _with_task_defaults(values).items():
             name = str(key).replace("-", "_")
             if name not in known:
                 raise ConfigError(
@@ -247,12 +262,37 @@ class RunConfig:
     def _validate(self) -> None:
         if not isinstance(self.privacy, PrivacyConfig):
             raise ConfigError("privacy", self.privacy, "must be a PrivacyConfig")
+        self._check_task()
         check_options(self, prefix="--")
         parse_partition(self.partition)
         self.privacy.check_run(
             strategy=self.strategy, clients=self.clients, fraction=self.fraction, rounds=self.rounds
         )
         self._validate_sites()
+
+    def _check_task(self) -> None:
+        """Enter the run's task into the registries (in every process that builds this run)
+        and refuse a dataset or model that is not the task's."""
+        if self.task is None and self.data is None:
+            return
+        if self.task is not None and self.data is not None:
+            raise ConfigError("--data", self.data, "conflicts with --task: the task names its data")
+        ref = _task_of(self.task, self.data, self.label, self.partition)
+        if self.dataset != ref.dataset:
+            raise ConfigError(
+                "--dataset", self.dataset, f"conflicts with the task's own data ({ref.dataset})"
+            )
+        if self.task is not None and self.model != ref.model:
+            raise ConfigError(
+                "--model", self.model, f"conflicts with the task's own model ({ref.model})"
+            )
+
+    @property
+    def task_info(self) -> dict[str, str] | None:
+        """The run's task (name, version, kind, code sha256), or ``None`` for built-ins."""
+        if self.task is None and self.data is None:
+            return None
+        return _task_of(self.task, self.data, self.label, self.partition).describe()
 
     def _validate_sites(self) -> None:
         if self.gateways > self.clients:
@@ -285,6 +325,43 @@ def config_from_layers(config_file: Path | None, *layers: dict[str, Any]) -> Run
 
 
 _PRIVACY = frozenset(PrivacyConfig.field_names())
+
+
+def _task_of(task: str | None, data: str | None, label: str, partition: str) -> Any:
+    from fedge.tasks import load_task
+    from fedge.tasks.loader import data_task
+
+    if task is not None:
+        return load_task(task)
+    spec = parse_partition(partition)
+    return data_task(str(data), label=label, group=spec.column if spec.kind == "by" else None)
+
+
+def _with_task_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the dataset and model of its task, where they are not given."""
+    flat = {str(k).replace("-", "_"): v for k, v in values.items()}
+    task, data = flat.get("task"), flat.get("data")
+    if not isinstance(task, str | None) or not isinstance(data, str | None):
+        return values
+    if (task is None and data is None) or (task is not None and data is not None):
+        return values
+    if task is not None and ".py:" in task:
+        task = flat["task"] = _absolute_file_reference(task)
+    if data is not None:
+        data = flat["data"] = str(Path(data).expanduser().resolve())
+    ref = _task_of(task, data, str(flat.get("label", "label")), str(flat.get("partition", "iid")))
+    flat.setdefault("dataset", ref.dataset)
+    flat.setdefault("model", ref.model if task is not None else ref.default_model())
+    return flat
+
+
+def _absolute_file_reference(reference: str) -> str:
+    """``file.py:NAME`` with the file's absolute path: workers and devices have another cwd."""
+    where, _, attribute = reference.rpartition(":")
+    path = Path(where).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError("--task", reference, f"names {where}, which does not exist")
+    return f"{path}:{attribute}"
 
 
 def option_names() -> list[str]:

@@ -18,6 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
+from fedge.app.metrics import roc_auc
 from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
 from fedge.app.resume import resume_fields, resume_run
 from fedge.app.strategies import build_private_strategy
@@ -105,6 +106,9 @@ def run_federation(
     arrays = ArrayRecord(model.state_dict())
     strategy = build_private_strategy(config)
     result = RunResult(config=config.to_dict())
+    task = config.task_info
+    if task is not None:
+        result.notes["task"] = task
     if start_from is not None:  # the strategy's state, random generators and past rounds
         resume_run(start_from, strategy=strategy, result=result)
     first_round = start_from.server_round + 1 if start_from is not None else 1
@@ -157,6 +161,8 @@ def run_federation(
         model.load_state_dict(arrays.to_torch_state_dict())
         test = evaluate(model, x_test, y_test)
         record.accuracy, record.loss = test.accuracy, test.loss
+        if task is not None and task["kind"] == "binary":
+            record.extra["roc_auc"] = roc_auc(model, x_test, y_test)
         record.seconds = time.perf_counter() - round_started
         result.rounds.append(record)
         if out_dir is not None:

@@ -120,8 +120,16 @@ def _run(
         if config.gateways
         else ""
     )
+    task = config.task_info
+    what = (
+        f"task {task['name']} {task['version']} ({task['kind']})"
+        if task
+        else f"{config.dataset} / {config.model}"
+    )
+    if task and config.data:
+        what += f" / {config.model}"
     console.print(
-        f"fedge simulate: {config.dataset} / {config.model}, {config.clients} clients{sites}, "
+        f"fedge simulate: {what}, {config.clients} clients{sites}, "
         f"{config.partition}, {config.strategy}, {config.rounds} rounds on {config.runtime}",
         soft_wrap=True,
     )

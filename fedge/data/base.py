@@ -25,6 +25,7 @@ class Dataset:
     x_public: np.ndarray
     y_public: np.ndarray
     num_classes: int
+    groups_train: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

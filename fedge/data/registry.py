@@ -16,11 +16,14 @@ _DATASETS: dict[str, DatasetLoader] = {}
 _CACHE: dict[tuple[str, str | None], Dataset] = {}
 
 
-def register_dataset(name: str, loader: DatasetLoader) -> None:
-    """Register ``loader`` under ``name``; a name can be registered once."""
-    if name in _DATASETS:
+def register_dataset(name: str, loader: DatasetLoader, *, replace: bool = False) -> None:
+    """Register ``loader`` under ``name``; a name can be registered once unless ``replace``
+    (a task's data, entered again after its file changed)."""
+    if name in _DATASETS and not replace:
         raise ValueError(f"dataset {name!r} is already registered")
     _DATASETS[name] = loader
+    for key in [k for k in _CACHE if k[0] == name]:
+        del _CACHE[key]
 
 
 def list_datasets() -> list[str]:

@@ -30,12 +30,18 @@ _MODELS: dict[str, ModelInfo] = {}
 
 
 def register_model(
-    name: str, *, images_only: bool, student: bool = False, description: str = ""
+    name: str,
+    *,
+    images_only: bool,
+    student: bool = False,
+    description: str = "",
+    replace: bool = False,
 ) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator registering a builder ``fn(*, input_shape, num_classes, **kwargs)``."""
+    """Decorator registering a builder ``fn(*, input_shape, num_classes, **kwargs)``; a name
+    is registered once unless ``replace`` (a task's model, entered again)."""
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
-        if name in _MODELS:
+        if name in _MODELS and not replace:
             raise ValueError(f"model {name!r} is already registered")
         doc_lines = (builder.__doc__ or "").strip().splitlines()
         doc = description or (doc_lines[0] if doc_lines else name)

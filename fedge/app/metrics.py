@@ -1,0 +1,41 @@
+"""Task metrics beyond accuracy and loss, computed on the server's held-out test split."""
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["roc_auc"]
+
+
+def roc_auc(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500) -> float:
+    """ROC-AUC of a binary classifier's class-1 probability (the Mann-Whitney statistic,
+    ties counted half); 0.5 when the test split holds one class only."""
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(y), batch_size):
+            logits = model(x[start : start + batch_size]).float()
+            scores.append(torch.softmax(logits, dim=1)[:, 1])
+    score = torch.cat(scores).double()
+    positive, negative = score[y == 1], score[y != 1]
+    if len(positive) == 0 or len(negative) == 0:
+        return 0.5
+    ranks = _average_ranks(torch.cat([positive, negative]))
+    rank_sum = float(ranks[: len(positive)].sum())
+    n_pos, n_neg = len(positive), len(negative)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def _average_ranks(values: Tensor) -> Tensor:
+    """1-based ranks, ties given their average rank."""
+    order = torch.argsort(values)
+    sorted_values = values[order]
+    ranks = torch.empty_like(values)
+    start = 0
+    n = len(values)
+    while start < n:
+        end = start
+        while end + 1 < n and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks

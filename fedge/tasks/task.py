@@ -1,0 +1,95 @@
+"""The :class:`Task` a user declares: model builder, data, kind, version."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedge.data.base import Dataset, split_public_test
+from fedge.errors import ConfigError
+
+__all__ = ["TASK_KINDS", "Task", "dataset_from_arrays"]
+
+#: What a task predicts. ``binary`` adds ROC-AUC to accuracy.
+TASK_KINDS = ("classification", "binary")
+
+#: What a task's ``data`` loader may return: a fedge Dataset, ``(x, y)``, or ``(x, y, groups)``.
+DataLoader = Callable[[], Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    """A user's federated task.
+
+    ``model(*, input_shape, num_classes)`` returns a ``torch.nn.Module`` mapping a batch to
+    logits. ``data`` is a loader (no arguments) returning ``(x, y)``, ``(x, y, groups)`` or a
+    :class:`~fedge.data.base.Dataset`; or a file or folder fedge reads with no code (a table
+    with a ``label`` column, an image folder, ``.npz``), relative to the task's file. fedge cuts
+    a held-out test split and a server-held public split (for distillation) from loaded arrays
+    with a fixed seed. ``label`` and ``group`` name a table's label column and the column of its
+    natural partition (a hospital, a machine: ``--partition by:COLUMN``). ``version`` is the
+    task's own: a run records it with the sha256 of the task's code.
+    """
+
+    name: str
+    model: Callable[..., Any]
+    data: DataLoader | str | Path
+    kind: str = "classification"
+    version: str = "1"
+    label: str = "label"
+    group: str | None = None
+    test_fraction: float = 0.2
+    public_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
+            raise ConfigError("Task.name", self.name, "must be letters, digits, '-', '_' or '.'")
+        if self.kind not in TASK_KINDS:
+            raise ConfigError("Task.kind", self.kind, f"is not one of: {', '.join(TASK_KINDS)}")
+        if not callable(self.model):
+            raise ConfigError("Task.model", self.model, "must be a model builder (callable)")
+        if not (callable(self.data) or isinstance(self.data, str | Path)):
+            raise ConfigError("Task.data", self.data, "must be a loader or a path")
+        if not 0 < self.test_fraction + self.public_fraction < 1:
+            raise ConfigError(
+                "Task.test_fraction", self.test_fraction, "with public_fraction must be in (0, 1)"
+            )
+
+
+def dataset_from_arrays(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    test_fraction: float,
+    public_fraction: float,
+    groups: np.ndarray | None = None,
+) -> Dataset:
+    """A :class:`Dataset` cut from a task loader's arrays with a fixed split seed."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(x):
+        raise ConfigError(
+            f"task {name}: data", f"x {x.shape}, y {y.shape}", "must be x (N, ...) and y (N,)"
+        )
+    classes, labels = np.unique(y, return_inverse=True)
+    n = len(labels)
+    test, public = round(n * test_fraction), round(n * public_fraction)
+    order = np.random.default_rng(0).permutation(n)
+    train_idx = order[test + public :]
+    (x_train, y_train), (x_public, y_public), (x_test, y_test) = split_public_test(
+        x, labels.astype(np.int64), test_size=test, public_size=public
+    )
+    return Dataset(
+        name=name,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        x_public=x_public,
+        y_public=y_public,
+        num_classes=len(classes),
+        groups_train=None if groups is None else np.asarray(groups).astype(str)[train_idx],
+    )
