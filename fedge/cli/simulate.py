@@ -120,13 +120,13 @@ def _run(
         if config.gateways
         else ""
     )
-    task = config.task_info
+    info = config.task_info
     what = (
-        f"task {task['name']} {task['version']} ({task['kind']})"
-        if task
+        f"task {info['name']} {info['version']} ({info['kind']})"
+        if info
         else f"{config.dataset} / {config.model}"
     )
-    if task and config.data:
+    if info and config.data:
         what += f" / {config.model}"
     console.print(
         f"fedge simulate: {what}, {config.clients} clients{sites}, "

@@ -136,7 +136,7 @@ def _import(reference: str, where: str) -> tuple[ModuleType, Path | None]:
             raise ConfigError("--task", reference, "is not an importable Python file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        _run(reference, lambda: spec.loader.exec_module(module))  # type: ignore[union-attr]
+        _run(reference, lambda: spec.loader.exec_module(module))
         return module, path
     try:
         module = _run(reference, lambda: importlib.import_module(where))

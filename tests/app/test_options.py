@@ -102,5 +102,5 @@ def test_server_config_keys_are_declared_with_help(cls: type, table: str) -> Non
 def test_server_config_ranges_come_from_the_declaration() -> None:
     with pytest.raises(ConfigError, match="max-workers: 0 must be an integer >= 1"):
         GatewayConfig(max_workers=0)
-    with pytest.raises(ConfigError, match="wait-for-devices-seconds: -1.0 must be positive"):
+    with pytest.raises(ConfigError, match=r"wait-for-devices-seconds: -1\.0 must be positive"):
         CoordinatorConfig(wait_for_devices_seconds=-1.0)
