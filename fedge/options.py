@@ -41,6 +41,7 @@ __all__ = [
     "load_options_file",
     "option",
     "parse_set",
+    "project_task",
 ]
 
 T = TypeVar("T")
@@ -195,11 +196,42 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def layer_options(config_file: Path | None, *layers: dict[str, Any]) -> dict[str, Any]:
-    """The file's options, then each layer in order (a ``None`` value is not given)."""
+    """The file's options, then each layer in order (a ``None`` value is not given).
+
+    Beneath them all, the task a ``pyproject.toml`` in the working directory names under
+    ``[tool.fedge]`` (``task = "FILE.py:NAME"``, file-relative), when no layer gives a task,
+    data or dataset: a user's own project runs its task with no option.
+    """
     values = load_options_file(config_file) if config_file is not None else {}
     for layer in layers:
         values.update({k: v for k, v in layer.items() if v is not None})
+    given = {str(k).replace("_", "-") for k in values}
+    if not given & {"task", "data", "dataset"}:
+        task = project_task(Path.cwd())
+        if task is not None:
+            values["task"] = task
     return values
+
+
+def project_task(directory: Path) -> str | None:
+    """The task ``directory/pyproject.toml`` names under ``[tool.fedge]``, if any (a file
+    reference made absolute, so that it holds from any working directory)."""
+    path = directory / "pyproject.toml"
+    if not path.is_file():
+        return None
+    try:
+        table = tomllib.loads(path.read_text()).get("tool", {}).get("fedge", {})
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(str(path), str(path), f"is not valid TOML: {err}") from err
+    task = table.get("task")
+    if task is None:
+        return None
+    if not isinstance(task, str):
+        raise ConfigError(f"{path}: tool.fedge.task", task, "must be FILE.py:NAME or module:NAME")
+    where, sep, attribute = task.rpartition(":")
+    if sep and where.endswith(".py"):
+        return f"{(directory / where).resolve()}:{attribute}"
+    return task
 
 
 def config_key(name: str) -> str:

@@ -8,6 +8,7 @@ from fedge.cli.coordinator import app as coordinator_app
 from fedge.cli.edge import app as edge_app
 from fedge.cli.fleet import app as fleet_app
 from fedge.cli.gateway import app as gateway_app
+from fedge.cli.new import new_command
 from fedge.cli.privacy import app as privacy_app
 from fedge.cli.release import app as release_app
 from fedge.cli.run import app as run_app
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.command("simulate")(simulate_command)
 app.command("console")(console_command)
+app.command("new")(new_command)
 app.add_typer(certs_app, name="certs")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(edge_app, name="edge")

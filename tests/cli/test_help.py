@@ -13,7 +13,7 @@ from fedge.cli.main import app
         (["fleet", "ls"], "[env var: FEDGE_OPERATOR]"),
         (["edge", "start"], "with fedge[train]"),
         (["edge", "make-data"], "[required]"),
-        (["simulate"], "in [0, 1)"),
+        (["simulate"], "In [0, 1)"),
     ],
 )
 def test_help_keeps_bracketed_text(command: list[str], shown: str) -> None:
