@@ -141,8 +141,27 @@ def _run_config(context: Context) -> RunConfig:
     key = (int(context.run_id), repr(sorted(context.run_config.items())))
     if key not in _CONFIGS:
         _CONFIGS.clear()
-        _CONFIGS[key] = RunConfig.from_run_config(dict(context.run_config))
+        _CONFIGS[key] = RunConfig.from_run_config(_with_own_task(context))
     return _CONFIGS[key]
+
+
+def _with_own_task(context: Context) -> dict[str, Any]:
+    """The run's options, with the task this device's operator installed (``task`` in the
+    node config) in place of the coordinator's reference: a device runs only code its operator
+    installed, and refuses when that code is not the run's (``task-sha256``)."""
+    run_config = dict(context.run_config)
+    own = context.node_config.get("task")
+    if run_config.get("task") is None:
+        return run_config
+    if own is None:
+        if "data-dir" in context.node_config:  # a real device, not a simulated client
+            raise DataError(
+                f"the run trains task {run_config['task']} (code sha256 "
+                f"{str(run_config.get('task-sha256', ''))[:12]}); this device has no task: "
+                "start it with --task FILE.py:NAME"
+            )
+        return run_config
+    return {**run_config, "task": str(own)}
 
 
 def _model_for(config: RunConfig, data: ClientData, arrays: ArrayRecord) -> nn.Module:

@@ -93,6 +93,10 @@ class RunConfig:
         commands=BOTH,
     )
     label: str = option("label", help="With --data: the label column.", commands=BOTH)
+    # Set from the task when a run is planned: a device whose own task's code differs refuses.
+    task_sha256: str | None = option(
+        None, help="The sha256 of the task's code every client must have (set from --task)."
+    )
     dataset: str = option("mnist-5k", help="Dataset name.", choices=_datasets, commands=BOTH)
     data_dir: str | None = option(
         None, help="Directory of on-disk datasets (torchvision layout).", commands=SIMULATE
@@ -286,6 +290,14 @@ class RunConfig:
             raise ConfigError(
                 "--model", self.model, f"conflicts with the task's own model ({ref.model})"
             )
+        if self.task_sha256 is not None and self.task_sha256 != ref.code_sha256:
+            task = ref.task
+            raise ConfigError(
+                "--task",
+                self.task,
+                f"is {task.name} {task.version} with code sha256 {ref.code_sha256[:12]}, "
+                f"the run's task has code sha256 {self.task_sha256[:12]}: install the run's task",
+            )
 
     @property
     def task_info(self) -> dict[str, str] | None:
@@ -350,6 +362,8 @@ def _with_task_defaults(values: dict[str, Any]) -> dict[str, Any]:
     if data is not None:
         data = flat["data"] = str(Path(data).expanduser().resolve())
     ref = _task_of(task, data, str(flat.get("label", "label")), str(flat.get("partition", "iid")))
+    if task is not None:
+        flat.setdefault("task_sha256", ref.code_sha256)
     flat.setdefault("dataset", ref.dataset)
     flat.setdefault("model", ref.model if task is not None else ref.default_model())
     return flat
