@@ -48,7 +48,7 @@ def series_data(
     groups = string_groups(path, frame[group]) if group is not None else None
     names = np.unique(groups) if groups is not None else np.array([""])
     parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[], [], []]
-    for name in names:
+    for name in map(str, names):
         rows = np.arange(len(frame)) if groups is None else np.flatnonzero(groups == name)
         where = f"the series of group {name!r}" if groups is not None else "the series"
         if len(rows) < window:
