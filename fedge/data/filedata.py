@@ -49,7 +49,11 @@ def encode_labels(path: Path, column: "pandas.Series") -> tuple[np.ndarray, list
             f"{path}: label column {column.name!r} is empty in {int(missing.sum())} rows "
             f"(first: data row {first})"
         )
-    classes = sorted(column.unique().tolist())
+    values = column.unique().tolist()
+    try:
+        classes = sorted(values)
+    except TypeError:  # numbers and text mixed in one column: order by the text
+        classes = sorted(values, key=str)
     if len(classes) < 2:
         raise DataError(
             f"{path}: label column {column.name!r} has one class ({classes[0]!r}); "

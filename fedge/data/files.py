@@ -197,7 +197,7 @@ def _check_encodable(path: Path, column: "pandas.Series") -> None:
     hint = "drop it or turn it into numbers"
     if numbers.notna().sum() > len(not_numbers):  # numbers with a few placeholders such as "?"
         hint = (
-            f"it is numbers except {not_numbers.nunique()} values such as "
+            f"it holds numbers and {not_numbers.nunique()} other value(s) such as "
             f"{not_numbers.iloc[0]!r} in {len(not_numbers)} rows; leave missing values empty"
         )
     raise DataError(
@@ -218,8 +218,10 @@ def _read_npz(path: Path, seed: int, test_fraction: float, public_fraction: floa
             present = ", ".join(arrays) or "none"
             raise DataError(f"{path}: no array {key!r}; arrays: {present}")
     x, y = arrays["x"], arrays["y"]
-    if len(x) != len(y) or y.ndim != 1:
-        raise DataError(f"{path}: 'x' has {len(x)} samples but 'y' has shape {y.shape}")
+    if x.ndim < 1 or y.ndim != 1 or len(x) != len(y):
+        raise DataError(f"{path}: 'x' has shape {x.shape} but 'y' has shape {y.shape}")
+    if not (np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.bool_)):
+        raise DataError(f"{path}: 'x' must hold numbers; got {x.dtype}")
     if len(y) == 0:
         raise DataError(f"{path}: 'x' and 'y' hold no samples")
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:

@@ -9,7 +9,7 @@ JSON and ``transform`` needs numpy only (Pillow only to decode or resize an imag
 """
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +139,7 @@ def _table(spec: Mapping[str, Any], raw: Any) -> np.ndarray:
     return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
-def _column_reader(raw: Any) -> Any:
+def _column_reader(raw: Any) -> Callable[[str], Sequence[Any]]:
     if isinstance(raw, Mapping):
         raw = [raw]
     if hasattr(raw, "columns") and hasattr(raw, "to_numpy"):  # a pandas DataFrame

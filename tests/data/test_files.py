@@ -267,6 +267,15 @@ def test_series_label_is_the_last_rows_for_multi_class_labels(tmp_path: Path) ->
     assert y_train[7] == 1  # rows 35..44: mostly "run", ends in "sit"
 
 
+def test_a_series_without_labels_is_for_an_autoencoder(tmp_path: Path) -> None:
+    path = tmp_path / "pump.csv"
+    pd.DataFrame({"pressure": np.sin(np.arange(300) / 4.0)}).to_csv(path, index=False)
+    data = read_data(path, window=30, stride=10)
+    assert data.label_names == [] and data.preprocessing.spec["label"] is None
+    assert data.dataset.num_classes == 1 and not data.dataset.y_train.any()
+    assert data.dataset.x_train.shape[1:] == (1, 30) and len(data.dataset.y_test) > 0
+
+
 def _write_png(path: Path, value: int, size: tuple[int, int], mode: str = "L") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     color = value if mode == "L" else (value, 0, 255 - value)
@@ -397,7 +406,9 @@ def test_a_bad_input_is_one_line_naming_the_file_and_the_value(tmp_path: Path, n
 
 def test_a_number_column_with_placeholders_says_so(tmp_path: Path) -> None:
     path, options, _ = _bad(tmp_path, "placeholder")
-    with pytest.raises(DataError, match=r"numbers except 1 values such as '\?'"):
+    with pytest.raises(
+        DataError, match=r"holds numbers and 1 other value\(s\) such as '\?' in 25 rows"
+    ):
         read_data(path, **options)
 
 
