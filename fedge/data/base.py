@@ -14,7 +14,10 @@ class Dataset:
     ``x_train``/``y_train`` are what the partitioner hands to clients. ``x_public``/``y_public``
     is the server-held public split, disjoint from every client, used for distillation and
     calibration. ``x_test``/``y_test`` is the held-out test set for centralized evaluation.
-    Features are float32 (``N, C, H, W`` for images, ``N, F`` for tables); labels are int64.
+    Features are float32 (``N, C, H, W`` for images, ``N, F`` for tables, ``N, C, T`` for sensor
+    windows); labels are int64. ``groups_train``, when the data has a natural partition (a
+    hospital, a machine), holds each training sample's group as a string; ``by:COLUMN``
+    partitioning splits on it.
     """
 
     name: str

@@ -1,4 +1,5 @@
-"""Client partitioners: ``iid``, ``dirichlet:ALPHA`` and ``shards:K``, built on flwr-datasets.
+"""Client partitioners: ``iid``, ``dirichlet:ALPHA`` and ``shards:K``, built on flwr-datasets, and
+``by:COLUMN``, the data's own natural partition (one client per hospital, per machine).
 
 A partition spec is parsed once (:func:`parse_partition`) and turned into one index array per
 client (:func:`partition_indices`). Indices point into the dataset's train split only; the public
@@ -13,30 +14,35 @@ from fedge.errors import ConfigError
 
 __all__ = ["PartitionSpec", "parse_partition", "partition_indices"]
 
-_KINDS = ("iid", "dirichlet:ALPHA", "shards:K")
+_KINDS = ("iid", "dirichlet:ALPHA", "shards:K", "by:COLUMN")
 
 
 @dataclass(frozen=True)
 class PartitionSpec:
-    """A parsed partition spec: ``kind`` is ``iid``, ``dirichlet`` or ``shards``."""
+    """A parsed partition spec: ``kind`` is ``iid``, ``dirichlet``, ``shards`` or ``by``."""
 
     kind: str
     alpha: float = 0.0
     shards_per_client: int = 0
+    column: str = ""
 
     def __str__(self) -> str:
         if self.kind == "dirichlet":
             return f"dirichlet:{self.alpha:g}"
         if self.kind == "shards":
             return f"shards:{self.shards_per_client}"
+        if self.kind == "by":
+            return f"by:{self.column}"
         return "iid"
 
 
 def parse_partition(spec: str) -> PartitionSpec:
-    """Parse ``iid``, ``dirichlet:0.5`` or ``shards:2``; raise :class:`ConfigError` otherwise."""
+    """Parse ``iid``, ``dirichlet:0.5``, ``shards:2`` or ``by:site``; else :class:`ConfigError`."""
     kind, _, arg = spec.strip().partition(":")
     if kind == "iid" and not arg:
         return PartitionSpec("iid")
+    if kind == "by" and arg.strip():
+        return PartitionSpec("by", column=arg.strip())
     try:
         if kind == "dirichlet":
             alpha = float(arg)
@@ -52,14 +58,25 @@ def parse_partition(spec: str) -> PartitionSpec:
 
 
 def partition_indices(
-    labels: np.ndarray, num_partitions: int, spec: PartitionSpec, *, seed: int = 0
+    labels: np.ndarray,
+    num_partitions: int,
+    spec: PartitionSpec,
+    *,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Split ``range(len(labels))`` into ``num_partitions`` client index arrays."""
+    """Split ``range(len(labels))`` into ``num_partitions`` client index arrays.
+
+    ``groups`` (one value per sample) is what ``by:COLUMN`` splits on: partition ``i`` holds the
+    samples of the ``i``-th group value in sorted order.
+    """
     import datasets
     from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
 
     if num_partitions < 1:
         raise ConfigError("--clients", num_partitions, "must be at least 1")
+    if spec.kind == "by":
+        return _natural_partitions(len(labels), num_partitions, spec, groups)
     if num_partitions > len(labels):
         raise ConfigError(
             "--clients", num_partitions, f"is more than the {len(labels)} training samples"
@@ -95,3 +112,26 @@ def partition_indices(
         ]
     except ValueError as err:
         raise ConfigError("--partition", str(spec), f"cannot split the data: {err}") from err
+
+
+def _natural_partitions(
+    num_samples: int, num_partitions: int, spec: PartitionSpec, groups: np.ndarray | None
+) -> list[np.ndarray]:
+    # flwr-datasets' NaturalIdPartitioner does the same but draws a tqdm bar on every call.
+    if groups is None:
+        raise ConfigError(
+            "--partition", str(spec), f"needs data with a group column ({spec.column!r})"
+        )
+    values = np.asarray(groups).astype(str)
+    if len(values) != num_samples:
+        raise ConfigError(
+            "--partition", str(spec), f"has {len(values)} group values for {num_samples} samples"
+        )
+    names = np.unique(values)
+    if len(names) != num_partitions:
+        raise ConfigError(
+            "--partition",
+            str(spec),
+            f"has {len(names)} groups; run with --clients {len(names)} (not {num_partitions})",
+        )
+    return [np.flatnonzero(values == name).astype(np.int64) for name in names]

@@ -49,7 +49,19 @@ def test_shards_give_each_client_few_labels(labels: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["", "iid:3", "dirichlet", "dirichlet:x", "dirichlet:-1", "shards:0", "shards:a", "x"]
+    "spec",
+    [
+        "",
+        "iid:3",
+        "dirichlet",
+        "dirichlet:x",
+        "dirichlet:-1",
+        "shards:0",
+        "shards:a",
+        "x",
+        "by:",
+        "by",
+    ],
 )
 def test_malformed_spec_names_the_option(spec: str) -> None:
     with pytest.raises(ConfigError, match="--partition"):
@@ -62,5 +74,24 @@ def test_more_clients_than_samples_is_refused(labels: np.ndarray) -> None:
 
 
 def test_spec_round_trips_to_text() -> None:
-    for spec in ("iid", "dirichlet:0.5", "shards:2"):
+    for spec in ("iid", "dirichlet:0.5", "shards:2", "by:site"):
         assert str(parse_partition(spec)) == spec
+
+
+def test_by_column_gives_one_client_per_group_in_sorted_order() -> None:
+    groups = np.array(["va", "cleveland", "hungary", "va", "cleveland", "va"])
+    spec = parse_partition("by:hospital")
+    assert spec.kind == "by" and spec.column == "hospital"
+    parts = partition_indices(np.zeros(6), 3, spec, groups=groups)
+    assert [p.tolist() for p in parts] == [[1, 4], [2], [0, 3, 5]]
+
+
+def test_by_column_refuses_a_wrong_client_count_or_data_without_groups() -> None:
+    spec = parse_partition("by:site")
+    groups = np.array(["a", "b", "c", "d", "a"])
+    with pytest.raises(
+        ConfigError, match=r"^--partition: 'by:site' has 4 groups; run with --clients 4"
+    ):
+        partition_indices(np.zeros(5), 3, spec, groups=groups)
+    with pytest.raises(ConfigError, match="needs data with a group column"):
+        partition_indices(np.zeros(5), 4, spec)
