@@ -4,6 +4,7 @@
 its schemas (``tests/fixtures/make_state_v0.py`` says how); every test works on a copy.
 """
 
+import logging
 import shutil
 import sqlite3
 import subprocess
@@ -25,7 +26,7 @@ from fedge.gateway.state import _Base as GatewayTables
 from fedge.release.store import open_release_store
 from fedge.release.tables import ReleaseTables
 from fedge.storage import open_sqlite, sqlite_engine
-from fedge.storage.migrations import history_dir, schema_revision, upgrade_schema
+from fedge.storage.migrations import head_revision, history_dir, schema_revision, upgrade_schema
 
 FIXTURE = Path(__file__).parent / "fixtures" / "state-v0"
 #: Each store: its tables and its file in the fixture.
@@ -65,15 +66,7 @@ def _later_history(tmp_path: Path) -> Path:
 
 
 def _head(store: str) -> str:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    config.set_main_option("script_location", str(history_dir(store).parent))
-    config.set_main_option("version_locations", str(history_dir(store)))
-    head = ScriptDirectory.from_config(config).get_current_head()
-    assert head is not None
-    return head
+    return head_revision(history_dir(store))
 
 
 def _revision(path: Path, store: str) -> str | None:
@@ -151,12 +144,17 @@ def test_an_unversioned_file_missing_a_later_column_gets_it(v0: Path) -> None:
     assert _revision(path, "coordinator") == _head("coordinator")
 
 
-def test_a_later_revision_upgrades_an_old_file_in_place(v0: Path, tmp_path: Path) -> None:
+def test_a_later_revision_upgrades_an_old_file_in_place(
+    v0: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = v0 / "coordinator" / "state.db"
     history = _later_history(tmp_path)
     engine = sqlite_engine(path)
-    upgrade_schema(engine, history)
-    upgrade_schema(engine, history)  # at the head: nothing to do
+    with caplog.at_level(logging.INFO, logger="fedge"):
+        upgrade_schema(engine, history)
+        upgrade_schema(engine, history)  # at the head: nothing to do
+    upgrades = [r.getMessage() for r in caplog.records if "schema upgraded" in r.getMessage()]
+    assert upgrades == [f"{path.resolve()}: coordinator schema upgraded from unversioned to 0002"]
     assert schema_revision(engine, history) == "0002"
     engine.dispose()
     with sqlite3.connect(path) as conn:

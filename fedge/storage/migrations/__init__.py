@@ -26,16 +26,17 @@ from typing import Any
 
 from alembic import command, op
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Column, Connection, Engine, MetaData, inspect, text
 
 from fedge.errors import ConfigError
+from fedge.log import logger
 
 __all__ = [
     "HISTORIES",
     "create_or_complete",
+    "head_revision",
     "history_dir",
     "schema_revision",
     "upgrade_schema",
@@ -61,6 +62,14 @@ def version_table(history: Path) -> str:
     return f"alembic_version_{history.name}"
 
 
+def head_revision(history: Path) -> str:
+    """The newest revision of the history in ``history``."""
+    head = _scripts(history).get_current_head()
+    if head is None:
+        raise ValueError(f"{history} holds no schema revisions")
+    return head
+
+
 def schema_revision(engine: Engine, history: Path) -> str | None:
     """The revision the file of ``engine`` is at in ``history`` (``None``: unversioned)."""
     with engine.connect() as conn:
@@ -74,7 +83,7 @@ def upgrade_schema(engine: Engine, history: Path) -> None:
     newer fedge); nothing is changed then.
     """
     script = _scripts(history)
-    head = script.get_current_head()
+    head = head_revision(history)
     with _MIGRATING, engine.begin() as conn:
         current = _current(conn, history)
         if current == head:
@@ -89,6 +98,10 @@ def upgrade_schema(engine: Engine, history: Path) -> None:
         config = _config(history)
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+        was = "unversioned" if current is None else f"revision {current}"
+        logger.info(
+            "%s: %s schema upgraded from %s to %s", engine.url.database, history.name, was, head
+        )
 
 
 def create_or_complete(tables: MetaData) -> None:
@@ -122,8 +135,11 @@ def _literal(value: object) -> str:
 
 
 def _current(conn: Connection, history: Path) -> str | None:
-    context = MigrationContext.configure(conn, opts={"version_table": version_table(history)})
-    return context.get_current_revision()
+    # Read as alembic keeps it, without alembic's context (which logs on every open).
+    table = version_table(history)
+    if not inspect(conn).has_table(table):
+        return None
+    return conn.execute(text(f'SELECT version_num FROM "{table}"')).scalar()
 
 
 def _known(script: ScriptDirectory, revision: str) -> bool:
