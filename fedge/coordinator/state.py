@@ -16,7 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from fedge.data.device import DataSummary
 from fedge.errors import NotFoundError, TokenError
-from fedge.storage import SqliteDatabase
+from fedge.storage import SqliteDatabase, migrated_metadata
 
 __all__ = [
     "KIND_DEVICE",
@@ -46,7 +46,7 @@ class RunState:
 
 
 class _Base(DeclarativeBase):
-    pass
+    metadata = migrated_metadata("coordinator")
 
 
 class DeviceRow(_Base):

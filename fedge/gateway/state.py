@@ -20,7 +20,7 @@ from sqlalchemy import Boolean, Float, Integer, LargeBinary, String, delete, fun
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from fedge.protocol.manifest import SignedManifest
-from fedge.storage import SqliteDatabase
+from fedge.storage import SqliteDatabase, migrated_metadata
 
 __all__ = [
     "INSTALL",
@@ -36,7 +36,7 @@ TELEMETRY = "telemetry"
 
 
 class _Base(DeclarativeBase):
-    pass
+    metadata = migrated_metadata("gateway")
 
 
 class SiteDeviceRow(_Base):

@@ -3,6 +3,8 @@
 from sqlalchemy import Float, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from fedge.storage import migrated_metadata
+
 __all__ = [
     "ArtifactRow",
     "DeviceRolloutRow",
@@ -17,7 +19,9 @@ __all__ = [
 
 
 class ReleaseTables(DeclarativeBase):
-    """Own metadata: only the release_* tables."""
+    """Own metadata: only the release_* tables, whose schema history is ``release``."""
+
+    metadata = migrated_metadata("release")
 
 
 class ArtifactRow(ReleaseTables):

@@ -4,8 +4,8 @@ WAL lets readers run beside a writer; a busy timeout makes a writer wait for the
 failing; and every transaction takes the write lock when it *starts* (``BEGIN IMMEDIATE``):
 SQLite refuses at once, with "database is locked", to upgrade a read transaction whose snapshot
 another connection has since written past, so deferred transactions fail under concurrency
-where immediate ones only wait. A table that gained a column since the file was created gets it
-added, so a newer coordinator opens an older database.
+where immediate ones only wait. Opening a file brings its schema to the newest revision of the
+store's history (:mod:`fedge.storage.migrations`), so a newer fedge opens an older file in place.
 """
 
 import threading
@@ -14,16 +14,40 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-__all__ = ["SqliteDatabase", "open_sqlite"]
+from fedge.storage.migrations import history_dir, upgrade_schema
+
+__all__ = ["SqliteDatabase", "migrated_metadata", "open_sqlite", "sqlite_engine"]
 
 BUSY_TIMEOUT_MS = 30_000
+_HISTORY = "fedge.history"
+
+
+def migrated_metadata(store: str) -> MetaData:
+    """The metadata of tables whose schema is the history ``store`` of
+    :mod:`fedge.storage.migrations` (``DeclarativeBase.metadata`` of a store's tables)."""
+    return MetaData(info={_HISTORY: store})
 
 
 def open_sqlite(path: Path, *, tables: type[DeclarativeBase]) -> Engine:
-    """An engine on the SQLite file ``path`` with ``tables`` created (and completed)."""
+    """An engine on the SQLite file ``path``, its schema upgraded to the newest of ``tables``'
+    history (:func:`migrated_metadata`); :class:`~fedge.errors.ConfigError` if it is newer."""
+    store = tables.metadata.info.get(_HISTORY)
+    if store is None:
+        raise TypeError(f"{tables.__name__}.metadata names no schema history: migrated_metadata")
+    engine = sqlite_engine(path)
+    try:
+        upgrade_schema(engine, history_dir(store))
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def sqlite_engine(path: Path) -> Engine:
+    """An engine on the SQLite file ``path`` (WAL, busy timeout, ``BEGIN IMMEDIATE``), as is."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         f"sqlite:///{Path(path).resolve()}", connect_args={"check_same_thread": False}
@@ -42,8 +66,6 @@ def open_sqlite(path: Path, *, tables: type[DeclarativeBase]) -> Engine:
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-    tables.metadata.create_all(engine)
-    _add_missing_columns(engine, tables)
     return engine
 
 
@@ -52,8 +74,8 @@ class SqliteDatabase:
 
     def __init__(self, path: Path, *, tables: type[DeclarativeBase]) -> None:
         self._engine = open_sqlite(path, tables=tables)
-        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._lock = threading.RLock()
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -64,27 +86,3 @@ class SqliteDatabase:
         """One transaction, committed on success, serialized with other writers."""
         with self._lock, self._sessions() as session, session.begin():
             yield session
-
-
-def _add_missing_columns(engine: Engine, tables: type[DeclarativeBase]) -> None:
-    with engine.begin() as conn:
-        inspector = inspect(conn)
-        for table in tables.metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                kind = column.type.compile(engine.dialect)
-                default = getattr(column.default, "arg", None)
-                clause = f" DEFAULT {_literal(default)}" if default is not None else ""
-                conn.execute(
-                    text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{clause}')
-                )
-
-
-def _literal(value: object) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int | float):
-        return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
