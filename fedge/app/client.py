@@ -86,7 +86,13 @@ def simulated_partitions(config: RunConfig, num_partitions: int) -> list[Any]:
             if by_site:
                 indices = _site_partitions(dataset.y_train, num_partitions, config, spec)
             else:
-                indices = partition_indices(dataset.y_train, num_partitions, spec, seed=config.seed)
+                indices = partition_indices(
+                    dataset.y_train,
+                    num_partitions,
+                    spec,
+                    seed=config.seed,
+                    groups=dataset.groups_train,
+                )
             _PARTITIONS[key] = [
                 (torch.from_numpy(dataset.x_train[i]), torch.from_numpy(dataset.y_train[i]))
                 for i in indices
