@@ -177,6 +177,13 @@ def test_a_healthy_rollout_reaches_the_whole_fleet_on_its_own(gated: Fleet, tmp_
         assert status.release.percent == 100 and status.release.rollout.stage == 2
         assert status.release.states["installed"] == 10
         assert devices.serving() == [2] * 10
+        # The rollout is marked completed just before its event is recorded: wait for it.
+        wait_for(
+            lambda: any(
+                "release 2: rollout completed" in e.message
+                for e in gated.coordinator.state.events()
+            )
+        )
         events = [e.message for e in gated.coordinator.state.events()]
         assert any("release 2: stage 2/3, 50%" in m for m in events)
         assert any("release 2: stage 3/3, 100%" in m for m in events)
