@@ -205,6 +205,7 @@ def _train(msg: Message, context: Context, config: RunConfig, root: Path | None)
         seed=_client_seed(config.seed, server_round, partition_id, site_round),
         proximal_mu=_scalar(train_config, "proximal-mu", 0.0),
         precision=config.precision,
+        kind=config.task_kind,
     )
     metrics = MetricRecord({"num-examples": len(data.y), "train-loss": loss})
     content = RecordDict({"arrays": _contiguous_arrays(model), "metrics": metrics})

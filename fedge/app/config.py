@@ -300,6 +300,19 @@ class RunConfig:
             )
 
     @property
+    def task_kind(self) -> str:
+        """What the run's model predicts: ``classification`` for built-ins, else the task's."""
+        info = self.task_info
+        return info["kind"] if info is not None else "classification"
+
+    @property
+    def task_ref(self) -> Any:
+        """The run's loaded task (a :class:`~fedge.tasks.TaskRef`), or ``None``."""
+        if self.task is None and self.data is None:
+            return None
+        return _task_of(self.task, self.data, self.label, self.partition)
+
+    @property
     def task_info(self) -> dict[str, str] | None:
         """The run's task (name, version, kind, code sha256), or ``None`` for built-ins."""
         if self.task is None and self.data is None:

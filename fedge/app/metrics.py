@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, nn
 
-__all__ = ["roc_auc"]
+__all__ = ["anomaly_metrics", "auc_of_scores", "roc_auc"]
 
 
 def roc_auc(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500) -> float:
@@ -15,7 +15,12 @@ def roc_auc(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500) ->
         for start in range(0, len(y), batch_size):
             logits = model(x[start : start + batch_size]).float()
             scores.append(torch.softmax(logits, dim=1)[:, 1])
-    score = torch.cat(scores).double()
+    return auc_of_scores(torch.cat(scores), y)
+
+
+def auc_of_scores(scores: Tensor, y: Tensor) -> float:
+    """ROC-AUC of ``scores`` for labels ``y`` (1 positive); 0.5 with one class only."""
+    score = scores.double()
     positive, negative = score[y == 1], score[y != 1]
     if len(positive) == 0 or len(negative) == 0:
         return 0.5
@@ -39,3 +44,24 @@ def _average_ranks(values: Tensor) -> Tensor:
         ranks[order[start : end + 1]] = (start + end) / 2 + 1
         start = end + 1
     return ranks
+
+
+def anomaly_metrics(errors: Tensor, y: Tensor, threshold: float) -> dict[str, float]:
+    """Flags ``errors > threshold`` judged against labels ``y`` (1 = anomaly): accuracy,
+    precision, recall, F1, and the ROC-AUC of the errors as scores."""
+    flags = errors > threshold
+    truth = y == 1
+    tp = int((flags & truth).sum())
+    fp = int((flags & ~truth).sum())
+    fn = int((~flags & truth).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": float((flags == truth).float().mean()) if len(y) else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "roc_auc": auc_of_scores(errors, y),
+        "threshold": float(threshold),
+    }

@@ -18,13 +18,13 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
-from fedge.app.metrics import roc_auc
+from fedge.app.metrics import anomaly_metrics, roc_auc
 from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
 from fedge.app.resume import resume_fields, resume_run
 from fedge.app.strategies import build_private_strategy
-from fedge.app.training import evaluate, set_seed
+from fedge.app.training import evaluate, reconstruction_errors, set_seed
 from fedge.app.validation import DroppedReply, validate_evaluate_replies, validate_train_replies
-from fedge.data import get_dataset
+from fedge.data import Dataset, get_dataset
 from fedge.errors import RoundFailedError
 from fedge.log import logger
 from fedge.models import get_model
@@ -159,9 +159,12 @@ def run_federation(
             record.extra.update(grid.round_facts(server_round))
         record.client_accuracy = _client_evaluate(strategy, server_round, arrays, grid, config)
         model.load_state_dict(arrays.to_torch_state_dict())
-        test = evaluate(model, x_test, y_test)
-        record.accuracy, record.loss = test.accuracy, test.loss
-        if task is not None and task["kind"] == "binary":
+        if config.task_kind == "anomaly":
+            _evaluate_anomaly(model, dataset, config, record)
+        else:
+            test = evaluate(model, x_test, y_test)
+            record.accuracy, record.loss = test.accuracy, test.loss
+        if config.task_kind == "binary":
             record.extra["roc_auc"] = roc_auc(model, x_test, y_test)
         record.seconds = time.perf_counter() - round_started
         result.rounds.append(record)
@@ -253,6 +256,21 @@ def _wait_for_simulated_fleet(grid: Grid, num_nodes: int, timeout: float = 300.0
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(list(grid.get_node_ids()))} of {num_nodes} nodes joined")
         time.sleep(0.1)
+
+
+def _evaluate_anomaly(
+    model: torch.nn.Module, dataset: Dataset, config: RunConfig, record: RoundRecord
+) -> None:
+    """Set the anomaly threshold on normal training samples, flag the test split with it."""
+    normal = torch.from_numpy(dataset.x_train[dataset.y_train == 0])
+    train_errors = reconstruction_errors(model, normal)
+    quantile = config.task_ref.task.threshold_quantile
+    threshold = float(torch.quantile(train_errors.double(), quantile)) if len(normal) else 0.0
+    errors = reconstruction_errors(model, torch.from_numpy(dataset.x_test))
+    metrics = anomaly_metrics(errors, torch.from_numpy(dataset.y_test), threshold)
+    record.accuracy = metrics.pop("accuracy")
+    record.loss = float(errors.mean()) if len(errors) else 0.0
+    record.extra.update(metrics)
 
 
 def _client_evaluate(

@@ -6,6 +6,7 @@ deterministic. Image batches go through convolutions in channels-last layout, wh
 convolution and max-pooling kernels are fastest; ``precision="bf16"`` adds bfloat16 autocast.
 """
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -15,7 +16,19 @@ from torch import Tensor, nn
 
 from fedge.app.config import PRECISIONS
 
-__all__ = ["EvalResult", "compute_precision", "evaluate", "set_seed", "to_fast_layout", "train"]
+__all__ = [
+    "EvalResult",
+    "compute_precision",
+    "evaluate",
+    "reconstruction_errors",
+    "set_seed",
+    "task_loss",
+    "to_fast_layout",
+    "train",
+]
+
+#: Task kinds whose model reconstructs its input (an autoencoder) instead of giving logits.
+RECONSTRUCTING = ("anomaly",)
 
 
 @dataclass(frozen=True)
@@ -62,12 +75,15 @@ def train(
     seed: int = 0,
     proximal_mu: float = 0.0,
     precision: str = "fp32",
+    kind: str = "classification",
 ) -> float:
     """Train ``model`` in place with SGD; return the mean training loss of the last epoch.
 
     With ``proximal_mu > 0`` the FedProx term ``mu/2 * ||w - w_global||^2`` is added, where
-    ``w_global`` is the model's weights on entry.
+    ``w_global`` is the model's weights on entry. ``kind`` is the task's: ``anomaly`` trains
+    an autoencoder to reconstruct its input (labels unused), others minimise cross-entropy.
     """
+    objective = task_loss(kind)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
@@ -80,8 +96,9 @@ def train(
             idx = order[start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
             with compute_precision(precision):
-                logits = model(to_fast_layout(x[idx]))
-            loss = nn.functional.cross_entropy(logits.float(), y[idx])
+                batch = to_fast_layout(x[idx])
+                output = model(batch)
+            loss = objective(output.float(), batch, y[idx])
             if global_params:
                 prox = sum(
                     ((p - g) ** 2).sum()
@@ -94,6 +111,25 @@ def train(
             count += len(idx)
         last_loss = total / max(count, 1)
     return last_loss
+
+
+def task_loss(kind: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """The training loss of a task kind, as ``loss(output, inputs, labels)``."""
+    if kind in RECONSTRUCTING:
+        return lambda output, inputs, _labels: nn.functional.mse_loss(output, inputs.float())
+    return lambda output, _inputs, labels: nn.functional.cross_entropy(output, labels)
+
+
+@torch.no_grad()
+def reconstruction_errors(model: nn.Module, x: Tensor, *, batch_size: int = 500) -> Tensor:
+    """Each sample's mean squared reconstruction error (an autoencoder's anomaly score)."""
+    model.eval()
+    errors = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        output = model(to_fast_layout(batch)).float()
+        errors.append(((output - batch.float()) ** 2).flatten(1).mean(dim=1))
+    return torch.cat(errors) if errors else torch.zeros(0)
 
 
 @torch.no_grad()

@@ -203,6 +203,16 @@ def _check_model(ref: TaskRef, model: Any, input_shape: tuple[int, ...]) -> None
             f"model does not take the data's inputs: expected shape (N, "
             f"{', '.join(map(str, input_shape))}), got {type(err).__name__}: {first}",
         ) from None
+    if ref.task.kind == "anomaly":
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(sample.shape):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(
+                "--task",
+                ref.reference,
+                f"an anomaly model must reconstruct its input: expected {tuple(sample.shape)}, "
+                f"got {shape}",
+            )
+        return
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(

@@ -12,8 +12,10 @@ from fedge.errors import ConfigError
 
 __all__ = ["TASK_KINDS", "Task", "dataset_from_arrays"]
 
-#: What a task predicts. ``binary`` adds ROC-AUC to accuracy.
-TASK_KINDS = ("classification", "binary")
+#: What a task predicts. ``binary`` adds ROC-AUC to accuracy; ``anomaly`` is an autoencoder
+#: trained to reconstruct its input, whose error above a threshold set on normal training
+#: data flags an anomaly (labels, 1 = anomaly, are used only to set and judge the threshold).
+TASK_KINDS = ("classification", "binary", "anomaly")
 
 #: What a task's ``data`` loader may return: a fedge Dataset, ``(x, y)``, or ``(x, y, groups)``.
 DataLoader = Callable[[], Any]
@@ -42,6 +44,7 @@ class Task:
     group: str | None = None
     test_fraction: float = 0.2
     public_fraction: float = 0.1
+    threshold_quantile: float = 0.99
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
@@ -52,6 +55,10 @@ class Task:
             raise ConfigError("Task.model", self.model, "must be a model builder (callable)")
         if not (callable(self.data) or isinstance(self.data, str | Path)):
             raise ConfigError("Task.data", self.data, "must be a loader or a path")
+        if not 0.5 <= self.threshold_quantile <= 1.0:
+            raise ConfigError(
+                "Task.threshold_quantile", self.threshold_quantile, "is outside [0.5, 1]"
+            )
         if not 0 < self.test_fraction + self.public_fraction < 1:
             raise ConfigError(
                 "Task.test_fraction", self.test_fraction, "with public_fraction must be in (0, 1)"
