@@ -14,7 +14,6 @@ nothing it has: devices keep their connection to the gateway, their releases and
 
 import contextlib
 import random
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from fedge.edge.identity import (
     load_identity,
     load_pinned_key,
 )
-from fedge.errors import AddressInUseError, ConfigError, FedgeError
+from fedge.errors import ConfigError, FedgeError
 from fedge.files import atomic_write
 from fedge.gateway.config import GatewayConfig
 from fedge.gateway.releases import SiteReleases
@@ -57,6 +56,7 @@ from fedge.protocol.transport import (
     bind,
     create_server,
     parse_address,
+    probe,
 )
 from fedge.v1 import enrollment_pb2, fleet_pb2, gateway_pb2, hub_pb2
 
@@ -116,7 +116,7 @@ class Gateway:
         elif token is not None:
             logger.warning("%s is already enrolled; --token is not used", state_dir)
         for address, option in ((config.address, "address"), (config.enroll, "enroll-address")):
-            _probe(address, option)
+            probe(address, option=option)
         if enrol:
             assert token is not None and upstream is not None
             self._enroll(upstream, token, name, enroll_address or config.coordinator_enroll_address)
@@ -349,21 +349,3 @@ class Gateway:
             pass
         return self.fatal
 
-
-def _probe(address: str, option: str) -> None:
-    """Fail now, naming ``option``, if ``address`` cannot be listened on."""
-    host, port = parse_address(address, option=option)
-    if port == 0:
-        return
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as err:
-        raise AddressInUseError(f"{option}: cannot listen on {address}: {err}") from err
-    family, kind, proto, _, sockaddr = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        try:
-            probe.bind(sockaddr)
-        except OSError as err:
-            raise AddressInUseError(
-                f"{option}: cannot listen on {address}: {err.strerror or err}"
-            ) from err
