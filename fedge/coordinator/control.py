@@ -333,7 +333,7 @@ class ControlServicer:
         """A one-time URL that opens a web console session for this operator."""
         if self._console_login is None:
             raise NotFoundError("this coordinator serves no console")
-        who = caller(context) if context is not None else None
+        who = caller()
         operator = who.name if isinstance(who, Operator) else "operator"
         url, expires = self._console_login(operator)
         self._state.add_event("console", f"{operator} asked for a console login URL")

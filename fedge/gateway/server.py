@@ -35,30 +35,17 @@ from fedge.files import atomic_write
 from fedge.gateway.config import GatewayConfig
 from fedge.gateway.releases import SiteReleases
 from fedge.gateway.rounds import SiteRounds
-from fedge.gateway.services import (
-    GatewayAuth,
-    SiteEnrollmentServicer,
-    SiteFleetServicer,
-    SiteHubServicer,
-)
+from fedge.gateway.services import GatewayAuth, SiteEnrollmentServicer, SiteFleet, SiteHub
 from fedge.gateway.sitesync import SiteSync
 from fedge.gateway.state import GatewayState, RosterEntry
 from fedge.gateway.uplink import LINK_DOWN, Uplink
 from fedge.log import logger
-from fedge.protocol.interceptor import FedgeInterceptor
+from fedge.protocol.endpoint import EndpointSettings, FleetEndpoint
 from fedge.protocol.pki import fingerprint, make_enroll_certificate
 from fedge.protocol.tasks import TaskHub
 from fedge.protocol.tokens import parse_token
-from fedge.protocol.transport import (
-    ServerTLS,
-    TransportOptions,
-    add_service,
-    bind,
-    create_server,
-    parse_address,
-    probe,
-)
-from fedge.v1 import enrollment_pb2, fleet_pb2, gateway_pb2, hub_pb2
+from fedge.protocol.transport import ServerTLS, TransportOptions, parse_address, probe
+from fedge.v1 import gateway_pb2
 
 __all__ = ["Gateway"]
 
@@ -75,7 +62,6 @@ class Gateway:
             max_message_bytes=config.max_message_bytes, chunk_bytes=config.chunk_bytes
         )
         self._stop = threading.Event()
-        self._servers: list[grpc.Server] = []
         self._threads: list[threading.Thread] = []
         self.ports: dict[str, int] = {}
         self.fatal: str | None = None
@@ -164,14 +150,18 @@ class Gateway:
         )
         enroll_tls = ServerTLS(enroll_pem, (root / _ENROLL_KEY).read_bytes())
         self.state = GatewayState(root / "gateway.db")
-        interceptor = FedgeInterceptor(authenticate=GatewayAuth(self.state))
-        main = create_server(
-            options=self._options, max_workers=self.config.max_workers, interceptors=[interceptor]
+        self.endpoint = FleetEndpoint(
+            options=self._options,
+            max_workers=self.config.max_workers,
+            authenticate=GatewayAuth(self.state),
         )
-        enroller = create_server(options=self._options, max_workers=4, interceptors=[interceptor])
-        self.ports["fleet"] = bind(main, self.config.address, main_tls, option="address")
-        self.ports["enroll"] = bind(
-            enroller, self.config.enroll, enroll_tls, option="enroll-address"
+        self.ports.update(
+            self.endpoint.bind(
+                address=self.config.address,
+                tls=main_tls,
+                enroll_address=self.config.enroll,
+                enroll_tls=enroll_tls,
+            )
         )
         self.hub = TaskHub(liveness_seconds=self.config.liveness_seconds)
         self.uplink = Uplink(identity, options=self._options)
@@ -190,31 +180,20 @@ class Gateway:
             stop=self._stop,
         )
         self._enroll_fingerprint = fingerprint(enroll_pem)
-        add_service(
-            main,
-            fleet_pb2.DESCRIPTOR.services_by_name["FleetService"],
-            SiteFleetServicer(
-                state=self.state,
-                hub=self.hub,
+        self.endpoint.serve(
+            fleet=SiteFleet(
+                state=self.state, hub=self.hub, release_state=lambda: self._release_state
+            ),
+            hub=SiteHub(self.releases),
+            enrollment=SiteEnrollmentServicer(uplink=self.uplink, state=self.state),
+            settings=EndpointSettings(
                 heartbeat_seconds=self.config.heartbeat_seconds,
                 chunk_bytes=self.config.chunk_bytes,
                 max_payload_bytes=self.config.max_payload_bytes,
-                release_state=lambda: self._release_state,
+                max_downloads=self.config.max_concurrent_downloads,
             ),
         )
-        add_service(
-            main,
-            hub_pb2.DESCRIPTOR.services_by_name["ModelHubService"],
-            SiteHubServicer(self.releases, max_downloads=self.config.max_concurrent_downloads),
-        )
-        add_service(
-            enroller,
-            enrollment_pb2.DESCRIPTOR.services_by_name["EnrollmentService"],
-            SiteEnrollmentServicer(uplink=self.uplink, state=self.state),
-        )
-        self._servers = [main, enroller]
-        for server in self._servers:
-            server.start()
+        self.endpoint.start()
         for target, name in (
             (self._sync_loop, "fedge-gw-sync"),
             (self._round_loop, "fedge-gw-rounds"),
@@ -336,8 +315,7 @@ class Gateway:
         self._stop.set()
         self.hub.notify()
         self.releases.flush_wanted.set()  # wakes the sync loop
-        for server in self._servers:
-            server.stop(grace).wait(grace + 1)
+        self.endpoint.stop(grace)
         self.uplink.close()  # cancels a waiting PullTask, so the loops end now
         for thread in self._threads:
             thread.join(timeout=15)
@@ -348,4 +326,3 @@ class Gateway:
         while not self._stop.wait(1.0):
             pass
         return self.fatal
-
