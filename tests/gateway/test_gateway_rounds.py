@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 from fedge.app.config import RunConfig
 from fedge.cli.main import app
 from fedge.data.device import write_device_data
-from fedge.edge.agent import AgentSettings, EdgeAgent
 from fedge.simulation import simulate
 from fedge.v1 import control_pb2 as pb
 
@@ -84,10 +83,7 @@ def test_a_cut_off_site_is_dropped_with_why_and_rejoins(site: Site) -> None:
     cloud_device = site.fleet.trainer("cloud-cam")  # a device of the cloud itself
     data = site.root / "cloud-cam-data"
     write_device_data(data, dataset="digits", partition_id=2, num_partitions=3, fmt="npz")
-    agent = EdgeAgent(
-        cloud_device, data_dir=data, settings=AgentSettings(wait_seconds=1.0, heartbeat_seconds=0.3)
-    )
-    site.run_agent(agent)
+    site.run_device(cloud_device, data)
     for i in range(2):
         site.trainer(f"cam-{i}", partition=i, partitions=3)
     control = site.fleet.control_stub()
