@@ -198,13 +198,8 @@ class CloudFleet:
         self, *, state: State, hub: TaskHub, release_state: Callable[[], str] = lambda: ""
     ) -> None:
         self._state = state
-        self._hub = hub
+        self.hub = hub
         self.release_state = release_state
-
-    @property
-    def hub(self) -> TaskHub:
-        """The cloud's task hub."""
-        return self._hub
 
     def node_of(self, device: DeviceRow) -> int:
         """A device's node id is its row id."""
@@ -223,5 +218,5 @@ class CloudFleet:
         """Refuse an update of the wrong shape or a site's aggregate that does not add up;
         complete the task; record the privacy the device (each device of a site) spent."""
         site = check_reply(reply, task)
-        self._hub.complete(task, reply)
+        self.hub.complete(task, reply)
         record_privacy(reply, site, device=device, state=self._state)

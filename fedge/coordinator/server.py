@@ -15,7 +15,7 @@ from fedge.coordinator.auth import CoordinatorAuth, Operator
 from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.console import ConsoleServer, ConsoleSessions
 from fedge.coordinator.console.server import ConsoleTLS
-from fedge.coordinator.control import ControlServicer
+from fedge.coordinator.control import ControlService, ControlServicer
 from fedge.coordinator.fleet import CloudFleet, EnrollmentServicer, FleetSettings
 from fedge.coordinator.gateways import GatewayServicer, Sites, may_speak_for
 from fedge.coordinator.hub import CloudHub
@@ -229,7 +229,7 @@ class Coordinator:
         )
 
     def _serve(self, settings: FleetSettings, ca: CertificateAuthority | None) -> None:
-        self.control = ControlServicer(
+        self.control = ControlService(
             state=self.state,
             hub=self.hub,
             sites=self.sites,
@@ -262,7 +262,7 @@ class Coordinator:
                 insecure=settings.insecure,
                 max_downloads=self.config.max_concurrent_downloads,
             ),
-            more=[(GATEWAY_SERVICE, gateways), (CONTROL_SERVICE, self.control)],
+            more=[(GATEWAY_SERVICE, gateways), (CONTROL_SERVICE, ControlServicer(self.control))],
         )
         self.metrics.attach(
             state=self.state,

@@ -91,13 +91,8 @@ class SiteFleet:
         self, *, state: GatewayState, hub: TaskHub, release_state: Callable[[], str]
     ) -> None:
         self._state = state
-        self._hub = hub
+        self.hub = hub
         self.release_state = release_state
-
-    @property
-    def hub(self) -> TaskHub:
-        """The site's task hub (the cloud's site tasks, split per device)."""
-        return self._hub
 
     def node_of(self, device: SiteDevice) -> int:
         """The cloud's node id of the device."""
@@ -117,7 +112,7 @@ class SiteFleet:
             _, dropped = validate_train_replies([reply], task.reference)
             if dropped:
                 raise PayloadError(f"update refused: {dropped[0].reason}")
-        self._hub.complete(task, reply)
+        self.hub.complete(task, reply)
 
 
 class SiteHub:

@@ -57,9 +57,8 @@ class EndpointSettings:
 class FleetBackend(Protocol):
     """What the fleet service asks of the cloud or a site about its devices' tasks."""
 
-    @property
-    def hub(self) -> TaskHub:
-        """The task hub the devices pull from and push to."""
+    #: The task hub the devices pull from and push to.
+    hub: TaskHub
 
     def node_of(self, device: Any) -> int:
         """The task-hub node of the authenticated ``device``."""
