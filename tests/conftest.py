@@ -18,8 +18,9 @@ from fedge.app.config import RunConfig
 from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.pki import init_certs
 from fedge.coordinator.server import Coordinator
-from fedge.edge.agent import AgentSettings, EdgeAgent
+from fedge.edge.agent import AgentSettings
 from fedge.edge.delivery import DeliverySettings, DeviceDelivery
+from fedge.edge.device import DeviceSettings, start_device
 from fedge.edge.identity import DeviceIdentity, enroll_device
 from fedge.protocol.pki import fingerprint
 from fedge.protocol.tokens import make_token
@@ -178,25 +179,18 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 def heartbeat_listener(identity: DeviceIdentity, channel: grpc.Channel) -> Iterator[DeviceDelivery]:
     """A running device whose release checks come only from its heartbeats' news: its delivery
     loop waits an hour between checks, its agent heartbeats every 0.3 s."""
-    delivery = DeviceDelivery(
-        channel=channel,
-        state_dir=Path(identity.state_dir),
-        device_id=identity.device_id,
-        settings=DeliverySettings(interval=3600, inference_address=None),
-    ).start()
-    agent = EdgeAgent(
-        identity, data_dir=None, settings=AgentSettings(wait_seconds=1.0, heartbeat_seconds=0.3)
+    settings = DeviceSettings(
+        agent=AgentSettings(wait_seconds=1.0, heartbeat_seconds=0.3),
+        delivery=DeliverySettings(interval=3600, inference_address=None),
     )
-    agent.set_serving(delivery.serving)
-    agent.set_release_news(delivery.release_news)
-    thread = threading.Thread(target=agent.run, name=f"agent-{identity.device_id}")
-    thread.start()
+    device = start_device(identity, settings, channel=channel)
+    assert device.delivery is not None
+    thread = device.run_in_thread()
     try:
-        yield delivery
+        yield device.delivery
     finally:
-        agent.stop()
+        device.stop()
         thread.join(timeout=30)
-        delivery.stop()
 
 
 @pytest.fixture(scope="session")

@@ -171,8 +171,9 @@ def start_command(
     Without fedge\\[train] (or without --data) the device serves predictions and installs
     releases only, and tells the coordinator so: it is never sent a training task.
     """
-    from fedge.edge.agent import AgentSettings, EdgeAgent, RefusedError, training_available
-    from fedge.edge.delivery import start_device_delivery
+    from fedge.edge.agent import AgentSettings, RefusedError, training_available
+    from fedge.edge.delivery import DeliverySettings
+    from fedge.edge.device import DeviceSettings, start_device
     from fedge.edge.drift import DriftSettings
     from fedge.edge.health import HealthConfig
     from fedge.edge.identity import is_enrolled, load_identity
@@ -207,31 +208,31 @@ def start_command(
             insecure=insecure,
         )
         device_profile = _device_profile(profile or identity.profile or DEFAULT_PROFILE)
-        agent = EdgeAgent(
+        device = start_device(
             identity,
-            data_dir=data,
-            settings=AgentSettings(wait_seconds=wait, heartbeat_seconds=heartbeat),
-            profile=device_profile.name,
-            train=train,
-        )
-        delivery = start_device_delivery(
-            identity,
-            interval=release_interval,
-            inference_address=inference or None,
-            health=health,
-            profile=device_profile,
-            metrics_address=metrics or None,
-            drift=drift,
+            DeviceSettings(
+                data_dir=data,
+                train=train,
+                agent=AgentSettings(wait_seconds=wait, heartbeat_seconds=heartbeat),
+                delivery=DeliverySettings(
+                    interval=release_interval,
+                    inference_address=inference or None,
+                    health=health,
+                    profile=device_profile,
+                    metrics_address=metrics or None,
+                    drift=drift,
+                ),
+            ),
         )
     except FedgeError as err:
         fail(str(err))
-    agent.set_serving(delivery.serving)
-    agent.set_release_news(delivery.release_news)
+    agent, delivery = device.agent, device.delivery
+    assert delivery is not None
     log_fedge_info()
     if identity.insecure:
         err_console.print("[bold yellow]WARNING:[/] this device was enrolled --insecure (no TLS)")
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
-    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    signal.signal(signal.SIGTERM, lambda *_: device.stop())
+    signal.signal(signal.SIGINT, lambda *_: device.stop())
     if agent.can_train and summary is not None:
         role = "trains on " + summary.describe()
     else:
@@ -250,11 +251,9 @@ def start_command(
     if delivery.metrics_port is not None:
         console.print(f"{identity.device_id}: Prometheus /metrics on port {delivery.metrics_port}")
     try:
-        agent.run()
+        device.run()
     except RefusedError as err:
         fail(f"the coordinator refused this device: {err}")
-    finally:
-        delivery.stop()
     console.print(f"{identity.device_id}: stopped after {agent.tasks_done} tasks")
 
 

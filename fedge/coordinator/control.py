@@ -1,14 +1,16 @@
-"""The control service (operator ↔ coordinator): short delegations, one per RPC.
+"""The control service (operator ↔ coordinator): one typed service layer, two front ends.
 
-Every operator action (runs, fleet, releases) comes through here with the operator credential:
-the interceptor authenticates it and maps errors to status codes, and nothing edits the
-coordinator's state from outside. The coordinator owns its release store and its signing key.
+Every operator action (runs, fleet, releases) is a typed method of :class:`ControlService`. The
+gRPC :class:`ControlServicer` is one short call into it per RPC (the interceptor authenticates
+the operator credential and maps errors to status codes); the web console calls the same
+methods directly. Nothing edits the coordinator's state from outside; the coordinator owns its
+release store and its signing key.
 """
 
 import json
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -33,7 +35,9 @@ from fedge.release.store import ReleaseInfo, ReleaseStore
 from fedge.release.telemetry import DeviceTelemetry
 from fedge.v1 import control_pb2 as pb
 
-__all__ = ["ControlServicer", "device_to_proto", "run_to_proto"]
+__all__ = ["ControlService", "ControlServicer", "device_to_proto", "run_to_proto"]
+
+Context: TypeAlias = grpc.ServicerContext
 
 _SITE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
@@ -170,8 +174,8 @@ def release_to_proto(
     return summary
 
 
-class ControlServicer:
-    """gRPC handlers of ``fedge.v1.ControlService`` (the operator, on every call)."""
+class ControlService:
+    """Every operator action, typed: the gRPC control servicer and the web console call it."""
 
     def __init__(
         self,
@@ -202,16 +206,16 @@ class ControlServicer:
 
     # runs
 
-    def StartRun(self, request: Any, context: grpc.ServicerContext) -> pb.StartRunResponse:  # noqa: N802
+    def start_run(self, config_json: str) -> pb.StartRunResponse:
         """Resolve the operator's options into a run plan against the fleet, and queue it."""
-        options = _json_object(request.config_json, "run options")
+        options = _json_object(config_json, "run options")
         plan = resolve_plan(options, fleet=FleetView.of(self._state, self._hub))
         run = self._runs.submit(plan)
         return pb.StartRunResponse(run=run_to_proto(run, []))
 
-    def GetRun(self, request: Any, context: grpc.ServicerContext) -> pb.GetRunResponse:  # noqa: N802
+    def get_run(self, run_id: int) -> pb.GetRunResponse:
         """A run with its rounds and events (run 0 = the latest)."""
-        run = self._state.run(request.run_id)
+        run = self._state.run(run_id)
         rounds = self._state.rounds(run.id)
         return pb.GetRunResponse(
             run=run_to_proto(run, rounds),
@@ -222,21 +226,19 @@ class ControlServicer:
             ],
         )
 
-    def ListRuns(self, request: Any, context: grpc.ServicerContext) -> pb.ListRunsResponse:  # noqa: N802
+    def list_runs(self) -> pb.ListRunsResponse:
         """All runs."""
         runs = [run_to_proto(r, self._state.rounds(r.id)) for r in self._state.runs()]
         return pb.ListRunsResponse(runs=runs)
 
-    def StopRun(self, request: Any, context: grpc.ServicerContext) -> pb.StopRunResponse:  # noqa: N802
+    def stop_run(self, run_id: int) -> pb.StopRunResponse:
         """Stop a run."""
-        run = self._runs.stop(request.run_id)
+        run = self._runs.stop(run_id)
         return pb.StopRunResponse(run=run_to_proto(run, self._state.rounds(run.id)))
 
-    def GetRunResults(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> pb.GetRunResultsResponse:
+    def run_results(self, run_id: int) -> pb.GetRunResultsResponse:
         """The run's results.json as it wrote it."""
-        run = self._state.run(request.run_id)
+        run = self._state.run(run_id)
         path = self._runs.run_dir(run.id) / "results.json"
         if not path.is_file():
             raise NotFoundError(f"run {run.id} has no results yet (state {run.state})")
@@ -244,7 +246,7 @@ class ControlServicer:
 
     # fleet
 
-    def ListDevices(self, request: Any, context: grpc.ServicerContext) -> pb.ListDevicesResponse:  # noqa: N802
+    def list_devices(self) -> pb.ListDevicesResponse:
         """Every enrolled device."""
         rows = self._state.devices()
         online = set(self._sites.online([d.id for d in rows]))
@@ -261,38 +263,36 @@ class ControlServicer:
         ]
         return pb.ListDevicesResponse(devices=devices)
 
-    def RevokeDevice(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> pb.RevokeDeviceResponse:
+    def revoke_device(self, device: str) -> pb.RevokeDeviceResponse:
         """Revoke a device (by id, unique id prefix or name): refused from its next call on (a
         device behind a gateway: at its gateway, from the gateway's next sync on)."""
-        device = self._state.revoke(self._state.find_device(request.device_id).device_id)
-        self._hub.forget(device.id)
-        self._state.add_event("revoked", f"{device.device_id} revoked", device_id=device.device_id)
-        return pb.RevokeDeviceResponse(device=device_to_proto(device, online=False))
+        row = self._state.revoke(self._state.find_device(device).device_id)
+        self._hub.forget(row.id)
+        self._state.add_event("revoked", f"{row.device_id} revoked", device_id=row.device_id)
+        return pb.RevokeDeviceResponse(device=device_to_proto(row, online=False))
 
-    def CreateEnrollToken(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
+    def create_enroll_token(
+        self, *, site: str = "", gateway: bool = False, ttl_seconds: float = 0.0
     ) -> pb.CreateEnrollTokenResponse:
         """A one-time enrolment token: for a device of the cloud, a device of a site (it pins
-        the site gateway's enrolment certificate) or the gateway of a site."""
-        ttl = min(request.ttl_seconds if request.ttl_seconds > 0 else self._token_ttl, 30 * 86400)
-        site = request.site.strip()
+        the site gateway's enrolment certificate) or the gateway of a site (``gateway``)."""
+        ttl = min(ttl_seconds if ttl_seconds > 0 else self._token_ttl, 30 * 86400)
+        site = site.strip()
         fingerprint = self._fingerprint
-        if request.gateway:
+        if gateway:
             if not _SITE_NAME.fullmatch(site):
                 raise ConfigError(
                     "--site", site, "must name the site: letters, digits, '.', '_', '-' (1-100)"
                 )
             issued = self._state.create_token(ttl_seconds=ttl, kind=KIND_GATEWAY, site=site)
         elif site:
-            gateway = self._state.gateway_of(site)
-            if gateway is None or not gateway.enroll_fingerprint:
+            site_gateway = self._state.gateway_of(site)
+            if site_gateway is None or not site_gateway.enroll_fingerprint:
                 raise NotFoundError(
                     f"site {site!r} has no gateway yet: create a gateway token with "
                     f"`fedge fleet token create --gateway --site {site}` and start it first"
                 )
-            fingerprint = gateway.enroll_fingerprint
+            fingerprint = site_gateway.enroll_fingerprint
             issued = self._state.create_token(ttl_seconds=ttl, site=site)
             # The device talks to the gateway: the token itself names the cloud's release key.
             release_key = key_id(load_public_key(pem=self._release_key_pem))
@@ -306,7 +306,7 @@ class ControlServicer:
             token=make_token(issued.secret, fingerprint), expires_unix=issued.expires
         )
 
-    def ListDrift(self, request: Any, context: grpc.ServicerContext) -> pb.ListDriftResponse:  # noqa: N802
+    def list_drift(self) -> pb.ListDriftResponse:
         """Each device's latest drift window against its release's reference."""
         names = {d.device_id: d.name for d in self._state.devices()}
         return pb.ListDriftResponse(
@@ -327,22 +327,18 @@ class ControlServicer:
             ],
         )
 
-    def CreateConsoleLogin(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> pb.CreateConsoleLoginResponse:
-        """A one-time URL that opens a web console session for this operator."""
+    def create_console_login(self, operator: str) -> pb.CreateConsoleLoginResponse:
+        """A one-time URL that opens a web console session for ``operator``."""
         if self._console_login is None:
             raise NotFoundError("this coordinator serves no console")
-        who = caller(context) if context is not None else None
-        operator = who.name if isinstance(who, Operator) else "operator"
         url, expires = self._console_login(operator)
         self._state.add_event("console", f"{operator} asked for a console login URL")
         return pb.CreateConsoleLoginResponse(url=url, expires_unix=expires)
 
     # releases
 
-    def UploadArtifact(  # noqa: N802
-        self, request_iterator: Iterator[Any], context: grpc.ServicerContext
+    def upload_artifact(
+        self, request_iterator: Iterator[pb.UploadArtifactRequest]
     ) -> pb.UploadArtifactResponse:
         """Store an artifact streamed in chunks (header first); refused if its hash differs."""
         first = next(request_iterator, None)
@@ -357,9 +353,7 @@ class ControlServicer:
         self._releases.record_artifact(sha, length)
         return pb.UploadArtifactResponse(sha256=sha, length=length)
 
-    def PublishRelease(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> pb.PublishReleaseResponse:
+    def publish_release(self, request: pb.PublishReleaseRequest) -> pb.PublishReleaseResponse:
         """Sign an uploaded artifact, or a run's release build, as the next release; with a
         policy, start its health-gated rollout at the first stage."""
         policy = None
@@ -399,7 +393,7 @@ class ControlServicer:
         self._event("published", signed, detail)
         return pb.PublishReleaseResponse(release=self._summary(signed.manifest.version))
 
-    def _publish_run(self, request: Any) -> SignedManifest:
+    def _publish_run(self, request: pb.PublishReleaseRequest) -> SignedManifest:
         run = self._state.run(request.run_id)
         build = self._runs.run_dir(run.id) / "release"
         if not (build / "model.onnx").is_file():
@@ -416,44 +410,34 @@ class ControlServicer:
             labels=tuple(request.labels),
         )
 
-    def PromoteRelease(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> pb.PromoteReleaseResponse:
-        """Widen (or narrow) a release's rollout."""
-        version = self._version(request.version)
-        info = self._releases.promote(version, percent=request.percent)
+    def promote_release(self, version: int, *, percent: int) -> pb.PromoteReleaseResponse:
+        """Widen (or narrow) a release's rollout (version 0: the newest)."""
+        info = self._releases.promote(self._version(version), percent=percent)
         self._state.add_event("promoted", f"release {info.version} to {info.percent}%")
         return pb.PromoteReleaseResponse(release=self._summary(info.version))
 
-    def RollbackRelease(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> pb.RollbackReleaseResponse:
-        """Withdraw a release; re-release the last good model as a new, higher version."""
-        signed = self._releases.rollback(version=request.version or None)
+    def rollback_release(self, version: int) -> pb.RollbackReleaseResponse:
+        """Withdraw a release (0: the newest); re-release the last good model as a new, higher
+        version."""
+        signed = self._releases.rollback(version=version or None)
         self._event("rolled-back", signed, f"withdraws release {signed.manifest.rollback_of}")
         return pb.RollbackReleaseResponse(release=self._summary(signed.manifest.version))
 
-    def PauseRollout(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> pb.PauseRolloutResponse:
+    def pause_rollout(self, version: int) -> pb.PauseRolloutResponse:
         """Hold a health-gated rollout at its stage."""
-        version = self._version(request.version)
+        version = self._version(version)
         self._gate().pause(version)
         return pb.PauseRolloutResponse(release=self._summary(version))
 
-    def ResumeRollout(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> pb.ResumeRolloutResponse:
+    def resume_rollout(self, version: int) -> pb.ResumeRolloutResponse:
         """Go on with a paused health-gated rollout."""
-        version = self._version(request.version)
+        version = self._version(version)
         self._gate().resume(version)
         return pb.ResumeRolloutResponse(release=self._summary(version))
 
-    def AbortRollout(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> pb.AbortRolloutResponse:
+    def abort_rollout(self, version: int) -> pb.AbortRolloutResponse:
         """Stop a health-gated rollout and roll the fleet back to the last good release."""
-        version = self._version(request.version)
+        version = self._version(version)
         rollout = self._gate().abort(version)
         return pb.AbortRolloutResponse(
             release=self._summary(version), rollback_version=rollout.rollback_version
@@ -468,19 +452,15 @@ class ControlServicer:
             raise ReleaseError("this coordinator runs no health-gated rollouts")
         return self._rollouts
 
-    def ListReleases(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> pb.ListReleasesResponse:
+    def list_releases(self) -> pb.ListReleasesResponse:
         """Every release, newest first."""
         return pb.ListReleasesResponse(
             releases=[self._summary(r.version) for r in self._releases.list_releases()]
         )
 
-    def GetReleaseStatus(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> pb.GetReleaseStatusResponse:
+    def release_status(self, version: int) -> pb.GetReleaseStatusResponse:
         """A release's devices per install state, each device's outcome, and telemetry."""
-        version = self._version(request.version)
+        version = self._version(version)
         summary = self._summary(version)
         names = {d.device_id: d.name for d in self._state.devices()}
         return pb.GetReleaseStatusResponse(
@@ -510,9 +490,7 @@ class ControlServicer:
             ],
         )
 
-    def GetReleaseKey(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> pb.GetReleaseKeyResponse:
+    def release_key(self) -> pb.GetReleaseKeyResponse:
         """The release public key devices pin at enrolment."""
         pem = self._release_key_pem
         return pb.GetReleaseKeyResponse(public_key_pem=pem, key_id=key_id(load_public_key(pem=pem)))
@@ -538,6 +516,128 @@ class ControlServicer:
     def _event(self, kind: str, signed: SignedManifest, detail: str) -> None:
         m = signed.manifest
         self._state.add_event(kind, f"release {m.version} ({m.name}, {m.profile}) {detail}")
+
+
+class ControlServicer:
+    """gRPC handlers of ``fedge.v1.ControlService`` (the operator, on every call): one typed
+    call each into :class:`ControlService`."""
+
+    def __init__(self, service: ControlService) -> None:
+        self._service = service
+
+    def StartRun(self, request: pb.StartRunRequest, context: Context) -> pb.StartRunResponse:  # noqa: N802
+        """See :meth:`ControlService.start_run`."""
+        return self._service.start_run(request.config_json)
+
+    def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:  # noqa: N802
+        """See :meth:`ControlService.get_run`."""
+        return self._service.get_run(request.run_id)
+
+    def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:  # noqa: N802
+        """See :meth:`ControlService.list_runs`."""
+        return self._service.list_runs()
+
+    def StopRun(self, request: pb.StopRunRequest, context: Context) -> pb.StopRunResponse:  # noqa: N802
+        """See :meth:`ControlService.stop_run`."""
+        return self._service.stop_run(request.run_id)
+
+    def GetRunResults(  # noqa: N802
+        self, request: pb.GetRunResultsRequest, context: Context
+    ) -> pb.GetRunResultsResponse:
+        """See :meth:`ControlService.run_results`."""
+        return self._service.run_results(request.run_id)
+
+    def ListDevices(  # noqa: N802
+        self, request: pb.ListDevicesRequest, context: Context
+    ) -> pb.ListDevicesResponse:
+        """See :meth:`ControlService.list_devices`."""
+        return self._service.list_devices()
+
+    def RevokeDevice(  # noqa: N802
+        self, request: pb.RevokeDeviceRequest, context: Context
+    ) -> pb.RevokeDeviceResponse:
+        """See :meth:`ControlService.revoke_device`."""
+        return self._service.revoke_device(request.device_id)
+
+    def CreateEnrollToken(  # noqa: N802
+        self, request: pb.CreateEnrollTokenRequest, context: Context
+    ) -> pb.CreateEnrollTokenResponse:
+        """See :meth:`ControlService.create_enroll_token`."""
+        return self._service.create_enroll_token(
+            site=request.site, gateway=request.gateway, ttl_seconds=request.ttl_seconds
+        )
+
+    def ListDrift(self, request: pb.ListDriftRequest, context: Context) -> pb.ListDriftResponse:  # noqa: N802
+        """See :meth:`ControlService.list_drift`."""
+        return self._service.list_drift()
+
+    def CreateConsoleLogin(  # noqa: N802
+        self, request: pb.CreateConsoleLoginRequest, context: Context
+    ) -> pb.CreateConsoleLoginResponse:
+        """See :meth:`ControlService.create_console_login` (for the calling operator)."""
+        who = caller()
+        operator = who.name if isinstance(who, Operator) else "operator"
+        return self._service.create_console_login(operator)
+
+    def UploadArtifact(  # noqa: N802
+        self, request_iterator: Iterator[pb.UploadArtifactRequest], context: Context
+    ) -> pb.UploadArtifactResponse:
+        """See :meth:`ControlService.upload_artifact`."""
+        return self._service.upload_artifact(request_iterator)
+
+    def PublishRelease(  # noqa: N802
+        self, request: pb.PublishReleaseRequest, context: Context
+    ) -> pb.PublishReleaseResponse:
+        """See :meth:`ControlService.publish_release`."""
+        return self._service.publish_release(request)
+
+    def PromoteRelease(  # noqa: N802
+        self, request: pb.PromoteReleaseRequest, context: Context
+    ) -> pb.PromoteReleaseResponse:
+        """See :meth:`ControlService.promote_release`."""
+        return self._service.promote_release(request.version, percent=request.percent)
+
+    def RollbackRelease(  # noqa: N802
+        self, request: pb.RollbackReleaseRequest, context: Context
+    ) -> pb.RollbackReleaseResponse:
+        """See :meth:`ControlService.rollback_release`."""
+        return self._service.rollback_release(request.version)
+
+    def PauseRollout(  # noqa: N802
+        self, request: pb.PauseRolloutRequest, context: Context
+    ) -> pb.PauseRolloutResponse:
+        """See :meth:`ControlService.pause_rollout`."""
+        return self._service.pause_rollout(request.version)
+
+    def ResumeRollout(  # noqa: N802
+        self, request: pb.ResumeRolloutRequest, context: Context
+    ) -> pb.ResumeRolloutResponse:
+        """See :meth:`ControlService.resume_rollout`."""
+        return self._service.resume_rollout(request.version)
+
+    def AbortRollout(  # noqa: N802
+        self, request: pb.AbortRolloutRequest, context: Context
+    ) -> pb.AbortRolloutResponse:
+        """See :meth:`ControlService.abort_rollout`."""
+        return self._service.abort_rollout(request.version)
+
+    def ListReleases(  # noqa: N802
+        self, request: pb.ListReleasesRequest, context: Context
+    ) -> pb.ListReleasesResponse:
+        """See :meth:`ControlService.list_releases`."""
+        return self._service.list_releases()
+
+    def GetReleaseStatus(  # noqa: N802
+        self, request: pb.GetReleaseStatusRequest, context: Context
+    ) -> pb.GetReleaseStatusResponse:
+        """See :meth:`ControlService.release_status`."""
+        return self._service.release_status(request.version)
+
+    def GetReleaseKey(  # noqa: N802
+        self, request: pb.GetReleaseKeyRequest, context: Context
+    ) -> pb.GetReleaseKeyResponse:
+        """See :meth:`ControlService.release_key`."""
+        return self._service.release_key()
 
 
 def _upload_chunks(requests: Iterator[Any], length: int) -> Iterator[memoryview]:

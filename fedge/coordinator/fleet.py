@@ -1,14 +1,14 @@
-"""The fleet and enrolment services (device ↔ coordinator): short delegations.
+"""The cloud's side of the fleet endpoint: its fleet backend and its enrolment service.
 
-Authentication, the error → status mapping and the record of refusals are the interceptor's
-(:mod:`fedge.protocol.interceptor`); a handler here reads the authenticated device with
-:func:`~fedge.protocol.interceptor.caller` and delegates. Nothing already stored is touched by a
-refused request.
+The fleet and hub services are the one fleet endpoint's (:mod:`fedge.protocol.endpoint`);
+:class:`CloudFleet` answers them from the cloud's device table and task hub. Authentication,
+the error → status mapping and the record of refusals are the interceptor's
+(:mod:`fedge.protocol.interceptor`). Nothing already stored is touched by a refused request.
 """
 
 import json
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,6 @@ from fedge.app.validation import validate_train_replies
 from fedge.coordinator.pki import CertificateAuthority
 from fedge.coordinator.state import KIND_GATEWAY, DeviceRow, Heartbeat, State
 from fedge.errors import PayloadError, PkiError
-from fedge.protocol.fleet import pull_task, receive_result, send_task
-from fedge.protocol.interceptor import caller
 from fedge.protocol.manifest import key_id, load_public_key
 from fedge.protocol.pki import certificate_serial
 from fedge.protocol.serde import data_summary_from_proto, device_state_from_proto
@@ -31,23 +29,22 @@ from fedge.v1 import enrollment_pb2
 from fedge.v1 import fleet_pb2 as pb
 
 __all__ = [
+    "CloudFleet",
     "EnrollmentServicer",
-    "FleetServicer",
     "FleetSettings",
-    "accept_result",
+    "check_reply",
     "enroll",
     "heartbeat_of",
+    "record_privacy",
 ]
 
 
 @dataclass(frozen=True)
 class FleetSettings:
-    """What the fleet service needs besides state and tasks."""
+    """What enrolment and the gateway service need besides state and tasks."""
 
     insecure: bool
     heartbeat_seconds: float
-    chunk_bytes: int
-    max_payload_bytes: int
     device_cert_days: int
     enroll_fingerprint: str = ""
     # The release public key (PEM) a device pins at enrolment; empty: the coordinator has none.
@@ -127,36 +124,8 @@ def heartbeat_of(request: pb.HeartbeatRequest) -> Heartbeat:
     )
 
 
-def accept_result(
-    requests: Iterator[Any],
-    *,
-    device: DeviceRow,
-    hub: TaskHub,
-    state: State,
-    max_bytes: int,
-    require_sha256: bool = True,
-) -> Task:
-    """Reassemble, check and store one result stream; returns the task it answers.
-
-    ``require_sha256``: refuse a payload without a hash (a connection without TLS).
-    """
-    task, reply = receive_result(
-        requests, hub=hub, node_id=device.id, max_bytes=max_bytes, require_sha256=require_sha256
-    )
-    site = _check_reply(reply, task)
-    hub.complete(task, reply)
-    if site is None:
-        records = reply.content.metric_records.values() if reply.has_content() else []
-        _record_epsilon(records, device.device_id, state)
-    else:  # a gateway's reply carries each of its devices' metrics
-        for node, metrics in site.metrics.items():
-            row = state.device_by_node(node)
-            if row is not None:
-                _record_epsilon([metrics], row.device_id, state)
-    return task
-
-
-def _check_reply(reply: Message, task: Task) -> SiteResult | None:
+def check_reply(reply: Message, task: Task) -> SiteResult | None:
+    """Refuse (raise) a reply the cloud would not aggregate; a site's result, decoded."""
     if reply.has_error():  # the device reports a failure: a valid answer, not bad input
         return None
     if task.site_nodes:
@@ -171,6 +140,20 @@ def _check_reply(reply: Message, task: Task) -> SiteResult | None:
         if dropped:
             raise PayloadError(f"update refused: {dropped[0].reason}")
     return None
+
+
+def record_privacy(
+    reply: Message, site: SiteResult | None, *, device: DeviceRow, state: State
+) -> None:
+    """Keep the privacy spent that an accepted reply (``site``: a site's) reports."""
+    if site is None:
+        records = reply.content.metric_records.values() if reply.has_content() else []
+        _record_epsilon(records, device.device_id, state)
+    else:  # a gateway's reply carries each of its devices' metrics
+        for node, metrics in site.metrics.items():
+            row = state.device_by_node(node)
+            if row is not None:
+                _record_epsilon([metrics], row.device_id, state)
 
 
 def _record_epsilon(records: Any, device_id: str, state: State) -> None:
@@ -208,67 +191,32 @@ class EnrollmentServicer:
         return response
 
 
-class FleetServicer:
-    """gRPC handlers of ``fedge.v1.FleetService`` (an enrolled device or gateway on every call)."""
+class CloudFleet:
+    """The fleet backend of the cloud: its device table and its task hub."""
 
     def __init__(
-        self,
-        *,
-        state: State,
-        hub: TaskHub,
-        settings: FleetSettings,
-        release_state: Callable[[], str] = lambda: "",
+        self, *, state: State, hub: TaskHub, release_state: Callable[[], str] = lambda: ""
     ) -> None:
         self._state = state
-        self._hub = hub
-        self._settings = settings
-        self._release_state = release_state
+        self.hub = hub
+        self.release_state = release_state
 
-    def Heartbeat(  # noqa: N802
-        self, request: pb.HeartbeatRequest, context: grpc.ServicerContext
-    ) -> pb.HeartbeatResponse:
-        """Record that the device is alive, and what it says of itself."""
-        device: DeviceRow = caller(context)
-        self._hub.seen(device.id)
+    def node_of(self, device: DeviceRow) -> int:
+        """A device's node id is its row id."""
+        return device.id
+
+    def heartbeat(self, device: DeviceRow, request: pb.HeartbeatRequest) -> None:
+        """Record what the device says of itself."""
         self._state.touch(
             device.device_id,
             state=device_state_from_proto(request.state),
             version=request.version,
             heartbeat=heartbeat_of(request),
         )
-        return pb.HeartbeatResponse(
-            interval_seconds=self._settings.heartbeat_seconds,
-            release_state=self._release_state(),
-        )
 
-    def PullTask(  # noqa: N802
-        self, request: pb.PullTaskRequest, context: grpc.ServicerContext
-    ) -> Iterator[Any]:
-        """Stream the device's next task (header, then chunks), or nothing after the wait."""
-        device: DeviceRow = caller(context)
-        task = pull_task(self._hub, device.id, wait_seconds=request.wait_seconds, context=context)
-        if task is None:
-            return
-        yield from send_task(
-            task,
-            self._hub,
-            node_id=device.id,
-            chunk_bytes=self._settings.chunk_bytes,
-            insecure=self._settings.insecure,
-        )
-
-    def PushResult(  # noqa: N802
-        self, request_iterator: Iterator[Any], context: grpc.ServicerContext
-    ) -> pb.PushResultResponse:
-        """Receive one task result (header, then chunks)."""
-        device: DeviceRow = caller(context)
-        accept_result(
-            request_iterator,
-            device=device,
-            hub=self._hub,
-            state=self._state,
-            max_bytes=self._settings.max_payload_bytes,
-            require_sha256=self._settings.insecure,
-        )
-        self._hub.seen(device.id)
-        return pb.PushResultResponse(accepted=True)
+    def take_result(self, device: DeviceRow, task: Task, reply: Message) -> None:
+        """Refuse an update of the wrong shape or a site's aggregate that does not add up;
+        complete the task; record the privacy the device (each device of a site) spent."""
+        site = check_reply(reply, task)
+        self.hub.complete(task, reply)
+        record_privacy(reply, site, device=device, state=self._state)

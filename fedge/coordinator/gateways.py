@@ -125,7 +125,7 @@ class GatewayServicer:
         self, request: pb.SyncSiteRequest, context: grpc.ServicerContext
     ) -> pb.SyncSiteResponse:
         """Record the gateway's view of its site; reply with the site's roster."""
-        gateway: DeviceRow = caller(context)
+        gateway: DeviceRow = caller()
         self._hub.seen(gateway.id)
         reports = [
             SiteDeviceReport(
@@ -163,7 +163,7 @@ class GatewayServicer:
         self, request: pb.EnrollDeviceRequest, context: grpc.ServicerContext
     ) -> pb.EnrollDeviceResponse:
         """Enrol a device of the gateway's site (the request relayed from the gateway)."""
-        gateway: DeviceRow = caller(context)
+        gateway: DeviceRow = caller()
         response = enroll(
             request.enrollment,
             state=self._state,

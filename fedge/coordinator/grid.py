@@ -19,8 +19,10 @@ messages to one site's devices travel as ONE task to its gateway (naming the dev
 gateway answers once for all of them (:mod:`fedge.app.sites`), and the grid expands that answer
 into one reply per device that contributed (the site's aggregate with the device's own metrics)
 and explains every device that did not. A site whose gateway cannot be reached when a round
-starts is still asked, so its devices are dropped from the round with that reason; the site
-rejoins the next round once its gateway is back.
+starts (after the wait for the run's devices) is still asked, so its devices are dropped from
+the round with that reason; the site rejoins the next round once its gateway is back. A gateway
+that goes silent during a round (restarting, say) is waited for as long again before its site
+is dropped: the pinned devices behind it are waited for as those connected directly are.
 """
 
 import json
@@ -269,7 +271,14 @@ class GrpcGrid(RunGrid):
         # A site's task answers several messages: collect each task once.
         unique = {t.task_id: t for t in (self._pushed.pop(i) for i in ids if i in self._pushed)}
         tasks = list(unique.values())
-        results = self._hub.collect(tasks, deadline=deadline, stopped=stopped)
+        # A site's gateway that goes silent (restarting, say) is waited for as long as a run
+        # waits for its devices before a round: its devices are still there behind it.
+        results = self._hub.collect(
+            tasks,
+            deadline=deadline,
+            stopped=stopped,
+            grace=lambda task: self._wait_for_nodes if task.site_nodes else 0.0,
+        )
         replies: list[Message] = []
         self._missing = {}
         site_facts: list[dict[str, Any]] = []

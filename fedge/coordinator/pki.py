@@ -7,13 +7,11 @@ the token), so a device trusts the coordinator before it has the CA (the same id
 discovery hash).
 """
 
-import datetime as dt
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from fedge.errors import PkiError
 from fedge.files import atomic_write
@@ -21,27 +19,13 @@ from fedge.protocol.pki import (
     ROLE_DEVICE,
     ROLE_GATEWAY,
     ROLE_OPERATOR,
+    build_certificate,
     make_enroll_certificate,
-    subject_alt_names,
+    subject_name,
 )
-from fedge.protocol.pki import cert_pem as pem_of_cert
 from fedge.protocol.pki import key_pem as pem_of_key
 
 __all__ = ["CertificateAuthority", "init_certs"]
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _name(common_name: str, role: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedge"),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
 
 
 class CertificateAuthority:
@@ -59,33 +43,9 @@ class CertificateAuthority:
     def create(cls, *, days: int = 3650) -> "CertificateAuthority":
         """A new self-signed CA."""
         key = ec.generate_private_key(ec.SECP256R1())
-        name = _name("fedge coordinator CA", "ca")
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(minutes=5))
-            .not_valid_after(_now() + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(key, hashes.SHA256())
-        )
-        return cls(pem_of_cert(cert), pem_of_key(key))
+        name = subject_name("fedge coordinator CA", "ca")
+        cert = build_certificate(name, key.public_key(), signer=key, days=days, ca=True)
+        return cls(cert, pem_of_key(key))
 
     @property
     def key_pem(self) -> bytes:
@@ -102,19 +62,14 @@ class CertificateAuthority:
         days: int = 365,
     ) -> bytes:
         """A certificate (PEM) for ``public_key``; ``hosts`` become server SANs."""
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name, role))
-            .issuer_name(self.cert.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(minutes=5))
-            .not_valid_after(_now() + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        return build_certificate(
+            subject_name(common_name, role),
+            public_key,
+            signer=self._key,
+            issuer=self.cert.subject,
+            days=days,
+            hosts=hosts,
         )
-        if hosts:
-            builder = builder.add_extension(subject_alt_names(hosts), critical=False)
-        return pem_of_cert(builder.sign(self._key, hashes.SHA256()))
 
     def sign_csr(
         self,

@@ -1,8 +1,9 @@
 """The coordinator process: its servers, services, run manager, state and release store.
 
-Two gRPC ports, both created by :mod:`fedge.protocol.transport` with the one interceptor: the
-main port (mutual TLS) serves the fleet, model hub, gateway and control services; the enrolment
-port (TLS with a certificate pinned by enrolment tokens) serves enrolment only. Two optional
+Two gRPC ports, the one fleet endpoint a site gateway serves too
+(:mod:`fedge.protocol.endpoint`): the main port (mutual TLS) serves the fleet and model hub
+services over the cloud's backends, and the gateway and control services; the enrolment port
+(TLS with a certificate pinned by enrolment tokens) serves enrolment only. Two optional
 HTTP ports: the web console (``[console]``) and Prometheus ``/metrics`` (``[metrics]``). No port
 is shared with another process, and every one is bound before the state is opened.
 """
@@ -10,44 +11,38 @@ is shared with another process, and every one is bound before the state is opene
 import threading
 from pathlib import Path
 
-import grpc
-
 from fedge.coordinator.auth import CoordinatorAuth, Operator
 from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.console import ConsoleServer, ConsoleSessions
 from fedge.coordinator.console.server import ConsoleTLS
-from fedge.coordinator.control import ControlServicer
-from fedge.coordinator.fleet import EnrollmentServicer, FleetServicer, FleetSettings
+from fedge.coordinator.control import ControlService, ControlServicer
+from fedge.coordinator.fleet import CloudFleet, EnrollmentServicer, FleetSettings
 from fedge.coordinator.gateways import GatewayServicer, Sites, may_speak_for
-from fedge.coordinator.hub import HubServicer, add_hub_service
+from fedge.coordinator.hub import CloudHub
 from fedge.coordinator.metrics import CoordinatorMetrics
 from fedge.coordinator.pki import CertificateAuthority
 from fedge.coordinator.runs import RunManager
 from fedge.coordinator.state import KIND_DEVICE, DeviceRow, State
 from fedge.errors import FedgeError, PkiError
 from fedge.log import logger
+from fedge.protocol.endpoint import EndpointSettings, FleetEndpoint
 from fedge.protocol.http import MetricsServer, serve_metrics
-from fedge.protocol.interceptor import FedgeInterceptor, Refusal
+from fedge.protocol.interceptor import Refusal
 from fedge.protocol.manifest import public_key_pem
 from fedge.protocol.pki import fingerprint
 from fedge.protocol.tasks import TaskHub
-from fedge.protocol.transport import (
-    ServerTLS,
-    TransportOptions,
-    add_service,
-    bind,
-    create_server,
-    is_loopback,
-)
+from fedge.protocol.transport import ServerTLS, TransportOptions, is_loopback
 from fedge.release.drift import DeviceDrift
 from fedge.release.gate import RolloutController
 from fedge.release.signing import load_or_create_release_key
 from fedge.release.store import RELEASE_KEY_FILE, open_release_store
-from fedge.v1 import control_pb2, enrollment_pb2, fleet_pb2, gateway_pb2
+from fedge.v1 import control_pb2, gateway_pb2
 
 __all__ = ["Coordinator"]
 
 _TOKEN_TTL = 24 * 3600.0
+GATEWAY_SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"]
+CONTROL_SERVICE = control_pb2.DESCRIPTOR.services_by_name["ControlService"]
 
 
 class ConsoleDisabledError(FedgeError):
@@ -68,7 +63,7 @@ class Coordinator:
         self._options = TransportOptions(
             max_message_bytes=config.max_message_bytes, chunk_bytes=config.chunk_bytes
         )
-        self._servers: list[grpc.Server] = []
+        self._serving = False
         self.ports: dict[str, int] = {}
         self._stopped = threading.Event()
         self.metrics = CoordinatorMetrics()
@@ -115,33 +110,32 @@ class Coordinator:
                 _read(certs / "server.pem"), _read(certs / "server.key"), ca.cert_pem
             )
             enroll_tls = ServerTLS(enroll_pem, _read(certs / "enroll.key"))
-        interceptor = FedgeInterceptor(
+        self.endpoint = FleetEndpoint(
+            options=self._options,
+            max_workers=self.config.max_workers,
             authenticate=lambda method, context: self._auth(method, context),
             on_refused=self._on_refused,
         )
-        main = create_server(
-            options=self._options, max_workers=self.config.max_workers, interceptors=[interceptor]
-        )
-        enroller = create_server(options=self._options, max_workers=4, interceptors=[interceptor])
-        self.ports["fleet"] = bind(main, self.config.address, main_tls, option="address")
-        self.ports["enroll"] = bind(
-            enroller, self.config.enroll_address, enroll_tls, option="enroll-address"
+        self.ports.update(
+            self.endpoint.bind(
+                address=self.config.address,
+                tls=main_tls,
+                enroll_address=self.config.enroll_address,
+                enroll_tls=enroll_tls,
+            )
         )
         self._bind_http()
         self._open_state()
         settings = FleetSettings(
             insecure=insecure,
             heartbeat_seconds=self.config.heartbeat_seconds,
-            chunk_bytes=self.config.chunk_bytes,
-            max_payload_bytes=self.config.max_payload_bytes,
             device_cert_days=self.config.device_cert_days,
             enroll_fingerprint=fingerprint(enroll_pem) if enroll_pem else "",
             release_key_pem=self.release_key_pem,
         )
-        self._add_services(main, enroller, settings, ca)
-        self._servers = [main, enroller]
-        for server in self._servers:
-            server.start()
+        self._serve(settings, ca)
+        self.endpoint.start()
+        self._serving = True
         self.runs.start()
         self.rollouts.start()
         if self.console is not None:
@@ -234,35 +228,8 @@ class Coordinator:
             interval=config.rollout_check_seconds,
         )
 
-    def _add_services(
-        self,
-        main: grpc.Server,
-        enroller: grpc.Server,
-        settings: FleetSettings,
-        ca: CertificateAuthority | None,
-    ) -> None:
-        add_service(
-            main,
-            fleet_pb2.DESCRIPTOR.services_by_name["FleetService"],
-            FleetServicer(
-                state=self.state,
-                hub=self.hub,
-                settings=settings,
-                release_state=self.releases.targeting,
-            ),
-        )
-        add_service(
-            main,
-            gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"],
-            GatewayServicer(
-                state=self.state,
-                hub=self.hub,
-                settings=settings,
-                ca=ca,
-                release_state=self.releases.targeting,
-            ),
-        )
-        self.control = ControlServicer(
+    def _serve(self, settings: FleetSettings, ca: CertificateAuthority | None) -> None:
+        self.control = ControlService(
             state=self.state,
             hub=self.hub,
             sites=self.sites,
@@ -275,24 +242,33 @@ class Coordinator:
             console_login=self.console_login,
             rollouts=self.rollouts,
         )
-        add_service(main, control_pb2.DESCRIPTOR.services_by_name["ControlService"], self.control)
-        model_hub = HubServicer(
-            self.releases,
-            max_downloads=self.config.max_concurrent_downloads,
-            on_drift=self._on_drift,
-            delegate=may_speak_for(self.state),
+        gateways = GatewayServicer(
+            state=self.state,
+            hub=self.hub,
+            settings=settings,
+            ca=ca,
+            release_state=self.releases.targeting,
         )
-        add_hub_service(main, model_hub)
+        model_hub = self.endpoint.serve(
+            fleet=CloudFleet(state=self.state, hub=self.hub, release_state=self.releases.targeting),
+            hub=CloudHub(
+                self.releases, on_drift=self._on_drift, delegate=may_speak_for(self.state)
+            ),
+            enrollment=EnrollmentServicer(state=self.state, settings=settings, ca=ca),
+            settings=EndpointSettings(
+                heartbeat_seconds=self.config.heartbeat_seconds,
+                chunk_bytes=self.config.chunk_bytes,
+                max_payload_bytes=self.config.max_payload_bytes,
+                insecure=settings.insecure,
+                max_downloads=self.config.max_concurrent_downloads,
+            ),
+            more=[(GATEWAY_SERVICE, gateways), (CONTROL_SERVICE, ControlServicer(self.control))],
+        )
         self.metrics.attach(
             state=self.state,
             hub=self.hub,
             releases=self.releases,
             downloads=lambda: model_hub.downloads.active,
-        )
-        add_service(
-            enroller,
-            enrollment_pb2.DESCRIPTOR.services_by_name["EnrollmentService"],
-            EnrollmentServicer(state=self.state, settings=settings, ca=ca),
         )
 
     def _fleet_ids(self) -> list[str]:
@@ -307,8 +283,8 @@ class Coordinator:
         self.runs.shutdown()
         self.rollouts.stop()
         self._close_http()
-        for server in self._servers:
-            server.stop(grace).wait(grace + 1)
+        if self._serving:
+            self.endpoint.stop(grace)
         self.releases.close()
         self.state.close()
         self._stopped.set()

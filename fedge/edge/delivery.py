@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedge.edge.drift import DriftMonitor, DriftSettings
 from fedge.edge.health import HealthConfig
 from fedge.edge.hub_client import GrpcHubClient
-from fedge.edge.identity import DeviceIdentity, load_pinned_key
+from fedge.edge.identity import load_pinned_key
 from fedge.edge.inference import InferenceEngine, serve_inference
 from fedge.edge.metrics import DeviceMetrics
 from fedge.edge.slots import SLOTS, Slots
@@ -31,9 +31,8 @@ from fedge.protocol.drift import DriftReference
 from fedge.protocol.http import MetricsServer, serve_metrics
 from fedge.protocol.manifest import key_id
 from fedge.protocol.serde import InstallReport
-from fedge.protocol.transport import create_channel
 
-__all__ = ["DeliverySettings", "DeviceDelivery", "start_device_delivery"]
+__all__ = ["DeliverySettings", "DeviceDelivery"]
 
 
 @dataclass(frozen=True)
@@ -206,35 +205,3 @@ class DeviceDelivery:
                 logger.warning("release check failed, retrying: %s", exc)
             self._wake.wait(self.settings.interval)
             self._wake.clear()
-
-
-def start_device_delivery(
-    identity: DeviceIdentity,
-    *,
-    interval: float = 30.0,
-    inference_address: str | None = "127.0.0.1:0",
-    health: HealthConfig | None = None,
-    profile: DeviceProfile | None = None,
-    metrics_address: str | None = None,
-    drift: DriftSettings | None = DriftSettings(),
-) -> DeviceDelivery:
-    """Start :class:`DeviceDelivery` for an enrolled device (a ``DeviceIdentity``) on its own
-    channel to the coordinator (mutual TLS unless the device was enrolled ``--insecure``).
-
-    ``health`` adds to the default checks, e.g. an accuracy floor on the device's labelled data.
-    """
-    channel = create_channel(identity.coordinator, tls=identity.tls())
-    settings = DeliverySettings(
-        interval=interval,
-        inference_address=inference_address,
-        health=health or HealthConfig(),
-        profile=profile or get_profile(DEFAULT_PROFILE),
-        metrics_address=metrics_address,
-        drift=drift,
-    )
-    return DeviceDelivery(
-        channel=channel,
-        state_dir=Path(identity.state_dir),
-        device_id=identity.device_id,
-        settings=settings,
-    ).start()

@@ -1,5 +1,9 @@
 """Release artifacts the gateway fetched from the cloud, kept on disk and served to its site.
 
+The cache is the cloud's kind of content-addressed store
+(:class:`~fedge.release.artifacts.ArtifactStore`), filled by downloads from the cloud instead
+of by publishing.
+
 An artifact is fetched once, however many devices want it at once (one download in flight per
 content address, the others wait for it), resumed from what is already on disk after a cut,
 checked against its SHA-256 (its content address) and only then renamed into place. The
@@ -12,38 +16,26 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from fedge.errors import ArtifactNotFoundError, VerificationError
-from fedge.files import file_sha256, read_chunks
+from fedge.errors import VerificationError
+from fedge.files import file_sha256
 from fedge.log import logger
+from fedge.release.artifacts import ArtifactStore
 
 __all__ = ["ArtifactCache", "Fetch"]
 
 #: ``fetch(sha256, offset)`` yields ``(offset, chunk)`` of the artifact from the cloud.
 Fetch = Callable[[str, int], Iterator[tuple[int, bytes]]]
 
-_CHUNK = 1 << 20
 
-
-def _check(sha256: str) -> str:
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-        raise ArtifactNotFoundError(f"not a sha256 content address: {sha256!r}")
-    return sha256
-
-
-class ArtifactCache:
-    """Content-addressed artifacts under ``root``, filled from the cloud by ``fetch``."""
+class ArtifactCache(ArtifactStore):
+    """The cloud's content-addressed artifacts under ``root``, filled by ``fetch``."""
 
     def __init__(self, root: Path, fetch: Fetch) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        super().__init__(root)
         self._fetch = fetch
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.fetched = 0  # artifacts downloaded from the cloud by this process
-
-    def path(self, sha256: str) -> Path:
-        """Where the artifact lives once cached."""
-        return self.root / _check(sha256)
 
     def has(self, sha256: str) -> bool:
         """Whether the artifact is cached (complete and checked)."""
@@ -60,6 +52,7 @@ class ArtifactCache:
         return path
 
     def _download(self, sha256: str, path: Path) -> None:
+        path.parent.mkdir(exist_ok=True)
         part = path.with_name(f"{sha256}.part")
         offset = part.stat().st_size if part.exists() else 0
         logger.info("fetching artifact %s from the cloud (from byte %d)", sha256[:12], offset)
@@ -78,16 +71,3 @@ class ArtifactCache:
             )
         os.replace(part, path)
         self.fetched += 1
-
-    def read(self, sha256: str, *, offset: int, chunk_size: int = 0) -> Iterator[tuple[int, bytes]]:
-        """``(offset, chunk)`` of a cached artifact from ``offset`` to its end."""
-        path = self.path(sha256)
-        length = path.stat().st_size
-        if not 0 <= offset <= length:
-            raise VerificationError("length", f"offset {offset} is outside the artifact")
-        size = min(chunk_size, 2 * _CHUNK) if chunk_size > 0 else _CHUNK
-        return read_chunks(path, offset, size)
-
-    def length(self, sha256: str) -> int:
-        """The length of a cached artifact."""
-        return self.path(sha256).stat().st_size

@@ -14,7 +14,6 @@ nothing it has: devices keep their connection to the gateway, their releases and
 
 import contextlib
 import random
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -31,34 +30,22 @@ from fedge.edge.identity import (
     load_identity,
     load_pinned_key,
 )
-from fedge.errors import AddressInUseError, ConfigError, FedgeError
+from fedge.errors import ConfigError, FedgeError
 from fedge.files import atomic_write
 from fedge.gateway.config import GatewayConfig
 from fedge.gateway.releases import SiteReleases
 from fedge.gateway.rounds import SiteRounds
-from fedge.gateway.services import (
-    GatewayAuth,
-    SiteEnrollmentServicer,
-    SiteFleetServicer,
-    SiteHubServicer,
-)
+from fedge.gateway.services import GatewayAuth, SiteEnrollmentServicer, SiteFleet, SiteHub
 from fedge.gateway.sitesync import SiteSync
 from fedge.gateway.state import GatewayState, RosterEntry
 from fedge.gateway.uplink import LINK_DOWN, Uplink
 from fedge.log import logger
-from fedge.protocol.interceptor import FedgeInterceptor
+from fedge.protocol.endpoint import EndpointSettings, FleetEndpoint
 from fedge.protocol.pki import fingerprint, make_enroll_certificate
 from fedge.protocol.tasks import TaskHub
 from fedge.protocol.tokens import parse_token
-from fedge.protocol.transport import (
-    ServerTLS,
-    TransportOptions,
-    add_service,
-    bind,
-    create_server,
-    parse_address,
-)
-from fedge.v1 import enrollment_pb2, fleet_pb2, gateway_pb2, hub_pb2
+from fedge.protocol.transport import ServerTLS, TransportOptions, parse_address, probe
+from fedge.v1 import gateway_pb2
 
 __all__ = ["Gateway"]
 
@@ -75,7 +62,6 @@ class Gateway:
             max_message_bytes=config.max_message_bytes, chunk_bytes=config.chunk_bytes
         )
         self._stop = threading.Event()
-        self._servers: list[grpc.Server] = []
         self._threads: list[threading.Thread] = []
         self.ports: dict[str, int] = {}
         self.fatal: str | None = None
@@ -116,7 +102,7 @@ class Gateway:
         elif token is not None:
             logger.warning("%s is already enrolled; --token is not used", state_dir)
         for address, option in ((config.address, "address"), (config.enroll, "enroll-address")):
-            _probe(address, option)
+            probe(address, option=option)
         if enrol:
             assert token is not None and upstream is not None
             self._enroll(upstream, token, name, enroll_address or config.coordinator_enroll_address)
@@ -164,14 +150,18 @@ class Gateway:
         )
         enroll_tls = ServerTLS(enroll_pem, (root / _ENROLL_KEY).read_bytes())
         self.state = GatewayState(root / "gateway.db")
-        interceptor = FedgeInterceptor(authenticate=GatewayAuth(self.state))
-        main = create_server(
-            options=self._options, max_workers=self.config.max_workers, interceptors=[interceptor]
+        self.endpoint = FleetEndpoint(
+            options=self._options,
+            max_workers=self.config.max_workers,
+            authenticate=GatewayAuth(self.state),
         )
-        enroller = create_server(options=self._options, max_workers=4, interceptors=[interceptor])
-        self.ports["fleet"] = bind(main, self.config.address, main_tls, option="address")
-        self.ports["enroll"] = bind(
-            enroller, self.config.enroll, enroll_tls, option="enroll-address"
+        self.ports.update(
+            self.endpoint.bind(
+                address=self.config.address,
+                tls=main_tls,
+                enroll_address=self.config.enroll,
+                enroll_tls=enroll_tls,
+            )
         )
         self.hub = TaskHub(liveness_seconds=self.config.liveness_seconds)
         self.uplink = Uplink(identity, options=self._options)
@@ -190,31 +180,20 @@ class Gateway:
             stop=self._stop,
         )
         self._enroll_fingerprint = fingerprint(enroll_pem)
-        add_service(
-            main,
-            fleet_pb2.DESCRIPTOR.services_by_name["FleetService"],
-            SiteFleetServicer(
-                state=self.state,
-                hub=self.hub,
+        self.endpoint.serve(
+            fleet=SiteFleet(
+                state=self.state, hub=self.hub, release_state=lambda: self._release_state
+            ),
+            hub=SiteHub(self.releases),
+            enrollment=SiteEnrollmentServicer(uplink=self.uplink, state=self.state),
+            settings=EndpointSettings(
                 heartbeat_seconds=self.config.heartbeat_seconds,
                 chunk_bytes=self.config.chunk_bytes,
                 max_payload_bytes=self.config.max_payload_bytes,
-                release_state=lambda: self._release_state,
+                max_downloads=self.config.max_concurrent_downloads,
             ),
         )
-        add_service(
-            main,
-            hub_pb2.DESCRIPTOR.services_by_name["ModelHubService"],
-            SiteHubServicer(self.releases, max_downloads=self.config.max_concurrent_downloads),
-        )
-        add_service(
-            enroller,
-            enrollment_pb2.DESCRIPTOR.services_by_name["EnrollmentService"],
-            SiteEnrollmentServicer(uplink=self.uplink, state=self.state),
-        )
-        self._servers = [main, enroller]
-        for server in self._servers:
-            server.start()
+        self.endpoint.start()
         for target, name in (
             (self._sync_loop, "fedge-gw-sync"),
             (self._round_loop, "fedge-gw-rounds"),
@@ -336,8 +315,7 @@ class Gateway:
         self._stop.set()
         self.hub.notify()
         self.releases.flush_wanted.set()  # wakes the sync loop
-        for server in self._servers:
-            server.stop(grace).wait(grace + 1)
+        self.endpoint.stop(grace)
         self.uplink.close()  # cancels a waiting PullTask, so the loops end now
         for thread in self._threads:
             thread.join(timeout=15)
@@ -348,22 +326,3 @@ class Gateway:
         while not self._stop.wait(1.0):
             pass
         return self.fatal
-
-
-def _probe(address: str, option: str) -> None:
-    """Fail now, naming ``option``, if ``address`` cannot be listened on."""
-    host, port = parse_address(address, option=option)
-    if port == 0:
-        return
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as err:
-        raise AddressInUseError(f"{option}: cannot listen on {address}: {err}") from err
-    family, kind, proto, _, sockaddr = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        try:
-            probe.bind(sockaddr)
-        except OSError as err:
-            raise AddressInUseError(
-                f"{option}: cannot listen on {address}: {err.strerror or err}"
-            ) from err

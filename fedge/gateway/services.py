@@ -1,38 +1,30 @@
-"""What a site gateway serves its devices: fleet, model hub and enrolment, as delegations.
+"""What a site gateway serves its devices: the fleet endpoint's backends, and enrolment.
 
-The devices speak the protocol they would speak to the cloud (:mod:`fedge.protocol`), so the
-same ``fedge edge start`` runs behind a gateway. :class:`GatewayAuth` is the gateway's policy
-for the one interceptor: a device's certificate (issued by the cloud's CA, which TLS checks)
-must name a device of this site's roster with its current serial, and not a revoked one, so a
-device the cloud revoked is refused here on its next call. Enrolment is relayed to the cloud,
-which alone checks tokens and signs certificates.
+The devices speak the protocol they would speak to the cloud, on the one fleet endpoint
+(:mod:`fedge.protocol.endpoint`), so the same ``fedge edge start`` runs behind a gateway:
+:class:`SiteFleet` and :class:`SiteHub` answer it from the site's roster, relay and cache.
+:class:`GatewayAuth` is the gateway's policy for the one interceptor: a device's certificate
+(issued by the cloud's CA, which TLS checks) must name a device of this site's roster with its
+current serial, and not a revoked one, so a device the cloud revoked is refused here on its
+next call. Enrolment is relayed to the cloud, which alone checks tokens and signs certificates.
 """
 
 import datetime as dt
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
-from flwr.app import MessageType
+from flwr.app import Message, MessageType
 
 from fedge.app.validation import validate_train_replies
-from fedge.errors import (
-    AuthenticationError,
-    BusyError,
-    PayloadError,
-    PermissionDeniedError,
-    PkiError,
-)
+from fedge.errors import AuthenticationError, PayloadError, PermissionDeniedError, PkiError
+from fedge.gateway.cache import ArtifactCache
 from fedge.gateway.releases import SiteReleases
 from fedge.gateway.state import GatewayState, RosterEntry
 from fedge.gateway.uplink import Uplink
-from fedge.protocol.fleet import pull_task, receive_result, send_task
-from fedge.protocol.interceptor import caller
+from fedge.protocol.manifest import SignedManifest
 from fedge.protocol.pki import ROLE_DEVICE, certificate_serial, peer_identity
-from fedge.protocol.serde import manifest_response
-from fedge.protocol.tasks import TaskHub
+from fedge.protocol.tasks import Task, TaskHub
 from fedge.v1 import enrollment_pb2, gateway_pb2, hub_pb2
 from fedge.v1 import fleet_pb2 as pb
 
@@ -40,8 +32,8 @@ __all__ = [
     "GatewayAuth",
     "SiteDevice",
     "SiteEnrollmentServicer",
-    "SiteFleetServicer",
-    "SiteHubServicer",
+    "SiteFleet",
+    "SiteHub",
 ]
 
 
@@ -91,70 +83,27 @@ class GatewayAuth:
         return SiteDevice(row.device_id, row.node_id)
 
 
-def _me(context: grpc.ServicerContext, claimed: str) -> SiteDevice:
-    device: SiteDevice = caller(context)
-    if claimed and claimed != device.device_id:
-        raise PermissionDeniedError(f"device {device.device_id!r} cannot act as {claimed!r}")
-    return device
-
-
-class SiteFleetServicer:
-    """``fedge.v1.FleetService`` for the site's devices: tasks of the site's rounds."""
+class SiteFleet:
+    """The fleet backend of a site: its roster and the site's task hub (the cloud hears what
+    its devices say at the next sync)."""
 
     def __init__(
-        self,
-        *,
-        state: GatewayState,
-        hub: TaskHub,
-        heartbeat_seconds: float,
-        chunk_bytes: int,
-        max_payload_bytes: int,
-        release_state: Callable[[], str] = lambda: "",
+        self, *, state: GatewayState, hub: TaskHub, release_state: Callable[[], str]
     ) -> None:
         self._state = state
-        self._hub = hub
-        self._heartbeat = heartbeat_seconds
-        self._chunk_bytes = chunk_bytes
-        self._max_payload = max_payload_bytes
-        self._release_state = release_state
+        self.hub = hub
+        self.release_state = release_state
 
-    def Heartbeat(  # noqa: N802
-        self, request: pb.HeartbeatRequest, context: grpc.ServicerContext
-    ) -> pb.HeartbeatResponse:
-        """Record that the device is alive and what it says (the cloud hears it next sync)."""
-        device: SiteDevice = caller(context)
-        self._hub.seen(device.node_id)
+    def node_of(self, device: SiteDevice) -> int:
+        """The cloud's node id of the device."""
+        return device.node_id
+
+    def heartbeat(self, device: SiteDevice, request: pb.HeartbeatRequest) -> None:
+        """Keep the device's heartbeat for the next sync."""
         self._state.heard_from(device.device_id, request.SerializeToString())
-        return pb.HeartbeatResponse(
-            interval_seconds=self._heartbeat, release_state=self._release_state()
-        )
 
-    def PullTask(  # noqa: N802
-        self, request: pb.PullTaskRequest, context: grpc.ServicerContext
-    ) -> Iterator[Any]:
-        """Stream the device's next task, or nothing after the wait."""
-        device: SiteDevice = caller(context)
-        task = pull_task(
-            self._hub, device.node_id, wait_seconds=request.wait_seconds, context=context
-        )
-        if task is None:
-            return
-        yield from send_task(
-            task, self._hub, node_id=device.node_id, chunk_bytes=self._chunk_bytes, insecure=False
-        )
-
-    def PushResult(  # noqa: N802
-        self, request_iterator: Iterator[Any], context: grpc.ServicerContext
-    ) -> pb.PushResultResponse:
-        """Receive one task result; an update the cloud would refuse is refused here."""
-        device: SiteDevice = caller(context)
-        task, reply = receive_result(
-            request_iterator,
-            hub=self._hub,
-            node_id=device.node_id,
-            max_bytes=self._max_payload,
-            require_sha256=False,
-        )
+    def take_result(self, device: SiteDevice, task: Task, reply: Message) -> None:
+        """Refuse an update the cloud would refuse; complete the task."""
         if (
             not reply.has_error()
             and task.message_type == MessageType.TRAIN
@@ -163,94 +112,47 @@ class SiteFleetServicer:
             _, dropped = validate_train_replies([reply], task.reference)
             if dropped:
                 raise PayloadError(f"update refused: {dropped[0].reason}")
-        self._hub.complete(task, reply)
-        self._hub.seen(device.node_id)
-        return pb.PushResultResponse(accepted=True)
+        self.hub.complete(task, reply)
 
 
-class _Slots:
-    """Downloads served at once; beyond the cap a device is told to retry."""
+class SiteHub:
+    """The hub backend of a site: the cloud's answers relayed, artifacts from the cache,
+    reports queued for the cloud (kept until the cloud has them)."""
 
-    def __init__(self, limit: int) -> None:
-        self._sem = threading.BoundedSemaphore(limit)
-        self.limit = limit
-
-    def acquire(self) -> bool:
-        return self._sem.acquire(blocking=False)
-
-    def release(self) -> None:
-        self._sem.release()
-
-
-class SiteHubServicer:
-    """``fedge.v1.ModelHubService`` for the site's devices, from the gateway's relay and cache."""
-
-    def __init__(
-        self, releases: SiteReleases, *, max_downloads: int, retry_after_ms: int = 500
-    ) -> None:
+    def __init__(self, releases: SiteReleases) -> None:
         self._releases = releases
-        self._slots = _Slots(max_downloads)
-        self._retry_after_ms = retry_after_ms
 
-    def GetManifest(  # noqa: N802
-        self, request: hub_pb2.GetManifestRequest, context: grpc.ServicerContext
-    ) -> hub_pb2.GetManifestResponse:
+    def speaks_for(self, device: SiteDevice, claimed: str) -> bool:
+        """A device speaks for itself only."""
+        return False
+
+    def manifest_for(
+        self, device_id: str, *, profile: str, installed_version: int
+    ) -> SignedManifest | None:
         """The cloud's release for this device (its last answer while the link is down)."""
-        device = _me(context, request.device_id)
-        signed = self._releases.manifest_for(
-            device.device_id,
-            profile=request.profile,
-            installed_version=request.installed_version,
+        return self._releases.manifest_for(
+            device_id, profile=profile, installed_version=installed_version
         )
-        return manifest_response(signed)
 
-    def DownloadArtifact(  # noqa: N802
-        self, request: hub_pb2.DownloadArtifactRequest, context: grpc.ServicerContext
-    ) -> Iterator[hub_pb2.DownloadArtifactResponse]:
-        """The artifact from the gateway's cache (fetched from the cloud once), from an offset."""
-        _me(context, request.device_id)
-        if not self._slots.acquire():
-            raise BusyError(
-                f"the gateway serves {self._slots.limit} downloads at once; "
-                f"retry in {self._retry_after_ms} ms",
-                retry_after_ms=self._retry_after_ms,
-            )
-        released = [False]
+    def artifact(self, sha256: str) -> ArtifactCache:
+        """The cache, holding the artifact (fetched from the cloud once)."""
+        self._releases.artifact(sha256)
+        return self._releases.cache
 
-        def release() -> None:
-            if not released[0]:
-                released[0] = True
-                self._slots.release()
+    def downloaded(self, device_id: str, sha256: str, *, offset: int, sent: int) -> None:
+        """The cloud counts the gateway's one download, not its devices'."""
 
-        context.add_callback(release)
-        try:
-            self._releases.artifact(request.sha256)
-            cache = self._releases.cache
-            length = cache.length(request.sha256)
-            for offset, data in cache.read(
-                request.sha256, offset=request.offset, chunk_size=request.chunk_size
-            ):
-                yield hub_pb2.DownloadArtifactResponse(offset=offset, data=data, length=length)
-        finally:
-            release()
-
-    def ReportInstallStatus(  # noqa: N802
-        self, request: hub_pb2.ReportInstallStatusRequest, context: grpc.ServicerContext
-    ) -> hub_pb2.ReportInstallStatusResponse:
-        """Queue the install report for the cloud (kept until the cloud has it)."""
-        device = _me(context, request.device_id)
-        request.device_id = device.device_id
+    def report_install(self, device_id: str, request: hub_pb2.ReportInstallStatusRequest) -> None:
+        """Queue the install report for the cloud."""
+        request.device_id = device_id
         self._releases.report_install(request)
-        return hub_pb2.ReportInstallStatusResponse()
 
-    def ReportInferenceStats(  # noqa: N802
-        self, request: hub_pb2.ReportInferenceStatsRequest, context: grpc.ServicerContext
-    ) -> hub_pb2.ReportInferenceStatsResponse:
+    def report_telemetry(
+        self, device_id: str, request: hub_pb2.ReportInferenceStatsRequest
+    ) -> None:
         """Keep the device's latest inference telemetry for the cloud."""
-        device = _me(context, request.device_id)
-        request.device_id = device.device_id
+        request.device_id = device_id
         self._releases.report_telemetry(request)
-        return hub_pb2.ReportInferenceStatsResponse()
 
 
 class SiteEnrollmentServicer:

@@ -8,7 +8,6 @@ with the same port policy: a port another process listens on is an
 
 from __future__ import annotations
 
-import errno
 import socket
 import threading
 from dataclasses import dataclass
@@ -16,19 +15,10 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from fedge.errors import AddressInUseError
 from fedge.log import logger
-from fedge.protocol.transport import is_loopback, parse_address
+from fedge.protocol.transport import cannot_listen, is_loopback, parse_address
 
 __all__ = ["MetricsServer", "listen_socket", "serve_metrics"]
-
-
-def _in_use(address: str, option: str, err: OSError) -> AddressInUseError:
-    if err.errno == errno.EADDRINUSE:
-        return AddressInUseError(
-            f"{option}: cannot listen on {address}: address in use (another process listens there)"
-        )
-    return AddressInUseError(f"{option}: cannot listen on {address}: {err.strerror or err}")
 
 
 def listen_socket(address: str, *, option: str) -> socket.socket:
@@ -39,7 +29,7 @@ def listen_socket(address: str, *, option: str) -> socket.socket:
             0
         ]
     except OSError as err:
-        raise _in_use(address, option, err) from err
+        raise cannot_listen(address, option, err) from err
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -47,7 +37,7 @@ def listen_socket(address: str, *, option: str) -> socket.socket:
         sock.listen(128)
     except OSError as err:
         sock.close()
-        raise _in_use(address, option, err) from err
+        raise cannot_listen(address, option, err) from err
     return sock
 
 
@@ -72,7 +62,7 @@ def serve_metrics(registry: CollectorRegistry, address: str, *, option: str) -> 
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as err:
-        raise _in_use(address, option, err) from err
+        raise cannot_listen(address, option, err) from err
     if not is_loopback(address):
         logger.warning("serving /metrics on %s: readable by anyone who can reach it", address)
     return MetricsServer(int(server.server_port), server, thread)

@@ -6,12 +6,13 @@ Servicers stay short delegations: they raise a :class:`~fedge.errors.FedgeError`
 server's ``authenticate`` function, refuses a request that did not decode
 (:class:`~fedge.protocol.transport.Malformed`), answers every ``FedgeError`` with the status code
 its class carries (plus the standard retry hint for a :class:`~fedge.errors.BusyError`), and
-reports each refusal to ``on_refused`` (the coordinator records it as an event). A servicer reads
-the authenticated caller with :func:`caller`.
+reports each refusal to ``on_refused`` (the coordinator records it as an event). The
+authenticated caller travels in a :class:`~contextvars.ContextVar` for the call's duration; a
+servicer or handler reads it with :func:`caller`.
 """
 
-import threading
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -28,14 +29,13 @@ __all__ = ["Authenticate", "FedgeInterceptor", "Refusal", "caller", "status_of"]
 #: ``None`` for a method anyone may call; raises a FedgeError to refuse the call.
 Authenticate = Callable[[str, grpc.ServicerContext], Any]
 
-_CALLERS: dict[int, Any] = {}
-_CALLERS_LOCK = threading.Lock()
+#: The caller of the call this thread serves; ``None`` outside a call or for an anonymous one.
+_CALLER: ContextVar[Any] = ContextVar("fedge_caller", default=None)
 
 
-def caller(context: grpc.ServicerContext) -> Any:
+def caller() -> Any:
     """The caller the interceptor authenticated for this call (``None`` if anonymous)."""
-    with _CALLERS_LOCK:
-        return _CALLERS.get(id(context))
+    return _CALLER.get()
 
 
 def status_of(err: FedgeError) -> grpc.StatusCode:
@@ -94,15 +94,15 @@ class FedgeInterceptor(grpc.ServerInterceptor):
         return handler
 
     def _enter(self, method: str, context: grpc.ServicerContext) -> Any:
+        _CALLER.set(None)  # a worker thread serves one call after another
         who = self._authenticate(method, context) if self._authenticate is not None else None
-        with _CALLERS_LOCK:
-            _CALLERS[id(context)] = who
+        _CALLER.set(who)
         return who
 
     @staticmethod
-    def _leave(context: grpc.ServicerContext) -> None:
-        with _CALLERS_LOCK:
-            _CALLERS.pop(id(context), None)
+    def _leave() -> None:
+        # Set, not reset with a token: a stream's generator may be closed on another thread.
+        _CALLER.set(None)
 
     def _unary(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
@@ -113,7 +113,7 @@ class FedgeInterceptor(grpc.ServerInterceptor):
             except FedgeError as err:
                 self._refuse(method, context, err, who)
             finally:
-                self._leave(context)
+                self._leave()
 
         return call
 
@@ -126,7 +126,7 @@ class FedgeInterceptor(grpc.ServerInterceptor):
             except FedgeError as err:
                 self._refuse(method, context, err, who)
             finally:
-                self._leave(context)
+                self._leave()
 
         return call
 
@@ -139,7 +139,7 @@ class FedgeInterceptor(grpc.ServerInterceptor):
             except FedgeError as err:
                 self._refuse(method, context, err, who)
             finally:
-                self._leave(context)
+                self._leave()
 
         return call
 

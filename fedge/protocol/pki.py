@@ -1,8 +1,9 @@
 """The PKI both sides need: certificate fingerprints, device keys and CSRs, peer identities.
 
 Device identity is the certificate: its common name is the device id and its organizational
-unit the role (``device``, ``gateway`` or ``operator``). Issuing certificates is the
-coordinator's (:mod:`fedge.coordinator.pki`); reading them is shared.
+unit the role (``device``, ``gateway`` or ``operator``). Every certificate is built by
+:func:`build_certificate`; deciding whom to issue one is the coordinator's CA's
+(:mod:`fedge.coordinator.pki`); reading them is shared.
 """
 
 import datetime as dt
@@ -23,6 +24,7 @@ __all__ = [
     "ROLE_GATEWAY",
     "ROLE_OPERATOR",
     "PeerIdentity",
+    "build_certificate",
     "cert_pem",
     "certificate_serial",
     "fingerprint",
@@ -31,6 +33,7 @@ __all__ = [
     "make_key_and_csr",
     "peer_identity",
     "subject_alt_names",
+    "subject_name",
 ]
 
 ROLE_DEVICE = "device"
@@ -96,6 +99,63 @@ def subject_alt_names(hosts: tuple[str, ...]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(names)
 
 
+def subject_name(common_name: str, role: str) -> x509.Name:
+    """A fedge certificate's subject: the name, and the role as organizational unit."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedge"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+_CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
+def build_certificate(
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    signer: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name | None = None,
+    days: int,
+    ca: bool = False,
+    hosts: tuple[str, ...] = (),
+) -> bytes:
+    """Every fedge certificate (PEM): signed by ``signer`` as ``issuer`` (``None``: self-signed).
+
+    ``ca``: a CA that signs leaf certificates only; ``hosts`` become server names (SANs).
+    Valid from five minutes ago, so a peer whose clock is a little behind accepts it.
+    """
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer or subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(_CA_KEY_USAGE, critical=True)
+    if hosts:
+        builder = builder.add_extension(subject_alt_names(hosts), critical=False)
+    return cert_pem(builder.sign(signer, hashes.SHA256()))
+
+
 def make_enroll_certificate(*, days: int = 3650) -> tuple[bytes, bytes]:
     """A self-signed certificate and key (PEM) for an enrolment port.
 
@@ -103,27 +163,11 @@ def make_enroll_certificate(*, days: int = 3650) -> tuple[bytes, bytes]:
     uses one, and so does each site gateway's.
     """
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedge"),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "enroll"),
-            x509.NameAttribute(NameOID.COMMON_NAME, ENROLL_SERVER_NAME),
-        ]
+    name = subject_name(ENROLL_SERVER_NAME, "enroll")
+    cert = build_certificate(
+        name, key.public_key(), signer=key, days=days, hosts=(ENROLL_SERVER_NAME,)
     )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(subject_alt_names((ENROLL_SERVER_NAME,)), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert_pem(cert), key_pem(key)
+    return cert, key_pem(key)
 
 
 def peer_identity(pem: bytes) -> PeerIdentity:

@@ -56,6 +56,9 @@ class TaskHub:
         self._done: OrderedDict[str, None] = OrderedDict()
         self._last_seen: dict[int, float] = {}
         self._pulling: dict[int, int] = {}
+        # A node this process has not heard from yet (it restarted moments ago) counts as seen
+        # at its start while collecting, so its nodes have time to reconnect.
+        self._started = time.monotonic()
 
     # device side
 
@@ -174,10 +177,13 @@ class TaskHub:
         *,
         deadline: float,
         stopped: Callable[[], bool],
+        grace: Callable[[Task], float] | None = None,
     ) -> dict[str, Message]:
         """Wait until every task has a result, its device is gone, the deadline or a stop.
 
-        Tasks without a result are withdrawn, so a late result is refused as stale.
+        A device is gone when it has been silent for ``liveness_seconds`` plus its task's
+        ``grace`` (seconds; none by default). Tasks without a result are withdrawn, so a late
+        result is refused as stale.
         """
         pending = {t.task_id: t for t in tasks}
         results: dict[str, Message] = {}
@@ -188,7 +194,9 @@ class TaskHub:
                         results[task_id] = self._results.pop(task_id)
                         del pending[task_id]
                 now = time.monotonic()
-                gone = [t for t in pending.values() if not self._alive(t.node_id, now)]
+                gone = [
+                    t for t in pending.values() if self._gone(t.node_id, now, grace and grace(t))
+                ]
                 for task in gone:
                     del pending[task.task_id]
                 if not pending or now >= deadline or stopped():
@@ -208,6 +216,12 @@ class TaskHub:
         queue = self._queues.get(task.node_id)
         if queue and task in queue:
             queue.remove(task)
+
+    def _gone(self, node_id: int, now: float, grace: float | None) -> bool:
+        if self._pulling.get(node_id, 0) > 0:
+            return False
+        seen = self._last_seen.get(node_id, self._started)
+        return now - seen > self.liveness_seconds + (grace or 0.0)
 
     def _alive(self, node_id: int, now: float) -> bool:
         if self._pulling.get(node_id, 0) > 0:

@@ -33,10 +33,12 @@ __all__ = [
     "TransportOptions",
     "add_service",
     "bind",
+    "cannot_listen",
     "create_channel",
     "create_server",
     "is_loopback",
     "parse_address",
+    "probe",
 ]
 
 MiB = 2**20
@@ -165,7 +167,7 @@ def bind(
     host, port = parse_address(address, option=option)
     # Asking the operating system first keeps gRPC's own bind failure (a C-core log line on
     # stderr) from reaching the operator; gRPC's result below still decides.
-    if port and (busy := _probe_port(host, port, address)) is not None:
+    if port and (busy := _probe_port(host, port, address, option)) is not None:
         raise busy
     try:
         if tls is None:
@@ -180,31 +182,50 @@ def bind(
     except RuntimeError:
         bound = 0
     if bound == 0:
-        raise _probe_port(host, port, address) or AddressInUseError(f"cannot listen on {address}")
+        raise _probe_port(host, port, address, option) or AddressInUseError(
+            f"{option}: cannot listen on {address}"
+        )
     if tls is None and warn_plaintext:
         logger.warning("listening on %s WITHOUT TLS (--insecure): anyone can connect", address)
     return bound
 
 
-def _probe_port(host: str, port: int, address: str) -> AddressInUseError | None:
+def probe(address: str, *, option: str = "address") -> None:
+    """Fail now, as :func:`bind` would, if ``address`` cannot be listened on (port 0 always can).
+
+    For a process that must know its ports are free before it spends anything (a token, a file)
+    on start-up, and binds them later.
+    """
+    host, port = parse_address(address, option=option)
+    if port and (busy := _probe_port(host, port, address, option)) is not None:
+        raise busy
+
+
+def _probe_port(host: str, port: int, address: str, option: str) -> AddressInUseError | None:
     """Why ``host:port`` cannot be listened on, as the operating system says; ``None`` if it can."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as err:
-        return AddressInUseError(f"cannot listen on {address}: {err.strerror or err}")
+        return cannot_listen(address, option, err)
     family, kind, proto, _, sockaddr = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        # As gRPC does: a port whose last connections wait in TIME_WAIT is free.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with socket.socket(family, kind, proto) as sock:
+        # As gRPC does: a port whose last connections wait in TIME_WAIT is free, so a process
+        # killed while its clients were connected can listen again at once.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(sockaddr)
+            sock.bind(sockaddr)
         except OSError as err:
-            if err.errno == errno.EADDRINUSE:
-                return AddressInUseError(
-                    f"cannot listen on {address}: address in use (another process listens there)"
-                )
-            return AddressInUseError(f"cannot listen on {address}: {err.strerror or err}")
+            return cannot_listen(address, option, err)
     return None
+
+
+def cannot_listen(address: str, option: str, err: OSError) -> AddressInUseError:
+    """The one-line error for a listening socket the operating system refused, naming ``option``."""
+    if err.errno == errno.EADDRINUSE:
+        return AddressInUseError(
+            f"{option}: cannot listen on {address}: address in use (another process listens there)"
+        )
+    return AddressInUseError(f"{option}: cannot listen on {address}: {err.strerror or err}")
 
 
 def create_channel(

@@ -15,12 +15,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from fedge.coordinator.hub import HubServicer, serve_hub
+from fedge.coordinator.hub import CloudHub, serve_hub
 from fedge.edge.health import HealthConfig, check_health
 from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import pin_release_key
 from fedge.edge.updater import Updater
 from fedge.profiles import get_profile
+from fedge.protocol.endpoint import HubService
+from fedge.protocol.hub import DownloadSlots
 from fedge.protocol.manifest import SignedManifest, format_time, public_key_pem
 from fedge.release.onnx_info import describe_onnx
 from fedge.release.signing import generate_release_key, sign_manifest
@@ -31,11 +33,11 @@ from fedge.v1 import hub_pb2
 FEATURES, CLASSES = 256, 32  # ~33 kB model: several 4 kB chunks
 
 
-class FaultyHub(HubServicer):
+class FaultyHub(HubService):
     """A hub that can cut a download, corrupt a chunk or serve a chosen manifest."""
 
     def __init__(self, store: ReleaseStore) -> None:
-        super().__init__(store)
+        super().__init__(CloudHub(store), DownloadSlots(None))
         self.cut_at: int | None = None
         self.corrupt_at: int | None = None
         self.serve: SignedManifest | None = None

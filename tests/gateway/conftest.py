@@ -1,8 +1,8 @@
 """A cloud coordinator and a site gateway in this process, on loopback with TLS (``site``).
 
 The gateway reaches the cloud through a :class:`~tests.conftest.LinkProxy`, so a test can cut
-the site's uplink. Devices enrol at the gateway with the site's tokens and run as threads
-(:class:`~fedge.edge.agent.EdgeAgent`, :class:`~fedge.edge.delivery.DeviceDelivery`).
+the site's uplink. Devices enrol at the gateway with the site's tokens and run as threads,
+composed as ``fedge edge start`` composes them (:func:`~fedge.edge.device.start_device`).
 """
 
 import threading
@@ -14,6 +14,7 @@ import pytest
 
 from fedge.data.device import write_device_data
 from fedge.edge.agent import AgentSettings, EdgeAgent
+from fedge.edge.device import DeviceSettings, start_device
 from fedge.edge.identity import DeviceIdentity, enroll_device
 from fedge.gateway.config import GatewayConfig
 from fedge.gateway.server import Gateway
@@ -66,19 +67,19 @@ class Site:
         write_device_data(
             data, dataset="digits", partition_id=partition, num_partitions=partitions, fmt="npz"
         )
-        agent = EdgeAgent(
-            identity,
-            data_dir=data,
-            settings=AgentSettings(wait_seconds=1.0, heartbeat_seconds=0.3, reconnect_wait=2.0),
-        )
-        self.run_agent(agent)
-        return agent
+        return self.run_device(identity, data, reconnect_wait=2.0)
 
-    def run_agent(self, agent: EdgeAgent) -> None:
-        """Run ``agent`` in a thread until the fixture ends."""
-        thread = threading.Thread(target=agent.run, name=f"agent-{agent.identity.device_id}")
-        thread.start()
-        self.agents.append((agent, thread))
+    def run_device(
+        self, identity: DeviceIdentity, data: Path, *, reconnect_wait: float = 30.0
+    ) -> EdgeAgent:
+        """Run the training device of ``identity`` in a thread until the fixture ends; its agent."""
+        agent_settings = AgentSettings(
+            wait_seconds=1.0, heartbeat_seconds=0.3, reconnect_wait=reconnect_wait
+        )
+        settings = DeviceSettings(data_dir=data, agent=agent_settings, delivery=None)
+        device = start_device(identity, settings)
+        self.agents.append((device.agent, device.run_in_thread()))
+        return device.agent
 
     def close(self) -> None:
         for agent, _ in self.agents:

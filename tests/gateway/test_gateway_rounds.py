@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 from fedge.app.config import RunConfig
 from fedge.cli.main import app
 from fedge.data.device import write_device_data
-from fedge.edge.agent import AgentSettings, EdgeAgent
 from fedge.simulation import simulate
 from fedge.v1 import control_pb2 as pb
 
@@ -84,10 +83,7 @@ def test_a_cut_off_site_is_dropped_with_why_and_rejoins(site: Site) -> None:
     cloud_device = site.fleet.trainer("cloud-cam")  # a device of the cloud itself
     data = site.root / "cloud-cam-data"
     write_device_data(data, dataset="digits", partition_id=2, num_partitions=3, fmt="npz")
-    agent = EdgeAgent(
-        cloud_device, data_dir=data, settings=AgentSettings(wait_seconds=1.0, heartbeat_seconds=0.3)
-    )
-    site.run_agent(agent)
+    site.run_device(cloud_device, data)
     for i in range(2):
         site.trainer(f"cam-{i}", partition=i, partitions=3)
     control = site.fleet.control_stub()
@@ -122,3 +118,30 @@ def test_a_cut_off_site_is_dropped_with_why_and_rejoins(site: Site) -> None:
     assert any((r.sampled, r.aggregated) == (3, 3) for r in later)  # the site is back
     back = next(r for r in later if r.aggregated == 3)
     assert sorted((s.site, s.replies) for s in back.sites) == [("", 1), (SITE, 1)]
+
+
+def test_a_round_waits_for_a_gateway_that_goes_silent_as_for_its_devices(site: Site) -> None:
+    for i in range(2):
+        site.trainer(f"cam-{i}", partition=i, partitions=2)
+    control = site.fleet.control_stub()
+
+    def states() -> dict[str, str]:
+        rows = control.ListDevices(pb.ListDevicesRequest()).devices
+        return {d.kind + ":" + d.name: d.state for d in rows}
+
+    wait_for(lambda: list(states().values()).count("idle") == 2, 20, "two devices")
+    site.link.cut()  # the gateway goes silent just as a run starts (a restart, say)
+    request = pb.StartRunRequest(config_json=json.dumps({**RUN, "clients": 2, "rounds": 1}))
+    run_id = control.StartRun(request, timeout=30).run.run_id
+    wait_for(lambda: states()["gateway:gw-a"] == "offline", 20, "the cloud to miss the gateway")
+    site.link.restore()  # back within the run's wait for its devices (liveness + 4 s)
+
+    def finished() -> bool:
+        return control.GetRun(pb.GetRunRequest(run_id=run_id)).run.state == pb.RUN_STATE_COMPLETED
+
+    wait_for(finished, 90, "the run to complete")
+    reply = control.GetRun(pb.GetRunRequest(run_id=run_id))
+    (only,) = reply.rounds
+    assert (only.sampled, only.aggregated, list(only.drops)) == (2, 2, [])
+    assert [(s.site, s.replies) for s in only.sites] == [(SITE, 1)]
+    assert not [e for e in reply.events if e.kind in ("round-failed", "dropped")], reply.events

@@ -1,11 +1,11 @@
 """The console's HTTP app: pages (static files), a JSON API, login, all behind one gate.
 
-Every read and every action calls the control service's own handler (the object the gRPC
-server serves), so a stop, promote, rollback or rollout pause from the console is the very code
-``fedge run stop`` / ``fedge release ...`` run, and its errors keep their meaning: a
-:class:`~fedge.errors.FedgeError` becomes the HTTP status of its gRPC status. Actions are
-``POST`` with a custom header (a cross-site form cannot send one), and are recorded as events
-naming the operator of the session.
+Every read and every action calls the typed control service that the gRPC control servicer
+delegates to (:class:`~fedge.coordinator.control.ControlService`), so a stop, promote, rollback
+or rollout pause from the console is the very code ``fedge run stop`` / ``fedge release ...``
+run, and its errors keep their meaning: a :class:`~fedge.errors.FedgeError` becomes the HTTP
+status of its gRPC status. Actions are ``POST`` with a custom header (a cross-site form cannot
+send one), and are recorded as events naming the operator of the session.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from fedge.coordinator.console.sessions import ConsoleSessions
+from fedge.coordinator.control import ControlService
 from fedge.coordinator.state import State
 from fedge.errors import ConfigError, FedgeError
 from fedge.log import logger
-from fedge.v1 import control_pb2 as pb
 
 __all__ = ["ACTION_HEADER", "SESSION_COOKIE", "create_app", "message_to_json"]
 
@@ -135,19 +135,15 @@ class _Gate(BaseHTTPMiddleware):
 
 def create_app(
     *,
-    control: Any,
+    control: ControlService,
     state: State,
     sessions: ConsoleSessions,
     login_required: bool,
     secure_cookie: bool,
 ) -> Starlette:
-    """The console app over ``control`` (the coordinator's ControlServicer)."""
+    """The console app over ``control`` (the coordinator's control service)."""
     static = resources.files("fedge.coordinator.console") / "static"
     index = str(static / "index.html")
-
-    def call(method: str, request: Message) -> Message:
-        reply: Message = getattr(control, method)(request, None)
-        return reply
 
     def api(handler: Callable[[Request], Message | dict[str, Any]]) -> Callable[..., Response]:
         def endpoint(request: Request) -> Response:
@@ -217,12 +213,12 @@ def create_app(
         state.add_event("console", f"{session.operator} opened a console session")
         return response
 
-    def rollout_route(verb: str, method: str, request_type: Any) -> Route:
+    def rollout_route(verb: str, method: Callable[[int], Message]) -> Route:
         def describe(r: Request) -> str:
             return f"{verb} the rollout of release {r.path_params['version']}"
 
         def run(r: Request) -> Message:
-            return call(method, request_type(version=number(r, "version")))
+            return method(number(r, "version"))
 
         return Route(
             f"/api/releases/{{version}}/{verb}", api(action(describe, run)), methods=["POST"]
@@ -238,42 +234,30 @@ def create_app(
         Route("/runs/{run_id}", page),
         Route("/releases/{version}", page),
         Route("/api/session", api(who)),
-        Route("/api/fleet", api(lambda r: call("ListDevices", pb.ListDevicesRequest()))),
-        Route("/api/runs", api(lambda r: call("ListRuns", pb.ListRunsRequest()))),
-        Route(
-            "/api/runs/{run_id}",
-            api(lambda r: call("GetRun", pb.GetRunRequest(run_id=number(r, "run_id")))),
-        ),
+        Route("/api/fleet", api(lambda r: control.list_devices())),
+        Route("/api/runs", api(lambda r: control.list_runs())),
+        Route("/api/runs/{run_id}", api(lambda r: control.get_run(number(r, "run_id")))),
         Route(
             "/api/runs/{run_id}/stop",
             api(
                 action(
                     lambda r: f"stop run {r.path_params['run_id']}",
-                    lambda r: call("StopRun", pb.StopRunRequest(run_id=number(r, "run_id"))),
+                    lambda r: control.stop_run(number(r, "run_id")),
                 )
             ),
             methods=["POST"],
         ),
-        Route("/api/releases", api(lambda r: call("ListReleases", pb.ListReleasesRequest()))),
+        Route("/api/releases", api(lambda r: control.list_releases())),
         Route(
             "/api/releases/{version}",
-            api(
-                lambda r: call(
-                    "GetReleaseStatus", pb.GetReleaseStatusRequest(version=number(r, "version"))
-                )
-            ),
+            api(lambda r: control.release_status(number(r, "version"))),
         ),
         Route(
             "/api/releases/{version}/promote",
             api(
                 action(
                     lambda r: f"promote release {r.path_params['version']} to {percent_of(r)}%",
-                    lambda r: call(
-                        "PromoteRelease",
-                        pb.PromoteReleaseRequest(
-                            version=number(r, "version"), percent=percent_of(r)
-                        ),
-                    ),
+                    lambda r: control.promote_release(number(r, "version"), percent=percent_of(r)),
                 )
             ),
             methods=["POST"],
@@ -283,22 +267,20 @@ def create_app(
             api(
                 action(
                     lambda r: f"roll back release {r.path_params['version']}",
-                    lambda r: call(
-                        "RollbackRelease", pb.RollbackReleaseRequest(version=number(r, "version"))
-                    ),
+                    lambda r: control.rollback_release(number(r, "version")),
                 )
             ),
             methods=["POST"],
         ),
         *[
-            rollout_route(verb, method, request)
-            for verb, method, request in (
-                ("pause", "PauseRollout", pb.PauseRolloutRequest),
-                ("resume", "ResumeRollout", pb.ResumeRolloutRequest),
-                ("abort", "AbortRollout", pb.AbortRolloutRequest),
+            rollout_route(verb, method)
+            for verb, method in (
+                ("pause", control.pause_rollout),
+                ("resume", control.resume_rollout),
+                ("abort", control.abort_rollout),
             )
         ],
-        Route("/api/drift", api(lambda r: call("ListDrift", pb.ListDriftRequest()))),
+        Route("/api/drift", api(lambda r: control.list_drift())),
         Route("/healthz", lambda request: PlainTextResponse("ok")),
         Mount("/static", app=StaticFiles(directory=str(static)), name="static"),
     ]

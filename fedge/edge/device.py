@@ -1,0 +1,86 @@
+"""A device, composed: its agent (heartbeats, tasks) and its model delivery, wired together.
+
+The one place a device is put together: ``fedge edge start`` and the tests both call
+:func:`start_device`. The agent tells the coordinator what the delivery serves in every
+heartbeat, and the delivery hears the coordinator's release news from the agent's heartbeats.
+A device without delivery (``DeviceSettings.delivery=None``) only trains.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from fedge.edge.agent import AgentSettings, EdgeAgent
+from fedge.edge.delivery import DeliverySettings, DeviceDelivery
+from fedge.edge.identity import DeviceIdentity
+from fedge.protocol.transport import create_channel
+
+__all__ = ["Device", "DeviceSettings", "start_device"]
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """What a device runs: the agent's settings and data, and its delivery (``None``: none)."""
+
+    data_dir: Path | None = None
+    train: bool = True
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    delivery: DeliverySettings | None = field(default_factory=DeliverySettings)
+
+
+@dataclass
+class Device:
+    """A started device: :meth:`run` (or :meth:`run_in_thread`), then :meth:`stop`."""
+
+    identity: DeviceIdentity
+    agent: EdgeAgent
+    delivery: DeviceDelivery | None
+
+    def run(self) -> None:
+        """Serve until stopped (the delivery stops with it); raises the agent's
+        :class:`~fedge.edge.agent.RefusedError` when the coordinator refuses this device."""
+        try:
+            self.agent.run()
+        finally:
+            if self.delivery is not None:
+                self.delivery.stop()
+
+    def run_in_thread(self) -> threading.Thread:
+        """:meth:`run` on a thread of its own (started); join it after :meth:`stop`."""
+        thread = threading.Thread(target=self.run, name=f"agent-{self.identity.device_id}")
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        """Ask the device to finish after its current call."""
+        self.agent.stop()
+
+
+def start_device(
+    identity: DeviceIdentity, settings: DeviceSettings, *, channel: grpc.Channel | None = None
+) -> Device:
+    """The device of ``identity``, its delivery started (on ``channel``, else a channel of its
+    own: mutual TLS unless the device was enrolled ``--insecure``) and its agent ready to run."""
+    delivery_settings = settings.delivery
+    agent = EdgeAgent(
+        identity,
+        data_dir=settings.data_dir,
+        settings=settings.agent,
+        profile=delivery_settings.profile.name if delivery_settings is not None else "",
+        train=settings.train,
+    )
+    if delivery_settings is None:
+        return Device(identity, agent, None)
+    delivery = DeviceDelivery(
+        channel=channel or create_channel(identity.coordinator, tls=identity.tls()),
+        state_dir=Path(identity.state_dir),
+        device_id=identity.device_id,
+        settings=delivery_settings,
+    ).start()
+    agent.set_serving(delivery.serving)
+    agent.set_release_news(delivery.release_news)
+    return Device(identity, agent, delivery)
