@@ -31,6 +31,7 @@ LAYERS = {
     "privacy": 1,
     "data": 1,
     "models": 1,
+    "tasks": 1,
     "profiles": 1,
     "runners": 1,
     "measure": 1,
@@ -63,6 +64,8 @@ SERVER_ONLY = {
     "torchvision",
     "starlette",
     "uvicorn",
+    "alembic",
+    "pandas",
 }
 DEVICE_ENTRY_POINTS = (
     "fedge.cli.main",
@@ -70,6 +73,7 @@ DEVICE_ENTRY_POINTS = (
     "fedge.edge.delivery",
     "fedge.edge.inference",
     "fedge.edge.identity",
+    "fedge.edge.device",
 )
 
 

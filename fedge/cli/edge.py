@@ -106,6 +106,17 @@ def _enroll(
 
 
 @app.command("start")
+def _installed_task(reference: str) -> str:
+    """``reference`` loaded (one line naming what is wrong otherwise), a file made absolute."""
+    from fedge.tasks import load_task
+
+    where, _, attribute = reference.rpartition(":")
+    if where.endswith(".py"):
+        reference = f"{Path(where).expanduser().resolve()}:{attribute}"
+    load_task(reference)
+    return reference
+
+
 def start_command(
     data: Annotated[
         Path | None,
@@ -164,6 +175,13 @@ def start_command(
     train: Annotated[
         bool, typer.Option("--train/--no-train", help="Take training tasks (needs --data).")
     ] = True,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="The task installed on this device (FILE.py:NAME or package.module:NAME): the "
+            "only task code it trains; a run of another task's code is refused."
+        ),
+    ] = None,
 ) -> None:
     """Run this device: model releases and local inference, and training when it can.
 
@@ -193,6 +211,8 @@ def start_command(
             load_identity(state)
             if token is not None:
                 err_console.print(f"note: {state} is already enrolled; --token is not used")
+        if task is not None:  # fail early, naming the bad task, and before a token is spent
+            task = _installed_task(task)
         summary = None
         if data is not None:  # fail early, naming the bad file, and before a token is spent
             from fedge.data.device import summarize
@@ -213,6 +233,7 @@ def start_command(
             DeviceSettings(
                 data_dir=data,
                 train=train,
+                task=task,
                 agent=AgentSettings(wait_seconds=wait, heartbeat_seconds=heartbeat),
                 delivery=DeliverySettings(
                     interval=release_interval,

@@ -81,6 +81,7 @@ class EdgeAgent:
         profile: str = "",
         serving: Callable[[], tuple[int, str]] | None = None,
         train: bool = True,
+        task: str | None = None,
     ) -> None:
         self.identity = identity
         self.settings = settings or AgentSettings()
@@ -101,7 +102,11 @@ class EdgeAgent:
             from fedge.edge import trainer
 
             self.trainer = trainer.TaskRunner(
-                identity, data_dir=data_dir, client_app=client_app, options=self._options
+                identity,
+                data_dir=data_dir,
+                client_app=client_app,
+                options=self._options,
+                task=task,
             )
 
     def set_serving(self, serving: Callable[[], tuple[int, str]]) -> None:

@@ -28,6 +28,9 @@ class DeviceSettings:
 
     data_dir: Path | None = None
     train: bool = True
+    # The task this device's operator installed (FILE.py:NAME or module:NAME): the only task
+    # code it runs; a run of another task (by code sha256) is refused with that reason.
+    task: str | None = None
     agent: AgentSettings = field(default_factory=AgentSettings)
     delivery: DeliverySettings | None = field(default_factory=DeliverySettings)
 
@@ -72,6 +75,7 @@ def start_device(
         settings=settings.agent,
         profile=delivery_settings.profile.name if delivery_settings is not None else "",
         train=settings.train,
+        task=settings.task,
     )
     if delivery_settings is None:
         return Device(identity, agent, None)

@@ -53,6 +53,7 @@ class TaskRunner:
         data_dir: Path,
         client_app: ClientApp | None = None,
         options: TransportOptions | None = None,
+        task: str | None = None,
     ) -> None:
         from fedge.app.client import build_client_app
 
@@ -65,6 +66,8 @@ class TaskRunner:
             "data-dir": str(data_dir.resolve()),
             "state-dir": identity.state_dir,
         }
+        if task is not None:
+            self._node_config["task"] = task
         if "partition-id" in meta:  # a simulated partition: seed like the simulated client
             self._node_config["partition-id"] = int(meta["partition-id"])
             self._node_config["num-partitions"] = int(meta.get("num-partitions", 1))
