@@ -105,7 +105,6 @@ def _enroll(
     return identity
 
 
-@app.command("start")
 def _installed_task(reference: str) -> str:
     """``reference`` loaded (one line naming what is wrong otherwise), a file made absolute."""
     from fedge.tasks import load_task
@@ -117,6 +116,7 @@ def _installed_task(reference: str) -> str:
     return reference
 
 
+@app.command("start")
 def start_command(
     data: Annotated[
         Path | None,
