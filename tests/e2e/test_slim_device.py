@@ -4,6 +4,12 @@ A fresh virtual environment gets the checkout without extras. Its device enrols 
 coordinator from the full install (mutual TLS), is listed as inference-only, installs a
 published release and answers ``fedge edge predict`` and its gRPC inference server; training
 tasks never reach it. The install's size and the device process's peak memory are measured.
+
+What it needs, and fails (never skips) without: ``python -m venv`` with ``ensurepip`` (Debian's
+``python3-venv``); pip able to reach a package index for the device's dependencies at the
+versions in ``constraints.txt`` (the default index, or ``PIP_INDEX_URL`` / ``PIP_FIND_LINKS``
+naming a mirror or a wheelhouse); about 300 MB of disk under the temporary directory; and a few
+minutes for the first install (pip's cache makes later ones faster).
 """
 
 import os
@@ -59,7 +65,11 @@ def slim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         timeout=900,
         check=False,
     )
-    assert install.returncode == 0, install.stderr[-3000:]
+    assert install.returncode == 0, (
+        "could not pip-install the slim device: this test needs a package index holding its "
+        "dependencies (the default index, or PIP_INDEX_URL / PIP_FIND_LINKS); pip said:\n"
+        + install.stderr[-3000:]
+    )
     yield venv
 
 
