@@ -180,39 +180,63 @@ def drift_command(
     operator: OperatorOpt = None,
     insecure: InsecureOpt = False,
 ) -> None:
-    """Each device's drift: its latest window of predictions against its release's reference."""
-    response = call_control(
+    """Each device's drift: DRIFTED or ok, its latest window of predictions against its
+    release's reference (or that it has sent no window yet)."""
+    fleet, drift = call_control(
         coordinator,
         operator,
         insecure,
-        lambda stub: stub.ListDrift(pb.ListDriftRequest(), timeout=30),
+        lambda stub: (
+            stub.ListDevices(pb.ListDevicesRequest(), timeout=30),
+            stub.ListDrift(pb.ListDriftRequest(), timeout=30),
+        ),
     )
-    rows = [
-        {
-            "device_id": d.device_id,
-            "name": d.name,
-            "release": d.version,
-            "psi_classes": d.psi_classes,
-            "psi_inputs": d.psi_inputs,
-            "drifted": d.drifted,
-            "samples": d.samples,
-            "updated_unix": d.updated_unix,
-            "note": d.note,
-        }
-        for d in response.devices
-    ]
+    windows = {d.device_id: d for d in drift.devices}
+    rows = [_drift_row(d.device_id, d.name, windows.get(d.device_id)) for d in _predicting(fleet)]
+    listed = {row["device_id"] for row in rows}
+    rows += [_drift_row(w.device_id, w.name, w) for w in drift.devices if w.device_id not in listed]
     if as_json:
-        console.print_json(json.dumps({"threshold": response.threshold, "devices": rows}))
+        console.print_json(json.dumps({"threshold": drift.threshold, "devices": rows}))
         return
     if not rows:
-        console.print("no device has reported a window of predictions yet")
-    for d in response.devices:
-        verdict = "DRIFTED" if d.drifted else "ok"
         console.print(
-            f"{d.device_id} {d.name}: {verdict}, release {d.version}, PSI classes "
-            f"{d.psi_classes:.3f}, inputs {d.psi_inputs:.3f} (threshold {response.threshold:.2f}), "
-            f"{d.samples} predictions, {_ago(d.updated_unix)}" + (f"; {d.note}" if d.note else ""),
-            soft_wrap=True,
-            highlight=False,
-            markup=False,
+            "no devices enrolled yet (`fedge fleet token create`, then `fedge edge start`)"
         )
+    for row in rows:
+        console.print(
+            _drift_line(row, drift.threshold), soft_wrap=True, highlight=False, markup=False
+        )
+
+
+def _predicting(fleet: pb.ListDevicesResponse) -> list[pb.Device]:
+    """The devices that can answer predictions: not the gateways, not the revoked."""
+    return [d for d in fleet.devices if d.kind != "gateway" and d.state != "revoked"]
+
+
+def _drift_row(device_id: str, name: str, window: pb.DeviceDrift | None) -> dict[str, Any]:
+    if window is None:
+        return {"device_id": device_id, "name": name, "drifted": None, "window": False}
+    return {
+        "device_id": device_id,
+        "name": name,
+        "drifted": window.drifted,
+        "window": True,
+        "release": window.version,
+        "psi_classes": window.psi_classes,
+        "psi_inputs": window.psi_inputs,
+        "samples": window.samples,
+        "updated_unix": window.updated_unix,
+        "note": window.note,
+    }
+
+
+def _drift_line(row: dict[str, Any], threshold: float) -> str:
+    who = f"{row['device_id']} {row['name']}:"
+    if not row["window"]:
+        return f"{who} no window yet (it sends one after each --drift-window predictions)"
+    return (
+        f"{who} {'DRIFTED' if row['drifted'] else 'ok'}, release {row['release']}, PSI classes "
+        f"{row['psi_classes']:.3f}, inputs {row['psi_inputs']:.3f} (threshold {threshold:.2f}), "
+        f"{row['samples']} predictions, {_ago(row['updated_unix'])}"
+        + (f"; {row['note']}" if row["note"] else "")
+    )
