@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
-from fedge.cli.common import console, fail, require_extra
+from fedge.cli.common import PROFILE_HELP, console, fail, require_extra, resolve_device_profile
 from fedge.cli.release_rollout import upload_and_publish
 from fedge.errors import FedgeError
 
@@ -58,8 +58,7 @@ def build_command(
         list[str] | None,
         typer.Option(
             "--profile",
-            help="Build the best model for this device profile (a name or a .toml file); "
-            "repeatable.",
+            help=f"Build the best model for this device profile: {PROFILE_HELP}; repeatable.",
         ),
     ] = None,
     all_profiles: Annotated[
@@ -214,8 +213,8 @@ def _build_profiles(
     for ratio in prune_ratios:
         if not 0.0 < ratio < 1.0:
             fail(f"--prune-ratio: {ratio!r} must be in (0, 1)")
-    profiles = [_resolve_profile(name) for name in names]
     try:
+        profiles = [resolve_device_profile(name) for name in names]
         ckpt = load_checkpoint(checkpoint)
     except FedgeError as err:
         fail(str(err))
@@ -247,17 +246,6 @@ def _build_profiles(
     except (FedgeError, ValueError) as err:
         fail(str(err))
     print_profile_summary(release)
-
-
-def _resolve_profile(name: str) -> "DeviceProfile":
-    from fedge.profiles import list_profiles, resolve_profile
-
-    try:
-        return resolve_profile(name)
-    except FedgeError as err:
-        fail(str(err))
-    except ValueError:
-        fail(f"--profile: {name!r} is not one of: {', '.join(list_profiles())} (or a .toml file)")
 
 
 def _profiles_serving(ckpt: "Checkpoint") -> "list[DeviceProfile]":
