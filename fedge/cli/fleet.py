@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
+from fedge.cli._control import Control, operator_command
 from fedge.cli.common import command_group, console, fail
 from fedge.v1 import control_pb2 as pb
 
@@ -29,6 +29,7 @@ def _ago(unix: float) -> str:
 
 
 @token_app.command("create")
+@operator_command
 def token_create(
     ttl: Annotated[float, typer.Option(help="Seconds the token stays valid.")] = 3600.0,
     site: Annotated[
@@ -44,17 +45,12 @@ def token_create(
             "--gateway", help="A token for the gateway of --site (`fedge gateway start --token`)."
         ),
     ] = False,
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Print a one-time token for `fedge edge enroll` (or `fedge gateway start`)."""
     if gateway and not site:
         fail("--gateway needs --site NAME: the site the gateway serves")
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
+    response = control.call(
         lambda stub: stub.CreateEnrollToken(
             pb.CreateEnrollTokenRequest(ttl_seconds=ttl, site=site, gateway=gateway), timeout=30
         ),
@@ -90,20 +86,14 @@ def _device_json(d: pb.Device) -> dict[str, Any]:
 
 
 @app.command("ls")
+@operator_command
 def ls_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """List devices (and site gateways with the devices behind each): state, last seen,
     installed release and slot, training, privacy spent."""
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.ListDevices(pb.ListDevicesRequest(), timeout=30),
-    )
+    response = control.call(lambda stub: stub.ListDevices(pb.ListDevicesRequest(), timeout=30))
     if as_json:
         console.print_json(json.dumps([_device_json(d) for d in response.devices]))
         return
@@ -157,35 +147,27 @@ def _print_device(d: pb.Device, prefix: str) -> None:
 
 
 @app.command("revoke")
+@operator_command
 def revoke_command(
     device: Annotated[str, typer.Argument(help="Device id, unique id prefix, or name.")],
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Revoke a device: its next call is refused."""
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.RevokeDevice(pb.RevokeDeviceRequest(device_id=device), timeout=30),
+    response = control.call(
+        lambda stub: stub.RevokeDevice(pb.RevokeDeviceRequest(device_id=device), timeout=30)
     )
     console.print(f"revoked {response.device.device_id} ({response.device.name})")
 
 
 @app.command("drift")
+@operator_command
 def drift_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Each device's drift: DRIFTED or ok, its latest window of predictions against its
     release's reference (or that it has sent no window yet)."""
-    fleet, drift = call_control(
-        coordinator,
-        operator,
-        insecure,
+    fleet, drift = control.call(
         lambda stub: (
             stub.ListDevices(pb.ListDevicesRequest(), timeout=30),
             stub.ListDrift(pb.ListDriftRequest(), timeout=30),

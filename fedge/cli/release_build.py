@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
+from fedge.cli._control import Control, operator_command
 from fedge.cli.common import PROFILE_HELP, console, fail, require_extra, resolve_device_profile
 from fedge.cli.release_rollout import upload_and_publish
 from fedge.errors import FedgeError
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the compress stack (torch, onnx) is imported only when a co
 __all__ = ["build_command", "print_profile_summary", "print_release_summary"]
 
 
+@operator_command
 def build_command(
     checkpoint: Annotated[
         Path, typer.Option("--checkpoint", help="A fedge checkpoint (e.g. runs/latest/model.pt).")
@@ -90,9 +91,7 @@ def build_command(
         str,
         typer.Option("--publish-profile", help="With --publish-percent: device profile."),
     ] = "cpu-small",
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Build a release: one int8 student, or with --profile the best model per device profile."""
     from dataclasses import replace
@@ -147,10 +146,7 @@ def build_command(
         data_dir=data_dir,
     )
     if publish_percent is not None:
-        release = call_control(
-            coordinator,
-            operator,
-            insecure,
+        release = control.call(
             lambda stub: upload_and_publish(
                 stub, out, percent=publish_percent, profile=publish_profile
             ),
