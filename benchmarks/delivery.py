@@ -9,7 +9,8 @@
 3. Hot swap: 50 model swaps while a client sends predictions continuously over InferenceService;
    failed requests (bar: zero) and p99 latency during swaps against p99 without swaps.
 
-Prints one summary line (and details with --verbose). Seeds are fixed.
+Prints one summary line (and details with --verbose) and exits 1 when a bar is missed.
+Seeds are fixed.
 """
 
 from __future__ import annotations
@@ -258,8 +259,8 @@ def bench_hot_swap(tmp: Path, swaps: int) -> tuple[int, int, float, float]:
     )
 
 
-def main() -> None:
-    """Run the three measurements and print the one-line summary."""
+def main() -> int:
+    """Run the three measurements and print the one-line summary; 1 when a bar is missed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve-hub", help=argparse.SUPPRESS)
     parser.add_argument("--sha", help=argparse.SUPPRESS)
@@ -270,7 +271,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve_hub:
         hub_process_main(args.serve_hub, args.sha)
-        return
+        return 0
     with tempfile.TemporaryDirectory(prefix="fedge-delivery-") as name:
         tmp = Path(name)
         grpc_mbs, tls_mbs, tcp_mbs = bench_throughput(tmp, args.megabytes)
@@ -291,8 +292,8 @@ def main() -> None:
     )
     if args.verbose:
         print(f"  one device 10 MB: {one:.3f} s; cpu count {os.cpu_count()}")
-    sys.exit(0 if ok else 1)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

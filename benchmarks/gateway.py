@@ -8,7 +8,8 @@ the run goes: the devices' (or gateways') results, but also heartbeats, site syn
 TLS framing. Goal: 25x fewer bytes behind 4 gateways of 25 devices (each gateway sends one
 aggregate instead of 25 updates). The round time of both is the cloud's own, per round.
 
-Prints one summary line (details with --verbose). Seeds are fixed.
+Prints one summary line (details with --verbose) and exits 1 when the goal is missed. Seeds
+are fixed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import logging
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -37,6 +39,8 @@ from fedge.protocol.transport import ClientTLS, create_channel
 from fedge.v1 import control_pb2 as pb
 from fedge.v1 import control_pb2_grpc
 
+# Each of 4 gateways sends one aggregate in place of its 25 devices' updates.
+GOAL_FEWER_BYTES_X = 25.0
 RUN = {"dataset": "digits", "model": "cnn-small", "local-epochs": 1, "seed": 0, "release": False}
 
 
@@ -241,7 +245,8 @@ def _timed(fn: Callable[[], tuple[int, list[float], list[int]]]) -> tuple[Any, f
     return fn(), time.perf_counter() - started
 
 
-def main() -> None:
+def main() -> int:
+    """Run both deployments, print the summary; exit 1 when the ratio misses the goal."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--gateways", type=int, default=4)
@@ -262,19 +267,22 @@ def main() -> None:
         )
     per_round_flat = flat_bytes / args.rounds
     per_round_sites = site_bytes / args.rounds
+    fewer = per_round_flat / per_round_sites
+    meets = fewer >= GOAL_FEWER_BYTES_X
     print(
         f"gateway ({args.dataset}/{args.model}): cloud received {per_round_flat / 1e6:.2f} "
         f"MB/round flat ({args.devices} devices, {flat_replies[0]} replies) vs "
         f"{per_round_sites / 1e6:.3f} MB/round behind "
         f"{args.gateways} gateways ({site_replies[0]} replies): "
-        f"{per_round_flat / per_round_sites:.1f}x fewer (goal 25x); median round "
+        f"{fewer:.1f}x fewer (goal {GOAL_FEWER_BYTES_X:g}x); median round "
         f"{statistics.median(flat_rounds):.2f}s flat vs {statistics.median(site_rounds):.2f}s "
-        "with gateways"
+        f"with gateways: {'MEETS' if meets else 'MISSES'} the goal"
     )
     if args.verbose:
         print(f"  flat rounds {flat_rounds} replies {flat_replies}; set-up and run {flat_s:.0f}s")
         print(f"  site rounds {site_rounds} replies {site_replies}; set-up and run {site_s:.0f}s")
+    return 0 if meets else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

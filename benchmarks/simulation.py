@@ -8,7 +8,8 @@ runs twice: in full precision and with ``precision="bf16"`` (bfloat16 autocast, 
 Libraries are imported before any timing starts, for every peer alike.
 
 It also runs 1,000 clients (fraction 0.1, 5 rounds) on ``local`` in a subprocess and reports
-its peak memory against the 4 GiB limit.
+its peak memory against the 4 GiB limit. Exits 1 when a bar is missed: fedge ``local`` (fp32
+or bf16) >= 3x plain Flower within 1 accuracy point, fedge ``ray`` >= 0.9x, memory <= 4 GiB.
 
     python benchmarks/simulation.py [--rounds 5] [--clients 10]
 """
@@ -33,6 +34,11 @@ from fedge.app.config import RunConfig
 from fedge.simulation import simulate
 
 MEMORY_LIMIT_GIB = 4.0
+# fedge local (fp32 or bf16) at least this many times plain Flower, within this many points.
+BAR_LOCAL_X = 3.0
+BAR_ACCURACY_POINTS = 1.0
+# fedge ray no more than 10% slower than plain Flower (it runs on the same engine).
+BAR_RAY_X = 0.9
 
 
 def run_fedge(config: RunConfig) -> tuple[float, float]:
@@ -167,7 +173,8 @@ def peak_memory_1000_clients() -> tuple[float, float]:
     return peak_kib / 2**20, accuracy
 
 
-def main() -> None:
+def main() -> int:
+    """Run every peer, print the table and the summary; exit 1 when a bar is missed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=10)
@@ -187,24 +194,36 @@ def main() -> None:
     for name, (seconds, accuracy) in rows.items():
         print(f"{name:<18}{seconds:>9.1f}{client_rounds / seconds:>17.2f}{accuracy:>10.4f}")
 
-    def versus_flower(name: str) -> str:
-        seconds, accuracy = rows[name]
-        gap = abs(accuracy - flower_acc) * 100
-        return f"{name} {flower_s / seconds:.2f}x plain Flower (accuracy gap {gap:.1f} pts)"
+    def speedup(name: str) -> float:
+        return flower_s / rows[name][0]
 
+    def gap_points(name: str) -> float:
+        return abs(rows[name][1] - flower_acc) * 100
+
+    def versus_flower(name: str) -> str:
+        return f"{name} {speedup(name):.2f}x plain Flower (accuracy gap {gap_points(name):.1f} pts)"
+
+    local_ok = any(
+        speedup(name) >= BAR_LOCAL_X and gap_points(name) <= BAR_ACCURACY_POINTS
+        for name in ("fedge local", "fedge local bf16")
+    )
+    meets = local_ok and speedup("fedge ray") >= BAR_RAY_X
     summary = (
         f"simulation: {versus_flower('fedge local bf16')}, {versus_flower('fedge local')} "
-        f"(bar >= 3x at <= 1 pt); fedge ray {flower_s / rows['fedge ray'][0]:.2f}x (bar 0.9-1.1x)"
+        f"(bar: either >= {BAR_LOCAL_X:g}x at <= {BAR_ACCURACY_POINTS:g} pt); fedge ray "
+        f"{speedup('fedge ray'):.2f}x (bar >= {BAR_RAY_X:g}x)"
     )
     if not args.skip_memory:
         peak_gib, accuracy = peak_memory_1000_clients()
+        meets &= peak_gib <= MEMORY_LIMIT_GIB
         summary += (
             f"; 1000 clients peak {peak_gib:.2f} GiB (limit {MEMORY_LIMIT_GIB:.0f} GiB, "
             f"{peak_gib / MEMORY_LIMIT_GIB:.2f} of it), accuracy {accuracy:.4f}"
         )
-    print(summary)
+    print(f"{summary}: {'MEETS' if meets else 'MISSES'} the bar")
+    return 0 if meets else 1
 
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory():
-        main()
+        sys.exit(main())

@@ -8,6 +8,8 @@ Format version 1 files (model only) are still read; they resume with a fresh str
 """
 
 import io
+import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ __all__ = ["Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"
 _FORMAT = "fedge-checkpoint"
 _FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
 class CheckpointError(FedgeError):
@@ -82,15 +85,43 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path | str) -> Checkpoint:
-    """Read a fedge checkpoint; :class:`CheckpointError` says what is wrong otherwise."""
-    path = Path(path)
+def _read_archive(path: Path) -> Any:
+    """What ``torch.save`` wrote to ``path``, or :class:`CheckpointError` in one line.
+
+    PyTorch's own errors for a damaged file run to several lines of advice about
+    ``weights_only`` and filing an issue: none of it helps someone holding a bad file.
+    """
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        raise CheckpointError(f"{path} is not a fedge checkpoint: {err}") from err
+        with path.open("rb") as file:
+            head = file.read(len(_ZIP_MAGIC))
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror}") from err
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is empty")
+    if head != _ZIP_MAGIC:
+        raise CheckpointError(f"{path} is not a fedge checkpoint (not a PyTorch archive)")
+    try:
+        with warnings.catch_warnings():  # the unpickler's advice about pickle protocols
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused an object
+        raise CheckpointError(
+            f"{path} is not a fedge checkpoint (it holds objects other than tensors and plain "
+            "values, which fedge does not load)"
+        ) from err
+    except Exception as err:  # torch raises many types for a damaged archive
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt (PyTorch cannot read its archive: "
+            f"{type(err).__name__})"
+        ) from err
+
+
+def load_checkpoint(path: Path | str) -> Checkpoint:
+    """Read a fedge checkpoint; :class:`CheckpointError` says what is wrong otherwise."""
+    path = Path(path)
+    payload = _read_archive(path)
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise CheckpointError(f"{path} is not a fedge checkpoint (no 'format': {_FORMAT!r})")
     if payload.get("format_version") not in _READABLE_VERSIONS:

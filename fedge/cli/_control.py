@@ -1,14 +1,19 @@
 """The operator's connection to the coordinator's control service, for every operator command.
 
-``fedge run``, ``fedge fleet``, ``fedge release`` and ``fedge privacy`` find the coordinator and
-the operator credential through ``--coordinator``/``--operator`` or the environment
-(``FEDGE_COORDINATOR``, ``FEDGE_OPERATOR``), so they work from any host and directory.
+``fedge run``, ``fedge fleet``, ``fedge release``, ``fedge privacy`` and ``fedge console`` find
+the coordinator and the operator credential through ``--coordinator``/``--operator`` or the
+environment (``FEDGE_COORDINATOR``, ``FEDGE_OPERATOR``), so they work from any host and
+directory. A command declares this once, with :func:`operator_command`: it gets the three
+options and is handed a :class:`Control`.
 """
 
+import functools
+import inspect
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import grpc
 import typer
@@ -21,11 +26,13 @@ from fedge.v1 import control_pb2_grpc
 __all__ = [
     "DEFAULT_COORDINATOR",
     "DEFAULT_OPERATOR_DIR",
+    "Control",
     "CoordinatorOpt",
     "InsecureOpt",
     "OperatorOpt",
     "call_control",
     "connect_control",
+    "operator_command",
 ]
 
 T = TypeVar("T")
@@ -105,6 +112,58 @@ def call_control(
         fail(str(err))
     finally:
         channel.close()
+
+
+@dataclass(frozen=True)
+class Control:
+    """Where and as whom an operator command reaches the coordinator's control service."""
+
+    coordinator: str | None = None
+    operator: Path | None = None
+    insecure: bool = False
+
+    @property
+    def address(self) -> str:
+        """The coordinator's HOST:PORT: the option, else ``FEDGE_COORDINATOR``, else the default."""
+        return self.coordinator or os.environ.get("FEDGE_COORDINATOR") or DEFAULT_COORDINATOR
+
+    def call(self, fn: Callable[[control_pb2_grpc.ControlServiceStub], T]) -> T:
+        """Run ``fn(stub)`` on a fresh connection; every error is one line, exit 2."""
+        return call_control(self.coordinator, self.operator, self.insecure, fn)
+
+
+_OPERATOR_OPTIONS = (
+    ("coordinator", CoordinatorOpt, None),
+    ("operator", OperatorOpt, None),
+    ("insecure", InsecureOpt, False),
+)
+
+
+def operator_command(command: Callable[..., T]) -> Callable[..., T]:
+    """``command`` with ``--coordinator``, ``--operator`` and ``--insecure`` (and their
+    environment variables) as its last options, called with a :class:`Control` built from them
+    as its ``control`` parameter. Register the result with ``app.command``."""
+    signature = inspect.signature(command, eval_str=True)  # modules with postponed annotations
+    if "control" not in signature.parameters:
+        raise TypeError(f"{command.__qualname__} takes no 'control' parameter")
+    kept = [p for p in signature.parameters.values() if p.name != "control"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=option)
+        for name, option, default in _OPERATOR_OPTIONS
+    ]
+
+    @functools.wraps(command)
+    def with_control(*args: Any, **kwargs: Any) -> T:
+        control = Control(*(kwargs.pop(name, default) for name, _, default in _OPERATOR_OPTIONS))
+        return command(*args, control=control, **kwargs)
+
+    # Typer reads a command's options from its signature and its annotations.
+    with_control.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    with_control.__annotations__ = {
+        **{p.name: p.annotation for p in kept},
+        **{name: option for name, option, _ in _OPERATOR_OPTIONS},
+    }
+    return with_control
 
 
 def _rpc_message(err: grpc.RpcError, address: str) -> str:

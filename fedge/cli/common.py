@@ -2,16 +2,20 @@
 
 import importlib.util
 import logging
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fedge.errors import MissingExtraError
+from fedge.errors import ConfigError, MissingExtraError
 from fedge.log import logger
 
+if TYPE_CHECKING:
+    from fedge.profiles import DeviceProfile
+
 __all__ = [
+    "PROFILE_HELP",
     "SERVER_PACKAGES",
     "command_group",
     "console",
@@ -20,7 +24,13 @@ __all__ = [
     "fail",
     "log_fedge_info",
     "require_extra",
+    "resolve_device_profile",
 ]
+
+#: The help of every option that takes a device profile.
+PROFILE_HELP = (
+    "a built-in profile name (camera, clinic, cpu-small, gateway) or a profile .toml file"
+)
 
 #: What ``fedge[server]`` installs that a command of the coordinator or the release pipeline
 #: cannot run without.
@@ -56,3 +66,20 @@ def require_extra(extra: str, what: str, packages: tuple[str, ...] = SERVER_PACK
 def count(n: int, noun: str) -> str:
     """``1 device``, ``3 devices``: a count with its noun."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def resolve_device_profile(name: str, option: str = "--profile") -> "DeviceProfile":
+    """The device profile ``name``, a built-in name or a profile ``.toml`` file, wherever a
+    command takes one; :class:`ConfigError` naming ``option`` otherwise."""
+    from fedge.profiles import list_profiles, resolve_profile
+
+    try:
+        return resolve_profile(name)
+    except ConfigError:
+        raise
+    except ValueError:
+        raise ConfigError(
+            option,
+            name,
+            f"is neither a built-in profile ({', '.join(list_profiles())}) nor a .toml file",
+        ) from None

@@ -6,13 +6,7 @@ can open a console session; the URL works once, within minutes, and sets a sessi
 
 from urllib.parse import urlsplit, urlunsplit
 
-from fedge.cli._control import (
-    DEFAULT_COORDINATOR,
-    CoordinatorOpt,
-    InsecureOpt,
-    OperatorOpt,
-    call_control,
-)
+from fedge.cli._control import Control, operator_command
 from fedge.cli.common import console
 from fedge.protocol.transport import parse_address
 from fedge.v1 import control_pb2 as pb
@@ -33,17 +27,13 @@ def reachable_url(url: str, coordinator: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+@operator_command
 def console_command(
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Print a one-time URL that opens the coordinator's web console (a session cookie)."""
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.CreateConsoleLogin(pb.CreateConsoleLoginRequest(), timeout=30),
+    response = control.call(
+        lambda stub: stub.CreateConsoleLogin(pb.CreateConsoleLoginRequest(), timeout=30)
     )
-    url = reachable_url(response.url, coordinator or DEFAULT_COORDINATOR)
+    url = reachable_url(response.url, control.address)
     console.print(url, soft_wrap=True, highlight=False, markup=False)

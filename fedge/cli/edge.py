@@ -7,18 +7,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fedge.cli.common import (
+    PROFILE_HELP,
     command_group,
     console,
     err_console,
     fail,
     log_fedge_info,
     require_extra,
+    resolve_device_profile,
 )
 from fedge.errors import FedgeError
 
 if TYPE_CHECKING:
     from fedge.edge.identity import DeviceIdentity
-    from fedge.profiles import DeviceProfile
 
 __all__ = ["app"]
 
@@ -35,7 +36,9 @@ StateOption = Annotated[
 DEFAULT_STATE = Path("device-state")
 ProfileOption = Annotated[
     str | None,
-    typer.Option(help="The device profile releases must fit (default: the enrolled one)."),
+    typer.Option(
+        help=f"The device profile releases must fit: {PROFILE_HELP} (default: the enrolled one)."
+    ),
 ]
 DEFAULT_PROFILE = "cpu-small"
 
@@ -227,7 +230,7 @@ def start_command(
             profile=profile,
             insecure=insecure,
         )
-        device_profile = _device_profile(profile or identity.profile or DEFAULT_PROFILE)
+        device_profile = resolve_device_profile(profile or identity.profile or DEFAULT_PROFILE)
         device = start_device(
             identity,
             DeviceSettings(
@@ -276,19 +279,6 @@ def start_command(
     except RefusedError as err:
         fail(f"the coordinator refused this device: {err}")
     console.print(f"{identity.device_id}: stopped after {agent.tasks_done} tasks")
-
-
-def _device_profile(name: str) -> "DeviceProfile":
-    """The device profile ``name`` (a built-in name or a .toml file); ConfigError otherwise."""
-    from fedge.errors import ConfigError
-    from fedge.profiles import resolve_profile
-
-    try:
-        return resolve_profile(name)
-    except ConfigError:
-        raise
-    except ValueError as err:
-        raise ConfigError("--profile", name, str(err)) from None
 
 
 def _why_no_training(data: Path | None, train: bool, available: bool) -> str:
@@ -356,8 +346,10 @@ def make_data_command(
         str | None, typer.Option("--format", help="npz, csv or images (default: npz).")
     ] = None,
     profile: Annotated[
-        Path | None,
-        typer.Option(help="A device profile (clients/profiles/*.toml); flags win over it."),
+        str | None,
+        typer.Option(
+            help=f"The device profile whose data to write: {PROFILE_HELP}; flags win over it."
+        ),
     ] = None,
 ) -> None:
     """Write a device data dir from an embedded dataset (the same partition `local` uses)."""
@@ -382,7 +374,7 @@ def make_data_command(
             "format": "npz",
         }
         if profile is not None:
-            values.update(_read_profile(profile))
+            values.update(resolve_device_profile(profile).make_data_options())
         values.update({k: v for k, v in flags.items() if v is not None})
         write_device_data(
             out,
@@ -399,20 +391,6 @@ def make_data_command(
         f"wrote {values['dataset']} partition {values['partition-id']}/"
         f"{values['num-partitions']} as {values['format']} to {out}"
     )
-
-
-def _read_profile(path: Path) -> dict[str, Any]:
-    import tomllib
-
-    from fedge.errors import ConfigError
-
-    try:
-        table = tomllib.loads(path.read_text()).get("device", {})
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError("--profile", str(path), f"cannot be read: {err}") from err
-    if not isinstance(table, dict):
-        raise ConfigError("--profile", str(path), "needs a [device] table")
-    return table
 
 
 # `fedge edge predict` (on-device inference) lives in its own module.

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
+from fedge.cli._control import Control, operator_command
 from fedge.cli.common import command_group, console, fail
 from fedge.v1 import control_pb2 as pb
 
@@ -29,6 +29,7 @@ def _ago(unix: float) -> str:
 
 
 @token_app.command("create")
+@operator_command
 def token_create(
     ttl: Annotated[float, typer.Option(help="Seconds the token stays valid.")] = 3600.0,
     site: Annotated[
@@ -44,17 +45,12 @@ def token_create(
             "--gateway", help="A token for the gateway of --site (`fedge gateway start --token`)."
         ),
     ] = False,
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Print a one-time token for `fedge edge enroll` (or `fedge gateway start`)."""
     if gateway and not site:
         fail("--gateway needs --site NAME: the site the gateway serves")
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
+    response = control.call(
         lambda stub: stub.CreateEnrollToken(
             pb.CreateEnrollTokenRequest(ttl_seconds=ttl, site=site, gateway=gateway), timeout=30
         ),
@@ -90,20 +86,14 @@ def _device_json(d: pb.Device) -> dict[str, Any]:
 
 
 @app.command("ls")
+@operator_command
 def ls_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """List devices (and site gateways with the devices behind each): state, last seen,
     installed release and slot, training, privacy spent."""
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.ListDevices(pb.ListDevicesRequest(), timeout=30),
-    )
+    response = control.call(lambda stub: stub.ListDevices(pb.ListDevicesRequest(), timeout=30))
     if as_json:
         console.print_json(json.dumps([_device_json(d) for d in response.devices]))
         return
@@ -157,62 +147,78 @@ def _print_device(d: pb.Device, prefix: str) -> None:
 
 
 @app.command("revoke")
+@operator_command
 def revoke_command(
     device: Annotated[str, typer.Argument(help="Device id, unique id prefix, or name.")],
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Revoke a device: its next call is refused."""
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.RevokeDevice(pb.RevokeDeviceRequest(device_id=device), timeout=30),
+    response = control.call(
+        lambda stub: stub.RevokeDevice(pb.RevokeDeviceRequest(device_id=device), timeout=30)
     )
     console.print(f"revoked {response.device.device_id} ({response.device.name})")
 
 
 @app.command("drift")
+@operator_command
 def drift_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
-    """Each device's drift: its latest window of predictions against its release's reference."""
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.ListDrift(pb.ListDriftRequest(), timeout=30),
+    """Each device's drift: DRIFTED or ok, its latest window of predictions against its
+    release's reference (or that it has sent no window yet)."""
+    fleet, drift = control.call(
+        lambda stub: (
+            stub.ListDevices(pb.ListDevicesRequest(), timeout=30),
+            stub.ListDrift(pb.ListDriftRequest(), timeout=30),
+        ),
     )
-    rows = [
-        {
-            "device_id": d.device_id,
-            "name": d.name,
-            "release": d.version,
-            "psi_classes": d.psi_classes,
-            "psi_inputs": d.psi_inputs,
-            "drifted": d.drifted,
-            "samples": d.samples,
-            "updated_unix": d.updated_unix,
-            "note": d.note,
-        }
-        for d in response.devices
-    ]
+    windows = {d.device_id: d for d in drift.devices}
+    rows = [_drift_row(d.device_id, d.name, windows.get(d.device_id)) for d in _predicting(fleet)]
+    listed = {row["device_id"] for row in rows}
+    rows += [_drift_row(w.device_id, w.name, w) for w in drift.devices if w.device_id not in listed]
     if as_json:
-        console.print_json(json.dumps({"threshold": response.threshold, "devices": rows}))
+        console.print_json(json.dumps({"threshold": drift.threshold, "devices": rows}))
         return
     if not rows:
-        console.print("no device has reported a window of predictions yet")
-    for d in response.devices:
-        verdict = "DRIFTED" if d.drifted else "ok"
         console.print(
-            f"{d.device_id} {d.name}: {verdict}, release {d.version}, PSI classes "
-            f"{d.psi_classes:.3f}, inputs {d.psi_inputs:.3f} (threshold {response.threshold:.2f}), "
-            f"{d.samples} predictions, {_ago(d.updated_unix)}" + (f"; {d.note}" if d.note else ""),
-            soft_wrap=True,
-            highlight=False,
-            markup=False,
+            "no devices enrolled yet (`fedge fleet token create`, then `fedge edge start`)"
         )
+    for row in rows:
+        console.print(
+            _drift_line(row, drift.threshold), soft_wrap=True, highlight=False, markup=False
+        )
+
+
+def _predicting(fleet: pb.ListDevicesResponse) -> list[pb.Device]:
+    """The devices that can answer predictions: not the gateways, not the revoked."""
+    return [d for d in fleet.devices if d.kind != "gateway" and d.state != "revoked"]
+
+
+def _drift_row(device_id: str, name: str, window: pb.DeviceDrift | None) -> dict[str, Any]:
+    if window is None:
+        return {"device_id": device_id, "name": name, "drifted": None, "window": False}
+    return {
+        "device_id": device_id,
+        "name": name,
+        "drifted": window.drifted,
+        "window": True,
+        "release": window.version,
+        "psi_classes": window.psi_classes,
+        "psi_inputs": window.psi_inputs,
+        "samples": window.samples,
+        "updated_unix": window.updated_unix,
+        "note": window.note,
+    }
+
+
+def _drift_line(row: dict[str, Any], threshold: float) -> str:
+    who = f"{row['device_id']} {row['name']}:"
+    if not row["window"]:
+        return f"{who} no window yet (it sends one after each --drift-window predictions)"
+    return (
+        f"{who} {'DRIFTED' if row['drifted'] else 'ok'}, release {row['release']}, PSI classes "
+        f"{row['psi_classes']:.3f}, inputs {row['psi_inputs']:.3f} (threshold {threshold:.2f}), "
+        f"{row['samples']} predictions, {_ago(row['updated_unix'])}"
+        + (f"; {row['note']}" if row["note"] else "")
+    )

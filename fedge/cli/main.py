@@ -13,6 +13,7 @@ from fedge.cli.privacy import app as privacy_app
 from fedge.cli.release import app as release_app
 from fedge.cli.run import app as run_app
 from fedge.cli.simulate import simulate_command
+from fedge.log import route_flower_logs
 
 __all__ = ["app"]
 
@@ -48,5 +49,4 @@ def _root(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    # Flower logs through its own handler; passed on to ours too, every line came out twice.
-    logging.getLogger("flwr").propagate = False
+    route_flower_logs()

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
+from fedge.cli._control import Control, operator_command
 from fedge.cli.common import command_group, console, fail
 from fedge.errors import FedgeError
 from fedge.v1 import control_pb2 as pb
@@ -21,9 +21,7 @@ __all__ = ["app"]
 app = command_group("Privacy budgets: what a run has spent.")
 
 
-def _results(
-    run: str, coordinator: str | None, operator: Path | None, insecure: bool
-) -> tuple[str, dict[str, Any]]:
+def _results(run: str, control: Control) -> tuple[str, dict[str, Any]]:
     path = Path(run)
     if path.is_dir():
         from fedge.app.results import read_results
@@ -31,29 +29,25 @@ def _results(
         return str(path), read_results(path)
     if not run.isdigit():
         fail(f"RUN: {run!r} is neither a run id nor a directory with a results.json")
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.GetRunResults(pb.GetRunResultsRequest(run_id=int(run)), timeout=30),
+    response = control.call(
+        lambda stub: stub.GetRunResults(pb.GetRunResultsRequest(run_id=int(run)), timeout=30)
     )
     return f"run {response.run_id}", json.loads(response.results_json)
 
 
 @app.command("report")
+@operator_command
 def report_command(
     run: Annotated[
         str, typer.Argument(help="A coordinator run id, or the --out directory of a simulation.")
     ],
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Print the privacy table of a finished run: epsilon and accuracy per round."""
     from fedge.privacy.report import privacy_report
 
     try:
-        title, results = _results(run, coordinator, operator, insecure)
+        title, results = _results(run, control)
         report = privacy_report(results)
     except (FedgeError, ValueError, KeyError) as err:
         fail(str(err))

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
-from fedge.cli.common import console, fail, require_extra
+from fedge.cli._control import Control, operator_command
+from fedge.cli.common import PROFILE_HELP, console, fail, require_extra, resolve_device_profile
 from fedge.cli.release_rollout import upload_and_publish
 from fedge.errors import FedgeError
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the compress stack (torch, onnx) is imported only when a co
 __all__ = ["build_command", "print_profile_summary", "print_release_summary"]
 
 
+@operator_command
 def build_command(
     checkpoint: Annotated[
         Path, typer.Option("--checkpoint", help="A fedge checkpoint (e.g. runs/latest/model.pt).")
@@ -58,8 +59,7 @@ def build_command(
         list[str] | None,
         typer.Option(
             "--profile",
-            help="Build the best model for this device profile (a name or a .toml file); "
-            "repeatable.",
+            help=f"Build the best model for this device profile: {PROFILE_HELP}; repeatable.",
         ),
     ] = None,
     all_profiles: Annotated[
@@ -91,9 +91,7 @@ def build_command(
         str,
         typer.Option("--publish-profile", help="With --publish-percent: device profile."),
     ] = "cpu-small",
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Build a release: one int8 student, or with --profile the best model per device profile."""
     from dataclasses import replace
@@ -148,10 +146,7 @@ def build_command(
         data_dir=data_dir,
     )
     if publish_percent is not None:
-        release = call_control(
-            coordinator,
-            operator,
-            insecure,
+        release = control.call(
             lambda stub: upload_and_publish(
                 stub, out, percent=publish_percent, profile=publish_profile
             ),
@@ -214,8 +209,8 @@ def _build_profiles(
     for ratio in prune_ratios:
         if not 0.0 < ratio < 1.0:
             fail(f"--prune-ratio: {ratio!r} must be in (0, 1)")
-    profiles = [_resolve_profile(name) for name in names]
     try:
+        profiles = [resolve_device_profile(name) for name in names]
         ckpt = load_checkpoint(checkpoint)
     except FedgeError as err:
         fail(str(err))
@@ -247,17 +242,6 @@ def _build_profiles(
     except (FedgeError, ValueError) as err:
         fail(str(err))
     print_profile_summary(release)
-
-
-def _resolve_profile(name: str) -> "DeviceProfile":
-    from fedge.profiles import list_profiles, resolve_profile
-
-    try:
-        return resolve_profile(name)
-    except FedgeError as err:
-        fail(str(err))
-    except ValueError:
-        fail(f"--profile: {name!r} is not one of: {', '.join(list_profiles())} (or a .toml file)")
 
 
 def _profiles_serving(ckpt: "Checkpoint") -> "list[DeviceProfile]":

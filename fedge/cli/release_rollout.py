@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
+from fedge.cli._control import Control, operator_command
 from fedge.cli.common import command_group, console, count, fail
 from fedge.errors import FedgeError
 from fedge.release.builds import ProfileArtifact, resolve_build, resolve_profile_build
@@ -113,6 +113,7 @@ def _print_release(r: pb.ReleaseSummary, verb: str) -> None:
     )
 
 
+@operator_command
 def publish_command(
     model: Annotated[
         Path | None, typer.Argument(help="model.onnx, or the directory `build` wrote.")
@@ -152,9 +153,7 @@ def publish_command(
             help="With --stages: seconds a stage lasts at least (and until its devices report).",
         ),
     ] = 300.0,
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Sign MODEL (or run RUN's release) as the next release, rolled out to PERCENT, or stage
     by stage (--stages) with a health gate.
@@ -189,10 +188,7 @@ def publish_command(
     names = tuple(x for x in labels.split(",") if x)
     per_profile = _profile_artifacts(model)
     if per_profile:
-        releases = call_control(
-            coordinator,
-            operator,
-            insecure,
+        releases = control.call(
             lambda stub: upload_profile_build(
                 stub, per_profile, percent=percent, name=name, policy=policy
             ),
@@ -201,10 +197,7 @@ def publish_command(
             _print_release(published, f"published ({published.runtime})")
         return
     if model is not None:
-        release = call_control(
-            coordinator,
-            operator,
-            insecure,
+        release = control.call(
             lambda stub: upload_and_publish(
                 stub,
                 model,
@@ -224,9 +217,7 @@ def publish_command(
             labels=list(names),
             policy=policy,
         )
-        release = call_control(
-            coordinator, operator, insecure, lambda stub: stub.PublishRelease(request, timeout=60)
-        ).release
+        release = control.call(lambda stub: stub.PublishRelease(request, timeout=60)).release
     _print_release(release, "published")
     if release.HasField("rollout"):
         console.print(_rollout_line(release.rollout), soft_wrap=True, highlight=False)
@@ -244,16 +235,13 @@ def _rollout_line(ro: pb.RolloutStatus) -> str:
 
 
 def _steer(verb: str, method: str, request_type: Any) -> Any:
+    @operator_command
     def command(
         version: VersionArg = None,
-        coordinator: CoordinatorOpt = None,
-        operator: OperatorOpt = None,
-        insecure: InsecureOpt = False,
+        control: Control = Control(),
     ) -> None:
         request = request_type(version=version or 0)
-        response = call_control(
-            coordinator, operator, insecure, lambda stub: getattr(stub, method)(request, timeout=30)
-        )
+        response = control.call(lambda stub: getattr(stub, method)(request, timeout=30))
         console.print(_rollout_line(response.release.rollout), soft_wrap=True, highlight=False)
 
     command.__doc__ = {
@@ -273,35 +261,29 @@ def _profile_artifacts(model: Path | None) -> list[ProfileArtifact]:
         fail(str(err))
 
 
+@operator_command
 def promote_command(
     version: VersionArg = None,
     percent: Annotated[int, typer.Option("--percent", help="New share of devices.")] = 100,
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Widen the rollout of VERSION (default: the newest release) to PERCENT of the devices."""
     _check_percent(percent)
     request = pb.PromoteReleaseRequest(version=version or 0, percent=percent)
-    release = call_control(
-        coordinator, operator, insecure, lambda stub: stub.PromoteRelease(request, timeout=30)
-    ).release
+    release = control.call(lambda stub: stub.PromoteRelease(request, timeout=30)).release
     console.print(f"release {release.version} now targets {release.percent}% of devices")
 
 
+@operator_command
 def rollback_command(
     version: Annotated[
         int | None, typer.Argument(help="Release to withdraw (default: the newest).")
     ] = None,
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Withdraw a release; re-release the last good model as a NEW, higher version."""
     request = pb.RollbackReleaseRequest(version=version or 0)
-    r = call_control(
-        coordinator, operator, insecure, lambda stub: stub.RollbackRelease(request, timeout=30)
-    ).release
+    r = control.call(lambda stub: stub.RollbackRelease(request, timeout=30)).release
     console.print(
         f"rolled back release {r.rollback_of}: release {r.version} re-ships sha256 "
         f"{r.sha256[:12]} ({r.name}) to 100% of devices",
@@ -324,18 +306,14 @@ def _states(r: pb.ReleaseSummary) -> str:
     return ", ".join(f"{k} {r.states.get(k, 0)}" for k in order)
 
 
+@operator_command
 def ls_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """List the coordinator's releases, newest first."""
-    rows = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.ListReleases(pb.ListReleasesRequest(), timeout=30),
+    rows = control.call(
+        lambda stub: stub.ListReleases(pb.ListReleasesRequest(), timeout=30)
     ).releases
     if as_json:
         console.print_json(json.dumps([_release_json(r) for r in rows]))
@@ -382,18 +360,14 @@ def _release_json(r: pb.ReleaseSummary) -> dict[str, Any]:
     }
 
 
+@operator_command
 def status_command(
     version: VersionArg = None,
     devices: Annotated[bool, typer.Option("--devices", help="One line per device.")] = False,
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Devices per install state for VERSION, default the newest (each device's, with --devices)."""
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
+    response = control.call(
         lambda stub: stub.GetReleaseStatus(
             pb.GetReleaseStatusRequest(version=version or 0), timeout=30
         ),
@@ -426,18 +400,12 @@ def status_command(
         )
 
 
+@operator_command
 def key_command(
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Print the release public key (PEM) that devices pin at enrolment."""
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.GetReleaseKey(pb.GetReleaseKeyRequest(), timeout=30),
-    )
+    response = control.call(lambda stub: stub.GetReleaseKey(pb.GetReleaseKeyRequest(), timeout=30))
     typer.echo(bytes(response.public_key_pem).decode(), nl=False)
 
 

@@ -13,7 +13,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
+from fedge.cli._control import (
+    Control,
+    CoordinatorOpt,
+    InsecureOpt,
+    OperatorOpt,
+    call_control,
+    operator_command,
+)
 from fedge.cli._options import run_option_flags
 from fedge.cli.common import command_group, console, fail
 from fedge.errors import FedgeError
@@ -101,21 +108,15 @@ def run_to_json(response: pb.GetRunResponse) -> dict[str, Any]:
 
 
 @app.command("status")
+@operator_command
 def status_command(
     run: Annotated[int, typer.Argument(help="Run id (default: the latest).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """A run's state, its rounds (devices asked, replied, dropped and why; replies per site)
     and its events."""
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.GetRun(pb.GetRunRequest(run_id=run), timeout=30),
-    )
+    response = control.call(lambda stub: stub.GetRun(pb.GetRunRequest(run_id=run), timeout=30))
     if as_json:
         console.print_json(json.dumps(run_to_json(response)))
         return
@@ -170,33 +171,21 @@ def status_command(
 
 
 @app.command("stop")
+@operator_command
 def stop_command(
     run: Annotated[int, typer.Argument(help="Run id.")],
-    coordinator: CoordinatorOpt = None,
-    operator: OperatorOpt = None,
-    insecure: InsecureOpt = False,
+    control: Control = Control(),
 ) -> None:
     """Stop a run (a running one stops at the end of the current exchange)."""
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.StopRun(pb.StopRunRequest(run_id=run), timeout=30),
-    )
+    response = control.call(lambda stub: stub.StopRun(pb.StopRunRequest(run_id=run), timeout=30))
     console.print(f"run {response.run.run_id} {run_state_from_proto(response.run.state)}")
 
 
 @app.command("ls")
-def ls_command(
-    coordinator: CoordinatorOpt = None, operator: OperatorOpt = None, insecure: InsecureOpt = False
-) -> None:
+@operator_command
+def ls_command(control: Control = Control()) -> None:
     """List runs."""
-    response = call_control(
-        coordinator,
-        operator,
-        insecure,
-        lambda stub: stub.ListRuns(pb.ListRunsRequest(), timeout=30),
-    )
+    response = control.call(lambda stub: stub.ListRuns(pb.ListRunsRequest(), timeout=30))
     table = Table(title="fedge runs")
     for column in ("run", "state", "rounds", "accuracy", "dataset / model", "error"):
         table.add_column(column)

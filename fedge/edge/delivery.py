@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -21,16 +22,18 @@ from fedge.edge.health import HealthConfig
 from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import load_pinned_key
 from fedge.edge.inference import InferenceEngine, serve_inference
-from fedge.edge.metrics import DeviceMetrics
 from fedge.edge.slots import SLOTS, Slots
 from fedge.edge.updater import DEFAULT_PROFILE, Updater
 from fedge.errors import VerificationError
 from fedge.log import logger
 from fedge.profiles import DeviceProfile, get_profile
 from fedge.protocol.drift import DriftReference
-from fedge.protocol.http import MetricsServer, serve_metrics
 from fedge.protocol.manifest import key_id
 from fedge.protocol.serde import InstallReport
+
+if TYPE_CHECKING:
+    from fedge.edge.metrics import DeviceMetrics
+    from fedge.protocol.http import MetricsServer
 
 __all__ = ["DeliverySettings", "DeviceDelivery"]
 
@@ -97,6 +100,10 @@ class DeviceDelivery:
         """
         self.public_key = load_pinned_key(self.state_dir)
         if self.settings.metrics_address is not None:
+            # prometheus_client costs a device 4 MB of memory: loaded only when /metrics is served
+            from fedge.edge.metrics import DeviceMetrics
+            from fedge.protocol.http import serve_metrics
+
             self.metrics = DeviceMetrics(active_version=lambda: self.engine.version)
             self.engine.observer = self.metrics.observe
             self._metrics_server = serve_metrics(

@@ -4,6 +4,7 @@ No coordinator is needed for any of these: each is refused before anything is co
 written (no state directory, no key, no spent token).
 """
 
+import pickle
 import socket
 from pathlib import Path
 
@@ -141,3 +142,53 @@ def test_predict_states_what_it_takes_and_makes_no_slots(tmp_path: Path) -> None
 def test_privacy_report_needs_a_run_id_or_a_run_directory(tmp_path: Path) -> None:
     code, out = _invoke("privacy", "report", str(tmp_path / "nope"))
     assert code == 2 and "neither a run id nor a directory" in out
+
+
+def _damaged_checkpoint(root: Path, damage: str) -> Path:
+    """A real fedge checkpoint of a small model, then damaged as ``damage`` says."""
+    from fedge.app.checkpoint import Checkpoint, save_checkpoint
+    from fedge.models import get_model
+
+    model = get_model("mlp", input_shape=(64,), num_classes=10)
+    path = root / "runs" / "model.pt"
+    save_checkpoint(
+        path,
+        Checkpoint(
+            model="mlp", input_shape=(64,), num_classes=10, dataset="digits", server_round=1,
+            state_dict=model.state_dict(), config={},
+        ),
+    )  # fmt: skip
+    whole = path.read_bytes()
+    damaged = {
+        "truncated": whole[: len(whole) // 2],
+        "empty": b"",
+        "text": b"model weights, honest\n",
+        "pickle": pickle.dumps({"format": "fedge-checkpoint"}),
+    }[damage]
+    path.write_bytes(damaged)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncated", "is truncated or corrupt"),
+        ("empty", "is empty"),
+        ("text", "is not a fedge checkpoint (not a PyTorch archive)"),
+        ("pickle", "is not a fedge checkpoint (not a PyTorch archive)"),
+    ],
+)
+@pytest.mark.parametrize("profile", [[], ["--profile", "camera"]], ids=["student", "profile"])
+def test_a_damaged_checkpoint_is_one_line_naming_it(
+    tmp_path: Path, damage: str, message: str, profile: list[str]
+) -> None:
+    checkpoint = _damaged_checkpoint(tmp_path, damage)
+    out_dir = tmp_path / "release"
+    code, out = _invoke(
+        "release", "build", "--checkpoint", str(checkpoint), "--out", str(out_dir), *profile
+    )
+    assert code == 2, out
+    (line,) = [line for line in out.splitlines() if line.startswith("Error:")]
+    assert str(checkpoint) in line and message in line, out
+    assert "Traceback" not in out and "issue" not in out and "weights_only" not in out
+    assert not out_dir.exists()

@@ -1,0 +1,49 @@
+"""``fedge edge make-data --profile`` takes what ``release build --profile`` takes: a built-in
+profile's name (an installed fedge has no ``clients/profiles/`` folder) or a profile file."""
+
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from fedge.cli.main import app
+
+runner = CliRunner()
+CAMERA_TOML = Path(__file__).resolve().parents[2] / "fedge" / "device_profiles" / "camera.toml"
+
+
+def test_a_built_in_profile_name_writes_its_data(tmp_path: Path) -> None:
+    out = tmp_path / "cam0"
+    result = runner.invoke(app, ["edge", "make-data", "--profile", "camera", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    # camera.toml's [device] table: mnist-5k as 28x28 PNG images, partition 0 of 3
+    assert "wrote mnist-5k partition 0/3 as images" in result.output
+    labels = sorted(p.name for p in (out / "images").iterdir())
+    assert labels == [str(d) for d in range(10)]
+
+
+def test_a_profile_file_works_and_flags_win_over_it(tmp_path: Path) -> None:
+    own = tmp_path / "my-camera.toml"
+    shutil.copy(CAMERA_TOML, own)
+    out = tmp_path / "cam1"
+    result = runner.invoke(
+        app,
+        ["edge", "make-data", "--profile", str(own), "--format", "npz", "--partition-id", "2",
+         "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "wrote mnist-5k partition 2/3 as npz" in result.output
+    assert (out / "data.npz").is_file()
+
+
+def test_an_unknown_profile_is_one_line_naming_the_choices(tmp_path: Path) -> None:
+    out = tmp_path / "nowhere"
+    for command in (
+        ["edge", "make-data", "--profile", "toaster", "--out", str(out)],
+        ["release", "build", "--profile", "toaster", "--checkpoint", "x.pt", "--out", str(out)],
+    ):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert "--profile: 'toaster' is neither a built-in profile (camera, clinic" in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not out.exists()
