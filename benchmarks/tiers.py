@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from fedge.app.config import RunConfig
-from fedge.compress import ProfileRelease, TierSettings, build_profile_release
-from fedge.compress.tiers import MIN_AGREEMENT, CandidateRow
+from fedge.builder import ProfileRelease, TierSettings, build_profile_release
+from fedge.builder.tiers import MIN_AGREEMENT, CandidateRow
 from fedge.data import get_dataset
 from fedge.profiles import Budget, DeviceProfile, get_profile
 

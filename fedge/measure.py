@@ -6,7 +6,7 @@ The child imports the runtime, records its resident memory, loads the artifact t
 memory above that baseline is the session's peak memory. A fresh process keeps what a
 long-running process already holds (an earlier session's freed pages, a runtime imported
 before) out of the figure: measured in the device agent itself, a second model would add
-"0 MB". The release build's probe (:mod:`fedge.compress.targets.probe`) measures with the same
+"0 MB". The release build's probe (:mod:`fedge.builder.targets.probe`) measures with the same
 :class:`PeakMemory`.
 
 Peak memory is read from ``/proc/self/status`` (``VmHWM`` after resetting it through

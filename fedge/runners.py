@@ -2,7 +2,7 @@
 a device.
 
 ``load_runner("litert", path, threads=1)`` loads an artifact built by
-:mod:`fedge.compress.targets` and returns a runner whose ``run`` maps a float32 batch (at most
+:mod:`fedge.builder.targets` and returns a runner whose ``run`` maps a float32 batch (at most
 ``batch_size`` rows) to float32 logits; :func:`predict` batches a whole array. The release
 build measures every artifact through these runners, so a device that runs its model through
 them runs exactly what was measured.

@@ -14,7 +14,7 @@ from fedge.runtime import run_local, run_ray
 if TYPE_CHECKING:  # the release stack (onnx, onnxruntime) loads only when a release is built
     from flwr.app import ArrayRecord
 
-    from fedge.compress.runs import ReleaseCallback
+    from fedge.builder.runs import ReleaseCallback
     from fedge.runtime.base import RunGrid
     from fedge.runtime.local import LocalGrid
 
@@ -40,7 +40,7 @@ def simulate(
     told when each release build starts and ends. Simulated devices keep their privacy
     ledgers under ``device_state_root`` (resolved here: Ray's workers have another cwd).
     """
-    from fedge.compress.runs import check_release_config, release_after_run, with_round_releases
+    from fedge.builder.runs import check_release_config, release_after_run, with_round_releases
 
     # Flower logs every round at INFO (and warns about settings fedge chose on purpose, such as
     # fraction_evaluate=0); fedge reports rounds and dropped clients itself.

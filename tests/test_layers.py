@@ -25,7 +25,7 @@ LAYERS = {
     "simulation": 3,
     "protocol": 2,
     "app": 2,
-    "compress": 2,
+    "builder": 2,
     "release": 2,
     "runtime": 2,
     "privacy": 1,
@@ -46,8 +46,8 @@ LAYERS = {
 
 #: Arrows that may never exist, whatever the layers say.
 FORBIDDEN = {
-    "edge": {"coordinator", "gateway", "release", "compress", "runtime", "simulation", "cli"},
-    "protocol": {"coordinator", "edge", "gateway", "cli", "release", "compress", "app", "runtime"},
+    "edge": {"coordinator", "gateway", "release", "builder", "runtime", "simulation", "cli"},
+    "protocol": {"coordinator", "edge", "gateway", "cli", "release", "builder", "app", "runtime"},
     "release": {"coordinator", "edge", "gateway", "cli"},
 }
 

@@ -66,7 +66,7 @@ class RunConfig:
     min_clients: int = 1
     round_timeout: float = 600.0
     keep_checkpoints: int = 2
-    # Release pipeline (fedge.compress): build release/ beside results.json after the run, and
+    # Release pipeline (fedge.builder): build release/ beside results.json after the run, and
     # release-round-K/ every ``release_every`` rounds when > 0. ``student`` None picks by
     # dataset: student-cnn for images, student-mlp otherwise.
     release: bool = True

@@ -6,7 +6,7 @@ a P% canary of ``--publish-profile`` devices). With ``--profile NAME`` (repeatab
 path works too) or ``--all-profiles`` (every registered profile serving the checkpoint's
 dataset): build candidates (teacher, pruned teacher, students; fp32 and int8; each profile's
 runtimes), measure each, and write the most accurate one that fits each profile's budget under
-``OUT/profiles/<name>/`` (see :mod:`fedge.compress.tiers`).
+``OUT/profiles/<name>/`` (see :mod:`fedge.builder.tiers`).
 """
 
 from pathlib import Path
@@ -20,9 +20,9 @@ from fedge.cli.common import console, fail, require_extra
 from fedge.cli.release_rollout import upload_and_publish
 from fedge.errors import FedgeError
 
-if TYPE_CHECKING:  # the compress stack (torch, onnx) is imported only when a command runs
+if TYPE_CHECKING:  # the release build stack (torch, onnx) is imported only when a command runs
     from fedge.app.checkpoint import Checkpoint
-    from fedge.compress import DistillSettings, ProfileRelease, ReleaseReport
+    from fedge.builder import DistillSettings, ProfileRelease, ReleaseReport
     from fedge.profiles import DeviceProfile
 
 __all__ = ["build_command", "print_profile_summary", "print_release_summary"]
@@ -100,7 +100,7 @@ def build_command(
 
     require_extra("server", "fedge release build")
 
-    from fedge.compress import DistillSettings
+    from fedge.builder import DistillSettings
 
     if publish_percent is not None and not 0 < publish_percent <= 100:
         fail(f"--publish-percent: {publish_percent!r} must be in (0, 100]")
@@ -174,7 +174,7 @@ def _build_single(
     seed: int,
     data_dir: Path | None,
 ) -> None:
-    from fedge.compress import ReleaseSettings, build_release
+    from fedge.builder import ReleaseSettings, build_release
 
     settings = ReleaseSettings(distill=distill, seed=seed)
     if latency_runs is not None:
@@ -209,7 +209,7 @@ def _build_profiles(
     from dataclasses import replace
 
     from fedge.app.checkpoint import load_checkpoint
-    from fedge.compress import TierSettings, build_profile_release
+    from fedge.builder import TierSettings, build_profile_release
 
     for ratio in prune_ratios:
         if not 0.0 < ratio < 1.0:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     # torch-heavy modules load only when a command runs, so `fedge --help` stays fast
     from fedge.app.config import RunConfig
     from fedge.app.results import RoundRecord, RunResult
-    from fedge.compress import ReleaseReport
+    from fedge.builder import ReleaseReport
 
 __all__ = ["simulate_command"]
 

@@ -6,14 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fedge.builder.artifact import is_profile_artifact
 from fedge.errors import ReleaseError
 from fedge.protocol.manifest import SignedManifest, TensorSpec
-from fedge.release.builds import (
-    is_profile_artifact,
-    profile_figures,
-    release_figures,
-    resolve_build,
-)
+from fedge.release.builds import profile_figures, release_figures, resolve_build
 from fedge.release.onnx_info import describe_onnx
 from fedge.release.store import ReleaseStore
 

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedge.compress.errors import ExportError, first_line
-from fedge.compress.targets.base import Artifact, Target, quiet_converter
+from fedge.builder.targets.base import Artifact, Target, quiet_converter
+from fedge.errors import ExportError, first_line
 from fedge.runners import LiteRtRunner, Runner
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from fedge.compress.transfer import TransferSet
+    from fedge.builder.transfer import TransferSet
 
 __all__ = ["LiteRtTarget"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedge.compress import (
+from fedge.builder import (
     DistillResult,
     DistillSettings,
     ReleaseSettings,
@@ -15,8 +15,8 @@ from fedge.compress import (
     build_release,
     register_distiller,
 )
-from fedge.compress.distill import transfer_pool
-from fedge.compress.pipeline import transfer_data
+from fedge.builder.distill import transfer_pool
+from fedge.builder.pipeline import transfer_data
 from fedge.data import Dataset, parse_partition, partition_indices
 
 

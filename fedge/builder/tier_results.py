@@ -1,6 +1,6 @@
 """What a per-profile build measured and chose: :class:`CandidateRow` and :class:`ProfileRelease`.
 
-:mod:`fedge.compress.tiers` builds them; :mod:`fedge.compress.tiers_report` draws and tabulates
+:mod:`fedge.builder.tiers` builds them; :mod:`fedge.builder.tiers_report` draws and tabulates
 them; ``report.json`` is :meth:`ProfileRelease.to_dict`.
 """
 
@@ -10,12 +10,12 @@ from typing import Any
 
 from torch import nn
 
-from fedge.compress.targets import get_target
+from fedge.builder.artifact import PROFILES_DIR
+from fedge.builder.targets import get_target
 from fedge.profiles import BudgetMiss, DeviceProfile
 
 __all__ = [
     "FORMAT_VERSION",
-    "PROFILES_DIR",
     "TIER_REPORT_FORMAT",
     "CandidateRow",
     "ProfileRelease",
@@ -24,7 +24,6 @@ __all__ = [
 
 TIER_REPORT_FORMAT = "fedge-tier-report"
 FORMAT_VERSION = 1
-PROFILES_DIR = "profiles"
 
 
 @dataclass(frozen=True)

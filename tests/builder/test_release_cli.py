@@ -137,7 +137,7 @@ def test_simulate_no_release(tmp_path: Path, tiny_config: RunConfig) -> None:
 def test_simulate_rejects_an_image_student_for_tabular_data_before_training(
     tmp_path: Path,
 ) -> None:
-    from fedge.compress import StudentShapeError
+    from fedge.errors import StudentShapeError
 
     config = RunConfig(dataset="breast-cancer", model="mlp", clients=2, rounds=1)
     with pytest.raises(StudentShapeError, match="student 'student-cnn' needs image input"):

@@ -1,6 +1,6 @@
 """Measure one artifact in a fresh process, as a device would run it.
 
-:func:`measure_artifact` starts ``python -m fedge.compress.targets.probe`` for one artifact.
+:func:`measure_artifact` starts ``python -m fedge.builder.targets.probe`` for one artifact.
 The child imports the target's runtime, then records its resident memory, loads the artifact
 on one thread and runs batch-1 inferences (warm-up, then timed runs); the peak resident memory
 above that baseline is the session's peak memory. Only then does it compute the logits of the
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedge.compress.errors import MeasurementError
+from fedge.errors import MeasurementError
 from fedge.measure import PeakMemory
 
 __all__ = ["Measurement", "measure_artifact"]
@@ -55,7 +55,7 @@ def measure_artifact(
     threads: int = 1,
 ) -> Measurement:
     """Latency at batch 1 on ``sample``, session peak memory and logits of ``x_eval``."""
-    from fedge.compress.targets import target_spec
+    from fedge.builder.targets import target_spec
 
     spec = target_spec(runtime)
     with tempfile.TemporaryDirectory(prefix="fedge-probe-") as tmp:
@@ -64,7 +64,7 @@ def measure_artifact(
         command = [
             sys.executable,
             "-m",
-            "fedge.compress.targets.probe",
+            "fedge.builder.targets.probe",
             spec,
             str(path),
             str(inputs),
@@ -93,7 +93,7 @@ def measure_artifact(
 def _probe(spec: str, path: Path, inputs: Path, result: Path, args: argparse.Namespace) -> None:
     import importlib
 
-    from fedge.compress.targets.base import Target, predict
+    from fedge.builder.targets.base import Target, predict
 
     module, _, qualname = spec.partition(":")
     target: Target = getattr(importlib.import_module(module), qualname)()
@@ -125,7 +125,7 @@ def _probe(spec: str, path: Path, inputs: Path, result: Path, args: argparse.Nam
 
 def main(argv: list[str] | None = None) -> int:
     """Child entry point: ``SPEC ARTIFACT INPUTS.npz RESULT [--runs --warmup --threads]``."""
-    parser = argparse.ArgumentParser(prog="fedge.compress.targets.probe")
+    parser = argparse.ArgumentParser(prog="fedge.builder.targets.probe")
     parser.add_argument("spec")
     parser.add_argument("artifact", type=Path)
     parser.add_argument("inputs", type=Path)

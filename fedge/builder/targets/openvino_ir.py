@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedge.compress.targets.base import (
+from fedge.builder.targets.base import (
     Artifact,
     Target,
     onnx_fp32,
@@ -26,7 +26,7 @@ from fedge.runners import IR_MEMBERS, OpenVinoRunner, Runner
 if TYPE_CHECKING:
     from torch import nn
 
-    from fedge.compress.transfer import TransferSet
+    from fedge.builder.transfer import TransferSet
 
 __all__ = ["OpenVinoTarget"]
 

@@ -8,7 +8,7 @@ precision some profile asks for, measures every artifact on this machine in a fr
 agreement with the torch model it came from), and picks per profile the most accurate artifact
 inside its budget whose agreement is at least ``min_agreement`` (99.5%). Ties go to the
 profile's preferred runtime, then to the smaller file. When nothing fits a profile, the build
-fails with :class:`~fedge.compress.errors.BudgetError` naming the closest candidate and what it
+fails with :class:`~fedge.errors.BudgetError` naming the closest candidate and what it
 missed by, and writes nothing.
 
 Candidates that cannot fit any profile asking for them are not built: an artifact holds at least
@@ -16,7 +16,7 @@ one byte per int8 weight and four per fp32 weight, so e.g. the teacher's 6.6 MB 
 never converted for a 16 KiB camera. They appear in the report as ``skipped``.
 
 Output layout (built in a temporary directory beside ``out_dir`` and renamed into place only
-when every profile has its artifact, like :func:`~fedge.compress.pipeline.build_release`)::
+when every profile has its artifact, like :func:`~fedge.builder.pipeline.build_release`)::
 
     out_dir/
       profiles/<profile>/model<ext>      the chosen artifact (.onnx, .openvino.zip, .tflite)
@@ -34,8 +34,8 @@ latency_runs and measured_on: measured on the build machine at batch 1 on one th
 ``teacher`` (architecture, parameters, accuracy) and ``created_at``. The LiteRT artifact has a
 fixed batch of 1 and, at int8, int8 input and output tensors; the OpenVINO artifact is a zip
 of the IR. :func:`fedge.runners.load_runner` runs each kind exactly as it was measured here.
-A publisher reads all of them with :func:`read_profile_release`, which checks each file's sha256
-and length, and signs one manifest per profile from :meth:`ProfileArtifact.manifest_fields`.
+A publisher reads all of them with :func:`fedge.builder.artifact.read_profile_artifacts`,
+which checks each file's sha256 and length, and signs one manifest per profile.
 """
 
 import json
@@ -54,53 +54,47 @@ import torch
 from torch import nn
 
 from fedge.app.checkpoint import Checkpoint
-from fedge.compress.distill import DistillSettings, get_distiller
-from fedge.compress.errors import BudgetError, MissingExtraError, ReleaseError, first_line
-from fedge.compress.pipeline import (
+from fedge.builder.artifact import ARTIFACT_FORMAT, ARTIFACT_JSON, PROFILES_DIR
+from fedge.builder.distill import DistillSettings, get_distiller
+from fedge.builder.pipeline import (
     build_student,
     build_teacher,
     replace_dir,
     resolve_checkpoint,
     transfer_data,
 )
-from fedge.compress.prune import PruneSettings, parameter_count, prune_and_finetune
-from fedge.compress.targets import Target, get_target
-from fedge.compress.targets.base import importable
-from fedge.compress.targets.probe import measure_artifact
-from fedge.compress.tier_results import (
+from fedge.builder.prune import PruneSettings, parameter_count, prune_and_finetune
+from fedge.builder.targets import Target, get_target
+from fedge.builder.targets.base import importable
+from fedge.builder.targets.probe import measure_artifact
+from fedge.builder.tier_results import (
     FORMAT_VERSION,
-    PROFILES_DIR,
     TIER_REPORT_FORMAT,
     CandidateRow,
     ProfileRelease,
     build_machine,
 )
-from fedge.compress.tiers_report import write_tier_chart, write_tier_markdown
-from fedge.compress.transfer import TransferSet
+from fedge.builder.tiers_report import write_tier_chart, write_tier_markdown
+from fedge.builder.transfer import TransferSet
 from fedge.data import Dataset, get_dataset
-from fedge.errors import ConfigError
+from fedge.errors import BudgetError, ConfigError, MissingExtraError, ReleaseError, first_line
 from fedge.files import file_sha256
 from fedge.log import logger
 from fedge.models import list_models, model_info
 from fedge.profiles import PRECISIONS, BudgetMiss, DeviceProfile
 
 __all__ = [
-    "ARTIFACT_FORMAT",
     "MIN_AGREEMENT",
     "TIER_REPORT_FORMAT",
     "CandidateRow",
-    "ProfileArtifact",
     "ProfileRelease",
     "TierSettings",
     "build_profile_release",
     "choose_candidate",
-    "read_profile_release",
 ]
 
-ARTIFACT_FORMAT = "fedge-profile-artifact"
 #: An artifact's top-1 predictions must match its torch model's on this share of the test set.
 MIN_AGREEMENT = 0.995
-ARTIFACT_JSON = "artifact.json"
 #: Bytes per weight at least, by precision (a lower bound of the artifact's size).
 _WEIGHT_BYTES = {"fp32": 4, "int8": 1}
 
@@ -134,55 +128,6 @@ class TierSettings:
             raise ValueError("latency_runs must be >= 1 and warmup >= 0")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError(f"min_agreement {self.min_agreement!r} must be in [0, 1]")
-
-
-@dataclass(frozen=True)
-class ProfileArtifact:
-    """A profile's chosen artifact as written under ``profiles/<name>/`` (see module doc)."""
-
-    profile: str
-    path: Path
-    document: dict[str, Any]
-
-    @property
-    def runtime(self) -> str:
-        """The runtime the artifact is for."""
-        return str(self.document["runtime"])
-
-    @property
-    def precision(self) -> str:
-        """``fp32`` or ``int8``."""
-        return str(self.document["precision"])
-
-    @property
-    def sha256(self) -> str:
-        """Hex sha256 of the artifact file."""
-        return str(self.document["sha256"])
-
-    @property
-    def length(self) -> int:
-        """Size of the artifact file in bytes."""
-        return int(self.document["length"])
-
-    @property
-    def figures(self) -> dict[str, Any]:
-        """Measured figures: accuracy, agreement, latency p50/p99, peak memory, ..."""
-        return dict(self.document["figures"])
-
-    def manifest_fields(self) -> dict[str, Any]:
-        """Flat fields a signed manifest carries for this artifact."""
-        fields: dict[str, Any] = {
-            "profile": self.profile,
-            "runtime": self.runtime,
-            "precision": self.precision,
-            "sha256": self.sha256,
-            "length": self.length,
-            "architecture": self.document["architecture"],
-            "dataset": self.document["dataset"],
-            "num_classes": self.document["num_classes"],
-        }
-        fields.update({f"figures.{k}": v for k, v in self.figures.items()})
-        return fields
 
 
 @dataclass
@@ -278,29 +223,6 @@ def build_profile_release(
     return release
 
 
-def read_profile_release(out_dir: Path | str) -> list[ProfileArtifact]:
-    """Every profile artifact of a per-profile release, each file checked against its sha256
-    and length (:class:`ReleaseError` if one differs or is missing)."""
-    root = Path(out_dir) / PROFILES_DIR
-    if not root.is_dir():
-        raise ReleaseError(f"{out_dir} is not a per-profile release (no {PROFILES_DIR}/ folder)")
-    found = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        meta = folder / ARTIFACT_JSON
-        try:
-            document = json.loads(meta.read_text())
-            if document.get("format") != ARTIFACT_FORMAT:
-                raise ValueError(f"no 'format': {ARTIFACT_FORMAT!r}")
-            path = folder / str(document["file"])
-            length, digest = int(document["length"]), str(document["sha256"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ReleaseError(f"{meta} is not a fedge profile artifact: {err}") from err
-        if not path.is_file() or path.stat().st_size != length or file_sha256(path) != digest:
-            raise ReleaseError(f"{path} is not the artifact {meta} describes (length or sha256)")
-        found.append(ProfileArtifact(profile=folder.name, path=path, document=document))
-    return found
-
-
 def _check_profiles(profiles: Sequence[DeviceProfile], ckpt: Checkpoint) -> list[DeviceProfile]:
     if not profiles:
         raise ConfigError("--profile", [], "is empty; name at least one device profile")
@@ -344,8 +266,10 @@ def _check_students(settings: TierSettings, dataset: Dataset, ckpt: Checkpoint) 
 def _check_pruning() -> None:
     if not importable("torch_pruning"):
         raise MissingExtraError(
-            "pruning needs the Python package torch_pruning, which is not installed: "
-            "pip install 'fedge[server]' (or build without pruning: --no-prune)"
+            "pruning",
+            "server",
+            missing=["torch_pruning"],
+            hint="or build without pruning: --no-prune",
         )
 
 

@@ -10,7 +10,7 @@ weights to zero would shrink neither.
 :func:`prune_structured` removes ``ratio`` of the channels/neurons of every prunable layer but
 the output layer, ranked by the L2 norm of each group's weights. :func:`prune_and_finetune`
 then recovers accuracy by distillation from the unpruned model on the server-held transfer set
-(the same :class:`~fedge.compress.distill.SoftLabelDistiller` that trains students), so no
+(the same :class:`~fedge.builder.distill.SoftLabelDistiller` that trains students), so no
 client data is ever used.
 """
 
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from fedge.compress.distill import DistillResult, DistillSettings, get_distiller
-from fedge.compress.errors import MissingExtraError, ReleaseError, first_line
-from fedge.compress.transfer import TransferSet
+from fedge.builder.distill import DistillResult, DistillSettings, get_distiller
+from fedge.builder.transfer import TransferSet
+from fedge.errors import MissingExtraError, ReleaseError, first_line
 from fedge.log import logger
 
 __all__ = [
@@ -86,10 +86,7 @@ def prune_structured(model: nn.Module, *, input_shape: tuple[int, ...], ratio: f
     try:
         import torch_pruning as tp
     except ImportError as err:
-        raise MissingExtraError(
-            "pruning needs the Python package torch_pruning, which is not installed: "
-            "pip install 'fedge[server]'"
-        ) from err
+        raise MissingExtraError("pruning", "server", missing=["torch_pruning"]) from err
     pruned = copy.deepcopy(model).eval()
     linears = [m for m in pruned.modules() if isinstance(m, nn.Linear)]
     before = parameter_count(pruned)

@@ -11,21 +11,20 @@ import torch
 from torch import nn
 
 from fedge.app.checkpoint import load_checkpoint
-from fedge.compress.errors import MeasurementError
-from fedge.compress.targets import (
+from fedge.builder.targets import (
     Artifact,
     Runner,
     Target,
-    TargetUnavailableError,
     get_target,
     list_targets,
     predict,
     register_target,
 )
-from fedge.compress.targets.probe import measure_artifact
-from fedge.compress.tiers import MIN_AGREEMENT
-from fedge.compress.transfer import TransferSet, public_transfer_set
+from fedge.builder.targets.probe import measure_artifact
+from fedge.builder.tiers import MIN_AGREEMENT
+from fedge.builder.transfer import TransferSet, public_transfer_set
 from fedge.data import Dataset
+from fedge.errors import MeasurementError, TargetUnavailableError
 from fedge.profiles import RUNTIMES
 from fedge.runners import load_runner
 
@@ -194,7 +193,7 @@ def test_a_device_runs_every_artifact_without_torch_or_the_build_side(
         "x = np.load(sys.argv[2])\n"
         "for runtime, path in zip(('onnxruntime', 'openvino', 'litert'), sys.argv[3:]):\n"
         "    assert predict(load_runner(runtime, path), x).shape == (5, 10)\n"
-        "print(sorted(m for m in ('torch', 'onnx', 'litert_torch', 'fedge.compress') "
+        "print(sorted(m for m in ('torch', 'onnx', 'litert_torch', 'fedge.builder') "
         "if m in sys.modules))\n"
     )
     paths = [str(artifacts[r, "int8"].path) for r in ("onnxruntime", "openvino", "litert")]

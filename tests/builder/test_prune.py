@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from fedge.app.checkpoint import load_checkpoint
-from fedge.compress import DistillSettings, PruneSettings, prune_and_finetune, prune_structured
-from fedge.compress.errors import ReleaseError
-from fedge.compress.prune import parameter_count
-from fedge.compress.transfer import public_transfer_set
+from fedge.builder import DistillSettings, PruneSettings, prune_and_finetune, prune_structured
+from fedge.builder.prune import parameter_count
+from fedge.builder.transfer import public_transfer_set
 from fedge.data import Dataset
+from fedge.errors import ReleaseError
 from fedge.models import get_model
 
 

@@ -4,13 +4,13 @@ quantization (per-channel int8 weights, uint8 activations) calibrated on the tra
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedge.compress.targets.base import Artifact, Target, onnx_fp32, quiet_converter
+from fedge.builder.targets.base import Artifact, Target, onnx_fp32, quiet_converter
 from fedge.runners import OnnxRuntimeRunner, Runner
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from fedge.compress.transfer import TransferSet
+    from fedge.builder.transfer import TransferSet
 
 __all__ = ["OnnxRuntimeTarget"]
 
@@ -27,7 +27,7 @@ class OnnxRuntimeTarget(Target):
         self, model: "nn.Module", transfer: "TransferSet", out_dir: Path, precision: str
     ) -> Artifact:
         """fp32: the checked ONNX export; int8: that export quantized by ONNX Runtime."""
-        from fedge.compress.quantize import quantize_int8
+        from fedge.builder.quantize import quantize_int8
 
         self.check_precision(precision)
         fp32 = onnx_fp32(model, transfer, out_dir)

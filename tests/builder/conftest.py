@@ -10,9 +10,9 @@ from torch import nn
 
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.training import train
-from fedge.compress import DistillSettings, ReleaseReport, ReleaseSettings, build_release
-from fedge.compress.targets import Artifact, Runner, Target, list_targets, register_target
-from fedge.compress.transfer import TransferSet
+from fedge.builder import DistillSettings, ReleaseReport, ReleaseSettings, build_release
+from fedge.builder.targets import Artifact, Runner, Target, list_targets, register_target
+from fedge.builder.transfer import TransferSet
 from fedge.data import Dataset, get_dataset
 from fedge.models import get_model
 

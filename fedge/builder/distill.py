@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from fedge.compress.transfer import NO_LABEL, Augmenter, TransferSet
+from fedge.builder.transfer import NO_LABEL, Augmenter, TransferSet
 from fedge.log import logger
 
 __all__ = [

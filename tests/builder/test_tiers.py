@@ -9,21 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from fedge.compress import (
-    BudgetError,
+from fedge.builder import (
     CandidateRow,
     DistillSettings,
     ProfileRelease,
     TierSettings,
     build_profile_release,
-    read_profile_release,
+    read_profile_artifacts,
 )
-from fedge.compress.errors import ReleaseError
-from fedge.compress.targets import TargetUnavailableError, get_target, predict
-from fedge.compress.tiers import MIN_AGREEMENT, choose_candidate
+from fedge.builder.targets import get_target, predict
+from fedge.builder.tiers import MIN_AGREEMENT, choose_candidate
 from fedge.data import Dataset
-from fedge.errors import ConfigError
+from fedge.errors import BudgetError, ConfigError, ReleaseError, TargetUnavailableError
 from fedge.profiles import Budget, DeviceProfile
+from fedge.release.builds import profile_figures
 
 #: Enough for student-tiny to learn 8x8 digits (about 0.94), in a fraction of a second.
 FAST_DISTILL = DistillSettings(epochs=20, copies=3, lr=0.01)
@@ -113,16 +112,17 @@ def test_the_release_holds_one_checked_artifact_per_profile(built: ProfileReleas
     assert sorted(p.name for p in (out / "profiles").iterdir()) == ["t-gateway", "t-watch"]
     assert {p.name for p in out.iterdir()} == {"profiles", "report.json", "report.md", "report.png"}
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
-    artifacts = {a.profile: a for a in read_profile_release(out)}
+    artifacts = {a.profile: a for a in read_profile_artifacts(out)}
     for name, artifact in artifacts.items():
         row = built.chosen_row(name)
         assert artifact.path.name == f"model{get_target(row.runtime).extension}"
         assert artifact.runtime == row.runtime and artifact.precision == row.precision
         assert artifact.length == artifact.path.stat().st_size == row.size_bytes
-        fields = artifact.manifest_fields()
-        assert fields["profile"] == name and fields["sha256"] == row.sha256
-        assert fields["figures.latency_p99_ms"] == row.latency_p99_ms
-        assert fields["figures.accuracy"] == row.accuracy
+        assert artifact.sha256 == row.sha256
+        fields = profile_figures(artifact.document)  # what the signed manifest carries
+        assert fields["runtime"] == row.runtime and fields["precision"] == row.precision
+        assert fields["built.latency_p99_ms"] == row.latency_p99_ms
+        assert fields["built.accuracy"] == row.accuracy
         assert artifact.document["profile"]["budget"]["max-model-bytes"] > 0
     report = json.loads((out / "report.json").read_text())
     assert report["format"] == "fedge-tier-report"
@@ -139,7 +139,7 @@ def test_the_release_holds_one_checked_artifact_per_profile(built: ProfileReleas
 def test_each_shipped_artifact_agrees_with_its_torch_model(
     built: ProfileRelease, digits: Dataset
 ) -> None:
-    for artifact in read_profile_release(built.out_dir):
+    for artifact in read_profile_artifacts(built.out_dir):
         row = built.chosen_row(artifact.profile)
         runner = get_target(artifact.runtime).load(artifact.path, threads=1)
         predictions = predict(runner, digits.x_test).argmax(1)
@@ -158,9 +158,9 @@ def test_a_tampered_artifact_is_refused_when_read(built: ProfileRelease, tmp_pat
     data[-1] ^= 0xFF
     model.write_bytes(bytes(data))
     with pytest.raises(ReleaseError, match=r"is not the artifact .* describes"):
-        read_profile_release(copy)
+        read_profile_artifacts(copy)
     with pytest.raises(ReleaseError, match="is not a per-profile release"):
-        read_profile_release(tmp_path)
+        read_profile_artifacts(tmp_path)
 
 
 def _existing_release(tmp_path: Path) -> Path:

@@ -18,21 +18,20 @@ import torch
 from torch import nn
 
 from fedge.app.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from fedge.compress.distill import DistillResult, DistillSettings, get_distiller
-from fedge.compress.errors import CalibrationError, ReleaseError, StudentShapeError, first_line
-from fedge.compress.export import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx, verify_export
-from fedge.compress.quantize import quantize_int8
-from fedge.compress.report import (
+from fedge.builder.distill import DistillResult, DistillSettings, get_distiller
+from fedge.builder.export import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx, verify_export
+from fedge.builder.quantize import quantize_int8
+from fedge.builder.report import (
     ModelRow,
     ReleaseReport,
     write_chart,
     write_markdown,
     write_report_json,
 )
-from fedge.compress.runtime import accuracy, measure_latency, predict
-from fedge.compress.transfer import TransferSet, public_transfer_set
+from fedge.builder.runtime import accuracy, measure_latency, predict
+from fedge.builder.transfer import TransferSet, public_transfer_set
 from fedge.data import Dataset, get_dataset
-from fedge.errors import ConfigError
+from fedge.errors import CalibrationError, ConfigError, ReleaseError, StudentShapeError, first_line
 from fedge.files import file_sha256
 from fedge.log import logger
 from fedge.models import get_model, list_models

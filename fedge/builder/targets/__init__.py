@@ -10,23 +10,21 @@ target imports its packages when it exports or loads.
 
 from collections.abc import Callable
 
-from fedge.compress.targets.base import (
+from fedge.builder.targets.base import (
     Artifact,
     Runner,
     Target,
-    TargetUnavailableError,
     predict,
 )
-from fedge.compress.targets.litert import LiteRtTarget
-from fedge.compress.targets.onnxrt import OnnxRuntimeTarget
-from fedge.compress.targets.openvino_ir import OpenVinoTarget
+from fedge.builder.targets.litert import LiteRtTarget
+from fedge.builder.targets.onnxrt import OnnxRuntimeTarget
+from fedge.builder.targets.openvino_ir import OpenVinoTarget
 from fedge.profiles import register_runtime
 
 __all__ = [
     "Artifact",
     "Runner",
     "Target",
-    "TargetUnavailableError",
     "get_target",
     "list_targets",
     "predict",

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
-from fedge.compress.errors import CalibrationError
 from fedge.data import Dataset
+from fedge.errors import CalibrationError
 
 __all__ = ["Augmenter", "TransferSet", "augment_batch", "public_transfer_set"]
 

@@ -21,29 +21,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from fedge.compress.errors import MissingExtraError
+from fedge.errors import TargetUnavailableError
 from fedge.runners import Runner, predict
 
 if TYPE_CHECKING:  # torch is needed to export, never to load and run an artifact
     from torch import nn
 
-    from fedge.compress.transfer import TransferSet
+    from fedge.builder.transfer import TransferSet
 
 __all__ = [
     "Artifact",
     "Runner",
     "Target",
-    "TargetUnavailableError",
     "importable",
     "onnx_fp32",
     "predict",
     "quiet_converter",
     "quiet_stdout",
 ]
-
-
-class TargetUnavailableError(MissingExtraError):
-    """A target's runtime package is not installed (the message says which extra to install)."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +74,7 @@ class Target(ABC):
         """:class:`TargetUnavailableError` unless every needed package is installed."""
         missing = self.missing(export=export)
         if missing:
-            install = f"pip install 'fedge[{self.extra}]'" if self.extra else "reinstall fedge"
-            raise TargetUnavailableError(
-                f"runtime {self.name!r} needs the Python package(s) {', '.join(missing)}, "
-                f"which are not installed: {install}"
-            )
+            raise TargetUnavailableError(f"runtime {self.name!r}", self.extra, missing=missing)
 
     def import_runtime(self) -> None:
         """Import the runtime's packages (so that measuring a session leaves their cost out)."""
@@ -121,7 +112,7 @@ class Target(ABC):
 
 def onnx_fp32(model: "nn.Module", transfer: "TransferSet", out_dir: Path) -> Path:
     """The model's fp32 ONNX export in ``out_dir``, checked against torch; written once."""
-    from fedge.compress.export import export_onnx, verify_export
+    from fedge.builder.export import export_onnx, verify_export
 
     path = out_dir / "source_fp32.onnx"
     if not path.exists():

@@ -8,7 +8,7 @@ line, and the chosen artifact as a red star.
 
 from pathlib import Path
 
-from fedge.compress.tier_results import CandidateRow, ProfileRelease
+from fedge.builder.tier_results import CandidateRow, ProfileRelease
 from fedge.profiles import DeviceProfile
 
 __all__ = ["write_tier_chart", "write_tier_markdown"]

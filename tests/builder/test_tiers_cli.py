@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from fedge.builder import read_profile_artifacts
 from fedge.cli.main import app
-from fedge.compress import read_profile_release
 
 WATCH = """
 [profile]
@@ -69,7 +69,7 @@ def test_a_multi_profile_build_writes_one_artifact_per_profile(
     )
     assert code == 0, stderr
     assert "watch" in stdout and "hub" in stdout and "candidates" in stdout
-    artifacts = {a.profile: a for a in read_profile_release(out)}
+    artifacts = {a.profile: a for a in read_profile_artifacts(out)}
     assert set(artifacts) == {"watch", "hub"}
     assert artifacts["watch"].length <= 12288
     assert artifacts["hub"].runtime == "openvino" and artifacts["hub"].precision == "int8"
@@ -153,5 +153,5 @@ def test_an_openvino_build_sends_no_telemetry(tmp_path: Path, teacher_path: Path
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    assert read_profile_release(tmp_path / "rel")[0].runtime == "openvino"
+    assert read_profile_artifacts(tmp_path / "rel")[0].runtime == "openvino"
     assert not (home / "intel").exists(), sorted(p.name for p in (home / "intel").iterdir())

@@ -23,7 +23,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from fedge.compress.errors import CalibrationError, QuantizationError, first_line
+from fedge.errors import CalibrationError, QuantizationError, first_line
 
 __all__ = ["TransferCalibrationReader", "quantize_int8", "unquantized_weights"]
 

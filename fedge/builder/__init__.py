@@ -3,17 +3,19 @@
 ``build_release(checkpoint=..., out_dir=...)`` turns a global-model checkpoint into a release
 directory holding ``model.onnx`` (the int8 student), ``model_fp32.onnx``, ``teacher.onnx``,
 ``report.json``, ``report.md`` and ``report.png``. ``build_profile_release(...)`` builds one
-artifact per device profile (see :mod:`fedge.compress.tiers`).
+artifact per device profile (see :mod:`fedge.builder.tiers`).
 
+Its errors are :mod:`fedge.errors` (:class:`~fedge.errors.ReleaseError` and subclasses).
 Names are imported on first use: a process that only loads and runs artifacts
-(:mod:`fedge.compress.targets`) never imports torch.
+(:mod:`fedge.builder.targets`) never imports torch.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fedge.compress.distill import (
+    from fedge.builder.artifact import ProfileArtifact, read_profile_artifacts
+    from fedge.builder.distill import (
         Distiller,
         DistillResult,
         DistillSettings,
@@ -22,34 +24,25 @@ if TYPE_CHECKING:
         list_distillers,
         register_distiller,
     )
-    from fedge.compress.errors import (
-        BudgetError,
-        CalibrationError,
-        ExportError,
-        QuantizationError,
-        ReleaseError,
-        StudentShapeError,
-    )
-    from fedge.compress.pipeline import ARTIFACTS, ReleaseSettings, build_release, default_student
-    from fedge.compress.prune import (
+    from fedge.builder.pipeline import ARTIFACTS, ReleaseSettings, build_release, default_student
+    from fedge.builder.prune import (
         PruneResult,
         PruneSettings,
         prune_and_finetune,
         prune_structured,
     )
-    from fedge.compress.report import ModelRow, ReleaseReport
-    from fedge.compress.tiers import (
+    from fedge.builder.report import ModelRow, ReleaseReport
+    from fedge.builder.tiers import (
         CandidateRow,
-        ProfileArtifact,
         ProfileRelease,
         TierSettings,
         build_profile_release,
-        read_profile_release,
     )
-    from fedge.compress.transfer import Augmenter, TransferSet, public_transfer_set
+    from fedge.builder.transfer import Augmenter, TransferSet, public_transfer_set
 
 _EXPORTS = {
-    "fedge.compress.distill": (
+    "fedge.builder.artifact": ("ProfileArtifact", "read_profile_artifacts"),
+    "fedge.builder.distill": (
         "DistillResult",
         "DistillSettings",
         "Distiller",
@@ -58,55 +51,39 @@ _EXPORTS = {
         "list_distillers",
         "register_distiller",
     ),
-    "fedge.compress.errors": (
-        "BudgetError",
-        "CalibrationError",
-        "ExportError",
-        "QuantizationError",
-        "ReleaseError",
-        "StudentShapeError",
-    ),
-    "fedge.compress.pipeline": ("ARTIFACTS", "ReleaseSettings", "build_release", "default_student"),
-    "fedge.compress.prune": (
+    "fedge.builder.pipeline": ("ARTIFACTS", "ReleaseSettings", "build_release", "default_student"),
+    "fedge.builder.prune": (
         "PruneResult",
         "PruneSettings",
         "prune_and_finetune",
         "prune_structured",
     ),
-    "fedge.compress.report": ("ModelRow", "ReleaseReport"),
-    "fedge.compress.tiers": (
+    "fedge.builder.report": ("ModelRow", "ReleaseReport"),
+    "fedge.builder.tiers": (
         "CandidateRow",
-        "ProfileArtifact",
         "ProfileRelease",
         "TierSettings",
         "build_profile_release",
-        "read_profile_release",
     ),
-    "fedge.compress.transfer": ("Augmenter", "TransferSet", "public_transfer_set"),
+    "fedge.builder.transfer": ("Augmenter", "TransferSet", "public_transfer_set"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "ARTIFACTS",
     "Augmenter",
-    "BudgetError",
-    "CalibrationError",
     "CandidateRow",
     "DistillResult",
     "DistillSettings",
     "Distiller",
-    "ExportError",
     "ModelRow",
     "ProfileArtifact",
     "ProfileRelease",
     "PruneResult",
     "PruneSettings",
-    "QuantizationError",
-    "ReleaseError",
     "ReleaseReport",
     "ReleaseSettings",
     "SoftLabelDistiller",
-    "StudentShapeError",
     "TierSettings",
     "TransferSet",
     "build_profile_release",
@@ -117,7 +94,7 @@ __all__ = [
     "prune_and_finetune",
     "prune_structured",
     "public_transfer_set",
-    "read_profile_release",
+    "read_profile_artifacts",
     "register_distiller",
 ]
 
@@ -125,7 +102,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _MODULE_OF.get(name)
     if module is None:
-        raise AttributeError(f"module 'fedge.compress' has no attribute {name!r}")
+        raise AttributeError(f"module 'fedge.builder' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from fedge.app.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from fedge.compress import ARTIFACTS, ReleaseReport, ReleaseSettings, build_release
-from fedge.compress.errors import ReleaseError
-from fedge.compress.export import EXPORT_ATOL, EXPORT_RTOL, OPSET, export_onnx, verify_export
-from fedge.compress.report import read_report
+from fedge.builder import ARTIFACTS, ReleaseReport, ReleaseSettings, build_release
+from fedge.builder.export import EXPORT_ATOL, EXPORT_RTOL, OPSET, export_onnx, verify_export
+from fedge.builder.report import read_report
 from fedge.data import Dataset, get_dataset
+from fedge.errors import ReleaseError
 from fedge.files import file_sha256
 from fedge.models import get_model
 

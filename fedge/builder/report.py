@@ -151,7 +151,7 @@ def write_report_json(path: Path, report: ReleaseReport) -> Path:
 
 def read_report(path: Path) -> ReleaseReport:
     """Read a ``report.json`` back; :class:`ReleaseError` if it is not one."""
-    from fedge.compress.errors import ReleaseError
+    from fedge.errors import ReleaseError
 
     try:
         data = json.loads(path.read_text())

@@ -9,19 +9,17 @@ import torch
 from torch import nn
 
 from fedge.app.checkpoint import Checkpoint, CheckpointError, save_checkpoint
-from fedge.compress import (
+from fedge.builder import ReleaseSettings, TransferSet, build_release
+from fedge.builder.export import export_onnx
+from fedge.builder.quantize import quantize_int8
+from fedge.data import Dataset, get_dataset
+from fedge.errors import (
     CalibrationError,
     ExportError,
+    FedgeError,
     QuantizationError,
-    ReleaseSettings,
     StudentShapeError,
-    TransferSet,
-    build_release,
 )
-from fedge.compress.export import export_onnx
-from fedge.compress.quantize import quantize_int8
-from fedge.data import Dataset, get_dataset
-from fedge.errors import FedgeError
 
 
 def _assert_nothing_written(parent: Path) -> None:

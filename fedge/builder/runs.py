@@ -12,16 +12,16 @@ from typing import Any
 
 from fedge.app.config import RunConfig
 from fedge.app.results import RoundRecord, RunResult, write_results
-from fedge.compress.distill import DistillSettings
-from fedge.compress.errors import StudentShapeError
-from fedge.compress.pipeline import (
+from fedge.builder.distill import DistillSettings
+from fedge.builder.pipeline import (
     ARTIFACTS,
     ReleaseSettings,
     build_release,
     default_student,
     replace_dir,
 )
-from fedge.compress.report import ReleaseReport, read_report
+from fedge.builder.report import ReleaseReport, read_report
+from fedge.errors import StudentShapeError
 from fedge.models import model_info
 
 __all__ = [
