@@ -30,7 +30,7 @@ from fedge.app.config import RunConfig
 from fedge.builder import ProfileRelease, TierSettings, build_profile_release
 from fedge.builder.tiers import MIN_AGREEMENT, CandidateRow
 from fedge.data import get_dataset
-from fedge.profiles import Budget, DeviceProfile, get_profile
+from fedge.inference.profiles import Budget, DeviceProfile, get_profile
 
 BAR_CAMERA_BYTES = 16 * 1024
 BAR_CAMERA_P99_MS = 1.0

@@ -31,16 +31,13 @@ LAYERS = {
     "privacy": 1,
     "data": 1,
     "models": 1,
-    "profiles": 1,
-    "runners": 1,
-    "measure": 1,
+    "inference": 1,
     "errors": 0,
     "log": 0,
     "files": 0,
     "options": 0,
     "storage": 0,
     "v1": 0,
-    "device_profiles": 0,
     "": 0,  # fedge/__init__.py
 }
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from fedge.builder.artifact import PROFILES_DIR
 from fedge.builder.targets import get_target
-from fedge.profiles import BudgetMiss, DeviceProfile
+from fedge.inference.profiles import BudgetMiss, DeviceProfile
 
 __all__ = [
     "FORMAT_VERSION",

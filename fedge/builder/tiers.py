@@ -33,7 +33,8 @@ tier, runtimes, precisions, budget, dataset), ``runtime``, ``precision``, ``file
 latency_runs and measured_on: measured on the build machine at batch 1 on one thread),
 ``teacher`` (architecture, parameters, accuracy) and ``created_at``. The LiteRT artifact has a
 fixed batch of 1 and, at int8, int8 input and output tensors; the OpenVINO artifact is a zip
-of the IR. :func:`fedge.runners.load_runner` runs each kind exactly as it was measured here.
+of the IR. :func:`fedge.inference.runners.load_runner` runs each kind exactly as it was measured
+here.
 A publisher reads all of them with :func:`fedge.builder.artifact.read_profile_artifacts`,
 which checks each file's sha256 and length, and signs one manifest per profile.
 """
@@ -79,9 +80,9 @@ from fedge.builder.transfer import TransferSet
 from fedge.data import Dataset, get_dataset
 from fedge.errors import BudgetError, ConfigError, MissingExtraError, ReleaseError, first_line
 from fedge.files import file_sha256
+from fedge.inference.profiles import PRECISIONS, BudgetMiss, DeviceProfile
 from fedge.log import logger
 from fedge.models import list_models, model_info
-from fedge.profiles import PRECISIONS, BudgetMiss, DeviceProfile
 
 __all__ = [
     "MIN_AGREEMENT",

@@ -9,7 +9,7 @@ line, and the chosen artifact as a red star.
 from pathlib import Path
 
 from fedge.builder.tier_results import CandidateRow, ProfileRelease
-from fedge.profiles import DeviceProfile
+from fedge.inference.profiles import DeviceProfile
 
 __all__ = ["write_tier_chart", "write_tier_markdown"]
 

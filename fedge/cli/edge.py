@@ -18,7 +18,7 @@ from fedge.errors import FedgeError
 
 if TYPE_CHECKING:
     from fedge.edge.identity import DeviceIdentity
-    from fedge.profiles import DeviceProfile
+    from fedge.inference.profiles import DeviceProfile
 
 __all__ = ["app"]
 
@@ -261,7 +261,7 @@ def start_command(
 def _device_profile(name: str) -> "DeviceProfile":
     """The device profile ``name`` (a built-in name or a .toml file); ConfigError otherwise."""
     from fedge.errors import ConfigError
-    from fedge.profiles import resolve_profile
+    from fedge.inference.profiles import resolve_profile
 
     try:
         return resolve_profile(name)

@@ -23,7 +23,7 @@ from fedge.errors import FedgeError
 if TYPE_CHECKING:  # the release build stack (torch, onnx) is imported only when a command runs
     from fedge.app.checkpoint import Checkpoint
     from fedge.builder import DistillSettings, ProfileRelease, ReleaseReport
-    from fedge.profiles import DeviceProfile
+    from fedge.inference.profiles import DeviceProfile
 
 __all__ = ["build_command", "print_profile_summary", "print_release_summary"]
 
@@ -250,7 +250,7 @@ def _build_profiles(
 
 
 def _resolve_profile(name: str) -> "DeviceProfile":
-    from fedge.profiles import list_profiles, resolve_profile
+    from fedge.inference.profiles import list_profiles, resolve_profile
 
     try:
         return resolve_profile(name)
@@ -261,7 +261,7 @@ def _resolve_profile(name: str) -> "DeviceProfile":
 
 
 def _profiles_serving(ckpt: "Checkpoint") -> "list[DeviceProfile]":
-    from fedge.profiles import get_profile, list_profiles
+    from fedge.inference.profiles import get_profile, list_profiles
 
     serving = [get_profile(n) for n in list_profiles() if get_profile(n).serves(ckpt.dataset)]
     if not serving:

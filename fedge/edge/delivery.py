@@ -25,8 +25,8 @@ from fedge.edge.metrics import DeviceMetrics
 from fedge.edge.slots import SLOTS, Slots
 from fedge.edge.updater import DEFAULT_PROFILE, Updater
 from fedge.errors import VerificationError
+from fedge.inference.profiles import DeviceProfile, get_profile
 from fedge.log import logger
-from fedge.profiles import DeviceProfile, get_profile
 from fedge.protocol.drift import DriftReference
 from fedge.protocol.http import MetricsServer, serve_metrics
 from fedge.protocol.manifest import key_id

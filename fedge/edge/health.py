@@ -4,8 +4,8 @@ The model must load in its runtime (ONNX Runtime, OpenVINO or LiteRT, as its man
 match the input/output signature its manifest promises, produce finite outputs of the promised
 shape on seeded canary inputs, and fit the device profile's budget as measured here: batch-1
 latency (p50/p99 over ``bench_runs`` runs on one thread) and the peak memory the session adds,
-both in a fresh process (:func:`fedge.measure.measure_session`), as the release build measured
-them, so that what the agent already holds does not hide a model's memory.
+both in a fresh process (:func:`fedge.inference.measure.measure_session`), as the release build
+measured them, so that what the agent already holds does not hide a model's memory.
 When the device holds labelled local data, the model must also reach the configured accuracy
 floor on it. The labelled data is an ``.npz`` with ``x`` and ``y`` or a device data directory
 (``fedge edge start --data DIR``: npz, CSV or images, see :mod:`fedge.data.device`). A release
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from fedge.errors import ConfigError, FedgeError
-from fedge.measure import measure_session
-from fedge.profiles import Budget
+from fedge.inference.measure import measure_session
+from fedge.inference.profiles import Budget
+from fedge.inference.runners import Runner, load_runner
 from fedge.protocol.manifest import Manifest
-from fedge.runners import Runner, load_runner
 
 __all__ = [
     "HealthConfig",
@@ -84,7 +84,7 @@ def make_session(path: Path, *, threads: int = 1) -> object:
 
 
 def load_model(path: Path, runtime: str, *, threads: int = 1) -> Runner:
-    """The artifact at ``path`` loaded in ``runtime`` (one of :mod:`fedge.runners`)."""
+    """The artifact at ``path`` loaded in ``runtime`` (one of :mod:`fedge.inference.runners`)."""
     return load_runner(runtime, path, threads=threads)
 
 
@@ -111,7 +111,7 @@ def _signature_problem(path: Path, manifest: Manifest) -> str:
 
 
 def _accuracy(runner: Runner, x: np.ndarray, y: np.ndarray) -> float:
-    from fedge.runners import predict
+    from fedge.inference.runners import predict
 
     return float((np.argmax(predict(runner, x), axis=-1) == y).mean()) if len(x) else 0.0
 
@@ -136,7 +136,7 @@ def check_health(
     rng = np.random.default_rng(config.seed)
     canary = rng.standard_normal(_canary_shape(manifest, config.canaries)).astype(np.float32)
     try:
-        from fedge.runners import predict
+        from fedge.inference.runners import predict
 
         output = np.asarray(predict(runner, canary))
     except Exception as exc:  # any runtime failure fails the check

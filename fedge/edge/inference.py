@@ -23,11 +23,11 @@ import numpy as np
 from fedge.edge.health import load_model, make_session
 from fedge.edge.slots import MANIFEST_FILE, Slots
 from fedge.errors import FedgeError, PayloadError, VerificationError
+from fedge.inference.runners import Runner, predict
 from fedge.log import logger
 from fedge.protocol.interceptor import FedgeInterceptor
 from fedge.protocol.manifest import Manifest
 from fedge.protocol.transport import add_service, bind, create_server, parse_address
-from fedge.runners import Runner, predict
 from fedge.v1 import inference_pb2
 
 __all__ = [

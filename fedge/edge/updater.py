@@ -37,12 +37,12 @@ from fedge.edge.outbox import ReportOutbox
 from fedge.edge.slots import SLOTS, Slots
 from fedge.errors import VerificationError
 from fedge.files import file_sha256, fsync_dir
+from fedge.inference.profiles import DeviceProfile, get_profile
+from fedge.inference.runners import RUNTIME_PACKAGES, runtime_available
 from fedge.log import logger
-from fedge.profiles import DeviceProfile, get_profile
 from fedge.protocol.manifest import Manifest, SignedManifest, verify_manifest
 from fedge.protocol.metadata import retry_hint
 from fedge.protocol.serde import InstallReport
-from fedge.runners import RUNTIME_PACKAGES, runtime_available
 
 __all__ = ["DEFAULT_PROFILE", "MAX_TRIAL_ATTEMPTS", "Updater"]
 

@@ -25,8 +25,8 @@ from fedge.builder.tiers import MIN_AGREEMENT
 from fedge.builder.transfer import TransferSet, public_transfer_set
 from fedge.data import Dataset
 from fedge.errors import MeasurementError, TargetUnavailableError
-from fedge.profiles import RUNTIMES
-from fedge.runners import load_runner
+from fedge.inference.profiles import RUNTIMES
+from fedge.inference.runners import load_runner
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_a_device_runs_every_artifact_without_torch_or_the_build_side(
     np.save(tmp_path / "x.npy", digits.x_test[:5])
     code = (
         "import sys, numpy as np\n"
-        "from fedge.runners import load_runner, predict\n"
+        "from fedge.inference.runners import load_runner, predict\n"
         "x = np.load(sys.argv[2])\n"
         "for runtime, path in zip(('onnxruntime', 'openvino', 'litert'), sys.argv[3:]):\n"
         "    assert predict(load_runner(runtime, path), x).shape == (5, 10)\n"

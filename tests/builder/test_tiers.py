@@ -21,7 +21,7 @@ from fedge.builder.targets import get_target, predict
 from fedge.builder.tiers import MIN_AGREEMENT, choose_candidate
 from fedge.data import Dataset
 from fedge.errors import BudgetError, ConfigError, ReleaseError, TargetUnavailableError
-from fedge.profiles import Budget, DeviceProfile
+from fedge.inference.profiles import Budget, DeviceProfile
 from fedge.release.builds import profile_figures
 
 #: Enough for student-tiny to learn 8x8 digits (about 0.94), in a fraction of a second.

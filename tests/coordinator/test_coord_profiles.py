@@ -15,7 +15,7 @@ from fedge.cli.main import app
 from fedge.edge.delivery import DeliverySettings, DeviceDelivery
 from fedge.edge.identity import DeviceIdentity
 from fedge.files import file_sha256
-from fedge.profiles import get_profile, register_profile
+from fedge.inference.profiles import get_profile, register_profile
 from fedge.release.testing import make_linear_model, publish_linear
 
 from .conftest import Fleet

@@ -10,8 +10,8 @@ import pytest
 
 from fedge.edge.health import HealthConfig, check_health
 from fedge.errors import FedgeError
-from fedge.measure import measure_session
-from fedge.profiles import get_profile
+from fedge.inference.measure import measure_session
+from fedge.inference.profiles import get_profile
 from fedge.protocol.manifest import Manifest
 from fedge.release.signing import generate_release_key
 from fedge.release.store import ReleaseStore

@@ -19,7 +19,7 @@ from fedge.builder.targets.base import (
 from fedge.builder.targets.litert import LiteRtTarget
 from fedge.builder.targets.onnxrt import OnnxRuntimeTarget
 from fedge.builder.targets.openvino_ir import OpenVinoTarget
-from fedge.profiles import register_runtime
+from fedge.inference.profiles import register_runtime
 
 __all__ = [
     "Artifact",

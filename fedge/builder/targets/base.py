@@ -2,10 +2,10 @@
 
 A :class:`Target` exports a torch model (eval mode, batch-first float32 input) to one artifact
 file for its runtime at a precision (``fp32`` or ``int8``, calibrated on the server-held
-transfer set), and loads such a file into a :class:`~fedge.runners.Runner` that maps a float32
-batch to float32 logits on a given number of threads (the runners live in :mod:`fedge.runners`,
-which devices import too). Artifacts are single files so that a release
-manifest can sign one sha256 and length per device profile.
+transfer set), and loads such a file into a :class:`~fedge.inference.runners.Runner` that
+maps a float32 batch to float32 logits on a given number of threads (the runners live in
+:mod:`fedge.inference.runners`, which devices import too). Artifacts are single files so that a
+release manifest can sign one sha256 and length per device profile.
 
 A target's runtime package is an optional extra: :meth:`Target.require` raises
 :class:`TargetUnavailableError`, one line naming the package and the extra to install, when it
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from fedge.errors import TargetUnavailableError
-from fedge.runners import Runner, predict
+from fedge.inference.runners import Runner, predict
 
 if TYPE_CHECKING:  # torch is needed to export, never to load and run an artifact
     from torch import nn

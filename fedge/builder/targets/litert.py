@@ -4,7 +4,7 @@ fp32 is ``litert_torch.convert`` of the eval-mode model. int8 is PyTorch 2 expor
 quantization with litert-torch's quantizer (symmetric, per-channel int8 weights, int8
 activations) calibrated on every transfer sample, then converted: a fully integer model whose
 input and output tensors are int8 too. The artifact has a fixed batch of 1, what a small
-device runs; :class:`fedge.runners.LiteRtRunner` quantizes float input and dequantizes the
+device runs; :class:`fedge.inference.runners.LiteRtRunner` quantizes float input and dequantizes the
 logits with the tensors' own scale and zero point, as a device must.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from fedge.builder.targets.base import Artifact, Target, quiet_converter
 from fedge.errors import ExportError, first_line
-from fedge.runners import LiteRtRunner, Runner
+from fedge.inference.runners import LiteRtRunner, Runner
 
 if TYPE_CHECKING:
     from torch import nn

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedge.builder.targets.base import Artifact, Target, onnx_fp32, quiet_converter
-from fedge.runners import OnnxRuntimeRunner, Runner
+from fedge.inference.runners import OnnxRuntimeRunner, Runner
 
 if TYPE_CHECKING:
     from torch import nn

@@ -6,7 +6,8 @@ post-training quantization (``nncf.quantize``, CPU preset) calibrated on the tra
 Inner node names are renumbered so that one model always gives the same bytes.
 The two IR files travel as one deflated zip so that a release signs a single artifact; a device
 reads both members into memory and calls ``Core.read_model(xml_bytes, bin_bytes)`` (see
-:class:`fedge.runners.OpenVinoRunner`, which also fixes threads and f32 inference precision).
+:class:`fedge.inference.runners.OpenVinoRunner`, which also fixes threads and f32 inference
+precision).
 """
 
 import logging
@@ -21,7 +22,7 @@ from fedge.builder.targets.base import (
     quiet_converter,
     quiet_stdout,
 )
-from fedge.runners import IR_MEMBERS, OpenVinoRunner, Runner
+from fedge.inference.runners import IR_MEMBERS, OpenVinoRunner, Runner
 
 if TYPE_CHECKING:
     from torch import nn

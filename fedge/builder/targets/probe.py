@@ -8,8 +8,8 @@ evaluation set, so large evaluation batches do not count. A fresh process per ar
 one session's allocations out of the next one's figures, and keeps torch (which the child never
 imports) out of every figure.
 
-Peak memory is measured by :class:`fedge.measure.PeakMemory`, as a device measures it when it
-installs the artifact.
+Peak memory is measured by :class:`fedge.inference.measure.PeakMemory`, as a device measures it
+when it installs the artifact.
 """
 
 import argparse
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fedge.errors import MeasurementError
-from fedge.measure import PeakMemory
+from fedge.inference.measure import PeakMemory
 
 __all__ = ["Measurement", "measure_artifact"]
 

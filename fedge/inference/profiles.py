@@ -24,10 +24,10 @@ device holds), so one file serves both the release build and the device's data::
     partition = "iid"
     seed = 0
 
-The built-in profiles ship as package data in ``fedge/device_profiles/*.toml`` and are found by
-name with :func:`get_profile`. This module is a leaf: standard library only, so the slim device
-install (no numpy, no torch) can read profiles and check measurements against a budget with
-:meth:`Budget.misses`.
+The built-in profiles ship as package data in ``fedge/inference/device_profiles/*.toml`` and
+are found by name with :func:`get_profile`. This module is a leaf: standard library only, so
+the slim device install (no numpy, no torch) can read profiles and check measurements against a
+budget with :meth:`Budget.misses`.
 """
 
 from __future__ import annotations
@@ -352,12 +352,14 @@ def _builtin() -> dict[str, DeviceProfile]:
     global _BUILTIN_LOADED
     if not _BUILTIN_LOADED:
         _BUILTIN_LOADED = True
-        folder = resources.files("fedge") / "device_profiles"
+        folder = resources.files("fedge.inference") / "device_profiles"
         for entry in sorted(folder.iterdir(), key=lambda e: e.name):
             if entry.name.endswith(".toml"):
                 data = tomllib.loads(entry.read_text())
                 profile = profile_from_mapping(
-                    data, source=f"fedge/device_profiles/{entry.name}", default_name=entry.name[:-5]
+                    data,
+                    source=f"fedge/inference/device_profiles/{entry.name}",
+                    default_name=entry.name[:-5],
                 )
                 _PROFILES.setdefault(profile.name, profile)
     return _PROFILES

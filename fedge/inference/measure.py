@@ -1,12 +1,12 @@
 """Measure a release artifact as a device runs it: in a fresh process, on one thread.
 
-``measure_session("litert", path, sample)`` starts ``python -m fedge.measure`` for the artifact.
-The child imports the runtime, records its resident memory, loads the artifact through
-:mod:`fedge.runners` and runs batch-1 inferences (warm-up, then timed runs); the peak resident
-memory above that baseline is the session's peak memory. A fresh process keeps what a
-long-running process already holds (an earlier session's freed pages, a runtime imported
-before) out of the figure: measured in the device agent itself, a second model would add
-"0 MB". The release build's probe (:mod:`fedge.builder.targets.probe`) measures with the same
+``measure_session("litert", path, sample)`` starts ``python -m fedge.inference.measure`` for
+the artifact. The child imports the runtime, records its resident memory, loads the artifact
+through :mod:`fedge.inference.runners` and runs batch-1 inferences (warm-up, then timed runs);
+the peak resident memory above that baseline is the session's peak memory. A fresh process
+keeps what a long-running process already holds (an earlier session's freed pages, a runtime
+imported before) out of the figure: measured in the device agent itself, a second model would
+add "0 MB". The release build's probe (:mod:`fedge.builder.targets.probe`) measures with the same
 :class:`PeakMemory`.
 
 Peak memory is read from ``/proc/self/status`` (``VmHWM`` after resetting it through
@@ -14,7 +14,7 @@ Peak memory is read from ``/proc/self/status`` (``VmHWM`` after resetting it thr
 be reset and so over-states nothing but may under-state a session smaller than what the
 process already peaked at.
 
-A leaf: numpy, the standard library and :mod:`fedge.runners`; never torch.
+A leaf: numpy, the standard library and :mod:`fedge.inference.runners`; never torch.
 """
 
 import argparse
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from fedge.errors import FedgeError
-from fedge.runners import RUNTIME_PACKAGES, load_runner
+from fedge.inference.runners import RUNTIME_PACKAGES, load_runner
 
 __all__ = ["PeakMemory", "SessionFigures", "measure_session"]
 
@@ -75,7 +75,7 @@ def measure_session(
     measured in a fresh process; :class:`FedgeError` saying why when the child fails."""
     if runtime not in RUNTIME_PACKAGES:
         raise ValueError(f"unknown runtime {runtime!r}; valid choices: {sorted(RUNTIME_PACKAGES)}")
-    command = [sys.executable, "-m", "fedge.measure", runtime, str(path)]
+    command = [sys.executable, "-m", "fedge.inference.measure", runtime, str(path)]
     command += [f"--runs={runs}", f"--warmup={warmup}", f"--threads={threads}"]
     sample_bytes = _npy_bytes(np.asarray(sample, dtype=np.float32)[None])
     try:
@@ -145,7 +145,7 @@ def _child(
 def main(argv: list[str] | None = None) -> int:
     """Child entry point: ``RUNTIME ARTIFACT [--runs --warmup --threads]``, the sample as
     ``.npy`` bytes on stdin; one JSON line of :class:`SessionFigures` on stdout."""
-    parser = argparse.ArgumentParser(prog="fedge.measure")
+    parser = argparse.ArgumentParser(prog="fedge.inference.measure")
     parser.add_argument("runtime", choices=sorted(RUNTIME_PACKAGES))
     parser.add_argument("artifact", type=Path)
     parser.add_argument("--runs", type=int, default=200)

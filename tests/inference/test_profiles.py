@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fedge import profiles
 from fedge.errors import ConfigError
-from fedge.profiles import (
+from fedge.inference import profiles
+from fedge.inference.profiles import (
     Budget,
     DeviceProfile,
     get_profile,
@@ -18,7 +18,7 @@ from fedge.profiles import (
     resolve_profile,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 GOOD = """
 [profile]
@@ -157,7 +157,7 @@ def test_budget_misses_name_each_limit() -> None:
 
 def test_the_module_imports_without_numpy_or_torch() -> None:
     code = (
-        "import sys, fedge.profiles as p; p.get_profile('camera'); "
+        "import sys, fedge.inference.profiles as p; p.get_profile('camera'); "
         "print(sorted(m for m in ('numpy', 'torch', 'onnxruntime') if m in sys.modules))"
     )
     out = subprocess.run(
