@@ -1,4 +1,4 @@
-"""The release pipeline: distillation, pruning, export per target runtime, quantization, reports.
+"""The release pipeline: distillation, pruning, export per target engine, quantization, reports.
 
 ``build_release(checkpoint=..., out_dir=...)`` turns a global-model checkpoint into a release
 directory holding ``model.onnx`` (the int8 student), ``model_fp32.onnx``, ``teacher.onnx``,

@@ -42,8 +42,8 @@ class ProfileArtifact:
     document: dict[str, Any]
 
     @property
-    def runtime(self) -> str:
-        """The runtime the artifact is for."""
+    def engine(self) -> str:
+        """The engine the artifact is for."""
         return str(self.document["runtime"])
 
     @property

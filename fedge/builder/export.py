@@ -86,7 +86,7 @@ def export_onnx(model: nn.Module, path: Path, *, input_shape: tuple[int, ...]) -
 
 def verify_export(model: nn.Module, path: Path, x: np.ndarray) -> ExportCheck:
     """Compare ONNX Runtime's logits for ``x`` with torch's; :class:`ExportError` if too far."""
-    from fedge.builder.runtime import predict
+    from fedge.builder.onnx_eval import predict
 
     onnx_logits = predict(path, x)
     with torch.no_grad():

@@ -20,6 +20,7 @@ from torch import nn
 from fedge.app.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from fedge.builder.distill import DistillResult, DistillSettings, get_distiller
 from fedge.builder.export import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx, verify_export
+from fedge.builder.onnx_eval import accuracy, measure_latency, predict
 from fedge.builder.quantize import quantize_int8
 from fedge.builder.report import (
     ModelRow,
@@ -28,7 +29,6 @@ from fedge.builder.report import (
     write_markdown,
     write_report_json,
 )
-from fedge.builder.runtime import accuracy, measure_latency, predict
 from fedge.builder.transfer import TransferSet, public_transfer_set
 from fedge.data import Dataset, get_dataset
 from fedge.errors import CalibrationError, ConfigError, ReleaseError, StudentShapeError, first_line

@@ -28,7 +28,7 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class CandidateRow:
-    """One (model, runtime, precision) artifact and what it measured.
+    """One (model, engine, precision) artifact and what it measured.
 
     ``status`` is ``measured``, ``skipped`` (cannot fit any profile asking for it: ``size_bytes``
     is then the lower bound from its weights) or ``failed`` (``note`` says why).
@@ -38,7 +38,7 @@ class CandidateRow:
     model: str
     architecture: str
     source: str
-    runtime: str
+    engine: str
     precision: str
     parameters: int
     status: str
@@ -55,7 +55,7 @@ class CandidateRow:
     @property
     def label(self) -> str:
         """``student-tiny int8 on litert``."""
-        return f"{self.model} {self.precision} on {self.runtime}"
+        return f"{self.model} {self.precision} on {self.engine}"
 
     def misses(self, profile: DeviceProfile, min_agreement: float) -> list[BudgetMiss]:
         """What keeps this candidate from ``profile`` (empty: it fits and may be released)."""
@@ -109,7 +109,7 @@ class ProfileRelease:
     def artifact_path(self, profile: str) -> Path:
         """Where ``profile``'s artifact is."""
         row = self.chosen_row(profile)
-        return self.out_dir / PROFILES_DIR / profile / f"model{get_target(row.runtime).extension}"
+        return self.out_dir / PROFILES_DIR / profile / f"model{get_target(row.engine).extension}"
 
     def to_dict(self) -> dict[str, Any]:
         """The ``report.json`` document."""
@@ -130,13 +130,13 @@ class ProfileRelease:
                 for name, profile in self.profiles.items()
             },
             "models": self.model_details,
-            "candidates": [asdict(row) for row in self.candidates],
+            "candidates": [_persisted(row) for row in self.candidates],
             "settings": self.settings,
             "measurement": {
                 "machine": build_machine(),
                 "latency": "batch 1, one thread, one fresh process per artifact",
                 "peak_memory": "peak resident memory of the session above the process "
-                "with its runtime imported",
+                "with its engine imported",
                 "agreement": "top-1 agreement with the torch model on the test set",
             },
             "build_seconds": self.build_seconds,
@@ -153,6 +153,12 @@ class ProfileRelease:
             )
         teacher = 100 * float(self.teacher["accuracy"])
         return f"{'; '.join(parts)} (teacher {teacher:.2f}%)"
+
+
+def _persisted(row: CandidateRow) -> dict[str, Any]:
+    """A candidate row as ``report.json`` stores it: the engine under its persisted key
+    ``runtime``, as in ``artifact.json`` and the signed manifest."""
+    return {("runtime" if key == "engine" else key): value for key, value in asdict(row).items()}
 
 
 def build_machine() -> str:

@@ -2,12 +2,12 @@
 
 ``build_profile_release(checkpoint=..., out_dir=..., profiles=[...])`` generates candidate
 models from the checkpoint's global model (the teacher itself, structurally pruned copies of it
-fine-tuned on the transfer set, and distilled students), exports each to every runtime and
+fine-tuned on the transfer set, and distilled students), exports each to every engine and
 precision some profile asks for, measures every artifact on this machine in a fresh process
 (file size, batch-1 p50/p99 on one thread, the session's peak memory, test accuracy and top-1
 agreement with the torch model it came from), and picks per profile the most accurate artifact
 inside its budget whose agreement is at least ``min_agreement`` (99.5%). Ties go to the
-profile's preferred runtime, then to the smaller file. When nothing fits a profile, the build
+profile's preferred engine, then to the smaller file. When nothing fits a profile, the build
 fails with :class:`~fedge.errors.BudgetError` naming the closest candidate and what it
 missed by, and writes nothing.
 
@@ -26,7 +26,7 @@ when every profile has its artifact, like :func:`~fedge.builder.pipeline.build_r
       report.png                         accuracy against size and p99, per profile
 
 ``artifact.json`` (format ``fedge-profile-artifact``, version 1) holds ``profile`` (name,
-tier, runtimes, precisions, budget, dataset), ``runtime``, ``precision``, ``file``,
+tier, engines, precisions, budget, dataset), ``engine``, ``precision``, ``file``,
 ``sha256``, ``length``, ``architecture``, ``source`` (teacher, pruned or distilled),
 ``parameters``, ``dataset``, ``num_classes``, ``input``/``output`` shapes, ``figures``
 (accuracy, agreement, latency_p50_ms, latency_p99_ms, peak_memory_mb, load_ms, test_samples,
@@ -160,7 +160,7 @@ def build_profile_release(
     """Build one artifact per profile in ``profiles`` from ``checkpoint`` into ``out_dir``.
 
     Every input is checked before any model is trained: profiles must serve the checkpoint's
-    dataset, their runtimes must be registered and installed, students must exist and fit.
+    dataset, their engines must be registered and installed, students must exist and fit.
     """
     start = time.perf_counter()
     settings = settings or TierSettings()
@@ -245,11 +245,11 @@ def _check_profiles(profiles: Sequence[DeviceProfile], ckpt: Checkpoint) -> list
 def _check_targets(profiles: list[DeviceProfile]) -> dict[str, Target]:
     targets: dict[str, Target] = {}
     for profile in profiles:
-        for runtime in profile.runtimes:
-            if runtime not in targets:
-                target = get_target(runtime)
+        for engine in profile.engines:
+            if engine not in targets:
+                target = get_target(engine)
                 target.require()
-                targets[runtime] = target
+                targets[engine] = target
     return targets
 
 
@@ -339,23 +339,21 @@ def _build_candidates(
     rows: list[CandidateRow] = []
     paths: dict[str, Path] = {}
     references = {m.id: _torch_predictions(m.module, dataset) for m in models}
-    # Runtime by runtime: OpenVINO's telemetry forks a process, which is safest before
+    # Engine by engine: OpenVINO's telemetry forks a process, which is safest before
     # litert-torch has started JAX's threads.
     order = sorted(targets, key=lambda r: (r == "litert", r))
-    for runtime in order:
+    for engine in order:
         for model in models:
             for precision in PRECISIONS:
-                askers = [
-                    p for p in profiles if runtime in p.runtimes and precision in p.precisions
-                ]
+                askers = [p for p in profiles if engine in p.engines and precision in p.precisions]
                 if not askers:
                     continue
                 row, path = _candidate(
                     model,
-                    runtime,
+                    engine,
                     precision,
                     askers,
-                    targets[runtime],
+                    targets[engine],
                     transfer,
                     dataset,
                     settings,
@@ -371,7 +369,7 @@ def _build_candidates(
 
 def _candidate(
     model: _Model,
-    runtime: str,
+    engine: str,
     precision: str,
     askers: list[DeviceProfile],
     target: Target,
@@ -383,11 +381,11 @@ def _candidate(
     say: Progress,
 ) -> tuple[CandidateRow, Path | None]:
     base = CandidateRow(
-        id=f"{model.id}:{runtime}:{precision}",
+        id=f"{model.id}:{engine}:{precision}",
         model=model.id,
         architecture=model.architecture,
         source=model.source,
-        runtime=runtime,
+        engine=engine,
         precision=precision,
         parameters=model.parameters,
         status="skipped",
@@ -403,7 +401,7 @@ def _candidate(
         artifact = target.export(model.module, transfer, work, precision)
         say("measure", base.label)
         measured = measure_artifact(
-            runtime,
+            engine,
             artifact.path,
             dataset.x_test,
             sample=dataset.x_test[0],
@@ -433,14 +431,14 @@ def choose_candidate(
     profile: DeviceProfile, rows: Sequence[CandidateRow], min_agreement: float = MIN_AGREEMENT
 ) -> CandidateRow:
     """The most accurate candidate that fits ``profile`` and agrees with torch on at least
-    ``min_agreement`` of the test set; ties go to the profile's preferred runtime, then to the
+    ``min_agreement`` of the test set; ties go to the profile's preferred engine, then to the
     smaller file. :class:`BudgetError` naming the closest candidate if none fits."""
-    mine = [r for r in rows if r.runtime in profile.runtimes and r.precision in profile.precisions]
+    mine = [r for r in rows if r.engine in profile.engines and r.precision in profile.precisions]
     fitting = [r for r in mine if r.status == "measured" and not r.misses(profile, min_agreement)]
     if fitting:
         return max(
             fitting,
-            key=lambda r: (r.accuracy, -profile.runtimes.index(r.runtime), -r.size_bytes),
+            key=lambda r: (r.accuracy, -profile.engines.index(r.engine), -r.size_bytes),
         )
     considered = [r for r in mine if r.status != "failed"]
     if not considered:
@@ -522,13 +520,13 @@ def _write(release: ProfileRelease, paths: dict[str, Path], out_dir: Path) -> No
 def _artifact_document(
     release: ProfileRelease, profile: DeviceProfile, row: CandidateRow, file: str
 ) -> dict[str, Any]:
-    batch: int | str = 1 if row.runtime == "litert" else "batch"
+    batch: int | str = 1 if row.engine == "litert" else "batch"
     return {
         "format": ARTIFACT_FORMAT,
         "format_version": FORMAT_VERSION,
         "created_at": release.created_at,
         "profile": profile.to_dict(),
-        "runtime": row.runtime,
+        "runtime": row.engine,
         "precision": row.precision,
         "file": file,
         "sha256": row.sha256,

@@ -1,7 +1,7 @@
 """The per-profile release report for people: ``report.md`` and ``report.png``.
 
 The chart has one row per profile: test accuracy against file size and against batch-1 p99,
-every candidate the profile could run (colour: runtime; circle fp32, square int8; hollow: below
+every candidate the profile could run (colour: engine; circle fp32, square int8; hollow: below
 the agreement bar), the profile's limits as dashed lines, the teacher's accuracy as a dotted
 line, and the chosen artifact as a red star.
 """
@@ -21,7 +21,7 @@ def _rows_for(release: ProfileRelease, profile: DeviceProfile) -> list[Candidate
     return [
         r
         for r in release.candidates
-        if r.runtime in profile.runtimes and r.precision in profile.precisions
+        if r.engine in profile.engines and r.precision in profile.precisions
     ]
 
 
@@ -46,7 +46,7 @@ def write_tier_markdown(path: Path, release: ProfileRelease, *, chart: str | Non
         chosen = release.chosen_row(name)
         lines += [
             "",
-            f"## {name} ({profile.tier}; runtimes {', '.join(profile.runtimes)})",
+            f"## {name} ({profile.tier}; engines {', '.join(profile.engines)})",
             "",
             f"Budget: {profile.budget.describe()}. Chosen: **{chosen.label}** "
             f"(`{release.artifact_path(name).relative_to(release.out_dir)}`, sha256 "
@@ -99,7 +99,7 @@ def write_tier_chart(path: Path, release: ProfileRelease) -> Path:
                 x = row.size_bytes / 1024 if key == "size" else float(row.latency_p99_ms or 0)
                 y = 100 * float(row.accuracy or 0)
                 agrees = float(row.agreement or 0) >= min_agreement
-                color = _COLORS.get(row.runtime, "#7f7f7f")
+                color = _COLORS.get(row.engine, "#7f7f7f")
                 ax.scatter(
                     [x],
                     [y],
@@ -127,8 +127,8 @@ def write_tier_chart(path: Path, release: ProfileRelease) -> Path:
             f"{name}: {profile.budget.describe()}; chosen {chosen.label}", fontsize=9, loc="left"
         )
     handles = [
-        plt.Line2D([], [], linestyle="", marker="o", color=c, label=runtime)
-        for runtime, c in _COLORS.items()
+        plt.Line2D([], [], linestyle="", marker="o", color=c, label=engine)
+        for engine, c in _COLORS.items()
     ]
     handles += [
         plt.Line2D([], [], linestyle="", marker=m, color="#333333", label=p)

@@ -5,7 +5,7 @@ quantize it to int8 and report (``--publish-percent P`` then signs the build and
 a P% canary of ``--publish-profile`` devices). With ``--profile NAME`` (repeatable; a ``.toml``
 path works too) or ``--all-profiles`` (every registered profile serving the checkpoint's
 dataset): build candidates (teacher, pruned teacher, students; fp32 and int8; each profile's
-runtimes), measure each, and write the most accurate one that fits each profile's budget under
+engines), measure each, and write the most accurate one that fits each profile's budget under
 ``OUT/profiles/<name>/`` (see :mod:`fedge.builder.tiers`).
 """
 
@@ -293,17 +293,17 @@ def print_release_summary(report: "ReleaseReport", out: Path) -> None:
 def print_profile_summary(release: "ProfileRelease") -> None:
     """One row per profile (its chosen artifact) and the one-line summary."""
     table = Table(title=f"per-profile release {release.out_dir}")
-    columns = ("profile", "model", "runtime", "precision", "size", "p50 ms", "p99 ms",
+    columns = ("profile", "model", "engine", "precision", "size", "p50 ms", "p99 ms",
                "memory MB", "accuracy", "agreement")  # fmt: skip
     for column in columns:
-        left = column in ("profile", "model", "runtime", "precision")
+        left = column in ("profile", "model", "engine", "precision")
         table.add_column(column, justify="left" if left else "right", no_wrap=True)
     for name in release.profiles:
         row = release.chosen_row(name)
         table.add_row(
             name,
             row.model,
-            row.runtime,
+            row.engine,
             row.precision,
             f"{row.size_bytes / 1024:,.1f} KiB",
             f"{float(row.latency_p50_ms or 0):.3f}",

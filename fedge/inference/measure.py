@@ -1,10 +1,10 @@
 """Measure a release artifact as a device runs it: in a fresh process, on one thread.
 
 ``measure_session("litert", path, sample)`` starts ``python -m fedge.inference.measure`` for
-the artifact. The child imports the runtime, records its resident memory, loads the artifact
+the artifact. The child imports the engine, records its resident memory, loads the artifact
 through :mod:`fedge.inference.runners` and runs batch-1 inferences (warm-up, then timed runs);
 the peak resident memory above that baseline is the session's peak memory. A fresh process
-keeps what a long-running process already holds (an earlier session's freed pages, a runtime
+keeps what a long-running process already holds (an earlier session's freed pages, an engine
 imported before) out of the figure: measured in the device agent itself, a second model would
 add "0 MB". The release build's probe (:mod:`fedge.builder.targets.probe`) measures with the same
 :class:`PeakMemory`.
@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from fedge.errors import FedgeError
-from fedge.inference.runners import RUNTIME_PACKAGES, load_runner
+from fedge.inference.runners import ENGINE_PACKAGES, load_runner
 
 __all__ = ["PeakMemory", "SessionFigures", "measure_session"]
 
-#: Longest a measuring child may take before it is stopped (a hung runtime is a failure).
+#: Longest a measuring child may take before it is stopped (a hung engine is a failure).
 MEASURE_TIMEOUT_S = 300.0
 
 
@@ -63,7 +63,7 @@ class PeakMemory:
 
 
 def measure_session(
-    runtime: str,
+    engine: str,
     path: Path,
     sample: np.ndarray,
     *,
@@ -73,9 +73,9 @@ def measure_session(
 ) -> SessionFigures:
     """Batch-1 latency on ``sample`` (one input, no batch axis) and the session's peak memory,
     measured in a fresh process; :class:`FedgeError` saying why when the child fails."""
-    if runtime not in RUNTIME_PACKAGES:
-        raise ValueError(f"unknown runtime {runtime!r}; valid choices: {sorted(RUNTIME_PACKAGES)}")
-    command = [sys.executable, "-m", "fedge.inference.measure", runtime, str(path)]
+    if engine not in ENGINE_PACKAGES:
+        raise ValueError(f"unknown engine {engine!r}; valid choices: {sorted(ENGINE_PACKAGES)}")
+    command = [sys.executable, "-m", "fedge.inference.measure", engine, str(path)]
     command += [f"--runs={runs}", f"--warmup={warmup}", f"--threads={threads}"]
     sample_bytes = _npy_bytes(np.asarray(sample, dtype=np.float32)[None])
     try:
@@ -122,11 +122,11 @@ def _peak_kib() -> int:
 
 
 def _child(
-    runtime: str, path: Path, sample: np.ndarray, args: argparse.Namespace
+    engine: str, path: Path, sample: np.ndarray, args: argparse.Namespace
 ) -> dict[str, float]:
-    importlib.import_module(RUNTIME_PACKAGES[runtime])  # the runtime's own cost is not the model's
+    importlib.import_module(ENGINE_PACKAGES[engine])  # the engine's own cost is not the model's
     memory = PeakMemory()
-    runner = load_runner(runtime, path, threads=args.threads)
+    runner = load_runner(engine, path, threads=args.threads)
     for _ in range(max(1, args.warmup)):
         runner.run(sample)
     times = np.empty(max(1, args.runs))
@@ -143,17 +143,17 @@ def _child(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Child entry point: ``RUNTIME ARTIFACT [--runs --warmup --threads]``, the sample as
+    """Child entry point: ``ENGINE ARTIFACT [--runs --warmup --threads]``, the sample as
     ``.npy`` bytes on stdin; one JSON line of :class:`SessionFigures` on stdout."""
     parser = argparse.ArgumentParser(prog="fedge.inference.measure")
-    parser.add_argument("runtime", choices=sorted(RUNTIME_PACKAGES))
+    parser.add_argument("engine", choices=sorted(ENGINE_PACKAGES))
     parser.add_argument("artifact", type=Path)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     sample = np.load(io.BytesIO(sys.stdin.buffer.read()), allow_pickle=False)
-    print(json.dumps(_child(args.runtime, args.artifact, sample, args)))
+    print(json.dumps(_child(args.engine, args.artifact, sample, args)))
     return 0
 
 

@@ -1,13 +1,13 @@
 """Device profiles: what a kind of device is, what it runs, and the budget a model must fit.
 
 A profile is a TOML file. ``[profile]`` says which tier the device belongs to and which
-runtimes it has (in order of preference); ``[budget]`` is what a model must fit on it, measured
+engines it has (in order of preference); ``[budget]`` is what a model must fit on it, measured
 at batch 1 on one thread; ``[device]`` holds the ``fedge edge make-data`` keys (the data such a
 device holds), so one file serves both the release build and the device's data::
 
     [profile]
     tier = "device"                       # gateway | device
-    runtimes = ["litert", "onnxruntime"]  # preference order
+    engines = ["litert", "onnxruntime"]   # preference order (the old key `runtimes` is read too)
     precisions = ["int8", "fp32"]         # optional, both by default
 
     [budget]
@@ -44,8 +44,8 @@ from fedge.errors import ConfigError
 
 __all__ = [
     "DEVICE_FORMATS",
+    "ENGINES",
     "PRECISIONS",
-    "RUNTIMES",
     "TIERS",
     "Budget",
     "BudgetMiss",
@@ -53,22 +53,22 @@ __all__ = [
     "get_profile",
     "list_profiles",
     "load_profile",
+    "register_engine",
     "register_profile",
-    "register_runtime",
     "resolve_profile",
 ]
 
 TIERS = ("gateway", "device")
 PRECISIONS = ("fp32", "int8")
 DEVICE_FORMATS = ("npz", "csv", "images")
-#: Runtime names a profile may list; a new target registers its runtime with
-#: :func:`register_runtime` so that profiles naming it load.
-RUNTIMES: list[str] = ["onnxruntime", "openvino", "litert"]
+#: Engine names a profile may list; a new target registers its engine with
+#: :func:`register_engine` so that profiles naming it load.
+ENGINES: list[str] = ["onnxruntime", "openvino", "litert"]
 
 _PARTITION = re.compile(r"^(iid|dirichlet:\d*\.?\d+([eE][-+]?\d+)?|shards:[1-9]\d*)$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _TABLES = {
-    "profile": {"name", "tier", "runtimes", "precisions", "description"},
+    "profile": {"name", "tier", "engines", "runtimes", "precisions", "description"},
     "budget": {"max-model-bytes", "p99-ms", "peak-memory-mb", "min-accuracy"},
     "device": {"dataset", "format", "partition-id", "num-partitions", "partition", "seed"},
 }
@@ -151,12 +151,12 @@ class Budget:
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    """A kind of device: its tier, its runtimes in preference order, its budget and the
+    """A kind of device: its tier, its engines in preference order, its budget and the
     ``make-data`` description of the data it holds (``dataset`` ``None``: any dataset)."""
 
     name: str
     tier: str
-    runtimes: tuple[str, ...]
+    engines: tuple[str, ...]
     budget: Budget
     precisions: tuple[str, ...] = PRECISIONS
     description: str = ""
@@ -186,11 +186,12 @@ class DeviceProfile:
         return options
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready description (what a per-profile artifact records)."""
+        """A JSON-ready description (what a per-profile artifact records; the engines under
+        their persisted key ``runtimes``, which existing build outputs use)."""
         return {
             "name": self.name,
             "tier": self.tier,
-            "runtimes": list(self.runtimes),
+            "runtimes": list(self.engines),
             "precisions": list(self.precisions),
             "budget": self.budget.to_dict(),
             "dataset": self.dataset,
@@ -230,6 +231,7 @@ def profile_from_mapping(
     if "budget" not in data:
         check.fail("[budget]", None, "is missing; a profile needs a budget")
     name = check.name("[profile] name", prof.get("name", default_name))
+    engines_key = _engines_key(check, prof)
     budget = Budget(
         max_model_bytes=check.integer("[budget] max-model-bytes", bud, minimum=1),
         p99_ms=check.positive("[budget] p99-ms", bud),
@@ -245,7 +247,7 @@ def profile_from_mapping(
     return DeviceProfile(
         name=name,
         tier=check.choice("[profile] tier", prof.get("tier"), TIERS),
-        runtimes=check.choices("[profile] runtimes", prof.get("runtimes"), tuple(RUNTIMES)),
+        engines=check.choices(f"[profile] {engines_key}", prof.get(engines_key), tuple(ENGINES)),
         precisions=check.choices(
             "[profile] precisions", prof.get("precisions", list(PRECISIONS)), PRECISIONS
         ),
@@ -395,12 +397,19 @@ def resolve_profile(name_or_path: str) -> DeviceProfile:
     return get_profile(name_or_path)
 
 
-def register_runtime(name: str) -> None:
-    """Let profiles name runtime ``name`` (called when a target for it is registered)."""
+def register_engine(name: str) -> None:
+    """Let profiles name engine ``name`` (called when a target for it is registered)."""
     if not _NAME.match(name):
-        raise ValueError(f"runtime name {name!r} must be lower-case ([a-z0-9._-])")
-    if name not in RUNTIMES:
-        RUNTIMES.append(name)
+        raise ValueError(f"engine name {name!r} must be lower-case ([a-z0-9._-])")
+    if name not in ENGINES:
+        ENGINES.append(name)
+
+
+def _engines_key(check: _Checker, prof: dict[str, Any]) -> str:
+    """``engines``, or ``runtimes``, the key profiles written before the rename use."""
+    if "engines" in prof and "runtimes" in prof:
+        check.fail("[profile] runtimes", prof["runtimes"], "is the old name of engines; give one")
+    return "runtimes" if "runtimes" in prof else "engines"
 
 
 def _names(keys: dict[str, Any] | set[str]) -> str:

@@ -1,4 +1,4 @@
-"""Run a release artifact: one :class:`Runner` per runtime, the same on the build machine and on
+"""Run a release artifact: one :class:`Runner` per engine, the same on the build machine and on
 a device.
 
 ``load_runner("litert", path, threads=1)`` loads an artifact built by
@@ -17,7 +17,7 @@ them runs exactly what was measured.
   ``num_threads`` = ``threads``; batch 1. Integer input and output tensors (int8 artifacts) are
   quantized and dequantized with the tensors' own scale and zero point.
 
-This module is a leaf: numpy and the standard library at import, each runtime imported when an
+This module is a leaf: numpy and the standard library at import, each engine imported when an
 artifact of it is loaded; never torch.
 
 Importing it switches off Intel's usage telemetry: ``import openvino`` (and its converter, and
@@ -37,17 +37,17 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ENGINE_PACKAGES",
     "IR_MEMBERS",
-    "RUNTIME_PACKAGES",
     "LiteRtRunner",
     "OnnxRuntimeRunner",
     "OpenVinoRunner",
     "Runner",
+    "engine_available",
     "list_runners",
     "load_runner",
     "predict",
     "read_ir",
-    "runtime_available",
 ]
 
 if "openvino_telemetry" not in sys.modules:
@@ -164,8 +164,8 @@ def _from_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
-#: The package each runtime needs on the machine that runs its artifacts.
-RUNTIME_PACKAGES = {
+#: The package each engine needs on the machine that runs its artifacts.
+ENGINE_PACKAGES = {
     "onnxruntime": "onnxruntime",
     "openvino": "openvino",
     "litert": "ai_edge_litert",
@@ -178,20 +178,20 @@ _RUNNERS: dict[str, Callable[[Path, int], Runner]] = {
 }
 
 
-def runtime_available(runtime: str) -> bool:
-    """Whether this machine can run ``runtime`` artifacts (its package is installed)."""
-    package = RUNTIME_PACKAGES.get(runtime)
+def engine_available(engine: str) -> bool:
+    """Whether this machine can run ``engine`` artifacts (its package is installed)."""
+    package = ENGINE_PACKAGES.get(engine)
     return package is not None and importlib.util.find_spec(package) is not None
 
 
 def list_runners() -> list[str]:
-    """Runtimes this module can run artifacts of, sorted."""
+    """Engines this module can run artifacts of, sorted."""
     return sorted(_RUNNERS)
 
 
-def load_runner(runtime: str, path: Path | str, *, threads: int = 1) -> Runner:
-    """A runner of the ``runtime`` artifact at ``path``; ``ValueError`` naming the valid
-    runtimes if unknown (a missing runtime package raises its ``ImportError``)."""
-    if runtime not in _RUNNERS:
-        raise ValueError(f"unknown runtime {runtime!r}; valid choices: {', '.join(list_runners())}")
-    return _RUNNERS[runtime](Path(path), threads)
+def load_runner(engine: str, path: Path | str, *, threads: int = 1) -> Runner:
+    """A runner of the ``engine`` artifact at ``path``; ``ValueError`` naming the valid
+    engines if unknown (a missing engine package raises its ``ImportError``)."""
+    if engine not in _RUNNERS:
+        raise ValueError(f"unknown engine {engine!r}; valid choices: {', '.join(list_runners())}")
+    return _RUNNERS[engine](Path(path), threads)

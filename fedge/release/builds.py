@@ -70,7 +70,7 @@ _PROFILE_KEYS = ("runtime", "precision", "architecture", "model", "dataset", "nu
 
 
 def profile_figures(document: dict[str, Any]) -> dict[str, Any]:
-    """What of an ``artifact.json`` travels in the manifest: the runtime a device must have,
+    """What of an ``artifact.json`` travels in the manifest: the engine a device must have,
     what the model is, and what the build measured (the device measures it again)."""
     figures = {key: document[key] for key in _PROFILE_KEYS if key in document}
     for key, value in (document.get("figures") or {}).items():

@@ -62,7 +62,7 @@ def _declared_specs(
     document: dict[str, Any], path: Path
 ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """The input and output of a per-profile artifact: read from the ONNX file itself, or, for
-    the other runtimes, as ``artifact.json`` declares them (a device feeds them by position)."""
+    the other engines, as ``artifact.json`` declares them (a device feeds them by position)."""
     if document.get("runtime") == "onnxruntime":
         return describe_onnx(path)
 

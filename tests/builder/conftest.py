@@ -1,5 +1,5 @@
 """Fixtures of the release-pipeline tests: a small digits teacher, one built release, and a
-target whose runtime is not installed."""
+target whose engine is not installed."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -74,22 +74,22 @@ def release(
 
 
 class AbsentRuntimeTarget(Target):
-    """A target whose runtime package does not exist: how a missing extra looks to fedge."""
+    """A target whose engine package does not exist: how a missing extra looks to fedge."""
 
     name = "test-absent"
     extension = ".absent"
-    runtime_modules = ("fedge_test_no_such_runtime",)
+    engine_modules = ("fedge_test_no_such_engine",)
     extra = "absent"
 
     def export(
         self, model: nn.Module, transfer: TransferSet, out_dir: Path, precision: str
     ) -> Artifact:
         self.require()
-        raise AssertionError("unreachable: the runtime is not installed")
+        raise AssertionError("unreachable: the engine is not installed")
 
     def load(self, path: Path, *, threads: int = 1) -> Runner:
         self.require(export=False)
-        raise AssertionError("unreachable: the runtime is not installed")
+        raise AssertionError("unreachable: the engine is not installed")
 
 
 if "test-absent" not in list_targets():

@@ -1,4 +1,4 @@
-"""Release targets: each runtime's artifact runs in the real runtime and agrees with torch."""
+"""Release targets: each engine's artifact runs in the real engine and agrees with torch."""
 
 import zipfile
 from pathlib import Path
@@ -25,7 +25,7 @@ from fedge.builder.tiers import MIN_AGREEMENT
 from fedge.builder.transfer import TransferSet, public_transfer_set
 from fedge.data import Dataset
 from fedge.errors import MeasurementError, TargetUnavailableError
-from fedge.inference.profiles import RUNTIMES
+from fedge.inference.profiles import ENGINES
 from fedge.inference.runners import load_runner
 
 
@@ -43,50 +43,50 @@ def artifacts(
     out = tmp_path_factory.mktemp("targets")
     transfer = public_transfer_set(digits)
     return {
-        (runtime, precision): get_target(runtime).export(teacher, transfer, out, precision)
-        for runtime in ("onnxruntime", "openvino", "litert")
+        (engine, precision): get_target(engine).export(teacher, transfer, out, precision)
+        for engine in ("onnxruntime", "openvino", "litert")
         for precision in ("fp32", "int8")
     }
 
 
 def test_the_registry_lists_the_builtin_targets_and_names_choices() -> None:
     assert {"onnxruntime", "openvino", "litert"} <= set(list_targets())
-    assert {"onnxruntime", "openvino", "litert", "test-absent"} <= set(RUNTIMES)
+    assert {"onnxruntime", "openvino", "litert", "test-absent"} <= set(ENGINES)
     with pytest.raises(ValueError, match=r"unknown target 'tensorrt'; valid choices: .*litert"):
         get_target("tensorrt")
     with pytest.raises(ValueError, match="already registered"):
         register_target()(type(get_target("test-absent")))
     with pytest.raises(ValueError, match="has no precision 'int4'; valid choices: fp32, int8"):
         get_target("onnxruntime").check_precision("int4")
-    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'; valid choices: litert, onnx"):
+    with pytest.raises(ValueError, match="unknown engine 'tensorrt'; valid choices: litert, onnx"):
         load_runner("tensorrt", "model.engine")
 
 
-def test_a_missing_runtime_is_one_line_naming_the_extra(tmp_path: Path, digits: Dataset) -> None:
+def test_a_missing_engine_is_one_line_naming_the_extra(tmp_path: Path, digits: Dataset) -> None:
     target = get_target("test-absent")
-    assert target.missing() == ["fedge_test_no_such_runtime"]
+    assert target.missing() == ["fedge_test_no_such_engine"]
     with pytest.raises(TargetUnavailableError) as info:
         target.export(nn.Linear(64, 10), public_transfer_set(digits), tmp_path, "fp32")
     message = str(info.value)
     assert message == (
-        "runtime 'test-absent' needs the Python package(s) fedge_test_no_such_runtime, which "
+        "engine 'test-absent' needs the Python package(s) fedge_test_no_such_engine, which "
         "are not installed: pip install 'fedge[absent]'"
     )
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "litert"])
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino", "litert"])
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_each_artifact_agrees_with_torch_in_its_runtime(
+def test_each_artifact_agrees_with_torch_in_its_engine(
     artifacts: dict[tuple[str, str], Artifact],
     teacher: nn.Module,
     digits: Dataset,
-    runtime: str,
+    engine: str,
     precision: str,
 ) -> None:
-    artifact = artifacts[runtime, precision]
-    assert artifact.path.name.endswith(get_target(runtime).extension)
-    runner = get_target(runtime).load(artifact.path, threads=1)
+    artifact = artifacts[engine, precision]
+    assert artifact.path.name.endswith(get_target(engine).extension)
+    runner = get_target(engine).load(artifact.path, threads=1)
     logits = predict(runner, digits.x_test)
     with torch.no_grad():
         reference = teacher(torch.from_numpy(digits.x_test)).numpy()
@@ -102,9 +102,9 @@ def test_int8_artifacts_hold_int8_weights_and_are_smaller(
 ) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
-    for runtime in ("onnxruntime", "openvino", "litert"):
-        fp32, int8 = artifacts[runtime, "fp32"].path, artifacts[runtime, "int8"].path
-        assert int8.stat().st_size < fp32.stat().st_size / 2, runtime
+    for engine in ("onnxruntime", "openvino", "litert"):
+        fp32, int8 = artifacts[engine, "fp32"].path, artifacts[engine, "int8"].path
+        assert int8.stat().st_size < fp32.stat().st_size / 2, engine
     onnx_model = onnx.load(str(artifacts["onnxruntime", "int8"].path))
     assert any(i.data_type == onnx.TensorProto.INT8 for i in onnx_model.graph.initializer)
     with zipfile.ZipFile(artifacts["openvino", "int8"].path) as archive:
@@ -119,32 +119,32 @@ def test_the_same_model_exports_to_the_same_bytes(
     tmp_path: Path, teacher: nn.Module, digits: Dataset, artifacts: dict[tuple[str, str], Artifact]
 ) -> None:
     transfer = public_transfer_set(digits)
-    for runtime in ("onnxruntime", "openvino", "litert"):  # int8: calibration included
-        folder = tmp_path / runtime
+    for engine in ("onnxruntime", "openvino", "litert"):  # int8: calibration included
+        folder = tmp_path / engine
         folder.mkdir()
-        again = get_target(runtime).export(teacher, transfer, folder, "int8")
-        assert again.path.read_bytes() == artifacts[runtime, "int8"].path.read_bytes(), runtime
+        again = get_target(engine).export(teacher, transfer, folder, "int8")
+        assert again.path.read_bytes() == artifacts[engine, "int8"].path.read_bytes(), engine
 
 
 def test_measuring_in_a_fresh_process_gives_the_runners_logits(
     artifacts: dict[tuple[str, str], Artifact], digits: Dataset
 ) -> None:
-    for runtime in ("onnxruntime", "litert"):
-        artifact = artifacts[runtime, "int8"]
+    for engine in ("onnxruntime", "litert"):
+        artifact = artifacts[engine, "int8"]
         measured = measure_artifact(
-            runtime, artifact.path, digits.x_test, sample=digits.x_test[0], runs=10, warmup=2
+            engine, artifact.path, digits.x_test, sample=digits.x_test[0], runs=10, warmup=2
         )
-        local = predict(get_target(runtime).load(artifact.path), digits.x_test)
+        local = predict(get_target(engine).load(artifact.path), digits.x_test)
         np.testing.assert_array_equal(measured.logits, local)
         np.testing.assert_array_equal(
-            local, predict(load_runner(runtime, artifact.path), digits.x_test)
+            local, predict(load_runner(engine, artifact.path), digits.x_test)
         )
         assert 0 < measured.latency_p50_ms <= measured.latency_p99_ms
         assert measured.latency_runs == 10
         assert measured.peak_memory_mb >= 0 and measured.load_ms > 0
 
 
-def test_an_artifact_the_runtime_cannot_load_is_a_measurement_error(
+def test_an_artifact_the_engine_cannot_load_is_a_measurement_error(
     tmp_path: Path, digits: Dataset
 ) -> None:
     broken = tmp_path / "broken.onnx"
@@ -191,8 +191,8 @@ def test_a_device_runs_every_artifact_without_torch_or_the_build_side(
         "import sys, numpy as np\n"
         "from fedge.inference.runners import load_runner, predict\n"
         "x = np.load(sys.argv[2])\n"
-        "for runtime, path in zip(('onnxruntime', 'openvino', 'litert'), sys.argv[3:]):\n"
-        "    assert predict(load_runner(runtime, path), x).shape == (5, 10)\n"
+        "for engine, path in zip(('onnxruntime', 'openvino', 'litert'), sys.argv[3:]):\n"
+        "    assert predict(load_runner(engine, path), x).shape == (5, 10)\n"
         "print(sorted(m for m in ('torch', 'onnx', 'litert_torch', 'fedge.builder') "
         "if m in sys.modules))\n"
     )

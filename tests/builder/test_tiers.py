@@ -1,4 +1,4 @@
-"""Per-profile release builds: the right artifact per profile, checked in its real runtime;
+"""Per-profile release builds: the right artifact per profile, checked in its real engine;
 every bad input is one error before anything is written."""
 
 import json
@@ -49,7 +49,7 @@ MINIMAL = TierSettings(
 
 def profile(
     name: str,
-    runtimes: tuple[str, ...],
+    engines: tuple[str, ...],
     max_bytes: int,
     *,
     p99_ms: float = 50.0,
@@ -60,7 +60,7 @@ def profile(
     return DeviceProfile(
         name=name,
         tier="device",
-        runtimes=runtimes,
+        engines=engines,
         budget=Budget(max_bytes, p99_ms, 2048.0, 0.5),
         precisions=precisions,
         dataset=dataset,
@@ -83,7 +83,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, teacher_path: Path) -> Profi
 def _fits(row: CandidateRow, prof: DeviceProfile) -> bool:
     return (
         row.status == "measured"
-        and row.runtime in prof.runtimes
+        and row.engine in prof.engines
         and row.size_bytes <= prof.budget.max_model_bytes
         and float(row.latency_p99_ms or 0) <= prof.budget.p99_ms
         and float(row.peak_memory_mb or 0) <= prof.budget.peak_memory_mb
@@ -98,7 +98,7 @@ def test_each_profile_gets_the_most_accurate_artifact_that_fits(built: ProfileRe
         best = max(float(r.accuracy or 0) for r in built.candidates if _fits(r, prof))
         assert chosen.accuracy == best
     watch = built.chosen_row("t-watch")
-    assert watch.size_bytes <= 8 * 1024 and watch.runtime in ("litert", "onnxruntime")
+    assert watch.size_bytes <= 8 * 1024 and watch.engine in ("litert", "onnxruntime")
     # The teacher's int8 weights alone exceed the watch's 8 KiB: never converted for LiteRT.
     skipped = built.candidate("teacher:litert:int8")
     assert skipped.status == "skipped" and skipped.size_bytes == skipped.parameters
@@ -115,12 +115,12 @@ def test_the_release_holds_one_checked_artifact_per_profile(built: ProfileReleas
     artifacts = {a.profile: a for a in read_profile_artifacts(out)}
     for name, artifact in artifacts.items():
         row = built.chosen_row(name)
-        assert artifact.path.name == f"model{get_target(row.runtime).extension}"
-        assert artifact.runtime == row.runtime and artifact.precision == row.precision
+        assert artifact.path.name == f"model{get_target(row.engine).extension}"
+        assert artifact.engine == row.engine and artifact.precision == row.precision
         assert artifact.length == artifact.path.stat().st_size == row.size_bytes
         assert artifact.sha256 == row.sha256
         fields = profile_figures(artifact.document)  # what the signed manifest carries
-        assert fields["runtime"] == row.runtime and fields["precision"] == row.precision
+        assert fields["runtime"] == row.engine and fields["precision"] == row.precision
         assert fields["built.latency_p99_ms"] == row.latency_p99_ms
         assert fields["built.accuracy"] == row.accuracy
         assert artifact.document["profile"]["budget"]["max-model-bytes"] > 0
@@ -141,7 +141,7 @@ def test_each_shipped_artifact_agrees_with_its_torch_model(
 ) -> None:
     for artifact in read_profile_artifacts(built.out_dir):
         row = built.chosen_row(artifact.profile)
-        runner = get_target(artifact.runtime).load(artifact.path, threads=1)
+        runner = get_target(artifact.engine).load(artifact.path, threads=1)
         predictions = predict(runner, digits.x_test).argmax(1)
         with torch.no_grad():
             model = built.models[row.model].eval()
@@ -209,7 +209,7 @@ def test_bad_inputs_fail_before_any_training(tmp_path: Path, teacher_path: Path)
             [profile("t-x", ("test-absent",), 1 << 20)],
             MINIMAL,
             TargetUnavailableError,
-            "runtime 'test-absent' needs the Python package(s) fedge_test_no_such_runtime, "
+            "engine 'test-absent' needs the Python package(s) fedge_test_no_such_engine, "
             "which are not installed: pip install 'fedge[absent]'",
         ),
         (
@@ -240,14 +240,14 @@ def test_bad_inputs_fail_before_any_training(tmp_path: Path, teacher_path: Path)
 
 
 def _row(
-    model: str, runtime: str, accuracy: float, size: int, agreement: float = 1.0
+    model: str, engine: str, accuracy: float, size: int, agreement: float = 1.0
 ) -> CandidateRow:
     return CandidateRow(
-        id=f"{model}:{runtime}:int8",
+        id=f"{model}:{engine}:int8",
         model=model,
         architecture=model,
         source="distilled",
-        runtime=runtime,
+        engine=engine,
         precision="int8",
         parameters=size,
         status="measured",
@@ -260,7 +260,7 @@ def _row(
     )
 
 
-def test_choice_rules_accuracy_then_runtime_preference_then_size() -> None:
+def test_choice_rules_accuracy_then_engine_preference_then_size() -> None:
     prof = profile("t-rules", ("litert", "onnxruntime"), 10_000)
     rows = [
         _row("a", "onnxruntime", 0.95, 5_000),

@@ -15,7 +15,7 @@ from fedge.cli.main import app
 WATCH = """
 [profile]
 tier = "device"
-runtimes = ["litert", "onnxruntime"]
+engines = ["litert", "onnxruntime"]
 
 [budget]
 max-model-bytes = {max_bytes}
@@ -30,7 +30,7 @@ dataset = "digits"
 GATEWAY = """
 [profile]
 tier = "gateway"
-runtimes = ["{runtime}"]
+engines = ["{engine}"]
 precisions = ["int8"]
 
 [budget]
@@ -62,7 +62,7 @@ def test_a_multi_profile_build_writes_one_artifact_per_profile(
     tmp_path: Path, teacher_path: Path
 ) -> None:
     watch = _write(tmp_path / "watch.toml", WATCH.format(max_bytes=12288))
-    gateway = _write(tmp_path / "hub.toml", GATEWAY.format(runtime="openvino"))
+    gateway = _write(tmp_path / "hub.toml", GATEWAY.format(engine="openvino"))
     out = tmp_path / "rel"
     code, stdout, stderr = _build(
         teacher_path, out, "--profile", str(watch), "--profile", str(gateway), *QUICK
@@ -72,7 +72,7 @@ def test_a_multi_profile_build_writes_one_artifact_per_profile(
     artifacts = {a.profile: a for a in read_profile_artifacts(out)}
     assert set(artifacts) == {"watch", "hub"}
     assert artifacts["watch"].length <= 12288
-    assert artifacts["hub"].runtime == "openvino" and artifacts["hub"].precision == "int8"
+    assert artifacts["hub"].engine == "openvino" and artifacts["hub"].precision == "int8"
     for artifact in artifacts.values():
         assert artifact.figures["agreement"] >= 0.995
 
@@ -112,8 +112,8 @@ def test_a_bad_option_is_one_line_exit_2(
 @pytest.mark.parametrize(
     ("profile_text", "message"),
     [
-        (GATEWAY.format(runtime="test-absent"), "pip install 'fedge[absent]'"),
-        (GATEWAY.format(runtime="tensorrt"), "[profile] runtimes: 'tensorrt' is not one of"),
+        (GATEWAY.format(engine="test-absent"), "pip install 'fedge[absent]'"),
+        (GATEWAY.format(engine="tensorrt"), "[profile] engines: 'tensorrt' is not one of"),
         (
             WATCH.format(max_bytes=256),
             "profile 'tiny': no candidate fits its budget (<= 0.2 KiB, p99 <= 50 ms, <= 2048 MB, "
@@ -142,7 +142,7 @@ def test_an_openvino_build_sends_no_telemetry(tmp_path: Path, teacher_path: Path
     first, so a build in a fresh home must leave no such directory (and fork no sender)."""
     home = tmp_path / "home"
     home.mkdir()
-    gateway = _write(tmp_path / "hub.toml", GATEWAY.format(runtime="openvino"))
+    gateway = _write(tmp_path / "hub.toml", GATEWAY.format(engine="openvino"))
     build = ["release", "build", "--checkpoint", str(teacher_path), "--out", str(tmp_path / "rel")]
     proc = subprocess.run(
         [sys.executable, "-m", "fedge.cli", *build, "--profile", str(gateway), *QUICK],
@@ -153,5 +153,5 @@ def test_an_openvino_build_sends_no_telemetry(tmp_path: Path, teacher_path: Path
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    assert read_profile_artifacts(tmp_path / "rel")[0].runtime == "openvino"
+    assert read_profile_artifacts(tmp_path / "rel")[0].engine == "openvino"
     assert not (home / "intel").exists(), sorted(p.name for p in (home / "intel").iterdir())

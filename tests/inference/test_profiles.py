@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 GOOD = """
 [profile]
 tier = "device"
-runtimes = ["onnxruntime"]
+engines = ["onnxruntime"]
 
 [budget]
 max-model-bytes = 1000
@@ -44,11 +44,11 @@ seed = 3
 def test_builtin_profiles_load_with_their_budgets() -> None:
     assert {"camera", "clinic", "gateway"} <= set(list_profiles())
     camera = get_profile("camera")
-    assert camera.tier == "device" and camera.runtimes[0] == "litert"
+    assert camera.tier == "device" and camera.engines[0] == "litert"
     assert camera.budget.max_model_bytes <= 16 * 1024 and camera.budget.p99_ms <= 1.0
     assert camera.dataset == "mnist-5k" and camera.format == "images"
     gateway = get_profile("gateway")
-    assert gateway.tier == "gateway" and set(gateway.runtimes) == {"openvino", "onnxruntime"}
+    assert gateway.tier == "gateway" and set(gateway.engines) == {"openvino", "onnxruntime"}
     assert gateway.dataset is None and gateway.serves("breast-cancer")
     assert get_profile("clinic").dataset == "breast-cancer"
 
@@ -76,12 +76,29 @@ def test_a_profile_file_loads_every_field(tmp_path: Path) -> None:
     assert resolve_profile(str(path)) == profile
 
 
+def test_a_profile_written_with_the_old_runtimes_key_still_loads(tmp_path: Path) -> None:
+    new = tmp_path / "new.toml"
+    new.write_text(GOOD.replace('engines = ["onnxruntime"]', 'engines = ["litert", "onnxruntime"]'))
+    old = tmp_path / "old.toml"
+    old.write_text(
+        GOOD.replace('engines = ["onnxruntime"]', 'runtimes = ["litert", "onnxruntime"]')
+    )
+    assert load_profile(old).engines == load_profile(new).engines == ("litert", "onnxruntime")
+    old.write_text(GOOD.replace('engines = ["onnxruntime"]', 'runtimes = ["tensorrt"]'))
+    with pytest.raises(ConfigError, match=r"\[profile\] runtimes: 'tensorrt' is not one of"):
+        load_profile(old)
+    both = tmp_path / "both.toml"
+    both.write_text(GOOD.replace("engines =", 'runtimes = ["litert"]\nengines ='))
+    with pytest.raises(ConfigError, match=r"\[profile\] runtimes: \['litert'\] is the old name"):
+        load_profile(both)
+
+
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
         ('tier = "device"', 'tier = "phone"', "[profile] tier: 'phone' is not one of: gateway"),
-        ('["onnxruntime"]', '["tensorrt"]', "[profile] runtimes: 'tensorrt' is not one of"),
-        ('["onnxruntime"]', "[]", "[profile] runtimes: [] must be a non-empty list"),
+        ('["onnxruntime"]', '["tensorrt"]', "[profile] engines: 'tensorrt' is not one of"),
+        ('["onnxruntime"]', "[]", "[profile] engines: [] must be a non-empty list"),
         ('["onnxruntime"]', '["litert", "litert"]', "lists a name twice"),
         ("max-model-bytes = 1000", "max-model-bytes = 0", "max-model-bytes: 0 must be an integer"),
         ("max-model-bytes = 1000", 'max-model-bytes = "1k"', "max-model-bytes: '1k' must be"),
@@ -131,7 +148,7 @@ def test_registry_refuses_unknown_and_duplicate_names() -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_profile(get_profile("camera"))
     extra = DeviceProfile(
-        name="test-watch", tier="device", runtimes=("litert",), budget=Budget(4096, 0.5, 8, 0.5)
+        name="test-watch", tier="device", engines=("litert",), budget=Budget(4096, 0.5, 8, 0.5)
     )
     register_profile(extra)
     try:

@@ -1,10 +1,10 @@
-"""Release targets: one runtime per module under a small abstract base, and their registry.
+"""Release targets: one engine per module under a small abstract base, and their registry.
 
 ``get_target("openvino")`` returns a new :class:`Target`; ``register_target()`` is a class
 decorator (``@register_target()`` uses the class's ``name``), like torchvision's model
 registry. Built in: ``onnxruntime`` (:mod:`.onnxrt`), ``openvino`` (:mod:`.openvino_ir`,
 ``fedge[openvino]``) and ``litert`` (:mod:`.litert`, ``fedge[litert]``). Registering a target
-also lets device profiles name its runtime. Importing this package imports no runtime: each
+also lets device profiles name its engine. Importing this package imports no engine: each
 target imports its packages when it exports or loads.
 """
 
@@ -19,7 +19,7 @@ from fedge.builder.targets.base import (
 from fedge.builder.targets.litert import LiteRtTarget
 from fedge.builder.targets.onnxrt import OnnxRuntimeTarget
 from fedge.builder.targets.openvino_ir import OpenVinoTarget
-from fedge.inference.profiles import register_runtime
+from fedge.inference.profiles import register_engine
 
 __all__ = [
     "Artifact",
@@ -44,7 +44,7 @@ def register_target(name: str | None = None) -> Callable[[type[Target]], type[Ta
             raise ValueError(f"target class {cls.__name__} has no name")
         if key in _TARGETS:
             raise ValueError(f"target {key!r} is already registered")
-        register_runtime(key)
+        register_engine(key)
         _TARGETS[key] = cls
         return cls
 
@@ -52,7 +52,7 @@ def register_target(name: str | None = None) -> Callable[[type[Target]], type[Ta
 
 
 def list_targets() -> list[str]:
-    """Registered target (runtime) names, sorted."""
+    """Registered target (engine) names, sorted."""
     return sorted(_TARGETS)
 
 

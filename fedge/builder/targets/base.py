@@ -1,13 +1,13 @@
-"""What a release target is: a runtime a model is exported for, loaded in and measured with.
+"""What a release target is: an engine a model is exported for, loaded in and measured with.
 
 A :class:`Target` exports a torch model (eval mode, batch-first float32 input) to one artifact
-file for its runtime at a precision (``fp32`` or ``int8``, calibrated on the server-held
+file for its engine at a precision (``fp32`` or ``int8``, calibrated on the server-held
 transfer set), and loads such a file into a :class:`~fedge.inference.runners.Runner` that
 maps a float32 batch to float32 logits on a given number of threads (the runners live in
 :mod:`fedge.inference.runners`, which devices import too). Artifacts are single files so that a
 release manifest can sign one sha256 and length per device profile.
 
-A target's runtime package is an optional extra: :meth:`Target.require` raises
+A target's engine package is an optional extra: :meth:`Target.require` raises
 :class:`TargetUnavailableError`, one line naming the package and the extra to install, when it
 is missing.
 """
@@ -43,43 +43,43 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Artifact:
-    """One exported model file for ``runtime`` at ``precision``."""
+    """One exported model file for ``engine`` at ``precision``."""
 
     path: Path
-    runtime: str
+    engine: str
     precision: str
 
 
 class Target(ABC):
-    """A runtime that release artifacts are built for (see the module docstring)."""
+    """An engine that release artifacts are built for (see the module docstring)."""
 
-    #: The runtime name device profiles list (``onnxruntime``, ``openvino``, ``litert``).
+    #: The engine name device profiles list (``onnxruntime``, ``openvino``, ``litert``).
     name: ClassVar[str] = ""
     #: File name suffix of the artifact (``.onnx``, ``.tflite``, ...).
     extension: ClassVar[str] = ""
     #: Python packages (import names) that exporting needs.
     export_modules: ClassVar[tuple[str, ...]] = ()
     #: Python packages (import names) that loading and running an artifact needs.
-    runtime_modules: ClassVar[tuple[str, ...]] = ()
+    engine_modules: ClassVar[tuple[str, ...]] = ()
     #: The ``fedge[...]`` extra that installs them ("" when fedge itself depends on them).
     extra: ClassVar[str] = ""
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "int8")
 
     def missing(self, *, export: bool = True) -> list[str]:
         """The needed packages that cannot be imported here."""
-        modules = (*self.export_modules, *self.runtime_modules) if export else self.runtime_modules
+        modules = (*self.export_modules, *self.engine_modules) if export else self.engine_modules
         return [m for m in dict.fromkeys(modules) if not importable(m)]
 
     def require(self, *, export: bool = True) -> None:
         """:class:`TargetUnavailableError` unless every needed package is installed."""
         missing = self.missing(export=export)
         if missing:
-            raise TargetUnavailableError(f"runtime {self.name!r}", self.extra, missing=missing)
+            raise TargetUnavailableError(f"engine {self.name!r}", self.extra, missing=missing)
 
-    def import_runtime(self) -> None:
-        """Import the runtime's packages (so that measuring a session leaves their cost out)."""
+    def import_engine(self) -> None:
+        """Import the engine's packages (so that measuring a session leaves their cost out)."""
         self.require(export=False)
-        for module in self.runtime_modules:
+        for module in self.engine_modules:
             importlib.import_module(module)
 
     @abstractmethod
@@ -90,7 +90,7 @@ class Target(ABC):
         out_dir: Path,
         precision: str,
     ) -> Artifact:
-        """Write ``model`` as this runtime's artifact at ``precision`` into ``out_dir``.
+        """Write ``model`` as this engine's artifact at ``precision`` into ``out_dir``.
 
         ``out_dir`` belongs to this one model: targets may keep intermediate files there and
         reuse them (the fp32 ONNX export several targets start from). int8 is calibrated on

@@ -32,7 +32,7 @@ class LiteRtTarget(Target):
     name = "litert"
     extension = ".tflite"
     export_modules = ("litert_torch", "torchao")
-    runtime_modules = ("ai_edge_litert",)
+    engine_modules = ("ai_edge_litert",)
     extra = "litert"
 
     def export(

@@ -16,12 +16,12 @@ __all__ = ["OnnxRuntimeTarget"]
 
 
 class OnnxRuntimeTarget(Target):
-    """Models for ONNX Runtime (fedge's default device runtime)."""
+    """Models for ONNX Runtime (fedge's default device engine)."""
 
     name = "onnxruntime"
     extension = ".onnx"
     export_modules = ("onnx", "onnxscript")
-    runtime_modules = ("onnxruntime",)
+    engine_modules = ("onnxruntime",)
 
     def export(
         self, model: "nn.Module", transfer: "TransferSet", out_dir: Path, precision: str

@@ -41,7 +41,7 @@ class OpenVinoTarget(Target):
     name = "openvino"
     extension = ".openvino.zip"
     export_modules = ("onnx", "onnxscript", "nncf")
-    runtime_modules = ("openvino",)
+    engine_modules = ("openvino",)
     extra = "openvino"
 
     def export(

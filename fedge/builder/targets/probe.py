@@ -1,7 +1,7 @@
 """Measure one artifact in a fresh process, as a device would run it.
 
 :func:`measure_artifact` starts ``python -m fedge.builder.targets.probe`` for one artifact.
-The child imports the target's runtime, then records its resident memory, loads the artifact
+The child imports the target's engine, then records its resident memory, loads the artifact
 on one thread and runs batch-1 inferences (warm-up, then timed runs); the peak resident memory
 above that baseline is the session's peak memory. Only then does it compute the logits of the
 evaluation set, so large evaluation batches do not count. A fresh process per artifact keeps
@@ -28,7 +28,7 @@ from fedge.inference.measure import PeakMemory
 
 __all__ = ["Measurement", "measure_artifact"]
 
-#: Longest a measuring child may take before it is stopped (a hung runtime is a failure).
+#: Longest a measuring child may take before it is stopped (a hung engine is a failure).
 PROBE_TIMEOUT_S = 900.0
 
 
@@ -45,7 +45,7 @@ class Measurement:
 
 
 def measure_artifact(
-    runtime: str,
+    engine: str,
     path: Path,
     x_eval: np.ndarray,
     *,
@@ -57,7 +57,7 @@ def measure_artifact(
     """Latency at batch 1 on ``sample``, session peak memory and logits of ``x_eval``."""
     from fedge.builder.targets import target_spec
 
-    spec = target_spec(runtime)
+    spec = target_spec(engine)
     with tempfile.TemporaryDirectory(prefix="fedge-probe-") as tmp:
         inputs, result = Path(tmp) / "inputs.npz", Path(tmp) / "result"
         np.savez(inputs, x_eval=x_eval.astype(np.float32), sample=sample[None].astype(np.float32))
@@ -79,12 +79,12 @@ def measure_artifact(
             )
         except subprocess.TimeoutExpired as err:
             raise MeasurementError(
-                f"measuring {path.name} in {runtime} took over {PROBE_TIMEOUT_S:.0f}s"
+                f"measuring {path.name} in {engine} took over {PROBE_TIMEOUT_S:.0f}s"
             ) from err
         if proc.returncode != 0:
             lines = [line for line in proc.stderr.splitlines() if line.strip()]
             reason = lines[-1].strip() if lines else f"exit code {proc.returncode}"
-            raise MeasurementError(f"{runtime} cannot run {path.name}: {reason}")
+            raise MeasurementError(f"{engine} cannot run {path.name}: {reason}")
         figures = json.loads(result.with_suffix(".json").read_text())
         logits = np.load(result.with_suffix(".npy"))
     return Measurement(logits=logits, **figures)
@@ -97,7 +97,7 @@ def _probe(spec: str, path: Path, inputs: Path, result: Path, args: argparse.Nam
 
     module, _, qualname = spec.partition(":")
     target: Target = getattr(importlib.import_module(module), qualname)()
-    target.import_runtime()
+    target.import_engine()
     with np.load(inputs) as data:
         x_eval, sample = data["x_eval"], data["sample"]
     memory = PeakMemory()

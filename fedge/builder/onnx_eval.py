@@ -1,4 +1,5 @@
-"""ONNX Runtime helpers: sessions, batched prediction, accuracy and batch-1 latency."""
+"""The single-model release pipeline's ONNX Runtime figures: batched prediction, accuracy and
+interleaved batch-1 latency of ``.onnx`` files, in the sessions a device runs them in."""
 
 import time
 from dataclasses import dataclass
@@ -7,17 +8,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from fedge.inference.runners import OnnxRuntimeRunner
+
 __all__ = ["LatencyStats", "accuracy", "measure_latency", "predict", "session"]
 
 
 def session(path: Path, *, threads: int = 1) -> ort.InferenceSession:
-    """A fresh CPU session of ``path`` pinned to ``threads`` intra- and inter-op threads."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = threads
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """A fresh CPU session of ``path`` pinned to ``threads`` intra- and inter-op threads (the
+    session a device's :class:`~fedge.inference.runners.OnnxRuntimeRunner` runs)."""
+    return OnnxRuntimeRunner(path, threads).session
 
 
 def predict(
