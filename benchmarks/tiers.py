@@ -113,7 +113,7 @@ def main() -> int:
             out_dir=out,
             profiles=[camera, gateway, EVERY_TARGET],
             settings=TierSettings(latency_runs=args.latency_runs),
-            progress=lambda stage, detail: print(f"  {stage}: {detail}", flush=True),
+            progress=lambda step: print(f"  {step}", flush=True),
         )
         seconds = time.perf_counter() - started
     teacher = 100 * float(release.teacher["accuracy"])

@@ -1,4 +1,7 @@
-"""The release pipeline: distillation, pruning, export per target engine, quantization, reports.
+"""Building a release: distillation, pruning, export per engine, quantization, measurement.
+
+Distributing it (manifests, signing, store, rollout) is :mod:`fedge.release`; running and
+measuring an artifact, on the build machine as on a device, is :mod:`fedge.inference`.
 
 ``build_release(checkpoint=..., out_dir=...)`` turns a global-model checkpoint into a release
 directory holding ``model.onnx`` (the int8 student), ``model_fp32.onnx``, ``teacher.onnx``,
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     )
     from fedge.builder.report import ModelRow, ReleaseReport
     from fedge.builder.tiers import (
+        BuildStep,
         CandidateRow,
         ProfileRelease,
         TierSettings,
@@ -60,6 +64,7 @@ _EXPORTS = {
     ),
     "fedge.builder.report": ("ModelRow", "ReleaseReport"),
     "fedge.builder.tiers": (
+        "BuildStep",
         "CandidateRow",
         "ProfileRelease",
         "TierSettings",
@@ -72,6 +77,7 @@ _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in nam
 __all__ = [
     "ARTIFACTS",
     "Augmenter",
+    "BuildStep",
     "CandidateRow",
     "DistillResult",
     "DistillSettings",

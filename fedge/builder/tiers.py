@@ -87,8 +87,10 @@ from fedge.models import list_models, model_info
 __all__ = [
     "MIN_AGREEMENT",
     "TIER_REPORT_FORMAT",
+    "BuildStep",
     "CandidateRow",
     "ProfileRelease",
+    "Progress",
     "TierSettings",
     "build_profile_release",
     "choose_candidate",
@@ -99,8 +101,33 @@ MIN_AGREEMENT = 0.995
 #: Bytes per weight at least, by precision (a lower bound of the artifact's size).
 _WEIGHT_BYTES = {"fp32": 4, "int8": 1}
 
-#: Told ``(stage, detail)`` as the build goes (``distil``, ``prune``, ``export``, ``measure``).
-Progress = Callable[[str, str], None]
+
+@dataclass(frozen=True)
+class BuildStep:
+    """A step of a per-profile build, told as it starts.
+
+    First the candidate models are trained (``stage`` ``prune`` or ``distil``; ``phase``
+    ``model``), then each artifact is exported and measured (``export``, then ``measure`` with
+    the same ``index``; ``phase`` ``artifact``). ``index`` of ``count`` counts within the phase,
+    from 1; ``detail`` names the model or the artifact (``student-tiny int8 on litert``).
+    """
+
+    stage: str
+    detail: str
+    index: int
+    count: int
+
+    @property
+    def phase(self) -> str:
+        """``model`` while candidates are trained, ``artifact`` while artifacts are built."""
+        return "model" if self.stage in ("prune", "distil") else "artifact"
+
+    def __str__(self) -> str:
+        return f"{self.phase} {self.index}/{self.count}: {self.stage} {self.detail}"
+
+
+#: Told each :class:`BuildStep` as the build goes (the CLI draws a progress bar from them).
+Progress = Callable[[BuildStep], None]
 
 
 @dataclass(frozen=True)
@@ -165,7 +192,7 @@ def build_profile_release(
     start = time.perf_counter()
     settings = settings or TierSettings()
     out_dir = Path(out_dir)
-    say = progress or (lambda stage, detail: logger.info("%s: %s", stage, detail))
+    say = progress or (lambda step: logger.info("%s", step))
     ckpt, ckpt_path = resolve_checkpoint(checkpoint)
     chosen_profiles = _check_profiles(profiles, ckpt)
     targets = _check_targets(chosen_profiles)
@@ -289,8 +316,9 @@ def _candidate_models(
     prune = PruneSettings(
         ratios=settings.prune_ratios, finetune=settings.finetune, distiller=settings.distiller
     )
-    for ratio in settings.prune_ratios:
-        say("prune", f"{ckpt.model} at ratio {ratio:g}")
+    count = len(settings.prune_ratios) + len(students)
+    for index, ratio in enumerate(settings.prune_ratios, 1):
+        say(BuildStep("prune", f"{ckpt.model} at ratio {ratio:g}", index, count))
         result = prune_and_finetune(teacher, transfer=transfer, ratio=ratio, settings=prune)
         models.append(
             _Model(
@@ -307,8 +335,8 @@ def _candidate_models(
             )
         )
     distiller = get_distiller(settings.distiller)
-    for name in students:
-        say("distil", name)
+    for index, name in enumerate(students, len(settings.prune_ratios) + 1):
+        say(BuildStep("distil", name, index, count))
         _, module = build_student(name, dataset, ckpt, seed=settings.seed)
         distilled = distiller.distill(
             teacher=teacher, student=module, transfer=transfer, settings=settings.distill
@@ -342,29 +370,48 @@ def _build_candidates(
     # Engine by engine: OpenVINO's telemetry forks a process, which is safest before
     # litert-torch has started JAX's threads.
     order = sorted(targets, key=lambda r: (r == "litert", r))
-    for engine in order:
-        for model in models:
-            for precision in PRECISIONS:
-                askers = [p for p in profiles if engine in p.engines and precision in p.precisions]
-                if not askers:
-                    continue
-                row, path = _candidate(
-                    model,
-                    engine,
-                    precision,
-                    askers,
-                    targets[engine],
-                    transfer,
-                    dataset,
-                    settings,
-                    scratch,
-                    references[model.id],
-                    say,
-                )
-                rows.append(row)
-                if path is not None:
-                    paths[row.id] = path
+    jobs = [
+        (engine, model, precision, askers)
+        for engine in order
+        for model in models
+        for precision in PRECISIONS
+        if (askers := [p for p in profiles if engine in p.engines and precision in p.precisions])
+    ]
+    count = sum(_too_big(model, precision, askers) is None for _, model, precision, askers in jobs)
+    index = 0
+    for engine, model, precision, askers in jobs:
+        index += _too_big(model, precision, askers) is None
+        row, path = _candidate(
+            model,
+            engine,
+            precision,
+            askers,
+            targets[engine],
+            transfer,
+            dataset,
+            settings,
+            scratch,
+            references[model.id],
+            _teller(say, index, count),
+        )
+        rows.append(row)
+        if path is not None:
+            paths[row.id] = path
     return rows, paths
+
+
+def _teller(say: Progress, index: int, count: int) -> Callable[[str, str], None]:
+    """Tells ``say`` the stages of artifact ``index`` of ``count``."""
+    return lambda stage, detail: say(BuildStep(stage, detail, index, count))
+
+
+def _too_big(model: _Model, precision: str, askers: list[DeviceProfile]) -> str | None:
+    """Why no profile asking for this candidate can take it, from its weights alone (``None``:
+    it is worth building)."""
+    floor = model.parameters * _WEIGHT_BYTES[precision]
+    if all(floor > p.budget.max_model_bytes for p in askers):
+        return f"its weights alone take {floor:,} bytes, more than any budget asking for it"
+    return None
 
 
 def _candidate(
@@ -378,7 +425,7 @@ def _candidate(
     settings: TierSettings,
     scratch: Path,
     reference: np.ndarray,
-    say: Progress,
+    say: Callable[[str, str], None],
 ) -> tuple[CandidateRow, Path | None]:
     base = CandidateRow(
         id=f"{model.id}:{engine}:{precision}",
@@ -390,9 +437,9 @@ def _candidate(
         parameters=model.parameters,
         status="skipped",
     )
-    floor = model.parameters * _WEIGHT_BYTES[precision]
-    if all(floor > p.budget.max_model_bytes for p in askers):
-        note = f"its weights alone take {floor:,} bytes, more than any budget asking for it"
+    note = _too_big(model, precision, askers)
+    if note is not None:
+        floor = model.parameters * _WEIGHT_BYTES[precision]
         return replace(base, size_bytes=floor, note=note), None
     say("export", base.label)
     work = scratch / model.id

@@ -13,6 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from fedge.cli._control import CoordinatorOpt, InsecureOpt, OperatorOpt, call_control
@@ -22,7 +30,7 @@ from fedge.errors import FedgeError
 
 if TYPE_CHECKING:  # the release build stack (torch, onnx) is imported only when a command runs
     from fedge.app.checkpoint import Checkpoint
-    from fedge.builder import DistillSettings, ProfileRelease, ReleaseReport
+    from fedge.builder import BuildStep, DistillSettings, ProfileRelease, ReleaseReport
     from fedge.inference.profiles import DeviceProfile
 
 __all__ = ["build_command", "print_profile_summary", "print_release_summary"]
@@ -235,18 +243,54 @@ def _build_profiles(
         f"{', '.join(p.name for p in profiles)}"
     )
     try:
-        with console.status("building candidates ...") as status:
+        with _StepProgress() as progress:
             release = build_profile_release(
                 checkpoint=ckpt,
                 out_dir=out,
                 profiles=profiles,
                 data_dir=str(data_dir) if data_dir is not None else None,
                 settings=settings,
-                progress=lambda stage, detail: status.update(f"{stage}: {detail}"),
+                progress=progress.tell,
             )
     except (FedgeError, ValueError) as err:
         fail(str(err))
     print_profile_summary(release)
+
+
+class _StepProgress:
+    """A per-profile build's progress: one line per step (kept in a log or a pipe) under a bar
+    per phase (models trained, artifacts exported and measured) with N of M and elapsed time."""
+
+    def __init__(self) -> None:
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+        )
+        self.bars = Progress(*columns, console=console, transient=True)
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> "_StepProgress":
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def tell(self, step: "BuildStep") -> None:
+        """Show ``step``: print its line and move its phase's bar to the steps done before it."""
+        if step.phase not in self.tasks:
+            for task in self.tasks.values():  # the phase before is over
+                self.bars.update(task, completed=self.bars.tasks[task].total)
+            self.tasks[step.phase] = self.bars.add_task(
+                f"{step.phase}s", total=step.count, status=""
+            )
+        self.bars.update(
+            self.tasks[step.phase], completed=step.index - 1, status=f"{step.stage} {step.detail}"
+        )
+        self.bars.console.print(str(step), highlight=False, soft_wrap=True)
 
 
 def _resolve_profile(name: str) -> "DeviceProfile":

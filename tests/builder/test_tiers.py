@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fedge.builder import (
+    BuildStep,
     CandidateRow,
     DistillSettings,
     ProfileRelease,
@@ -72,11 +73,23 @@ GATEWAY = profile("t-gateway", ("openvino", "onnxruntime"), 64 << 20, dataset=No
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, teacher_path: Path) -> ProfileRelease:
+def steps() -> list[BuildStep]:
+    """The steps the module's build tells its progress callback, in order."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def built(
+    tmp_path_factory: pytest.TempPathFactory, teacher_path: Path, steps: list[BuildStep]
+) -> ProfileRelease:
     """One build for a small watch and a gateway from the digits teacher."""
     out = tmp_path_factory.mktemp("tiers") / "release"
     return build_profile_release(
-        checkpoint=teacher_path, out_dir=out, profiles=[WATCH, GATEWAY], settings=FAST
+        checkpoint=teacher_path,
+        out_dir=out,
+        profiles=[WATCH, GATEWAY],
+        settings=FAST,
+        progress=steps.append,
     )
 
 
@@ -105,6 +118,26 @@ def test_each_profile_gets_the_most_accurate_artifact_that_fits(built: ProfileRe
     assert built.candidate("student-tiny:openvino:int8").status == "measured"
     sources = {r.source for r in built.candidates}
     assert sources == {"teacher", "pruned", "distilled"}
+
+
+def test_the_build_tells_each_step_with_n_of_m(
+    built: ProfileRelease, steps: list[BuildStep]
+) -> None:
+    models = [(s.stage, s.detail, s.index, s.count) for s in steps if s.phase == "model"]
+    assert models == [("prune", "cnn-small at ratio 0.3", 1, 2), ("distil", "student-tiny", 2, 2)]
+    assert [s.phase for s in steps[:2]] == ["model", "model"]  # models first, then artifacts
+    attempted = [r for r in built.candidates if r.status != "skipped"]
+    exports = [s for s in steps if s.stage == "export"]
+    assert [(s.index, s.count) for s in exports] == [
+        (i, len(attempted)) for i in range(1, 1 + len(attempted))
+    ]
+    assert [s.detail for s in exports] == [r.label for r in attempted]
+    measures = {s.detail: s.index for s in steps if s.stage == "measure"}
+    for export in exports:
+        if attempted[export.index - 1].status == "measured":
+            assert measures[export.detail] == export.index
+    assert str(exports[0]) == f"artifact 1/{len(attempted)}: export {attempted[0].label}"
+    assert len(steps) == len(models) + len(exports) + len(measures)
 
 
 def test_the_release_holds_one_checked_artifact_per_profile(built: ProfileRelease) -> None:
@@ -229,7 +262,7 @@ def test_bad_inputs_fail_before_any_training(tmp_path: Path, teacher_path: Path)
                 out_dir=out,
                 profiles=profiles,
                 settings=settings,
-                progress=lambda stage, detail: stages.append(stage),
+                progress=lambda step: stages.append(step.stage),
             )
         assert message in str(info.value)
         assert "\n" not in str(info.value)

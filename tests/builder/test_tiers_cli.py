@@ -2,6 +2,7 @@
 stderr, exit code 2, and no release directory."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,8 @@ def test_a_multi_profile_build_writes_one_artifact_per_profile(
     )
     assert code == 0, stderr
     assert "watch" in stdout and "hub" in stdout and "candidates" in stdout
+    assert "model 1/1: distil student-tiny" in stdout  # the build shows its progress
+    assert re.search(r"artifact \d+/\d+: measure student-tiny int8 on openvino", stdout), stdout
     artifacts = {a.profile: a for a in read_profile_artifacts(out)}
     assert set(artifacts) == {"watch", "hub"}
     assert artifacts["watch"].length <= 12288
