@@ -11,9 +11,10 @@ from torch import nn
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.training import train
 from fedge.builder import DistillSettings, ReleaseReport, ReleaseSettings, build_release
-from fedge.builder.targets import Artifact, Runner, Target, list_targets, register_target
+from fedge.builder.targets import Artifact, Target, list_targets, register_target
 from fedge.builder.transfer import TransferSet
 from fedge.data import Dataset, get_dataset
+from fedge.inference.runners import Runner
 from fedge.models import get_model
 
 #: Few epochs and latency runs: the tests check behaviour, the benchmark checks the numbers.

@@ -13,11 +13,9 @@ from torch import nn
 from fedge.app.checkpoint import load_checkpoint
 from fedge.builder.targets import (
     Artifact,
-    Runner,
     Target,
     get_target,
     list_targets,
-    predict,
     register_target,
 )
 from fedge.builder.targets.probe import measure_artifact
@@ -26,7 +24,7 @@ from fedge.builder.transfer import TransferSet, public_transfer_set
 from fedge.data import Dataset
 from fedge.errors import MeasurementError, TargetUnavailableError
 from fedge.inference.profiles import ENGINES
-from fedge.inference.runners import load_runner
+from fedge.inference.runners import Runner, load_runner, predict
 
 
 @pytest.fixture(scope="module")

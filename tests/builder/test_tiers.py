@@ -18,11 +18,12 @@ from fedge.builder import (
     build_profile_release,
     read_profile_artifacts,
 )
-from fedge.builder.targets import get_target, predict
+from fedge.builder.targets import get_target
 from fedge.builder.tiers import MIN_AGREEMENT, choose_candidate
 from fedge.data import Dataset
 from fedge.errors import BudgetError, ConfigError, ReleaseError, TargetUnavailableError
 from fedge.inference.profiles import Budget, DeviceProfile
+from fedge.inference.runners import predict
 from fedge.release.builds import profile_figures
 
 #: Enough for student-tiny to learn 8x8 digits (about 0.94), in a fraction of a second.

@@ -10,12 +10,7 @@ target imports its packages when it exports or loads.
 
 from collections.abc import Callable
 
-from fedge.builder.targets.base import (
-    Artifact,
-    Runner,
-    Target,
-    predict,
-)
+from fedge.builder.targets.base import Artifact, Target
 from fedge.builder.targets.litert import LiteRtTarget
 from fedge.builder.targets.onnxrt import OnnxRuntimeTarget
 from fedge.builder.targets.openvino_ir import OpenVinoTarget
@@ -23,11 +18,9 @@ from fedge.inference.profiles import register_engine
 
 __all__ = [
     "Artifact",
-    "Runner",
     "Target",
     "get_target",
     "list_targets",
-    "predict",
     "register_target",
     "target_spec",
 ]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from fedge.errors import TargetUnavailableError
-from fedge.inference.runners import Runner, predict
+from fedge.inference.runners import Runner
 
 if TYPE_CHECKING:  # torch is needed to export, never to load and run an artifact
     from torch import nn
@@ -31,11 +31,9 @@ if TYPE_CHECKING:  # torch is needed to export, never to load and run an artifac
 
 __all__ = [
     "Artifact",
-    "Runner",
     "Target",
     "importable",
     "onnx_fp32",
-    "predict",
     "quiet_converter",
     "quiet_stdout",
 ]

@@ -93,7 +93,8 @@ def measure_artifact(
 def _probe(spec: str, path: Path, inputs: Path, result: Path, args: argparse.Namespace) -> None:
     import importlib
 
-    from fedge.builder.targets.base import Target, predict
+    from fedge.builder.targets.base import Target
+    from fedge.inference.runners import predict
 
     module, _, qualname = spec.partition(":")
     target: Target = getattr(importlib.import_module(module), qualname)()
