@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from fedge.app.config import RunConfig
-from fedge.compress import ReleaseReport, ReleaseSettings, build_release
+from fedge.builder import ReleaseReport, ReleaseSettings, build_release
 
 BAR_SIZE_X = 20.0
 BAR_LATENCY_X = 5.0

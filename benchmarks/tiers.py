@@ -2,15 +2,15 @@
 
 Trains the default teacher (``fedge simulate`` defaults: mnist-5k, fedavg-cnn, 10 clients,
 10 rounds, no release) unless ``--checkpoint`` is given, then builds one release for the
-``camera`` and ``gateway`` profiles plus a benchmark-only profile that runs every runtime with
+``camera`` and ``gateway`` profiles plus a benchmark-only profile that runs every engine with
 a generous budget (so that every candidate model is measured on every target). Every artifact
 is measured in a fresh process at batch 1 on one thread. Prints every candidate, each profile's
-choice, the pruned teacher and each runtime, and checks the bar:
+choice, the pruned teacher and each engine, and checks the bar:
 
 - camera: the chosen model <= 16 KiB, p99 <= 1 ms, <= 1.5 accuracy points below the teacher;
 - gateway: the chosen model inside its budget and <= 0.5 points below the teacher;
 - a structurally pruned fedavg-cnn with >= 4x fewer parameters, <= 1 point below the teacher;
-- every runtime: the teacher and student-tiny at fp32 and int8 agree with torch on >= 99.5%
+- every engine: the teacher and student-tiny at fp32 and int8 agree with torch on >= 99.5%
   of the test set.
 
     python benchmarks/tiers.py [--checkpoint runs/latest/model.pt] [--out DIR]
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from fedge.app.config import RunConfig
-from fedge.compress import ProfileRelease, TierSettings, build_profile_release
-from fedge.compress.tiers import MIN_AGREEMENT, CandidateRow
+from fedge.builder import ProfileRelease, TierSettings, build_profile_release
+from fedge.builder.tiers import MIN_AGREEMENT, CandidateRow
 from fedge.data import get_dataset
-from fedge.profiles import Budget, DeviceProfile, get_profile
+from fedge.inference.profiles import Budget, DeviceProfile, get_profile
 
 BAR_CAMERA_BYTES = 16 * 1024
 BAR_CAMERA_P99_MS = 1.0
@@ -40,11 +40,11 @@ BAR_PRUNED_X = 4.0
 BAR_PRUNED_POINTS = 1.0
 REFERENCE_MODELS = ("teacher", "student-tiny")
 
-#: Every runtime, a budget nothing misses: every candidate model is built on every target.
+#: Every engine, a budget nothing misses: every candidate model is built on every target.
 EVERY_TARGET = DeviceProfile(
     name="bench-every-target",
     tier="gateway",
-    runtimes=("onnxruntime", "openvino", "litert"),
+    engines=("onnxruntime", "openvino", "litert"),
     budget=Budget(max_model_bytes=1 << 30, p99_ms=1e3, peak_memory_mb=1e5, min_accuracy=0.0),
 )
 
@@ -73,19 +73,19 @@ def print_candidates(release: ProfileRelease) -> None:
     for name, candidate_id in release.chosen.items():
         chosen.setdefault(candidate_id, []).append(name)
     header = (
-        f"{'model':<24}{'runtime':<13}{'prec':<6}{'params':>10}{'size KiB':>11}{'p50 ms':>9}"
+        f"{'model':<24}{'engine':<13}{'prec':<6}{'params':>10}{'size KiB':>11}{'p50 ms':>9}"
         f"{'p99 ms':>9}{'mem MB':>8}{'accuracy':>10}{'agree':>9}  chosen for / status"
     )
     print(header)
     print("-" * len(header))
-    for row in sorted(release.candidates, key=lambda r: (r.runtime, r.model, r.precision)):
+    for row in sorted(release.candidates, key=lambda r: (r.engine, r.model, r.precision)):
         accuracy = "-" if row.accuracy is None else f"{100 * row.accuracy:.2f}%"
         agreement = "-" if row.agreement is None else f"{100 * row.agreement:.2f}%"
         mark = ", ".join(n for n in chosen.get(row.id, []) if n != EVERY_TARGET.name)
         if row.status != "measured":
             mark = row.status
         print(
-            f"{row.model:<24}{row.runtime:<13}{row.precision:<6}{row.parameters:>10,}"
+            f"{row.model:<24}{row.engine:<13}{row.precision:<6}{row.parameters:>10,}"
             f"{row.size_bytes / 1024:>11.1f}{_f(row.latency_p50_ms):>9}{_f(row.latency_p99_ms):>9}"
             f"{_f(row.peak_memory_mb, 1):>8}{accuracy:>10}{agreement:>9}  {mark}"
         )
@@ -113,7 +113,7 @@ def main() -> int:
             out_dir=out,
             profiles=[camera, gateway, EVERY_TARGET],
             settings=TierSettings(latency_runs=args.latency_runs),
-            progress=lambda stage, detail: print(f"  {stage}: {detail}", flush=True),
+            progress=lambda step: print(f"  {step}", flush=True),
         )
         seconds = time.perf_counter() - started
     teacher = 100 * float(release.teacher["accuracy"])
@@ -157,16 +157,16 @@ def main() -> int:
             pruned_ok, best_pruned = True, f"{model_id} {reduction:.1f}x fewer, {points:+.2f}"
 
     print()
-    runtimes_ok = True
-    for runtime in EVERY_TARGET.runtimes:
-        rows = [r for r in release.candidates if r.runtime == runtime and r.status == "measured"]
+    engines_ok = True
+    for engine in EVERY_TARGET.engines:
+        rows = [r for r in release.candidates if r.engine == engine and r.status == "measured"]
         refs: list[CandidateRow] = [r for r in rows if r.model in REFERENCE_MODELS]
         ok = len(refs) == 2 * len(REFERENCE_MODELS) and all(
             float(r.agreement or 0) >= MIN_AGREEMENT for r in refs
         )
-        runtimes_ok &= ok
+        engines_ok &= ok
         low = min(float(r.agreement or 0) for r in rows)
-        print(f"{runtime}: {len(rows)} artifacts, agreement with torch min {100 * low:.2f}%; "
+        print(f"{engine}: {len(rows)} artifacts, agreement with torch min {100 * low:.2f}%; "
               f"teacher and student-tiny fp32/int8 >= {100 * MIN_AGREEMENT:.1f}%: "
               f"{'MEETS' if ok else 'MISSES'}")  # fmt: skip
         for r in refs:
@@ -175,12 +175,12 @@ def main() -> int:
                   f"{100 * float(r.accuracy or 0):.2f}%  agreement "
                   f"{100 * float(r.agreement or 0):.2f}%")  # fmt: skip
 
-    meets = cam_ok and gw_ok and pruned_ok and runtimes_ok
+    meets = cam_ok and gw_ok and pruned_ok and engines_ok
     print(
         f"\ntiers: camera {cam.label} {cam.size_bytes / 1024:.1f} KiB p99 "
         f"{_f(cam.latency_p99_ms)} ms {cam_points:+.2f} pts; gateway {gw.label} "
-        f"{gw_points:+.2f} pts; pruned {best_pruned or 'none within the bar'}; runtimes "
-        f"{', '.join(EVERY_TARGET.runtimes)} agree >= {100 * MIN_AGREEMENT:.1f}%: "
+        f"{gw_points:+.2f} pts; pruned {best_pruned or 'none within the bar'}; engines "
+        f"{', '.join(EVERY_TARGET.engines)} agree >= {100 * MIN_AGREEMENT:.1f}%: "
         f"{'MEETS' if meets else 'MISSES'} the bar"
     )
     return 0 if meets else 1

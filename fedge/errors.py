@@ -5,18 +5,23 @@ on one line (exit code 2); a server's one interceptor answers it with the class'
 ``grpc.StatusCode`` name, kept as text so this leaf module imports nothing).
 """
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 __all__ = [
     "AddressInUseError",
     "ArtifactNotFoundError",
     "AuthenticationError",
+    "BudgetError",
     "BusyError",
+    "CalibrationError",
     "ConfigError",
     "DataError",
     "DuplicateResultError",
+    "ExportError",
     "FedgeError",
     "InvalidUpdateError",
+    "MeasurementError",
     "MissingExtraError",
     "NotFoundError",
     "PayloadError",
@@ -24,13 +29,17 @@ __all__ = [
     "PermissionDeniedError",
     "PkiError",
     "PrivacyBudgetExceededError",
+    "QuantizationError",
     "ReleaseError",
     "ReleaseNotFoundError",
     "RoundFailedError",
     "StaleResultError",
+    "StudentShapeError",
+    "TargetUnavailableError",
     "TokenError",
     "UnavailableError",
     "VerificationError",
+    "first_line",
 ]
 
 
@@ -53,11 +62,31 @@ class ConfigError(FedgeError, ValueError):
 
 
 class MissingExtraError(FedgeError):
-    """A command needs a part of fedge this install lacks; the message names the extra."""
+    """A command needs a part of fedge this install lacks; the message names the extra.
 
-    def __init__(self, what: str, extra: str) -> None:
+    With ``missing``, the message names the Python packages that cannot be imported; an empty
+    ``extra`` means fedge itself depends on them (reinstall fedge). ``hint`` is appended in
+    parentheses (another way to go on without the extra).
+    """
+
+    def __init__(
+        self, what: str, extra: str, *, missing: Sequence[str] = (), hint: str = ""
+    ) -> None:
         self.extra = extra
-        super().__init__(f"{what} needs fedge[{extra}]: pip install 'fedge[{extra}]'")
+        self.missing = tuple(missing)
+        install = f"pip install 'fedge[{extra}]'" if extra else "reinstall fedge"
+        if self.missing:
+            message = (
+                f"{what} needs the Python package(s) {', '.join(self.missing)}, "
+                f"which are not installed: {install}"
+            )
+        else:
+            message = f"{what} needs fedge[{extra}]: {install}"
+        super().__init__(f"{message} ({hint})" if hint else message)
+
+
+class TargetUnavailableError(MissingExtraError):
+    """A release target's engine package is not installed (the message names the extra)."""
 
 
 class DataError(FedgeError):
@@ -165,9 +194,42 @@ class DuplicateResultError(FedgeError):
 
 
 class ReleaseError(FedgeError):
-    """A model release cannot be published, promoted, rolled back or served."""
+    """A model release cannot be built, published, promoted, rolled back or served; subclasses
+    say which input is at fault."""
 
     status = "INVALID_ARGUMENT"
+
+
+class CalibrationError(ReleaseError):
+    """The calibration (transfer) set is empty or does not fit the model's input."""
+
+
+class StudentShapeError(ReleaseError):
+    """A student's input or output shape does not fit the teacher's."""
+
+
+class ExportError(ReleaseError):
+    """A model cannot be exported to ONNX, or the export disagrees with torch."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class QuantizationError(ReleaseError):
+    """ONNX Runtime cannot quantize the model (an op it has no int8 kernel for, say)."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class BudgetError(ReleaseError):
+    """No candidate model fits a device profile's budget (the message names the closest one)."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class MeasurementError(ReleaseError):
+    """An artifact could not be loaded or run in its engine while being measured."""
+
+    status = "FAILED_PRECONDITION"
 
 
 class ReleaseNotFoundError(ReleaseError, LookupError):
@@ -195,3 +257,9 @@ class VerificationError(ReleaseError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}")
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message (CLI errors are one line)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

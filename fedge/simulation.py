@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # the release stack (onnx, onnxruntime) loads only when a rel
     from flwr.app import ArrayRecord
 
     from fedge.app.checkpoint import Checkpoint
-    from fedge.compress.runs import ReleaseCallback
+    from fedge.builder.runs import ReleaseCallback
     from fedge.runtime.base import RunGrid
     from fedge.runtime.local import LocalGrid
 
@@ -44,7 +44,7 @@ def simulate(
     ``start_from`` (a checkpoint of this run, see :func:`resume_point`) continues after its
     round, as the uninterrupted run would have.
     """
-    from fedge.compress.runs import check_release_config, release_after_run, with_round_releases
+    from fedge.builder.runs import check_release_config, release_after_run, with_round_releases
 
     # Flower logs every round at INFO (and warns about settings fedge chose on purpose, such as
     # fraction_evaluate=0); fedge reports rounds and dropped clients itself.

@@ -25,30 +25,27 @@ LAYERS = {
     "simulation": 3,
     "protocol": 2,
     "app": 2,
-    "compress": 2,
+    "builder": 2,
     "release": 2,
     "runtime": 2,
     "privacy": 1,
     "data": 1,
     "models": 1,
     "tasks": 1,
-    "profiles": 1,
-    "runners": 1,
-    "measure": 1,
+    "inference": 1,
     "errors": 0,
     "log": 0,
     "files": 0,
     "options": 0,
     "storage": 0,
     "v1": 0,
-    "device_profiles": 0,
     "": 0,  # fedge/__init__.py
 }
 
 #: Arrows that may never exist, whatever the layers say.
 FORBIDDEN = {
-    "edge": {"coordinator", "gateway", "release", "compress", "runtime", "simulation", "cli"},
-    "protocol": {"coordinator", "edge", "gateway", "cli", "release", "compress", "app", "runtime"},
+    "edge": {"coordinator", "gateway", "release", "builder", "runtime", "simulation", "cli"},
+    "protocol": {"coordinator", "edge", "gateway", "cli", "release", "builder", "app", "runtime"},
     "release": {"coordinator", "edge", "gateway", "cli"},
 }
 

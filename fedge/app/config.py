@@ -169,7 +169,7 @@ class RunConfig:
         commands=BOTH,
     )
     keep_checkpoints: int = option(2, help="Round checkpoints kept.", low=1)
-    # Release pipeline (fedge.compress): build release/ beside results.json after the run, and
+    # Release pipeline (fedge.builder): build release/ beside results.json after the run, and
     # release-round-K/ every ``release_every`` rounds when > 0. ``student`` None picks by
     # dataset: student-cnn for images, student-mlp otherwise.
     release: bool = option(

@@ -12,7 +12,7 @@ from fedge.errors import ConfigError, MissingExtraError
 from fedge.log import logger
 
 if TYPE_CHECKING:
-    from fedge.profiles import DeviceProfile
+    from fedge.inference.profiles import DeviceProfile
 
 __all__ = [
     "PROFILE_HELP",
@@ -71,7 +71,7 @@ def count(n: int, noun: str) -> str:
 def resolve_device_profile(name: str, option: str = "--profile") -> "DeviceProfile":
     """The device profile ``name``, a built-in name or a profile ``.toml`` file, wherever a
     command takes one; :class:`ConfigError` naming ``option`` otherwise."""
-    from fedge.profiles import list_profiles, resolve_profile
+    from fedge.inference.profiles import list_profiles, resolve_profile
 
     try:
         return resolve_profile(name)

@@ -5,14 +5,22 @@ quantize it to int8 and report (``--publish-percent P`` then signs the build and
 a P% canary of ``--publish-profile`` devices). With ``--profile NAME`` (repeatable; a ``.toml``
 path works too) or ``--all-profiles`` (every registered profile serving the checkpoint's
 dataset): build candidates (teacher, pruned teacher, students; fp32 and int8; each profile's
-runtimes), measure each, and write the most accurate one that fits each profile's budget under
-``OUT/profiles/<name>/`` (see :mod:`fedge.compress.tiers`).
+engines), measure each, and write the most accurate one that fits each profile's budget under
+``OUT/profiles/<name>/`` (see :mod:`fedge.builder.tiers`).
 """
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from fedge.cli._control import Control, operator_command
@@ -20,10 +28,10 @@ from fedge.cli.common import PROFILE_HELP, console, fail, require_extra, resolve
 from fedge.cli.release_rollout import upload_and_publish
 from fedge.errors import FedgeError
 
-if TYPE_CHECKING:  # the compress stack (torch, onnx) is imported only when a command runs
+if TYPE_CHECKING:  # the release build stack (torch, onnx) is imported only when a command runs
     from fedge.app.checkpoint import Checkpoint
-    from fedge.compress import DistillSettings, ProfileRelease, ReleaseReport
-    from fedge.profiles import DeviceProfile
+    from fedge.builder import BuildStep, DistillSettings, ProfileRelease, ReleaseReport
+    from fedge.inference.profiles import DeviceProfile
 
 __all__ = ["build_command", "print_profile_summary", "print_release_summary"]
 
@@ -98,7 +106,7 @@ def build_command(
 
     require_extra("server", "fedge release build")
 
-    from fedge.compress import DistillSettings
+    from fedge.builder import DistillSettings
 
     if publish_percent is not None and not 0 < publish_percent <= 100:
         fail(f"--publish-percent: {publish_percent!r} must be in (0, 100]")
@@ -169,7 +177,7 @@ def _build_single(
     seed: int,
     data_dir: Path | None,
 ) -> None:
-    from fedge.compress import ReleaseSettings, build_release
+    from fedge.builder import ReleaseSettings, build_release
 
     settings = ReleaseSettings(distill=distill, seed=seed)
     if latency_runs is not None:
@@ -204,7 +212,7 @@ def _build_profiles(
     from dataclasses import replace
 
     from fedge.app.checkpoint import load_checkpoint
-    from fedge.compress import TierSettings, build_profile_release
+    from fedge.builder import TierSettings, build_profile_release
 
     for ratio in prune_ratios:
         if not 0.0 < ratio < 1.0:
@@ -230,22 +238,58 @@ def _build_profiles(
         f"{', '.join(p.name for p in profiles)}"
     )
     try:
-        with console.status("building candidates ...") as status:
+        with _StepProgress() as progress:
             release = build_profile_release(
                 checkpoint=ckpt,
                 out_dir=out,
                 profiles=profiles,
                 data_dir=str(data_dir) if data_dir is not None else None,
                 settings=settings,
-                progress=lambda stage, detail: status.update(f"{stage}: {detail}"),
+                progress=progress.tell,
             )
     except (FedgeError, ValueError) as err:
         fail(str(err))
     print_profile_summary(release)
 
 
+class _StepProgress:
+    """A per-profile build's progress: one line per step (kept in a log or a pipe) under a bar
+    per phase (models trained, artifacts exported and measured) with N of M and elapsed time."""
+
+    def __init__(self) -> None:
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+        )
+        self.bars = Progress(*columns, console=console, transient=True)
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> "_StepProgress":
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def tell(self, step: "BuildStep") -> None:
+        """Show ``step``: print its line and move its phase's bar to the steps done before it."""
+        if step.phase not in self.tasks:
+            for task in self.tasks.values():  # the phase before is over
+                self.bars.update(task, completed=self.bars.tasks[task].total)
+            self.tasks[step.phase] = self.bars.add_task(
+                f"{step.phase}s", total=step.count, status=""
+            )
+        self.bars.update(
+            self.tasks[step.phase], completed=step.index - 1, status=f"{step.stage} {step.detail}"
+        )
+        self.bars.console.print(str(step), highlight=False, soft_wrap=True)
+
+
 def _profiles_serving(ckpt: "Checkpoint") -> "list[DeviceProfile]":
-    from fedge.profiles import get_profile, list_profiles
+    from fedge.inference.profiles import get_profile, list_profiles
 
     serving = [get_profile(n) for n in list_profiles() if get_profile(n).serves(ckpt.dataset)]
     if not serving:
@@ -277,17 +321,17 @@ def print_release_summary(report: "ReleaseReport", out: Path) -> None:
 def print_profile_summary(release: "ProfileRelease") -> None:
     """One row per profile (its chosen artifact) and the one-line summary."""
     table = Table(title=f"per-profile release {release.out_dir}")
-    columns = ("profile", "model", "runtime", "precision", "size", "p50 ms", "p99 ms",
+    columns = ("profile", "model", "engine", "precision", "size", "p50 ms", "p99 ms",
                "memory MB", "accuracy", "agreement")  # fmt: skip
     for column in columns:
-        left = column in ("profile", "model", "runtime", "precision")
+        left = column in ("profile", "model", "engine", "precision")
         table.add_column(column, justify="left" if left else "right", no_wrap=True)
     for name in release.profiles:
         row = release.chosen_row(name)
         table.add_row(
             name,
             row.model,
-            row.runtime,
+            row.engine,
             row.precision,
             f"{row.size_bytes / 1024:,.1f} KiB",
             f"{float(row.latency_p50_ms or 0):.3f}",

@@ -21,10 +21,11 @@ from typing import Annotated, Any
 
 import typer
 
+from fedge.builder.artifact import ProfileArtifact
 from fedge.cli._control import Control, operator_command
 from fedge.cli.common import command_group, console, count, fail
 from fedge.errors import FedgeError
-from fedge.release.builds import ProfileArtifact, resolve_build, resolve_profile_build
+from fedge.release.builds import resolve_build, resolve_profile_build
 from fedge.release.rollout import RolloutPolicy, parse_stages
 from fedge.v1 import control_pb2 as pb
 from fedge.v1 import control_pb2_grpc

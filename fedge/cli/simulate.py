@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from fedge.app.checkpoint import Checkpoint
     from fedge.app.config import RunConfig
     from fedge.app.results import RoundRecord, RunResult
-    from fedge.compress import ReleaseReport
+    from fedge.builder import ReleaseReport
 
 __all__ = ["simulate_command"]
 

@@ -508,7 +508,7 @@ class ControlService:
             for r in self._releases.device_reports(version)
             if r.measured.latency_p99_ms > 0
         ]
-        summary.runtime = self._releases.signed(version).manifest.runtime
+        summary.runtime = self._releases.signed(version).manifest.engine
         summary.measured_p99_ms = max(measured, default=0.0)
         summary.measured_devices = len(measured)
         return summary

@@ -208,7 +208,7 @@ class RunManager:
             self._build_release(run_id, config, out, result)
 
     def _build_release(self, run_id: int, config: RunConfig, out: Path, result: RunResult) -> None:
-        from fedge.compress.runs import release_after_run
+        from fedge.builder.runs import release_after_run
 
         self._state.add_event("release", "building the release of the final model", run_id=run_id)
         report = release_after_run(config, out, result)

@@ -25,8 +25,8 @@ from fedge.edge.inference import InferenceEngine, serve_inference
 from fedge.edge.slots import SLOTS, Slots
 from fedge.edge.updater import DEFAULT_PROFILE, Updater
 from fedge.errors import VerificationError
+from fedge.inference.profiles import DeviceProfile, get_profile
 from fedge.log import logger
-from fedge.profiles import DeviceProfile, get_profile
 from fedge.protocol.drift import DriftReference
 from fedge.protocol.manifest import key_id
 from fedge.protocol.serde import InstallReport

@@ -1,11 +1,11 @@
 """Health check of a freshly installed model before it is committed, measured on this device.
 
-The model must load in its runtime (ONNX Runtime, OpenVINO or LiteRT, as its manifest says),
+The model must load in its engine (ONNX Runtime, OpenVINO or LiteRT, as its manifest says),
 match the input/output signature its manifest promises, produce finite outputs of the promised
 shape on seeded canary inputs, and fit the device profile's budget as measured here: batch-1
 latency (p50/p99 over ``bench_runs`` runs on one thread) and the peak memory the session adds,
-both in a fresh process (:func:`fedge.measure.measure_session`), as the release build measured
-them, so that what the agent already holds does not hide a model's memory.
+both in a fresh process (:func:`fedge.inference.measure.measure_session`), as the release build
+measured them, so that what the agent already holds does not hide a model's memory.
 When the device holds labelled local data, the model must also reach the configured accuracy
 floor on it. The labelled data is an ``.npz`` with ``x`` and ``y`` or a device data directory
 (``fedge edge start --data DIR``: npz, CSV or images, see :mod:`fedge.data.device`). A release
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from fedge.errors import ConfigError, FedgeError
-from fedge.measure import measure_session
-from fedge.profiles import Budget
+from fedge.inference.measure import measure_session
+from fedge.inference.profiles import Budget
+from fedge.inference.runners import Runner, load_runner
 from fedge.protocol.manifest import Manifest
-from fedge.runners import Runner, load_runner
 
 __all__ = [
     "HealthConfig",
@@ -83,9 +83,9 @@ def make_session(path: Path, *, threads: int = 1) -> object:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def load_model(path: Path, runtime: str, *, threads: int = 1) -> Runner:
-    """The artifact at ``path`` loaded in ``runtime`` (one of :mod:`fedge.runners`)."""
-    return load_runner(runtime, path, threads=threads)
+def load_model(path: Path, engine: str, *, threads: int = 1) -> Runner:
+    """The artifact at ``path`` loaded in ``engine`` (one of :mod:`fedge.inference.runners`)."""
+    return load_runner(engine, path, threads=threads)
 
 
 def load_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +111,7 @@ def _signature_problem(path: Path, manifest: Manifest) -> str:
 
 
 def _accuracy(runner: Runner, x: np.ndarray, y: np.ndarray) -> float:
-    from fedge.runners import predict
+    from fedge.inference.runners import predict
 
     return float((np.argmax(predict(runner, x), axis=-1) == y).mean()) if len(x) else 0.0
 
@@ -126,26 +126,26 @@ def check_health(
 ) -> HealthResult:
     """Run every check; never raises for a bad model (a bad model is a failed result)."""
     try:
-        runner = load_model(path, manifest.runtime)
-    except Exception as exc:  # each runtime raises its own types for an unloadable model
-        return HealthResult(False, f"does not load in {manifest.runtime}: {exc}")
-    if manifest.runtime == "onnxruntime":
+        runner = load_model(path, manifest.engine)
+    except Exception as exc:  # each engine raises its own types for an unloadable model
+        return HealthResult(False, f"does not load in {manifest.engine}: {exc}")
+    if manifest.engine == "onnxruntime":
         problem = _signature_problem(path, manifest)
         if problem:
             return HealthResult(False, problem)
     rng = np.random.default_rng(config.seed)
     canary = rng.standard_normal(_canary_shape(manifest, config.canaries)).astype(np.float32)
     try:
-        from fedge.runners import predict
+        from fedge.inference.runners import predict
 
         output = np.asarray(predict(runner, canary))
-    except Exception as exc:  # any runtime failure fails the check
+    except Exception as exc:  # any engine failure fails the check
         return HealthResult(False, f"fails on canary inputs: {exc}")
     problem = _output_problem(output, manifest)
     if problem:
         return HealthResult(False, problem)
     try:
-        figures = measure_session(manifest.runtime, path, canary[0], runs=config.bench_runs)
+        figures = measure_session(manifest.engine, path, canary[0], runs=config.bench_runs)
     except FedgeError as exc:
         return HealthResult(False, f"cannot be measured on this device: {exc}")
     p50, p99 = figures.latency_p50_ms, figures.latency_p99_ms
@@ -158,7 +158,7 @@ def check_health(
             accuracy = _accuracy(runner, x, y)
         except (FedgeError, OSError, KeyError, ValueError) as exc:
             return HealthResult(False, f"cannot score the labelled local data: {exc}")
-        except Exception as exc:  # a runtime's own error when the data does not fit
+        except Exception as exc:  # an engine's own error when the data does not fit
             return HealthResult(False, f"fails on the labelled local data: {exc}")
         if accuracy < floor:
             reason = f"accuracy {accuracy:.3f} below floor {floor:.3f}"

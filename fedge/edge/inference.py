@@ -23,11 +23,11 @@ import numpy as np
 from fedge.edge.health import load_model, make_session
 from fedge.edge.slots import MANIFEST_FILE, Slots
 from fedge.errors import FedgeError, PayloadError, VerificationError
+from fedge.inference.runners import Runner, predict
 from fedge.log import logger
 from fedge.protocol.interceptor import FedgeInterceptor
 from fedge.protocol.manifest import Manifest
 from fedge.protocol.transport import add_service, bind, create_server, parse_address
-from fedge.runners import Runner, predict
 from fedge.v1 import inference_pb2
 
 __all__ = [
@@ -98,19 +98,19 @@ class InferenceEngine:
         return 0 if model is None else model.version
 
     def swap(self, path: Path, version: int) -> None:
-        """Load the slot model at ``path`` (in the runtime its manifest names) and make it the
+        """Load the slot model at ``path`` (in the engine its manifest names) and make it the
         serving model; requests never wait for this."""
         manifest = _slot_manifest(Path(path))
-        runtime = manifest.runtime if manifest is not None else "onnxruntime"
+        engine = manifest.engine if manifest is not None else "onnxruntime"
         if manifest is not None:
             rank = len(manifest.inputs[0].shape)
         else:  # a bare ONNX file (no slot manifest): the session knows its input's rank
             rank = len(make_session(Path(path)).get_inputs()[0].shape)  # type: ignore[attr-defined]
         with self._swap_lock:  # serialises swaps, not requests
-            runner = load_model(Path(path), runtime, threads=self.threads)
+            runner = load_model(Path(path), engine, threads=self.threads)
             self._model = _Loaded(runner, version, Path(path), rank)  # the atomic swap
             self._swaps += 1
-        logger.info("inference now serves release %d (%s)", version, runtime)
+        logger.info("inference now serves release %d (%s)", version, engine)
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         """``(output, version)`` for a float32 batch."""
@@ -264,7 +264,7 @@ def serve_inference(
 
 def _slot_manifest(model: Path) -> Manifest | None:
     # The slot's manifest beside the model, read (not verified: the updater verified the slot
-    # before it committed it) for the runtime and the input's shape.
+    # before it committed it) for the engine and the input's shape.
     try:
         signed = json.loads((model.parent / MANIFEST_FILE).read_bytes())
         return Manifest.from_bytes(base64.b64decode(signed["manifest"]))

@@ -32,7 +32,7 @@ from fedge.protocol.manifest import Manifest, SignedManifest, verify_manifest
 __all__ = ["MANIFEST_FILE", "MODEL_FILE", "POINTER_FILE", "SLOTS", "SlotState", "Slots"]
 
 SLOTS = ("a", "b")
-#: The artifact in a slot, whatever its runtime (ONNX, an OpenVINO IR zip, a LiteRT flatbuffer):
+#: The artifact in a slot, whatever its engine (ONNX, an OpenVINO IR zip, a LiteRT flatbuffer):
 #: the manifest beside it says which.
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"

@@ -37,12 +37,12 @@ from fedge.edge.outbox import ReportOutbox
 from fedge.edge.slots import SLOTS, Slots
 from fedge.errors import VerificationError
 from fedge.files import file_sha256, fsync_dir
+from fedge.inference.profiles import DeviceProfile, get_profile
+from fedge.inference.runners import ENGINE_PACKAGES, engine_available
 from fedge.log import logger
-from fedge.profiles import DeviceProfile, get_profile
 from fedge.protocol.manifest import Manifest, SignedManifest, verify_manifest
 from fedge.protocol.metadata import retry_hint
 from fedge.protocol.serde import InstallReport
-from fedge.runners import RUNTIME_PACKAGES, runtime_available
 
 __all__ = ["DEFAULT_PROFILE", "MAX_TRIAL_ATTEMPTS", "Updater"]
 
@@ -253,13 +253,13 @@ class Updater:
                 "profile",
                 f"model of {manifest.length} bytes exceeds the {self.profile.name} limit {limit}",
             )
-        runtime = manifest.runtime
-        if runtime not in self.profile.runtimes or not runtime_available(runtime):
+        engine = manifest.engine
+        if engine not in self.profile.engines or not engine_available(engine):
             raise VerificationError(
                 "runtime",
-                f"the model is for {runtime}, which this device does not run (profile "
-                f"{self.profile.name}: {', '.join(self.profile.runtimes)}; installed: "
-                f"{', '.join(r for r in RUNTIME_PACKAGES if runtime_available(r)) or 'none'})",
+                f"the model is for {engine}, which this device does not run (profile "
+                f"{self.profile.name}: {', '.join(self.profile.engines)}; installed: "
+                f"{', '.join(r for r in ENGINE_PACKAGES if engine_available(r)) or 'none'})",
             )
         return manifest
 

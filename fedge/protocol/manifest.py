@@ -138,8 +138,8 @@ class Manifest:
             raise VerificationError("malformed", f"cannot parse manifest: {exc}") from exc
 
     @property
-    def runtime(self) -> str:
-        """The runtime the artifact is for (``report["runtime"]``; ONNX Runtime by default)."""
+    def engine(self) -> str:
+        """The engine the artifact is for (``report["runtime"]``; ONNX Runtime by default)."""
         return str(self.report.get("runtime", "onnxruntime"))
 
     def is_expired(self, *, now: datetime | None = None) -> bool:

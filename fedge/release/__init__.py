@@ -7,5 +7,6 @@
 - :mod:`~fedge.release.publish`: a release build (``model.onnx`` + ``report.json``) as a release.
 
 This is the coordinator's half; manifests and their verification, which devices share, are
-:mod:`fedge.protocol.manifest`. Submodules are imported explicitly.
+:mod:`fedge.protocol.manifest`; building what is released is :mod:`fedge.builder`. Submodules are
+imported explicitly.
 """

@@ -7,18 +7,15 @@ Light on purpose (no store, no ONNX): the operator's CLI reads a build before up
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedge.builder.artifact import PROFILES_DIR, ProfileArtifact, read_profile_artifacts
 from fedge.errors import ReleaseError
 from fedge.files import file_sha256
 from fedge.protocol.drift import DriftReference
 
 __all__ = [
-    "PROFILE_ARTIFACT_FORMAT",
-    "ProfileArtifact",
-    "is_profile_artifact",
     "profile_figures",
     "release_figures",
     "resolve_build",
@@ -69,33 +66,11 @@ def resolve_build(model: Path) -> tuple[Path, dict[str, Any]]:
     return onnx_path, report
 
 
-#: The ``format`` of a per-profile build's ``artifact.json`` (see :mod:`fedge.compress.tiers`).
-PROFILE_ARTIFACT_FORMAT = "fedge-profile-artifact"
 _PROFILE_KEYS = ("runtime", "precision", "architecture", "model", "dataset", "num_classes")
 
 
-@dataclass(frozen=True)
-class ProfileArtifact:
-    """One device profile's artifact of a per-profile build, as ``artifact.json`` states it."""
-
-    path: Path
-    profile: str
-    runtime: str
-    document: dict[str, Any]
-
-    @property
-    def sha256(self) -> str:
-        """The artifact's content address, as built."""
-        return str(self.document["sha256"])
-
-
-def is_profile_artifact(document: dict[str, Any]) -> bool:
-    """Whether ``document`` is a per-profile build's ``artifact.json``."""
-    return document.get("format") == PROFILE_ARTIFACT_FORMAT
-
-
 def profile_figures(document: dict[str, Any]) -> dict[str, Any]:
-    """What of an ``artifact.json`` travels in the manifest: the runtime a device must have,
+    """What of an ``artifact.json`` travels in the manifest: the engine a device must have,
     what the model is, and what the build measured (the device measures it again)."""
     figures = {key: document[key] for key in _PROFILE_KEYS if key in document}
     for key, value in (document.get("figures") or {}).items():
@@ -107,17 +82,6 @@ def profile_figures(document: dict[str, Any]) -> dict[str, Any]:
 def resolve_profile_build(build: Path) -> list[ProfileArtifact]:
     """Every ``profiles/<name>/`` artifact of a per-profile build directory (empty when
     ``build`` is not one), each checked against the length and SHA-256 it was measured with."""
-    found = []
-    for doc_path in sorted((build / "profiles").glob("*/artifact.json")):
-        try:
-            document = json.loads(doc_path.read_text())
-        except ValueError as err:
-            raise ReleaseError(f"{doc_path} is not valid JSON: {err}") from err
-        if not is_profile_artifact(document):
-            raise ReleaseError(f"{doc_path} is not a fedge per-profile artifact description")
-        path = doc_path.with_name(str(document.get("file", "")))
-        if not path.is_file() or file_sha256(path) != document.get("sha256"):
-            raise ReleaseError(f"{path} is not the artifact {doc_path} describes (sha256 differs)")
-        name = str((document.get("profile") or {}).get("name", doc_path.parent.name))
-        found.append(ProfileArtifact(path, name, str(document.get("runtime")), document))
-    return found
+    if not (build / PROFILES_DIR).is_dir():
+        return []
+    return read_profile_artifacts(build)

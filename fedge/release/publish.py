@@ -6,14 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fedge.builder.artifact import is_profile_artifact
 from fedge.errors import ReleaseError
 from fedge.protocol.manifest import SignedManifest, TensorSpec
-from fedge.release.builds import (
-    is_profile_artifact,
-    profile_figures,
-    release_figures,
-    resolve_build,
-)
+from fedge.release.builds import profile_figures, release_figures, resolve_build
 from fedge.release.onnx_info import describe_onnx
 from fedge.release.store import ReleaseStore
 
@@ -66,7 +62,7 @@ def _declared_specs(
     document: dict[str, Any], path: Path
 ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """The input and output of a per-profile artifact: read from the ONNX file itself, or, for
-    the other runtimes, as ``artifact.json`` declares them (a device feeds them by position)."""
+    the other engines, as ``artifact.json`` declares them (a device feeds them by position)."""
     if document.get("runtime") == "onnxruntime":
         return describe_onnx(path)
 

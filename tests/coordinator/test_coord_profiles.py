@@ -10,12 +10,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from fedge.builder.artifact import ARTIFACT_FORMAT as PROFILE_ARTIFACT_FORMAT
 from fedge.cli.main import app
 from fedge.edge.delivery import DeliverySettings, DeviceDelivery
 from fedge.edge.identity import DeviceIdentity
 from fedge.files import file_sha256
-from fedge.profiles import get_profile, register_profile
-from fedge.release.builds import PROFILE_ARTIFACT_FORMAT
+from fedge.inference.profiles import get_profile, register_profile
 from fedge.release.testing import make_linear_model, publish_linear
 
 from .conftest import Fleet

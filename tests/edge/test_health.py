@@ -10,8 +10,8 @@ import pytest
 
 from fedge.edge.health import HealthConfig, check_health
 from fedge.errors import FedgeError
-from fedge.measure import measure_session
-from fedge.profiles import get_profile
+from fedge.inference.measure import measure_session
+from fedge.inference.profiles import get_profile
 from fedge.protocol.manifest import Manifest
 from fedge.release.signing import generate_release_key
 from fedge.release.store import ReleaseStore
@@ -40,7 +40,7 @@ def test_the_same_model_measures_the_same_memory_the_second_time(
     first = check_health(path, manifest, config=config)
     second = check_health(path, manifest, config=config)  # the agent's process already ran one
     assert first.ok and second.ok, (first.reason, second.reason)
-    for result in (first, second):  # the weights, and not the runtime library, are the session
+    for result in (first, second):  # the weights, and not the engine library, are the session
         assert WEIGHTS_MB * 0.9 <= result.peak_memory_mb <= WEIGHTS_MB * 3, result
     assert second.peak_memory_mb == pytest.approx(first.peak_memory_mb, rel=0.25)
 

@@ -20,7 +20,7 @@ from fedge.edge.health import HealthConfig, check_health
 from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import pin_release_key
 from fedge.edge.updater import Updater
-from fedge.profiles import get_profile
+from fedge.inference.profiles import get_profile
 from fedge.protocol.endpoint import HubService
 from fedge.protocol.hub import DownloadSlots
 from fedge.protocol.manifest import SignedManifest, format_time, public_key_pem
