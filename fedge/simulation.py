@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from fedge.app import RunResult, build_client_app, build_server_app
 from fedge.app.config import RunConfig
+from fedge.app.preflight import check_local_dp_model
 from fedge.app.server import RoundCallback
 from fedge.errors import ConfigError
 from fedge.runtime import run_local, run_ray
@@ -50,6 +51,7 @@ def simulate(
     # fraction_evaluate=0); fedge reports rounds and dropped clients itself.
     logging.getLogger("flwr").setLevel(logging.ERROR)
     _check_population(config)
+    check_local_dp_model(config)
     check_release_config(config)
     on_round = with_round_releases(config, out_dir, on_round, on_release)
     results: list[RunResult] = []

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedge.app.config import RunConfig
+from fedge.app.preflight import check_local_dp_model
 from fedge.app.sites import check_hierarchy
 from fedge.coordinator.state import DeviceRow, State
 from fedge.data import get_dataset
@@ -53,6 +54,7 @@ def resolve_plan(options: dict[str, Any], *, fleet: FleetView) -> RunConfig:
             "--min-clients", config.min_clients, f"is above --clients {config.clients}"
         )
     _check_fleet(config, fleet)
+    check_local_dp_model(config)
     sites = sorted({d.site for d in fleet.trainable if d.site})
     if sites:
         check_hierarchy(

@@ -16,7 +16,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["LocalDPResult", "dp_train", "local_noise_multiplier", "local_plan"]
+__all__ = [
+    "LocalDPResult",
+    "check_dp_compatible",
+    "dp_train",
+    "local_noise_multiplier",
+    "local_plan",
+]
 
 # Opacus' hooks make torch warn on every backward pass whose inputs need no gradient (data
 # never does). A process-wide filter for this one message: ``catch_warnings`` is not
@@ -33,6 +39,36 @@ class LocalDPResult:
     noise_multiplier: float
     sample_rate: float
     steps: int
+
+
+def check_dp_compatible(model: nn.Module, *, option: str, value: object) -> None:
+    """Refuse, naming the first layer and its fix, a model DP-SGD cannot train (Opacus'
+    validator: e.g. BatchNorm mixes samples, so per-sample gradients do not exist)."""
+    from opacus.validators import ModuleValidator
+
+    from fedge.errors import ConfigError
+
+    errors = ModuleValidator.validate(model, strict=False)
+    if not errors:
+        return
+    leaves = [
+        (name or type(model).__name__, module)
+        for name, module in model.named_modules()
+        if not list(module.children()) and ModuleValidator.validate(module, strict=False)
+    ]
+    name, layer = leaves[0] if leaves else (type(model).__name__, model)
+    kind = type(layer).__name__
+    fix = (
+        "replace it with GroupNorm (opacus.validators.ModuleValidator.fix does it)"
+        if "BatchNorm" in kind
+        else "replace it with a layer Opacus supports"
+    )
+    raise ConfigError(
+        option,
+        value,
+        f"cannot train under local DP-SGD: layer {name!r} ({kind}) has no per-sample "
+        f"gradients; {fix}",
+    )
 
 
 def local_plan(*, num_records: int, batch_size: int, epochs: int) -> tuple[float, int]:

@@ -34,6 +34,15 @@ def load_data():
 
 TASK = Task(name="tumours", model=build_model, data=load_data, kind="binary", version="1.2")
 WRONG = Task(name="wrong", model=wrong_model, data=load_data)
+
+
+def batch_norm_model(*, input_shape, num_classes):
+    return nn.Sequential(
+        nn.Linear(input_shape[0], 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, num_classes)
+    )
+
+
+NORMED = Task(name="normed", model=batch_norm_model, data=load_data)
 NOT_A_TASK = 3
 """
 
@@ -96,7 +105,7 @@ def test_a_task_file_runs_through_simulate_and_release_build(project: Path) -> N
     ("task", "message"),
     [
         ("missing.py:TASK", "--task: 'missing.py:TASK' names "),
-        ("my_task.py:NOPE", "has no attribute 'NOPE'; tasks there: TASK, WRONG"),
+        ("my_task.py:NOPE", "has no attribute 'NOPE'; tasks there: NORMED, TASK, WRONG"),
         ("my_task.py:NOT_A_TASK", "names a int, not a fedge Task"),
         ("broken.py:TASK", "failed to import: ModuleNotFoundError: No module named"),
         ("no_such_pkg.mod:TASK", "names module no_such_pkg.mod, which is not found"),
@@ -121,3 +130,16 @@ def test_a_task_brings_its_own_dataset_and_model(project: Path) -> None:
     )
     assert proc.returncode == 2
     assert "--dataset: 'digits' conflicts with the task's own data (task:tumours)" in proc.stderr
+
+
+def test_a_model_dp_sgd_cannot_train_is_refused_at_start_naming_the_layer(project: Path) -> None:
+    proc = _fedge(
+        "simulate", "--task", "my_task.py:NORMED", "--local-dp-epsilon", "5", "--out", "runs/x",
+        cwd=project,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "cannot train under local DP-SGD: layer '1' (BatchNorm1d)" in lines[0]
+    assert "GroupNorm" in lines[0]
+    assert not (project / "runs").exists()
