@@ -1,9 +1,14 @@
 """Task metrics beyond accuracy and loss, computed on the server's held-out test split."""
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["anomaly_metrics", "auc_of_scores", "roc_auc"]
+from fedge.app.training import reconstruction_errors
+from fedge.data import Dataset
+from fedge.errors import CalibrationError
+
+__all__ = ["anomaly_metrics", "anomaly_threshold", "auc_of_scores", "roc_auc"]
 
 
 def roc_auc(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500) -> float:
@@ -65,3 +70,16 @@ def anomaly_metrics(errors: Tensor, y: Tensor, threshold: float) -> dict[str, fl
         "roc_auc": auc_of_scores(errors, y),
         "threshold": float(threshold),
     }
+
+
+def anomaly_threshold(model: nn.Module, dataset: Dataset, quantile: float) -> float:
+    """The ``quantile`` of the reconstruction errors of the public split's normal samples:
+    server-held data, so the release build can set the same threshold without client data."""
+    normal = dataset.x_public[dataset.y_public == 0]
+    if len(normal) == 0:
+        raise CalibrationError(
+            f"dataset {dataset.name} has no normal samples (label 0) in its public split to "
+            "set the anomaly threshold on"
+        )
+    errors = reconstruction_errors(model, torch.from_numpy(np.ascontiguousarray(normal)))
+    return max(float(torch.quantile(errors.double(), quantile)), 1e-12)

@@ -18,7 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
-from fedge.app.metrics import anomaly_metrics, roc_auc
+from fedge.app.metrics import anomaly_metrics, anomaly_threshold, roc_auc
 from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
 from fedge.app.resume import resume_fields, resume_run
 from fedge.app.strategies import build_private_strategy
@@ -261,11 +261,9 @@ def _wait_for_simulated_fleet(grid: Grid, num_nodes: int, timeout: float = 300.0
 def _evaluate_anomaly(
     model: torch.nn.Module, dataset: Dataset, config: RunConfig, record: RoundRecord
 ) -> None:
-    """Set the anomaly threshold on normal training samples, flag the test split with it."""
-    normal = torch.from_numpy(dataset.x_train[dataset.y_train == 0])
-    train_errors = reconstruction_errors(model, normal)
+    """Flag the test split with the threshold a release of this model would carry."""
     quantile = config.task_ref.task.threshold_quantile
-    threshold = float(torch.quantile(train_errors.double(), quantile)) if len(normal) else 0.0
+    threshold = anomaly_threshold(model, dataset, quantile)
     errors = reconstruction_errors(model, torch.from_numpy(dataset.x_test))
     metrics = anomaly_metrics(errors, torch.from_numpy(dataset.y_test), threshold)
     record.accuracy = metrics.pop("accuracy")

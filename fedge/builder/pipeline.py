@@ -5,6 +5,7 @@ when every step succeeded, so a failure never leaves a half-written release (and
 release at ``out_dir`` is replaced only by a complete one).
 """
 
+import copy
 import shutil
 import time
 import uuid
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from fedge.app.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from fedge.builder.anomaly import anomaly_teacher, is_anomaly_checkpoint
 from fedge.builder.distill import DistillResult, DistillSettings, get_distiller
 from fedge.builder.export import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx, verify_export
 from fedge.builder.onnx_eval import accuracy, measure_latency, predict
@@ -104,6 +106,10 @@ def build_release(
     if dataset is None:
         dataset = get_dataset(ckpt.dataset, data_dir=data_dir)
     teacher = build_teacher(ckpt, dataset)
+    if is_anomaly_checkpoint(ckpt):  # the autoencoder itself, with its threshold in the graph
+        ckpt, teacher = anomaly_teacher(ckpt, teacher, dataset)
+        student = copy.deepcopy(teacher)
+        settings = replace(settings, distiller="copy")
     transfer = transfer if transfer is not None else transfer_data(dataset)
     transfer.check_fits(ckpt.input_shape)
     student_name, student_model = build_student(student, dataset, ckpt, seed=settings.seed)

@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from fedge.app.checkpoint import Checkpoint
+from fedge.builder.anomaly import anomaly_teacher, is_anomaly_checkpoint
 from fedge.builder.artifact import ARTIFACT_FORMAT, ARTIFACT_JSON, PROFILES_DIR
 from fedge.builder.distill import DistillSettings, get_distiller
 from fedge.builder.pipeline import (
@@ -199,6 +200,9 @@ def build_profile_release(
     if dataset is None:
         dataset = get_dataset(ckpt.dataset, data_dir=data_dir)
     teacher = build_teacher(ckpt, dataset)
+    if is_anomaly_checkpoint(ckpt):  # the autoencoder itself: neither pruned nor distilled
+        ckpt, teacher = anomaly_teacher(ckpt, teacher, dataset)
+        settings = replace(settings, students=(), prune_ratios=(), include_teacher=True)
     transfer = transfer if transfer is not None else transfer_data(dataset)
     transfer.check_fits(ckpt.input_shape)
     students = _check_students(settings, dataset, ckpt)

@@ -1,0 +1,92 @@
+"""Releases of anomaly tasks: the autoencoder and its threshold, exported as one flagging model.
+
+An anomaly task's model reconstructs its input; a sample is an anomaly when its reconstruction
+error passes a threshold set on normal samples of the server-held public split (the task's
+``threshold_quantile`` of their errors; never a client's data). :class:`FlaggingAutoencoder`
+puts the error and the threshold inside the exported graph and answers two logits,
+``(threshold - error, error - threshold) / threshold``: its argmax is the flag (1 = anomaly),
+so a device flags anomalies with the same runners, health check and drift counts as any
+classifier, with neither torch nor task code. An autoencoder is not distilled: it is small by
+design, and a classifier student would learn the few labelled anomalies instead of normality.
+"""
+
+import copy
+import time
+from dataclasses import replace
+
+import torch
+from torch import Tensor, nn
+
+from fedge.app.checkpoint import Checkpoint
+from fedge.app.config import RunConfig
+from fedge.app.metrics import anomaly_threshold
+from fedge.builder.distill import Distiller, DistillResult, DistillSettings, register_distiller
+from fedge.builder.transfer import TransferSet
+from fedge.data import Dataset
+
+__all__ = [
+    "FlaggingAutoencoder",
+    "anomaly_teacher",
+    "is_anomaly_checkpoint",
+]
+
+
+class FlaggingAutoencoder(nn.Module):
+    """An autoencoder whose output is two logits: normal, anomaly (see the module docstring)."""
+
+    def __init__(self, autoencoder: nn.Module, threshold: float) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.register_buffer("threshold", torch.tensor(float(threshold)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        error = ((self.autoencoder(x) - x) ** 2).flatten(1).mean(dim=1)
+        score = (error - self.threshold) / self.threshold
+        return torch.stack([-score, score], dim=1)
+
+
+def is_anomaly_checkpoint(ckpt: Checkpoint) -> bool:
+    """Whether ``ckpt`` holds an anomaly task's autoencoder."""
+    if not (ckpt.config.get("task") or ckpt.config.get("data")):
+        return False
+    return RunConfig.from_mapping(ckpt.config).task_kind == "anomaly"
+
+
+def anomaly_teacher(
+    ckpt: Checkpoint, teacher: nn.Module, dataset: Dataset
+) -> tuple[Checkpoint, FlaggingAutoencoder]:
+    """The checkpoint as a two-class model and its autoencoder wrapped with its threshold."""
+    quantile = RunConfig.from_mapping(ckpt.config).task_ref.task.threshold_quantile
+    flagging = FlaggingAutoencoder(teacher, anomaly_threshold(teacher, dataset, quantile))
+    return replace(ckpt, num_classes=2), flagging.eval()
+
+
+class CopyDistiller(Distiller):
+    """No distillation: the student is the teacher (a copy), for models that are not distilled
+    (anomaly autoencoders)."""
+
+    name = "copy"
+
+    def distill(
+        self,
+        *,
+        teacher: nn.Module,
+        student: nn.Module,
+        transfer: TransferSet,
+        settings: DistillSettings,
+    ) -> DistillResult:
+        """Return a copy of ``teacher`` as the student."""
+        del student, transfer, settings
+        start = time.perf_counter()
+        return DistillResult(
+            student=copy.deepcopy(teacher).eval(),
+            method=self.name,
+            epochs=0,
+            samples_seen=0,
+            final_loss=0.0,
+            teacher_agreement=1.0,
+            seconds=time.perf_counter() - start,
+        )
+
+
+register_distiller("copy", CopyDistiller)
