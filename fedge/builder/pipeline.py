@@ -46,6 +46,7 @@ __all__ = [
     "build_student",
     "build_teacher",
     "default_student",
+    "raw_input_spec",
     "replace_dir",
     "resolve_checkpoint",
     "transfer_data",
@@ -259,8 +260,22 @@ def _build(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         # What the shipped (int8) model sees and predicts on the transfer set: devices report
         # their own windows, and the coordinator compares them with this (drift).
-        extra={"drift": reference_from(transfer.x, predict(paths["int8"], transfer.x)).to_dict()},
+        extra={
+            "drift": reference_from(transfer.x, predict(paths["int8"], transfer.x)).to_dict(),
+            **raw_input_spec(dataset),
+        },
     )
+
+
+def raw_input_spec(dataset: Dataset) -> dict[str, Any]:
+    """What a device needs to take raw inputs (a CSV row, a window, an image) and name its
+    answers: the dataset's preprocessing spec and class names, when it has them."""
+    spec: dict[str, Any] = {}
+    if dataset.preprocessing is not None:
+        spec["preprocessing"] = dataset.preprocessing
+    if dataset.label_names:
+        spec["labels"] = list(dataset.label_names)
+    return spec
 
 
 def _finish(report: ReleaseReport, start: float) -> ReleaseReport:

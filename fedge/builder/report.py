@@ -177,7 +177,7 @@ def read_report(path: Path) -> ReleaseReport:
             latency_runs=measurement["latency_runs"],
             build_seconds=data["build_seconds"],
             created_at=data["created_at"],
-            extra={"drift": data["drift"]} if "drift" in data else {},
+            extra={k: data[k] for k in ("drift", "preprocessing", "labels") if k in data},
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise ReleaseError(f"{path} is not a fedge release report: {err}") from err

@@ -94,6 +94,8 @@ class ProfileRelease:
     model_details: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The torch model each candidate came from, by model id (in memory only, not written).
     models: dict[str, nn.Module] = field(default_factory=dict, repr=False, compare=False)
+    #: How a device reads raw inputs and names classes (see ``raw_input_spec``), per artifact.
+    raw_input: dict[str, Any] = field(default_factory=dict)
 
     def candidate(self, candidate_id: str) -> CandidateRow:
         """The candidate with ``candidate_id``."""

@@ -61,6 +61,7 @@ from fedge.builder.distill import DistillSettings, get_distiller
 from fedge.builder.pipeline import (
     build_student,
     build_teacher,
+    raw_input_spec,
     replace_dir,
     resolve_checkpoint,
     transfer_data,
@@ -248,6 +249,7 @@ def build_profile_release(
                 for m in models
             },
             models={m.id: m.module for m in models},
+            raw_input=raw_input_spec(dataset),
         )
         release = replace(release, build_seconds=round(time.perf_counter() - start, 2))
         _write(release, paths, out_dir)
@@ -602,4 +604,5 @@ def _artifact_document(
             "measured_on": build_machine(),
         },
         "teacher": {k: release.teacher[k] for k in ("architecture", "parameters", "accuracy")},
+        **release.raw_input,
     }

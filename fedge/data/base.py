@@ -1,6 +1,7 @@
 """The in-memory dataset type every loader returns."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,11 @@ class Dataset:
     y_public: np.ndarray
     num_classes: int
     groups_train: np.ndarray | None = None
+    #: How a raw input (a CSV row, a window of readings, an image) becomes a sample, as the
+    #: JSON of a :class:`~fedge.data.preprocessing.Preprocessing`; ``None``: samples are raw.
+    preprocessing: dict[str, Any] | None = None
+    #: Class names, index = label id (empty: the ids are the names).
+    label_names: tuple[str, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, ...]:

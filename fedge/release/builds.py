@@ -35,6 +35,8 @@ def release_figures(report: dict[str, Any]) -> dict[str, Any]:
     reference = DriftReference.from_dict(report.get("drift"))
     if reference is not None:  # devices bin their inputs by it; the hub compares with it
         figures["drift"] = reference.to_dict()
+    if isinstance(report.get("preprocessing"), dict):  # signed: how a device reads raw inputs
+        figures["preprocessing"] = report["preprocessing"]
     for role in _ROLES:
         row = report.get(role)
         if isinstance(row, dict):
@@ -73,6 +75,8 @@ def profile_figures(document: dict[str, Any]) -> dict[str, Any]:
     """What of an ``artifact.json`` travels in the manifest: the engine a device must have,
     what the model is, and what the build measured (the device measures it again)."""
     figures = {key: document[key] for key in _PROFILE_KEYS if key in document}
+    if isinstance(document.get("preprocessing"), dict):  # signed: how a device reads raw inputs
+        figures["preprocessing"] = document["preprocessing"]
     for key, value in (document.get("figures") or {}).items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             figures[f"built.{key}"] = value

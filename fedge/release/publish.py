@@ -38,7 +38,8 @@ def publish_artifact(
         raise ReleaseError(
             f"model: {sha256[:12]} is not the model its report was measured on (sha256 differs)"
         )
-    label_list = labels or tuple(str(i) for i in range(int(report.get("num_classes", 0))))
+    named = tuple(str(x) for x in report.get("labels") or ())
+    label_list = labels or named or tuple(str(i) for i in range(int(report.get("num_classes", 0))))
     if per_profile:
         profile = str(report["profile"]["name"])
         inputs, outputs = _declared_specs(report, path)

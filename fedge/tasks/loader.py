@@ -234,7 +234,13 @@ def _load_data(ref: TaskRef) -> Dataset:
             test_fraction=task.test_fraction,
             public_fraction=task.public_fraction,
         )
-        return dataclasses.replace(files.dataset, name=ref.dataset, groups_train=files.groups_train)
+        return dataclasses.replace(
+            files.dataset,
+            name=ref.dataset,
+            groups_train=files.groups_train,
+            preprocessing=files.preprocessing.to_json(),
+            label_names=tuple(files.label_names),
+        )
     loaded = _run(ref.reference, task.data)
     if isinstance(loaded, Dataset):
         return loaded
