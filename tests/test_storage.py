@@ -35,14 +35,14 @@ STORES = {
     "gateway": (GatewayTables, "gateway/gateway.db"),
     "release": (ReleaseTables, "coordinator/releases/releases.db"),
 }
-#: A revision written after the baseline: a column added with a default.
-SECOND_REVISION = '''"""A column added after the baseline (written by the test)."""
+#: A revision written after this fedge's newest: a column added with a default.
+LATER_REVISION = '''"""A column added after this fedge's newest revision (written by the test)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "{later}"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -61,12 +61,17 @@ def v0(tmp_path: Path) -> Path:
 def _later_history(tmp_path: Path) -> Path:
     """The coordinator's history with one revision more than this fedge has."""
     history = Path(shutil.copytree(history_dir("coordinator"), tmp_path / "coordinator"))
-    (history / "r0002_note.py").write_text(SECOND_REVISION)
+    head = _head("coordinator")
+    (history / f"r{LATER}_note.py").write_text(LATER_REVISION.format(later=LATER, head=head))
     return history
 
 
 def _head(store: str) -> str:
     return head_revision(history_dir(store))
+
+
+#: The revision number one past this fedge's newest coordinator revision.
+LATER = f"{int(_head('coordinator')) + 1:04d}"
 
 
 def _revision(path: Path, store: str) -> str | None:
@@ -154,8 +159,10 @@ def test_a_later_revision_upgrades_an_old_file_in_place(
         upgrade_schema(engine, history)
         upgrade_schema(engine, history)  # at the head: nothing to do
     upgrades = [r.getMessage() for r in caplog.records if "schema upgraded" in r.getMessage()]
-    assert upgrades == [f"{path.resolve()}: coordinator schema upgraded from unversioned to 0002"]
-    assert schema_revision(engine, history) == "0002"
+    assert upgrades == [
+        f"{path.resolve()}: coordinator schema upgraded from unversioned to {LATER}"
+    ]
+    assert schema_revision(engine, history) == LATER
     engine.dispose()
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT device_id, note FROM devices").fetchall() == [
@@ -175,7 +182,8 @@ def test_a_file_of_a_newer_fedge_is_refused_in_one_line(v0: Path, tmp_path: Path
         State(path)
     message = str(refused.value)
     assert "\n" not in message
-    assert str(path.resolve()) in message and "'0002'" in message and "'0001'" in message
+    head = _head("coordinator")
+    assert str(path.resolve()) in message and f"'{LATER}'" in message and f"'{head}'" in message
     assert path.read_bytes() == before
 
 
@@ -196,7 +204,7 @@ def test_the_coordinator_refuses_a_newer_state_directory_with_exit_2(
         app, ["coordinator", "start", "--insecure", "--config", str(config)]
     )
     assert result.exit_code == 2, result.output
-    error = f"Error: {path.resolve()}: '0002' is the schema revision of a newer fedge"
+    error = f"Error: {path.resolve()}: '{LATER}' is the schema revision of a newer fedge"
     assert result.output.splitlines()[-1].startswith(error), result.output
     assert "Traceback" not in result.output
 

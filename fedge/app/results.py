@@ -8,7 +8,15 @@ from typing import Any
 from fedge.errors import FedgeError
 from fedge.files import atomic_write
 
-__all__ = ["RoundRecord", "RunResult", "read_results", "write_plots", "write_results"]
+__all__ = [
+    "TASK_METRICS",
+    "RoundRecord",
+    "RunResult",
+    "read_results",
+    "task_metrics",
+    "write_plots",
+    "write_results",
+]
 
 
 @dataclass
@@ -69,6 +77,15 @@ class RunResult:
             "dropped": [{"round": r.round, **d} for r in self.rounds for d in r.dropped],
             **self.notes,
         }
+
+
+#: The metrics of a round beyond accuracy and loss that a task kind adds (binary, anomaly).
+TASK_METRICS = ("roc_auc", "precision", "recall", "f1", "threshold")
+
+
+def task_metrics(record: RoundRecord) -> dict[str, float]:
+    """The task metrics ``record`` carries (see :data:`TASK_METRICS`)."""
+    return {k: float(record.extra[k]) for k in TASK_METRICS if k in record.extra}
 
 
 def write_results(out_dir: Path, result: RunResult) -> Path:

@@ -84,6 +84,7 @@ def run_to_json(response: pb.GetRunResponse) -> dict[str, Any]:
                     for d in x.drops
                 ],
                 "epsilon": x.epsilon if x.HasField("epsilon") else None,
+                "metrics": dict(x.metrics),
                 "seconds": x.seconds,
                 "sites": [
                     {
@@ -129,13 +130,16 @@ def status_command(
         highlight=False,
     )
     table = Table(title=f"run {r.run_id} rounds")
-    for column in ("round", "accuracy", "loss", "replied/asked", "dropped", "seconds"):
+    # A task's own metrics (ROC-AUC of a binary task; F1 of an anomaly task...) get columns.
+    extra = sorted({name for x in response.rounds for name in x.metrics if name != "threshold"})
+    for column in ("round", "accuracy", "loss", *extra, "replied/asked", "dropped", "seconds"):
         table.add_column(column, justify="right")
     for x in response.rounds:
         table.add_row(
             str(x.server_round),
             f"{x.accuracy:.4f}",
             f"{x.loss:.4f}",
+            *(f"{x.metrics[name]:.4f}" if name in x.metrics else "" for name in extra),
             f"{x.aggregated}/{x.sampled}",
             str(x.dropped),
             f"{x.seconds:.1f}",

@@ -70,6 +70,7 @@ def round_to_proto(row: RoundRow) -> pb.RoundSummary:
         seconds=row.seconds,
         drops=[pb.Drop(**d) for d in json.loads(row.drops_json or "[]")],
         sites=[_site_round(s) for s in json.loads(row.sites_json or "[]")],
+        metrics=json.loads(row.metrics_json or "{}"),
     )
     if row.epsilon is not None:
         summary.epsilon = row.epsilon

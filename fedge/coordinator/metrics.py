@@ -9,6 +9,7 @@ and labels follow Prometheus conventions (``fedge_`` prefix, base units, ``_tota
 
 from __future__ import annotations
 
+import json
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -113,6 +114,11 @@ class _StateCollector(Collector):
             "Central (client-level) privacy spent by a run after its latest round.",
             labels=["run"],
         )
+        task = GaugeMetricFamily(
+            "fedge_run_task_metric",
+            "A run's task metric after its latest round (roc_auc; precision, recall, f1).",
+            labels=["run", "metric"],
+        )
         for run in runs:
             done = self._state.rounds(run.id)
             label = [str(run.id)]
@@ -123,7 +129,9 @@ class _StateCollector(Collector):
                 spent = [r.epsilon for r in done if r.epsilon is not None]
                 if spent:
                     epsilon.add_metric(label, spent[-1])
-        yield from (rounds, total, accuracy, epsilon)
+                for name, value in json.loads(done[-1].metrics_json or "{}").items():
+                    task.add_metric([*label, name], value)
+        yield from (rounds, total, accuracy, epsilon, task)
 
     def _releases_metrics(self) -> Iterator[Metric]:
         installs = GaugeMetricFamily(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fedge.app.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from fedge.app.config import RunConfig
-from fedge.app.results import RoundRecord, RunResult
+from fedge.app.results import RoundRecord, RunResult, task_metrics
 from fedge.coordinator.errors import RunStoppedError
 from fedge.coordinator.gateways import Sites
 from fedge.coordinator.grid import GrpcGrid
@@ -272,4 +272,5 @@ def _round_row(record: RoundRecord) -> RoundRow:
         drops_json=json.dumps(record.dropped),
         epsilon=float(epsilon) if isinstance(epsilon, int | float) else None,
         sites_json=json.dumps(record.extra.get("sites", [])),
+        metrics_json=json.dumps(task_metrics(record)),
     )

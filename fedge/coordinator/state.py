@@ -137,6 +137,8 @@ class RoundRow(_Base):
     epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
     # Per site, what its gateway sent this round: [{"site", "gateway_id", "replies", ...}].
     sites_json: Mapped[str] = mapped_column(Text, default="[]")
+    # The task's own metrics beyond accuracy and loss: {"roc_auc": ..., "f1": ...}.
+    metrics_json: Mapped[str | None] = mapped_column(Text, default="{}", server_default="{}")
 
 
 class EventRow(_Base):

@@ -88,6 +88,26 @@ Global___RunSummary: _TypeAlias = RunSummary  # noqa: Y015
 class RoundSummary(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SERVER_ROUND_FIELD_NUMBER: _builtins.int
     ACCURACY_FIELD_NUMBER: _builtins.int
     LOSS_FIELD_NUMBER: _builtins.int
@@ -98,6 +118,7 @@ class RoundSummary(_message.Message):
     DROPS_FIELD_NUMBER: _builtins.int
     EPSILON_FIELD_NUMBER: _builtins.int
     SITES_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     server_round: _builtins.int
     accuracy: _builtins.float
     loss: _builtins.float
@@ -115,6 +136,12 @@ class RoundSummary(_message.Message):
         are the site "").
         """
 
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """The task's metrics beyond accuracy and loss: roc_auc (binary); precision, recall, f1,
+        roc_auc and threshold (anomaly).
+        """
+
     def __init__(
         self,
         *,
@@ -128,10 +155,11 @@ class RoundSummary(_message.Message):
         drops: _abc.Iterable[Global___Drop] | None = ...,
         epsilon: _builtins.float | None = ...,
         sites: _abc.Iterable[Global___SiteRound] | None = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon", "epsilon", b"epsilon"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon", "accuracy", b"accuracy", "aggregated", b"aggregated", "dropped", b"dropped", "drops", b"drops", "epsilon", b"epsilon", "loss", b"loss", "sampled", b"sampled", "seconds", b"seconds", "server_round", b"server_round", "sites", b"sites"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon", "accuracy", b"accuracy", "aggregated", b"aggregated", "dropped", b"dropped", "drops", b"drops", "epsilon", b"epsilon", "loss", b"loss", "metrics", b"metrics", "sampled", b"sampled", "seconds", b"seconds", "server_round", b"server_round", "sites", b"sites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__epsilon: _TypeAlias = _typing.Literal["epsilon"]  # noqa: Y015
     _WhichOneofArgType__epsilon: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon"]  # noqa: Y015
