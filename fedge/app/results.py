@@ -106,7 +106,8 @@ def read_results(out_dir: Path) -> dict[str, Any]:
 
 
 def write_plots(out_dir: Path, result: RunResult) -> list[Path]:
-    """Write ``accuracy.png``, ``loss.png`` and, for a DP run, ``privacy.png``."""
+    """Write ``accuracy.png``, ``loss.png``, for a task with metrics of its own (ROC-AUC, F1)
+    ``metrics.png``, and for a DP run ``privacy.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,6 +123,21 @@ def write_plots(out_dir: Path, result: RunResult) -> list[Path]:
         ax.set_title(f"{result.config.get('dataset')} / {result.config.get('model')}: {label}")
         ax.grid(alpha=0.3)
         path = out_dir / f"{key}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    metrics = sorted({k for r in result.rounds for k in task_metrics(r) if k != "threshold"})
+    if metrics:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name in metrics:
+            points = [(r.round, task_metrics(r)[name]) for r in result.rounds if name in r.extra]
+            ax.plot(*zip(*points, strict=True), marker="o", label=name)
+        ax.set_xlabel("round")
+        ax.set_ylabel("test metric")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        path = out_dir / "metrics.png"
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)

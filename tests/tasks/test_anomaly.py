@@ -60,6 +60,7 @@ def test_an_anomaly_task_trains_flags_and_ships_an_int8_flagger(tmp_path: Path) 
     last = results["rounds"][-1]
     assert results["task"]["kind"] == "anomaly"
     assert last["recall"] == 1.0 and last["f1"] > 0.6 and last["roc_auc"] > 0.95
+    assert (tmp_path / "runs/latest/metrics.png").stat().st_size > 0  # precision, recall, F1...
     report = json.loads((tmp_path / "runs/latest/release/report.json").read_text())
     assert report["student_int8"]["accuracy"] > 0.9
     # The int8 graph flags the corrupted windows on its own.
