@@ -16,6 +16,11 @@ function badge(text) {
   return `<span class="badge ${esc(text)}">${esc(String(text).replace("_", " "))}</span>`;
 }
 
+function taskMetrics(metrics) {
+  return Object.entries(metrics || {}).filter(([k]) => k !== "threshold").sort()
+    .map(([k, v]) => `${esc(k)} ${fmt(v, 4)}`).join(", ");
+}
+
 function fmt(x, digits = 3) {
   return x === null || x === undefined ? "–" : Number(x).toFixed(digits);
 }
@@ -142,6 +147,7 @@ const pages = {
       <tbody>${rows || `<tr><td colspan="7" class="muted">no runs yet</td></tr>`}</tbody></table>`;
   },
 
+  // The task's own metrics of a round (ROC-AUC of a binary task; precision, recall, F1).
   async run(id) {
     const reply = await api(`/api/runs/${id}`);
     const r = reply.run, rounds = reply.rounds;
@@ -151,7 +157,8 @@ const pages = {
       <td>${esc(d.device_id || `node ${d.node_id}`)}</td><td>${esc(d.reason)}</td></tr>`)).join("");
     const table = rounds.map((x) => `<tr><td class="num">${x.server_round}</td><td class="num">${fmt(x.accuracy, 4)}</td>
       <td class="num">${fmt(x.loss, 4)}</td><td class="num">${x.aggregated}/${x.sampled}</td>
-      <td class="num">${x.dropped}</td><td class="num">${fmt(x.epsilon, 3)}</td><td class="num">${fmt(x.seconds, 1)}</td></tr>`).join("");
+      <td class="num">${x.dropped}</td><td class="num">${fmt(x.epsilon, 3)}</td><td class="num">${fmt(x.seconds, 1)}</td>
+      <td>${taskMetrics(x.metrics)}</td></tr>`).join("");
     const events = reply.events.slice().reverse().map((e) => `<div>${clock(e.time_unix)} ${esc(e.kind.padEnd(12))} ${esc(e.device_id)} ${esc(e.message)}</div>`).join("");
     return `<h1>Run ${r.run_id} ${badge(r.state)}</h1>
       <div class="cards">${card("round", `<span id="rounds-done">${r.rounds_done}</span>/${r.rounds_total}`)}
@@ -165,7 +172,7 @@ const pages = {
       ${lineChart("ε (central DP)", xs, rounds.map((x) => x.epsilon), "#6b4fd0")}</div>
       <h2>Rounds</h2><table id="rounds"><thead><tr><th class="num">round</th><th class="num">accuracy</th>
       <th class="num">loss</th><th class="num">replied/asked</th><th class="num">dropped</th><th class="num">ε</th>
-      <th class="num">seconds</th></tr></thead><tbody>${table || `<tr><td colspan="7" class="muted">no round yet</td></tr>`}</tbody></table>
+      <th class="num">seconds</th><th>task metrics</th></tr></thead><tbody>${table || `<tr><td colspan="8" class="muted">no round yet</td></tr>`}</tbody></table>
       <h2>Drops</h2><table><thead><tr><th class="num">round</th><th>device</th><th>reason</th></tr></thead>
       <tbody>${drops || `<tr><td colspan="3" class="muted">no device dropped</td></tr>`}</tbody></table>
       <h2>Events</h2><div class="events" id="events">${events}</div>`;
