@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 
 from fedge.edge.health import load_model, make_session
+from fedge.edge.raw_inputs import raw_model_input
 from fedge.edge.slots import MANIFEST_FILE, Slots
 from fedge.errors import FedgeError, PayloadError, VerificationError
 from fedge.inference.runners import Runner, predict
@@ -55,6 +56,7 @@ class _Loaded:
     version: int
     path: Path
     rank: int  # the model input's rank, batch dimension included
+    manifest: Manifest | None = None
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,15 @@ class InferenceEngine:
             rank = len(make_session(Path(path)).get_inputs()[0].shape)  # type: ignore[attr-defined]
         with self._swap_lock:  # serialises swaps, not requests
             runner = load_model(Path(path), engine, threads=self.threads)
-            self._model = _Loaded(runner, version, Path(path), rank)  # the atomic swap
+            self._model = _Loaded(runner, version, Path(path), rank, manifest)  # the atomic swap
             self._swaps += 1
         logger.info("inference now serves release %d (%s)", version, engine)
+
+    @property
+    def manifest(self) -> Manifest | None:
+        """The manifest of the model answering now (its labels, its raw-input spec)."""
+        model = self._model
+        return None if model is None else model.manifest
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         """``(output, version)`` for a float32 batch."""
@@ -206,6 +214,12 @@ def _to_array(tensor: inference_pb2.Tensor) -> np.ndarray:
     return data.reshape(shape)
 
 
+_RAW_FORMATS = {
+    inference_pb2.RAW_FORMAT_CSV: "csv",
+    inference_pb2.RAW_FORMAT_IMAGE: "image",
+}
+
+
 class InferenceServicer:
     """gRPC face of an :class:`InferenceEngine` (``fedge.v1.InferenceService``)."""
 
@@ -215,8 +229,13 @@ class InferenceServicer:
     def Predict(  # noqa: N802 (gRPC method name)
         self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> inference_pb2.PredictResponse:
-        """The model's output for one float32 tensor (a batch)."""
-        x = _to_array(request.input)
+        """The model's output for one float32 tensor (a batch), or for raw inputs."""
+        manifest = self.engine.manifest
+        if request.raw:
+            spec = manifest.report.get("preprocessing") if manifest is not None else None
+            x = raw_model_input(request.raw, _RAW_FORMATS.get(request.raw_format, ""), spec)
+        else:
+            x = _to_array(request.input)
         try:
             out, version = self.engine.predict(x)
         except FedgeError:
@@ -224,10 +243,13 @@ class InferenceServicer:
         except Exception as exc:  # ORT rejects a bad shape or type with its own errors
             raise PayloadError(f"prediction failed: {exc}") from exc
         out32 = np.ascontiguousarray(out, dtype="<f4")
+        labels = np.argmax(out32, axis=-1).reshape(-1).tolist() if out32.ndim else []
+        names = manifest.labels if manifest is not None else ()
         return inference_pb2.PredictResponse(
             output=inference_pb2.Tensor(shape=list(out32.shape), data=out32.tobytes()),
-            labels=np.argmax(out32, axis=-1).reshape(-1).tolist() if out32.ndim else [],
+            labels=labels,
             model_version=version,
+            label_names=[names[i] if i < len(names) else str(i) for i in labels] if names else [],
         )
 
     def GetStats(  # noqa: N802 (gRPC method name)

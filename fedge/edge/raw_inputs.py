@@ -8,6 +8,7 @@ inputs are model inputs already (``.npy``, ``.npz`` with ``x``, ``.json`` number
 """
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 from fedge.data.preprocessing import Preprocessing
 from fedge.errors import DataError, FedgeError
 
-__all__ = ["IMAGE_SUFFIXES", "read_input", "read_model_input"]
+__all__ = ["IMAGE_SUFFIXES", "raw_model_input", "read_input", "read_model_input"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -45,11 +46,7 @@ def read_input(path: Path, spec: dict[str, Any] | None) -> np.ndarray:
     preprocessing = Preprocessing.from_json(spec)
     try:
         if path.suffix == ".csv":
-            with path.open(newline="") as fh:
-                rows: list[dict[str, Any]] = list(csv.DictReader(fh))
-            if not rows:
-                raise DataError(f"input {path}: holds no rows")
-            return preprocessing.transform(rows)
+            return _csv_rows(preprocessing, path.read_text())
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return preprocessing.transform(path)
         if path.suffix == ".json":
@@ -65,3 +62,30 @@ def read_input(path: Path, spec: dict[str, Any] | None) -> np.ndarray:
         "array": ".npy",
     }
     raise FedgeError(f"input {path}: this model takes {kinds[preprocessing.kind]}")
+
+
+def raw_model_input(raw: bytes, fmt: str, spec: dict[str, Any] | None) -> np.ndarray:
+    """Raw bytes of a request (``csv`` text or an ``image`` file) as a batch of model inputs."""
+    if spec is None:
+        raise DataError("this release carries no preprocessing: send model inputs as a tensor")
+    preprocessing = Preprocessing.from_json(spec)
+    try:
+        if fmt == "csv":
+            return _csv_rows(preprocessing, raw.decode("utf-8"))
+        if fmt == "image":
+            from PIL import Image
+
+            with Image.open(io.BytesIO(raw)) as image:
+                image.load()
+                return preprocessing.transform(image)
+    except (OSError, ValueError) as err:
+        raise DataError(f"raw input: cannot read it as {fmt}: {err}") from err
+    raise DataError("raw input: give its format (csv or image)")
+
+
+def _csv_rows(preprocessing: Preprocessing, text: str) -> np.ndarray:
+    """CSV text (a header, then rows) through ``preprocessing``."""
+    rows: list[dict[str, Any]] = list(csv.DictReader(io.StringIO(text)))
+    if not rows:
+        raise DataError("holds no rows")
+    return preprocessing.transform(rows)

@@ -10,6 +10,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,23 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RawFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RawFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RawFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RAW_FORMAT_UNSPECIFIED: _RawFormat.ValueType  # 0
+    RAW_FORMAT_CSV: _RawFormat.ValueType  # 1
+    RAW_FORMAT_IMAGE: _RawFormat.ValueType  # 2
+
+class RawFormat(_RawFormat, metaclass=_RawFormatEnumTypeWrapper): ...
+
+RAW_FORMAT_UNSPECIFIED: RawFormat.ValueType  # 0
+RAW_FORMAT_CSV: RawFormat.ValueType  # 1
+RAW_FORMAT_IMAGE: RawFormat.ValueType  # 2
+Global___RawFormat: _TypeAlias = RawFormat  # noqa: Y015
 
 @_typing.final
 class Tensor(_message.Message):
@@ -51,16 +69,29 @@ class PredictRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INPUT_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
+    RAW_FORMAT_FIELD_NUMBER: _builtins.int
+    raw: _builtins.bytes
+    """Raw inputs: CSV text (a header line, then one line per table row or per time step of one
+    window of sensor readings), or an image file's bytes.
+    """
+    raw_format: Global___RawFormat.ValueType
     @_builtins.property
-    def input(self) -> Global___Tensor: ...
+    def input(self) -> Global___Tensor:
+        """Model inputs, as a tensor; or raw inputs (below), which the device makes model inputs with
+        the preprocessing spec the serving release's signed manifest carries.
+        """
+
     def __init__(
         self,
         *,
         input: Global___Tensor | None = ...,
+        raw: _builtins.bytes = ...,
+        raw_format: Global___RawFormat.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "raw", b"raw", "raw_format", b"raw_format"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -73,6 +104,7 @@ class PredictResponse(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    LABEL_NAMES_FIELD_NUMBER: _builtins.int
     model_version: _builtins.int
     """Release version of the model that answered."""
     @_builtins.property
@@ -83,16 +115,21 @@ class PredictResponse(_message.Message):
     def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Argmax of the last axis, one per row."""
 
+    @_builtins.property
+    def label_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The class name of each label, when the release names its classes."""
+
     def __init__(
         self,
         *,
         output: Global___Tensor | None = ...,
         labels: _abc.Iterable[_builtins.int] | None = ...,
         model_version: _builtins.int = ...,
+        label_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "model_version", b"model_version", "output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label_names", b"label_names", "labels", b"labels", "model_version", b"model_version", "output", b"output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

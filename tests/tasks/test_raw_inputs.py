@@ -7,13 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from fedge.app.config import RunConfig
 from fedge.data import read_data
+from fedge.edge.inference import InferenceEngine, serve_inference
+from fedge.edge.slots import Slots
 from fedge.release.publish import publish_build
 from fedge.simulation import simulate
+from fedge.v1 import inference_pb2, inference_pb2_grpc
 
 from ..conftest import heartbeat_listener, wait_for
 from ..coordinator.conftest import Fleet
@@ -63,3 +68,32 @@ def test_a_device_answers_raw_csv_rows_with_class_names(fleet: Fleet, tmp_path: 
     assert answered == [files.label_names[i] for i in expected]
     assert set(answered) <= {"benign", "malignant"} and len(answered) == 5
     assert np.isin(["(release 1)"], [line[-11:] for line in proc.stdout.splitlines()]).all()
+
+    # The device's gRPC inference server takes the same rows as CSV text.
+    slots = Slots(identity.state_dir)
+    serving = slots.state().serving
+    assert serving is not None
+    engine = InferenceEngine()
+    engine.swap(slots.model_path(serving), slots.version_of(serving))
+    server, port = serve_inference(engine)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            reply = stub.Predict(
+                inference_pb2.PredictRequest(
+                    raw=(tmp_path / "patients.csv").read_bytes(),
+                    raw_format=inference_pb2.RAW_FORMAT_CSV,
+                ),
+                timeout=30,
+            )
+            assert list(reply.label_names) == answered and reply.model_version == 1
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Predict(
+                    inference_pb2.PredictRequest(
+                        raw=b"age,sex\n1,2\n", raw_format=inference_pb2.RAW_FORMAT_CSV
+                    ),
+                    timeout=30,
+                )
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        server.stop(0)
