@@ -97,9 +97,16 @@ def test_an_unknown_student_names_the_choices(
     _assert_nothing_written(tmp_path)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"not a checkpoint at all", "is not a fedge checkpoint"),
+        (None, "is not a fedge checkpoint"),
+    ],
+)
 def test_a_file_that_is_not_a_fedge_checkpoint(
-    tmp_path: Path, fast: ReleaseSettings, content: bytes | None
+    tmp_path: Path, fast: ReleaseSettings, content: bytes | None, message: str
 ) -> None:
     bad = tmp_path / "in" / "bad.pt"
     bad.parent.mkdir()
@@ -109,7 +116,7 @@ def test_a_file_that_is_not_a_fedge_checkpoint(
         bad.write_bytes(content)
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(CheckpointError, match="is not a fedge checkpoint"):
+    with pytest.raises(CheckpointError, match=message):
         build_release(checkpoint=bad, out_dir=out / "rel", settings=fast)
     _assert_nothing_written(out)
 
