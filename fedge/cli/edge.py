@@ -261,24 +261,30 @@ def start_command(
         role = "trains on " + summary.describe()
     else:
         role = _why_no_training(data, train, training_available())
+    # emoji=False: ids and HOST:PORT print as they are, and rich never loads its emoji table.
     console.print(
         f"{identity.device_id}: connecting to {identity.coordinator}; profile "
         f"{device_profile.name}; {role}",
         soft_wrap=True,
         markup=False,
+        emoji=False,
     )
     if delivery.inference_port is not None:
         console.print(
             f"{identity.device_id}: gRPC inference (fedge.v1.InferenceService) on port "
-            f"{delivery.inference_port}"
+            f"{delivery.inference_port}",
+            emoji=False,
         )
     if delivery.metrics_port is not None:
-        console.print(f"{identity.device_id}: Prometheus /metrics on port {delivery.metrics_port}")
+        console.print(
+            f"{identity.device_id}: Prometheus /metrics on port {delivery.metrics_port}",
+            emoji=False,
+        )
     try:
         device.run()
     except RefusedError as err:
         fail(f"the coordinator refused this device: {err}")
-    console.print(f"{identity.device_id}: stopped after {agent.tasks_done} tasks")
+    console.print(f"{identity.device_id}: stopped after {agent.tasks_done} tasks", emoji=False)
 
 
 def _why_no_training(data: Path | None, train: bool, available: bool) -> str:

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from fedge import __version__
-from fedge.data.device import DataSummary, summarize
 from fedge.edge.identity import DeviceIdentity
 from fedge.errors import DataError, FedgeError
 from fedge.log import logger
@@ -36,6 +35,7 @@ from fedge.v1 import fleet_pb2_grpc
 if TYPE_CHECKING:
     from flwr.clientapp import ClientApp
 
+    from fedge.data.device import DataSummary
     from fedge.edge.trainer import TaskRunner
 
 __all__ = ["AgentSettings", "EdgeAgent", "RefusedError", "training_available"]
@@ -95,6 +95,8 @@ class EdgeAgent:
         self.trainer: TaskRunner | None = None
         self.data: DataSummary | None = None
         if train and data_dir is not None and training_available():
+            from fedge.data.device import summarize  # the data modules only on a trainer
+
             try:
                 self.data = summarize(data_dir)
             except DataError as err:  # the ClientApp reports it per task; the run check skips

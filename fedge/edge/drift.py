@@ -7,12 +7,14 @@ noise of scale ``2 / epsilon`` is added to every count (adding or removing one p
 changes one class count and one input count by one, so the L1 sensitivity is 2), which makes
 each window's report ``epsilon``-differentially private with respect to any single input. Only
 those noisy counts leave the device, with its telemetry; never an input or a prediction.
-The noise comes from the operating system's randomness unless a seed is given: a predictable
-noise would be no protection.
+The noise comes from the operating system's randomness (:class:`random.SystemRandom`) unless a
+seed is given: a predictable noise would be no protection. The standard library draws it, not
+``numpy.random``, whose import alone would cost a serving device 3 MB.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 from dataclasses import dataclass
 
@@ -56,7 +58,8 @@ class DriftMonitor:
 
     def __init__(self, settings: DriftSettings | None = None) -> None:
         self.settings = settings or DriftSettings()
-        self._rng = np.random.default_rng(self.settings.seed)
+        seed = self.settings.seed
+        self._rng = random.SystemRandom() if seed is None else random.Random(seed)
         self._lock = threading.Lock()
         self._version = 0
         self._reference: DriftReference | None = None
@@ -95,8 +98,8 @@ class DriftMonitor:
 
     def _close(self) -> None:
         scale = 2.0 / self.settings.epsilon
-        classes = self._classes + self._rng.laplace(0.0, scale, len(self._classes))
-        inputs = self._inputs + self._rng.laplace(0.0, scale, len(self._inputs))
+        classes = self._classes + self._laplace(scale, len(self._classes))
+        inputs = self._inputs + self._laplace(scale, len(self._inputs))
         self._windows += 1
         self._closed = NoisyWindow(
             version=self._version,
@@ -109,6 +112,11 @@ class DriftMonitor:
         self._classes[:] = 0
         self._inputs[:] = 0
         self._count = 0
+
+    def _laplace(self, scale: float, size: int) -> np.ndarray:
+        # The difference of two exponential draws of mean ``scale`` is Laplace(0, scale).
+        draw = self._rng.expovariate
+        return np.array([scale * (draw(1.0) - draw(1.0)) for _ in range(size)])
 
     def take(self) -> NoisyWindow | None:
         """The latest closed window not yet taken (a report carries only the newest)."""

@@ -9,7 +9,6 @@ state directory is never overwritten without ``force``: its key is the device's 
 """
 
 import json
-import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedge.errors import ConfigError, FedgeError, PkiError, VerificationError
 from fedge.files import atomic_write
 from fedge.protocol.manifest import key_id, load_public_key, public_key_pem
-from fedge.protocol.pki import ENROLL_SERVER_NAME, fingerprint, make_key_and_csr
 from fedge.protocol.tokens import parse_token, token_secret
 from fedge.protocol.transport import ClientTLS, create_channel, parse_address
 from fedge.v1 import enrollment_pb2, enrollment_pb2_grpc
@@ -123,6 +121,10 @@ def load_pinned_key(state_dir: Path) -> Ed25519PublicKey:
 
 
 def _pinned_enroll_cert(host: str, port: int, expected: str, timeout: float) -> bytes:
+    import ssl
+
+    from fedge.protocol.pki import fingerprint
+
     try:
         pem = ssl.get_server_certificate((host, port), timeout=timeout).encode()
     except OSError as err:
@@ -157,6 +159,9 @@ def enroll_device(
     gateway enrols the same way, naming the ``hosts`` its devices reach it by and its
     enrolment certificate's ``enroll_fingerprint``.
     """
+    # Certificates (cryptography.x509) and ssl only here: a serving device never loads them.
+    from fedge.protocol.pki import ENROLL_SERVER_NAME, make_key_and_csr
+
     host, port = parse_address(coordinator, option="--coordinator")
     enroll_host, enroll_port = parse_address(
         enroll_address or f"{host}:{port + 1}", option="--enroll-address"

@@ -151,12 +151,18 @@ class InferenceEngine:
         with self._stats_lock:
             lat = np.asarray(self._latencies, dtype=np.float64)
             requests, errors, swaps = self._requests, self._errors, self._swaps
-        p50, p99 = (
-            (float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
-            if len(lat)
-            else (0.0, 0.0)
-        )
+        p50, p99 = (_percentile(lat, 50), _percentile(lat, 99)) if len(lat) else (0.0, 0.0)
         return InferenceStats(requests, errors, p50, p99, self.version, swaps)
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear interpolation), computed here: numpy's first
+    percentile call imports ``numpy.ma``, 1.3 MB of a serving device for two figures."""
+    ordered = np.sort(values)
+    position = (len(ordered) - 1) * q / 100.0
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
 
 class SlotWatcher:

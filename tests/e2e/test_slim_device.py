@@ -93,6 +93,22 @@ def _site_packages_mb(venv: Path) -> dict[str, float]:
     return sizes
 
 
+def _resident_mb(pid: int) -> dict[str, float]:
+    """Resident megabytes of the process by what backs them: each mapped file's top-level
+    entry of site-packages (or its path), ``[heap]``, ``[anon]`` and so on."""
+    sizes: dict[str, float] = {}
+    name = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header line
+            path = fields[5] if len(fields) > 5 else "[anon]"
+            _, packaged, inside = path.partition("site-packages/")
+            name = inside.split("/")[0] if packaged else path
+        elif fields[0] == "Rss:":
+            sizes[name] = sizes.get(name, 0.0) + int(fields[1]) / 1024
+    return sizes
+
+
 def _peak_rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
@@ -171,6 +187,8 @@ def test_a_slim_device_enrols_installs_and_predicts(slim: Path, cluster: Cluster
     print(f"slim device: site-packages {size:.0f} MB, peak RSS {rss:.0f} MB")
     status = Path(f"/proc/{device.pid}/status").read_text().splitlines()
     split = "; ".join(x.replace("\t", " ") for x in status if x.startswith(("RssAnon", "RssFile")))
+    resident = sorted(_resident_mb(device.pid).items(), key=lambda kv: -kv[1])
+    print("resident MB: " + ", ".join(f"{k} {v:.1f}" for k, v in resident if v >= 0.5))
     assert rss <= MAX_DEVICE_RSS_MB, f"the device's peak RSS is {rss:.0f} MB ({split})"
     assert "Traceback" not in (cluster.root / "slim.log").read_text()
     os.killpg(device.pid, 15)
