@@ -1,5 +1,5 @@
 """``python -m fedge.cli`` runs the ``fedge`` command."""
 
-from fedge.cli.main import app
+from fedge.cli.main import main
 
-app()
+main()

@@ -1,44 +1,63 @@
-"""The ``fedge`` Typer application: registers every command group."""
+"""The ``fedge`` Typer application: every command group, each loaded only when it runs.
+
+The ``fedge`` console script (:func:`main`) builds the application with the one command group
+its arguments name, so a device's ``fedge edge start`` loads neither the simulation's options
+nor the release commands (megabytes a small device keeps); ``fedge --help`` and the importable
+:data:`app` have them all.
+"""
+
+import functools
+import importlib
+import sys
+from typing import Any
 
 import typer
 
-from fedge.cli.certs import app as certs_app
-from fedge.cli.console import console_command
-from fedge.cli.coordinator import app as coordinator_app
-from fedge.cli.edge import app as edge_app
-from fedge.cli.fleet import app as fleet_app
-from fedge.cli.gateway import app as gateway_app
-from fedge.cli.new import new_command
-from fedge.cli.privacy import app as privacy_app
-from fedge.cli.release import app as release_app
-from fedge.cli.run import app as run_app
-from fedge.cli.simulate import simulate_command
 from fedge.log import route_flower_logs
 
-__all__ = ["app"]
+__all__ = ["app", "build_app", "main"]
 
-app = typer.Typer(
-    name="fedge",
-    help="fedge: hybrid edge-cloud federated learning.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    rich_markup_mode="rich",  # as command_group
-)
-app.command("simulate")(simulate_command)
-app.command("console")(console_command)
-app.command("new")(new_command)
-app.add_typer(certs_app, name="certs")
-app.add_typer(coordinator_app, name="coordinator")
-app.add_typer(edge_app, name="edge")
-app.add_typer(gateway_app, name="gateway")
-app.add_typer(fleet_app, name="fleet")
-app.add_typer(run_app, name="run")
-app.add_typer(privacy_app, name="privacy")
-app.add_typer(release_app, name="release")
+#: Every command (built on first use: see :func:`__getattr__`).
+app: typer.Typer
+
+#: Each top-level command or command group: the module and attribute that define it.
+COMMANDS = {
+    "simulate": ("fedge.cli.simulate", "simulate_command"),
+    "console": ("fedge.cli.console", "console_command"),
+    "new": ("fedge.cli.new", "new_command"),
+}
+GROUPS = {
+    "certs": ("fedge.cli.certs", "app"),
+    "coordinator": ("fedge.cli.coordinator", "app"),
+    "edge": ("fedge.cli.edge", "app"),
+    "gateway": ("fedge.cli.gateway", "app"),
+    "fleet": ("fedge.cli.fleet", "app"),
+    "run": ("fedge.cli.run", "app"),
+    "privacy": ("fedge.cli.privacy", "app"),
+    "release": ("fedge.cli.release", "app"),
+}
 
 
-@app.callback()
+def build_app(only: str | None = None) -> typer.Typer:
+    """The ``fedge`` application: every command, or only the command or group ``only``."""
+    root = typer.Typer(
+        name="fedge",
+        help="fedge: hybrid edge-cloud federated learning.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        rich_markup_mode="rich",  # as command_group
+    )
+    for name, (module, attribute) in COMMANDS.items():
+        if only in (None, name):
+            root.command(name)(getattr(importlib.import_module(module), attribute))
+    for name, (module, attribute) in GROUPS.items():
+        if only in (None, name):
+            root.add_typer(getattr(importlib.import_module(module), attribute), name=name)
+    root.callback()(_root)
+    return root
+
+
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level."),
 ) -> None:
@@ -50,3 +69,20 @@ def _root(
         format="%(levelname)s %(name)s: %(message)s",
     )
     route_flower_logs()
+
+
+def main() -> None:
+    """The ``fedge`` console script: builds only the command (group) its arguments name."""
+    named = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    build_app(named if named in COMMANDS or named in GROUPS else None)()
+
+
+@functools.cache
+def _whole_app() -> typer.Typer:
+    return build_app()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # every command: tests, `python -c "...app()"`, documentation
+        return _whole_app()
+    raise AttributeError(f"module 'fedge.cli.main' has no attribute {name!r}")
