@@ -216,6 +216,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         self._validate()
 
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        # Rebuilt, not restored, in another process (a Ray worker): validation enters the
+        # run's task into that process's registries too.
+        return (RunConfig.from_mapping, (self.to_dict(),))
+
     def replace(self, **changes: Any) -> "RunConfig":
         """A copy with ``changes`` applied (and validated); privacy options may be given flat."""
         private = {k: changes.pop(k) for k in list(changes) if k in _PRIVACY}

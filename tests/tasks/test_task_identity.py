@@ -35,3 +35,31 @@ def test_a_changed_task_is_refused_naming_both_versions(tmp_path: Path) -> None:
     message = str(info.value)
     assert "is pinned 2 with code sha256" in message
     assert wire["task-sha256"][:12] in message and "install the run's task" in message
+
+
+def test_a_run_config_sent_to_another_process_brings_its_task(tmp_path: Path) -> None:
+    """What a Ray worker does with the ClientApp's run config: unpickle it and find the
+    task's data and model by name (the task file is loaded there too)."""
+    import pickle
+    import subprocess
+    import sys
+
+    path = tmp_path / "task.py"
+    path.write_text(TASK.format(version="1"))
+    run = RunConfig.from_mapping({"task": f"{path}:TASK", "clients": 2})
+    (tmp_path / "config.pkl").write_bytes(pickle.dumps(run))
+    worker = (
+        "import pickle, sys\n"
+        "from fedge.data import get_dataset\n"
+        "from fedge.models import get_model\n"
+        "config = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "data = get_dataset(config.dataset)\n"
+        "get_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes)\n"
+        "print(config.dataset, data.input_shape, config.task_sha256[:12])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", worker, str(tmp_path / "config.pkl")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path.parent,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["task:pinned", "(4,)", run.task_sha256[:12]]  # type: ignore[index]
