@@ -2,11 +2,14 @@
 
 import importlib.util
 import logging
-from typing import TYPE_CHECKING, NoReturn
+import signal
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from fedge.errors import ConfigError, MissingExtraError
 from fedge.log import logger
@@ -17,14 +20,18 @@ if TYPE_CHECKING:
 __all__ = [
     "PROFILE_HELP",
     "SERVER_PACKAGES",
+    "JsonOption",
     "command_group",
     "console",
     "count",
     "err_console",
     "fail",
     "log_fedge_info",
+    "print_figures",
+    "print_plain",
     "require_extra",
     "resolve_device_profile",
+    "stop_on_signals",
 ]
 
 #: The help of every option that takes a device profile.
@@ -36,8 +43,27 @@ PROFILE_HELP = (
 #: cannot run without.
 SERVER_PACKAGES = ("torch", "flwr", "sqlalchemy", "onnx", "sklearn", "mlxtend", "matplotlib")
 
+#: ``--json``: a command's output as JSON, for scripts.
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
 console = Console()
 err_console = Console(stderr=True)
+
+
+def print_plain(text: str) -> None:
+    """Print ``text`` as it is: one line however narrow the terminal (no id is ever cut), no
+    highlighting, no Rich markup (it holds names and messages devices chose)."""
+    console.print(text, soft_wrap=True, highlight=False, markup=False)
+
+
+def print_figures(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Print a table of figures (one row per round, say), each column right-aligned."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def log_fedge_info() -> None:
@@ -54,6 +80,19 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``Error: message`` on one line to stderr and exit with ``code`` (no traceback)."""
     err_console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
+
+
+def stop_on_signals(stop: Callable[[], None], *, saying: str = "") -> None:
+    """Call ``stop`` on SIGTERM and SIGINT (Ctrl-C), after printing ``signal N: saying`` if
+    ``saying`` is given."""
+
+    def _stop(signum: int, _frame: object) -> None:
+        if saying:
+            console.print(f"signal {signum}: {saying}")
+        stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
 
 
 def require_extra(extra: str, what: str, packages: tuple[str, ...] = SERVER_PACKAGES) -> None:

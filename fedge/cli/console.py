@@ -7,7 +7,7 @@ can open a console session; the URL works once, within minutes, and sets a sessi
 from urllib.parse import urlsplit, urlunsplit
 
 from fedge.cli._control import Control, operator_command
-from fedge.cli.common import console
+from fedge.cli.common import print_plain
 from fedge.protocol.transport import parse_address
 from fedge.v1 import control_pb2 as pb
 
@@ -36,4 +36,4 @@ def console_command(
         lambda stub: stub.CreateConsoleLogin(pb.CreateConsoleLoginRequest(), timeout=30)
     )
     url = reachable_url(response.url, control.address)
-    console.print(url, soft_wrap=True, highlight=False, markup=False)
+    print_plain(url)

@@ -1,12 +1,18 @@
 """``fedge coordinator start``: run the coordinator (fleet + control services)."""
 
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from fedge.cli.common import command_group, console, err_console, fail, require_extra
+from fedge.cli.common import (
+    command_group,
+    console,
+    err_console,
+    fail,
+    require_extra,
+    stop_on_signals,
+)
 from fedge.errors import FedgeError
 
 __all__ = ["app"]
@@ -36,13 +42,7 @@ def start_command(
         ports = coordinator.start()
     except (FedgeError, OSError) as err:
         fail(str(err))
-
-    def _stop(signum: int, _frame: object) -> None:
-        console.print(f"signal {signum}: stopping (a running run resumes on restart)")
-        coordinator.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop_on_signals(coordinator.stop, saying="stopping (a running run resumes on restart)")
     console.print(
         f"coordinator: fleet+control on port {ports['fleet']}, enrolment on port "
         f"{ports['enroll']}, state in {coordinator.config.state_dir}",

@@ -1,6 +1,5 @@
 """``fedge edge``: enrol a device, run its agent, and write a device data directory."""
 
-import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,6 +14,7 @@ from fedge.cli.common import (
     log_fedge_info,
     require_extra,
     resolve_device_profile,
+    stop_on_signals,
 )
 from fedge.errors import FedgeError
 
@@ -255,8 +255,7 @@ def start_command(
     log_fedge_info()
     if identity.insecure:
         err_console.print("[bold yellow]WARNING:[/] this device was enrolled --insecure (no TLS)")
-    signal.signal(signal.SIGTERM, lambda *_: device.stop())
-    signal.signal(signal.SIGINT, lambda *_: device.stop())
+    stop_on_signals(device.stop)
     if agent.can_train and summary is not None:
         role = "trains on " + summary.describe()
     else:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from fedge.cli._control import Control, operator_command
-from fedge.cli.common import command_group, console, fail
+from fedge.cli.common import JsonOption, command_group, console, fail, print_plain
 from fedge.v1 import control_pb2 as pb
 
 __all__ = ["app"]
@@ -88,7 +88,7 @@ def _device_json(d: pb.Device) -> dict[str, Any]:
 @app.command("ls")
 @operator_command
 def ls_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     control: Control = Control(),
 ) -> None:
     """List devices (and site gateways with the devices behind each): state, last seen,
@@ -110,13 +110,10 @@ def ls_command(
         behind = [d for d in devices if d.site == g.site]
         up = sum(d.state not in ("offline", "revoked") for d in behind)
         name = f" {g.name}" if g.name and g.name != g.device_id else ""
-        console.print(
+        print_plain(
             f"site {g.site}: gateway {g.device_id}{name}: {g.state}, seen "
             f"{_ago(g.last_seen_unix)}, {len(behind)} devices ({up} connected), "
-            f"fedge {g.version or '?'}",
-            soft_wrap=True,
-            highlight=False,
-            markup=False,
+            f"fedge {g.version or '?'}"
         )
         for d in behind:
             _print_device(d, "  ")
@@ -136,13 +133,9 @@ def _print_device(d: pb.Device, prefix: str) -> None:
     role = "trains" if d.can_train else "inference only"
     eps = f", ε {d.privacy_spent:.3f}" if d.HasField("privacy_spent") else ""
     profile = f" [{d.profile}]" if d.profile else ""
-    console.print(
+    print_plain(
         f"{prefix}{d.device_id} {d.name}{profile}: {d.state}, seen {_ago(d.last_seen_unix)}, "
-        f"{release}, {role}{eps}, fedge {d.version or '?'}"
-        + (f", data {d.data}" if d.data else ""),
-        soft_wrap=True,
-        highlight=False,
-        markup=False,
+        f"{release}, {role}{eps}, fedge {d.version or '?'}" + (f", data {d.data}" if d.data else "")
     )
 
 
@@ -162,7 +155,7 @@ def revoke_command(
 @app.command("drift")
 @operator_command
 def drift_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     control: Control = Control(),
 ) -> None:
     """Each device's drift: DRIFTED or ok, its latest window of predictions against its
@@ -185,9 +178,7 @@ def drift_command(
             "no devices enrolled yet (`fedge fleet token create`, then `fedge edge start`)"
         )
     for row in rows:
-        console.print(
-            _drift_line(row, drift.threshold), soft_wrap=True, highlight=False, markup=False
-        )
+        print_plain(_drift_line(row, drift.threshold))
 
 
 def _predicting(fleet: pb.ListDevicesResponse) -> list[pb.Device]:

@@ -1,12 +1,18 @@
 """``fedge gateway``: run a site gateway between the cloud coordinator and a site's devices."""
 
-import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fedge.cli.common import command_group, console, fail, log_fedge_info, require_extra
+from fedge.cli.common import (
+    command_group,
+    console,
+    fail,
+    log_fedge_info,
+    require_extra,
+    stop_on_signals,
+)
 from fedge.errors import FedgeError
 
 __all__ = ["app"]
@@ -53,13 +59,7 @@ def start_command(
         )
     except (FedgeError, OSError) as err:
         fail(str(err))
-
-    def _stop(signum: int, _frame: object) -> None:
-        console.print(f"signal {signum}: stopping the gateway")
-        gateway.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop_on_signals(gateway.stop, saying="stopping the gateway")
     identity = gateway.identity
     assert identity is not None
     console.print(

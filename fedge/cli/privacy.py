@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fedge.cli._control import Control, operator_command
-from fedge.cli.common import command_group, console, fail
+from fedge.cli.common import command_group, console, fail, print_figures
 from fedge.errors import FedgeError
 from fedge.v1 import control_pb2 as pb
 
@@ -51,18 +50,20 @@ def report_command(
         report = privacy_report(results)
     except (FedgeError, ValueError, KeyError) as err:
         fail(str(err))
-    table = Table(title=f"privacy: {title}")
-    for column in ("round", "accuracy", "epsilon", "device eps (max)", "clients", "refused"):
-        table.add_column(column, justify="right")
-    for r in report.rounds:
-        table.add_row(
-            str(r.round),
-            f"{r.accuracy:.4f}",
-            "-" if r.epsilon is None else f"{r.epsilon:.4f}",
-            "-" if r.device_epsilon_max is None else f"{r.device_epsilon_max:.4f}",
-            str(r.sampled),
-            str(r.refused),
-        )
-    console.print(table)
+    print_figures(
+        f"privacy: {title}",
+        ("round", "accuracy", "epsilon", "device eps (max)", "clients", "refused"),
+        [
+            (
+                str(r.round),
+                f"{r.accuracy:.4f}",
+                "-" if r.epsilon is None else f"{r.epsilon:.4f}",
+                "-" if r.device_epsilon_max is None else f"{r.device_epsilon_max:.4f}",
+                str(r.sampled),
+                str(r.refused),
+            )
+            for r in report.rounds
+        ],
+    )
     for line in report.summary_lines():
         console.print(line, soft_wrap=True, highlight=False)

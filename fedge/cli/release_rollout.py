@@ -23,7 +23,7 @@ import typer
 
 from fedge.builder.artifact import ProfileArtifact
 from fedge.cli._control import Control, operator_command
-from fedge.cli.common import command_group, console, count, fail
+from fedge.cli.common import JsonOption, command_group, console, count, fail
 from fedge.errors import FedgeError
 from fedge.release.builds import resolve_build, resolve_profile_build
 from fedge.release.rollout import RolloutPolicy, parse_stages
@@ -309,7 +309,7 @@ def _states(r: pb.ReleaseSummary) -> str:
 
 @operator_command
 def ls_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     control: Control = Control(),
 ) -> None:
     """List the coordinator's releases, newest first."""

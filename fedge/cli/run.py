@@ -22,7 +22,7 @@ from fedge.cli._control import (
     operator_command,
 )
 from fedge.cli._options import run_option_flags
-from fedge.cli.common import command_group, console, fail
+from fedge.cli.common import JsonOption, command_group, console, fail, print_figures, print_plain
 from fedge.errors import FedgeError
 from fedge.options import layer_options, parse_set
 from fedge.protocol.serde import run_state_from_proto
@@ -112,7 +112,7 @@ def run_to_json(response: pb.GetRunResponse) -> dict[str, Any]:
 @operator_command
 def status_command(
     run: Annotated[int, typer.Argument(help="Run id (default: the latest).")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     control: Control = Control(),
 ) -> None:
     """A run's state, its rounds (devices asked, replied, dropped and why; replies per site)
@@ -129,33 +129,32 @@ def status_command(
         soft_wrap=True,
         highlight=False,
     )
-    table = Table(title=f"run {r.run_id} rounds")
     # A task's own metrics (ROC-AUC of a binary task; F1 of an anomaly task...) get columns.
     extra = sorted({name for x in response.rounds for name in x.metrics if name != "threshold"})
-    for column in ("round", "accuracy", "loss", *extra, "replied/asked", "dropped", "seconds"):
-        table.add_column(column, justify="right")
-    for x in response.rounds:
-        table.add_row(
-            str(x.server_round),
-            f"{x.accuracy:.4f}",
-            f"{x.loss:.4f}",
-            *(f"{x.metrics[name]:.4f}" if name in x.metrics else "" for name in extra),
-            f"{x.aggregated}/{x.sampled}",
-            str(x.dropped),
-            f"{x.seconds:.1f}",
-        )
-    console.print(table)
+    print_figures(
+        f"run {r.run_id} rounds",
+        ("round", "accuracy", "loss", *extra, "replied/asked", "dropped", "seconds"),
+        [
+            (
+                str(x.server_round),
+                f"{x.accuracy:.4f}",
+                f"{x.loss:.4f}",
+                *(f"{x.metrics[name]:.4f}" if name in x.metrics else "" for name in extra),
+                f"{x.aggregated}/{x.sampled}",
+                str(x.dropped),
+                f"{x.seconds:.1f}",
+            )
+            for x in response.rounds
+        ],
+    )
     for x in response.rounds:
         for s in x.sites:  # what each site's gateway sent the cloud
             where = f"site {s.site} (gateway {s.gateway_id})" if s.site else "cloud devices"
             loss = f", train loss {s.train_loss:.4f}" if s.HasField("train_loss") else ""
-            console.print(
+            print_plain(
                 f"round {x.server_round}: {where}: {s.replies} "
                 f"{'reply' if s.replies == 1 else 'replies'} for {s.aggregated}/{s.asked} "
-                f"devices, {s.examples} examples{loss}",
-                soft_wrap=True,
-                highlight=False,
-                markup=False,
+                f"devices, {s.examples} examples{loss}"
             )
         for d in x.drops:
             who = d.device_id or f"node {d.node_id}"
@@ -166,12 +165,7 @@ def status_command(
             )
     for e in list(response.events)[-12:]:
         when = dt.datetime.fromtimestamp(e.time_unix, dt.UTC).strftime("%H:%M:%S")
-        console.print(
-            f"{when} {e.kind:<13} {e.device_id:<13} {e.message}",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
-        )
+        print_plain(f"{when} {e.kind:<13} {e.device_id:<13} {e.message}")
 
 
 @app.command("stop")

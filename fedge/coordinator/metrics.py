@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -44,21 +45,14 @@ def device_state(state: str, *, revoked: bool, online: bool) -> str:
     return state if online else "offline"
 
 
+@dataclass(kw_only=True, eq=False)  # eq=False: a registry keys its collectors by identity
 class _StateCollector(Collector):
     """Gauges read from the coordinator's state at scrape time."""
 
-    def __init__(
-        self,
-        *,
-        state: State,
-        hub: TaskHub,
-        releases: ReleaseStore,
-        downloads: Callable[[], int],
-    ) -> None:
-        self._state = state
-        self._hub = hub
-        self._releases = releases
-        self._downloads = downloads
+    state: State
+    hub: TaskHub
+    releases: ReleaseStore
+    downloads: Callable[[], int]
 
     def collect(self) -> Iterator[Metric]:
         """Every gauge; a failure to read one part is logged and the rest still served."""
@@ -69,8 +63,8 @@ class _StateCollector(Collector):
                 logger.exception("cannot collect %s metrics", part.__name__)
 
     def _devices(self) -> Iterator[Metric]:
-        rows = self._state.devices()
-        online = set(self._hub.online([d.id for d in rows]))
+        rows = self.state.devices()
+        online = set(self.hub.online([d.id for d in rows]))
         states = Tally(
             device_state(d.state, revoked=d.revoked, online=d.id in online) for d in rows
         )
@@ -96,7 +90,7 @@ class _StateCollector(Collector):
         yield spent
 
     def _runs(self) -> Iterator[Metric]:
-        runs = self._state.runs()
+        runs = self.state.runs()
         by_state = Tally(r.state for r in runs)
         gauge = GaugeMetricFamily("fedge_runs", "Training runs by state.", labels=["state"])
         for name in _RUN_STATES:
@@ -120,7 +114,7 @@ class _StateCollector(Collector):
             labels=["run", "metric"],
         )
         for run in runs:
-            done = self._state.rounds(run.id)
+            done = self.state.rounds(run.id)
             label = [str(run.id)]
             rounds.add_metric(label, len(done))
             total.add_metric(label, run.rounds_total)
@@ -147,9 +141,9 @@ class _StateCollector(Collector):
         live = GaugeMetricFamily(
             "fedge_release_live", "1 for a live release, 0 for a withdrawn one.", labels=["version"]
         )
-        for info in self._releases.list_releases():
+        for info in self.releases.list_releases():
             version = str(info.version)
-            for name, count in self._releases.status(info.version).items():
+            for name, count in self.releases.status(info.version).items():
                 installs.add_metric([version, name], count)
             percent.add_metric([version], info.percent)
             live.add_metric([version], 0 if info.withdrawn else 1)
@@ -157,9 +151,9 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "fedge_downloads_in_flight",
             "Artifact downloads the model hub serves right now.",
-            value=self._downloads(),
+            value=self.downloads(),
         )
-        rollout = getattr(self._releases, "rollouts", None)
+        rollout = getattr(self.releases, "rollouts", None)
         if rollout is None:
             return
         stage = GaugeMetricFamily(
@@ -174,14 +168,14 @@ class _StateCollector(Collector):
         )
         for plan in rollout.all():
             stage.add_metric([str(plan.version), plan.state], plan.stages[plan.stage])
-            counts = self._releases.status(plan.version)
+            counts = self.releases.status(plan.version)
             failed = sum(counts[s] for s in ("refused", "failed", "rolled_back"))
             outcomes = failed + counts["installed"]
             failure.add_metric([str(plan.version)], failed / outcomes if outcomes else 0.0)
         yield from (stage, failure)
 
     def _drift(self) -> Iterator[Metric]:
-        drift = getattr(self._releases, "drift", None)
+        drift = getattr(self.releases, "drift", None)
         if drift is None:
             return
         psi = GaugeMetricFamily(

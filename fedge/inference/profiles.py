@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -308,35 +309,33 @@ class _Checker:
     def integer(
         self, field_name: str, table: dict[str, Any], *, minimum: int, default: int | None = None
     ) -> int:
-        key = field_name.split("] ")[-1]
-        value = table.get(key, default)
-        if value is None:
-            self.fail(field_name, None, "is missing")
+        value = self._given(field_name, table, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             self.fail(field_name, value, f"must be an integer >= {minimum}")
         return int(value)
 
     def positive(self, field_name: str, table: dict[str, Any]) -> float:
-        value = table.get(field_name.split("] ")[-1])
-        if value is None:
-            self.fail(field_name, None, "is missing")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(field_name, value, "must be a positive number")
-        number = float(value)
-        if not (number > 0 and math.isfinite(number)):
-            self.fail(field_name, value, "must be a positive number")
-        return number
+        return self._number(
+            field_name, table, lambda x: x > 0 and math.isfinite(x), "a positive number"
+        )
 
     def fraction(self, field_name: str, table: dict[str, Any]) -> float:
-        value = table.get(field_name.split("] ")[-1])
+        return self._number(field_name, table, lambda x: 0.0 <= x <= 1.0, "a number in [0, 1]")
+
+    def _number(
+        self, field_name: str, table: dict[str, Any], fits: Callable[[float], bool], what: str
+    ) -> float:
+        value = self._given(field_name, table)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not fits(float(value)):
+            self.fail(field_name, value, f"must be {what}")
+        return float(value)
+
+    def _given(self, field_name: str, table: dict[str, Any], default: object = None) -> object:
+        """The value of ``[table] key`` (``field_name``); missing is an error."""
+        value = table.get(field_name.split("] ")[-1], default)
         if value is None:
             self.fail(field_name, None, "is missing")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(field_name, value, "must be a number in [0, 1]")
-        number = float(value)
-        if not 0.0 <= number <= 1.0:
-            self.fail(field_name, value, "must be a number in [0, 1]")
-        return number
+        return value
 
     def partition(self, field_name: str, value: object) -> str:
         if not isinstance(value, str) or not _PARTITION.match(value.strip()):

@@ -4,86 +4,52 @@ from torch import Tensor, nn
 
 from fedge.models.registry import register_model
 
-__all__ = ["DPCNN", "FedAvgCNN", "SmallCNN", "build_mlp"]
+__all__ = ["TwoConvCNN", "build_mlp", "image_dims"]
 
 
-class FedAvgCNN(nn.Module):
-    """The CNN of the FedAvg paper (McMahan et al. 2017): 1,663,370 parameters on MNIST.
+class TwoConvCNN(nn.Module):
+    """Two same-padded convolutions (``channels``), each followed by GroupNorm in ``groups``
+    groups (if given), ReLU and 2x2 max pooling; then a ``hidden``-unit fully connected layer
+    (if given) and the logits (the loss applies the softmax)."""
 
-    Two 5x5 convolutions (32, 64 channels), each followed by 2x2 max pooling, a 512-unit fully
-    connected layer and a softmax output (the logits; the loss applies the softmax).
-    """
-
-    def __init__(self, in_channels: int, height: int, width: int, num_classes: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        height: int,
+        width: int,
+        num_classes: int,
+        *,
+        channels: tuple[int, int],
+        kernel_size: int = 3,
+        hidden: int | None = None,
+        groups: int | None = None,
+    ) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, kernel_size=5, padding=2),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=5, padding=2),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        flat = 64 * (height // 4) * (width // 4)
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, 512), nn.ReLU(), nn.Linear(512, num_classes)
-        )
+        features: list[nn.Module] = []
+        previous = in_channels
+        for out in channels:
+            features.append(
+                nn.Conv2d(previous, out, kernel_size=kernel_size, padding=kernel_size // 2)
+            )
+            if groups is not None:
+                features.append(nn.GroupNorm(groups, out))
+            features += [nn.ReLU(), nn.MaxPool2d(2)]
+            previous = out
+        self.features = nn.Sequential(*features)
+        flat = previous * (height // 4) * (width // 4)
+        head: list[nn.Module] = [nn.Flatten()]
+        if hidden is not None:
+            head += [nn.Linear(flat, hidden), nn.ReLU()]
+            flat = hidden
+        head.append(nn.Linear(flat, num_classes))
+        self.classifier = nn.Sequential(*head)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
 
 
-class SmallCNN(nn.Module):
-    """A smaller CNN: two 3x3 convolutions (16, 32 channels) and a 128-unit layer."""
-
-    def __init__(self, in_channels: int, height: int, width: int, num_classes: int) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 16, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        flat = 32 * (height // 4) * (width // 4)
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, 128), nn.ReLU(), nn.Linear(128, num_classes)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
-
-
-class DPCNN(nn.Module):
-    """A small CNN for DP-SGD: 3x3 convolutions (8, 16 channels) with GroupNorm, no BatchNorm.
-
-    Per-sample gradient clipping rules out BatchNorm (it mixes samples); GroupNorm keeps the
-    activations in range without it, and the few parameters (about 8 k on MNIST) keep the
-    DP noise, whose norm grows with the square root of the parameter count, small.
-    """
-
-    def __init__(self, in_channels: int, height: int, width: int, num_classes: int) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 8, kernel_size=3, padding=1),
-            nn.GroupNorm(4, 8),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, kernel_size=3, padding=1),
-            nn.GroupNorm(4, 16),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(16 * (height // 4) * (width // 4), num_classes)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
-
-
-def _image_dims(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+def image_dims(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of an image input a two-pooling CNN can take."""
     channels, height, width = input_shape
     if height < 4 or width < 4:
         raise ValueError(f"image input must be at least 4x4, got {height}x{width}")
@@ -92,20 +58,31 @@ def _image_dims(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 @register_model("fedavg-cnn", images_only=True)
 def build_fedavg_cnn(*, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """The FedAvg paper's MNIST CNN (5x5 conv 32, pool, 5x5 conv 64, pool, FC 512)."""
-    return FedAvgCNN(*_image_dims(input_shape), num_classes)
+    """The FedAvg paper's MNIST CNN (5x5 conv 32, pool, 5x5 conv 64, pool, FC 512).
+
+    The CNN of McMahan et al. 2017: 1,663,370 parameters on MNIST, a softmax output (the
+    logits; the loss applies the softmax).
+    """
+    return TwoConvCNN(
+        *image_dims(input_shape), num_classes, channels=(32, 64), kernel_size=5, hidden=512
+    )
 
 
 @register_model("cnn-small", images_only=True)
 def build_cnn_small(*, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """A small CNN (3x3 conv 16, pool, 3x3 conv 32, pool, FC 128)."""
-    return SmallCNN(*_image_dims(input_shape), num_classes)
+    return TwoConvCNN(*image_dims(input_shape), num_classes, channels=(16, 32), hidden=128)
 
 
 @register_model("dp-cnn", images_only=True, student=True)
 def build_dp_cnn(*, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """A GroupNorm CNN for DP-SGD (3x3 conv 8, pool, 3x3 conv 16, pool; ~8 k params)."""
-    return DPCNN(*_image_dims(input_shape), num_classes)
+    """A GroupNorm CNN for DP-SGD (3x3 conv 8, pool, 3x3 conv 16, pool; ~8 k params).
+
+    Per-sample gradient clipping rules out BatchNorm (it mixes samples); GroupNorm keeps the
+    activations in range without it, and the few parameters (about 8 k on MNIST) keep the
+    DP noise, whose norm grows with the square root of the parameter count, small.
+    """
+    return TwoConvCNN(*image_dims(input_shape), num_classes, channels=(8, 16), groups=4)
 
 
 @register_model("mlp", images_only=False)

@@ -12,6 +12,7 @@ servicer or handler reads it with :func:`caller`.
 """
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -93,53 +94,41 @@ class FedgeInterceptor(grpc.ServerInterceptor):
             )
         return handler
 
-    def _enter(self, method: str, context: grpc.ServicerContext) -> Any:
-        _CALLER.set(None)  # a worker thread serves one call after another
-        who = self._authenticate(method, context) if self._authenticate is not None else None
-        _CALLER.set(who)
-        return who
-
-    @staticmethod
-    def _leave() -> None:
-        # Set, not reset with a token: a stream's generator may be closed on another thread.
-        _CALLER.set(None)
+    @contextmanager
+    def _serving(self, method: str, context: grpc.ServicerContext) -> Iterator[None]:
+        """Around one call: its caller known (or it is refused), a ``FedgeError`` answered
+        with its status, the caller forgotten after."""
+        who = None
+        try:
+            _CALLER.set(None)  # a worker thread serves one call after another
+            if self._authenticate is not None:
+                who = self._authenticate(method, context)
+            _CALLER.set(who)
+            yield
+        except FedgeError as err:
+            self._refuse(method, context, err, who)
+        finally:
+            # Set, not reset with a token: a stream's generator may be closed on another thread.
+            _CALLER.set(None)
 
     def _unary(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
-            who = None
-            try:
-                who = self._enter(method, context)
+            with self._serving(method, context):
                 return behaviour(_decoded(request), context)
-            except FedgeError as err:
-                self._refuse(method, context, err, who)
-            finally:
-                self._leave()
 
         return call
 
     def _server_stream(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            who = None
-            try:
-                who = self._enter(method, context)
+            with self._serving(method, context):
                 yield from behaviour(_decoded(request), context)
-            except FedgeError as err:
-                self._refuse(method, context, err, who)
-            finally:
-                self._leave()
 
         return call
 
     def _client_stream(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         def call(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-            who = None
-            try:
-                who = self._enter(method, context)
+            with self._serving(method, context):
                 return behaviour((_decoded(r) for r in requests), context)
-            except FedgeError as err:
-                self._refuse(method, context, err, who)
-            finally:
-                self._leave()
 
         return call
 

@@ -85,21 +85,22 @@ class RolloutController:
 
     def pause(self, version: int) -> Rollout:
         """Hold a running rollout at its stage (the health gate still halts it)."""
-        with self._lock:
-            rollout = self._store.rollouts.require(version)
-            if rollout.state != RUNNING:
-                raise ReleaseError(f"the rollout of release {version} is {rollout.state}")
-            self._on_event("rollout", f"release {version}: rollout paused")
-            return self._store.rollouts.update(version, state=PAUSED)
+        return self._switch(version, RUNNING, PAUSED, "paused")
 
     def resume(self, version: int) -> Rollout:
         """Go on with a paused rollout (its stage's wait starts again)."""
+        return self._switch(version, PAUSED, RUNNING, "resumed", restart_stage=True)
+
+    def _switch(
+        self, version: int, was: str, to: str, what: str, *, restart_stage: bool = False
+    ) -> Rollout:
         with self._lock:
             rollout = self._store.rollouts.require(version)
-            if rollout.state != PAUSED:
+            if rollout.state != was:
                 raise ReleaseError(f"the rollout of release {version} is {rollout.state}")
-            self._on_event("rollout", f"release {version}: rollout resumed")
-            return self._store.rollouts.update(version, state=RUNNING, stage_started=self._clock())
+            self._on_event("rollout", f"release {version}: rollout {what}")
+            restart = {"stage_started": self._clock()} if restart_stage else {}
+            return self._store.rollouts.update(version, state=to, **restart)
 
     def abort(self, version: int) -> Rollout:
         """Stop a rollout now and roll the fleet back to the last good release."""

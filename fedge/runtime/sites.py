@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from uuid import uuid4
 
-from flwr.app import ArrayRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, Message, MessageType
 from flwr.serverapp import Grid
 
 from fedge.app.sites import MEAN, SiteResult, aggregation_for, clip_norm_of, run_site
@@ -63,17 +63,6 @@ class SiteGrid(RunGrid):
     def get_node_ids(self) -> Iterable[int]:
         """Every simulated device (of every site)."""
         return self._inner.get_node_ids()
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        """Create a message to ``dst_node_id``."""
-        return self._inner.create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Queue messages; their sites run when the replies are pulled."""

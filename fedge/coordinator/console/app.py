@@ -159,14 +159,16 @@ def create_app(
         return endpoint
 
     def action(
-        what: Callable[[Request], str], handler: Callable[[Request], Message]
-    ) -> Callable[[Request], Message]:
+        path: str, what: Callable[[Request], str], handler: Callable[[Request], Message]
+    ) -> Route:
+        """A POST route that does ``handler`` and records, as an event, who did ``what``."""
+
         def run(request: Request) -> Message:
             result = handler(request)
             state.add_event("console", f"{request.state.operator}: {what(request)}")
             return result
 
-        return run
+        return Route(path, api(run), methods=["POST"])
 
     def number(request: Request, name: str) -> int:
         text = request.path_params[name]
@@ -220,9 +222,7 @@ def create_app(
         def run(r: Request) -> Message:
             return method(number(r, "version"))
 
-        return Route(
-            f"/api/releases/{{version}}/{verb}", api(action(describe, run)), methods=["POST"]
-        )
+        return action(f"/api/releases/{{version}}/{verb}", describe, run)
 
     def who(request: Request) -> dict[str, Any]:
         return {"operator": request.state.operator, "login_required": login_required}
@@ -237,40 +237,25 @@ def create_app(
         Route("/api/fleet", api(lambda r: control.list_devices())),
         Route("/api/runs", api(lambda r: control.list_runs())),
         Route("/api/runs/{run_id}", api(lambda r: control.get_run(number(r, "run_id")))),
-        Route(
+        action(
             "/api/runs/{run_id}/stop",
-            api(
-                action(
-                    lambda r: f"stop run {r.path_params['run_id']}",
-                    lambda r: control.stop_run(number(r, "run_id")),
-                )
-            ),
-            methods=["POST"],
+            lambda r: f"stop run {r.path_params['run_id']}",
+            lambda r: control.stop_run(number(r, "run_id")),
         ),
         Route("/api/releases", api(lambda r: control.list_releases())),
         Route(
             "/api/releases/{version}",
             api(lambda r: control.release_status(number(r, "version"))),
         ),
-        Route(
+        action(
             "/api/releases/{version}/promote",
-            api(
-                action(
-                    lambda r: f"promote release {r.path_params['version']} to {percent_of(r)}%",
-                    lambda r: control.promote_release(number(r, "version"), percent=percent_of(r)),
-                )
-            ),
-            methods=["POST"],
+            lambda r: f"promote release {r.path_params['version']} to {percent_of(r)}%",
+            lambda r: control.promote_release(number(r, "version"), percent=percent_of(r)),
         ),
-        Route(
+        action(
             "/api/releases/{version}/rollback",
-            api(
-                action(
-                    lambda r: f"roll back release {r.path_params['version']}",
-                    lambda r: control.rollback_release(number(r, "version")),
-                )
-            ),
-            methods=["POST"],
+            lambda r: f"roll back release {r.path_params['version']}",
+            lambda r: control.rollback_release(number(r, "version")),
         ),
         *[
             rollout_route(verb, method)

@@ -11,7 +11,7 @@ transaction: another process opening the same file waits, then finds it upgraded
 killed half-way leaves the file as it was. A file of a newer fedge (a revision this one does not
 know) is refused with one line. The first revision of each history is the schema fedge had
 before it versioned its schemas, written so that a file of that fedge (its tables, no version
-table) is adopted in place.
+table) is adopted in place (:func:`baseline`).
 
 To change a schema: change the store's tables, then add a revision file to its directory with
 ``revision`` (the next number), ``down_revision`` (the newest so far) and an ``upgrade()``
@@ -20,6 +20,7 @@ using ``alembic.op`` (for SQLite, ``op.batch_alter_table`` to change or drop a c
 """
 
 import threading
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from fedge.log import logger
 
 __all__ = [
     "HISTORIES",
+    "baseline",
     "create_or_complete",
     "head_revision",
     "history_dir",
@@ -102,6 +104,19 @@ def upgrade_schema(engine: Engine, history: Path) -> None:
         logger.info(
             "%s: %s schema upgraded from %s to %s", engine.url.database, history.name, was, head
         )
+
+
+def baseline(tables: MetaData) -> tuple[str, None, Callable[[], None]]:
+    """``revision, down_revision, upgrade`` of the first revision of a history: the schema
+    fedge had before it versioned its schemas (fedge 5c8fcc8), ``tables`` as that fedge created
+    them, frozen in the revision file (the store's ORM classes will change; these must not). A
+    file that fedge wrote has these tables and no version table: they are kept, and any column
+    the file lacks (fedge added columns as it grew) is added, as that fedge did."""
+
+    def upgrade() -> None:
+        create_or_complete(tables)
+
+    return "0001", None, upgrade
 
 
 def create_or_complete(tables: MetaData) -> None:

@@ -1,18 +1,11 @@
 """The release store's schema before fedge versioned it (``releases.db``, fedge 5c8fcc8).
 
-The tables as that fedge created them, frozen here (its ORM classes will change; this must
-not). A file that fedge wrote has these tables and no version table: they are kept, and any
-column that file lacks (fedge added columns as it grew) is added, as that fedge did.
+Its tables as that fedge created them: see :func:`fedge.storage.migrations.baseline`.
 """
 
 import sqlalchemy as sa
 
-from fedge.storage.migrations import create_or_complete
-
-revision = "0001"
-down_revision = None
-branch_labels = None
-depends_on = None
+from fedge.storage.migrations import baseline
 
 METADATA = sa.MetaData()
 sa.Table(
@@ -108,7 +101,4 @@ sa.Table(
     sa.Column("updated", sa.String(length=32), nullable=False),
 )
 
-
-def upgrade() -> None:
-    """Create the tables, or complete those of a file written before schemas had versions."""
-    create_or_complete(METADATA)
+revision, down_revision, upgrade = baseline(METADATA)
