@@ -66,7 +66,7 @@ class DataSummary:
 def summarize(data_dir: Path) -> DataSummary:
     """The summary of ``data_dir`` (loading it, so a bad directory fails here, by name)."""
     dataset = str(read_meta(data_dir).get("dataset", ""))
-    data = load_device_data(data_dir, dataset=dataset or "mnist-5k")
+    data = load_device_data(data_dir, dataset=dataset)
     return DataSummary(dataset, data.input_shape, data.num_classes, len(data.y))
 
 
@@ -109,7 +109,10 @@ def _load(data_dir: Path, dataset: str) -> DeviceData:
         raise DataError(f"{data_dir} has no data.npz, data.csv or images/ folder")
     if len(y) == 0:
         raise DataError(f"{data_dir} holds no samples")
-    num_classes = int(meta.get("num-classes") or _dataset_classes(dataset))
+    # Without metadata or a dataset to ask, the labels say how many classes there are at least.
+    num_classes = int(
+        meta.get("num-classes") or (_dataset_classes(dataset) if dataset else int(y.max()) + 1)
+    )
     if y.min() < 0 or y.max() >= num_classes:
         raise DataError(
             f"{data_dir}: labels must be in [0, {num_classes}), got {y.min()}..{y.max()}"
