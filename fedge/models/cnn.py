@@ -4,7 +4,7 @@ from torch import Tensor, nn
 
 from fedge.models.registry import register_model
 
-__all__ = ["DPCNN", "FedAvgCNN", "SmallCNN", "build_mlp"]
+__all__ = ["DPCNN", "BatchNormCNN", "FedAvgCNN", "SmallCNN", "build_mlp"]
 
 
 class FedAvgCNN(nn.Module):
@@ -43,6 +43,34 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(16, 32, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        flat = 32 * (height // 4) * (width // 4)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, 128), nn.ReLU(), nn.Linear(128, num_classes)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+class BatchNormCNN(nn.Module):
+    """:class:`SmallCNN` with BatchNorm after each convolution: the model FedBN personalises.
+
+    Its normalisation statistics are each device's own under ``--strategy fedbn``; not for
+    DP-SGD (BatchNorm mixes samples).
+    """
+
+    def __init__(self, in_channels: int, height: int, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 16, kernel_size=3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, kernel_size=3, padding=1),
+            nn.BatchNorm2d(32),
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
@@ -100,6 +128,12 @@ def build_fedavg_cnn(*, input_shape: tuple[int, ...], num_classes: int) -> nn.Mo
 def build_cnn_small(*, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """A small CNN (3x3 conv 16, pool, 3x3 conv 32, pool, FC 128)."""
     return SmallCNN(*_image_dims(input_shape), num_classes)
+
+
+@register_model("cnn-bn", images_only=True)
+def build_cnn_bn(*, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The small CNN with BatchNorm after each convolution (for FedBN)."""
+    return BatchNormCNN(*_image_dims(input_shape), num_classes)
 
 
 @register_model("dp-cnn", images_only=True, student=True)
