@@ -17,6 +17,13 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from fedge.app.config import RunConfig
+from fedge.app.personalize import (
+    PERSONAL_LAYERS,
+    keep_personal_layers,
+    personalize_client,
+    restore_personal_layers,
+    training_part,
+)
 from fedge.app.training import evaluate, train
 from fedge.data import get_dataset, parse_partition, partition_indices
 from fedge.data.device import load_device_data
@@ -42,11 +49,14 @@ _PARTITIONS_LOCK = threading.Lock()
 _THREAD = threading.local()
 
 
-def load_client_data(config: RunConfig, node_config: dict[str, Any]) -> ClientData:
+def load_client_data(
+    config: RunConfig, node_config: dict[str, Any], part: str = "train"
+) -> ClientData:
     """The samples of the client described by ``node_config`` (cached per process).
 
     A real device names its own ``data-dir`` (see :mod:`fedge.data.device`); a simulated client
-    has a ``partition-id`` into the run's dataset.
+    has a ``partition-id`` into the run's dataset, and with personalisation options trains on
+    the ``part`` of it that :func:`~fedge.app.personalize.training_part` names.
     """
     if "data-dir" in node_config:
         local = load_device_data(Path(str(node_config["data-dir"])), dataset=config.dataset)
@@ -60,6 +70,7 @@ def load_client_data(config: RunConfig, node_config: dict[str, Any]) -> ClientDa
     if not 0 <= partition_id < num_partitions:
         raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})")
     x, y = parts[partition_id]
+    x, y = training_part(config, partition_id, x, y, part)
     dataset = get_dataset(config.dataset, data_dir=config.data_dir)
     return ClientData(x, y, dataset.input_shape, dataset.num_classes)
 
@@ -136,6 +147,13 @@ def build_client_app(
     def evaluate_handler(msg: Message, context: Context) -> Message:
         return _evaluate(msg, context, config or _run_config(context))
 
+    @app.evaluate("personalize")
+    def personalize_handler(msg: Message, context: Context) -> Message:
+        cfg = config or _run_config(context)
+        data = load_client_data(cfg, dict(context.node_config), part="all")
+        partition_id = int(context.node_config.get("partition-id", context.node_id))
+        return personalize_client(msg, context.state, cfg, data, partition_id)
+
     return app
 
 
@@ -192,6 +210,7 @@ def _train(msg: Message, context: Context, config: RunConfig, root: Path | None)
     server_round = int(_scalar(train_config, "server-round", 0))
     site_round = int(_scalar(train_config, "site-round", 1))
     partition_id = int(context.node_config.get("partition-id", context.node_id))
+    restore_personal_layers(config.strategy, context.state, model)
     if config.privacy.local:
         return _train_private(msg, context, config, data, model, train_config, partition_id, root)
     loss = train(
@@ -207,6 +226,7 @@ def _train(msg: Message, context: Context, config: RunConfig, root: Path | None)
         precision=config.precision,
         kind=config.task_kind,
     )
+    keep_personal_layers(config.strategy, context.state, model)
     metrics = MetricRecord({"num-examples": len(data.y), "train-loss": loss})
     content = RecordDict({"arrays": _contiguous_arrays(model), "metrics": metrics})
     return Message(content=content, reply_to=msg)
@@ -279,6 +299,9 @@ def _train_private(
         )
     except PrivacyBudgetExceededError as err:
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(err)), reply_to=msg)
+    if config.strategy in PERSONAL_LAYERS:
+        model.load_state_dict(result.state_dict)
+        keep_personal_layers(config.strategy, context.state, model)
     metrics = MetricRecord(
         {
             "num-examples": len(data.y),

@@ -28,7 +28,9 @@ from fedge.options import (
 from fedge.privacy.config import PrivacyConfig
 
 __all__ = [
+    "FEATURE_SHIFTS",
     "PARTITION_LEVELS",
+    "PERSONALIZE_MODES",
     "PRECISIONS",
     "RUNTIMES",
     "RunConfig",
@@ -39,6 +41,8 @@ __all__ = [
 RUNTIMES = ("local", "ray", "grpc")
 PRECISIONS = ("fp32", "bf16")
 PARTITION_LEVELS = ("device", "site")
+PERSONALIZE_MODES = ("off", "finetune")
+FEATURE_SHIFTS = ("none", "device")
 
 
 def _datasets() -> list[str]:
@@ -211,6 +215,23 @@ class RunConfig:
         help="Local FedAvg rounds at each site per round (with gateways).",
         low=1,
         commands=BOTH,
+    )
+    # Personalisation (fedge.app.personalize): after the rounds, each simulated client adapts
+    # the global model to its own data and serves it only if it wins on its validation split.
+    personalize: str = option(
+        "off",
+        help="After the run, fine-tune the global model on each client's own data (guarded).",
+        choices=_constant(*PERSONALIZE_MODES),
+        commands=SIMULATE,
+    )
+    personalize_epochs: int = option(
+        5, help="Epochs of each client's personal fine-tune.", low=1, commands=SIMULATE
+    )
+    feature_shift: str = option(
+        "none",
+        help="device: each client's inputs are transformed its own way (dimmed, inverted).",
+        choices=_constant(*FEATURE_SHIFTS),
+        commands=SIMULATE,
     )
 
     def __post_init__(self) -> None:

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
 from fedge.app.metrics import anomaly_metrics, anomaly_threshold, roc_auc
+from fedge.app.personalize import PERSONAL_LAYERS, personalize_fleet
 from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
 from fedge.app.resume import resume_fields, resume_run
 from fedge.app.strategies import build_private_strategy
@@ -186,6 +187,8 @@ def run_federation(
     result.notes.update(
         privacy_notes(strategy, config.privacy, device_state_root=device_state_root)
     )
+    if config.personalize != "off" or config.strategy in PERSONAL_LAYERS:
+        result.notes["personalization"] = personalize_fleet(grid, config, arrays, out_dir)
     if out_dir is not None:
         write_results(out_dir, result)
         write_plots(out_dir, result)

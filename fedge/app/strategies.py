@@ -123,3 +123,9 @@ register_strategy(
 register_strategy(
     "krum", lambda common, opts: Krum(**common, num_malicious_nodes=opts.krum_malicious)
 )
+# Personalisation strategies (fedge.app.personalize) average on the server like FedAvg; each
+# client trains and predicts with its own copy of the personal layers (FedBN: normalisation
+# layers; FedPer: the last linear layer), so what the server averages there is only the
+# starting point of a device that has none yet.
+register_strategy("fedbn", lambda common, opts: FedAvg(**common))
+register_strategy("fedper", lambda common, opts: FedAvg(**common))

@@ -41,6 +41,13 @@ ProfileOption = Annotated[
     ),
 ]
 DEFAULT_PROFILE = "cpu-small"
+PersonalEpsilonOption = Annotated[
+    float,
+    typer.Option(
+        help="Local DP budget (epsilon) of this device's personal fits, across releases.",
+        min=0.01,
+    ),
+]
 
 
 @app.command("enroll")
@@ -185,6 +192,15 @@ def start_command(
             "only task code it trains; a run of another task's code is refused."
         ),
     ] = None,
+    personalize: Annotated[
+        bool,
+        typer.Option(
+            "--personalize/--no-personalize",
+            help="After each install, fit a personal last layer on --data and serve it if it "
+            "beats the release on a held-out split.",
+        ),
+    ] = False,
+    personal_epsilon: PersonalEpsilonOption = 8.0,
 ) -> None:
     """Run this device: model releases and local inference, and training when it can.
 
@@ -245,6 +261,7 @@ def start_command(
                     profile=device_profile,
                     metrics_address=metrics or None,
                     drift=drift,
+                    personalize=_personal_settings(data, personal_epsilon) if personalize else None,
                 ),
             ),
         )
@@ -329,6 +346,51 @@ def _identity_for_start(
     if coordinator is not None and coordinator != identity.coordinator:
         identity = replace(identity, coordinator=coordinator)  # this run only
     return identity
+
+
+@app.command("personalize")
+def personalize_command(
+    data: Annotated[Path, typer.Option(help="The device's labelled data (as `edge start`).")],
+    state: StateOption = DEFAULT_STATE,
+    personal_epsilon: PersonalEpsilonOption = 8.0,
+    accuracy_floor: Annotated[
+        float | None,
+        typer.Option(help="The personal model's health check: accuracy floor on --data (0-1)."),
+    ] = None,
+) -> None:
+    """Fit a personal last layer on --data now; serve it only if it beats the installed release.
+
+    Uses the device's local DP ledger (with fedge\\[train]; a slim device fits with numpy). A
+    running device serves the result after its next restart.
+    """
+    from fedge.edge.health import HealthConfig
+    from fedge.edge.identity import load_pinned_key
+    from fedge.edge.personalize import personalize_serving
+
+    try:
+        health = HealthConfig(accuracy_floor=accuracy_floor, labelled=data)
+        outcome = personalize_serving(
+            state,
+            _personal_settings(data, personal_epsilon),
+            public_key=load_pinned_key(state),
+            health=health,
+        )
+    except FedgeError as err:
+        fail(str(err))
+    what = "serves its personal layer" if outcome.served else "keeps the global model"
+    epsilon = f", device epsilon {outcome.epsilon:.2f}" if outcome.epsilon is not None else ""
+    console.print(
+        f"release {outcome.version}: {what} ({outcome.reason}); validation accuracy "
+        f"{outcome.global_accuracy:.3f} -> {outcome.personal_accuracy:.3f} "
+        f"({outcome.method or 'no fit'}{epsilon})",
+        soft_wrap=True,
+    )
+
+
+def _personal_settings(data: Path | None, epsilon: float) -> Any:
+    from fedge.edge.personalize import PersonalizeSettings
+
+    return PersonalizeSettings(data=data, epsilon=epsilon)
 
 
 @app.command("make-data")

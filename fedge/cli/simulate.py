@@ -209,3 +209,31 @@ def _print_summary(result: RunResult, out: Path) -> None:
     )
     if result.stopped_reason:
         console.print(f"stopped early: {result.stopped_reason}")
+    if "personalization" in result.notes:
+        _print_personalization(result.notes["personalization"], out)
+
+
+def _print_personalization(summary: dict[str, Any], out: Path) -> None:
+    """Per-device accuracy on each device's own test split: global against personalised."""
+    table = Table(title=f"personalisation: {summary['strategy']} + {summary['mode']}")
+    for column in ("served model", "mean", "worst 10%", "devices worse", "devices better"):
+        table.add_column(column, justify="right")
+    rows = (
+        ("global", "global"),
+        ("personal, guard off", "guard_off"),
+        ("personal, guard on", "guard_on"),
+    )
+    for label, key in rows:
+        row = summary[key]
+        table.add_row(
+            label,
+            f"{row['mean']:.4f}",
+            f"{row['worst_10pct']:.4f}",
+            f"{row['made_worse_share']:.0%}",
+            f"{row['improved_share']:.0%}",
+        )
+    console.print(table)
+    console.print(
+        f"{summary['serving_personal']} of {summary['devices']} devices serve their personal "
+        f"model ({summary['gain_points']:+.1f} points mean); plot in {out / 'personalization.png'}"
+    )

@@ -22,6 +22,7 @@ from fedge.edge.health import HealthConfig
 from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import load_pinned_key
 from fedge.edge.inference import InferenceEngine, serve_inference
+from fedge.edge.personalize import PersonalizeSettings, PersonalOutcome, personalize_serving
 from fedge.edge.slots import SLOTS, Slots
 from fedge.edge.updater import DEFAULT_PROFILE, Updater
 from fedge.errors import VerificationError
@@ -50,6 +51,8 @@ class DeliverySettings:
     metrics_address: str | None = None
     # Noisy windows of what the model sees and predicts, sent with the telemetry (None: off).
     drift: DriftSettings | None = field(default_factory=DriftSettings)
+    # Fit a personal last layer on the device's data after each install (None: never).
+    personalize: PersonalizeSettings | None = None
 
 
 class DeviceDelivery:
@@ -194,6 +197,8 @@ class DeviceDelivery:
             report = self._ensure_updater().check_once()
             if report is not None and self.metrics is not None:
                 self.metrics.installs.labels(state=report.state).inc()
+            if report is not None and report.state == "installed" and self.settings.personalize:
+                self._personalize(self.settings.personalize)
             window = self.drift.take() if self.drift is not None else None
             self.client.report_inference(
                 device_id=self.device_id, stats=self.engine.stats(), drift=window
@@ -201,6 +206,27 @@ class DeviceDelivery:
             if window is not None and self.metrics is not None:
                 self.metrics.drift_windows.inc()
             return report
+
+    def personalize(self, settings: PersonalizeSettings | None = None) -> PersonalOutcome:
+        """Personalise the release this device serves now (``fedge edge personalize``)."""
+        chosen = settings or self.settings.personalize or PersonalizeSettings()
+        with self._tick_lock:
+            self._ensure_updater()
+            return self._personalize(chosen)
+
+    def _personalize(self, settings: PersonalizeSettings) -> PersonalOutcome:
+        outcome = personalize_serving(
+            self.state_dir,
+            settings,
+            public_key=self.public_key or load_pinned_key(self.state_dir),
+            health=self.settings.health,
+            budget=self.settings.profile.budget,
+        )
+        slots = Slots(self.state_dir)
+        serving = slots.state().serving
+        if serving is not None:  # the personal slot, or the global one it fell back to
+            self._serve(slots.model_path(serving), slots.version_of(serving))
+        return outcome
 
     def _loop(self) -> None:
         while not self._stop.is_set():

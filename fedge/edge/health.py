@@ -24,7 +24,7 @@ import numpy as np
 from fedge.errors import ConfigError, FedgeError
 from fedge.inference.measure import measure_session
 from fedge.inference.profiles import Budget
-from fedge.inference.runners import Runner, load_runner
+from fedge.inference.runners import Runner
 from fedge.protocol.manifest import Manifest
 
 __all__ = [
@@ -85,8 +85,11 @@ def make_session(path: Path, *, threads: int = 1) -> object:
 
 
 def load_model(path: Path, engine: str, *, threads: int = 1) -> Runner:
-    """The artifact at ``path`` loaded in ``engine`` (one of :mod:`fedge.inference.runners`)."""
-    return load_runner(engine, path, threads=threads)
+    """The artifact at ``path`` loaded in ``engine`` (one of :mod:`fedge.inference.runners`),
+    through the slot's personal last layer when it holds one (:mod:`fedge.edge.head`)."""
+    from fedge.edge.head import personal_runner
+
+    return personal_runner(path, engine, threads=threads)
 
 
 def load_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -29,13 +29,23 @@ from fedge.errors import VerificationError
 from fedge.files import atomic_write, file_sha256, fsync_dir
 from fedge.protocol.manifest import Manifest, SignedManifest, verify_manifest
 
-__all__ = ["MANIFEST_FILE", "MODEL_FILE", "POINTER_FILE", "SLOTS", "SlotState", "Slots"]
+__all__ = [
+    "HEAD_FILE",
+    "MANIFEST_FILE",
+    "MODEL_FILE",
+    "POINTER_FILE",
+    "SLOTS",
+    "SlotState",
+    "Slots",
+]
 
 SLOTS = ("a", "b")
 #: The artifact in a slot, whatever its engine (ONNX, an OpenVINO IR zip, a LiteRT flatbuffer):
 #: the manifest beside it says which.
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+#: A personalised slot's own last layer (fedge.edge.personalize), beside the release's model.
+HEAD_FILE = "head.npz"
 POINTER_FILE = "slots.json"
 
 
@@ -183,6 +193,8 @@ class Slots:
         target = self.slot_dir(slot)
         manifest_file = target / MANIFEST_FILE
         manifest_file.unlink(missing_ok=True)
+        # A release replaces a personalised slot whole: its head was fitted to another model.
+        (target / HEAD_FILE).unlink(missing_ok=True)
         fsync_dir(target)
         os.replace(model, target / MODEL_FILE)
         with open(target / MODEL_FILE, "rb") as handle:

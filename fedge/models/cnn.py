@@ -9,8 +9,9 @@ __all__ = ["TwoConvCNN", "build_mlp", "image_dims"]
 
 class TwoConvCNN(nn.Module):
     """Two same-padded convolutions (``channels``), each followed by GroupNorm in ``groups``
-    groups (if given), ReLU and 2x2 max pooling; then a ``hidden``-unit fully connected layer
-    (if given) and the logits (the loss applies the softmax)."""
+    groups (if given) or BatchNorm (``batch_norm``), ReLU and 2x2 max pooling; then a
+    ``hidden``-unit fully connected layer (if given) and the logits (the loss applies the
+    softmax)."""
 
     def __init__(
         self,
@@ -23,6 +24,7 @@ class TwoConvCNN(nn.Module):
         kernel_size: int = 3,
         hidden: int | None = None,
         groups: int | None = None,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         features: list[nn.Module] = []
@@ -33,6 +35,8 @@ class TwoConvCNN(nn.Module):
             )
             if groups is not None:
                 features.append(nn.GroupNorm(groups, out))
+            elif batch_norm:
+                features.append(nn.BatchNorm2d(out))
             features += [nn.ReLU(), nn.MaxPool2d(2)]
             previous = out
         self.features = nn.Sequential(*features)
@@ -72,6 +76,15 @@ def build_fedavg_cnn(*, input_shape: tuple[int, ...], num_classes: int) -> nn.Mo
 def build_cnn_small(*, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """A small CNN (3x3 conv 16, pool, 3x3 conv 32, pool, FC 128)."""
     return TwoConvCNN(*image_dims(input_shape), num_classes, channels=(16, 32), hidden=128)
+
+
+@register_model("cnn-bn", images_only=True)
+def build_cnn_bn(*, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The small CNN with BatchNorm after each convolution: the model FedBN personalises
+    (each device keeps its own normalisation statistics; not for DP-SGD)."""
+    return TwoConvCNN(
+        *image_dims(input_shape), num_classes, channels=(16, 32), hidden=128, batch_norm=True
+    )
 
 
 @register_model("dp-cnn", images_only=True, student=True)

@@ -16,7 +16,13 @@ from fedge.protocol.manifest import SignedManifest
 from fedge.release.onnx_info import describe_onnx
 from fedge.release.store import ReleaseStore
 
-__all__ = ["linear_weights", "make_labelled_data", "make_linear_model", "publish_linear"]
+__all__ = [
+    "linear_weights",
+    "make_feature_model",
+    "make_labelled_data",
+    "make_linear_model",
+    "publish_linear",
+]
 
 
 def linear_weights(*, features: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +65,46 @@ def make_linear_model(
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
         [numpy_helper.from_array(matrix, "W"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def make_feature_model(
+    path: Path, *, inputs: int = 16, hidden: int = 32, classes: int = 4, seed: int = 0
+) -> Path:
+    """A two-layer ONNX classifier that exposes its penultimate activations, as a release
+    built for personalisation does: ``x`` -> ``features = relu(x @ W1 + b1)`` -> ``logits``.
+    """
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((inputs, hidden)).astype(np.float32)
+    b1 = np.full(hidden, 1.0, dtype=np.float32)
+    w2 = rng.standard_normal((hidden, classes)).astype(np.float32)
+    b2 = rng.standard_normal(classes).astype(np.float32) * 3.0
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W1"], ["xw"]),
+            helper.make_node("Add", ["xw", "b1"], ["pre"]),
+            helper.make_node("Relu", ["pre"], ["features"]),
+            helper.make_node("MatMul", ["features", "W2"], ["hw"]),
+            helper.make_node("Add", ["hw", "b2"], ["logits"]),
+        ],
+        "fedge-features",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", inputs])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", hidden]),
+        ],
+        [
+            numpy_helper.from_array(w1, "W1"),
+            numpy_helper.from_array(b1, "b1"),
+            numpy_helper.from_array(w2, "W2"),
+            numpy_helper.from_array(b2, "b2"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

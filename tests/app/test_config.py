@@ -42,7 +42,7 @@ def test_bad_values_name_the_option_and_value(changes: dict, option: str) -> Non
 
 
 def test_unknown_names_list_the_valid_choices() -> None:
-    with pytest.raises(ConfigError, match="fedavg, fedmedian"):
+    with pytest.raises(ConfigError, match="fedavg, fedbn, fedmedian"):
         RunConfig(strategy="fedsgd")
 
 
