@@ -46,6 +46,7 @@ __all__ = [
     "build_student",
     "build_teacher",
     "default_student",
+    "feature_names",
     "raw_input_spec",
     "replace_dir",
     "resolve_checkpoint",
@@ -261,10 +262,22 @@ def _build(
         # What the shipped (int8) model sees and predicts on the transfer set: devices report
         # their own windows, and the coordinator compares them with this (drift).
         extra={
-            "drift": reference_from(transfer.x, predict(paths["int8"], transfer.x)).to_dict(),
+            "drift": reference_from(
+                transfer.x, predict(paths["int8"], transfer.x), features=feature_names(dataset)
+            ).to_dict(),
             **raw_input_spec(dataset),
         },
     )
+
+
+def feature_names(dataset: Dataset) -> list[str]:
+    """The names of the model input's features (a table's columns, a series' channels), for
+    drift per feature; empty when the data names none."""
+    if dataset.preprocessing is None:
+        return []
+    from fedge.data.preprocessing import Preprocessing
+
+    return Preprocessing.from_json(dataset.preprocessing).feature_names
 
 
 def raw_input_spec(dataset: Dataset) -> dict[str, Any]:

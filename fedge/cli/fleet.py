@@ -200,6 +200,7 @@ def _drift_row(device_id: str, name: str, window: pb.DeviceDrift | None) -> dict
         "samples": window.samples,
         "updated_unix": window.updated_unix,
         "note": window.note,
+        "psi_features": dict(window.psi_features),
     }
 
 
@@ -211,5 +212,12 @@ def _drift_line(row: dict[str, Any], threshold: float) -> str:
         f"{who} {'DRIFTED' if row['drifted'] else 'ok'}, release {row['release']}, PSI classes "
         f"{row['psi_classes']:.3f}, inputs {row['psi_inputs']:.3f} (threshold {threshold:.2f}), "
         f"{row['samples']} predictions, {_ago(row['updated_unix'])}"
+        + _top_features(row["psi_features"])
         + (f"; {row['note']}" if row["note"] else "")
     )
+
+
+def _top_features(psi_features: dict[str, float], count: int = 3) -> str:
+    """The features that moved most: ``; features age 0.41, chol 0.12, sex=F 0.05``."""
+    top = sorted(psi_features.items(), key=lambda item: -item[1])[:count]
+    return "; features " + ", ".join(f"{k} {v:.2f}" for k, v in top) if top else ""

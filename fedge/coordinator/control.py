@@ -323,6 +323,7 @@ class ControlService:
                     samples=round(x.samples),
                     updated_unix=x.updated,
                     note=x.note,
+                    psi_features=x.psi_features,
                 )
                 for x in self._releases.drift.latest()
             ],

@@ -118,6 +118,7 @@ class CloudHub:
             samples=drift.samples,
             class_counts=tuple(drift.class_counts),
             input_counts=tuple(drift.input_counts),
+            feature_counts=tuple(tuple(f.counts) for f in drift.features),
         )
         result, started = self.store.drift.record(
             device_id, window, self.store.reference(drift.version)

@@ -187,6 +187,8 @@ class _StateCollector(Collector):
         for row in drift.latest():
             psi.add_metric([row.device_id, "classes"], row.psi_classes)
             psi.add_metric([row.device_id, "inputs"], row.psi_inputs)
+            for feature, value in row.psi_features.items():
+                psi.add_metric([row.device_id, f"feature:{feature}"], value)
             flagged += int(row.drifted)
         yield psi
         yield GaugeMetricFamily(

@@ -1,11 +1,12 @@
 """What a device's model sees and predicts, summarised per window with noise added on the device.
 
-Every prediction the inference server answers is counted into two histograms: the predicted
-class and the bin of the input's mean (the bins the release's reference defines, see
+Every prediction the inference server answers is counted into histograms: the predicted
+class, the bin of the input's mean and, for a release whose reference names its input
+features, the bin of each feature (the bins the release's reference defines, see
 :mod:`fedge.protocol.drift`). When a window holds ``window`` predictions it is closed: Laplace
-noise of scale ``2 / epsilon`` is added to every count (adding or removing one prediction
-changes one class count and one input count by one, so the L1 sensitivity is 2), which makes
-each window's report ``epsilon``-differentially private with respect to any single input. Only
+noise of scale ``(2 + F) / epsilon`` is added to every count (adding or removing one
+prediction changes one count of each of the 2 + F histograms by one: the L1 sensitivity), which
+makes each window's report ``epsilon``-differentially private with respect to any single input. Only
 those noisy counts leave the device, with its telemetry; never an input or a prediction.
 The noise comes from the operating system's randomness (:class:`random.SystemRandom`) unless a
 seed is given: a predictable noise would be no protection. The standard library draws it, not
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedge.errors import ConfigError
-from fedge.protocol.drift import DriftReference, bin_inputs
+from fedge.protocol.drift import DriftReference, bin_features, bin_inputs
 
 __all__ = ["DriftMonitor", "DriftSettings", "NoisyWindow"]
 
@@ -51,6 +52,8 @@ class NoisyWindow:
     class_counts: tuple[float, ...]
     input_counts: tuple[float, ...]
     epsilon: float
+    #: Per named feature of the release's reference, noisy counts per bin of its value.
+    feature_counts: tuple[tuple[float, ...], ...] = ()
 
 
 class DriftMonitor:
@@ -66,6 +69,7 @@ class DriftMonitor:
         self._edges = np.zeros(0)
         self._classes = np.zeros(0)
         self._inputs = np.zeros(0)
+        self._features: list[np.ndarray] = []
         self._count = 0
         self._windows = 0
         self._closed: NoisyWindow | None = None
@@ -80,6 +84,7 @@ class DriftMonitor:
                 self._edges = np.asarray(reference.input_edges)
                 self._classes = np.zeros(len(reference.classes))
                 self._inputs = np.zeros(len(reference.inputs))
+                self._features = [np.zeros(len(s)) for s in reference.feature_shares]
             self._count = 0
 
     def observe(self, x: np.ndarray, logits: np.ndarray, version: int) -> None:
@@ -92,14 +97,21 @@ class DriftMonitor:
                 return
             self._classes += np.bincount(np.argmax(logits, axis=1), minlength=len(self._classes))
             self._inputs += np.bincount(bin_inputs(x, self._edges), minlength=len(self._inputs))
+            for counts, bins in zip(
+                self._features, bin_features(x, ref.feature_edges), strict=False
+            ):
+                counts += np.bincount(bins, minlength=len(counts))
             self._count += len(x)
             if self._count >= self.settings.window:
                 self._close()
 
     def _close(self) -> None:
-        scale = 2.0 / self.settings.epsilon
+        # One prediction changes one count of each histogram by one: the class, the input
+        # mean's bin and one bin per named feature, so the L1 sensitivity is 2 + features.
+        scale = (2.0 + len(self._features)) / self.settings.epsilon
         classes = self._classes + self._laplace(scale, len(self._classes))
         inputs = self._inputs + self._laplace(scale, len(self._inputs))
+        features = [c + self._laplace(scale, len(c)) for c in self._features]
         self._windows += 1
         self._closed = NoisyWindow(
             version=self._version,
@@ -108,9 +120,12 @@ class DriftMonitor:
             class_counts=tuple(classes.tolist()),
             input_counts=tuple(inputs.tolist()),
             epsilon=self.settings.epsilon,
+            feature_counts=tuple(tuple(f.tolist()) for f in features),
         )
         self._classes[:] = 0
         self._inputs[:] = 0
+        for counts in self._features:
+            counts[:] = 0
         self._count = 0
 
     def _laplace(self, scale: float, size: int) -> np.ndarray:

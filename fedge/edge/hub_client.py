@@ -119,6 +119,7 @@ class GrpcHubClient:
                     input_counts=drift.input_counts,
                     epsilon=drift.epsilon,
                     window=drift.window,
+                    features=[hub_pb2.FeatureCounts(counts=c) for c in drift.feature_counts],
                 )
             )
         self.stub.ReportInferenceStats(

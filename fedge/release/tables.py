@@ -1,6 +1,6 @@
 """The release store's tables (``release_*``), in the release database of the coordinator."""
 
-from sqlalchemy import Float, Integer, LargeBinary, String
+from sqlalchemy import Float, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from fedge.storage import migrated_metadata
@@ -103,6 +103,8 @@ class DriftRow(ReleaseTables):
     drifted: Mapped[int] = mapped_column(Integer, default=0)
     note: Mapped[str] = mapped_column(String(200), default="")
     updated: Mapped[float] = mapped_column(Float, default=0.0)
+    # PSI per named input feature: {"age": 0.04, ...}.
+    features_json: Mapped[str | None] = mapped_column(Text, default="{}", server_default="{}")
 
 
 class RolloutRow(ReleaseTables):

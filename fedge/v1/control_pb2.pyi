@@ -1479,6 +1479,26 @@ class DeviceDrift(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class PsiFeaturesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
@@ -1488,6 +1508,7 @@ class DeviceDrift(_message.Message):
     SAMPLES_FIELD_NUMBER: _builtins.int
     UPDATED_UNIX_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    PSI_FEATURES_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     name: _builtins.str
     version: _builtins.int
@@ -1499,6 +1520,10 @@ class DeviceDrift(_message.Message):
     updated_unix: _builtins.float
     note: _builtins.str
     """Why there is no comparison (e.g. the release carries no reference)."""
+    @_builtins.property
+    def psi_features(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """PSI of each named input feature (a table's columns, a sensor's channels)."""
+
     def __init__(
         self,
         *,
@@ -1511,10 +1536,11 @@ class DeviceDrift(_message.Message):
         samples: _builtins.int = ...,
         updated_unix: _builtins.float = ...,
         note: _builtins.str = ...,
+        psi_features: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "drifted", b"drifted", "name", b"name", "note", b"note", "psi_classes", b"psi_classes", "psi_inputs", b"psi_inputs", "samples", b"samples", "updated_unix", b"updated_unix", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "drifted", b"drifted", "name", b"name", "note", b"note", "psi_classes", b"psi_classes", "psi_features", b"psi_features", "psi_inputs", b"psi_inputs", "samples", b"samples", "updated_unix", b"updated_unix", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -322,6 +322,7 @@ class DriftWindow(_message.Message):
     INPUT_COUNTS_FIELD_NUMBER: _builtins.int
     EPSILON_FIELD_NUMBER: _builtins.int
     WINDOW_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """The release the window's predictions came from."""
     samples: _builtins.float
@@ -338,6 +339,10 @@ class DriftWindow(_message.Message):
     def input_counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Noisy count of inputs per bin of the input mean."""
 
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureCounts]:
+        """Per named input feature of the release's reference (in its order): noisy counts per bin."""
+
     def __init__(
         self,
         *,
@@ -347,14 +352,35 @@ class DriftWindow(_message.Message):
         input_counts: _abc.Iterable[_builtins.float] | None = ...,
         epsilon: _builtins.float = ...,
         window: _builtins.int = ...,
+        features: _abc.Iterable[Global___FeatureCounts] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_counts", b"class_counts", "epsilon", b"epsilon", "input_counts", b"input_counts", "samples", b"samples", "version", b"version", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_counts", b"class_counts", "epsilon", b"epsilon", "features", b"features", "input_counts", b"input_counts", "samples", b"samples", "version", b"version", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DriftWindow: _TypeAlias = DriftWindow  # noqa: Y015
+
+@_typing.final
+class FeatureCounts(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        counts: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureCounts: _TypeAlias = FeatureCounts  # noqa: Y015
 
 @_typing.final
 class ReportInferenceStatsResponse(_message.Message):
