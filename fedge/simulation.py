@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedge.app import RunResult, build_client_app, build_server_app
+from fedge.app.batched import BatchTrainer, plan_batching
 from fedge.app.config import RunConfig
+from fedge.app.results import write_results
 from fedge.app.server import RoundCallback
 from fedge.errors import ConfigError
 from fedge.runtime import run_local, run_ray
@@ -65,9 +67,11 @@ def simulate(
     client_app = build_client_app(config, device_state_root=root)
     if config.gateways and config.runtime != "local":
         raise ConfigError("--gateways", config.gateways, "runs on the local runtime")
+    batching = plan_batching(config)
     if config.runtime == "local":
         wrap = _site_grid(config) if config.gateways else None
-        run_local(server_app, client_app, num_nodes=config.clients, wrap=wrap)
+        batch = BatchTrainer(config) if batching.batched else None
+        run_local(server_app, client_app, num_nodes=config.clients, wrap=wrap, batch_train=batch)
     elif config.runtime == "ray":
         run_ray(server_app, client_app, num_nodes=config.clients)
     else:
@@ -78,6 +82,9 @@ def simulate(
         )
     if not results:
         raise RuntimeError("the ServerApp finished without a result; see the log above")
+    results[0].notes["client_training"] = batching.to_dict()
+    if out_dir is not None:
+        write_results(out_dir, results[0])
     release_after_run(config, out_dir, results[0], on_release)
     return results[0]
 
@@ -136,5 +143,47 @@ def _check_population(config: RunConfig) -> None:
     # Partition here, so that too many clients or too few samples per shard fail before the
     # run starts rather than inside a client; the local runtime's clients reuse the cache.
     from fedge.app.client import simulated_partitions
+    from fedge.data import get_dataset
+    from fedge.data.population import population_of
 
-    simulated_partitions(config, config.clients)
+    dataset = get_dataset(config.dataset, data_dir=config.data_dir)
+    population = population_of(dataset)
+    if population is not None:
+        _check_device_population(config, population.max_devices)
+        return
+    try:
+        simulated_partitions(config, config.clients)
+    except ConfigError as err:
+        if err.option != "--clients" or config.clients <= len(dataset.y_train):
+            raise
+        # A fixed dataset split into more clients than samples would give clients no data:
+        # large populations are devices that hold their own samples.
+        raise ConfigError(
+            "--clients",
+            config.clients,
+            f"is more than the {len(dataset.y_train)} training samples of {config.dataset}, "
+            "so some clients would hold nothing; a larger population needs devices with data "
+            "of their own (--dataset synthetic:1,1, or a LEAF directory)",
+        ) from err
+
+
+def _check_device_population(config: RunConfig, max_devices: int | None) -> None:
+    """A population is partitioned by device: one client per device, no other split."""
+    if max_devices is not None and config.clients > max_devices:
+        raise ConfigError(
+            "--clients",
+            config.clients,
+            f"is more than the {max_devices} devices of {config.dataset}",
+        )
+    if config.partition != "iid":
+        raise ConfigError(
+            "--partition",
+            config.partition,
+            f"does not apply: {config.dataset} is partitioned by device (leave the default)",
+        )
+    if config.partition_level != "device":
+        raise ConfigError(
+            "--partition-level",
+            config.partition_level,
+            f"does not apply: {config.dataset} is partitioned by device",
+        )
