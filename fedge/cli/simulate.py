@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from fedge.cli._options import run_option_flags
@@ -113,6 +120,7 @@ def _run(
     root: Path,
     start_from: Checkpoint | None,
 ) -> RunResult:
+    from fedge.app.batched import plan_batching
     from fedge.simulation import simulate
 
     sites = (
@@ -133,12 +141,16 @@ def _run(
         f"{config.partition}, {config.strategy}, {config.rounds} rounds on {config.runtime}",
         soft_wrap=True,
     )
+    console.print(plan_batching(config).describe(), soft_wrap=True, highlight=False)
+    # A live line on a terminal only (Rich draws nothing live when stdout is not one).
     columns = (
         TextColumn("[bold]rounds"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
         done = start_from.server_round if start_from is not None else 0
@@ -157,7 +169,10 @@ def _run(
                 progress.console.print(
                     "          " + _site_line(site), highlight=False, soft_wrap=True
                 )
-            progress.update(task, advance=1, status=f"acc {record.accuracy:.4f}")
+            status = (
+                f"acc {record.accuracy:.4f}  sampled {record.sampled}  {record.seconds:.1f}s/round"
+            )
+            progress.update(task, advance=1, status=status)
 
         def on_release(target: Path, report: ReleaseReport | None) -> None:
             if report is None:
