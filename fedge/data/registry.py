@@ -7,7 +7,7 @@ A dataset family (``register_dataset_family``) is a name with arguments, ``PREFI
 from collections.abc import Callable
 from pathlib import Path
 
-from fedge.data import embedded, ondisk, synthetic
+from fedge.data import embedded, leaf, ondisk, synthetic
 from fedge.data.base import Dataset
 
 __all__ = [
@@ -108,4 +108,6 @@ register_dataset("breast-cancer", embedded.load_breast_cancer)
 register_dataset("mnist", ondisk.load_mnist)
 register_dataset("fashion-mnist", ondisk.load_fashion_mnist)
 register_dataset("cifar10", ondisk.load_cifar10)
+register_dataset("leaf", leaf.load_leaf, population=True)
+register_dataset("parquet-partitions", leaf.load_parquet_partitions, population=True)
 register_dataset_family("synthetic", synthetic.load_synthetic, syntax=synthetic.SYNTAX)
