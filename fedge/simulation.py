@@ -17,9 +17,11 @@ if TYPE_CHECKING:  # the release stack (onnx, onnxruntime) loads only when a rel
     from flwr.app import ArrayRecord
 
     from fedge.app.checkpoint import Checkpoint
+    from fedge.app.results import RoundRecord
     from fedge.compress.runs import ReleaseCallback
     from fedge.runtime.base import RunGrid
     from fedge.runtime.local import LocalGrid
+    from fedge.tracking import Tracker
 
 __all__ = ["DEFAULT_DEVICE_STATE_ROOT", "resume_point", "simulate"]
 
@@ -54,6 +56,8 @@ def simulate(
     _check_population(config)
     check_release_config(config)
     on_round = with_round_releases(config, out_dir, on_round, on_release)
+    trackers = _trackers(config, out_dir)
+    on_round = _tracked(trackers, on_round)
     results: list[RunResult] = []
     root = Path(device_state_root).expanduser().absolute()
     server_app = build_server_app(
@@ -86,7 +90,35 @@ def simulate(
     if out_dir is not None:
         write_results(out_dir, results[0])
     release_after_run(config, out_dir, results[0], on_release)
+    for tracker in trackers:
+        tracker.finish(out_dir)
     return results[0]
+
+
+def _trackers(config: RunConfig, out_dir: Path | None) -> "list[Tracker]":
+    from fedge.tracking import open_trackers, parse_track
+
+    names = parse_track(config.track)
+    if not names:
+        return []
+    if out_dir is None:
+        raise ConfigError("--track", config.track, "needs an output directory (--out)")
+    return open_trackers(
+        names, out_dir=out_dir, config=config.to_dict(), uri=config.tracking_uri, name=out_dir.name
+    )
+
+
+def _tracked(trackers: "list[Tracker]", on_round: RoundCallback | None) -> RoundCallback | None:
+    if not trackers:
+        return on_round
+
+    def log(record: "RoundRecord") -> None:
+        for tracker in trackers:
+            tracker.log_round(record.to_dict())
+        if on_round is not None:
+            on_round(record)
+
+    return log
 
 
 def resume_point(out_dir: Path) -> "tuple[RunConfig, Checkpoint]":

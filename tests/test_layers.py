@@ -34,6 +34,7 @@ LAYERS = {
     "profiles": 1,
     "runners": 1,
     "measure": 1,
+    "tracking": 1,
     "errors": 0,
     "log": 0,
     "files": 0,

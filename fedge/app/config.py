@@ -26,6 +26,7 @@ from fedge.options import (
     option,
 )
 from fedge.privacy.config import PrivacyConfig
+from fedge.tracking import parse_track
 
 __all__ = [
     "BATCH_MODES",
@@ -222,6 +223,18 @@ class RunConfig:
         commands=BOTH,
     )
 
+    # fedge.tracking (optional extras): one tracked run per simulation.
+    track: str = option(
+        "",
+        help="Track the run: tensorboard, mlflow or both (comma-separated), under --out.",
+        commands=SIMULATE,
+    )
+    tracking_uri: str | None = option(
+        None,
+        help="With --track mlflow: the tracking URI (default: a SQLite store under --out).",
+        commands=SIMULATE,
+    )
+
     def __post_init__(self) -> None:
         self._validate()
 
@@ -278,6 +291,7 @@ class RunConfig:
         self._check_task()
         check_options(self, prefix="--")
         self._check_dataset()
+        parse_track(self.track)
         parse_partition(self.partition)
         self.privacy.check_run(
             strategy=self.strategy, clients=self.clients, fraction=self.fraction, rounds=self.rounds
