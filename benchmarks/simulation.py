@@ -4,7 +4,8 @@ The plain Flower app is written the way Flower's PyTorch quickstart writes it: f
 partitions, torchvision transforms, a ``DataLoader``, a new model per message, ``Strategy.start``
 with a central ``evaluate_fn``, run by ``run_simulation`` on Ray. All three train the same model
 on the same data, partition, rounds, local epochs, batch size and learning rate. fedge ``local``
-runs twice: in full precision and with ``precision="bf16"`` (bfloat16 autocast, fp32 weights).
+runs three times: in full precision, with ``precision="bf16"`` (bfloat16 autocast, fp32 weights)
+and with its clients trained together (``batch_clients="on"``, :mod:`fedge.app.batched`).
 Libraries are imported before any timing starts, for every peer alike.
 
 It also runs 1,000 clients (fraction 0.1, 5 rounds) on ``local`` in a subprocess and reports
@@ -186,6 +187,7 @@ def main() -> int:
     rows = {
         "fedge local": run_fedge(config),
         "fedge local bf16": run_fedge(config.replace(precision="bf16")),
+        "fedge local batched": run_fedge(config.replace(batch_clients="on")),
         "fedge ray": run_fedge(config.replace(runtime="ray")),
         "plain Flower": run_plain_flower(config),
     }
@@ -209,7 +211,8 @@ def main() -> int:
     )
     meets = local_ok and speedup("fedge ray") >= BAR_RAY_X
     summary = (
-        f"simulation: {versus_flower('fedge local bf16')}, {versus_flower('fedge local')} "
+        f"simulation: {versus_flower('fedge local bf16')}, {versus_flower('fedge local')}, "
+        f"{versus_flower('fedge local batched')} "
         f"(bar: either >= {BAR_LOCAL_X:g}x at <= {BAR_ACCURACY_POINTS:g} pt); fedge ray "
         f"{speedup('fedge ray'):.2f}x (bar >= {BAR_RAY_X:g}x)"
     )

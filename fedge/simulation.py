@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedge.app import RunResult, build_client_app, build_server_app
+from fedge.app.batched import BatchTrainer, plan_batching
 from fedge.app.config import RunConfig
 from fedge.app.preflight import check_local_dp_model
+from fedge.app.results import write_results
 from fedge.app.server import RoundCallback
 from fedge.errors import ConfigError
 from fedge.runtime import run_local, run_ray
@@ -16,9 +18,11 @@ if TYPE_CHECKING:  # the release stack (onnx, onnxruntime) loads only when a rel
     from flwr.app import ArrayRecord
 
     from fedge.app.checkpoint import Checkpoint
+    from fedge.app.results import RoundRecord
     from fedge.builder.runs import ReleaseCallback
     from fedge.runtime.base import RunGrid
     from fedge.runtime.local import LocalGrid
+    from fedge.tracking import Tracker
 
 __all__ = ["DEFAULT_DEVICE_STATE_ROOT", "resume_point", "simulate"]
 
@@ -54,6 +58,8 @@ def simulate(
     check_local_dp_model(config)
     check_release_config(config)
     on_round = with_round_releases(config, out_dir, on_round, on_release)
+    trackers = _trackers(config, out_dir)
+    on_round = _tracked(trackers, on_round)
     results: list[RunResult] = []
     root = Path(device_state_root).expanduser().absolute()
     server_app = build_server_app(
@@ -67,9 +73,11 @@ def simulate(
     client_app = build_client_app(config, device_state_root=root)
     if config.gateways and config.runtime != "local":
         raise ConfigError("--gateways", config.gateways, "runs on the local runtime")
+    batching = plan_batching(config)
     if config.runtime == "local":
         wrap = _site_grid(config) if config.gateways else None
-        run_local(server_app, client_app, num_nodes=config.clients, wrap=wrap)
+        batch = BatchTrainer(config) if batching.batched else None
+        run_local(server_app, client_app, num_nodes=config.clients, wrap=wrap, batch_train=batch)
     elif config.runtime == "ray":
         run_ray(server_app, client_app, num_nodes=config.clients)
     else:
@@ -80,8 +88,39 @@ def simulate(
         )
     if not results:
         raise RuntimeError("the ServerApp finished without a result; see the log above")
+    results[0].notes["client_training"] = batching.to_dict()
+    if out_dir is not None:
+        write_results(out_dir, results[0])
     release_after_run(config, out_dir, results[0], on_release)
+    for tracker in trackers:
+        tracker.finish(out_dir)
     return results[0]
+
+
+def _trackers(config: RunConfig, out_dir: Path | None) -> "list[Tracker]":
+    from fedge.tracking import open_trackers, parse_track
+
+    names = parse_track(config.track)
+    if not names:
+        return []
+    if out_dir is None:
+        raise ConfigError("--track", config.track, "needs an output directory (--out)")
+    return open_trackers(
+        names, out_dir=out_dir, config=config.to_dict(), uri=config.tracking_uri, name=out_dir.name
+    )
+
+
+def _tracked(trackers: "list[Tracker]", on_round: RoundCallback | None) -> RoundCallback | None:
+    if not trackers:
+        return on_round
+
+    def log(record: "RoundRecord") -> None:
+        for tracker in trackers:
+            tracker.log_round(record.to_dict())
+        if on_round is not None:
+            on_round(record)
+
+    return log
 
 
 def resume_point(out_dir: Path) -> "tuple[RunConfig, Checkpoint]":
@@ -138,5 +177,47 @@ def _check_population(config: RunConfig) -> None:
     # Partition here, so that too many clients or too few samples per shard fail before the
     # run starts rather than inside a client; the local runtime's clients reuse the cache.
     from fedge.app.client import simulated_partitions
+    from fedge.data import get_dataset
+    from fedge.data.population import population_of
 
-    simulated_partitions(config, config.clients)
+    dataset = get_dataset(config.dataset, data_dir=config.data_dir)
+    population = population_of(dataset)
+    if population is not None:
+        _check_device_population(config, population.max_devices)
+        return
+    try:
+        simulated_partitions(config, config.clients)
+    except ConfigError as err:
+        if err.option != "--clients" or config.clients <= len(dataset.y_train):
+            raise
+        # A fixed dataset split into more clients than samples would give clients no data:
+        # large populations are devices that hold their own samples.
+        raise ConfigError(
+            "--clients",
+            config.clients,
+            f"is more than the {len(dataset.y_train)} training samples of {config.dataset}, "
+            "so some clients would hold nothing; a larger population needs devices with data "
+            "of their own (--dataset synthetic:1,1, or a LEAF directory)",
+        ) from err
+
+
+def _check_device_population(config: RunConfig, max_devices: int | None) -> None:
+    """A population is partitioned by device: one client per device, no other split."""
+    if max_devices is not None and config.clients > max_devices:
+        raise ConfigError(
+            "--clients",
+            config.clients,
+            f"is more than the {max_devices} devices of {config.dataset}",
+        )
+    if config.partition != "iid":
+        raise ConfigError(
+            "--partition",
+            config.partition,
+            f"does not apply: {config.dataset} is partitioned by device (leave the default)",
+        )
+    if config.partition_level != "device":
+        raise ConfigError(
+            "--partition-level",
+            config.partition_level,
+            f"does not apply: {config.dataset} is partitioned by device",
+        )

@@ -33,6 +33,7 @@ LAYERS = {
     "models": 1,
     "tasks": 1,
     "inference": 1,
+    "tracking": 1,
     "errors": 0,
     "log": 0,
     "files": 0,

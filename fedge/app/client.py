@@ -27,10 +27,19 @@ from fedge.app.personalize import (
 from fedge.app.training import evaluate, train
 from fedge.data import get_dataset, parse_partition, partition_indices
 from fedge.data.device import load_device_data
+from fedge.data.population import population_of
 from fedge.errors import DataError
 from fedge.models import get_model
 
-__all__ = ["ClientData", "build_client_app", "load_client_data", "simulated_partitions"]
+__all__ = [
+    "ClientData",
+    "TrainSetting",
+    "build_client_app",
+    "client_seed",
+    "load_client_data",
+    "simulated_partitions",
+    "train_setting",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,32 @@ class ClientData:
     y: torch.Tensor
     input_shape: tuple[int, ...]
     num_classes: int
+
+
+@dataclass(frozen=True)
+class TrainSetting:
+    """What a train message asks of a client: the round and the local training options."""
+
+    server_round: int
+    site_round: int
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    proximal_mu: float
+
+
+def train_setting(config: RunConfig, record: ConfigRecord) -> TrainSetting:
+    """A train message's config record, the run's options where it says nothing."""
+    return TrainSetting(
+        server_round=int(_scalar(record, "server-round", 0)),
+        site_round=int(_scalar(record, "site-round", 1)),
+        epochs=int(_scalar(record, "local-epochs", config.local_epochs)),
+        batch_size=int(_scalar(record, "batch-size", config.batch_size)),
+        lr=_scalar(record, "lr", config.lr),
+        momentum=_scalar(record, "momentum", config.momentum),
+        proximal_mu=_scalar(record, "proximal-mu", 0.0),
+    )
 
 
 _PARTITIONS: dict[tuple[Any, ...], list[Any]] = {}
@@ -66,12 +101,16 @@ def load_client_data(
         raise DataError("node config has no 'partition-id': this client has no data source")
     partition_id = int(node_config["partition-id"])
     num_partitions = int(node_config.get("num-partitions", config.clients))
-    parts = simulated_partitions(config, num_partitions)
     if not 0 <= partition_id < num_partitions:
         raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})")
-    x, y = parts[partition_id]
-    x, y = training_part(config, partition_id, x, y, part)
     dataset = get_dataset(config.dataset, data_dir=config.data_dir)
+    population = population_of(dataset)
+    if population is not None:  # a device's samples are built when it is sampled, not kept
+        x_device, y_device = population.device_data(partition_id)
+        x, y = torch.from_numpy(x_device), torch.from_numpy(y_device)
+    else:
+        x, y = simulated_partitions(config, num_partitions)[partition_id]
+    x, y = training_part(config, partition_id, x, y, part)
     return ClientData(x, y, dataset.input_shape, dataset.num_classes)
 
 
@@ -207,22 +246,21 @@ def _train(msg: Message, context: Context, config: RunConfig, root: Path | None)
     data = load_client_data(config, dict(context.node_config))
     model = _model_for(config, data, msg.content.array_records["arrays"])
     train_config: ConfigRecord = msg.content.config_records.get("config", ConfigRecord())
-    server_round = int(_scalar(train_config, "server-round", 0))
-    site_round = int(_scalar(train_config, "site-round", 1))
     partition_id = int(context.node_config.get("partition-id", context.node_id))
     restore_personal_layers(config.strategy, context.state, model)
     if config.privacy.local:
         return _train_private(msg, context, config, data, model, train_config, partition_id, root)
+    setting = train_setting(config, train_config)
     loss = train(
         model,
         data.x,
         data.y,
-        epochs=int(_scalar(train_config, "local-epochs", config.local_epochs)),
-        batch_size=int(_scalar(train_config, "batch-size", config.batch_size)),
-        lr=_scalar(train_config, "lr", config.lr),
-        momentum=_scalar(train_config, "momentum", config.momentum),
-        seed=_client_seed(config.seed, server_round, partition_id, site_round),
-        proximal_mu=_scalar(train_config, "proximal-mu", 0.0),
+        epochs=setting.epochs,
+        batch_size=setting.batch_size,
+        lr=setting.lr,
+        momentum=setting.momentum,
+        seed=client_seed(config.seed, setting.server_round, partition_id, setting.site_round),
+        proximal_mu=setting.proximal_mu,
         precision=config.precision,
         kind=config.task_kind,
     )
@@ -247,7 +285,8 @@ def _contiguous_arrays(model: nn.Module) -> ArrayRecord:
     return ArrayRecord({k: v.contiguous() for k, v in model.state_dict().items()})
 
 
-def _client_seed(seed: int, server_round: int, partition_id: int, site_round: int = 1) -> int:
+def client_seed(seed: int, server_round: int, partition_id: int, site_round: int = 1) -> int:
+    """The seed of a client's batch order in a round (and of its DP noise, from ``dp-seed``)."""
     # A site's later local rounds (fedge.app.sites) shuffle differently; the first keeps the
     # flat run's seed.
     return (seed * 1_000_003 + server_round * 10_007 + partition_id + (site_round - 1) * 7_919) % (
@@ -295,7 +334,7 @@ def _train_private(
             batch_size=int(_scalar(train_config, "batch-size", config.batch_size)),
             lr=_scalar(train_config, "lr", config.lr),
             momentum=_scalar(train_config, "momentum", config.momentum),
-            seed=_client_seed(config.privacy.dp_seed or 0, server_round, partition_id, site_round),
+            seed=client_seed(config.privacy.dp_seed or 0, server_round, partition_id, site_round),
         )
     except PrivacyBudgetExceededError as err:
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(err)), reply_to=msg)

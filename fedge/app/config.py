@@ -26,8 +26,10 @@ from fedge.options import (
     option,
 )
 from fedge.privacy.config import PrivacyConfig
+from fedge.tracking import parse_track
 
 __all__ = [
+    "BATCH_MODES",
     "FEATURE_SHIFTS",
     "PARTITION_LEVELS",
     "PERSONALIZE_MODES",
@@ -43,12 +45,7 @@ PRECISIONS = ("fp32", "bf16")
 PARTITION_LEVELS = ("device", "site")
 PERSONALIZE_MODES = ("off", "finetune")
 FEATURE_SHIFTS = ("none", "device")
-
-
-def _datasets() -> list[str]:
-    from fedge.data import list_datasets
-
-    return list_datasets()
+BATCH_MODES = ("auto", "on", "off")
 
 
 def _models() -> list[str]:
@@ -101,7 +98,12 @@ class RunConfig:
     task_sha256: str | None = option(
         None, help="The sha256 of the task's code every client must have (set from --task)."
     )
-    dataset: str = option("mnist-5k", help="Dataset name.", choices=_datasets, commands=BOTH)
+    # Checked by the registry (_validate): a family takes arguments (synthetic:ALPHA,BETA).
+    dataset: str = option(
+        "mnist-5k",
+        help="Dataset name, or synthetic:ALPHA,BETA[,SEED] (FedProx's generated devices).",
+        commands=BOTH,
+    )
     data_dir: str | None = option(
         None, help="Directory of on-disk datasets (torchvision layout).", commands=SIMULATE
     )
@@ -159,6 +161,14 @@ class RunConfig:
         commands=SIMULATE,
     )
     seed: int = option(0, help="Seed of every random choice.", commands=BOTH)
+    # fedge.app.batched: the result is the sequential one up to float rounding.
+    batch_clients: str = option(
+        "auto",
+        help="Train a round's clients together in one batched computation: auto (small "
+        "models, where it can), on (or fail saying why not), off.",
+        choices=_constant(*BATCH_MODES),
+        commands=SIMULATE,
+    )
     min_clients: int = option(
         1,
         help="Fewest usable updates a round accepts (else retried, then failed).",
@@ -234,6 +244,18 @@ class RunConfig:
         commands=SIMULATE,
     )
 
+    # fedge.tracking (optional extras): one tracked run per simulation.
+    track: str = option(
+        "",
+        help="Track the run: tensorboard, mlflow or both (comma-separated), under --out.",
+        commands=SIMULATE,
+    )
+    tracking_uri: str | None = option(
+        None,
+        help="With --track mlflow: the tracking URI (default: a SQLite store under --out).",
+        commands=SIMULATE,
+    )
+
     def __post_init__(self) -> None:
         self._validate()
 
@@ -294,11 +316,20 @@ class RunConfig:
             raise ConfigError("privacy", self.privacy, "must be a PrivacyConfig")
         self._check_task()
         check_options(self, prefix="--")
+        self._check_dataset()
+        parse_track(self.track)
         parse_partition(self.partition)
         self.privacy.check_run(
             strategy=self.strategy, clients=self.clients, fraction=self.fraction, rounds=self.rounds
         )
         self._validate_sites()
+
+    def _check_dataset(self) -> None:
+        from fedge.data.registry import dataset_problem
+
+        problem = dataset_problem(self.dataset)
+        if problem is not None:
+            raise ConfigError("--dataset", self.dataset, problem)
 
     def _check_task(self) -> None:
         """Enter the run's task into the registries (in every process that builds this run)
@@ -389,9 +420,16 @@ def _task_of(task: str | None, data: str | None, label: str, partition: str) -> 
 
 
 def _with_task_defaults(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with the dataset and model of its task, where they are not given."""
+    """``values`` with the dataset and model of its task, where they are not given; a device
+    population's own model where a population is named and no model is."""
     flat = {str(k).replace("-", "_"): v for k, v in values.items()}
     task, data = flat.get("task"), flat.get("data")
+    if "model" not in flat and isinstance(flat.get("dataset"), str):
+        from fedge.data.registry import population_model
+
+        model = population_model(str(flat["dataset"]), flat.get("data_dir"))
+        if model is not None:
+            return {**flat, "model": model}
     if not isinstance(task, str | None) or not isinstance(data, str | None):
         return values
     if (task is None and data is None) or (task is not None and data is not None):

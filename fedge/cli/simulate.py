@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from fedge.cli._options import run_option_flags
@@ -44,9 +51,20 @@ def simulate_command(
             "--resume", help="Continue the run kept in --out after its last checkpointed round."
         ),
     ] = False,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sweep",
+            help="KEY=V1,V2: run every point of the grid of all --sweep options, each in "
+            "--out/KEY=V/ (and one tracked run each with --track).",
+        ),
+    ] = None,
 ) -> None:
     """Simulate a federated fleet and write results.json, checkpoints and plots to --out."""
     require_extra("server", "fedge simulate")
+    if sweep:
+        _sweep(options, config, out, sweep, device_state_root)
+        return
     releases: list[tuple[Path, ReleaseReport]] = []
     try:
         run_config, start_from = _plan(options, config, out, resume=resume)
@@ -60,6 +78,67 @@ def simulate_command(
     _print_summary(result, out)
     if releases:
         print_release_summary(releases[-1][1], releases[-1][0])
+
+
+def _sweep(
+    options: dict[str, Any],
+    config: Path | None,
+    out: Path,
+    sweep: list[str],
+    device_state_root: Path | None,
+) -> None:
+    """One run per point of the grid the ``--sweep`` options span."""
+    import itertools
+
+    from fedge.app.config import config_from_layers
+
+    try:
+        axes = _sweep_axes(sweep)
+        points = [
+            dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())
+        ]
+        plans = [
+            (config_from_layers(config, {**options, **point}), out / _point_name(point))
+            for point in points
+        ]
+        if any(p.track for p, _ in plans) and not any(p.tracking_uri for p, _ in plans):
+            # Every point's MLflow run in one store, beside the points.
+            out.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{out.absolute() / 'mlflow.db'}"
+            plans = [(p.replace(tracking_uri=uri), where) for p, where in plans]
+        finals = []
+        for run_config, where in plans:
+            _check_out(where)
+            root = device_state_root or _default_device_root()
+            result = _run(run_config, where, [], root, None)
+            finals.append((where.name, result.final_accuracy, result.total_seconds))
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+    except (FedgeError, ValueError) as err:
+        fail(str(err))
+    table = Table(title=f"fedge simulate --sweep ({len(finals)} points)")
+    for column in ("point", "final accuracy", "seconds"):
+        table.add_column(column, justify="right")
+    for name, accuracy, seconds in finals:
+        table.add_row(name, f"{accuracy:.4f}", f"{seconds:.1f}")
+    console.print(table)
+
+
+def _sweep_axes(sweep: list[str]) -> dict[str, list[Any]]:
+    from fedge.options import parse_set
+
+    axes: dict[str, list[Any]] = {}
+    for item in sweep:
+        key, sep, raw = item.partition("=")
+        values = [v for v in raw.split(",") if v]
+        if not sep or not key or not values:
+            raise ConfigError("--sweep", item, "must be KEY=V1,V2,...")
+        axes[key] = [parse_set([f"{key}={v}"])[key] for v in values]
+    return axes
+
+
+def _point_name(point: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in point.items()).replace("/", "_")
 
 
 def _plan(
@@ -113,6 +192,7 @@ def _run(
     root: Path,
     start_from: Checkpoint | None,
 ) -> RunResult:
+    from fedge.app.batched import plan_batching
     from fedge.simulation import simulate
 
     sites = (
@@ -133,12 +213,16 @@ def _run(
         f"{config.partition}, {config.strategy}, {config.rounds} rounds on {config.runtime}",
         soft_wrap=True,
     )
+    console.print(plan_batching(config).describe(), soft_wrap=True, highlight=False)
+    # A live line on a terminal only (Rich draws nothing live when stdout is not one).
     columns = (
         TextColumn("[bold]rounds"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
         done = start_from.server_round if start_from is not None else 0
@@ -157,7 +241,10 @@ def _run(
                 progress.console.print(
                     "          " + _site_line(site), highlight=False, soft_wrap=True
                 )
-            progress.update(task, advance=1, status=f"acc {record.accuracy:.4f}")
+            status = (
+                f"acc {record.accuracy:.4f}  sampled {record.sampled}  {record.seconds:.1f}s/round"
+            )
+            progress.update(task, advance=1, status=status)
 
         def on_release(target: Path, report: ReleaseReport | None) -> None:
             if report is None:

@@ -20,7 +20,7 @@ DECLARED = set(option_names())
 #: Flags of each command that are not run options: where its output goes, how it reaches the
 #: coordinator, how the options are layered.
 NOT_RUN_OPTIONS = {
-    "simulate": {"config", "out", "resume", "device-state-root", "help"},
+    "simulate": {"config", "out", "resume", "device-state-root", "sweep", "help"},
     "run start": {"config", "set", "coordinator", "operator", "insecure", "help"},
 }
 
