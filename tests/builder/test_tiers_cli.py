@@ -85,7 +85,8 @@ def test_a_multi_profile_build_writes_one_artifact_per_profile(
     [
         (
             ["--profile", "toaster"],
-            "--profile: 'toaster' is not one of: camera, clinic, cpu-small, gateway",
+            "--profile: 'toaster' is neither a built-in profile (camera, clinic, cpu-small, "
+            "gateway",
         ),
         (
             ["--profile", "camera"],
