@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from fedge.app.client import ClientData, client_seed, load_client_data, train_setting
 from fedge.app.config import RunConfig
+from fedge.app.personalize import PERSONAL_LAYERS
 from fedge.errors import ConfigError
 
 __all__ = [
@@ -98,6 +99,10 @@ def _obstacle(config: RunConfig) -> str | None:
         return "local DP-SGD (Opacus) trains each client alone"
     if config.precision != "fp32":
         return f"--precision {config.precision} is not batched"
+    if config.task_kind == "anomaly":
+        return "an anomaly task's reconstruction loss is trained one client at a time"
+    if config.strategy in PERSONAL_LAYERS:
+        return f"--strategy {config.strategy} keeps layers on each client between rounds"
     model = _global_model(config)
     if any(True for _ in model.buffers()):
         return f"model {config.model} has buffers (e.g. BatchNorm statistics), kept per client"
