@@ -3,8 +3,13 @@
 The model is exported with ``torch.onnx.export`` (the ``torch.export``/dynamo path, which
 needs no network), validated by ``onnx.checker`` and then run in ONNX Runtime on the transfer
 set: its logits must match torch's within :data:`EXPORT_ATOL` + :data:`EXPORT_RTOL` * |torch|.
+
+A student is exported with a second output, ``features``: the input of its last ``Linear``
+layer, which a device fits its own last layer on (on-device personalisation). ``logits`` stays
+the first output, so whatever reads only the first output is unchanged.
 """
 
+import copy
 import logging
 import warnings
 from collections.abc import Iterator
@@ -18,6 +23,7 @@ import torch
 from torch import nn
 
 from fedge.errors import ExportError, first_line
+from fedge.protocol.manifest import FEATURES_OUTPUT
 
 __all__ = [
     "EXPORT_ATOL",
@@ -27,6 +33,7 @@ __all__ = [
     "OUTPUT_NAME",
     "ExportCheck",
     "export_onnx",
+    "feature_layer",
     "verify_export",
 ]
 
@@ -50,14 +57,65 @@ class ExportCheck:
     argmax_agreement: float
 
 
-def export_onnx(model: nn.Module, path: Path, *, input_shape: tuple[int, ...]) -> Path:
+class _WithFeatures(nn.Module):
+    """``model`` returning ``(logits, features)``: features are its last Linear's input."""
+
+    def __init__(self, model: nn.Module, last: nn.Linear) -> None:
+        super().__init__()
+        self.model = model
+        self._seen: list[torch.Tensor] = []
+        last.register_forward_pre_hook(self._keep_input)
+
+    def _keep_input(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        self._seen.append(args[0])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._seen.clear()
+        logits = self.model(x)
+        return logits, self._seen[-1]
+
+
+def feature_layer(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Linear | None:
+    """The model's last ``Linear`` when its logits are exactly that layer's output (so a new
+    layer over its input replaces the model's last step); else ``None`` (e.g. an autoencoder
+    with its threshold in the graph)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return None
+    last = linears[-1]
+    seen: list[torch.Tensor] = []
+    handle = last.register_forward_hook(lambda _m, _a, out: seen.append(out))
+    try:
+        with torch.no_grad():
+            logits = model.eval()(torch.zeros((2, *input_shape)))
+    finally:
+        handle.remove()
+    if not seen or not isinstance(logits, torch.Tensor) or seen[-1].shape != logits.shape:
+        return None
+    return last if torch.equal(seen[-1], logits) else None
+
+
+def export_onnx(
+    model: nn.Module, path: Path, *, input_shape: tuple[int, ...], features: bool = False
+) -> Path:
     """Export ``model`` (eval mode) to ``path`` as one self-contained ONNX file.
 
     Input ``input`` is ``(batch, *input_shape)`` float32 with a dynamic ``batch`` axis;
-    output ``logits`` is ``(batch, num_classes)``.
+    output ``logits`` is ``(batch, num_classes)``. With ``features`` (and a model whose last
+    step is a ``Linear``, see :func:`feature_layer`), a second output ``features`` is that
+    layer's input, ``(batch, width)``.
     """
     model = model.eval()
     example = torch.zeros((2, *input_shape), dtype=torch.float32)
+    outputs = [OUTPUT_NAME]
+    last = feature_layer(model, input_shape) if features else None
+    if last is not None:
+        # A copy: the hook that hands out the features must not stay on the caller's model.
+        copied = copy.deepcopy(model)
+        copied_last = feature_layer(copied, input_shape)
+        assert copied_last is not None  # a copy has the same layers as the model checked
+        model = _WithFeatures(copied, copied_last).eval()
+        outputs.append(FEATURES_OUTPUT)
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
         with _quiet_exporter():
@@ -67,7 +125,7 @@ def export_onnx(model: nn.Module, path: Path, *, input_shape: tuple[int, ...]) -
                 dynamo=True,
                 opset_version=OPSET,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=outputs,
                 dynamic_shapes=({0: batch},),
                 optimize=True,
                 verbose=False,

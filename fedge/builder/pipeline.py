@@ -205,7 +205,7 @@ def _build(
         teacher=teacher, student=student, transfer=transfer, settings=settings.distill
     )
     export_onnx(teacher, paths["teacher"], input_shape=ckpt.input_shape)
-    export_onnx(distilled.student, paths["fp32"], input_shape=ckpt.input_shape)
+    export_onnx(distilled.student, paths["fp32"], input_shape=ckpt.input_shape, features=True)
     check = verify_export(distilled.student, paths["fp32"], transfer.x)
     quantize_int8(paths["fp32"], paths["int8"], transfer.x)
     files = [paths["teacher"], paths["fp32"], paths["int8"]]

@@ -82,6 +82,12 @@ def _device_json(d: pb.Device) -> dict[str, Any]:
         },
         "drifted": d.drifted,
         "drift_psi": d.drift_psi,
+        # Noised on the device: one device's figure says little, the fleet's mean does.
+        "personalization": (
+            {"version": d.personal_version, "gain": d.personal_gain, "reason": d.personal_reason}
+            if d.personal_version
+            else None
+        ),
     }
 
 
@@ -135,8 +141,18 @@ def _print_device(d: pb.Device, prefix: str) -> None:
     profile = f" [{d.profile}]" if d.profile else ""
     print_plain(
         f"{prefix}{d.device_id} {d.name}{profile}: {d.state}, seen {_ago(d.last_seen_unix)}, "
-        f"{release}, {role}{eps}, fedge {d.version or '?'}" + (f", data {d.data}" if d.data else "")
+        f"{release}, {role}{eps}, fedge {d.version or '?'}"
+        + (f", data {d.data}" if d.data else "")
+        + _personal_text(d)
     )
+
+
+def _personal_text(d: pb.Device) -> str:
+    """The device's noised personalisation report, e.g. ", personal (release 3): gain +0.12"."""
+    if not d.personal_version:
+        return ""
+    what = "gain" if d.personal_reason == "gain" else f"kept the release ({d.personal_reason}),"
+    return f", personal (release {d.personal_version}): {what} {d.personal_gain:+.2f} (noised)"
 
 
 @app.command("revoke")

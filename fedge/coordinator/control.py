@@ -114,6 +114,9 @@ def device_to_proto(
         data=_data_text(device),
         kind=device.kind,
         site=device.site,
+        personal_version=device.personal_version,
+        personal_gain=device.personal_gain,
+        personal_reason=device.personal_reason,
     )
     if device.privacy_spent is not None:
         proto.privacy_spent = device.privacy_spent

@@ -121,6 +121,9 @@ def heartbeat_of(request: pb.HeartbeatRequest) -> Heartbeat:
         release_version=request.release_version,
         release_slot=request.release_slot,
         data=data_summary_from_proto(request.data),
+        personal_version=request.personalization.version,
+        personal_gain=request.personalization.gain,
+        personal_reason=request.personalization.reason,
     )
 
 

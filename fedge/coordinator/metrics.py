@@ -56,7 +56,8 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Every gauge; a failure to read one part is logged and the rest still served."""
-        for part in (self._devices, self._runs, self._releases_metrics, self._drift):
+        parts = (self._devices, self._personal, self._runs, self._releases_metrics, self._drift)
+        for part in parts:
             try:
                 yield from part()
             except Exception:  # a scrape must not fail because one table is busy or missing
@@ -88,6 +89,27 @@ class _StateCollector(Collector):
             if d.privacy_spent is not None:
                 spent.add_metric([d.device_id], d.privacy_spent)
         yield spent
+
+    def _personal(self) -> Iterator[Metric]:
+        reported = [d for d in self.state.devices() if d.personal_version]
+        gain = GaugeMetricFamily(
+            "fedge_device_personal_gain",
+            "A device's last personalisation gain (validation accuracy, personal minus "
+            "release), noised on the device.",
+            labels=["device"],
+        )
+        for d in reported:
+            gain.add_metric([d.device_id], d.personal_gain)
+        yield gain
+        reasons = GaugeMetricFamily(
+            "fedge_devices_personal",
+            'Devices by their last personalisation outcome as reported ("gain": serves its '
+            "personal model; otherwise why it kept the release), noised on each device.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(Tally(d.personal_reason for d in reported).items()):
+            reasons.add_metric([reason], count)
+        yield reasons
 
     def _runs(self) -> Iterator[Metric]:
         runs = self.state.runs()

@@ -81,6 +81,10 @@ class DeviceRow(_Base):
     enroll_fingerprint: Mapped[str] = mapped_column(String(64), default="")
     # A device behind a gateway: whether the gateway last said it is connected.
     reachable: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Its last personalisation as it reported it, noised on the device (version 0: none yet).
+    personal_version: Mapped[int] = mapped_column(Integer, default=0)
+    personal_gain: Mapped[float] = mapped_column(Float, default=0.0)
+    personal_reason: Mapped[str] = mapped_column(String(32), default="")
 
     @property
     def is_gateway(self) -> bool:
@@ -162,6 +166,10 @@ class Heartbeat:
     release_version: int
     release_slot: str
     data: DataSummary | None = None
+    # Its last personalisation as it reported it (noised on the device; version 0: none).
+    personal_version: int = 0
+    personal_gain: float = 0.0
+    personal_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -500,3 +508,7 @@ def _apply_heartbeat(device: DeviceRow, heartbeat: Heartbeat) -> None:
     device.data_shape = "x".join(map(str, data.input_shape)) if data else ""
     device.data_classes = data.num_classes if data else 0
     device.data_samples = data.samples if data else 0
+    if heartbeat.personal_version:  # a heartbeat without a report keeps the last one
+        device.personal_version = heartbeat.personal_version
+        device.personal_gain = heartbeat.personal_gain
+        device.personal_reason = heartbeat.personal_reason[:32]

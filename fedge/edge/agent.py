@@ -23,6 +23,7 @@ import grpc
 
 from fedge import __version__
 from fedge.edge.identity import DeviceIdentity
+from fedge.edge.personalize import load_report
 from fedge.errors import DataError, FedgeError
 from fedge.log import logger
 from fedge.protocol.metadata import DEVICE_ID_METADATA
@@ -212,6 +213,7 @@ class EdgeAgent:
                 release_version=version,
                 release_slot=slot,
                 data=data_summary_to_proto(self.data),
+                personalization=self._personalization(),
             ),
             timeout=30,
             metadata=self._metadata(),
@@ -219,6 +221,15 @@ class EdgeAgent:
         if response.interval_seconds > 0:  # the coordinator sets the pace
             self._interval = min(response.interval_seconds, self.settings.heartbeat_seconds)
         self._release_news(response.release_state)
+
+    def _personalization(self) -> pb.PersonalizationReport | None:
+        """The noised report of the device's last personalisation (written when it ran)."""
+        report = load_report(Path(self.identity.state_dir))
+        if report is None:
+            return None
+        return pb.PersonalizationReport(
+            version=report.version, gain=report.gain, reason=report.reason, epsilon=report.epsilon
+        )
 
     def _heartbeats(
         self, stub: fleet_pb2_grpc.FleetServiceStub, over: threading.Event, fatal: list[Any]

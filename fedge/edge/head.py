@@ -15,11 +15,9 @@ import numpy as np
 
 from fedge.edge.slots import HEAD_FILE
 from fedge.inference.runners import Runner, load_runner
+from fedge.protocol.manifest import FEATURES_OUTPUT
 
 __all__ = ["FEATURES_OUTPUT", "HeadRunner", "personal_runner"]
-
-#: The ONNX output a release exposes its penultimate activations under.
-FEATURES_OUTPUT = "features"
 
 
 class HeadRunner(Runner):

@@ -58,15 +58,25 @@ if TYPE_CHECKING:
 __all__ = [
     "OUTCOME_FILE",
     "REASONS",
+    "REPORT_EPSILON",
+    "REPORT_FILE",
+    "OutcomeReport",
     "PersonalOutcome",
     "PersonalizeSettings",
     "load_outcome",
+    "load_report",
     "noisy_outcome",
     "personalize_serving",
+    "report_outcome",
 ]
 
 #: The device's last personalisation outcome, in its state directory.
 OUTCOME_FILE = "personalization.json"
+#: What the device reports of that outcome (noised once, sent with every heartbeat): averaging
+#: its heartbeats gives the same noisy figure, not the true one.
+REPORT_FILE = "personalization-report.json"
+#: The epsilon of one report (see :func:`noisy_outcome`).
+REPORT_EPSILON = 1.0
 NO_FEATURES = "the release exposes no features"
 NO_DATA = "no local data"
 ROLLED_BACK = "rolled back"
@@ -107,6 +117,32 @@ class PersonalOutcome:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class OutcomeReport:
+    """A personalisation outcome as it leaves the device: noised (:func:`noisy_outcome`)."""
+
+    version: int
+    gain: float
+    reason: str
+    epsilon: float
+
+
+def load_report(state_dir: Path) -> OutcomeReport | None:
+    """The device's noised report of its last outcome (``None`` before its first)."""
+    try:
+        return OutcomeReport(**json.loads((Path(state_dir) / REPORT_FILE).read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
+def report_outcome(state_dir: Path, outcome: PersonalOutcome) -> OutcomeReport:
+    """Noise ``outcome`` once and keep it in ``state_dir`` as what the heartbeats report."""
+    gain, reason = noisy_outcome(outcome, epsilon=REPORT_EPSILON)
+    report = OutcomeReport(outcome.version, gain, reason, REPORT_EPSILON)
+    atomic_write(Path(state_dir) / REPORT_FILE, json.dumps(asdict(report)).encode())
+    return report
 
 
 def load_outcome(state_dir: Path) -> PersonalOutcome | None:
@@ -152,7 +188,8 @@ def personalize_serving(
 ) -> PersonalOutcome:
     """Personalise the release this device serves; install the result if the guard passes.
 
-    Records the outcome in ``state_dir`` (:data:`OUTCOME_FILE`) and returns it.
+    Records the outcome in ``state_dir`` (:data:`OUTCOME_FILE`) and its noised report
+    (:data:`REPORT_FILE`, what the device's heartbeats carry) and returns the outcome.
     """
     slots = Slots(state_dir)
     serving = slots.state().serving
@@ -161,6 +198,7 @@ def personalize_serving(
     manifest = slots.verify_slot(serving, public_key=public_key)
     outcome = _fit_and_install(slots, serving, manifest, settings, health, budget, state_dir)
     atomic_write(Path(state_dir) / OUTCOME_FILE, json.dumps(outcome.to_dict()).encode())
+    report_outcome(state_dir, outcome)
     log = logger.info if outcome.served else logger.warning
     log("personalisation of release %d: %s", outcome.version, outcome.reason)
     return outcome

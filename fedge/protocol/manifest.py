@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedge.errors import VerificationError
 
 __all__ = [
+    "FEATURES_OUTPUT",
     "MANIFEST_SCHEMA",
     "Manifest",
     "SignedManifest",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 MANIFEST_SCHEMA = 1
+#: The second output of a release that can be personalised: the input of the model's last
+#: linear layer, which a device fits its own last layer on.
+FEATURES_OUTPUT = "features"
 
 
 def format_time(moment: datetime) -> str:

@@ -456,6 +456,9 @@ class Device(_message.Message):
     DRIFT_PSI_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     SITE_FIELD_NUMBER: _builtins.int
+    PERSONAL_VERSION_FIELD_NUMBER: _builtins.int
+    PERSONAL_GAIN_FIELD_NUMBER: _builtins.int
+    PERSONAL_REASON_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     name: _builtins.str
     node_id: _builtins.int
@@ -484,6 +487,12 @@ class Device(_message.Message):
     """"device" or "gateway"."""
     site: _builtins.str
     """A gateway's site, or the site of the gateway a device is behind ("" for the cloud's own)."""
+    personal_version: _builtins.int
+    """Its last personalisation as it reported it, noised on the device: the release it
+    personalised (0 = none reported), the gain and "gain" or the reason it kept the release.
+    """
+    personal_gain: _builtins.float
+    personal_reason: _builtins.str
     def __init__(
         self,
         *,
@@ -507,10 +516,13 @@ class Device(_message.Message):
         drift_psi: _builtins.float = ...,
         kind: _builtins.str = ...,
         site: _builtins.str = ...,
+        personal_version: _builtins.int = ...,
+        personal_gain: _builtins.float = ...,
+        personal_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent", "privacy_spent", b"privacy_spent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent", "can_train", b"can_train", "data", b"data", "device_id", b"device_id", "drift_psi", b"drift_psi", "drifted", b"drifted", "inference_errors", b"inference_errors", "inference_requests", b"inference_requests", "kind", b"kind", "last_seen_unix", b"last_seen_unix", "latency_p50_ms", b"latency_p50_ms", "latency_p99_ms", b"latency_p99_ms", "name", b"name", "node_id", b"node_id", "privacy_spent", b"privacy_spent", "profile", b"profile", "release_slot", b"release_slot", "release_version", b"release_version", "site", b"site", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent", "can_train", b"can_train", "data", b"data", "device_id", b"device_id", "drift_psi", b"drift_psi", "drifted", b"drifted", "inference_errors", b"inference_errors", "inference_requests", b"inference_requests", "kind", b"kind", "last_seen_unix", b"last_seen_unix", "latency_p50_ms", b"latency_p50_ms", "latency_p99_ms", b"latency_p99_ms", "name", b"name", "node_id", b"node_id", "personal_gain", b"personal_gain", "personal_reason", b"personal_reason", "personal_version", b"personal_version", "privacy_spent", b"privacy_spent", "profile", b"profile", "release_slot", b"release_slot", "release_version", b"release_version", "site", b"site", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__privacy_spent: _TypeAlias = _typing.Literal["privacy_spent"]  # noqa: Y015
     _WhichOneofArgType__privacy_spent: _TypeAlias = _typing.Literal["_privacy_spent", b"_privacy_spent"]  # noqa: Y015

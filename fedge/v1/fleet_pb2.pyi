@@ -53,6 +53,7 @@ class HeartbeatRequest(_message.Message):
     RELEASE_VERSION_FIELD_NUMBER: _builtins.int
     RELEASE_SLOT_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    PERSONALIZATION_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """The fedge software version of the device."""
     state: Global___DeviceState.ValueType
@@ -71,6 +72,10 @@ class HeartbeatRequest(_message.Message):
         run whose model does not fit it.
         """
 
+    @_builtins.property
+    def personalization(self) -> Global___PersonalizationReport:
+        """The device's last personalisation outcome, noised on the device (absent: none yet)."""
+
     def __init__(
         self,
         *,
@@ -81,14 +86,51 @@ class HeartbeatRequest(_message.Message):
         release_version: _builtins.int = ...,
         release_slot: _builtins.str = ...,
         data: Global___DataSummary | None = ...,
+        personalization: Global___PersonalizationReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "personalization", b"personalization"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["can_train", b"can_train", "data", b"data", "profile", b"profile", "release_slot", b"release_slot", "release_version", b"release_version", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["can_train", b"can_train", "data", b"data", "personalization", b"personalization", "profile", b"profile", "release_slot", b"release_slot", "release_version", b"release_version", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class PersonalizationReport(_message.Message):
+    """What a device says of its last personalisation: differentially private (noised once on the
+    device, sent unchanged with every heartbeat), never its data or its personal model.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    GAIN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EPSILON_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The release the device personalised."""
+    gain: _builtins.float
+    """Validation accuracy of its personal model minus the release's, noised, in [-1, 1]."""
+    reason: _builtins.str
+    """"gain" (it serves its personal model) or why it keeps the release, by randomised response."""
+    epsilon: _builtins.float
+    """The epsilon of this report."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        gain: _builtins.float = ...,
+        reason: _builtins.str = ...,
+        epsilon: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epsilon", b"epsilon", "gain", b"gain", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonalizationReport: _TypeAlias = PersonalizationReport  # noqa: Y015
 
 @_typing.final
 class DataSummary(_message.Message):

@@ -19,8 +19,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from fedge.app.config import RunConfig
 from fedge.app.personalize import NO_BUDGET, TOO_LITTLE_DATA
 from fedge.coordinator.hub import serve_hub
+from fedge.edge.head import FEATURES_OUTPUT
 from fedge.edge.health import HealthConfig, load_model
 from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import pin_release_key
@@ -274,3 +276,31 @@ def test_a_device_personalises_each_release_it_installs_and_serves_the_result(en
         wait_for(lambda: served_accuracy() > outcome.global_accuracy, 30, "the personal layer")
     finally:
         delivery.stop()
+
+
+def test_a_release_built_by_simulate_is_personalised_on_a_dim_device(
+    env: Env, tiny_config: RunConfig
+) -> None:
+    from fedge.data import get_dataset
+    from fedge.release.publish import publish_build
+    from fedge.simulation import simulate
+
+    run = env.tmp / "run"
+    simulate(tiny_config.replace(student="student-cnn", release_epochs=2), out_dir=run)
+    for name in ("model.onnx", "model_fp32.onnx"):  # int8 keeps the second output
+        outputs = [o.name for o in describe_onnx(run / "release" / name)[1]]
+        assert outputs == ["logits", FEATURES_OUTPUT], name
+    signed = publish_build(env.store, run / "release", percent=100)
+    assert [s.name for s in signed.manifest.outputs] == ["logits", FEATURES_OUTPUT]
+    device = env.device("simulated")
+    assert device.check_once().state == "installed"  # type: ignore[union-attr]
+    digits = get_dataset("digits")
+    data = env.tmp / "digits-dim.npz"
+    np.savez(data, x=digits.x_train * DIM, y=digits.y_train)
+    before = accuracy(device, data)
+    settings = PersonalizeSettings(data=data, epsilon=8.0, fits=2, epochs=8)
+    outcome = personalize_serving(device.state_dir, settings, public_key=device.public_key)
+    assert outcome.served and outcome.method == "dp-sgd", outcome
+    assert outcome.version == signed.manifest.version
+    assert outcome.personal_accuracy > outcome.global_accuracy
+    assert accuracy(device, data) > before
