@@ -45,6 +45,8 @@ OPTIONS: dict[str, Any] = {
 #: Central DP settings compared: (noise multiplier z, clip norm C).
 DP_LEVELS = ((1.0, 0.3), (2.0, 0.3))
 HOSPITALS = 4
+#: One run's test accuracy, ROC-AUC and epsilon (None without DP).
+Run = tuple[float, float, float | None]
 
 
 @dataclass
@@ -105,7 +107,7 @@ def _simulate(
     *,
     clients: int,
     dp: tuple[float, float] | None = None,
-) -> tuple[float, float, float | None]:
+) -> Run:
     partition = "by:dataset" if clients > 1 else "iid"
     values = {
         "task": TASK,
@@ -123,16 +125,14 @@ def _simulate(
     return result.final_accuracy, float(extra["roc_auc"]), extra.get("epsilon")
 
 
-def _local_only(
-    seeds: Sequence[int], options: dict[str, Any]
-) -> dict[str, list[tuple[float, float, None]]]:
+def _local_only(seeds: Sequence[int], options: dict[str, Any]) -> dict[str, list[Run]]:
     """Each hospital alone: the task's model on its own training rows, the same schedule as a
     one-client FedAvg run (a fresh optimiser every round), judged on the shared test rows."""
     ref = load_task(TASK)
     dataset = get_dataset(ref.dataset)
     assert dataset.groups_train is not None
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
-    runs: dict[str, list[tuple[float, float, None]]] = {}
+    runs: dict[str, list[Run]] = {}
     for hospital in np.unique(dataset.groups_train):
         mine = dataset.groups_train == hospital
         x, y = torch.from_numpy(dataset.x_train[mine]), torch.from_numpy(dataset.y_train[mine])
@@ -156,11 +156,11 @@ def _local_only(
     return runs
 
 
-def _aucs(runs: list[tuple[float, float, float | None]]) -> list[float]:
+def _aucs(runs: Sequence[Run]) -> list[float]:
     return [auc for _, auc, _ in runs]
 
 
-def _row(setting: str, runs: list[tuple[float, float, float | None]]) -> Row:
+def _row(setting: str, runs: Sequence[Run]) -> Row:
     eps = runs[0][2]
     return Row(
         setting,

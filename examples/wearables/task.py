@@ -65,7 +65,8 @@ class ActivityCNN(nn.Module):
         self.head = nn.Linear(32, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).flatten(1))
+        logits: Tensor = self.head(self.features(x).flatten(1))
+        return logits
 
 
 def build_model(*, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
