@@ -156,8 +156,7 @@ def _run(
                 f"  {record.seconds:5.1f}s"
                 + (f"  dropped {len(record.dropped)}" if record.dropped and not is_async else "")
                 + _clock_part(record)
-                + (f"  eps {record.extra['epsilon']:.3f}" if "epsilon" in record.extra else ""),
-                highlight=False,
+                + (f"  eps {record.extra['epsilon']:.3f}" if "epsilon" in record.extra else "")
             )
             for site in record.extra.get("sites", []):
                 progress.console.print(
