@@ -40,6 +40,7 @@ _DAY_SLOTS = 24
 # How far ahead a device's next reachable slot is searched before it counts as never reachable.
 _SEARCH_SLOTS = 100_000
 _OPTION = "--availability"
+_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,9 @@ class Availability:
         return math.inf
 
     def _slot(self, time: float) -> int:
-        return math.floor(time / self.slot_seconds)
+        # A slot's start time, computed as slot * seconds, must fall in that slot, not the one
+        # before it by a rounding error (the clock jumps to exactly those times).
+        return math.floor(time / self.slot_seconds + _TOLERANCE)
 
     def _slot_on(self, slot: int) -> np.ndarray:
         return _slot_mask(self.kind, self.probability, self.devices, self.seed, slot)
@@ -101,7 +104,9 @@ class Availability:
         if device >= len(self.intervals) or not self.intervals[device]:
             return False
         t = time % self.period
-        return any(start <= t < end for start, end in self.intervals[device])
+        return any(
+            start - _TOLERANCE <= t < end - _TOLERANCE for start, end in self.intervals[device]
+        )
 
     def _next_trace_start(self, device: int, time: float) -> float:
         if device >= len(self.intervals) or not self.intervals[device]:
