@@ -16,7 +16,13 @@ simulated time, the simulated time each takes to first reach the target, their r
 run's final accuracy. Bars (issue 20): ratio >= 2 (async at most half of sync's time), and the
 async run's final accuracy no more than 1 point below sync's. Exit 1 if a bar is missed.
 
-Run: ``.venv/bin/python benchmarks/async_vs_sync.py`` (about two minutes on 2 cores).
+Measured (seed 0): sync's final accuracy 0.907 (mean of last 5; last model 0.930) is reached
+minus 1 point at 7140 s simulated by sync and 1639 s by async: 4.36x; async's final accuracy
+0.929 (last model 0.917). The runs are deterministic: a second run printed the same curves.
+
+Run: ``.venv/bin/python benchmarks/async_vs_sync.py`` (16 minutes of wall time on a shared
+2-core machine at load 10; the async run trains one device at a time, without the local
+runtime's thread pool).
 """
 
 import argparse
