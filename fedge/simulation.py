@@ -76,6 +76,8 @@ def simulate(
     batching = plan_batching(config)
     if config.runtime == "local":
         wrap = _site_grid(config) if config.gateways else None
+        if config.simulated_clock:
+            wrap = _clock_grid(config)
         batch = BatchTrainer(config) if batching.batched else None
         run_local(server_app, client_app, num_nodes=config.clients, wrap=wrap, batch_train=batch)
     elif config.runtime == "ray":
@@ -132,6 +134,10 @@ def resume_point(out_dir: Path) -> "tuple[RunConfig, Checkpoint]":
         raise ConfigError("--resume", str(out_dir), "holds no checkpoint (model.pt) to resume")
     checkpoint = load_checkpoint(path)
     config = RunConfig.from_mapping(checkpoint.config)
+    if config.mode == "async":
+        raise ConfigError(
+            "--resume", str(out_dir), "holds a --mode async run: its updates in flight are not kept"
+        )
     if checkpoint.server_round >= config.rounds:
         raise ConfigError(
             "--resume",
@@ -170,6 +176,30 @@ def _site_grid(config: RunConfig) -> "Callable[[LocalGrid], RunGrid]":
         run_config=config.to_run_config(),
         site_rounds=config.site_rounds,
         evaluate=site_accuracy,
+    )
+
+
+def _clock_grid(config: RunConfig) -> "Callable[[LocalGrid], RunGrid]":
+    """Put the simulated clients on a simulated clock (availability, log-normal speeds)."""
+    from fedge.app.availability import device_speeds, parse_availability
+    from fedge.runtime.clock import SimulatedClockGrid
+
+    availability = parse_availability(
+        config.availability,
+        devices=config.clients,
+        slot_seconds=config.slot_seconds,
+        seed=config.seed,
+    )
+    speeds = device_speeds(
+        config.clients, median=config.device_speed, sigma=config.speed_sigma, seed=config.seed
+    )
+    return lambda local: SimulatedClockGrid(
+        local,
+        availability=availability,
+        speeds=speeds,
+        local_epochs=config.local_epochs,
+        min_nodes=config.min_clients,
+        round_timeout=config.round_timeout,
     )
 
 

@@ -99,6 +99,8 @@ def _obstacle(config: RunConfig) -> str | None:
         return "local DP-SGD (Opacus) trains each client alone"
     if config.precision != "fp32":
         return f"--precision {config.precision} is not batched"
+    if config.simulated_clock:
+        return "the simulated clock trains each device when its own events come"
     if config.task_kind == "anomaly":
         return "an anomaly task's reconstruction loss is trained one client at a time"
     if config.strategy in PERSONAL_LAYERS:

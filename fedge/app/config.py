@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fedge.app.availability import AVAILABILITY_HELP, parse_availability
 from fedge.data.partition import parse_partition
 from fedge.errors import ConfigError
 from fedge.options import (
@@ -29,8 +30,10 @@ from fedge.privacy.config import PrivacyConfig
 from fedge.tracking import parse_track
 
 __all__ = [
+    "ASYNC_STRATEGIES",
     "BATCH_MODES",
     "FEATURE_SHIFTS",
+    "MODES",
     "PARTITION_LEVELS",
     "PERSONALIZE_MODES",
     "PRECISIONS",
@@ -41,6 +44,8 @@ __all__ = [
 ]
 
 RUNTIMES = ("local", "ray", "grpc")
+MODES = ("sync", "async")
+ASYNC_STRATEGIES = ("fedavg", "fedprox")
 PRECISIONS = ("fp32", "bf16")
 PARTITION_LEVELS = ("device", "site")
 PERSONALIZE_MODES = ("off", "finetune")
@@ -256,6 +261,63 @@ class RunConfig:
         commands=SIMULATE,
     )
 
+    # Devices that come and go (fedge.app.async_loop, fedge.app.availability): a simulated
+    # clock on which devices are reachable per --availability and train at log-normal speeds;
+    # --mode async aggregates every --buffer updates as they arrive instead of in rounds.
+    mode: str = option(
+        "sync",
+        help="sync rounds, or async: aggregate every --buffer updates as devices deliver them "
+        "(--rounds counts model versions).",
+        choices=_constant(*MODES),
+        commands=BOTH,
+    )
+    buffer: int = option(
+        10, help="--mode async: updates per aggregation (K).", low=1, commands=BOTH
+    )
+    concurrency: int = option(
+        20, help="--mode async: devices training at once at most (C).", low=1, commands=BOTH
+    )
+    max_staleness: int = option(
+        100,
+        help="--mode async: refuse an update more than this many versions old.",
+        low=0,
+        commands=BOTH,
+    )
+    staleness_weight: str = option(
+        "poly:0.5",
+        help="--mode async: weight of an update tau versions old: poly:A ((1+tau)^-A) or constant.",
+        commands=BOTH,
+    )
+    async_lr: float = option(
+        1.0,
+        help="--mode async: server learning rate on each buffer's mean update.",
+        positive=True,
+        commands=BOTH,
+    )
+    availability: str = option(
+        "always",
+        help="Simulated devices' reachability per --slot-seconds: " + AVAILABILITY_HELP,
+        commands=SIMULATE,
+    )
+    slot_seconds: float = option(
+        60.0,
+        help="Simulated clock: length of an availability slot, seconds.",
+        positive=True,
+        commands=SIMULATE,
+    )
+    device_speed: float = option(
+        1.0,
+        help="Simulated clock: the median device's training speed, examples per second.",
+        positive=True,
+        commands=SIMULATE,
+    )
+    speed_sigma: float = option(
+        0.0,
+        help="Simulated clock: log-normal sigma of device speeds (0: all equal).",
+        low=0.0,
+        commands=SIMULATE,
+    )
+
     def __post_init__(self) -> None:
         self._validate()
 
@@ -320,9 +382,14 @@ class RunConfig:
         parse_track(self.track)
         parse_partition(self.partition)
         self.privacy.check_run(
-            strategy=self.strategy, clients=self.clients, fraction=self.fraction, rounds=self.rounds
+            strategy=self.strategy,
+            clients=self.clients,
+            fraction=self.fraction,
+            rounds=self.rounds,
+            mode=self.mode,
         )
         self._validate_sites()
+        self._validate_clock()
 
     def _check_dataset(self) -> None:
         from fedge.data.registry import dataset_problem
@@ -396,6 +463,59 @@ class RunConfig:
             site_rounds=self.site_rounds,
             why=f"--gateways {self.gateways}",
         )
+
+    @property
+    def simulated_clock(self) -> bool:
+        """Whether the run's simulated devices live on a simulated clock (availability and
+        speeds), which async always needs; plain sync runs keep the clock off."""
+        return (
+            self.mode == "async"
+            or self.availability != "always"
+            or self.speed_sigma > 0
+            or self.device_speed != 1.0
+        )
+
+    def _validate_clock(self) -> None:
+        """Cross-field checks of async aggregation and the simulated clock."""
+        from fedge.app.fedbuff import parse_staleness_weight
+
+        parse_staleness_weight(self.staleness_weight)
+        parse_availability(
+            self.availability, devices=self.clients, slot_seconds=self.slot_seconds, seed=self.seed
+        )
+        if self.simulated_clock and (self.runtime != "local" or self.gateways):
+            option_name, value = (
+                ("--mode", self.mode)
+                if self.mode == "async"
+                else ("--availability", self.availability)
+            )
+            where = f"--gateways {self.gateways}" if self.gateways else f"--runtime {self.runtime}"
+            raise ConfigError(
+                option_name,
+                value,
+                f"runs on the local runtime's simulated clock without gateways, not with {where}",
+            )
+        if self.mode != "async":
+            return
+        if self.buffer > self.clients:
+            raise ConfigError(
+                "--buffer",
+                self.buffer,
+                f"is larger than the fleet (--clients {self.clients}): an aggregation takes one "
+                "update per device",
+            )
+        if self.strategy not in ASYNC_STRATEGIES:
+            raise ConfigError(
+                "--strategy",
+                self.strategy,
+                f"does not run under --mode async (use {' or '.join(ASYNC_STRATEGIES)})",
+            )
+        if self.fraction != 1.0:
+            raise ConfigError(
+                "--fraction",
+                self.fraction,
+                "samples sync rounds; under --mode async --concurrency says how many train",
+            )
 
 
 def config_from_layers(config_file: Path | None, *layers: dict[str, Any]) -> RunConfig:

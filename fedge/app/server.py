@@ -16,6 +16,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
+from fedge.app.async_loop import run_async_federation
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
 from fedge.app.metrics import anomaly_metrics, anomaly_threshold, roc_auc
@@ -26,7 +27,7 @@ from fedge.app.strategies import build_private_strategy
 from fedge.app.training import evaluate, reconstruction_errors, set_seed
 from fedge.app.validation import DroppedReply, validate_evaluate_replies, validate_train_replies
 from fedge.data import Dataset, get_dataset
-from fedge.errors import RoundFailedError
+from fedge.errors import ConfigError, RoundFailedError
 from fedge.log import logger
 from fedge.models import get_model
 from fedge.privacy.central import CentralDP
@@ -94,7 +95,15 @@ def run_federation(
 
     With ``start_from`` (a checkpoint of this run), training resumes after its round.
     ``device_state_root`` (simulations) is where the devices' ledgers are, for the notes.
+    With ``--mode async`` the run is buffered asynchronous aggregation instead
+    (:func:`~fedge.app.async_loop.run_async_federation`).
     """
+    if config.mode == "async":
+        if start_from is not None:
+            raise ConfigError("--resume", "async", "a --mode async run cannot be resumed")
+        return run_async_federation(
+            grid, config, out_dir=out_dir, on_round=on_round, device_state_root=device_state_root
+        )
     set_seed(config.seed)
     started = time.perf_counter()
     dataset = get_dataset(config.dataset, data_dir=config.data_dir)

@@ -224,6 +224,9 @@ def _run(
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
+    is_async = config.mode == "async"
+    if config.simulated_clock:
+        console.print(_clock_line(config), soft_wrap=True, highlight=False)
     with Progress(*columns, console=console, transient=True) as progress:
         done = start_from.server_round if start_from is not None else 0
         if done:
@@ -232,9 +235,11 @@ def _run(
 
         def on_round(record: RoundRecord) -> None:
             progress.console.print(
-                f"round {record.round:>3}  accuracy {record.accuracy:.4f}  loss {record.loss:.4f}"
+                f"{'version' if is_async else 'round'} {record.round:>3}  "
+                f"accuracy {record.accuracy:.4f}  loss {record.loss:.4f}"
                 f"  {record.seconds:5.1f}s"
-                + (f"  dropped {len(record.dropped)}" if record.dropped else "")
+                + (f"  dropped {len(record.dropped)}" if record.dropped and not is_async else "")
+                + _clock_part(record)
                 + (f"  eps {record.extra['epsilon']:.3f}" if "epsilon" in record.extra else "")
             )
             for site in record.extra.get("sites", []):
@@ -263,6 +268,50 @@ def _run(
         )
 
 
+def _clock_line(config: RunConfig) -> str:
+    """How the simulated fleet behaves, and the async knobs."""
+    line = (
+        f"simulated clock: availability {config.availability} per {config.slot_seconds:g}s slot, "
+        f"speeds log-normal (median {config.device_speed:g} examples/s, sigma "
+        f"{config.speed_sigma:g})"
+    )
+    if config.mode == "async":
+        line += (
+            f"; async: buffer {config.buffer}, concurrency {config.concurrency}, max staleness "
+            f"{config.max_staleness}, weight {config.staleness_weight}, server lr "
+            f"{config.async_lr:g}"
+        )
+    return line
+
+
+def _clock_part(record: RoundRecord) -> str:
+    """A round's (or version's) simulated time and, under async, its staleness and refusals."""
+    extra = record.extra
+    if "sim_time" not in extra:
+        return ""
+    part = f"  t={extra['sim_time']:.0f}s"
+    if "staleness_mean" in extra:
+        part += f"  staleness mean {extra['staleness_mean']:.1f} max {extra['staleness_max']}"
+        if extra.get("refused"):
+            part += f"  refused {extra['refused']}"
+    return part
+
+
+def _async_summary(notes: dict[str, Any]) -> str:
+    """The async run in one line: versions, updates, refusals and their reasons, staleness."""
+    reasons = ", ".join(f"{k} {v}" for k, v in notes["refused_by_reason"].items())
+    histogram = notes["staleness_histogram"]
+    total = sum(histogram.values())
+    mean = sum(int(k) * v for k, v in histogram.items()) / total if total else 0.0
+    return (
+        f"async: {notes['versions']} model versions from {notes['updates_received']} updates "
+        f"({notes['updates_applied']} applied, {notes['updates_refused']} refused"
+        + (f": {reasons}" if reasons else "")
+        + f"), staleness mean {mean:.1f} max {max((int(k) for k in histogram), default=0)}, "
+        f"simulated time {notes['sim_time']:.0f}s"
+    )
+
+
 def _site_line(site: dict[str, Any]) -> str:
     """One site's share of a round, as ``simulate`` prints it."""
     parts = [
@@ -278,7 +327,9 @@ def _site_line(site: dict[str, Any]) -> str:
 
 def _print_summary(result: RunResult, out: Path) -> None:
     table = Table(title="fedge simulate")
-    for column in ("round", "accuracy", "loss", "clients", "dropped", "seconds"):
+    first = "version" if "async" in result.notes else "round"
+    dropped = "refused" if "async" in result.notes else "dropped"
+    for column in (first, "accuracy", "loss", "clients", dropped, "seconds"):
         table.add_column(column, justify="right")
     for r in result.rounds:
         table.add_row(
@@ -294,6 +345,17 @@ def _print_summary(result: RunResult, out: Path) -> None:
         f"final accuracy {result.final_accuracy:.4f} in {result.total_seconds:.1f}s; "
         f"results in {out / 'results.json'}"
     )
+    if "async" in result.notes:
+        console.print(_async_summary(result.notes["async"]), highlight=False)
+    elif result.rounds and "sim_time" in result.rounds[-1].extra:
+        console.print(f"simulated time {result.rounds[-1].extra['sim_time']:.0f}s")
+    central = result.notes.get("privacy", {}).get("central", {})
+    if "epsilon_bound" in central:
+        console.print(
+            f"central DP (async, {central['max_participations']} participations per device): "
+            f"epsilon {central['epsilon']:.4f} spent, bound {central['epsilon_bound']:.4f}",
+            highlight=False,
+        )
     if result.stopped_reason:
         console.print(f"stopped early: {result.stopped_reason}")
     if "personalization" in result.notes:

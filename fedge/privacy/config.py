@@ -57,6 +57,13 @@ class PrivacyConfig:
     dp_seed: int | None = option(
         None, help="Seed DP noise (reproducible; default: OS randomness).", commands=_BOTH
     )
+    dp_participations: int | None = option(
+        None,
+        help="Central DP under --mode async: each device contributes to at most K "
+        "aggregations (the guarantee rests on this bound, not on sampling).",
+        low=1,
+        commands=_BOTH,
+    )
     local_dp_noise: float | None = option(
         None, help="Local DP-SGD: noise multiplier on each device.", positive=True, commands=_BOTH
     )
@@ -74,7 +81,11 @@ class PrivacyConfig:
                 "--dp-target-epsilon", self.dp_target_epsilon, "conflicts with --dp-noise: give one"
             )
         if not self.central:
-            for name, default in (("dp_max_epsilon", None), ("dp_adaptive_clip", False)):
+            for name, default in (
+                ("dp_max_epsilon", None),
+                ("dp_adaptive_clip", False),
+                ("dp_participations", None),
+            ):
                 if getattr(self, name) != default:
                     raise ConfigError(
                         _option(name),
@@ -97,10 +108,20 @@ class PrivacyConfig:
         """Whether local, record-level DP-SGD is on."""
         return self.local_dp_noise is not None or self.local_dp_epsilon is not None
 
-    def check_run(self, *, strategy: str, clients: int, fraction: float, rounds: int) -> None:
+    def check_run(
+        self, *, strategy: str, clients: int, fraction: float, rounds: int, mode: str = "sync"
+    ) -> None:
         """Raise :class:`ConfigError` when the rest of the run cannot have this privacy."""
         if not self.central:
             return
+        if mode == "async":
+            self._check_async()
+        elif self.dp_participations is not None:
+            raise ConfigError(
+                "--dp-participations",
+                self.dp_participations,
+                "applies to --mode async (sync rounds are accounted by Poisson sampling)",
+            )
         if strategy in INCOMPATIBLE_STRATEGIES:
             raise ConfigError(
                 "--strategy",
@@ -114,7 +135,57 @@ class PrivacyConfig:
                 self.dp_delta,
                 clients,
             )
-        self.noise_multiplier(fraction=fraction, rounds=rounds)  # an unmeetable target fails here
+        if mode != "async":
+            self.noise_multiplier(fraction=fraction, rounds=rounds)  # an unmeetable target fails
+
+    def _check_async(self) -> None:
+        """Central DP under async: no sampling to amplify, so the participations are bounded."""
+        if self.dp_participations is None:
+            raise ConfigError(
+                "--mode",
+                "async",
+                "with central DP needs --dp-participations K: devices choose when to train, so "
+                "Poisson-sampling amplification does not hold and the guarantee rests on a bound "
+                "on each device's contributions",
+            )
+        if self.dp_adaptive_clip:
+            raise ConfigError(
+                "--dp-adaptive-clip",
+                True,
+                "is not accounted for under --mode async (its noised count assumes sampling)",
+            )
+        if self.dp_max_epsilon is not None:
+            bound = self.async_epsilon_bound()
+            if bound > self.dp_max_epsilon:
+                raise ConfigError(
+                    "--dp-participations",
+                    self.dp_participations,
+                    f"gives epsilon {bound:.4g} > --dp-max-epsilon {self.dp_max_epsilon:g}: "
+                    "lower it or raise the noise",
+                )
+        self.async_noise_multiplier()  # an unmeetable target fails here
+
+    def async_noise_multiplier(self) -> float:
+        """z under async: ``--dp-noise``, or the smallest z whose ε after
+        ``--dp-participations`` unsampled Gaussian releases meets ``--dp-target-epsilon``."""
+        participations = self.dp_participations or 1
+        try:
+            return self.noise_multiplier(fraction=1.0, rounds=participations)
+        except ConfigError as err:
+            raise ConfigError(
+                err.option, err.value, err.reason.replace("rounds at q=1.0", "participations")
+            ) from None
+
+    def async_epsilon_bound(self) -> float:
+        """ε of a device that contributes its ``--dp-participations`` updates under async."""
+        from fedge.privacy.participation import participation_epsilon
+
+        return participation_epsilon(
+            noise_multiplier=self.async_noise_multiplier(),
+            participations=self.dp_participations or 1,
+            delta=self.dp_delta,
+            method=self.dp_accountant,
+        )
 
     def noise_multiplier(self, *, fraction: float, rounds: int) -> float:
         """z: ``--dp-noise``, or the smallest z meeting ``--dp-target-epsilon`` in ``rounds``."""
