@@ -151,6 +151,7 @@ def _site_grid(config: RunConfig) -> "Callable[[LocalGrid], RunGrid]":
     """Put the simulated clients behind ``config.gateways`` sites (node i is client i - 1)."""
     import torch
 
+    from fedge.app.metrics import evaluate_anomaly
     from fedge.app.sites import site_members
     from fedge.app.training import evaluate
     from fedge.data import get_dataset
@@ -165,6 +166,9 @@ def _site_grid(config: RunConfig) -> "Callable[[LocalGrid], RunGrid]":
 
     def site_accuracy(arrays: "ArrayRecord") -> float:
         model.load_state_dict(arrays.to_torch_state_dict())
+        if config.task_kind == "anomaly":  # flags against the labels, as the round reports
+            quantile = config.task_ref.task.threshold_quantile
+            return evaluate_anomaly(model, dataset, quantile)["accuracy"]
         return float(evaluate(model, x_test, y_test).accuracy)
 
     members = [

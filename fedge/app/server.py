@@ -19,12 +19,12 @@ from flwr.serverapp import Grid, ServerApp
 from fedge.app.async_loop import run_async_federation
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
-from fedge.app.metrics import anomaly_metrics, anomaly_threshold, roc_auc
+from fedge.app.metrics import evaluate_anomaly, roc_auc
 from fedge.app.personalize import PERSONAL_LAYERS, personalize_fleet
 from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
 from fedge.app.resume import resume_fields, resume_run
 from fedge.app.strategies import build_private_strategy
-from fedge.app.training import evaluate, reconstruction_errors, set_seed
+from fedge.app.training import evaluate, set_seed
 from fedge.app.validation import DroppedReply, validate_evaluate_replies, validate_train_replies
 from fedge.data import Dataset, get_dataset
 from fedge.errors import ConfigError, RoundFailedError
@@ -274,12 +274,9 @@ def _evaluate_anomaly(
     model: torch.nn.Module, dataset: Dataset, config: RunConfig, record: RoundRecord
 ) -> None:
     """Flag the test split with the threshold a release of this model would carry."""
-    quantile = config.task_ref.task.threshold_quantile
-    threshold = anomaly_threshold(model, dataset, quantile)
-    errors = reconstruction_errors(model, torch.from_numpy(dataset.x_test))
-    metrics = anomaly_metrics(errors, torch.from_numpy(dataset.y_test), threshold)
+    metrics = evaluate_anomaly(model, dataset, config.task_ref.task.threshold_quantile)
     record.accuracy = metrics.pop("accuracy")
-    record.loss = float(errors.mean()) if len(errors) else 0.0
+    record.loss = metrics.pop("loss")
     record.extra.update(metrics)
 
 

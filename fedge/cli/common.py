@@ -4,6 +4,7 @@ import importlib.util
 import logging
 import signal
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -34,10 +35,12 @@ __all__ = [
     "stop_on_signals",
 ]
 
-#: The help of every option that takes a device profile.
-PROFILE_HELP = (
-    "a built-in profile name (camera, clinic, cpu-small, gateway) or a profile .toml file"
+#: The built-in device profiles, by their files (listed without loading the profile module).
+_BUILT_IN = sorted(
+    p.stem for p in (Path(__file__).parents[1] / "inference" / "device_profiles").glob("*.toml")
 )
+#: The help of every option that takes a device profile.
+PROFILE_HELP = f"a built-in profile name ({', '.join(_BUILT_IN)}) or a profile .toml file"
 
 #: What ``fedge[server]`` installs that a command of the coordinator or the release pipeline
 #: cannot run without.

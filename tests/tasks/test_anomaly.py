@@ -72,3 +72,17 @@ def test_an_anomaly_task_trains_flags_and_ships_an_int8_flagger(tmp_path: Path) 
     flags = logits.argmax(axis=1)
     assert (flags[y == 1] == 1).mean() > 0.9 and (flags[y == 0] == 0).mean() > 0.95
     assert np.isfinite(logits).all()
+
+
+def test_an_anomaly_task_trains_through_site_gateways(tmp_path: Path) -> None:
+    (tmp_path / "task.py").write_text(TASK_FILE)
+    proc = subprocess.run(
+        [*FEDGE, "simulate", "--task", "task.py:TASK", "--clients", "3", "--gateways", "3",
+         "--rounds", "2", "--no-release"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sites = [line for line in proc.stdout.splitlines() if "site model accuracy" in line]
+    assert len(sites) == 6  # three sites, two rounds, each judged by its flags
+    last = json.loads((tmp_path / "runs/latest/results.json").read_text())["rounds"][-1]
+    assert last["recall"] > 0.5 and last["threshold"] > 0.0
