@@ -78,23 +78,27 @@ def anomaly_metrics(errors: Tensor, y: Tensor, threshold: float) -> dict[str, fl
     }
 
 
-def anomaly_threshold(model: nn.Module, dataset: Dataset, quantile: float) -> float:
-    """The ``quantile`` of the reconstruction errors of the public split's normal samples:
-    server-held data, so the release build can set the same threshold without client data."""
-    normal = dataset.x_public[dataset.y_public == 0]
+def anomaly_threshold(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, quantile: float, *, split: str
+) -> float:
+    """The ``quantile`` of the reconstruction errors of the normal samples (label 0) of a split
+    (``x``, ``y``, named ``split`` in errors)."""
+    normal = x[y == 0]
     if len(normal) == 0:
         raise CalibrationError(
-            f"dataset {dataset.name} has no normal samples (label 0) in its public split to "
-            "set the anomaly threshold on"
+            f"no normal samples (label 0) in the {split} split to set the anomaly threshold on"
         )
     errors = reconstruction_errors(model, torch.from_numpy(np.ascontiguousarray(normal)))
     return max(float(torch.quantile(errors.double(), quantile)), 1e-12)
 
 
 def evaluate_anomaly(model: nn.Module, dataset: Dataset, quantile: float) -> dict[str, float]:
-    """An anomaly model on the test split, flagged with the threshold a release of it would
-    carry: accuracy, precision, recall, F1, ROC-AUC, the threshold, and the mean error (loss)."""
-    threshold = anomaly_threshold(model, dataset, quantile)
+    """An anomaly model on the test split, its threshold set on the normal training data (the
+    task's ``quantile`` of their errors): accuracy, precision, recall, F1, ROC-AUC, the
+    threshold, and the mean error (loss)."""
+    threshold = anomaly_threshold(
+        model, dataset.x_train, dataset.y_train, quantile, split="training"
+    )
     errors = reconstruction_errors(model, torch.from_numpy(dataset.x_test))
     metrics = anomaly_metrics(errors, torch.from_numpy(dataset.y_test), threshold)
     metrics["loss"] = float(errors.mean()) if len(errors) else 0.0

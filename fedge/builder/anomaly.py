@@ -1,8 +1,11 @@
 """Releases of anomaly tasks: the autoencoder and its threshold, exported as one flagging model.
 
 An anomaly task's model reconstructs its input; a sample is an anomaly when its reconstruction
-error passes a threshold set on normal samples of the server-held public split (the task's
-``threshold_quantile`` of their errors; never a client's data). :class:`FlaggingAutoencoder`
+error passes a threshold. A run's rounds set it on the normal training data (the task's
+``threshold_quantile`` of their errors); a release sets it the same way on the normal samples
+of the server-held public split, since the release pipeline never reads a client's data: a
+task's public split should hold enough normal samples for that (its report measures the
+int8 model's flags with the release's own threshold). :class:`FlaggingAutoencoder`
 puts the error and the threshold inside the exported graph and answers two logits,
 ``(threshold - error, error - threshold) / threshold``: its argmax is the flag (1 = anomaly),
 so a device flags anomalies with the same runners, health check and drift counts as any
@@ -57,7 +60,11 @@ def anomaly_teacher(
 ) -> tuple[Checkpoint, FlaggingAutoencoder]:
     """The checkpoint as a two-class model and its autoencoder wrapped with its threshold."""
     quantile = RunConfig.from_mapping(ckpt.config).task_ref.task.threshold_quantile
-    flagging = FlaggingAutoencoder(teacher, anomaly_threshold(teacher, dataset, quantile))
+    # The public split: the release pipeline never reads a client's data (x_train).
+    threshold = anomaly_threshold(
+        teacher, dataset.x_public, dataset.y_public, quantile, split="public"
+    )
+    flagging = FlaggingAutoencoder(teacher, threshold)
     return replace(ckpt, num_classes=2), flagging.eval()
 
 
