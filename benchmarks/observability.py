@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedge.coordinator.gateways import Sites
 from fedge.coordinator.metrics import CoordinatorMetrics
 from fedge.coordinator.state import DeviceRow, RoundRow, State
 from fedge.edge.drift import DriftMonitor, DriftSettings
@@ -105,7 +106,7 @@ def coordinator_scrape(work: Path) -> tuple[float, int]:
             outcome = "rolled_back" if i % 10 == 0 else "installed"
             store.record_status(device_id=f"dev-{i:05d}", version=version, state=outcome)
     metrics = CoordinatorMetrics()
-    metrics.attach(state=state, hub=TaskHub(), releases=store, downloads=lambda: 0)
+    metrics.attach(state=state, sites=Sites(state, TaskHub()), releases=store, downloads=lambda: 0)
     server = serve_metrics(metrics.registry, "127.0.0.1:0", option="benchmark")
     try:
         url = f"http://127.0.0.1:{server.port}/metrics"

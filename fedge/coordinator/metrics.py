@@ -1,10 +1,11 @@
 """The coordinator's Prometheus metrics: read from its state when scraped, plus live counters.
 
 Gauges are computed at scrape time from the same state the control service reads (the
-database, the task hub's liveness, the release store), so ``/metrics``, ``fedge fleet ls`` and
-the console never disagree. Counters and the round-duration histogram are fed as things happen:
-refused calls (from the one interceptor, by RPC and status code) and completed rounds. Names
-and labels follow Prometheus conventions (``fedge_`` prefix, base units, ``_total`` counters).
+database, the reachability of devices wherever they are, the release store), so ``/metrics``,
+``fedge fleet ls`` and the console never disagree. Counters and the round-duration histogram
+are fed as things happen: refused calls (from the one interceptor, by RPC and status code) and
+completed rounds. Names and labels follow Prometheus conventions (``fedge_`` prefix, base
+units, ``_total`` counters).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from prometheus_client.registry import Collector
 
 from fedge.coordinator.state import RunState, State
 from fedge.log import logger
-from fedge.protocol.tasks import TaskHub
 
 if TYPE_CHECKING:
+    from fedge.coordinator.gateways import Sites
     from fedge.release.store import ReleaseStore
 
 __all__ = ["CoordinatorMetrics", "device_state"]
@@ -50,7 +51,7 @@ class _StateCollector(Collector):
     """Gauges read from the coordinator's state at scrape time."""
 
     state: State
-    hub: TaskHub
+    sites: Sites
     releases: ReleaseStore
     downloads: Callable[[], int]
 
@@ -65,7 +66,8 @@ class _StateCollector(Collector):
 
     def _devices(self) -> Iterator[Metric]:
         rows = self.state.devices()
-        online = set(self.hub.online([d.id for d in rows]))
+        # Reachable as `fedge fleet ls` counts it: a device behind a gateway through its gateway.
+        online = set(self.sites.online([d.id for d in rows]))
         states = Tally(
             device_state(d.state, revoked=d.revoked, online=d.id in online) for d in rows
         )
@@ -245,13 +247,13 @@ class CoordinatorMetrics:
         self,
         *,
         state: State,
-        hub: TaskHub,
+        sites: Sites,
         releases: ReleaseStore,
         downloads: Callable[[], int],
     ) -> None:
         """Serve the gauges read from this state (once it is open)."""
         self.registry.register(
-            _StateCollector(state=state, hub=hub, releases=releases, downloads=downloads)
+            _StateCollector(state=state, sites=sites, releases=releases, downloads=downloads)
         )
 
     def refused(self, method: str, code: str) -> None:

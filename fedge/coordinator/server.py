@@ -266,7 +266,7 @@ class Coordinator:
         )
         self.metrics.attach(
             state=self.state,
-            hub=self.hub,
+            sites=self.sites,
             releases=self.releases,
             downloads=lambda: model_hub.downloads.active,
         )

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from fedge.cli.main import app
 
 runner = CliRunner()
-CAMERA_TOML = Path(__file__).resolve().parents[2] / "fedge" / "device_profiles" / "camera.toml"
+PROFILES = Path(__file__).resolve().parents[2] / "fedge" / "inference" / "device_profiles"
+CAMERA_TOML = PROFILES / "camera.toml"
 
 
 def test_a_built_in_profile_name_writes_its_data(tmp_path: Path) -> None:
