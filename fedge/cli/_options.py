@@ -35,8 +35,12 @@ def run_option_flags(command: str) -> Callable[[F], F]:
     ``options``: the dashed mapping of the flags given."""
 
     def decorate(fn: F) -> F:
+        # The command's own annotations, evaluated in its module (it may postpone them).
+        hints = typing.get_type_hints(fn, include_extras=True)
         own = [
-            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            p.replace(
+                kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation)
+            )
             for p in inspect.signature(fn).parameters.values()
             if p.name != "options"
         ]

@@ -85,6 +85,8 @@ def test_help_shows_every_default() -> None:
     for f, spec in declared_options(RunConfig):
         if "simulate" in spec.commands:
             assert by_name[f.name].show_default not in (None, False), f.name
+    for own in ("out", "config", "resume", "device_state_root"):  # the command's own options
+        assert by_name[own].help, own
 
 
 @pytest.mark.parametrize(
