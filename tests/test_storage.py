@@ -236,3 +236,12 @@ def test_tables_without_a_history_are_a_programming_error(tmp_path: Path) -> Non
 
     with pytest.raises(TypeError, match="names no schema history"):
         open_sqlite(tmp_path / "x.db", tables=Loose)
+
+
+def test_a_new_file_is_created_at_the_head_without_an_upgrade_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="fedge"):
+        State(tmp_path / "state.db").close()
+    assert not [r for r in caplog.records if "schema upgraded" in r.getMessage()]
+    assert _revision(tmp_path / "state.db", "coordinator") == _head("coordinator")

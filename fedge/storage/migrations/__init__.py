@@ -99,7 +99,10 @@ def upgrade_schema(engine: Engine, history: Path) -> None:
             )
         config = _config(history)
         config.attributes["connection"] = conn
+        fresh = current is None and not inspect(conn).get_table_names()
         command.upgrade(config, "head")
+        if fresh:  # a new file is created at the head: nothing was upgraded
+            return
         was = "unversioned" if current is None else f"revision {current}"
         logger.info(
             "%s: %s schema upgraded from %s to %s", engine.url.database, history.name, was, head
