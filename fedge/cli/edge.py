@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 
 from fedge.cli.common import (
@@ -210,7 +211,7 @@ def start_command(
     """
     from fedge.edge.agent import AgentSettings, RefusedError, training_available
     from fedge.edge.delivery import DeliverySettings
-    from fedge.edge.device import DeviceSettings, start_device
+    from fedge.edge.device import DeviceSettings, hold_state, start_device
     from fedge.edge.drift import DriftSettings
     from fedge.edge.health import HealthConfig
     from fedge.edge.identity import is_enrolled, load_identity
@@ -246,6 +247,8 @@ def start_command(
             profile=profile,
             insecure=insecure,
         )
+        # Held while this command runs: its context closes the file, or the process's exit.
+        click.get_current_context().call_on_close(hold_state(Path(identity.state_dir)).close)
         device_profile = resolve_device_profile(profile or identity.profile or DEFAULT_PROFILE)
         device = start_device(
             identity,

@@ -8,18 +8,25 @@ A device without delivery (``DeviceSettings.delivery=None``) only trains.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import grpc
 
 from fedge.edge.agent import AgentSettings, EdgeAgent
 from fedge.edge.delivery import DeliverySettings, DeviceDelivery
 from fedge.edge.identity import DeviceIdentity
+from fedge.errors import ConfigError
 from fedge.protocol.transport import create_channel
 
-__all__ = ["Device", "DeviceSettings", "start_device"]
+__all__ = ["Device", "DeviceSettings", "hold_state", "start_device"]
+
+#: The state directory's lock file: one running agent per device identity.
+LOCK_FILE = ".agent.lock"
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,28 @@ class Device:
     def stop(self) -> None:
         """Ask the device to finish after its current call."""
         self.agent.stop()
+
+
+def hold_state(state_dir: Path) -> IO[str]:
+    """Lock ``state_dir`` while the returned file stays open (closing it, or the process's
+    exit, releases it), or
+    :class:`~fedge.errors.ConfigError` naming the process that holds it: two agents of one
+    identity would take the same tasks and fight over its slots."""
+    handle = (Path(state_dir) / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise ConfigError(
+            "--state", str(state_dir), f"is in use by another fedge edge process (pid {holder})"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def start_device(

@@ -119,3 +119,35 @@ def test_an_unknown_device_profile_is_one_line_exit_2(fleet: Fleet) -> None:
     assert result.exit_code == 2, result.output
     assert "--profile: 'nope'" in result.output and "camera" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_second_agent_on_a_running_devices_state_exits_2(fleet: Fleet) -> None:
+    """Two agents of one identity would take the same tasks: the second is refused, naming
+    the process that holds the state; after the first stops, the state starts again."""
+    import subprocess
+    import sys
+
+    identity = fleet.enroll("cam")
+    start = [
+        sys.executable, "-m", "fedge.cli", "edge", "start", "--state", identity.state_dir,
+        "--inference", "", "--heartbeat", "0.5",
+    ]  # fmt: skip
+    first = subprocess.Popen(start, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert first.stdout is not None
+        line = first.stdout.readline()  # printed once it holds the state and runs
+        assert "connecting to" in line, line
+        second = subprocess.run(start, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"is in use by another fedge edge process (pid {first.pid})" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        first.terminate()
+        first.wait(timeout=60)
+    again = subprocess.Popen(start, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert again.stdout is not None
+        assert "connecting to" in again.stdout.readline()
+    finally:
+        again.terminate()
+        again.wait(timeout=60)
