@@ -63,7 +63,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
         try:
             # Shape inference and graph optimisation (e.g. folding constants) before
             # quantizing, as ONNX Runtime recommends; it lets more ops be quantized.
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+            _pre_process(fp32_path, prepared)
             quantize_static(
                 str(prepared),
                 str(int8_path),
@@ -88,6 +88,18 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
             "stayed float32; use a student built from Conv/Gemm/MatMul layers"
         )
     return int8_path
+
+
+def _pre_process(fp32_path: Path, prepared: Path) -> None:
+    """ONNX Runtime's pre-processing; without its symbolic shape inference when that cannot
+    follow the graph (e.g. a 1-D upsampling autoencoder's Resize), since ONNX's own shape
+    inference, which it runs too, is enough to quantize Conv and MatMul weights."""
+    try:
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+    except Exception as err:  # ONNX Runtime raises bare exceptions from its shape inference
+        if "symbolic shape" not in str(err).lower():
+            raise
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
 
 
 def unquantized_weights(model: onnx.ModelProto) -> list[tuple[str, str]]:

@@ -1,0 +1,36 @@
+"""int8 quantization of graphs ONNX Runtime's symbolic shape inference cannot follow: a 1-D
+convolutional autoencoder with upsampling (its Resize) still quantizes, weights int8."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from fedge.builder.export import export_onnx
+from fedge.builder.quantize import quantize_int8, unquantized_weights
+
+
+def test_a_1d_upsampling_autoencoder_quantizes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv1d(1, 8, kernel_size=5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(8, 4, kernel_size=5, padding=2),
+        nn.ReLU(),
+        nn.Upsample(scale_factor=2),
+        nn.Conv1d(4, 1, kernel_size=5, padding=2),
+    ).eval()
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx", input_shape=(1, 64))
+    x = np.random.default_rng(0).normal(size=(32, 1, 64)).astype(np.float32)
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", x)
+    assert unquantized_weights(onnx.load(str(int8))) == []
+    session = ort.InferenceSession(str(int8))
+    out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert out.shape == expected.shape
+    assert np.abs(out - expected).mean() < 0.1 * np.abs(expected).mean() + 0.05
