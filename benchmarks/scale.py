@@ -125,7 +125,7 @@ def part_b(rounds: int, skip_flower: bool) -> tuple[str, bool]:
     return line, ok
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--flower-rounds", type=int, default=5)
@@ -143,8 +143,8 @@ def main() -> None:
     ok &= passed
     verdict = "PASS" if ok else "BELOW A BAR"
     print(f"scale ({time.perf_counter() - started:.0f}s): {'; '.join(lines)} -> {verdict}")
-    sys.exit(0 if ok else 1)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -47,13 +47,20 @@ def predict_command(
     from fedge.edge.raw_inputs import read_input
     from fedge.edge.slots import POINTER_FILE, Slots
 
-    try:
-        if not (state / POINTER_FILE).is_file():  # and make no slot folders in a wrong --state
-            fail(f"--state: {str(state)!r} has no installed model (no {POINTER_FILE})")
+    # Make no slot folders in a wrong --state: look for its pointer file first.
+    installed = (state / POINTER_FILE).is_file()
+    signed = None
+    if installed:
         slots = Slots(state)
         signed = slots.signed_manifest(slots.state().serving or "a")
-        spec = signed.manifest.report.get("preprocessing") if signed is not None else None
+    spec = signed.manifest.report.get("preprocessing") if signed is not None else None
+    try:
         arrays = [read_input(p, spec) for p in inputs]
+    except FedgeError as err:
+        fail(str(err))
+    if not installed:
+        fail(f"--state: {str(state)!r} has no installed model (no {POINTER_FILE})")
+    try:
         outputs, version = predict_arrays(state, arrays)
     except FedgeError as err:
         fail(str(err))

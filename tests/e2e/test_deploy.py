@@ -47,10 +47,10 @@ def test_three_devices_match_the_local_runtime(deployment: Cluster) -> None:
     shown = json.loads(status.stdout)
     assert shown["state"] == "completed" and [r["replied"] for r in shown["rounds"]] == [3, 3, 3]
     assert any(e["kind"] == "devices" for e in shown["events"])
-    # Flower's own log lines reach the coordinator's log once, not twice.
+    # fedge's log speaks for fedge: Flower's per-round INFO lines are not in it.
     lines = (cluster.root / "coordinator.log").read_text().splitlines()
     flower = [x for x in lines if "configure_train" in x]
-    assert len(flower) == 3, flower
+    assert flower == [], flower
 
 
 @pytest.mark.parametrize(
