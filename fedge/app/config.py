@@ -9,6 +9,7 @@ included), which is what ``flwr run .`` gives and what devices receive with each
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -405,7 +406,7 @@ class RunConfig:
             return
         if self.task is not None and self.data is not None:
             raise ConfigError("--data", self.data, "conflicts with --task: the task names its data")
-        ref = _task_of(self.task, self.data, self.label, self.partition)
+        ref = self.task_ref
         if self.dataset != ref.dataset:
             raise ConfigError(
                 "--dataset", self.dataset, f"conflicts with the task's own data ({ref.dataset})"
@@ -426,12 +427,13 @@ class RunConfig:
     @property
     def task_kind(self) -> str:
         """What the run's model predicts: ``classification`` for built-ins, else the task's."""
-        info = self.task_info
-        return info["kind"] if info is not None else "classification"
+        ref = self.task_ref
+        return str(ref.task.kind) if ref is not None else "classification"
 
-    @property
+    @functools.cached_property
     def task_ref(self) -> Any:
-        """The run's loaded task (a :class:`~fedge.tasks.TaskRef`), or ``None``."""
+        """The run's loaded task (a :class:`~fedge.tasks.TaskRef`), or ``None``: loaded once
+        per config (the round loop and every client message ask for its kind)."""
         if self.task is None and self.data is None:
             return None
         return _task_of(self.task, self.data, self.label, self.partition)
@@ -439,9 +441,8 @@ class RunConfig:
     @property
     def task_info(self) -> dict[str, str] | None:
         """The run's task (name, version, kind, code sha256), or ``None`` for built-ins."""
-        if self.task is None and self.data is None:
-            return None
-        return _task_of(self.task, self.data, self.label, self.partition).describe()
+        ref = self.task_ref
+        return ref.describe() if ref is not None else None
 
     def _validate_sites(self) -> None:
         if self.gateways > self.clients:
