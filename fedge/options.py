@@ -40,6 +40,7 @@ __all__ = [
     "load_config_table",
     "load_options_file",
     "option",
+    "options_from_table",
     "parse_set",
     "project_task",
 ]
@@ -74,11 +75,24 @@ class OptionSpec:
         """Why ``value`` is out of range or not a valid choice, or ``None``."""
         if value is None or isinstance(value, bool):
             return None
+        if self.choices is not None and isinstance(value, tuple):
+            return self._list_problem(value)
         if self.choices is not None and isinstance(value, str):
             valid = list(self.choices())
             return None if value in valid else f"is not one of: {', '.join(valid)}"
         if isinstance(value, int | float):
             return self._range_problem(value)
+        return None
+
+    def _list_problem(self, values: tuple[Any, ...]) -> str | None:
+        """Why a list option is not a non-empty list of distinct valid choices, or ``None``."""
+        valid = list(self.choices()) if self.choices is not None else []
+        bad = [v for v in values if v not in valid]
+        if not values or bad:
+            named = f"lists {bad[0]!r}, which " if bad else ""
+            return f"{named}must be a non-empty list of: {', '.join(valid)}"
+        if len(set(values)) != len(values):
+            return "lists a name twice"
         return None
 
     def _range_problem(self, value: float) -> str | None:
@@ -161,7 +175,8 @@ def check_options(obj: object, *, prefix: str = "") -> None:
         value = getattr(obj, f.name)
         problem = spec.problem(value)
         if problem is not None:
-            raise ConfigError(prefix + config_key(f.name), value, problem)
+            shown = list(value) if isinstance(value, tuple) else value  # as the file wrote it
+            raise ConfigError(prefix + config_key(f.name), shown, problem)
 
 
 def load_options_file(path: Path | str) -> dict[str, Any]:
@@ -267,6 +282,38 @@ def _check_type(key: str, value: Any, annotation: Any) -> None:
         raise ConfigError(key, value, f"must be {label.get(name, name)}")
 
 
+def options_from_table(
+    cls: type[T], values: dict[str, Any], *, prefix: str = "", table: str = ""
+) -> T:
+    """``cls`` from a table of dashed keys (a TOML list becomes a tuple).
+
+    An unknown key, a missing required one, a value of the wrong type or outside its declared
+    range is a :class:`ConfigError` naming ``prefix`` + the key and the value; ``table`` names
+    the table in the unknown-key error.
+    """
+    hints = typing.get_type_hints(cls)
+    known = {config_key(f.name): f for f in fields(cls) if f.init}  # type: ignore[arg-type]
+    for key, value in values.items():
+        if key not in known:
+            valid = ", ".join(sorted(known))
+            raise ConfigError(prefix + key, value, f"is not a {table} option; valid: {valid}")
+    kwargs: dict[str, Any] = {}
+    for key, f in known.items():
+        if key in values:
+            value = tuple(values[key]) if isinstance(values[key], list) else values[key]
+            kwargs[f.name] = coerce_option(key, value, hints[f.name], prefix=prefix)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(prefix + key, None, "is missing")
+    try:
+        made = cls(**kwargs)
+        check_options(made)
+    except ConfigError as err:
+        # The value as the table wrote it (before an int became a float).
+        value = values.get(err.option, err.value)
+        raise ConfigError(prefix + err.option, value, err.reason) from None
+    return made
+
+
 def load_config_table(
     path: Path | str,
     table: str,
@@ -295,24 +342,15 @@ def load_config_table(
         raise ConfigError("--config", str(path), f"needs a [{table}] table")
     values = {k: v for k, v in values.items() if k not in (sections or {})}
     values.update(_section_values(path, data, sections or {}))
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, value in {**values, **(overrides or {})}.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            valid = ", ".join(sorted(config_key(k) for k in known))
-            raise ConfigError(f"{path}: {key}", value, f"is not a {table} option; valid: {valid}")
-        if name in dir_keys:
-            if not isinstance(value, str | Path):
-                raise ConfigError(f"{path}: {key}", value, "must be a string (a directory)")
-            value = (path.parent / str(value)).resolve()
-        if isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err.option}", err.value, err.reason) from None
+    values = {config_key(k): v for k, v in {**values, **(overrides or {})}.items()}
+    for key in dir_keys:
+        value = values.get(config_key(key))
+        if value is None:
+            continue
+        if not isinstance(value, str | Path):
+            raise ConfigError(f"{path}: {config_key(key)}", value, "must be a string (a directory)")
+        values[config_key(key)] = (path.parent / str(value)).resolve()
+    return options_from_table(cls, values, prefix=f"{path}: ", table=table)
 
 
 def _section_values(

@@ -32,16 +32,15 @@ budget with :meth:`Budget.misses`.
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from fedge.errors import ConfigError
+from fedge.options import option, options_from_table
 
 __all__ = [
     "DEVICE_FORMATS",
@@ -68,11 +67,6 @@ ENGINES: list[str] = ["onnxruntime", "openvino", "litert"]
 
 _PARTITION = re.compile(r"^(iid|dirichlet:\d*\.?\d+([eE][-+]?\d+)?|shards:[1-9]\d*)$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_TABLES = {
-    "profile": {"name", "tier", "engines", "runtimes", "precisions", "description"},
-    "budget": {"max-model-bytes", "p99-ms", "peak-memory-mb", "min-accuracy"},
-    "device": {"dataset", "format", "partition-id", "num-partitions", "partition", "seed"},
-}
 
 
 @dataclass(frozen=True)
@@ -111,12 +105,12 @@ class BudgetMiss:
 @dataclass(frozen=True)
 class Budget:
     """What a model must fit on a device: file size, batch-1 p99 on one thread, peak session
-    memory and held-out accuracy."""
+    memory and held-out accuracy (the ``[budget]`` table)."""
 
-    max_model_bytes: int
-    p99_ms: float
-    peak_memory_mb: float
-    min_accuracy: float
+    max_model_bytes: int = option(help="Largest model file, in bytes.", low=1)
+    p99_ms: float = option(help="p99 latency at batch 1 on one thread, ms.", positive=True)
+    peak_memory_mb: float = option(help="Peak memory of an inference session, MB.", positive=True)
+    min_accuracy: float = option(help="Least held-out accuracy.", low=0.0, high=1.0)
 
     def misses(
         self, *, size_bytes: int, p99_ms: float, peak_memory_mb: float, accuracy: float
@@ -148,6 +142,50 @@ class Budget:
             "peak-memory-mb": self.peak_memory_mb,
             "min-accuracy": self.min_accuracy,
         }
+
+
+@dataclass(frozen=True)
+class _ProfileTable:
+    """The ``[profile]`` table."""
+
+    tier: str = option(help="gateway | device.", choices=lambda: TIERS)
+    engines: tuple[str, ...] = option(
+        help="Engines in preference order.", choices=lambda: tuple(ENGINES)
+    )
+    name: str | None = option(None, help="The profile's name (default: the file's stem).")
+    precisions: tuple[str, ...] = option(
+        PRECISIONS, help="Precisions built for it.", choices=lambda: PRECISIONS
+    )
+    description: str = option("", help="One line on the kind of device.")
+
+    def __post_init__(self) -> None:
+        if self.name is not None and not _NAME.match(self.name):
+            raise ConfigError("name", self.name, "must be a lower-case name ([a-z0-9._-])")
+
+
+@dataclass(frozen=True)
+class _DeviceTable:
+    """The ``[device]`` table: the ``fedge edge make-data`` keys."""
+
+    dataset: str | None = option(None, help="The dataset its data comes from (omit: any).")
+    format: str = option("npz", help="The data's file format.", choices=lambda: DEVICE_FORMATS)
+    partition_id: int = option(0, help="Which partition it holds.", low=0)
+    num_partitions: int = option(10, help="Partitions of the dataset.", low=1)
+    partition: str = option("iid", help="iid, dirichlet:ALPHA or shards:K.")
+    seed: int = option(0, help="Partitioning seed.", low=0)
+
+    def __post_init__(self) -> None:
+        if self.dataset is not None and not self.dataset.strip():
+            raise ConfigError("dataset", self.dataset, "must be a dataset name")
+        if not _PARTITION.match(self.partition.strip()):
+            expected = "expected iid, dirichlet:ALPHA, shards:K"
+            raise ConfigError("partition", self.partition, f"is not a partition spec; {expected}")
+        if self.partition_id >= self.num_partitions:
+            raise ConfigError(
+                "partition-id",
+                self.partition_id,
+                f"must be < num-partitions ({self.num_partitions})",
+            )
 
 
 @dataclass(frozen=True)
@@ -215,133 +253,52 @@ def profile_from_mapping(
     data: dict[str, Any], *, source: str, default_name: str | None = None
 ) -> DeviceProfile:
     """Validate a parsed profile document (see the module docstring for its tables)."""
-    check = _Checker(source)
-    for table in data:
-        if table not in _TABLES:
-            check.fail(table, data[table], f"is not a profile table; expected {_names(_TABLES)}")
-    tables = {}
-    for table, keys in _TABLES.items():
-        value = data.get(table, {})
+    tables = {"profile": _ProfileTable, "budget": Budget, "device": _DeviceTable}
+    for table, value in data.items():
+        if table not in tables:
+            expected = ", ".join(tables)
+            raise ConfigError(f"{source}: {table}", value, f"is not a profile table; {expected}")
         if not isinstance(value, dict):
-            check.fail(table, value, "must be a table")
-        for key in value:
-            if key not in keys:
-                check.fail(f"[{table}] {key}", value[key], f"is not a key; expected {_names(keys)}")
-        tables[table] = value
-    prof, bud, dev = tables["profile"], tables["budget"], tables["device"]
+            raise ConfigError(f"{source}: {table}", value, "must be a table")
     if "budget" not in data:
-        check.fail("[budget]", None, "is missing; a profile needs a budget")
-    name = check.name("[profile] name", prof.get("name", default_name))
-    engines_key = _engines_key(check, prof)
-    budget = Budget(
-        max_model_bytes=check.integer("[budget] max-model-bytes", bud, minimum=1),
-        p99_ms=check.positive("[budget] p99-ms", bud),
-        peak_memory_mb=check.positive("[budget] peak-memory-mb", bud),
-        min_accuracy=check.fraction("[budget] min-accuracy", bud),
+        raise ConfigError(f"{source}: [budget]", None, "is missing; a profile needs a budget")
+    head = _engines_renamed(dict(data.get("profile", {})), source)
+    try:
+        prof = options_from_table(
+            _ProfileTable, head, prefix=f"{source}: [profile] ", table="profile"
+        )
+    except ConfigError as err:
+        if "runtimes" in data.get("profile", {}) and err.option.endswith("engines"):
+            raise ConfigError(
+                err.option[: -len("engines")] + "runtimes", err.value, err.reason
+            ) from None
+        raise
+    budget = options_from_table(
+        Budget, data["budget"], prefix=f"{source}: [budget] ", table="budget"
     )
-    num_partitions = check.integer("[device] num-partitions", dev, minimum=1, default=10)
-    partition_id = check.integer("[device] partition-id", dev, minimum=0, default=0)
-    if partition_id >= num_partitions:
-        check.fail(
-            "[device] partition-id", partition_id, f"must be < num-partitions ({num_partitions})"
+    dev = options_from_table(
+        _DeviceTable, data.get("device", {}), prefix=f"{source}: [device] ", table="device"
+    )
+    name = prof.name if prof.name is not None else default_name
+    if name is None or not _NAME.match(name):
+        raise ConfigError(
+            f"{source}: [profile] name", name, "must be a lower-case name ([a-z0-9._-])"
         )
     return DeviceProfile(
         name=name,
-        tier=check.choice("[profile] tier", prof.get("tier"), TIERS),
-        engines=check.choices(f"[profile] {engines_key}", prof.get(engines_key), tuple(ENGINES)),
-        precisions=check.choices(
-            "[profile] precisions", prof.get("precisions", list(PRECISIONS)), PRECISIONS
-        ),
-        description=check.text("[profile] description", prof.get("description", "")),
+        tier=prof.tier,
+        engines=prof.engines,
+        precisions=prof.precisions,
+        description=prof.description,
         budget=budget,
-        dataset=check.optional_name("[device] dataset", dev.get("dataset")),
-        format=check.choice("[device] format", dev.get("format", "npz"), DEVICE_FORMATS),
-        partition_id=partition_id,
-        num_partitions=num_partitions,
-        partition=check.partition("[device] partition", dev.get("partition", "iid")),
-        seed=check.integer("[device] seed", dev, minimum=0, default=0),
+        dataset=dev.dataset,
+        format=dev.format,
+        partition_id=dev.partition_id,
+        num_partitions=dev.num_partitions,
+        partition=dev.partition.strip(),
+        seed=dev.seed,
         source=source,
     )
-
-
-class _Checker:
-    """Field checks that raise :class:`ConfigError` naming ``source``, the field and value."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, field_name: str, value: object, reason: str) -> NoReturn:
-        raise ConfigError(f"{self.source}: {field_name}", value, reason)
-
-    def name(self, field_name: str, value: object) -> str:
-        if not isinstance(value, str) or not _NAME.match(value):
-            self.fail(field_name, value, "must be a lower-case name ([a-z0-9._-])")
-        return str(value)
-
-    def optional_name(self, field_name: str, value: object) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            self.fail(field_name, value, "must be a dataset name")
-        return str(value)
-
-    def text(self, field_name: str, value: object) -> str:
-        if not isinstance(value, str):
-            self.fail(field_name, value, "must be a string")
-        return str(value)
-
-    def choice(self, field_name: str, value: object, valid: tuple[str, ...]) -> str:
-        if value not in valid:
-            self.fail(field_name, value, f"is not one of: {', '.join(valid)}")
-        return str(value)
-
-    def choices(self, field_name: str, value: object, valid: tuple[str, ...]) -> tuple[str, ...]:
-        if not isinstance(value, list) or not value:
-            self.fail(field_name, value, f"must be a non-empty list of: {', '.join(valid)}")
-        items = list(value)
-        for item in items:
-            if item not in valid:
-                self.fail(field_name, item, f"is not one of: {', '.join(valid)}")
-        if len(set(items)) != len(items):
-            self.fail(field_name, items, "lists a name twice")
-        return tuple(str(item) for item in items)
-
-    def integer(
-        self, field_name: str, table: dict[str, Any], *, minimum: int, default: int | None = None
-    ) -> int:
-        value = self._given(field_name, table, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.fail(field_name, value, f"must be an integer >= {minimum}")
-        return int(value)
-
-    def positive(self, field_name: str, table: dict[str, Any]) -> float:
-        return self._number(
-            field_name, table, lambda x: x > 0 and math.isfinite(x), "a positive number"
-        )
-
-    def fraction(self, field_name: str, table: dict[str, Any]) -> float:
-        return self._number(field_name, table, lambda x: 0.0 <= x <= 1.0, "a number in [0, 1]")
-
-    def _number(
-        self, field_name: str, table: dict[str, Any], fits: Callable[[float], bool], what: str
-    ) -> float:
-        value = self._given(field_name, table)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not fits(float(value)):
-            self.fail(field_name, value, f"must be {what}")
-        return float(value)
-
-    def _given(self, field_name: str, table: dict[str, Any], default: object = None) -> object:
-        """The value of ``[table] key`` (``field_name``); missing is an error."""
-        value = table.get(field_name.split("] ")[-1], default)
-        if value is None:
-            self.fail(field_name, None, "is missing")
-        return value
-
-    def partition(self, field_name: str, value: object) -> str:
-        if not isinstance(value, str) or not _PARTITION.match(value.strip()):
-            expected = "expected iid, dirichlet:ALPHA, shards:K"
-            self.fail(field_name, value, f"is not a partition spec; {expected}")
-        return str(value).strip()
 
 
 _PROFILES: dict[str, DeviceProfile] = {}
@@ -404,15 +361,19 @@ def register_engine(name: str) -> None:
         ENGINES.append(name)
 
 
-def _engines_key(check: _Checker, prof: dict[str, Any]) -> str:
-    """``engines``, or ``runtimes``, the key profiles written before the rename use."""
-    if "engines" in prof and "runtimes" in prof:
-        check.fail("[profile] runtimes", prof["runtimes"], "is the old name of engines; give one")
-    return "runtimes" if "runtimes" in prof else "engines"
-
-
-def _names(keys: dict[str, Any] | set[str]) -> str:
-    return ", ".join(sorted(keys))
+def _engines_renamed(table: dict[str, Any], source: str) -> dict[str, Any]:
+    """The ``[profile]`` table with ``runtimes``, the key profiles written before the rename
+    use, read as ``engines``."""
+    if "runtimes" not in table:
+        return table
+    if "engines" in table:
+        raise ConfigError(
+            f"{source}: [profile] runtimes",
+            table["runtimes"],
+            "is the old name of engines; give one",
+        )
+    table["engines"] = table.pop("runtimes")
+    return table
 
 
 def _kib(size: float) -> str:

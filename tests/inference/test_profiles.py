@@ -85,7 +85,9 @@ def test_a_profile_written_with_the_old_runtimes_key_still_loads(tmp_path: Path)
     )
     assert load_profile(old).engines == load_profile(new).engines == ("litert", "onnxruntime")
     old.write_text(GOOD.replace('engines = ["onnxruntime"]', 'runtimes = ["tensorrt"]'))
-    with pytest.raises(ConfigError, match=r"\[profile\] runtimes: 'tensorrt' is not one of"):
+    with pytest.raises(
+        ConfigError, match=r"\[profile\] runtimes: \['tensorrt'\] lists 'tensorrt', which must be"
+    ):
         load_profile(old)
     both = tmp_path / "both.toml"
     both.write_text(GOOD.replace("engines =", 'runtimes = ["litert"]\nengines ='))
@@ -97,20 +99,24 @@ def test_a_profile_written_with_the_old_runtimes_key_still_loads(tmp_path: Path)
     ("old", "new", "message"),
     [
         ('tier = "device"', 'tier = "phone"', "[profile] tier: 'phone' is not one of: gateway"),
-        ('["onnxruntime"]', '["tensorrt"]', "[profile] engines: 'tensorrt' is not one of"),
+        (
+            '["onnxruntime"]',
+            '["tensorrt"]',
+            "[profile] engines: ['tensorrt'] lists 'tensorrt', which must be a non-empty list of",
+        ),
         ('["onnxruntime"]', "[]", "[profile] engines: [] must be a non-empty list"),
         ('["onnxruntime"]', '["litert", "litert"]', "lists a name twice"),
         ("max-model-bytes = 1000", "max-model-bytes = 0", "max-model-bytes: 0 must be an integer"),
         ("max-model-bytes = 1000", 'max-model-bytes = "1k"', "max-model-bytes: '1k' must be"),
-        ("p99-ms = 2.5", "p99-ms = -1", "[budget] p99-ms: -1 must be a positive number"),
-        ("p99-ms = 2.5", "p99-ms = nan", "[budget] p99-ms: nan must be a positive number"),
+        ("p99-ms = 2.5", "p99-ms = -1", "[budget] p99-ms: -1 must be positive"),
+        ("p99-ms = 2.5", "p99-ms = nan", "[budget] p99-ms: nan must be positive"),
         ("peak-memory-mb = 16", "", "[budget] peak-memory-mb: None is missing"),
-        ("min-accuracy = 0.8", "min-accuracy = 1.5", "min-accuracy: 1.5 must be a number in"),
+        ("min-accuracy = 0.8", "min-accuracy = 1.5", "min-accuracy: 1.5 is outside [0, 1]"),
         ('format = "npz"', 'format = "parquet"', "[device] format: 'parquet' is not one of"),
         ("partition-id = 1", "partition-id = 4", "partition-id: 4 must be < num-partitions (4)"),
         ('"dirichlet:0.5"', '"zipf"', "[device] partition: 'zipf' is not a partition spec"),
         ("seed = 3", "seed = -1", "[device] seed: -1 must be an integer >= 0"),
-        ("seed = 3", "sede = 3", "[device] sede: 3 is not a key; expected dataset"),
+        ("seed = 3", "sede = 3", "[device] sede: 3 is not a device option; valid: dataset"),
         ("[budget]", "[budgets]", "budgets: {"),
     ],
 )
