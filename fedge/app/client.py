@@ -20,6 +20,7 @@ from fedge.app.config import RunConfig
 from fedge.app.personalize import (
     PERSONAL_LAYERS,
     keep_personal_layers,
+    personal_layers_file,
     personalize_client,
     restore_personal_layers,
     training_part,
@@ -191,7 +192,8 @@ def build_client_app(
         cfg = config or _run_config(context)
         data = load_client_data(cfg, dict(context.node_config), part="all")
         partition_id = int(context.node_config.get("partition-id", context.node_id))
-        return personalize_client(msg, context.state, cfg, data, partition_id)
+        kept = personal_layers_file(dict(context.node_config), context.run_id)
+        return personalize_client(msg, context.state, cfg, data, partition_id, kept=kept)
 
     return app
 
@@ -247,7 +249,8 @@ def _train(msg: Message, context: Context, config: RunConfig, root: Path | None)
     model = _model_for(config, data, msg.content.array_records["arrays"])
     train_config: ConfigRecord = msg.content.config_records.get("config", ConfigRecord())
     partition_id = int(context.node_config.get("partition-id", context.node_id))
-    restore_personal_layers(config.strategy, context.state, model)
+    kept = personal_layers_file(dict(context.node_config), context.run_id)
+    restore_personal_layers(config.strategy, context.state, model, kept=kept)
     if config.privacy.local:
         return _train_private(msg, context, config, data, model, train_config, partition_id, root)
     setting = train_setting(config, train_config)
@@ -264,7 +267,7 @@ def _train(msg: Message, context: Context, config: RunConfig, root: Path | None)
         precision=config.precision,
         kind=config.task_kind,
     )
-    keep_personal_layers(config.strategy, context.state, model)
+    keep_personal_layers(config.strategy, context.state, model, kept=kept)
     metrics = MetricRecord({"num-examples": len(data.y), "train-loss": loss})
     content = RecordDict({"arrays": _contiguous_arrays(model), "metrics": metrics})
     return Message(content=content, reply_to=msg)
@@ -340,7 +343,8 @@ def _train_private(
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(err)), reply_to=msg)
     if config.strategy in PERSONAL_LAYERS:
         model.load_state_dict(result.state_dict)
-        keep_personal_layers(config.strategy, context.state, model)
+        kept = personal_layers_file(dict(context.node_config), context.run_id)
+        keep_personal_layers(config.strategy, context.state, model, kept=kept)
     metrics = MetricRecord(
         {
             "num-examples": len(data.y),

@@ -10,6 +10,10 @@ Three ways a device gets a model of its own, all measured on each device's own t
   predicts with its own (FedBN, Li et al. 2021; for feature shift across sites or sensors).
 - ``--strategy fedper``: the same for the last linear layer, a personal head (FedPer).
 
+In coordinator runs (directly or through a site gateway) a device keeps its personal layers
+in its state directory (:func:`personal_layers_file`) from one round to the next, so they
+survive a restart of the device; they never leave it.
+
 A simulated client splits its data deterministically into train / validation / test
 (:data:`SPLIT`): rounds and fine-tuning see only the train part, the guard the validation
 part, and the report the test part. ``--feature-shift device`` transforms each client's inputs
@@ -21,6 +25,7 @@ loads torch and Flower only inside the functions that train.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +56,7 @@ __all__ = [
     "local_parts",
     "local_split",
     "personal_keys",
+    "personal_layers_file",
     "personalize_client",
     "personalize_fleet",
     "restore_personal_layers",
@@ -200,25 +206,56 @@ def personal_keys(model: nn.Module, strategy: str) -> list[str]:
     return [k for k in model.state_dict() if any(k.startswith(p) for p in prefixes)]
 
 
-def restore_personal_layers(strategy: str, state: RecordDict, model: nn.Module) -> None:
-    """Put the client's own layers (kept by an earlier round) into ``model``."""
-    if strategy not in PERSONAL_LAYERS or _STATE_KEY not in state.array_records:
+def personal_layers_file(node_config: dict[str, Any], run_id: int) -> Path | None:
+    """Where a device keeps its personal layers of run ``run_id`` (``None``: a simulated
+    client, which keeps them in memory only)."""
+    if "state-dir" not in node_config:
+        return None
+    return Path(str(node_config["state-dir"])) / _STATE_KEY / f"run-{int(run_id)}.npz"
+
+
+def restore_personal_layers(
+    strategy: str, state: RecordDict, model: nn.Module, *, kept: Path | None = None
+) -> None:
+    """Put the client's own layers, kept by an earlier round, into ``model``: from the file
+    ``kept`` on a device (:func:`personal_layers_file`), else from the client's ``state``."""
+    import torch
+
+    if strategy not in PERSONAL_LAYERS:
         return
-    own = state.array_records[_STATE_KEY].to_torch_state_dict()
+    if kept is not None:
+        if not kept.is_file():
+            return
+        with np.load(kept) as arrays:
+            own = {k: torch.from_numpy(arrays[k].copy()) for k in arrays.files}
+    elif _STATE_KEY in state.array_records:
+        own = state.array_records[_STATE_KEY].to_torch_state_dict()
+    else:
+        return
     model.load_state_dict(own, strict=False)
 
 
-def keep_personal_layers(strategy: str, state: RecordDict, model: nn.Module) -> None:
-    """Keep ``model``'s personal layers in the client's state for its next round."""
+def keep_personal_layers(
+    strategy: str, state: RecordDict, model: nn.Module, *, kept: Path | None = None
+) -> None:
+    """Keep ``model``'s personal layers for the client's next round: in the file ``kept`` on
+    a device (written atomically), else in the client's ``state``."""
     from flwr.app import ArrayRecord
+
+    from fedge.files import atomic_write
 
     keys = personal_keys(model, strategy)
     if not keys:
         return
     weights = model.state_dict()
-    state.array_records[_STATE_KEY] = ArrayRecord(
-        {k: weights[k].detach().clone().contiguous() for k in keys}
-    )
+    own = {k: weights[k].detach().clone().contiguous() for k in keys}
+    if kept is None:
+        state.array_records[_STATE_KEY] = ArrayRecord(own)
+        return
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: v.cpu().numpy() for k, v in own.items()})
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(kept, buffer.getvalue())
 
 
 # -- simulation: every client personalises after the last round --------------------------------
@@ -259,7 +296,13 @@ def personalize_fleet(
 
 
 def personalize_client(
-    msg: Message, state: RecordDict, config: RunConfig, data: ClientData, partition_id: int
+    msg: Message,
+    state: RecordDict,
+    config: RunConfig,
+    data: ClientData,
+    partition_id: int,
+    *,
+    kept: Path | None = None,
 ) -> Message:
     """One client's answer to :func:`personalize_fleet`: accuracies on its own splits.
 
@@ -276,7 +319,7 @@ def personalize_client(
     model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
     global_val = evaluate(model, *split["val"]).accuracy
     global_test = evaluate(model, *split["test"]).accuracy
-    restore_personal_layers(config.strategy, state, model)
+    restore_personal_layers(config.strategy, state, model, kept=kept)
     y_train = split["train"][1]
     epochs = msg.content.config_records["config"].get("epochs", config.personalize_epochs)
     assert isinstance(epochs, int)

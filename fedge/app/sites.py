@@ -80,8 +80,9 @@ CLIPPED_MEAN = "clipped-mean"
 METRICS = "metrics"
 AGGREGATIONS = (MEAN, CLIPPED_MEAN, METRICS)
 
-#: Strategies whose server step only needs the example-weighted mean of the updates.
-WEIGHTED_STRATEGIES = ("fedavg", "fedprox", "fedadam")
+#: Strategies whose server step only needs the example-weighted mean of the updates (FedBN and
+#: FedPer average like FedAvg: their personal layers stay on each device).
+WEIGHTED_STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn", "fedper")
 
 _SITE = "site"
 _DEVICE = "device."

@@ -60,6 +60,7 @@ __all__ = [
     "REASONS",
     "REPORT_EPSILON",
     "REPORT_FILE",
+    "ROLLED_BACK",
     "OutcomeReport",
     "PersonalOutcome",
     "PersonalizeSettings",
@@ -230,7 +231,7 @@ def _fit_and_install(
     method = _method(settings)
     try:
         weights, bias, epsilon = _fit(
-            features[train_idx], y[train_idx], method, settings, state_dir
+            features[train_idx], y[train_idx], logits.shape[1], method, settings, state_dir
         )
     except PrivacyBudgetExceededError:
         return PersonalOutcome(version, False, NO_BUDGET, samples=len(y), method=method)
@@ -279,11 +280,13 @@ def _method(settings: PersonalizeSettings) -> str:
 def _fit(
     features: np.ndarray,
     labels: np.ndarray,
+    release_classes: int,
     method: str,
     settings: PersonalizeSettings,
     state: Path,
 ) -> tuple[np.ndarray, np.ndarray, float | None]:
-    classes = int(labels.max()) + 1 if len(labels) else 1
+    # As many outputs as the release promises, whichever classes this device's data holds.
+    classes = max(release_classes, int(labels.max()) + 1 if len(labels) else 1)
     if method == "numpy":
         weights, bias = softmax_regression(features, labels, classes, settings)
         return weights, bias, None
@@ -293,9 +296,17 @@ def _fit(
 def softmax_regression(
     features: np.ndarray, labels: np.ndarray, classes: int, settings: PersonalizeSettings
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A last layer fitted with numpy: full-batch gradient descent on the cross-entropy."""
-    scale = float(np.abs(features).mean()) or 1.0
-    x = features / scale  # features of a dimmed input are small: one learning rate fits all
+    """A last layer fitted with numpy: full-batch gradient descent on the cross-entropy.
+
+    Each feature is standardised first: a shifted sensor (a dimmed camera) moves a model's
+    features into a narrow band around their biases, where one learning rate fits no scale.
+    The standardisation is folded back into ``W`` and ``b``, so the layer reads raw features.
+    """
+    mean = features.mean(axis=0)
+    spread = features.std(axis=0)
+    # A feature that barely varies here is not amplified past the typical one's scale.
+    spread = np.maximum(spread, 1e-3 * (float(spread.mean()) or 1.0))
+    x = (features - mean) / spread
     onehot = np.eye(classes, dtype=np.float32)[labels]
     weights = np.zeros((x.shape[1], classes), dtype=np.float32)
     bias = np.zeros(classes, dtype=np.float32)
@@ -306,7 +317,8 @@ def softmax_regression(
         grad = (p - onehot) / len(x)
         weights -= settings.lr * (x.T @ grad + 1e-3 * weights)
         bias -= settings.lr * grad.sum(axis=0)
-    return (weights / scale).astype(np.float32), bias.astype(np.float32)
+    folded = weights / spread[:, None]
+    return folded.astype(np.float32), (bias - mean @ folded).astype(np.float32)
 
 
 def _fit_private(

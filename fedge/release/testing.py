@@ -75,11 +75,23 @@ def make_linear_model(
 
 
 def make_feature_model(
-    path: Path, *, inputs: int = 16, hidden: int = 32, classes: int = 4, seed: int = 0
+    path: Path,
+    *,
+    inputs: int = 16,
+    hidden: int = 32,
+    classes: int = 4,
+    seed: int = 0,
+    poison: str | None = None,
 ) -> Path:
     """A two-layer ONNX classifier that exposes its penultimate activations, as a release
     built for personalisation does: ``x`` -> ``features = relu(x @ W1 + b1)`` -> ``logits``.
+
+    ``poison="features"`` makes ``features`` NaN for every input row holding a negative value
+    (``logits`` stay finite): a release whose own outputs pass a health check, while a
+    personal layer over its features fails it on inputs the device's data never holds.
     """
+    if poison not in (None, "features"):
+        raise ValueError(f"unknown poison {poison!r}; valid: 'features'")
     rng = np.random.default_rng(seed)
     w1 = rng.standard_normal((inputs, hidden)).astype(np.float32)
     b1 = np.full(hidden, 1.0, dtype=np.float32)
@@ -89,8 +101,9 @@ def make_feature_model(
         [
             helper.make_node("MatMul", ["x", "W1"], ["xw"]),
             helper.make_node("Add", ["xw", "b1"], ["pre"]),
-            helper.make_node("Relu", ["pre"], ["features"]),
-            helper.make_node("MatMul", ["features", "W2"], ["hw"]),
+            helper.make_node("Relu", ["pre"], ["hidden"]),
+            *_feature_nodes(poison),
+            helper.make_node("MatMul", ["hidden", "W2"], ["hw"]),
             helper.make_node("Add", ["hw", "b2"], ["logits"]),
         ],
         "fedge-features",
@@ -112,6 +125,19 @@ def make_feature_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def _feature_nodes(poison: str | None) -> list[onnx.NodeProto]:
+    """``features`` from ``hidden``: the same, or NaN on rows holding a negative input."""
+    if poison is None:
+        return [helper.make_node("Identity", ["hidden"], ["features"])]
+    # sqrt(min of the row) is NaN on a row with a negative value, and x - x keeps NaN only.
+    return [
+        helper.make_node("ReduceMin", ["x"], ["low"], axes=[1], keepdims=1),
+        helper.make_node("Sqrt", ["low"], ["root"]),
+        helper.make_node("Sub", ["root", "root"], ["nan_or_zero"]),
+        helper.make_node("Add", ["hidden", "nan_or_zero"], ["features"]),
+    ]
 
 
 def make_labelled_data(

@@ -19,6 +19,7 @@ from fedge.app.personalize import (
     guard,
     local_split,
     personal_keys,
+    personal_layers_file,
     shift_inputs,
     summarize,
 )
@@ -129,6 +130,41 @@ def test_a_client_trains_with_its_own_personal_layers_not_the_servers(
     assert not torch.allclose(after[local_key], torch.full_like(after[local_key], 7.0), atol=1.0)
     kept = context.state.array_records["personal-layers"].to_torch_state_dict()
     assert torch.equal(kept[local_key], after[local_key])
+
+
+def test_a_device_keeps_its_personal_layers_in_its_state_directory_across_restarts(
+    tmp_path: Path,
+) -> None:
+    config = RunConfig(dataset="digits", model="cnn-bn", clients=4, strategy="fedper")
+    set_server_identity(1)
+    node = {"partition-id": 1, "num-partitions": 4, "state-dir": str(tmp_path)}
+
+    def device_process(run_id: int) -> Context:  # a device (re)started: nothing in memory
+        return Context(
+            run_id=run_id, node_id=3, node_config=node, state=RecordDict(), run_config={}
+        )
+
+    model = get_model("cnn-bn", input_shape=(1, 8, 8), num_classes=10)
+    head = "classifier.3.weight"
+    first = build_client_app(config)(
+        _train_message(ArrayRecord(model.state_dict()), 3), device_process(1)
+    )
+    kept = personal_layers_file(node, 1)
+    assert kept == tmp_path / "personal-layers" / "run-1.npz" and kept.is_file()
+    with np.load(kept) as arrays:
+        assert sorted(arrays.files) == sorted(personal_keys(model, "fedper"))
+        assert np.array_equal(arrays[head], first.content.array_records["arrays"][head].numpy())
+    server = first.content.array_records["arrays"].to_torch_state_dict()
+    server[head] = torch.full_like(server[head], 7.0)
+    # After a restart the device goes on from its own head, not the server's ...
+    restarted = device_process(1)
+    after = build_client_app(config)(_train_message(ArrayRecord(server), 3), restarted)
+    trained = after.content.array_records["arrays"][head].numpy()
+    assert not np.allclose(trained, 7.0, atol=1.0)
+    assert "personal-layers" not in restarted.state.array_records  # on disk, not in memory
+    # ... while a new run starts from the server's.
+    other = build_client_app(config)(_train_message(ArrayRecord(server), 3), device_process(2))
+    assert np.allclose(other.content.array_records["arrays"][head].numpy(), 7.0, atol=1.0)
 
 
 def test_summary_counts_devices_made_worse_with_and_without_the_guard() -> None:

@@ -23,6 +23,14 @@ from fedge.cli._control import connect_control
 from fedge.v1 import control_pb2 as pb
 
 FEDGE = [sys.executable, "-c", "from fedge.cli.main import app; app()"]
+# ``fedge`` as on a device without fedge[train]: importing torch, Opacus or Flower fails, and
+# ``find_spec`` says they are not installed.
+FEDGE_WITHOUT_TORCH = [
+    sys.executable,
+    "-c",
+    "import sys; sys.modules.update(torch=None, opacus=None, flwr=None); "
+    "from fedge.cli.main import app; app()",
+]
 
 
 def free_port() -> int:
@@ -77,11 +85,11 @@ class Cluster:
             check=False,
         )
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, *args: str, command: list[str] = FEDGE) -> subprocess.Popen[bytes]:
         """Start a long-running ``fedge`` process (logged to ``name.log``)."""
         log = (self.root / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [*FEDGE, *args],
+            [*command, *args],
             cwd=self.root,
             env=self.env,
             stdout=log,
