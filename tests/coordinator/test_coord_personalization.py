@@ -1,11 +1,13 @@
 """A device's personalisation outcome, noised on the device, reaches the coordinator with its
-heartbeats and shows in ``fedge fleet ls`` and ``/metrics``; no raw figure leaves the device."""
+heartbeats and shows in ``fedge fleet ls``, ``/metrics`` and the console's fleet page (in a real
+Chromium); no raw figure leaves the device."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -29,8 +31,8 @@ runner = CliRunner()
 
 @pytest.fixture
 def observed(tmp_path: Path) -> Iterator[Fleet]:
-    """A coordinator serving /metrics on an ephemeral loopback port."""
-    f = start_fleet(tmp_path, metrics_address="127.0.0.1:0")
+    """A coordinator serving /metrics and its console on ephemeral loopback ports."""
+    f = start_fleet(tmp_path, metrics_address="127.0.0.1:0", console_address="127.0.0.1:0")
     try:
         yield f
     finally:
@@ -43,7 +45,9 @@ def fleet_rows(fleet: Fleet) -> dict[str, dict[str, object]]:
     return {d["name"]: d for d in json.loads(result.output)}
 
 
-def test_a_devices_noised_outcome_shows_in_fleet_ls_and_metrics(observed: Fleet) -> None:
+def test_a_devices_noised_outcome_shows_in_fleet_ls_metrics_and_console(
+    observed: Fleet, chromium: Any
+) -> None:
     fleet = observed
     identity = fleet.enroll("dim")
     quiet = fleet.enroll("quiet")
@@ -64,6 +68,7 @@ def test_a_devices_noised_outcome_shows_in_fleet_ls_and_metrics(observed: Fleet)
         assert gain == pytest.approx(report.gain)
         assert samples[("fedge_devices_personal", (("reason", report.reason),))] == 1
         assert ("fedge_device_personal_gain", (("device", quiet.device_id),)) not in samples
+        _assert_console_row(fleet, chromium, identity.device_id, report.version, report.gain)
         # A later outcome (the next release, kept) replaces the report.
         later = report_outcome(Path(identity.state_dir), PersonalOutcome(8, False, NO_GAIN))
         wait_for(
@@ -75,3 +80,18 @@ def test_a_devices_noised_outcome_shows_in_fleet_ls_and_metrics(observed: Fleet)
     result = runner.invoke(app, ["fleet", "ls", *fleet.operator_args])
     line = next(x for x in result.output.splitlines() if "dim" in x)
     assert "personal (release 8)" in line and "(noised)" in line
+
+
+def _assert_console_row(
+    fleet: Fleet, chromium: Any, device_id: str, version: int, gain: float
+) -> None:
+    """The console's fleet page shows the device's noised report (a loopback console needs no
+    login)."""
+    page = chromium.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{fleet.coordinator.ports['console']}/fleet")
+        page.wait_for_selector(f'tr[data-device="{device_id}"] td.personal')
+        cell = page.inner_text(f'tr[data-device="{device_id}"] td.personal')
+        assert f"release {version}:" in cell and f"{gain:+.2f}" in cell and "(noised)" in cell
+    finally:
+        page.close()

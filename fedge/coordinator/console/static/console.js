@@ -101,6 +101,13 @@ function lineChart(title, xs, ys, color = "#2f5fd0") {
   return `<div class="chart"><svg width="${w}" height="${h}" role="img" aria-label="${esc(title)}">${body}</svg></div>`;
 }
 
+// A device's last personalisation report, as the device noised it.
+function personal(d) {
+  if (!d.personal_version) return "–";
+  const what = d.personal_reason === "gain" ? "serves its own" : `kept the release (${esc(d.personal_reason)})`;
+  return `release ${d.personal_version}: ${what}, gain ${d.personal_gain >= 0 ? "+" : ""}${fmt(d.personal_gain, 2)} <span class="muted">(noised)</span>`;
+}
+
 // ---------------------------------------------------------------------------- pages
 
 const pages = {
@@ -110,6 +117,7 @@ const pages = {
     const online = devices.filter((d) => !["offline", "revoked"].includes(d.state)).length;
     const installed = devices.filter((d) => d.release_version > 0).length;
     const drifted = devices.filter((d) => d.drifted).length;
+    const personalised = devices.filter((d) => d.personal_version && d.personal_reason === "gain").length;
     const rows = devices.map((d) => `<tr data-device="${esc(d.device_id)}">
       <td><b>${esc(d.name)}</b><br><span class="muted">${esc(d.device_id)}</span></td>
       <td>${badge(d.state)}</td>
@@ -123,15 +131,17 @@ const pages = {
       <td class="num">${d.inference_requests ? fmt(d.latency_p99_ms, 2) : "–"}</td>
       <td class="num">${d.privacy_spent === null ? "–" : fmt(d.privacy_spent, 2)}</td>
       <td>${d.drifted ? badge("drifted") : (d.drift_psi ? `PSI ${fmt(d.drift_psi, 2)}` : "–")}</td>
+      <td class="personal">${personal(d)}</td>
     </tr>`).join("");
     return `<h1>Fleet</h1>
       <div class="cards">${card("devices", devices.length)}${card("online", online, "online-count")}
-      ${card("serving a release", installed)}${card("drifted", drifted)}</div>
+      ${card("serving a release", installed)}${card("drifted", drifted)}${card("personalised", personalised)}</div>
       <table id="fleet"><thead><tr><th>device</th><th>state</th><th>heartbeat</th><th>profile</th>
       <th>installed release</th><th>role</th><th class="num">requests</th><th class="num">errors</th>
-      <th class="num">p50 ms</th><th class="num">p99 ms</th><th class="num">ε spent</th><th>drift</th></tr></thead>
-      <tbody>${rows || `<tr><td colspan="12" class="muted">no devices enrolled yet</td></tr>`}</tbody></table>
-      <p class="muted">Drift threshold: PSI ${fmt(drift.threshold, 2)}.</p>`;
+      <th class="num">p50 ms</th><th class="num">p99 ms</th><th class="num">ε spent</th><th>drift</th><th>personalisation</th></tr></thead>
+      <tbody>${rows || `<tr><td colspan="13" class="muted">no devices enrolled yet</td></tr>`}</tbody></table>
+      <p class="muted">Drift threshold: PSI ${fmt(drift.threshold, 2)}. Personalisation outcomes are
+      noised on each device (randomised response and Laplace noise) before they leave it.</p>`;
   },
 
   async runs() {
