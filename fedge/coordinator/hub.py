@@ -22,6 +22,7 @@ from fedge.protocol.manifest import SignedManifest
 from fedge.protocol.metadata import DEVICE_ID_METADATA
 from fedge.protocol.serde import install_state_from_proto
 from fedge.protocol.transport import ServerTLS, add_service, bind, create_server
+from fedge.records import copy_fields
 from fedge.release.drift import DeviceDrift, Window
 from fedge.release.store import Measured, ReleaseStore
 from fedge.release.telemetry import DeviceTelemetry
@@ -97,16 +98,7 @@ class CloudHub:
         self, device_id: str, request: hub_pb2.ReportInferenceStatsRequest
     ) -> None:
         """Keep the device's latest inference telemetry, and its drift window."""
-        telemetry = DeviceTelemetry(
-            device_id=device_id,
-            active_version=request.active_version,
-            requests=request.requests,
-            errors=request.errors,
-            latency_p50_ms=request.latency_p50_ms,
-            latency_p99_ms=request.latency_p99_ms,
-            swaps=request.swaps,
-            updated="",
-        )
+        telemetry = copy_fields(DeviceTelemetry, request, device_id=device_id, updated="")
         self.store.telemetry.record(telemetry)
         if request.HasField("drift"):
             self._record_drift(device_id, request.drift)
