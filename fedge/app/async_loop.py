@@ -27,7 +27,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedge.app.checkpoint import Checkpoint, save_checkpoint
+from fedge.app.checkpoint import model_checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
 from fedge.app.fedbuff import (
     StalenessWeight,
@@ -406,14 +406,8 @@ def _save_model(
     record: RoundRecord,
 ) -> None:
     # The latest version only: an async run cannot be resumed (updates in flight are not kept).
-    checkpoint = Checkpoint(
-        model=config.model,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        dataset=config.dataset,
-        server_round=record.round,
-        state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
-        config=config.to_dict(),
+    checkpoint = model_checkpoint(
+        config, model, input_shape=input_shape, num_classes=num_classes, server_round=record.round
     )
     save_checkpoint(out_dir / "model.pt", checkpoint)
 

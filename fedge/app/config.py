@@ -457,13 +457,7 @@ class RunConfig:
             return
         from fedge.app.sites import check_hierarchy
 
-        check_hierarchy(
-            strategy=self.strategy,
-            central_dp=self.privacy.central,
-            adaptive_clip=self.privacy.dp_adaptive_clip,
-            site_rounds=self.site_rounds,
-            why=f"--gateways {self.gateways}",
-        )
+        check_hierarchy(self, why=f"--gateways {self.gateways}")
 
     @property
     def simulated_clock(self) -> bool:

@@ -17,7 +17,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from fedge.app.async_loop import run_async_federation
-from fedge.app.checkpoint import Checkpoint, save_checkpoint
+from fedge.app.checkpoint import Checkpoint, model_checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
 from fedge.app.metrics import evaluate_anomaly, roc_auc
 from fedge.app.personalize import PERSONAL_LAYERS, personalize_fleet
@@ -325,14 +325,12 @@ def _checkpoint(
     record: RoundRecord,
     resume: dict[str, Any],
 ) -> None:
-    checkpoint = Checkpoint(
-        model=config.model,
+    checkpoint = model_checkpoint(
+        config,
+        model,
         input_shape=input_shape,
         num_classes=num_classes,
-        dataset=config.dataset,
         server_round=record.round,
-        state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
-        config=config.to_dict(),
         **resume,
     )
     folder = out_dir / "checkpoints"
