@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from fedge.log import logger
+from fedge.protocol.drift import NoisyWindow
 from fedge.protocol.endpoint import HUB_SERVICE, HubService
 from fedge.protocol.hub import ArtifactSource, DownloadSlots
 from fedge.protocol.interceptor import Authenticate, FedgeInterceptor
@@ -23,7 +24,7 @@ from fedge.protocol.metadata import DEVICE_ID_METADATA
 from fedge.protocol.serde import install_state_from_proto
 from fedge.protocol.transport import ServerTLS, add_service, bind, create_server
 from fedge.records import copy_fields
-from fedge.release.drift import DeviceDrift, Window
+from fedge.release.drift import DeviceDrift
 from fedge.release.store import Measured, ReleaseStore
 from fedge.release.telemetry import DeviceTelemetry
 from fedge.v1 import hub_pb2
@@ -104,10 +105,9 @@ class CloudHub:
             self._record_drift(device_id, request.drift)
 
     def _record_drift(self, device_id: str, drift: hub_pb2.DriftWindow) -> None:
-        window = Window(
-            version=drift.version,
-            window=drift.window,
-            samples=drift.samples,
+        window = copy_fields(
+            NoisyWindow,
+            drift,
             class_counts=tuple(drift.class_counts),
             input_counts=tuple(drift.input_counts),
             feature_counts=tuple(tuple(f.counts) for f in drift.features),

@@ -10,8 +10,8 @@ from typing import Protocol
 
 import grpc
 
-from fedge.edge.drift import NoisyWindow
 from fedge.edge.inference import InferenceStats
+from fedge.protocol.drift import NoisyWindow
 from fedge.protocol.manifest import SignedManifest
 from fedge.protocol.metadata import DEVICE_ID_METADATA
 from fedge.protocol.serde import (
