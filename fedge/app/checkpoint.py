@@ -23,6 +23,7 @@ from fedge.models import get_model
 
 if TYPE_CHECKING:
     from fedge.app.config import RunConfig
+    from fedge.data import Dataset
 
 __all__ = [
     "Checkpoint",
@@ -74,18 +75,18 @@ class Checkpoint:
 def model_checkpoint(
     config: "RunConfig",
     model: nn.Module,
+    dataset: "Dataset",
     *,
-    input_shape: tuple[int, ...],
-    num_classes: int,
     server_round: int,
     **resume: Any,
 ) -> Checkpoint:
-    """A checkpoint of a copy of ``model``'s weights after ``server_round`` rounds of the run
-    ``config``; ``resume`` holds the fields that let the run resume exactly, if any."""
+    """A checkpoint of a copy of ``model``'s weights (a model for ``dataset``) after
+    ``server_round`` rounds of the run ``config``; ``resume`` holds the fields that let the run
+    resume exactly, if any."""
     return Checkpoint(
         model=config.model,
-        input_shape=input_shape,
-        num_classes=num_classes,
+        input_shape=dataset.input_shape,
+        num_classes=dataset.num_classes,
         dataset=config.dataset,
         server_round=server_round,
         state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
