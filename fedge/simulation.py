@@ -154,14 +154,9 @@ def _site_grid(config: RunConfig) -> "Callable[[LocalGrid], RunGrid]":
     from fedge.app.metrics import evaluate_anomaly
     from fedge.app.sites import site_members
     from fedge.app.training import evaluate
-    from fedge.data import get_dataset
-    from fedge.models import get_model
     from fedge.runtime.sites import SiteGrid
 
-    dataset = get_dataset(config.dataset, data_dir=config.data_dir)
-    model = get_model(
-        config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes
-    )
+    dataset, model = config.dataset_and_model()
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
 
     def site_accuracy(arrays: "ArrayRecord") -> float:

@@ -38,6 +38,8 @@ LAYERS = {
     "log": 0,
     "files": 0,
     "options": 0,
+    "records": 0,
+    "charts": 0,
     "storage": 0,
     "v1": 0,
     "": 0,  # fedge/__init__.py

@@ -27,7 +27,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedge.app.checkpoint import Checkpoint, save_checkpoint
+from fedge.app.checkpoint import model_checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
 from fedge.app.fedbuff import (
     StalenessWeight,
@@ -39,10 +39,8 @@ from fedge.app.fedbuff import (
 from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
 from fedge.app.training import evaluate, set_seed
 from fedge.app.validation import DroppedReply, validate_train_replies
-from fedge.data import get_dataset
 from fedge.errors import ConfigError
 from fedge.log import logger
-from fedge.models import get_model
 from fedge.privacy.participation import ParticipationBoundDP
 from fedge.privacy.rounds import privacy_notes, round_privacy
 
@@ -304,10 +302,7 @@ def run_async_federation(
         )
     set_seed(config.seed)
     started = time.perf_counter()
-    dataset = get_dataset(config.dataset, data_dir=config.data_dir)
-    model = get_model(
-        config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes
-    )
+    dataset, model = config.dataset_and_model()
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
     server = _AsyncServer(grid, config, ArrayRecord(model.state_dict()))
     result = RunResult(config=config.to_dict())
@@ -330,10 +325,9 @@ def run_async_federation(
             record = server.record(used, time.perf_counter() - server.current.wall_started)
             _evaluate_version(record, model, server.model, x_test, y_test)
             result.rounds.append(record)
-            if out_dir is not None:
-                _save_model(
-                    out_dir, config, dataset.input_shape, dataset.num_classes, model, record
-                )
+            if out_dir is not None:  # the latest version only: an async run cannot be resumed
+                checkpoint = model_checkpoint(config, model, dataset, server_round=record.round)
+                save_checkpoint(out_dir / "model.pt", checkpoint)
             logger.info(
                 "version %d: accuracy %.4f at t=%.0fs (staleness mean %.1f)",
                 record.round,
@@ -395,27 +389,6 @@ def _evaluate_version(
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     test = evaluate(model, x_test, y_test)
     record.accuracy, record.loss = test.accuracy, test.loss
-
-
-def _save_model(
-    out_dir: Path,
-    config: RunConfig,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    model: torch.nn.Module,
-    record: RoundRecord,
-) -> None:
-    # The latest version only: an async run cannot be resumed (updates in flight are not kept).
-    checkpoint = Checkpoint(
-        model=config.model,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        dataset=config.dataset,
-        server_round=record.round,
-        state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
-        config=config.to_dict(),
-    )
-    save_checkpoint(out_dir / "model.pt", checkpoint)
 
 
 def _privacy_notes(

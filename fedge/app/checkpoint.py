@@ -12,7 +12,7 @@ import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -21,7 +21,17 @@ from fedge.errors import FedgeError
 from fedge.files import atomic_write
 from fedge.models import get_model
 
-__all__ = ["Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+if TYPE_CHECKING:
+    from fedge.app.config import RunConfig
+    from fedge.data import Dataset
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "load_checkpoint",
+    "model_checkpoint",
+    "save_checkpoint",
+]
 
 _FORMAT = "fedge-checkpoint"
 _FORMAT_VERSION = 2
@@ -60,6 +70,29 @@ class Checkpoint:
         model = get_model(self.model, input_shape=self.input_shape, num_classes=self.num_classes)
         model.load_state_dict(self.state_dict)
         return model.eval()
+
+
+def model_checkpoint(
+    config: "RunConfig",
+    model: nn.Module,
+    dataset: "Dataset",
+    *,
+    server_round: int,
+    **resume: Any,
+) -> Checkpoint:
+    """A checkpoint of a copy of ``model``'s weights (a model for ``dataset``) after
+    ``server_round`` rounds of the run ``config``; ``resume`` holds the fields that let the run
+    resume exactly, if any."""
+    return Checkpoint(
+        model=config.model,
+        input_shape=dataset.input_shape,
+        num_classes=dataset.num_classes,
+        dataset=config.dataset,
+        server_round=server_round,
+        state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
+        config=config.to_dict(),
+        **resume,
+    )
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

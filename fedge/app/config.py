@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedge.app.availability import AVAILABILITY_HELP, parse_availability
 from fedge.data.partition import parse_partition
@@ -29,6 +29,11 @@ from fedge.options import (
 )
 from fedge.privacy.config import PrivacyConfig
 from fedge.tracking import parse_track
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from fedge.data import Dataset
 
 __all__ = [
     "ASYNC_STRATEGIES",
@@ -444,6 +449,18 @@ class RunConfig:
         ref = self.task_ref
         return ref.describe() if ref is not None else None
 
+    def dataset_and_model(self) -> tuple["Dataset", "nn.Module"]:
+        """The run's dataset and a new global model for it, initialised from the random
+        generators (seed them first for a reproducible model)."""
+        from fedge.data import get_dataset
+        from fedge.models import get_model
+
+        dataset = get_dataset(self.dataset, data_dir=self.data_dir)
+        model = get_model(
+            self.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes
+        )
+        return dataset, model
+
     def _validate_sites(self) -> None:
         if self.gateways > self.clients:
             raise ConfigError(
@@ -457,13 +474,7 @@ class RunConfig:
             return
         from fedge.app.sites import check_hierarchy
 
-        check_hierarchy(
-            strategy=self.strategy,
-            central_dp=self.privacy.central,
-            adaptive_clip=self.privacy.dp_adaptive_clip,
-            site_rounds=self.site_rounds,
-            why=f"--gateways {self.gateways}",
-        )
+        check_hierarchy(self, why=f"--gateways {self.gateways}")
 
     @property
     def simulated_clock(self) -> bool:

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedge.charts import pyplot, save_figure
 from fedge.errors import FedgeError
 from fedge.files import atomic_write
 
@@ -108,10 +109,7 @@ def read_results(out_dir: Path) -> dict[str, Any]:
 def write_plots(out_dir: Path, result: RunResult) -> list[Path]:
     """Write ``accuracy.png``, ``loss.png``, for a task with metrics of its own (ROC-AUC, F1)
     ``metrics.png``, and for a DP run ``privacy.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rounds = [r.round for r in result.rounds]
     written = []
@@ -122,10 +120,7 @@ def write_plots(out_dir: Path, result: RunResult) -> list[Path]:
         ax.set_ylabel(label)
         ax.set_title(f"{result.config.get('dataset')} / {result.config.get('model')}: {label}")
         ax.grid(alpha=0.3)
-        path = out_dir / f"{key}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        path = save_figure(fig, out_dir / f"{key}.png")
         written.append(path)
     metrics = sorted({k for r in result.rounds for k in task_metrics(r) if k != "threshold"})
     if metrics:
@@ -137,10 +132,7 @@ def write_plots(out_dir: Path, result: RunResult) -> list[Path]:
         ax.set_ylabel("test metric")
         ax.legend()
         ax.grid(alpha=0.3)
-        path = out_dir / "metrics.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        path = save_figure(fig, out_dir / "metrics.png")
         written.append(path)
     from fedge.privacy.report import write_privacy_plot
 

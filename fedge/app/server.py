@@ -17,7 +17,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from fedge.app.async_loop import run_async_federation
-from fedge.app.checkpoint import Checkpoint, save_checkpoint
+from fedge.app.checkpoint import Checkpoint, model_checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
 from fedge.app.metrics import evaluate_anomaly, roc_auc
 from fedge.app.personalize import PERSONAL_LAYERS, personalize_fleet
@@ -26,10 +26,9 @@ from fedge.app.resume import resume_fields, resume_run
 from fedge.app.strategies import build_private_strategy
 from fedge.app.training import evaluate, set_seed
 from fedge.app.validation import DroppedReply, validate_evaluate_replies, validate_train_replies
-from fedge.data import Dataset, get_dataset
+from fedge.data import Dataset
 from fedge.errors import ConfigError, RoundFailedError
 from fedge.log import logger
-from fedge.models import get_model
 from fedge.privacy.central import CentralDP
 from fedge.privacy.rounds import budget_stop_reason, privacy_notes, round_privacy
 
@@ -106,10 +105,7 @@ def run_federation(
         )
     set_seed(config.seed)
     started = time.perf_counter()
-    dataset = get_dataset(config.dataset, data_dir=config.data_dir)
-    model = get_model(
-        config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes
-    )
+    dataset, model = config.dataset_and_model()
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
     if start_from is not None:
         model.load_state_dict(start_from.state_dict)
@@ -181,8 +177,7 @@ def run_federation(
         if out_dir is not None:
             elapsed = result.total_seconds + time.perf_counter() - started
             resume = resume_fields(strategy=strategy, result=result, elapsed_seconds=elapsed)
-            shape, classes = dataset.input_shape, dataset.num_classes
-            _checkpoint(out_dir, config, shape, classes, model, record, resume)
+            _checkpoint(out_dir, config, dataset, model, record, resume)
         logger.info(
             "round %d: accuracy %.4f loss %.4f (%.1fs)",
             server_round,
@@ -319,22 +314,12 @@ def _metric(metrics: object, key: str) -> float | None:
 def _checkpoint(
     out_dir: Path,
     config: RunConfig,
-    input_shape: tuple[int, ...],
-    num_classes: int,
+    dataset: Dataset,
     model: torch.nn.Module,
     record: RoundRecord,
     resume: dict[str, Any],
 ) -> None:
-    checkpoint = Checkpoint(
-        model=config.model,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        dataset=config.dataset,
-        server_round=record.round,
-        state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
-        config=config.to_dict(),
-        **resume,
-    )
+    checkpoint = model_checkpoint(config, model, dataset, server_round=record.round, **resume)
     folder = out_dir / "checkpoints"
     save_checkpoint(folder / f"round-{record.round:04d}.pt", checkpoint)
     save_checkpoint(out_dir / "model.pt", checkpoint)

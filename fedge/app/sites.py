@@ -32,7 +32,7 @@ The gateway sees its devices' raw updates: it is trusted as the cloud is under c
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from flwr.app import (
@@ -57,6 +57,9 @@ from fedge.app.validation import (
 from fedge.errors import ConfigError, PayloadError
 from fedge.privacy.central import clip_update
 from fedge.privacy.config import PrivacyConfig
+
+if TYPE_CHECKING:
+    from fedge.app.config import RunConfig
 
 __all__ = [
     "AGGREGATIONS",
@@ -88,30 +91,30 @@ _SITE = "site"
 _DEVICE = "device."
 
 
-def check_hierarchy(
-    *, strategy: str, central_dp: bool, adaptive_clip: bool, site_rounds: int, why: str
-) -> None:
-    """Refuse (:class:`~fedge.errors.ConfigError`) what site aggregates cannot compute.
+def check_hierarchy(config: "RunConfig", *, why: str) -> None:
+    """Refuse (:class:`~fedge.errors.ConfigError`) what site aggregates cannot compute of the
+    run ``config``.
 
     ``why`` says where the sites come from (e.g. "--gateways 4", "the fleet has gateways").
     """
-    if strategy not in WEIGHTED_STRATEGIES:
+    central_dp = config.privacy.central
+    if config.strategy not in WEIGHTED_STRATEGIES:
         raise ConfigError(
             "--strategy",
-            strategy,
+            config.strategy,
             f"cannot be computed from site aggregates ({why}): it selects individual updates; "
             f"use {', '.join(WEIGHTED_STRATEGIES)}",
         )
-    if central_dp and adaptive_clip:
+    if central_dp and config.privacy.dp_adaptive_clip:
         raise ConfigError(
             "--dp-adaptive-clip",
             True,
             f"cannot be used with sites ({why}): it needs each device's update norm at the cloud",
         )
-    if central_dp and site_rounds > 1:
+    if central_dp and config.site_rounds > 1:
         raise ConfigError(
             "--site-rounds",
-            site_rounds,
+            config.site_rounds,
             "cannot be combined with central DP: after several local rounds a device's share of "
             "the site's update is no longer bounded by the clip norm",
         )

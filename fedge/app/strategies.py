@@ -6,7 +6,7 @@ wraps the run's strategy in :class:`~fedge.privacy.central.CentralDP` when centr
 """
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from flwr.serverapp.strategy import (
     FedAdam,
@@ -19,10 +19,11 @@ from flwr.serverapp.strategy import (
 )
 
 from fedge.privacy.central import CentralDP
-from fedge.privacy.config import PrivacyConfig
+
+if TYPE_CHECKING:
+    from fedge.app.config import RunConfig
 
 __all__ = [
-    "StrategyOptions",
     "build_private_strategy",
     "build_strategy",
     "list_strategies",
@@ -30,34 +31,8 @@ __all__ = [
 ]
 
 
-class StrategyOptions(Protocol):
-    """The run options a strategy is built from (a :class:`~fedge.app.config.RunConfig`)."""
-
-    @property
-    def strategy(self) -> str: ...
-    @property
-    def fraction(self) -> float: ...
-    @property
-    def fraction_evaluate(self) -> float: ...
-    @property
-    def min_clients(self) -> int: ...
-    @property
-    def clients(self) -> int: ...
-    @property
-    def rounds(self) -> int: ...
-    @property
-    def proximal_mu(self) -> float: ...
-    @property
-    def server_lr(self) -> float: ...
-    @property
-    def trimmed_beta(self) -> float: ...
-    @property
-    def krum_malicious(self) -> int: ...
-    @property
-    def privacy(self) -> PrivacyConfig: ...
-
-
-StrategyBuilder = Callable[[dict[str, Any], StrategyOptions], Strategy]
+#: Builds a strategy from the Flower options common to all (``common``) and the run's config.
+StrategyBuilder = Callable[[dict[str, Any], "RunConfig"], Strategy]
 
 _STRATEGIES: dict[str, StrategyBuilder] = {}
 
@@ -75,7 +50,7 @@ def list_strategies() -> list[str]:
 
 
 def build_strategy(
-    options: StrategyOptions, *, fraction: float | None = None, min_clients: int | None = None
+    options: "RunConfig", *, fraction: float | None = None, min_clients: int | None = None
 ) -> Strategy:
     """Build the strategy named by ``options.strategy`` with its sampling settings."""
     if options.strategy not in _STRATEGIES:
@@ -93,7 +68,7 @@ def build_strategy(
     return _STRATEGIES[options.strategy](common, options)
 
 
-def build_private_strategy(options: StrategyOptions) -> Strategy:
+def build_private_strategy(options: "RunConfig") -> Strategy:
     """The run's strategy, wrapped in :class:`CentralDP` when central DP is configured."""
     privacy = options.privacy
     if not privacy.central:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedge.charts import pyplot, save_figure, write_markdown_report
+
 __all__ = [
     "REPORT_FORMAT",
     "ModelRow",
@@ -220,18 +222,12 @@ def write_markdown(path: Path, report: ReleaseReport, *, chart: str | None) -> P
         f"(tolerance atol {report.export_check.get('atol')} + rtol "
         f"{report.export_check.get('rtol')} x |torch|).",
     ]
-    if chart:
-        lines += ["", f"![size, latency and accuracy]({chart})"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_markdown_report(path, lines, chart=chart, caption="size, latency and accuracy")
 
 
 def write_chart(path: Path, report: ReleaseReport) -> Path:
     """A PNG with three bar charts: file size, p50 latency and accuracy of the three models."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = pyplot()
 
     labels = [row.role for row in report.rows]
     colors = ["#7f7f7f", "#1f77b4", "#2ca02c"]
@@ -251,10 +247,7 @@ def write_chart(path: Path, report: ReleaseReport) -> Path:
             ax.set_ylim(max(0.0, min(values) - 5), 100)
         ax.bar_label(bars, fmt=fmt, fontsize=8)
     fig.suptitle(report.summary(), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _human_size(size: int) -> str:

@@ -9,6 +9,7 @@ line, and the chosen artifact as a red star.
 from pathlib import Path
 
 from fedge.builder.tier_results import CandidateRow, ProfileRelease
+from fedge.charts import pyplot, save_figure, write_markdown_report
 from fedge.inference.profiles import DeviceProfile
 
 __all__ = ["write_tier_chart", "write_tier_markdown"]
@@ -70,18 +71,13 @@ def write_tier_markdown(path: Path, release: ProfileRelease, *, chart: str | Non
     if others:
         lines += ["", "## Not measured", ""]
         lines += [f"- {r.label}: {r.status}, {r.note}" for r in others]
-    if chart:
-        lines += ["", f"![accuracy against size and latency, per profile]({chart})"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    caption = "accuracy against size and latency, per profile"
+    return write_markdown_report(path, lines, chart=chart, caption=caption)
 
 
 def write_tier_chart(path: Path, release: ProfileRelease) -> Path:
     """Write ``report.png`` (see the module docstring)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = pyplot()
 
     min_agreement = float(release.settings["min_agreement"])
     names = list(release.profiles)
@@ -136,10 +132,7 @@ def write_tier_chart(path: Path, release: ProfileRelease) -> Path:
     ]
     handles.append(plt.Line2D([], [], linestyle="", marker="*", color="#d62728", label="chosen"))
     fig.legend(handles=handles, loc="upper right", fontsize=7, ncol=len(handles))
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, rect=(0, 0, 1, 0.97))
 
 
 def _size(row: CandidateRow) -> str:

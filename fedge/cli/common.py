@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 __all__ = [
     "PROFILE_HELP",
     "SERVER_PACKAGES",
+    "CoordinatorOption",
+    "EnrollAddressOption",
+    "EnrollNameOption",
     "JsonOption",
     "command_group",
     "console",
@@ -48,6 +51,21 @@ SERVER_PACKAGES = ("torch", "flwr", "sqlalchemy", "onnx", "sklearn", "mlxtend", 
 
 #: ``--json``: a command's output as JSON, for scripts.
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+#: The options of a command that enrols first when it is given a token (``fedge edge start``,
+#: ``fedge gateway start``): the coordinator (this run's, or the one to enrol with), its
+#: enrolment port and the name to enrol as.
+CoordinatorOption = Annotated[
+    str | None,
+    typer.Option(help="HOST:PORT of the coordinator (default: the one enrolled with)."),
+]
+EnrollAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --token: HOST:PORT of the coordinator's enrolment port (default: PORT+1)."
+    ),
+]
+EnrollNameOption = Annotated[str, typer.Option(help="With --token: a human-readable name.")]
 
 console = Console()
 err_console = Console(stderr=True)

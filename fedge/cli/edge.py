@@ -8,6 +8,9 @@ import typer
 
 from fedge.cli.common import (
     PROFILE_HELP,
+    CoordinatorOption,
+    EnrollAddressOption,
+    EnrollNameOption,
     command_group,
     console,
     err_console,
@@ -136,19 +139,13 @@ def start_command(
         ),
     ] = None,
     state: StateOption = DEFAULT_STATE,
-    coordinator: Annotated[
-        str | None,
-        typer.Option(help="HOST:PORT of the coordinator (default: the one enrolled with)."),
-    ] = None,
+    coordinator: CoordinatorOption = None,
     token: Annotated[
         str | None,
         typer.Option(help="Enrol first with this one-time token when --state is not enrolled."),
     ] = None,
-    enroll_address: Annotated[
-        str | None,
-        typer.Option(help="With --token: HOST:PORT of the enrolment port (default: PORT+1)."),
-    ] = None,
-    name: Annotated[str, typer.Option(help="With --token: a human-readable device name.")] = "",
+    enroll_address: EnrollAddressOption = None,
+    name: EnrollNameOption = "",
     profile: ProfileOption = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="With --token: enrol without TLS (test networks).")

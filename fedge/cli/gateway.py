@@ -6,6 +6,9 @@ from typing import Annotated
 import typer
 
 from fedge.cli.common import (
+    CoordinatorOption,
+    EnrollAddressOption,
+    EnrollNameOption,
     command_group,
     console,
     fail,
@@ -23,10 +26,7 @@ app = command_group("The site gateway: a device to the cloud, a coordinator to i
 @app.command("start")
 def start_command(
     config: Annotated[Path, typer.Option("--config", help="gateway.toml")] = Path("gateway.toml"),
-    coordinator: Annotated[
-        str | None,
-        typer.Option(help="HOST:PORT of the cloud coordinator (default: the one enrolled with)."),
-    ] = None,
+    coordinator: CoordinatorOption = None,
     token: Annotated[
         str | None,
         typer.Option(
@@ -34,13 +34,8 @@ def start_command(
             "--site NAME`) when state-dir is not enrolled."
         ),
     ] = None,
-    name: Annotated[str, typer.Option(help="With --token: a human-readable name.")] = "",
-    enroll_address: Annotated[
-        str | None,
-        typer.Option(
-            help="With --token: HOST:PORT of the cloud's enrolment port (default: PORT+1)."
-        ),
-    ] = None,
+    name: EnrollNameOption = "",
+    enroll_address: EnrollAddressOption = None,
 ) -> None:
     """Serve a site's devices (fleet, releases, enrolment) and its share of cloud rounds.
 

@@ -26,6 +26,7 @@ from fedge.protocol.manifest import SignedManifest, key_id, load_public_key
 from fedge.protocol.serde import run_state_to_proto
 from fedge.protocol.tasks import TaskHub
 from fedge.protocol.tokens import make_token
+from fedge.records import copy_fields
 from fedge.release.drift import DeviceDrift
 from fedge.release.gate import RolloutController
 from fedge.release.publish import publish_artifact, publish_build
@@ -60,21 +61,13 @@ def run_to_proto(run: RunRow, rounds: list[RoundRow]) -> pb.RunSummary:
 
 def round_to_proto(row: RoundRow) -> pb.RoundSummary:
     """A round's summary: accuracy, devices asked, replied and dropped with reasons."""
-    summary = pb.RoundSummary(
-        server_round=row.server_round,
-        accuracy=row.accuracy,
-        loss=row.loss,
-        sampled=row.sampled,
-        aggregated=row.aggregated,
-        dropped=row.dropped,
-        seconds=row.seconds,
+    return copy_fields(
+        pb.RoundSummary,
+        row,
         drops=[pb.Drop(**d) for d in json.loads(row.drops_json or "[]")],
         sites=[_site_round(s) for s in json.loads(row.sites_json or "[]")],
         metrics=json.loads(row.metrics_json or "{}"),
     )
-    if row.epsilon is not None:
-        summary.epsilon = row.epsilon
-    return summary
 
 
 def _site_round(fact: dict[str, Any]) -> pb.SiteRound:
@@ -100,26 +93,14 @@ def device_to_proto(
     drift: DeviceDrift | None = None,
 ) -> pb.Device:
     """A device's row for ``fedge fleet ls`` (with its latest inference telemetry, if any)."""
-    proto = pb.Device(
-        device_id=device.device_id,
-        name=device.name,
+    proto = copy_fields(
+        pb.Device,
+        device,
         node_id=device.id,
         state=device_state(device.state, revoked=device.revoked, online=online),
-        version=device.version,
         last_seen_unix=device.last_seen,
-        release_version=device.release_version,
-        release_slot=device.release_slot,
-        can_train=device.can_train,
-        profile=device.profile,
         data=_data_text(device),
-        kind=device.kind,
-        site=device.site,
-        personal_version=device.personal_version,
-        personal_gain=device.personal_gain,
-        personal_reason=device.personal_reason,
     )
-    if device.privacy_spent is not None:
-        proto.privacy_spent = device.privacy_spent
     if telemetry is not None:
         proto.inference_requests = telemetry.requests
         proto.inference_errors = telemetry.errors
@@ -160,19 +141,7 @@ def release_to_proto(
     info: ReleaseInfo, states: dict[str, int], length: int, rollout: Rollout | None = None
 ) -> pb.ReleaseSummary:
     """A release's row for ``fedge release ls`` / ``status``."""
-    summary = pb.ReleaseSummary(
-        version=info.version,
-        name=info.name,
-        sha256=info.sha256,
-        length=length,
-        profile=info.profile,
-        percent=info.percent,
-        withdrawn=info.withdrawn,
-        rollback_of=info.rollback_of,
-        created=info.created,
-        expires=info.expires,
-        states=states,
-    )
+    summary = copy_fields(pb.ReleaseSummary, info, length=length, states=states)
     if rollout is not None:
         summary.rollout.CopyFrom(rollout_to_proto(rollout, states))
     return summary
@@ -316,17 +285,12 @@ class ControlService:
         return pb.ListDriftResponse(
             threshold=self._releases.drift.threshold,
             devices=[
-                pb.DeviceDrift(
-                    device_id=x.device_id,
+                copy_fields(
+                    pb.DeviceDrift,
+                    x,
                     name=names.get(x.device_id, ""),
-                    version=x.version,
-                    psi_classes=x.psi_classes,
-                    psi_inputs=x.psi_inputs,
-                    drifted=x.drifted,
                     samples=round(x.samples),
                     updated_unix=x.updated,
-                    note=x.note,
-                    psi_features=x.psi_features,
                 )
                 for x in self._releases.drift.latest()
             ],
@@ -483,14 +447,7 @@ class ControlService:
                 for r in self._releases.device_reports(version)
             ],
             telemetry=[
-                pb.DeviceTelemetry(
-                    device_id=t.device_id,
-                    active_version=t.active_version,
-                    requests=t.requests,
-                    errors=t.errors,
-                    latency_p50_ms=t.latency_p50_ms,
-                    latency_p99_ms=t.latency_p99_ms,
-                )
+                copy_fields(pb.DeviceTelemetry, t)
                 for t in self._releases.telemetry.latest(version=version)
             ],
         )

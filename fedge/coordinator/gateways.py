@@ -23,6 +23,7 @@ from fedge.errors import PermissionDeniedError
 from fedge.protocol.interceptor import caller
 from fedge.protocol.serde import device_state_from_proto
 from fedge.protocol.tasks import TaskHub
+from fedge.records import copy_fields
 from fedge.v1 import gateway_pb2 as pb
 
 __all__ = ["GatewayServicer", "SiteRef", "Sites", "may_speak_for"]
@@ -148,13 +149,7 @@ class GatewayServicer:
             site=gateway.site,
             release_state=self._release_state(),
             roster=[
-                pb.RosterEntry(
-                    device_id=d.device_id,
-                    node_id=d.id,
-                    name=d.name,
-                    cert_serial=d.cert_serial,
-                    revoked=d.revoked,
-                )
+                copy_fields(pb.RosterEntry, d, node_id=d.id)
                 for d in self._state.site_devices(gateway.site)
             ],
         )

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from fedge.log import logger
+from fedge.protocol.drift import NoisyWindow
 from fedge.protocol.endpoint import HUB_SERVICE, HubService
 from fedge.protocol.hub import ArtifactSource, DownloadSlots
 from fedge.protocol.interceptor import Authenticate, FedgeInterceptor
@@ -22,7 +23,8 @@ from fedge.protocol.manifest import SignedManifest
 from fedge.protocol.metadata import DEVICE_ID_METADATA
 from fedge.protocol.serde import install_state_from_proto
 from fedge.protocol.transport import ServerTLS, add_service, bind, create_server
-from fedge.release.drift import DeviceDrift, Window
+from fedge.records import copy_fields
+from fedge.release.drift import DeviceDrift
 from fedge.release.store import Measured, ReleaseStore
 from fedge.release.telemetry import DeviceTelemetry
 from fedge.v1 import hub_pb2
@@ -97,25 +99,15 @@ class CloudHub:
         self, device_id: str, request: hub_pb2.ReportInferenceStatsRequest
     ) -> None:
         """Keep the device's latest inference telemetry, and its drift window."""
-        telemetry = DeviceTelemetry(
-            device_id=device_id,
-            active_version=request.active_version,
-            requests=request.requests,
-            errors=request.errors,
-            latency_p50_ms=request.latency_p50_ms,
-            latency_p99_ms=request.latency_p99_ms,
-            swaps=request.swaps,
-            updated="",
-        )
+        telemetry = copy_fields(DeviceTelemetry, request, device_id=device_id, updated="")
         self.store.telemetry.record(telemetry)
         if request.HasField("drift"):
             self._record_drift(device_id, request.drift)
 
     def _record_drift(self, device_id: str, drift: hub_pb2.DriftWindow) -> None:
-        window = Window(
-            version=drift.version,
-            window=drift.window,
-            samples=drift.samples,
+        window = copy_fields(
+            NoisyWindow,
+            drift,
             class_counts=tuple(drift.class_counts),
             input_counts=tuple(drift.input_counts),
             feature_counts=tuple(tuple(f.counts) for f in drift.features),

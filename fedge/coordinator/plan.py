@@ -58,11 +58,7 @@ def resolve_plan(options: dict[str, Any], *, fleet: FleetView) -> RunConfig:
     sites = sorted({d.site for d in fleet.trainable if d.site})
     if sites:
         check_hierarchy(
-            strategy=config.strategy,
-            central_dp=config.privacy.central,
-            adaptive_clip=config.privacy.dp_adaptive_clip,
-            site_rounds=config.site_rounds,
-            why=f"devices of the fleet are behind gateways at {', '.join(sites)}",
+            config, why=f"devices of the fleet are behind gateways at {', '.join(sites)}"
         )
     elif config.site_rounds > 1:
         raise ConfigError("--site-rounds", config.site_rounds, "needs devices behind gateways")

@@ -30,6 +30,7 @@ from fedge.coordinator.state import RoundRow, RunRow, RunState, State
 from fedge.errors import FedgeError, RoundFailedError
 from fedge.log import logger
 from fedge.protocol.tasks import TaskHub
+from fedge.records import copy_fields
 from fedge.runtime.local import set_server_identity
 
 __all__ = ["RunManager"]
@@ -261,14 +262,11 @@ class RunManager:
 
 def _round_row(record: RoundRecord) -> RoundRow:
     epsilon = record.extra.get("epsilon")
-    return RoundRow(
+    return copy_fields(
+        RoundRow,
+        record,
         server_round=record.round,
-        accuracy=record.accuracy,
-        loss=record.loss,
-        sampled=record.sampled,
-        aggregated=record.aggregated,
         dropped=len(record.dropped),
-        seconds=record.seconds,
         drops_json=json.dumps(record.dropped),
         epsilon=float(epsilon) if isinstance(epsilon, int | float) else None,
         sites_json=json.dumps(record.extra.get("sites", [])),

@@ -40,15 +40,20 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def encode_labels(path: Path, column: "pandas.Series") -> tuple[np.ndarray, list[Any]]:
-    """Class ids (in sorted order of the values) and the sorted class values of ``column``."""
+def _require_values(path: Path, column: "pandas.Series", role: str) -> None:
+    """:class:`DataError` naming the first row where ``column`` (the ``role`` column) is empty."""
     missing = column.isna().to_numpy()
     if missing.any():
         first = int(np.flatnonzero(missing)[0]) + 1
         raise DataError(
-            f"{path}: label column {column.name!r} is empty in {int(missing.sum())} rows "
+            f"{path}: {role} column {column.name!r} is empty in {int(missing.sum())} rows "
             f"(first: data row {first})"
         )
+
+
+def encode_labels(path: Path, column: "pandas.Series") -> tuple[np.ndarray, list[Any]]:
+    """Class ids (in sorted order of the values) and the sorted class values of ``column``."""
+    _require_values(path, column, "label")
     values = column.unique().tolist()
     try:
         classes = sorted(values)
@@ -65,13 +70,7 @@ def encode_labels(path: Path, column: "pandas.Series") -> tuple[np.ndarray, list
 
 def string_groups(path: Path, column: "pandas.Series") -> np.ndarray:
     """The group column as strings; a row without a group is an error."""
-    missing = column.isna().to_numpy()
-    if missing.any():
-        first = int(np.flatnonzero(missing)[0]) + 1
-        raise DataError(
-            f"{path}: group column {column.name!r} is empty in {int(missing.sum())} rows "
-            f"(first: data row {first})"
-        )
+    _require_values(path, column, "group")
     return np.array([str(v) for v in column.tolist()], dtype=str)
 
 

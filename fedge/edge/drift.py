@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedge.errors import ConfigError
-from fedge.protocol.drift import DriftReference, bin_features, bin_inputs
+from fedge.protocol.drift import DriftReference, NoisyWindow, bin_features, bin_inputs
 
-__all__ = ["DriftMonitor", "DriftSettings", "NoisyWindow"]
+__all__ = ["DriftMonitor", "DriftSettings"]
 
 
 @dataclass(frozen=True)
@@ -40,20 +40,6 @@ class DriftSettings:
             raise ConfigError("--drift-window", self.window, "must be an integer >= 1")
         if not self.epsilon > 0:
             raise ConfigError("--drift-epsilon", self.epsilon, "must be positive")
-
-
-@dataclass(frozen=True)
-class NoisyWindow:
-    """A closed window: noisy counts per class and per input bin, and its privacy cost."""
-
-    version: int
-    window: int
-    samples: float
-    class_counts: tuple[float, ...]
-    input_counts: tuple[float, ...]
-    epsilon: float
-    #: Per named feature of the release's reference, noisy counts per bin of its value.
-    feature_counts: tuple[tuple[float, ...], ...] = ()
 
 
 class DriftMonitor:

@@ -10,8 +10,8 @@ from typing import Protocol
 
 import grpc
 
-from fedge.edge.drift import NoisyWindow
 from fedge.edge.inference import InferenceStats
+from fedge.protocol.drift import NoisyWindow
 from fedge.protocol.manifest import SignedManifest
 from fedge.protocol.metadata import DEVICE_ID_METADATA
 from fedge.protocol.serde import (
@@ -20,6 +20,7 @@ from fedge.protocol.serde import (
     signed_manifest_from_proto,
 )
 from fedge.protocol.wire import use_zero_copy_streams
+from fedge.records import copy_fields
 from fedge.v1 import hub_pb2, hub_pb2_grpc
 
 __all__ = ["GrpcHubClient", "HubClient"]
@@ -82,15 +83,11 @@ class GrpcHubClient:
     def report(self, *, device_id: str, report: InstallReport) -> None:
         """Send one install report."""
         self.stub.ReportInstallStatus(
-            hub_pb2.ReportInstallStatusRequest(
+            copy_fields(
+                hub_pb2.ReportInstallStatusRequest,
+                report,
                 device_id=device_id,
-                version=report.version,
                 state=install_state_to_proto(report.state),
-                reason=report.reason,
-                active_version=report.active_version,
-                latency_p50_ms=report.latency_p50_ms,
-                latency_p99_ms=report.latency_p99_ms,
-                peak_memory_mb=report.peak_memory_mb,
             ),
             timeout=self.timeout,
             metadata=_metadata(device_id),
@@ -101,27 +98,10 @@ class GrpcHubClient:
     ) -> None:
         """Send the local inference server's telemetry (counts and latencies only) and, when
         one closed, the latest noisy drift window."""
-        request = hub_pb2.ReportInferenceStatsRequest(
-            device_id=device_id,
-            active_version=stats.active_version,
-            requests=stats.requests,
-            errors=stats.errors,
-            latency_p50_ms=stats.latency_p50_ms,
-            latency_p99_ms=stats.latency_p99_ms,
-            swaps=stats.swaps,
-        )
+        request = copy_fields(hub_pb2.ReportInferenceStatsRequest, stats, device_id=device_id)
         if drift is not None:
-            request.drift.CopyFrom(
-                hub_pb2.DriftWindow(
-                    version=drift.version,
-                    samples=drift.samples,
-                    class_counts=drift.class_counts,
-                    input_counts=drift.input_counts,
-                    epsilon=drift.epsilon,
-                    window=drift.window,
-                    features=[hub_pb2.FeatureCounts(counts=c) for c in drift.feature_counts],
-                )
-            )
+            features = [hub_pb2.FeatureCounts(counts=c) for c in drift.feature_counts]
+            request.drift.CopyFrom(copy_fields(hub_pb2.DriftWindow, drift, features=features))
         self.stub.ReportInferenceStats(
             request,
             timeout=self.timeout,

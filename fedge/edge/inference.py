@@ -29,6 +29,7 @@ from fedge.log import logger
 from fedge.protocol.interceptor import FedgeInterceptor
 from fedge.protocol.manifest import Manifest
 from fedge.protocol.transport import add_service, bind, create_server, parse_address
+from fedge.records import copy_fields
 from fedge.v1 import inference_pb2
 
 __all__ = [
@@ -262,15 +263,7 @@ class InferenceServicer:
         self, request: inference_pb2.GetStatsRequest, context: grpc.ServicerContext
     ) -> inference_pb2.GetStatsResponse:
         """Counts and latency percentiles of the requests served so far."""
-        s = self.engine.stats()
-        return inference_pb2.GetStatsResponse(
-            requests=s.requests,
-            errors=s.errors,
-            latency_p50_ms=s.latency_p50_ms,
-            latency_p99_ms=s.latency_p99_ms,
-            active_version=s.active_version,
-            swaps=s.swaps,
-        )
+        return copy_fields(inference_pb2.GetStatsResponse, self.engine.stats())
 
 
 def serve_inference(

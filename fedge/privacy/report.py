@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedge.charts import pyplot, save_figure
 from fedge.errors import FedgeError
 
 __all__ = ["PrivacyReport", "RoundPrivacy", "privacy_report", "write_privacy_plot"]
@@ -90,10 +91,7 @@ def write_privacy_plot(out_dir: Path, rounds: list[dict[str, Any]]) -> Path | No
             points.append((eps, float(r["accuracy"])))
     if not points:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
@@ -101,10 +99,7 @@ def write_privacy_plot(out_dir: Path, rounds: list[dict[str, Any]]) -> Path | No
     ax.set_ylabel("test accuracy")
     ax.set_title("privacy-utility: accuracy vs epsilon")
     ax.grid(alpha=0.3)
-    path = Path(out_dir) / "privacy.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path = save_figure(fig, Path(out_dir) / "privacy.png")
     return path
 
 

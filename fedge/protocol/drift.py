@@ -26,6 +26,7 @@ __all__ = [
     "DRIFT_THRESHOLD",
     "INPUT_BINS",
     "DriftReference",
+    "NoisyWindow",
     "bin_features",
     "bin_inputs",
     "feature_values",
@@ -37,6 +38,20 @@ __all__ = [
 DRIFT_THRESHOLD = 0.25
 INPUT_BINS = 5
 _FLOOR = 1e-4  # an empty bin would make PSI infinite; this is the usual small floor
+
+
+@dataclass(frozen=True)
+class NoisyWindow:
+    """A closed window: noisy counts per class and per input bin, and its privacy cost."""
+
+    version: int
+    window: int
+    samples: float
+    class_counts: tuple[float, ...]
+    input_counts: tuple[float, ...]
+    epsilon: float
+    #: Per named feature of the release's reference, noisy counts per bin of its value.
+    feature_counts: tuple[tuple[float, ...], ...] = ()
 
 
 def input_statistic(x: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from fedge.protocol.messages import decode_message
 from fedge.protocol.payload import PayloadAssembler
 from fedge.protocol.tasks import Task, TaskHub
 from fedge.protocol.wire import chunk_encoder
+from fedge.records import copy_fields
 from fedge.v1 import fleet_pb2 as pb
 
 __all__ = ["pull_task", "read_task", "receive_result", "send_task", "task_header"]
@@ -28,12 +29,9 @@ _TASK_CHUNK = chunk_encoder(pb.PullTaskResponse)
 
 def task_header(task: Task, *, node_id: int, insecure: bool) -> pb.TaskHeader:
     """The header that announces ``task`` to node ``node_id``."""
-    return pb.TaskHeader(
-        task_id=task.task_id,
-        run_id=task.run_id,
-        server_round=task.server_round,
-        message_type=task.message_type,
-        run_config_json=task.run_config_json,
+    return copy_fields(
+        pb.TaskHeader,
+        task,
         node_id=node_id,
         payload_bytes=task.payload.total_bytes,
         # Mutual TLS authenticates every record: the hash is only needed without.

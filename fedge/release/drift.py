@@ -19,22 +19,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from fedge.protocol.drift import DRIFT_THRESHOLD, DriftReference, psi
+from fedge.protocol.drift import DRIFT_THRESHOLD, DriftReference, NoisyWindow, psi
 from fedge.release.tables import DriftRow
 
-__all__ = ["DeviceDrift", "DriftTable", "Window", "feature_psi"]
-
-
-@dataclass(frozen=True)
-class Window:
-    """A device's noisy window as it arrived."""
-
-    version: int
-    window: int
-    samples: float
-    class_counts: tuple[float, ...]
-    input_counts: tuple[float, ...]
-    feature_counts: tuple[tuple[float, ...], ...] = ()
+__all__ = ["DeviceDrift", "DriftTable", "feature_psi"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +57,7 @@ def _drift(row: DriftRow) -> DeviceDrift:
     )
 
 
-def feature_psi(reference: DriftReference, window: Window) -> dict[str, float]:
+def feature_psi(reference: DriftReference, window: NoisyWindow) -> dict[str, float]:
     """Each named feature's PSI (none when the window's bins differ from the reference's)."""
     if len(window.feature_counts) != len(reference.features):
         return {}
@@ -92,7 +80,7 @@ class DriftTable:
         self.threshold = threshold
 
     def record(
-        self, device_id: str, window: Window, reference: DriftReference | None
+        self, device_id: str, window: NoisyWindow, reference: DriftReference | None
     ) -> tuple[DeviceDrift, bool]:
         """Compare ``window`` with ``reference`` and keep it; the result, and whether the
         device has just started drifting (it had not on its previous window)."""

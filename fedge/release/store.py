@@ -23,6 +23,7 @@ from fedge.errors import ReleaseError, ReleaseNotFoundError
 from fedge.protocol.drift import DriftReference
 from fedge.protocol.manifest import Manifest, SignedManifest, TensorSpec, format_time
 from fedge.protocol.serde import INSTALL_STATES
+from fedge.records import copy_fields
 from fedge.release.artifacts import ArtifactStore
 from fedge.release.drift import DriftTable
 from fedge.release.rollout import (
@@ -337,16 +338,8 @@ class ReleaseStore:
     @staticmethod
     def _info(row: ReleaseRow) -> ReleaseInfo:
         manifest = Manifest.from_bytes(row.manifest_json)
-        return ReleaseInfo(
-            version=row.version,
-            name=row.name,
-            sha256=row.sha256,
-            profile=row.profile,
-            percent=row.percent,
-            withdrawn=bool(row.withdrawn),
-            rollback_of=row.rollback_of,
-            created=row.created,
-            expires=manifest.expires,
+        return copy_fields(
+            ReleaseInfo, row, withdrawn=bool(row.withdrawn), expires=manifest.expires
         )
 
     def list_releases(self) -> list[ReleaseInfo]:

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from fedge.protocol.manifest import format_time
+from fedge.records import copy_fields
 from fedge.release.tables import TelemetryRow
 
 __all__ = ["DeviceTelemetry", "TelemetryTable"]
@@ -51,16 +52,4 @@ class TelemetryTable:
         if version is not None:
             query = query.where(TelemetryRow.active_version == version)
         with Session(self._engine) as session:
-            return [
-                DeviceTelemetry(
-                    r.device_id,
-                    r.active_version,
-                    r.requests,
-                    r.errors,
-                    r.latency_p50_ms,
-                    r.latency_p99_ms,
-                    r.swaps,
-                    r.updated,
-                )
-                for r in session.scalars(query)
-            ]
+            return [copy_fields(DeviceTelemetry, r) for r in session.scalars(query)]

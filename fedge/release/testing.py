@@ -66,12 +66,7 @@ def make_linear_model(
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
         [numpy_helper.from_array(matrix, "W"), numpy_helper.from_array(bias, "b")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return _save_graph(graph, path)
 
 
 def make_feature_model(
@@ -119,6 +114,11 @@ def make_feature_model(
             numpy_helper.from_array(b2, "b2"),
         ],
     )
+    return _save_graph(graph, path)
+
+
+def _save_graph(graph: onnx.GraphProto, path: Path) -> Path:
+    """Check ``graph`` as an opset-17 model and write it to ``path``."""
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)

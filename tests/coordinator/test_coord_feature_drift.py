@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from fedge.cli.main import app
 from fedge.edge.delivery import DeliverySettings, DeviceDelivery
 from fedge.edge.drift import DriftMonitor, DriftSettings
-from fedge.protocol.drift import DriftReference, reference_from
-from fedge.release.drift import Window, feature_psi
+from fedge.protocol.drift import DriftReference, NoisyWindow, reference_from
+from fedge.release.drift import feature_psi
 from fedge.release.publish import publish_artifact
 from fedge.release.testing import make_linear_model
 from fedge.v1 import control_pb2 as pb
@@ -141,5 +141,5 @@ def test_the_shifted_feature_stands_out_on_a_real_coordinator(fleet: Fleet, tmp_
 
 def test_feature_psi_needs_the_references_bins() -> None:
     ref = reference_from(np.eye(5) * 3, np.eye(5)[:, :2], features=list("abcde"))
-    window = Window(1, 1, 5.0, (1.0, 1.0), (1.0,) * len(ref.inputs), ((1.0,),))
+    window = NoisyWindow(1, 1, 5.0, (1.0, 1.0), (1.0,) * len(ref.inputs), 1.0, ((1.0,),))
     assert feature_psi(ref, window) == {}

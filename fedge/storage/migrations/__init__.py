@@ -15,7 +15,8 @@ table) is adopted in place (:func:`baseline`).
 
 To change a schema: change the store's tables, then add a revision file to its directory with
 ``revision`` (the next number), ``down_revision`` (the newest so far) and an ``upgrade()``
-using ``alembic.op`` (for SQLite, ``op.batch_alter_table`` to change or drop a column).
+using ``alembic.op`` (for SQLite, ``op.batch_alter_table`` to change or drop a column); a
+revision that only adds columns takes all three from :func:`added_columns`.
 ``tests/test_storage.py`` fails while the newest revision and the tables differ.
 """
 
@@ -36,6 +37,7 @@ from fedge.log import logger
 
 __all__ = [
     "HISTORIES",
+    "added_columns",
     "baseline",
     "create_or_complete",
     "head_revision",
@@ -120,6 +122,20 @@ def baseline(tables: MetaData) -> tuple[str, None, Callable[[], None]]:
         create_or_complete(tables)
 
     return "0001", None, upgrade
+
+
+def added_columns(
+    revision: str, table: str, *columns: Column[Any]
+) -> tuple[str, str, Callable[[], None]]:
+    """``revision, down_revision, upgrade`` of a revision that adds ``columns`` to ``table``
+    (the revision before it is the one numbered one less)."""
+
+    def upgrade() -> None:
+        with op.batch_alter_table(table) as batch:
+            for column in columns:
+                batch.add_column(column)
+
+    return revision, f"{int(revision) - 1:04d}", upgrade
 
 
 def create_or_complete(tables: MetaData) -> None:

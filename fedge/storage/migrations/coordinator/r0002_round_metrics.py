@@ -2,14 +2,9 @@
 F1, ROC-AUC and the threshold of an anomaly task (``rounds.metrics_json``)."""
 
 import sqlalchemy as sa
-from alembic import op
 
-revision = "0002"
-down_revision = "0001"
-branch_labels = None
-depends_on = None
+from fedge.storage.migrations import added_columns
 
-
-def upgrade() -> None:
-    with op.batch_alter_table("rounds") as batch:
-        batch.add_column(sa.Column("metrics_json", sa.Text(), nullable=True, server_default="{}"))
+revision, down_revision, upgrade = added_columns(
+    "0002", "rounds", sa.Column("metrics_json", sa.Text(), nullable=True, server_default="{}")
+)

@@ -2,20 +2,13 @@
 personalised, the gain and "gain" or the reason it kept the release (``devices.personal_*``)."""
 
 import sqlalchemy as sa
-from alembic import op
 
-revision = "0003"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
+from fedge.storage.migrations import added_columns
 
-
-def upgrade() -> None:
-    with op.batch_alter_table("devices") as batch:
-        batch.add_column(
-            sa.Column("personal_version", sa.Integer(), nullable=False, server_default="0")
-        )
-        batch.add_column(sa.Column("personal_gain", sa.Float(), nullable=False, server_default="0"))
-        batch.add_column(
-            sa.Column("personal_reason", sa.String(32), nullable=False, server_default="")
-        )
+revision, down_revision, upgrade = added_columns(
+    "0003",
+    "devices",
+    sa.Column("personal_version", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("personal_gain", sa.Float(), nullable=False, server_default="0"),
+    sa.Column("personal_reason", sa.String(32), nullable=False, server_default=""),
+)

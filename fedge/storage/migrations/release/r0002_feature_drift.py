@@ -1,14 +1,11 @@
 """Drift per named input feature (``release_drift.features_json``: PSI per feature)."""
 
 import sqlalchemy as sa
-from alembic import op
 
-revision = "0002"
-down_revision = "0001"
-branch_labels = None
-depends_on = None
+from fedge.storage.migrations import added_columns
 
-
-def upgrade() -> None:
-    with op.batch_alter_table("release_drift") as batch:
-        batch.add_column(sa.Column("features_json", sa.Text(), nullable=True, server_default="{}"))
+revision, down_revision, upgrade = added_columns(
+    "0002",
+    "release_drift",
+    sa.Column("features_json", sa.Text(), nullable=True, server_default="{}"),
+)
