@@ -2,8 +2,9 @@
 
 Both are optional extras (``pip install 'fedge[tracking]'``). ``--track tensorboard`` writes
 event files to ``OUT/tensorboard``; ``--track mlflow`` logs to ``--tracking-uri`` when given,
-else to a local SQLite store ``OUT/mlflow.db`` with artifacts in ``OUT/mlartifacts`` (MLflow's
-plain file store is in maintenance mode and refused by MLflow 3 unless forced).
+else to a local SQLite store ``OUT/mlflow.db`` (MLflow's plain file store is in maintenance mode
+and refused by MLflow 3 unless forced); a SQLite store keeps its artifacts beside it in
+``mlartifacts``.
 """
 
 import json
@@ -88,10 +89,11 @@ class _MLflow:
             raise MissingExtraError("--track mlflow", "tracking") from err
         out_dir.mkdir(parents=True, exist_ok=True)
         self._mlflow = mlflow
-        mlflow.set_tracking_uri(uri or f"sqlite:///{out_dir.absolute() / 'mlflow.db'}")
+        uri = uri or f"sqlite:///{out_dir.absolute() / 'mlflow.db'}"
+        mlflow.set_tracking_uri(uri)
         experiment = mlflow.get_experiment_by_name("fedge")
         if experiment is None:
-            where = None if uri else (out_dir.absolute() / "mlartifacts").as_uri()
+            where = _artifacts_beside(uri)
             experiment_id = mlflow.create_experiment("fedge", artifact_location=where)
         else:
             experiment_id = experiment.experiment_id
@@ -106,3 +108,14 @@ class _MLflow:
             for path in sorted(out_dir.glob("*.json")) + sorted(out_dir.glob("*.png")):
                 self._mlflow.log_artifact(str(path))
         self._mlflow.end_run()
+
+
+def _artifacts_beside(uri: str) -> str | None:
+    """``mlartifacts`` beside a local SQLite store; ``None`` (the server's choice) otherwise.
+
+    Without it MLflow puts a SQLite store's artifacts in ``./mlruns`` of whatever directory the
+    run happens to start in.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").absolute().as_uri()

@@ -49,6 +49,7 @@ def test_a_sweep_writes_one_tracked_run_per_point(tmp_path: Path) -> None:
         assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"results.json", "accuracy.png"} <= artifacts
+        assert run.info.artifact_uri.startswith((out / "mlartifacts").as_uri())
 
 
 def test_an_unknown_tracker_is_named() -> None:
