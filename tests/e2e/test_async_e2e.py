@@ -11,6 +11,7 @@ shows equal to a coordinator's).
 
 import json
 import math
+import urllib.request
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from fedge.simulation import simulate
 from fedge.v1 import control_pb2 as pb
 
 from ..conftest import LinkProxy
-from .conftest import Cluster
+from .conftest import Cluster, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -73,6 +74,9 @@ def _version(cluster: Cluster) -> int:
 def test_async_run_goes_at_the_fast_devices_pace_and_takes_a_cut_devices_update(
     cluster: Cluster,
 ) -> None:
+    metrics_port = free_port()
+    with (cluster.root / "coordinator.toml").open("a") as config:
+        config.write(f'[metrics]\naddress = "127.0.0.1:{metrics_port}"\n')
     cluster.start_coordinator()
     link = LinkProxy(cluster.address)  # the cut device's only way to the coordinator
     try:
@@ -109,10 +113,35 @@ def test_async_run_goes_at_the_fast_devices_pace_and_takes_a_cut_devices_update(
         reply = cluster.wait_run_done(timeout=120)
         assert reply.run.state == pb.RUN_STATE_COMPLETED, reply.run.error
         status = _status(cluster)
+        text = cluster.cli("run", "status").stdout
+        metrics = _scrape(metrics_port)
     finally:
         link.close()
     sync = simulate(RunConfig(**RUN, rounds=SYNC_ROUNDS)).final_accuracy
     _report_and_check(status, ids, cut_at=cut_at, restored_at=restored_at, sync=sync)
+    # run status and /metrics say the same.
+    a, run = status["async"], str(status["run"])
+    assert f"async: model version {VERSIONS}, {a['in_buffer']}/2 updates in the buffer" in text
+    assert f"applied {a['updates_applied']}, refused 0" in text
+    assert f"{ids[f'device-{CUT}']} (staleness " in text
+    assert metrics[("fedge_async_version", run)] == VERSIONS
+    assert metrics[("fedge_async_updates_applied", run)] == a["updates_applied"]
+    by_tau = {k[2]: v for k, v in metrics.items() if k[0] == "fedge_async_updates_by_staleness"}
+    assert by_tau == {k: float(v) for k, v in a["staleness_histogram"].items()}
+
+
+def _scrape(port: int) -> dict[tuple[str, ...], float]:
+    """The coordinator's /metrics: (name, *label values) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (s.name, *s.labels.values()): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _report_and_check(

@@ -1,0 +1,87 @@
+"""The coordinator's grid as an async run's clock (:class:`AsyncGrpcGrid`) over a real task hub:
+a training task stays out while its device is away, a late update is still taken, a task out
+longer than the round timeout is answered with why, and a stop ends the wait."""
+
+import threading
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+
+from fedge.app.async_loop import DeviceClock
+from fedge.coordinator.errors import RunStoppedError
+from fedge.coordinator.grid import AsyncGrpcGrid
+from fedge.errors import StaleResultError
+from fedge.protocol.messages import decode_message
+from fedge.protocol.tasks import Task, TaskHub
+from fedge.runtime.local import set_server_identity
+
+from ..conftest import wait_for
+
+RUN = 7
+
+
+def _grid(hub: TaskHub, *, round_timeout: float = 60.0, **kwargs: object) -> AsyncGrpcGrid:
+    set_server_identity(RUN)
+    return AsyncGrpcGrid(
+        hub, round_timeout=round_timeout, run_id=RUN, run_config={}, nodes=lambda: [1, 2], **kwargs
+    )
+
+
+def _train(node: int, version: int) -> Message:
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))}),
+            "config": ConfigRecord({"server-round": version + 1}),
+        }
+    )
+    return Message(content, dst_node_id=node, message_type=MessageType.TRAIN, group_id=str(version))
+
+
+def test_a_task_stays_out_while_its_device_is_away_and_its_late_update_is_taken() -> None:
+    hub = TaskHub(liveness_seconds=0.2)
+    grid = _grid(hub)
+    assert isinstance(grid, DeviceClock)
+    grid.start_training([_train(1, version=0)])
+    task = hub.pull(1, wait_seconds=1.0)
+    assert task is not None and task.server_round == 1
+    wait_for(lambda: grid.reachable([1, 2]) == [], 10, "the device to go silent")
+    assert grid.wait(grid.now + 0.3) == []  # nothing came: the task is still out
+    assert grid.training == 1
+    reply = Message(RecordDict(), reply_to=task_message(task))
+    hub.complete(hub.task_for_result(task.task_id, 1), reply)
+    delivered = grid.wait(grid.now + 5.0)
+    assert [int(m.metadata.src_node_id) for m in delivered] == [1]
+    assert delivered[0].metadata.group_id == "0"  # the version it started from
+    assert grid.training == 0
+
+
+def test_a_task_out_longer_than_the_round_timeout_is_answered_with_why() -> None:
+    hub = TaskHub(liveness_seconds=0.2)
+    grid = _grid(hub, round_timeout=0.3)
+    grid.start_training([_train(2, version=4)])
+    task = hub.pull(2, wait_seconds=1.0)
+    assert task is not None
+    replies = grid.wait(grid.now + 5.0)
+    assert len(replies) == 1 and replies[0].has_error()
+    assert "no update within --round-timeout" in replies[0].error.reason
+    assert int(replies[0].metadata.src_node_id) == 2 and replies[0].metadata.group_id == "4"
+    with pytest.raises(StaleResultError):  # withdrawn: a later delivery is refused
+        hub.task_for_result(task.task_id, 2)
+
+
+def test_a_stop_ends_the_wait() -> None:
+    stop = threading.Event()
+    hub = TaskHub()
+    grid = _grid(hub, stop=stop)
+    grid.start_training([_train(1, version=0)])
+    threading.Timer(0.3, lambda: (stop.set(), hub.notify())).start()
+    with pytest.raises(RunStoppedError):
+        grid.wait(float("inf"))
+    grid.withdraw_all()
+    assert grid.training == 0
+
+
+def task_message(task: Task) -> Message:
+    """The message a task carries, as the device decodes it."""
+    return decode_message(task.payload.parts)
