@@ -21,10 +21,12 @@ from ..conftest import wait_for
 RUN = 7
 
 
-def _grid(hub: TaskHub, *, round_timeout: float = 60.0, **kwargs: object) -> AsyncGrpcGrid:
+def _grid(
+    hub: TaskHub, *, round_timeout: float = 60.0, stop: threading.Event | None = None
+) -> AsyncGrpcGrid:
     set_server_identity(RUN)
     return AsyncGrpcGrid(
-        hub, round_timeout=round_timeout, run_id=RUN, run_config={}, nodes=lambda: [1, 2], **kwargs
+        hub, round_timeout=round_timeout, run_id=RUN, run_config={}, nodes=lambda: [1, 2], stop=stop
     )
 
 
@@ -64,7 +66,7 @@ def test_a_task_out_longer_than_the_round_timeout_is_answered_with_why() -> None
     assert task is not None
     replies = grid.wait(grid.now + 5.0)
     assert len(replies) == 1 and replies[0].has_error()
-    assert "no update within --round-timeout" in replies[0].error.reason
+    assert "no update within --round-timeout" in str(replies[0].error.reason)
     assert int(replies[0].metadata.src_node_id) == 2 and replies[0].metadata.group_id == "4"
     with pytest.raises(StaleResultError):  # withdrawn: a later delivery is refused
         hub.task_for_result(task.task_id, 2)
@@ -75,7 +77,12 @@ def test_a_stop_ends_the_wait() -> None:
     hub = TaskHub()
     grid = _grid(hub, stop=stop)
     grid.start_training([_train(1, version=0)])
-    threading.Timer(0.3, lambda: (stop.set(), hub.notify())).start()
+
+    def stop_run() -> None:
+        stop.set()
+        hub.notify()
+
+    threading.Timer(0.3, stop_run).start()
     with pytest.raises(RunStoppedError):
         grid.wait(float("inf"))
     grid.withdraw_all()
