@@ -26,9 +26,9 @@ from fedge.app.results import RoundRecord, RunResult, task_metrics
 from fedge.coordinator.errors import RunStoppedError
 from fedge.coordinator.gateways import Sites
 from fedge.coordinator.grid import AsyncGrpcGrid, GrpcGrid
-from fedge.coordinator.plan import may_train
+from fedge.coordinator.plan import check_async_sites, may_train
 from fedge.coordinator.state import RoundRow, RunRow, RunState, State
-from fedge.errors import ConfigError, FedgeError, RoundFailedError
+from fedge.errors import FedgeError, RoundFailedError
 from fedge.log import logger
 from fedge.protocol.tasks import TaskHub
 from fedge.runtime.local import set_server_identity
@@ -207,15 +207,9 @@ class RunManager:
             )
         options = self._grid_options(run_id, config)
         names = {d.id: d.device_id for d in self._state.devices()}
+        # The fleet may have changed since the run was planned.
         behind = self._sites.of(list(options["nodes"]()))
-        if behind:
-            sites = sorted({site.site for site in behind.values()})
-            raise ConfigError(
-                "--mode",
-                "async",
-                f"does not run through site gateways yet ({len(behind)} of the run's devices "
-                f"are behind {', '.join(sites)})",
-            )
+        check_async_sites(sorted({site.site for site in behind.values()}))
         grid = AsyncGrpcGrid(self._hub, round_timeout=config.round_timeout, **options)
 
         def on_round(record: RoundRecord) -> None:

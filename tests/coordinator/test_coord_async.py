@@ -11,7 +11,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Rec
 from fedge.app.async_loop import DeviceClock
 from fedge.coordinator.errors import RunStoppedError
 from fedge.coordinator.grid import AsyncGrpcGrid
-from fedge.errors import StaleResultError
+from fedge.coordinator.plan import FleetView, resolve_plan
+from fedge.coordinator.state import DeviceRow
+from fedge.errors import ConfigError, StaleResultError
 from fedge.protocol.messages import decode_message
 from fedge.protocol.tasks import Task, TaskHub
 from fedge.runtime.local import set_server_identity
@@ -92,3 +94,39 @@ def test_a_stop_ends_the_wait() -> None:
 def task_message(task: Task) -> Message:
     """The message a task carries, as the device decodes it."""
     return decode_message(task.payload.parts)
+
+
+def _fleet(*sites: str) -> FleetView:
+    rows = tuple(
+        DeviceRow(id=i + 1, device_id=f"d{i}", name=f"d{i}", state="idle", can_train=True, site=s)
+        for i, s in enumerate(sites)
+    )
+    return FleetView(rows, frozenset(r.id for r in rows))
+
+
+ASYNC = {"dataset": "mnist-5k", "model": "cnn-small", "clients": 3, "mode": "async", "buffer": 2}
+
+
+def test_an_async_plan_runs_on_the_coordinators_wall_clock() -> None:
+    config = resolve_plan(ASYNC, fleet=_fleet("", "", ""))
+    assert (config.runtime, config.mode, config.buffer) == ("grpc", "async", 2)
+
+
+@pytest.mark.parametrize(
+    ("options", "sites", "message"),
+    [
+        ({"buffer": 4}, ("", "", ""), "--buffer: 4 is larger than the fleet (--clients 3)"),
+        ({}, ("", "a", "a"), "--mode: 'async' does not run through site gateways yet"),
+        (
+            {"availability": "random:0.5"},
+            ("", "", ""),
+            "runs on the local runtime's simulated clock",
+        ),
+    ],
+)
+def test_async_plans_that_cannot_run_are_refused_at_start(
+    options: dict[str, object], sites: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        resolve_plan({**ASYNC, **options}, fleet=_fleet(*sites))
+    assert message in str(refused.value)
