@@ -3,16 +3,18 @@ a training task stays out while its device is away, a late update is still taken
 longer than the round timeout is answered with why, and a stop ends the wait."""
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 from fedge.app.async_loop import DeviceClock
+from fedge.coordinator.control import run_to_proto
 from fedge.coordinator.errors import RunStoppedError
 from fedge.coordinator.grid import AsyncGrpcGrid
 from fedge.coordinator.plan import FleetView, resolve_plan
-from fedge.coordinator.state import DeviceRow
+from fedge.coordinator.state import DeviceRow, State
 from fedge.errors import ConfigError, StaleResultError
 from fedge.protocol.messages import decode_message
 from fedge.protocol.tasks import Task, TaskHub
@@ -130,3 +132,29 @@ def test_async_plans_that_cannot_run_are_refused_at_start(
     with pytest.raises(ConfigError) as refused:
         resolve_plan({**ASYNC, **options}, fleet=_fleet(*sites))
     assert message in str(refused.value)
+
+
+def test_an_async_runs_status_is_kept_in_the_store_and_shown(tmp_path: Path) -> None:
+    state = State(tmp_path / "state.db")
+    run = state.create_run(config_json="{}", rounds_total=30)
+    refusal = {"device_id": "d4", "node_id": 5, "reason": "stale: 9 versions old > 8"}
+    status = {
+        "version": 12,
+        "in_buffer": 1,
+        "buffer": 2,
+        "training": 4,
+        "updates_received": 30,
+        "updates_applied": 24,
+        "updates_refused": 1,
+        "refused_by_reason": {"stale": 1},
+        "last_refusals": [refusal],
+        "staleness_histogram": {"0": 20, "9": 1},
+    }
+    state.set_run_async(run.id, status)
+    shown = run_to_proto(State(tmp_path / "state.db").run(run.id), []).async_status
+    assert (shown.version, shown.in_buffer, shown.training, shown.updates_refused) == (12, 1, 4, 1)
+    assert dict(shown.refused_by_reason) == {"stale": 1}
+    assert [(d.device_id, d.reason) for d in shown.last_refusals] == [("d4", refusal["reason"])]
+    assert dict(shown.staleness_histogram) == {0: 20, 9: 1}
+    sync = state.create_run(config_json="{}", rounds_total=3)
+    assert not run_to_proto(state.run(sync.id), []).HasField("async_status")
