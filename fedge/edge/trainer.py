@@ -42,6 +42,8 @@ __all__ = ["TaskRunner"]
 _APP_LOCK = threading.Lock()
 _RESULT_CHUNK = chunk_encoder(pb.PushResultRequest)
 _FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+# A push that failed this way may not have reached the coordinator: keep the result.
+_LINK_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclass
@@ -201,7 +203,7 @@ class TaskRunner:
             stub.PushResult(parts(), timeout=rpc_timeout, metadata=metadata)
         except grpc.RpcError as err:
             code = err.code()
-            if code in _FATAL or code == grpc.StatusCode.UNAVAILABLE:
+            if code in _FATAL or code in _LINK_DOWN:
                 raise  # kept: delivered when the link (or the identity) is back
             # Refused (stale, duplicate, invalid): the coordinator recorded why; carry on.
             logger.warning("result refused: %s: %s", code.name, err.details())
