@@ -183,7 +183,8 @@ class RunConfig:
     )
     round_timeout: float = option(
         600.0,
-        help="Seconds a round waits for its clients.",
+        help="Seconds a round waits for its clients (--mode async on a coordinator: the "
+        "longest a training task stays out).",
         low=0.0,
         low_open=True,
         commands=BOTH,
