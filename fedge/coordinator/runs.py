@@ -12,6 +12,11 @@ checkpoint holds the strategy's server state and the records of the rounds befor
 resumed run continues as if uninterrupted and its ``results.json`` lists every round. A run
 that completes builds its release (``release/`` in its folder) like ``fedge simulate`` does,
 unless started with ``--no-release``; ``fedge release publish --run RUN`` publishes it.
+
+A ``--mode async`` run instead runs :func:`fedge.app.async_loop.run_async_federation` on an
+:class:`~fedge.coordinator.grid.AsyncGrpcGrid` (the wall clock), recording each model version
+as a round and its live version, buffer and refusals in the run's row; it cannot resume (its
+updates in flight are not kept), so an interrupted one starts again from version 0.
 """
 
 import json
