@@ -44,7 +44,18 @@ from fedge.log import logger
 from fedge.privacy.participation import ParticipationBoundDP
 from fedge.privacy.rounds import privacy_notes, round_privacy
 
-__all__ = ["DeviceClock", "run_async_federation"]
+__all__ = ["DeviceClock", "StatusCallback", "run_async_federation"]
+
+#: Told the run's :meth:`_AsyncServer.status` whenever an update arrives or a version is made.
+StatusCallback = Callable[[dict[str, Any]], None]
+
+_NOTED_STATUS = (
+    "updates_received",
+    "updates_applied",
+    "updates_refused",
+    "refused_by_reason",
+    "staleness_histogram",
+)
 
 
 @runtime_checkable
@@ -119,6 +130,7 @@ class _AsyncServer:
         self.staleness = Counter[int]()
         self.refusals = Counter[str]()
         self.received = 0
+        self.last_refusals: list[dict[str, Any]] = []
         self.rng = np.random.default_rng([config.seed, 0xB0FF])
         self.dp = _participation_dp(config)
         self.current = _Version(started_at=0.0, wall_started=time.perf_counter())
@@ -177,6 +189,11 @@ class _AsyncServer:
         node = int(reply.metadata.src_node_id)
         started = self.busy.pop(node)
         staleness = self.version - started
+        claimed = reply.metadata.group_id
+        if claimed != str(started):  # the version a reply says it started from is checked
+            self.received += 1
+            self._forget_unused_versions()
+            return self._refuse(node, f"answers version {claimed!r}, it was given {started}")
         start_model = self.starts[started]
         self._forget_unused_versions()
         self.received += 1
@@ -200,6 +217,7 @@ class _AsyncServer:
         log("version %d: refused node %d: %s", self.version, node, reason)
         self.current.refused.append(DroppedReply(node, reason))
         self.refusals[reason.split(":")[0]] += 1
+        self.last_refusals = [*self.last_refusals, {"node_id": node, "reason": reason}][-10:]
         return False
 
     def _forget_unused_versions(self) -> None:
@@ -239,6 +257,7 @@ class _AsyncServer:
         record.extra.update(
             {
                 "version": self.version,
+                "nodes": [b.node_id for b in used],
                 "sim_time": self.fleet.now,
                 "sim_round_seconds": self.fleet.now - self.current.started_at,
                 "staleness": staleness,
@@ -264,9 +283,25 @@ class _AsyncServer:
         self.current = _Version(started_at=self.fleet.now, wall_started=time.perf_counter())
         return record
 
+    def status(self) -> dict[str, Any]:
+        """Where the run is now: its model version, the buffer, who trains, what was refused."""
+        refused = sum(self.refusals.values())
+        return {
+            "version": self.version,
+            "in_buffer": len(self.buffer),
+            "buffer": self.config.buffer,
+            "training": self.fleet.training,
+            "updates_received": self.received,
+            "updates_applied": self.received - refused - len(self.buffer),
+            "updates_refused": refused,
+            "refused_by_reason": dict(self.refusals),
+            "last_refusals": list(self.last_refusals),
+            "staleness_histogram": {str(k): v for k, v in sorted(self.staleness.items())},
+        }
+
     def notes(self, stopped: str | None) -> dict[str, Any]:
         """The run-level ``async`` section of ``results.json``."""
-        refused = sum(self.refusals.values())
+        status = self.status()
         return {
             "mode": "async",
             "buffer": self.config.buffer,
@@ -275,13 +310,9 @@ class _AsyncServer:
             "staleness_weight": self.weight.describe(),
             "async_lr": self.config.async_lr,
             "versions": self.version,
-            "updates_received": self.received,
-            "updates_applied": self.received - refused - len(self.buffer),
-            "updates_refused": refused,
-            "refused_by_reason": dict(self.refusals),
-            "staleness_histogram": {str(k): v for k, v in sorted(self.staleness.items())},
-            "left_in_buffer": len(self.buffer),
-            "training_at_end": self.fleet.training,
+            **{k: status[k] for k in _NOTED_STATUS},
+            "left_in_buffer": status["in_buffer"],
+            "training_at_end": status["training"],
             "sim_time": self.fleet.now,
             "stopped_reason": stopped,
         }
@@ -294,11 +325,14 @@ def run_async_federation(
     out_dir: Path | None = None,
     on_round: Callable[[RoundRecord], None] | None = None,
     device_state_root: Path | None = None,
+    on_status: StatusCallback | None = None,
 ) -> RunResult:
     """Run ``config.rounds`` model versions of buffered asynchronous aggregation on ``grid``."""
     if not isinstance(grid, DeviceClock):
         raise ConfigError(
-            "--mode", "async", "needs a fleet on a clock (the local runtime's simulated clock)"
+            "--mode",
+            "async",
+            "needs a fleet on a clock (the local runtime's simulated clock or a coordinator's)",
         )
     set_seed(config.seed)
     started = time.perf_counter()
@@ -319,7 +353,10 @@ def run_async_federation(
             logger.warning("%s", stopped)
             break
         for reply in grid.wait(until):
-            if not server.receive(reply):
+            full = server.receive(reply)
+            if on_status is not None:
+                on_status(server.status())
+            if not full:
                 continue
             used = server.aggregate()
             record = server.record(used, time.perf_counter() - server.current.wall_started)
@@ -337,6 +374,8 @@ def run_async_federation(
             )
             if on_round is not None:
                 on_round(record)
+            if on_status is not None:
+                on_status(server.status())
             if server.version >= config.rounds:
                 break
     result.total_seconds = time.perf_counter() - started

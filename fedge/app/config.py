@@ -188,7 +188,8 @@ class RunConfig:
     )
     round_timeout: float = option(
         600.0,
-        help="Seconds a round waits for its clients.",
+        help="Seconds a round waits for its clients (--mode async on a coordinator: the "
+        "longest a training task stays out).",
         low=0.0,
         low_open=True,
         commands=BOTH,
@@ -495,10 +496,17 @@ class RunConfig:
         parse_availability(
             self.availability, devices=self.clients, slot_seconds=self.slot_seconds, seed=self.seed
         )
-        if self.simulated_clock and (self.runtime != "local" or self.gateways):
+        # A coordinator's devices keep their own time: async runs there on the wall clock.
+        wall_clock = self.runtime == "grpc" and self.mode == "async" and not self.gateways
+        simulated = self.availability != "always" or self.speed_sigma > 0 or self.device_speed != 1
+        if (
+            self.simulated_clock
+            and not (wall_clock and not simulated)
+            and (self.runtime != "local" or self.gateways)
+        ):
             option_name, value = (
                 ("--mode", self.mode)
-                if self.mode == "async"
+                if self.mode == "async" and not wall_clock
                 else ("--availability", self.availability)
             )
             where = f"--gateways {self.gateways}" if self.gateways else f"--runtime {self.runtime}"

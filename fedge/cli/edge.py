@@ -199,6 +199,13 @@ def start_command(
         ),
     ] = False,
     personal_epsilon: PersonalEpsilonOption = 8.0,
+    step_delay: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds added to each training step, to emulate a slower device (tests).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Run this device: model releases and local inference, and training when it can.
 
@@ -253,7 +260,9 @@ def start_command(
                 data_dir=data,
                 train=train,
                 task=task,
-                agent=AgentSettings(wait_seconds=wait, heartbeat_seconds=heartbeat),
+                agent=AgentSettings(
+                    wait_seconds=wait, heartbeat_seconds=heartbeat, step_delay=step_delay
+                ),
                 delivery=DeliverySettings(
                     interval=release_interval,
                     inference_address=inference or None,

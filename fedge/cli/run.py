@@ -72,6 +72,7 @@ def run_to_json(response: pb.GetRunResponse) -> dict[str, Any]:
         "accuracy": r.accuracy if r.HasField("accuracy") else None,
         "error": r.error,
         "config": json.loads(r.config_json or "{}"),
+        "async": _async_to_json(r.async_status) if r.HasField("async_status") else None,
         "rounds": [
             {
                 "round": x.server_round,
@@ -98,6 +99,15 @@ def run_to_json(response: pb.GetRunResponse) -> dict[str, Any]:
                     }
                     for s in x.sites
                 ],
+                "updates": [
+                    {
+                        "device_id": u.device_id,
+                        "node_id": u.node_id,
+                        "staleness": u.staleness,
+                        "weight": u.weight,
+                    }
+                    for u in x.updates
+                ],
             }
             for x in response.rounds
         ],
@@ -106,6 +116,37 @@ def run_to_json(response: pb.GetRunResponse) -> dict[str, Any]:
             for e in response.events
         ],
     }
+
+
+def _async_to_json(a: pb.AsyncStatus) -> dict[str, Any]:
+    return {
+        "version": a.version,
+        "in_buffer": a.in_buffer,
+        "buffer": a.buffer,
+        "training": a.training,
+        "updates_received": a.updates_received,
+        "updates_applied": a.updates_applied,
+        "updates_refused": a.updates_refused,
+        "refused_by_reason": dict(a.refused_by_reason),
+        "last_refusals": [
+            {"device_id": d.device_id, "node_id": d.node_id, "reason": d.reason}
+            for d in a.last_refusals
+        ],
+        "staleness_histogram": {str(k): v for k, v in sorted(a.staleness_histogram.items())},
+    }
+
+
+def _print_async(a: pb.AsyncStatus) -> None:
+    """An async run's model version, buffer, trainings out, staleness and refusals."""
+    staleness = ", ".join(f"{k}: {v}" for k, v in sorted(a.staleness_histogram.items()))
+    print_plain(
+        f"async: model version {a.version}, {a.in_buffer}/{a.buffer} updates in the buffer, "
+        f"{a.training} training; updates received {a.updates_received}, applied "
+        f"{a.updates_applied}, refused {a.updates_refused}; staleness (versions: updates) "
+        f"{staleness or '-'}"
+    )
+    for d in a.last_refusals:
+        print_plain(f"async: refused {d.device_id or f'node {d.node_id}'}: {d.reason}")
 
 
 @app.command("status")
@@ -129,6 +170,8 @@ def status_command(
         soft_wrap=True,
         highlight=False,
     )
+    if r.HasField("async_status"):
+        _print_async(r.async_status)
     # A task's own metrics (ROC-AUC of a binary task; F1 of an anomaly task...) get columns.
     extra = sorted({name for x in response.rounds for name in x.metrics if name != "threshold"})
     print_figures(
@@ -156,6 +199,13 @@ def status_command(
                 f"{'reply' if s.replies == 1 else 'replies'} for {s.aggregated}/{s.asked} "
                 f"devices, {s.examples} examples{loss}"
             )
+        if x.updates:  # an async version: whose updates, how stale, weighed how
+            took = ", ".join(
+                f"{u.device_id or f'node {u.node_id}'} (staleness {u.staleness}, weight "
+                f"{u.weight:.3f})"
+                for u in x.updates
+            )
+            print_plain(f"version {x.server_round}: {took}")
         for d in x.drops:
             who = d.device_id or f"node {d.node_id}"
             console.print(

@@ -36,7 +36,13 @@ from fedge.release.store import ReleaseInfo, ReleaseStore
 from fedge.release.telemetry import DeviceTelemetry
 from fedge.v1 import control_pb2 as pb
 
-__all__ = ["ControlService", "ControlServicer", "device_to_proto", "run_to_proto"]
+__all__ = [
+    "ControlService",
+    "ControlServicer",
+    "async_status_to_proto",
+    "device_to_proto",
+    "run_to_proto",
+]
 
 Context: TypeAlias = grpc.ServicerContext
 
@@ -56,7 +62,23 @@ def run_to_proto(run: RunRow, rounds: list[RoundRow]) -> pb.RunSummary:
     )
     if rounds:
         summary.accuracy = rounds[-1].accuracy
+    if run.async_json:
+        summary.async_status.CopyFrom(async_status_to_proto(json.loads(run.async_json)))
     return summary
+
+
+def async_status_to_proto(status: dict[str, Any]) -> pb.AsyncStatus:
+    """An async run's live status as the run manager recorded it."""
+    counts = ("version", "in_buffer", "buffer", "training")
+    updates = ("updates_received", "updates_applied", "updates_refused")
+    return pb.AsyncStatus(
+        **{k: int(status.get(k, 0)) for k in (*counts, *updates)},
+        refused_by_reason={k: int(v) for k, v in status.get("refused_by_reason", {}).items()},
+        last_refusals=[pb.Drop(**d) for d in status.get("last_refusals", [])],
+        staleness_histogram={
+            int(k): int(v) for k, v in status.get("staleness_histogram", {}).items()
+        },
+    )
 
 
 def round_to_proto(row: RoundRow) -> pb.RoundSummary:
@@ -67,6 +89,7 @@ def round_to_proto(row: RoundRow) -> pb.RoundSummary:
         drops=[pb.Drop(**d) for d in json.loads(row.drops_json or "[]")],
         sites=[_site_round(s) for s in json.loads(row.sites_json or "[]")],
         metrics=json.loads(row.metrics_json or "{}"),
+        updates=[pb.AsyncUpdate(**u) for u in json.loads(row.async_json or "[]")],
     )
 
 

@@ -26,14 +26,16 @@ is dropped: the pinned devices behind it are waited for as those connected direc
 """
 
 import json
+import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
-from flwr.app import Message, MessageType
+from flwr.app import Error, Message, MessageType
+from flwr.common.constant import ErrorCode
 
 from fedge.app.sites import SiteResult, aggregation_for
 from fedge.coordinator.errors import RunStoppedError
@@ -44,7 +46,7 @@ from fedge.protocol.messages import encode_message
 from fedge.protocol.tasks import Task, TaskHub
 from fedge.runtime.base import RunGrid
 
-__all__ = ["GrpcGrid"]
+__all__ = ["AsyncGrpcGrid", "GrpcGrid"]
 
 _SERVER_NODE_ID = 0
 _EVENT_EVERY = 15.0
@@ -381,3 +383,94 @@ def _round_of(msg: Message) -> int:
 
 def _kind(messages: list[Message]) -> str:
     return messages[0].metadata.message_type if messages else "?"
+
+
+class AsyncGrpcGrid(GrpcGrid):
+    """The run's devices as a :class:`~fedge.app.async_loop.DeviceClock` on the wall clock
+    (``--mode async`` on a coordinator).
+
+    A training task stays out until its device delivers, however long its link is cut: the
+    device keeps its update and sends it when it can (:mod:`fedge.edge.trainer`), and the async
+    loop weighs or refuses it by the version it started from (the reply's group). Only a task
+    out longer than ``--round-timeout`` is withdrawn, and answered with an error reply saying so,
+    so the loop frees its device. Devices behind site gateways are not driven this way.
+    """
+
+    def __init__(
+        self, hub: TaskHub, *, round_timeout: float, poll_seconds: float = 0.5, **kwargs: Any
+    ) -> None:
+        super().__init__(hub, **kwargs)
+        self._round_timeout = round_timeout
+        self._poll = poll_seconds
+        self._epoch = time.monotonic()
+        self._out: dict[str, tuple[Task, Message]] = {}
+
+    @property
+    def now(self) -> float:
+        """Seconds since the run's loop began."""
+        return time.monotonic() - self._epoch
+
+    @property
+    def training(self) -> int:
+        """Training tasks out, their updates not delivered yet."""
+        return len(self._out)
+
+    def devices(self) -> list[int]:
+        """The run's devices, online or not."""
+        return list(dict.fromkeys(self._nodes()))
+
+    def reachable(self, node_ids: Sequence[int]) -> list[int]:
+        """The devices of ``node_ids`` connected now."""
+        return self._online(list(node_ids))
+
+    def next_reachable(self, node_ids: Sequence[int]) -> float:
+        """A device may reconnect any moment: look again shortly while one is away."""
+        self._check_stop()
+        away = set(node_ids) - set(self.reachable(node_ids))
+        return self.now + self._poll if away else math.inf
+
+    def start_training(self, messages: Sequence[Message]) -> None:
+        """Queue a training task for each message's device."""
+        self._check_stop()
+        for msg in messages:
+            self._address(msg)
+            task = self._task(msg, node_id=int(msg.metadata.dst_node_id))
+            self._out[task.task_id] = (task, msg)
+            self._hub.push(task)
+
+    def wait(self, until: float) -> list[Message]:
+        """The updates delivered by ``until`` (run seconds) or a task's timeout, whichever is
+        first: none if nothing came, else every one there is."""
+        self._check_stop()
+        expiry = min(
+            (t.created + self._round_timeout for t, _ in self._out.values()), default=math.inf
+        )
+        deadline = min(self._epoch + until, expiry)
+        if not self._out:
+            self._stop.wait(max(0.0, min(deadline, time.monotonic() + 60.0) - time.monotonic()))
+            self._check_stop()
+            return []
+        tasks = [t for t, _ in self._out.values()]
+        results = self._hub.first_results(tasks, deadline=deadline, stopped=self._stop.is_set)
+        self._check_stop()
+        replies = [results[i] for i in results]
+        for task_id in results:
+            del self._out[task_id]
+        return replies + self._timed_out()
+
+    def withdraw_all(self) -> None:
+        """The run is over: a training still out will be refused when it delivers."""
+        self._hub.withdraw(t for t, _ in self._out.values())
+        self._out.clear()
+
+    def _timed_out(self) -> list[Message]:
+        now = time.monotonic()
+        late = [(t, m) for t, m in self._out.values() if now >= t.created + self._round_timeout]
+        self._hub.withdraw(t for t, _ in late)
+        replies = []
+        for task, msg in late:
+            del self._out[task.task_id]
+            why = f"no update within --round-timeout ({self._round_timeout:.0f}s)"
+            self._missing[task.node_id] = why
+            replies.append(Message(Error(ErrorCode.UNKNOWN, why), reply_to=msg))
+        return replies

@@ -57,7 +57,14 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Every gauge; a failure to read one part is logged and the rest still served."""
-        parts = (self._devices, self._personal, self._runs, self._releases_metrics, self._drift)
+        parts = (
+            self._devices,
+            self._personal,
+            self._runs,
+            self._async_runs,
+            self._releases_metrics,
+            self._drift,
+        )
         for part in parts:
             try:
                 yield from part()
@@ -150,6 +157,40 @@ class _StateCollector(Collector):
                 for name, value in json.loads(done[-1].metrics_json or "{}").items():
                     task.add_metric([*label, name], value)
         yield from (rounds, total, accuracy, epsilon, task)
+
+    def _async_runs(self) -> Iterator[Metric]:
+        """A --mode async run's model version, buffer, trainings out, staleness, refusals."""
+        gauges = {
+            key: GaugeMetricFamily(f"fedge_async_{key}", doc, labels=["run"])
+            for key, doc in (
+                ("version", "An async run's model version."),
+                ("in_buffer", "Updates waiting in an async run's buffer."),
+                ("training", "Devices training for an async run right now."),
+                ("updates_applied", "Updates an async run has aggregated."),
+            )
+        }
+        refused = GaugeMetricFamily(
+            "fedge_async_updates_refused",
+            "Updates an async run refused, by reason (stale: beyond --max-staleness).",
+            labels=["run", "reason"],
+        )
+        staleness = GaugeMetricFamily(
+            "fedge_async_updates_by_staleness",
+            "Updates an async run received, by their staleness (versions behind).",
+            labels=["run", "staleness"],
+        )
+        for run in self.state.runs():
+            if not run.async_json:
+                continue
+            status = json.loads(run.async_json)
+            label = [str(run.id)]
+            for key, gauge in gauges.items():
+                gauge.add_metric(label, status.get(key, 0))
+            for reason, count in status.get("refused_by_reason", {}).items():
+                refused.add_metric([*label, reason], count)
+            for tau, count in status.get("staleness_histogram", {}).items():
+                staleness.add_metric([*label, str(tau)], count)
+        yield from (*gauges.values(), refused, staleness)
 
     def _releases_metrics(self) -> Iterator[Metric]:
         installs = GaugeMetricFamily(

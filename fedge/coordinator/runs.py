@@ -12,20 +12,26 @@ checkpoint holds the strategy's server state and the records of the rounds befor
 resumed run continues as if uninterrupted and its ``results.json`` lists every round. A run
 that completes builds its release (``release/`` in its folder) like ``fedge simulate`` does,
 unless started with ``--no-release``; ``fedge release publish --run RUN`` publishes it.
+
+A ``--mode async`` run instead runs :func:`fedge.app.async_loop.run_async_federation` on an
+:class:`~fedge.coordinator.grid.AsyncGrpcGrid` (the wall clock), recording each model version
+as a round and its live version, buffer and refusals in the run's row; it cannot resume (its
+updates in flight are not kept), so an interrupted one starts again from version 0.
 """
 
 import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fedge.app.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from fedge.app.config import RunConfig
 from fedge.app.results import RoundRecord, RunResult, task_metrics
 from fedge.coordinator.errors import RunStoppedError
 from fedge.coordinator.gateways import Sites
-from fedge.coordinator.grid import GrpcGrid
-from fedge.coordinator.plan import may_train
+from fedge.coordinator.grid import AsyncGrpcGrid, GrpcGrid
+from fedge.coordinator.plan import check_async_sites, may_train
 from fedge.coordinator.state import RoundRow, RunRow, RunState, State
 from fedge.errors import FedgeError, RoundFailedError
 from fedge.log import logger
@@ -177,15 +183,70 @@ class RunManager:
         from fedge.app.server import run_federation
 
         out = self.run_dir(run_id)
+        if config.mode == "async":
+            self._run_async(run_id, config, out)
+            return
         # A checkpoint of the last round still goes through run_federation: it trains no more
         # rounds but writes results.json (all rounds, from the checkpoint) if the crash came
         # before it was written.
         start = self._checkpoint(out, run_id)
+        grid = GrpcGrid(self._hub, **self._grid_options(run_id, config))
+
+        def on_round(record: RoundRecord) -> None:
+            row = _round_row(record)
+            self._state.add_round(run_id, row)
+            self._on_round(row)
+
+        result = run_federation(grid, config, out_dir=out, on_round=on_round, start_from=start)
+        if config.release and not (out / "release" / "model.onnx").is_file():
+            self._build_release(run_id, config, out, result)
+
+    def _run_async(self, run_id: int, config: RunConfig, out: Path) -> None:
+        """Buffered asynchronous aggregation on the run's devices, on the wall clock."""
+        from fedge.app.async_loop import run_async_federation
+
+        if self._state.rounds(run_id):  # updates in flight were not kept
+            self._state.add_event(
+                "resumed",
+                "an async run cannot resume: starting again from version 0",
+                run_id=run_id,
+            )
+        options = self._grid_options(run_id, config)
+        names = {d.id: d.device_id for d in self._state.devices()}
+        # The fleet may have changed since the run was planned.
+        behind = self._sites.of(list(options["nodes"]()))
+        check_async_sites(sorted({site.site for site in behind.values()}))
+        grid = AsyncGrpcGrid(self._hub, round_timeout=config.round_timeout, **options)
+
+        def on_round(record: RoundRecord) -> None:
+            row = _round_row(record)
+            row.async_json = json.dumps(_async_updates(record, names))
+            self._state.add_round(run_id, row)
+            self._on_round(row)
+
+        def on_status(status: dict[str, Any]) -> None:
+            refusals = [
+                {**r, "device_id": names.get(r["node_id"], "")} for r in status["last_refusals"]
+            ]
+            self._state.set_run_async(run_id, {**status, "last_refusals": refusals})
+
+        try:
+            result = run_async_federation(
+                grid, config, out_dir=out, on_round=on_round, on_status=on_status
+            )
+        finally:
+            grid.withdraw_all()
+        if result.stopped_reason:
+            raise RoundFailedError(result.stopped_reason)
+        if config.release and not (out / "release" / "model.onnx").is_file():
+            self._build_release(run_id, config, out, result)
+
+    def _grid_options(self, run_id: int, config: RunConfig) -> dict[str, Any]:
+        """What a run's grid is built with: its pinned devices, names, events and stop."""
         set_server_identity(run_id)
         devices = self._pinned_devices(run_id, config.clients)
         names = {d.id: d.device_id for d in self._state.devices()}
-        grid = GrpcGrid(
-            self._hub,
+        return dict(
             run_id=run_id,
             run_config=config.to_run_config(),
             nodes=lambda: [n for n in devices if self._trains(n)],
@@ -198,15 +259,6 @@ class RunManager:
             online=self._sites.online,
             unreachable=self._sites.unreachable_reason,
         )
-
-        def on_round(record: RoundRecord) -> None:
-            row = _round_row(record)
-            self._state.add_round(run_id, row)
-            self._on_round(row)
-
-        result = run_federation(grid, config, out_dir=out, on_round=on_round, start_from=start)
-        if config.release and not (out / "release" / "model.onnx").is_file():
-            self._build_release(run_id, config, out, result)
 
     def _build_release(self, run_id: int, config: RunConfig, out: Path, result: RunResult) -> None:
         from fedge.builder.runs import release_after_run
@@ -258,6 +310,17 @@ class RunManager:
             "resumed", f"resuming after round {checkpoint.server_round}", run_id=run_id
         )
         return checkpoint
+
+
+def _async_updates(record: RoundRecord, names: dict[int, str]) -> list[dict[str, Any]]:
+    """The updates an async version took: whose, how stale, with what weight."""
+    extra = record.extra
+    return [
+        {"device_id": names.get(node, ""), "node_id": node, "staleness": tau, "weight": weight}
+        for node, tau, weight in zip(
+            extra["nodes"], extra["staleness"], extra["staleness_weights"], strict=True
+        )
+    ]
 
 
 def _round_row(record: RoundRecord) -> RoundRow:

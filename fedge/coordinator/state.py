@@ -10,6 +10,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -120,6 +121,9 @@ class RunRow(_Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # The node ids of the devices the run trains on, pinned when it first starts (JSON list).
     devices_json: Mapped[str] = mapped_column(Text, default="")
+    # An async run's live status: model version, updates in its buffer, trainings out, refused
+    # updates and why (JSON object; "" for a sync run).
+    async_json: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class RoundRow(_Base):
@@ -143,6 +147,9 @@ class RoundRow(_Base):
     sites_json: Mapped[str] = mapped_column(Text, default="[]")
     # The task's own metrics beyond accuracy and loss: {"roc_auc": ..., "f1": ...}.
     metrics_json: Mapped[str | None] = mapped_column(Text, default="{}", server_default="{}")
+    # An async run's version: each update it took, {"device_id", "node_id", "staleness",
+    # "weight"} (JSON list; "" for a sync round).
+    async_json: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class EventRow(_Base):
@@ -438,6 +445,14 @@ class State(SqliteDatabase):
             if run is None:
                 raise NotFoundError(f"no run {run_id}")
             run.devices_json = json.dumps(node_ids)
+
+    def set_run_async(self, run_id: int, status: dict[str, Any]) -> None:
+        """Record async run ``run_id``'s live status."""
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is None:
+                raise NotFoundError(f"no run {run_id}")
+            run.async_json = json.dumps(status, sort_keys=True)
 
     def add_round(self, run_id: int, row: RoundRow) -> None:
         """Record a completed round (a resumed round replaces its earlier record)."""

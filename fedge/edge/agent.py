@@ -66,6 +66,8 @@ class AgentSettings:
     reconnect_wait: float = 30.0
     rpc_timeout: float = 600.0
     max_tasks: int | None = None  # stop after this many tasks (tests)
+    # Seconds added to each training step, to emulate a slower device (tests, benchmarks).
+    step_delay: float = 0.0
 
 
 class EdgeAgent:
@@ -110,6 +112,7 @@ class EdgeAgent:
                 client_app=client_app,
                 options=self._options,
                 task=task,
+                step_delay=self.settings.step_delay,
             )
 
     def set_serving(self, serving: Callable[[], tuple[int, str]]) -> None:

@@ -1,7 +1,10 @@
-"""The device's outbox of install reports: durable until the hub acknowledges each one.
+"""The device's outbox: what it must deliver, durable until the other side acknowledges it.
 
 Every install outcome is appended (and fsynced) before it is sent, so a report survives a cut
 link, a crash or a power cut and is delivered, in order, when the hub can be reached again.
+So is a training update (:class:`PendingResult`): written before it is pushed, so a device
+whose link is cut keeps it, across a restart, and delivers it when the link returns (an
+asynchronous run weighs it by the version it started from).
 """
 
 import json
@@ -15,11 +18,14 @@ import grpc
 
 from fedge.files import atomic_write
 from fedge.log import logger
+from fedge.protocol.payload import EncodedMessage
 from fedge.protocol.serde import InstallReport
+from fedge.v1 import fleet_pb2 as pb
 
-__all__ = ["OUTBOX_FILE", "ReportOutbox"]
+__all__ = ["OUTBOX_FILE", "PENDING_RESULT_DIR", "PendingResult", "ReportOutbox"]
 
 OUTBOX_FILE = "outbox.jsonl"
+PENDING_RESULT_DIR = "pending-result"
 
 
 class ReportOutbox:
@@ -70,3 +76,48 @@ def _parse(line: str) -> InstallReport | None:
         return InstallReport(**json.loads(line))
     except (ValueError, TypeError):
         return None  # a torn last line from a crash
+
+
+class PendingResult:
+    """The training result not yet acknowledged, in ``state_dir/pending-result/`` (one at a
+    time: the agent works on one task at a time).
+
+    The payload is written first and the header last, atomically: a result with a header is
+    whole, and a crash before it leaves no result at all.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir) / PENDING_RESULT_DIR
+
+    def save(self, header: pb.ResultHeader, payload: EncodedMessage) -> None:
+        """Keep ``payload`` and its ``header`` until :meth:`clear`."""
+        self.clear()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "payload.bin", "wb") as handle:
+            for part in payload.parts:
+                handle.write(part)
+            handle.flush()
+            os.fsync(handle.fileno())
+        atomic_write(self.dir / "header.pb", header.SerializeToString())
+
+    def load(self) -> tuple[pb.ResultHeader, EncodedMessage] | None:
+        """The kept result, if there is a whole one."""
+        try:
+            header = pb.ResultHeader.FromString((self.dir / "header.pb").read_bytes())
+            data = (self.dir / "payload.bin").read_bytes()
+        except FileNotFoundError:
+            return None
+        if len(data) != sum(header.part_bytes):
+            logger.warning("dropping a torn pending result in %s", self.dir)
+            self.clear()
+            return None
+        parts, start = [], 0
+        for size in header.part_bytes:
+            parts.append(data[start : start + size])
+            start += size
+        return header, EncodedMessage(parts)
+
+    def clear(self) -> None:
+        """Forget the kept result (delivered, or refused for good)."""
+        for name in ("header.pb", "payload.bin"):
+            (self.dir / name).unlink(missing_ok=True)

@@ -1,12 +1,17 @@
 """On-device training: pull a task, run the ClientApp on local data, push the reply.
 
 Only arrays and metrics leave the device: the ClientApp reads the raw data from ``data-dir``
-and returns a Flower reply, which is serialized and streamed back in chunks. This module needs
-``fedge[train]`` (torch, Flower, Opacus); a device without it never imports it.
+and returns a Flower reply, which is serialized and streamed back in chunks. The reply is kept
+on disk until the coordinator takes or refuses it (:class:`~fedge.edge.outbox.PendingResult`):
+a device whose link is cut delivers it when the link returns, before it asks for new work,
+even after a restart. This module needs ``fedge[train]`` (torch, Flower, Opacus); a device
+without it never imports it.
 """
 
 import json
+import math
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,9 +25,11 @@ from flwr.common.constant import ErrorCode
 
 from fedge.data.device import read_meta
 from fedge.edge.identity import DeviceIdentity
+from fedge.edge.outbox import PendingResult
 from fedge.log import logger
 from fedge.protocol.fleet import read_task
 from fedge.protocol.messages import encode_message
+from fedge.protocol.payload import EncodedMessage
 from fedge.protocol.transport import TransportOptions
 from fedge.protocol.wire import chunk_encoder
 from fedge.v1 import fleet_pb2 as pb
@@ -35,6 +42,8 @@ __all__ = ["TaskRunner"]
 _APP_LOCK = threading.Lock()
 _RESULT_CHUNK = chunk_encoder(pb.PushResultRequest)
 _FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+# A push that failed this way may not have reached the coordinator: keep the result.
+_LINK_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclass
@@ -54,10 +63,14 @@ class TaskRunner:
         client_app: ClientApp | None = None,
         options: TransportOptions | None = None,
         task: str | None = None,
+        step_delay: float = 0.0,
     ) -> None:
         from fedge.app.client import build_client_app
 
         self.identity = identity
+        self.pending = PendingResult(Path(identity.state_dir))
+        # Seconds added per training step, to emulate a slower device (tests, benchmarks).
+        self.step_delay = step_delay
         self._app = client_app or build_client_app()
         self._options = options or TransportOptions()
         self._contexts: dict[int, Context] = {}
@@ -81,11 +94,17 @@ class TaskRunner:
         rpc_timeout: float,
         metadata: tuple[tuple[str, str], ...],
     ) -> bool:
-        """Pull one task (waiting up to ``wait_seconds``), run it and push its reply."""
+        """Deliver a kept result first; then pull one task (waiting up to ``wait_seconds``),
+        run it and push its reply."""
+        kept = self.pending.load()
+        if kept is not None:
+            logger.info("delivering the kept result of task %s", kept[0].task_id)
+            self._send(stub, *kept, rpc_timeout, metadata)
         task = self._pull(stub, wait_seconds, rpc_timeout, metadata)
         if task is None:
             return False
-        self._push(stub, task, self._handle(task), rpc_timeout, metadata)
+        reply = self._handle(task)
+        self._push(stub, task, reply, rpc_timeout, metadata)
         return True
 
     def _pull(
@@ -118,7 +137,9 @@ class TaskRunner:
         self.busy = True
         try:
             with _APP_LOCK:
-                return self._app(task.message, context)
+                reply = self._app(task.message, context)
+            self._emulate_slowness(task.message, reply)
+            return reply
         except Exception as err:  # the coordinator must hear why, and the agent must go on
             logger.warning("ClientApp raised %s: %s", type(err).__name__, err)
             logger.debug("%s", traceback.format_exc())
@@ -128,6 +149,19 @@ class TaskRunner:
             )
         finally:
             self.busy = False
+
+    def _emulate_slowness(self, message: Message, reply: Message) -> None:
+        """Sleep ``step_delay`` per training step the reply took (epochs x batches)."""
+        if self.step_delay <= 0 or reply.has_error():
+            return
+        config = message.content.config_records.get("config")
+        metrics = next(iter(reply.content.metric_records.values()), None)
+        if config is None or metrics is None:
+            return
+        examples = _number(metrics.get("num-examples"), 0.0)
+        batch = max(_number(config.get("batch-size"), 32.0), 1.0)
+        epochs = _number(config.get("local-epochs"), 1.0)
+        time.sleep(self.step_delay * epochs * math.ceil(examples / batch))
 
     def _push(
         self,
@@ -147,6 +181,18 @@ class TaskRunner:
             payload_sha256=payload.sha256 if self.identity.insecure else "",
             part_bytes=payload.part_bytes,
         )
+        self.pending.save(header, payload)
+        self._send(stub, header, payload, rpc_timeout, metadata)
+
+    def _send(
+        self,
+        stub: fleet_pb2_grpc.FleetServiceStub,
+        header: pb.ResultHeader,
+        payload: EncodedMessage,
+        rpc_timeout: float,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> None:
+        """Push a kept result; forget it once taken or refused, keep it while unreachable."""
 
         def parts() -> Iterator[pb.PushResultRequest | bytes]:
             yield pb.PushResultRequest(header=header)
@@ -157,7 +203,12 @@ class TaskRunner:
             stub.PushResult(parts(), timeout=rpc_timeout, metadata=metadata)
         except grpc.RpcError as err:
             code = err.code()
-            if code in _FATAL or code == grpc.StatusCode.UNAVAILABLE:
-                raise
+            if code in _FATAL or code in _LINK_DOWN:
+                raise  # kept: delivered when the link (or the identity) is back
             # Refused (stale, duplicate, invalid): the coordinator recorded why; carry on.
             logger.warning("result refused: %s: %s", code.name, err.details())
+        self.pending.clear()
+
+
+def _number(value: object, default: float) -> float:
+    return float(value) if isinstance(value, int | float) else default

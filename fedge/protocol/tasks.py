@@ -206,6 +206,31 @@ class TaskHub:
                 self._withdraw(task)
         return results
 
+    def first_results(
+        self, tasks: list[Task], *, deadline: float, stopped: Callable[[], bool]
+    ) -> dict[str, Message]:
+        """Wait until one of ``tasks`` has a result, the deadline or a stop; every result
+        there is then, by task id.
+
+        Unlike :meth:`collect`, the tasks without a result stay issued: an asynchronous run
+        takes an update whenever its device delivers it, even after a long cut link.
+        """
+        ids = [t.task_id for t in tasks]
+        with self._cond:
+            while True:
+                results = {i: self._results.pop(i) for i in ids if i in self._results}
+                now = time.monotonic()
+                if results or now >= deadline or stopped():
+                    return results
+                self._cond.wait(min(0.5, deadline - now))
+
+    def withdraw(self, tasks: Iterable[Task]) -> None:
+        """Stop waiting for ``tasks``: a result that comes later is refused as stale."""
+        with self._cond:
+            for task in tasks:
+                self._withdraw(task)
+                self._results.pop(task.task_id, None)
+
     def notify(self) -> None:
         """Wake waiters (e.g. after a stop request)."""
         with self._cond:

@@ -54,6 +54,7 @@ class RunSummary(_message.Message):
     ACCURACY_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     CREATED_UNIX_FIELD_NUMBER: _builtins.int
+    ASYNC_STATUS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.int
     state: Global___RunState.ValueType
     config_json: _builtins.str
@@ -62,6 +63,10 @@ class RunSummary(_message.Message):
     accuracy: _builtins.float
     error: _builtins.str
     created_unix: _builtins.float
+    @_builtins.property
+    def async_status(self) -> Global___AsyncStatus:
+        """A --mode async run's live state (absent for a sync run)."""
+
     def __init__(
         self,
         *,
@@ -73,16 +78,151 @@ class RunSummary(_message.Message):
         accuracy: _builtins.float | None = ...,
         error: _builtins.str = ...,
         created_unix: _builtins.float = ...,
+        async_status: Global___AsyncStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy", "accuracy", b"accuracy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy", "_async_status", b"_async_status", "accuracy", b"accuracy", "async_status", b"async_status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy", "accuracy", b"accuracy", "config_json", b"config_json", "created_unix", b"created_unix", "error", b"error", "rounds_done", b"rounds_done", "rounds_total", b"rounds_total", "run_id", b"run_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy", "_async_status", b"_async_status", "accuracy", b"accuracy", "async_status", b"async_status", "config_json", b"config_json", "created_unix", b"created_unix", "error", b"error", "rounds_done", b"rounds_done", "rounds_total", b"rounds_total", "run_id", b"run_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__accuracy: _TypeAlias = _typing.Literal["accuracy"]  # noqa: Y015
     _WhichOneofArgType__accuracy: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy"]  # noqa: Y015
+    _WhichOneofReturnType__async_status: _TypeAlias = _typing.Literal["async_status"]  # noqa: Y015
+    _WhichOneofArgType__async_status: _TypeAlias = _typing.Literal["_async_status", b"_async_status"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__accuracy) -> _WhichOneofReturnType__accuracy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__async_status) -> _WhichOneofReturnType__async_status | None: ...
 
 Global___RunSummary: _TypeAlias = RunSummary  # noqa: Y015
+
+@_typing.final
+class AsyncStatus(_message.Message):
+    """Where an asynchronous run is: its model version (rounds_done counts versions too), the
+    updates waiting in its buffer, trainings out, and the updates it refused and why.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RefusedByReasonEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class StalenessHistogramEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    IN_BUFFER_FIELD_NUMBER: _builtins.int
+    BUFFER_FIELD_NUMBER: _builtins.int
+    TRAINING_FIELD_NUMBER: _builtins.int
+    UPDATES_RECEIVED_FIELD_NUMBER: _builtins.int
+    UPDATES_APPLIED_FIELD_NUMBER: _builtins.int
+    UPDATES_REFUSED_FIELD_NUMBER: _builtins.int
+    REFUSED_BY_REASON_FIELD_NUMBER: _builtins.int
+    LAST_REFUSALS_FIELD_NUMBER: _builtins.int
+    STALENESS_HISTOGRAM_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    in_buffer: _builtins.int
+    buffer: _builtins.int
+    training: _builtins.int
+    updates_received: _builtins.int
+    updates_applied: _builtins.int
+    updates_refused: _builtins.int
+    @_builtins.property
+    def refused_by_reason(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Refused updates by the first word of their reason (e.g. "stale")."""
+
+    @_builtins.property
+    def last_refusals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Drop]:
+        """The last refused updates, each with its full reason."""
+
+    @_builtins.property
+    def staleness_histogram(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]:
+        """Updates received by their staleness (versions behind when they arrived)."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        in_buffer: _builtins.int = ...,
+        buffer: _builtins.int = ...,
+        training: _builtins.int = ...,
+        updates_received: _builtins.int = ...,
+        updates_applied: _builtins.int = ...,
+        updates_refused: _builtins.int = ...,
+        refused_by_reason: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        last_refusals: _abc.Iterable[Global___Drop] | None = ...,
+        staleness_histogram: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buffer", b"buffer", "in_buffer", b"in_buffer", "last_refusals", b"last_refusals", "refused_by_reason", b"refused_by_reason", "staleness_histogram", b"staleness_histogram", "training", b"training", "updates_applied", b"updates_applied", "updates_received", b"updates_received", "updates_refused", b"updates_refused", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AsyncStatus: _TypeAlias = AsyncStatus  # noqa: Y015
+
+@_typing.final
+class AsyncUpdate(_message.Message):
+    """One update an async version took: whose, how many versions stale, and its weight."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    STALENESS_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    node_id: _builtins.int
+    staleness: _builtins.int
+    weight: _builtins.float
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        node_id: _builtins.int = ...,
+        staleness: _builtins.int = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "node_id", b"node_id", "staleness", b"staleness", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AsyncUpdate: _TypeAlias = AsyncUpdate  # noqa: Y015
 
 @_typing.final
 class RoundSummary(_message.Message):
@@ -119,6 +259,7 @@ class RoundSummary(_message.Message):
     EPSILON_FIELD_NUMBER: _builtins.int
     SITES_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
+    UPDATES_FIELD_NUMBER: _builtins.int
     server_round: _builtins.int
     accuracy: _builtins.float
     loss: _builtins.float
@@ -142,6 +283,10 @@ class RoundSummary(_message.Message):
         roc_auc and threshold (anomaly).
         """
 
+    @_builtins.property
+    def updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___AsyncUpdate]:
+        """A --mode async run's version: the updates it took."""
+
     def __init__(
         self,
         *,
@@ -156,10 +301,11 @@ class RoundSummary(_message.Message):
         epsilon: _builtins.float | None = ...,
         sites: _abc.Iterable[Global___SiteRound] | None = ...,
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        updates: _abc.Iterable[Global___AsyncUpdate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon", "epsilon", b"epsilon"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon", "accuracy", b"accuracy", "aggregated", b"aggregated", "dropped", b"dropped", "drops", b"drops", "epsilon", b"epsilon", "loss", b"loss", "metrics", b"metrics", "sampled", b"sampled", "seconds", b"seconds", "server_round", b"server_round", "sites", b"sites"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon", "accuracy", b"accuracy", "aggregated", b"aggregated", "dropped", b"dropped", "drops", b"drops", "epsilon", b"epsilon", "loss", b"loss", "metrics", b"metrics", "sampled", b"sampled", "seconds", b"seconds", "server_round", b"server_round", "sites", b"sites", "updates", b"updates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__epsilon: _TypeAlias = _typing.Literal["epsilon"]  # noqa: Y015
     _WhichOneofArgType__epsilon: _TypeAlias = _typing.Literal["_epsilon", b"_epsilon"]  # noqa: Y015

@@ -110,6 +110,22 @@ function personal(d) {
 
 // ---------------------------------------------------------------------------- pages
 
+// A --mode async run: model version, buffer, trainings out, staleness, refused updates, and
+// which updates each version took (how stale, weighed how).
+function asyncStatus(a, rounds) {
+  if (!a) return "";
+  const staleness = Object.entries(a.staleness_histogram).map(([k, v]) => `${esc(k)}: ${v}`).join(", ");
+  const refusals = a.last_refusals.map((d) => `<tr><td>${esc(d.device_id || `node ${d.node_id}`)}</td><td>${esc(d.reason)}</td></tr>`).join("");
+  const took = rounds.filter((x) => x.updates.length).map((x) => `<tr><td class="num">${x.server_round}</td><td>${x.updates.map((u) =>
+    `${esc(u.device_id || `node ${u.node_id}`)} (staleness ${u.staleness}, weight ${fmt(u.weight, 3)})`).join(", ")}</td></tr>`).join("");
+  return `<div class="cards" id="async">${card("model version", a.version, "async-version")}
+    ${card("in buffer", `${a.in_buffer}/${a.buffer}`, "async-buffer")}${card("training", a.training)}
+    ${card("applied", a.updates_applied)}${card("refused", a.updates_refused, "async-refused")}</div>
+    <p class="muted">Updates by staleness (versions behind): ${staleness || "–"}</p>
+    ${refusals ? `<h2>Refused updates</h2><table><thead><tr><th>device</th><th>reason</th></tr></thead><tbody>${refusals}</tbody></table>` : ""}
+    ${took ? `<h2>Updates per version</h2><table id="async-updates"><thead><tr><th class="num">version</th><th>updates</th></tr></thead><tbody>${took}</tbody></table>` : ""}`;
+}
+
 const pages = {
   async fleet() {
     const [fleet, drift] = await Promise.all([api("/api/fleet"), api("/api/drift")]);
@@ -170,7 +186,7 @@ const pages = {
       <td class="num">${x.dropped}</td><td class="num">${fmt(x.epsilon, 3)}</td><td class="num">${fmt(x.seconds, 1)}</td>
       <td>${taskMetrics(x.metrics)}</td></tr>`).join("");
     const events = reply.events.slice().reverse().map((e) => `<div>${clock(e.time_unix)} ${esc(e.kind.padEnd(12))} ${esc(e.device_id)} ${esc(e.message)}</div>`).join("");
-    return `<h1>Run ${r.run_id} ${badge(r.state)}</h1>
+    return `<h1>Run ${r.run_id} ${badge(r.state)}</h1>${asyncStatus(r.async_status, rounds)}
       <div class="cards">${card("round", `<span id="rounds-done">${r.rounds_done}</span>/${r.rounds_total}`)}
       ${card("accuracy", fmt(r.accuracy, 4), "accuracy")}
       ${card("ε", rounds.length ? fmt(rounds[rounds.length - 1].epsilon, 3) : "–", "epsilon")}</div>
