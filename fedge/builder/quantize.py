@@ -30,6 +30,8 @@ from fedge.errors import CalibrationError, QuantizationError, first_line
 
 __all__ = ["TransferCalibrationReader", "float_tail", "quantize_int8", "unquantized_weights"]
 
+#: Where ONNX Runtime's symbolic shape inference writes the graph it could not follow.
+_SYMBOLIC_SHAPE_DUMP = "sym_shape_infer_temp.onnx"
 #: Float initializers smaller than this are constants (shapes, scalars), not weights.
 _MIN_WEIGHT_ELEMENTS = 16
 
@@ -98,11 +100,15 @@ def _pre_process(fp32_path: Path, prepared: Path) -> None:
     """ONNX Runtime's pre-processing; without its symbolic shape inference when that cannot
     follow the graph (e.g. a 1-D upsampling autoencoder's Resize), since ONNX's own shape
     inference, which it runs too, is enough to quantize Conv and MatMul weights."""
+    stray = Path(_SYMBOLIC_SHAPE_DUMP)
+    existed = stray.exists()
     try:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
     except Exception as err:  # ONNX Runtime raises bare exceptions from its shape inference
         if "symbolic shape" not in str(err).lower():
             raise
+        if not existed:  # its failing shape inference dumps the graph into the working dir
+            stray.unlink(missing_ok=True)
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
 
 
