@@ -162,8 +162,8 @@ def _site_grid(config: RunConfig) -> "Callable[[LocalGrid], RunGrid]":
     def site_accuracy(arrays: "ArrayRecord") -> float:
         model.load_state_dict(arrays.to_torch_state_dict())
         if config.task_kind == "anomaly":  # flags against the labels, as the round reports
-            quantile = config.task_ref.task.threshold_quantile
-            return evaluate_anomaly(model, dataset, quantile)["accuracy"]
+            rule = config.task_ref.task.threshold_rule
+            return evaluate_anomaly(model, dataset, rule)["accuracy"]
         return float(evaluate(model, x_test, y_test).accuracy)
 
     members = [

@@ -5,11 +5,14 @@ row is the mean over the same seeds of the flags on the same labelled test windo
 readings after the normal training series):
 
 - *federated*: FedAvg over the three machines (``--partition by:machine``), as ``fedge
-  simulate`` runs it; the threshold is the largest reconstruction error of the machines'
-  normal training windows;
+  simulate`` runs it; the threshold is the task's rule (three standard deviations above the
+  mean log error) over the machines' normal training windows;
 - *local-only*: each machine trains the same autoencoder alone with the same schedule and sets
-  its threshold on its own windows; the row is the mean of the three, each one is listed too;
-- *pooled*: one client holding every machine's windows.
+  its threshold by the same rule on its own windows; the row is the mean of the three, each
+  one is listed too;
+- *pooled*: one client holding every machine's windows, the same rule over them.
+
+Each row also gives the F1 of every seed (a local-only row: its seed's mean over machines).
 """
 
 import argparse
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 
 from fedge.app.config import RunConfig
-from fedge.app.metrics import anomaly_metrics
+from fedge.app.metrics import anomaly_metrics, anomaly_threshold
 from fedge.app.training import reconstruction_errors, set_seed, train
 from fedge.data import get_dataset
 from fedge.simulation import simulate
@@ -47,10 +50,11 @@ METRICS = ("f1", "precision", "recall", "roc_auc")
 
 @dataclass
 class Row:
-    """One line of the table: each metric's mean over seeds."""
+    """One line of the table: each metric's mean over seeds, and the F1 of each seed."""
 
     setting: str
     metrics: dict[str, float]
+    f1_per_seed: list[float]
 
 
 def compare(seeds: Sequence[int] = (0, 1, 2), rounds: int | None = None) -> list[Row]:
@@ -62,27 +66,33 @@ def compare(seeds: Sequence[int] = (0, 1, 2), rounds: int | None = None) -> list
         pooled = [_simulate(root, seed, options, clients=1) for seed in seeds]
     alone = _local_only(seeds, options)
     per_seed = [_mean(runs) for runs in zip(*alone.values(), strict=True)]
-    rows = [Row("federated (FedAvg, 3 machines)", _mean(federated))]
-    rows.append(Row("local-only (mean of 3)", _mean(per_seed)))
-    rows += [Row(f"  local-only: {name}", _mean(runs)) for name, runs in alone.items()]
-    rows.append(Row("pooled (1 client, all windows)", _mean(pooled)))
+    rows = [_row("federated (FedAvg, 3 machines)", federated)]
+    rows.append(_row("local-only (mean of 3)", per_seed))
+    rows += [_row(f"  local-only: {name}", runs) for name, runs in alone.items()]
+    rows.append(_row("pooled (1 client, all windows)", pooled))
     return rows
 
 
 def markdown(rows: Sequence[Row], seeds: Sequence[int]) -> str:
     """The rows as a markdown table."""
     lines = [
-        f"| setting (mean of {len(seeds)} seeds) | F1 | precision | recall | ROC-AUC |",
-        "|---|---|---|---|---|",
+        f"| setting (mean of {len(seeds)} seeds) | F1 | precision | recall | ROC-AUC "
+        f"| F1 of seeds {', '.join(map(str, seeds))} |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         cells = " | ".join(f"{row.metrics[m]:.3f}" for m in METRICS)
-        lines.append(f"| {row.setting} | {cells} |")
+        spread = ", ".join(f"{f1:.2f}" for f1 in row.f1_per_seed)
+        lines.append(f"| {row.setting} | {cells} | {spread} |")
     return "\n".join(lines)
 
 
 def _mean(runs: Sequence[dict[str, float]]) -> dict[str, float]:
     return {m: statistics.mean(run[m] for run in runs) for m in METRICS}
+
+
+def _row(setting: str, runs: Sequence[dict[str, float]]) -> Row:
+    return Row(setting, _mean(runs), [run["f1"] for run in runs])
 
 
 def _simulate(root: Path, seed: int, options: dict[str, Any], *, clients: int) -> dict[str, float]:
@@ -100,12 +110,13 @@ def _simulate(root: Path, seed: int, options: dict[str, Any], *, clients: int) -
 
 def _local_only(seeds: Sequence[int], options: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
     """Each machine alone: the autoencoder trained on its own windows with the same schedule
-    as a one-client FedAvg run, its threshold the largest error of its own windows (the task's
-    quantile), judged on the shared test windows."""
+    as a one-client FedAvg run, its threshold the task's rule over its own windows, judged on
+    the shared test windows."""
     ref = load_task(TASK)
     dataset = get_dataset(ref.dataset)
     assert dataset.groups_train is not None
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
+    rule = ref.task.threshold_rule
     runs: dict[str, list[dict[str, float]]] = {}
     for machine in np.unique(dataset.groups_train):
         mine = dataset.groups_train == machine
@@ -126,8 +137,7 @@ def _local_only(seeds: Sequence[int], options: dict[str, Any]) -> dict[str, list
                     seed=seed * 1000 + round_,
                     kind="anomaly",
                 )
-            own = reconstruction_errors(model, x).double()
-            threshold = float(torch.quantile(own, ref.task.threshold_quantile))
+            threshold = anomaly_threshold(model, x.numpy(), y.numpy(), rule, split="training")
             found = anomaly_metrics(reconstruction_errors(model, x_test), y_test, threshold)
             runs[str(machine)].append({m: found[m] for m in METRICS})
     return runs

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from fedge.app.training import reconstruction_errors
 from fedge.data import Dataset
 from fedge.errors import CalibrationError
+from fedge.tasks import ThresholdRule
 
 __all__ = [
     "anomaly_metrics",
@@ -79,26 +80,24 @@ def anomaly_metrics(errors: Tensor, y: Tensor, threshold: float) -> dict[str, fl
 
 
 def anomaly_threshold(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, quantile: float, *, split: str
+    model: nn.Module, x: np.ndarray, y: np.ndarray, rule: ThresholdRule, *, split: str
 ) -> float:
-    """The ``quantile`` of the reconstruction errors of the normal samples (label 0) of a split
-    (``x``, ``y``, named ``split`` in errors)."""
+    """The threshold ``rule`` sets on the reconstruction errors of the normal samples (label 0)
+    of a split (``x``, ``y``, named ``split`` in errors)."""
     normal = x[y == 0]
     if len(normal) == 0:
         raise CalibrationError(
             f"no normal samples (label 0) in the {split} split to set the anomaly threshold on"
         )
     errors = reconstruction_errors(model, torch.from_numpy(np.ascontiguousarray(normal)))
-    return max(float(torch.quantile(errors.double(), quantile)), 1e-12)
+    return rule.threshold(errors.numpy())
 
 
-def evaluate_anomaly(model: nn.Module, dataset: Dataset, quantile: float) -> dict[str, float]:
-    """An anomaly model on the test split, its threshold set on the normal training data (the
-    task's ``quantile`` of their errors): accuracy, precision, recall, F1, ROC-AUC, the
-    threshold, and the mean error (loss)."""
-    threshold = anomaly_threshold(
-        model, dataset.x_train, dataset.y_train, quantile, split="training"
-    )
+def evaluate_anomaly(model: nn.Module, dataset: Dataset, rule: ThresholdRule) -> dict[str, float]:
+    """An anomaly model on the test split, its threshold set by the task's ``rule`` on the
+    normal training data: accuracy, precision, recall, F1, ROC-AUC, the threshold, and the
+    mean error (loss)."""
+    threshold = anomaly_threshold(model, dataset.x_train, dataset.y_train, rule, split="training")
     errors = reconstruction_errors(model, torch.from_numpy(dataset.x_test))
     metrics = anomaly_metrics(errors, torch.from_numpy(dataset.y_test), threshold)
     metrics["loss"] = float(errors.mean()) if len(errors) else 0.0

@@ -269,7 +269,7 @@ def _evaluate_anomaly(
     model: torch.nn.Module, dataset: Dataset, config: RunConfig, record: RoundRecord
 ) -> None:
     """Flag the test split with the threshold a release of this model would carry."""
-    metrics = evaluate_anomaly(model, dataset, config.task_ref.task.threshold_quantile)
+    metrics = evaluate_anomaly(model, dataset, config.task_ref.task.threshold_rule)
     record.accuracy = metrics.pop("accuracy")
     record.loss = metrics.pop("loss")
     record.extra.update(metrics)

@@ -2,10 +2,12 @@
 
 An anomaly task's model reconstructs its input; a sample is an anomaly when its reconstruction
 error passes a threshold. A run's rounds set it on the normal training data (the task's
-``threshold_quantile`` of their errors); a release sets it the same way on the normal samples
-of the server-held public split, since the release pipeline never reads a client's data: a
-task's public split should hold enough normal samples for that (its report measures the
-int8 model's flags with the release's own threshold). :class:`FlaggingAutoencoder`
+:class:`~fedge.tasks.ThresholdRule`) and record it; a release carries the threshold its
+checkpoint's round recorded, the one that round's flags were measured with, so a device flags
+as the run reported. The release pipeline never reads a client's data: a checkpoint with no
+recorded threshold (written outside a run) is calibrated by the same rule on the normal samples
+of the server-held public split (its report measures the int8 model's flags with the
+release's own threshold). :class:`FlaggingAutoencoder`
 puts the error and the threshold inside the exported graph and answers two logits,
 ``(threshold - error, error - threshold) / threshold``: its argmax is the flag (1 = anomaly),
 so a device flags anomalies with the same runners, health check and drift counts as any
@@ -31,6 +33,7 @@ __all__ = [
     "FlaggingAutoencoder",
     "anomaly_teacher",
     "is_anomaly_checkpoint",
+    "recorded_threshold",
 ]
 
 
@@ -58,14 +61,27 @@ def is_anomaly_checkpoint(ckpt: Checkpoint) -> bool:
 def anomaly_teacher(
     ckpt: Checkpoint, teacher: nn.Module, dataset: Dataset
 ) -> tuple[Checkpoint, FlaggingAutoencoder]:
-    """The checkpoint as a two-class model and its autoencoder wrapped with its threshold."""
-    quantile = RunConfig.from_mapping(ckpt.config).task_ref.task.threshold_quantile
-    # The public split: the release pipeline never reads a client's data (x_train).
-    threshold = anomaly_threshold(
-        teacher, dataset.x_public, dataset.y_public, quantile, split="public"
-    )
+    """The checkpoint as a two-class model and its autoencoder wrapped with its threshold: the
+    one its round recorded, else the task's rule on the public split's normal samples."""
+    threshold = recorded_threshold(ckpt)
+    if threshold is None:  # the public split: the release pipeline never reads a client's data
+        rule = RunConfig.from_mapping(ckpt.config).task_ref.task.threshold_rule
+        threshold = anomaly_threshold(
+            teacher, dataset.x_public, dataset.y_public, rule, split="public"
+        )
     flagging = FlaggingAutoencoder(teacher, threshold)
     return replace(ckpt, num_classes=2), flagging.eval()
+
+
+def recorded_threshold(ckpt: Checkpoint) -> float | None:
+    """The threshold the run set for this checkpoint's model (its round's record), if any."""
+    for record in reversed(ckpt.rounds):
+        if record.get("round") == ckpt.server_round:
+            threshold = (record.get("extra") or {}).get("threshold")
+            if isinstance(threshold, int | float) and threshold > 0:
+                return float(threshold)
+            return None
+    return None
 
 
 class CopyDistiller(Distiller):

@@ -2,7 +2,10 @@
 
 Calibration runs the fp32 model over the transfer set (MinMax ranges of every activation).
 Activations are uint8 and weights int8 (the U8S8 layout ONNX Runtime's x86 and Arm kernels are
-fastest at). After quantizing, every weight must reach its op through a ``DequantizeLinear``:
+fastest at). The ops after the model's last layer with weights stay float (:func:`float_tail`):
+they have no weights to shrink, and a head that scores an input (an autoencoder's reconstruction
+error against its threshold) quantized to the ranges calibration saw would clip every score
+above them. After quantizing, every weight must reach its op through a ``DequantizeLinear``:
 a weight still stored as float means ONNX Runtime has no int8 kernel for that op, and the
 "int8" model would not be one, so that is a :class:`QuantizationError` naming the op.
 """
@@ -25,8 +28,10 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from fedge.errors import CalibrationError, QuantizationError, first_line
 
-__all__ = ["TransferCalibrationReader", "quantize_int8", "unquantized_weights"]
+__all__ = ["TransferCalibrationReader", "float_tail", "quantize_int8", "unquantized_weights"]
 
+#: Where ONNX Runtime's symbolic shape inference writes the graph it could not follow.
+_SYMBOLIC_SHAPE_DUMP = "sym_shape_infer_temp.onnx"
 #: Float initializers smaller than this are constants (shapes, scalars), not weights.
 _MIN_WEIGHT_ELEMENTS = 16
 
@@ -73,6 +78,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=float_tail(onnx.load(str(prepared))),
             )
         except Exception as err:  # ONNX Runtime raises bare exceptions for unsupported graphs
             int8_path.unlink(missing_ok=True)
@@ -94,22 +100,41 @@ def _pre_process(fp32_path: Path, prepared: Path) -> None:
     """ONNX Runtime's pre-processing; without its symbolic shape inference when that cannot
     follow the graph (e.g. a 1-D upsampling autoencoder's Resize), since ONNX's own shape
     inference, which it runs too, is enough to quantize Conv and MatMul weights."""
+    stray = Path(_SYMBOLIC_SHAPE_DUMP)
+    existed = stray.exists()
     try:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
     except Exception as err:  # ONNX Runtime raises bare exceptions from its shape inference
         if "symbolic shape" not in str(err).lower():
             raise
+        if not existed:  # its failing shape inference dumps the graph into the working dir
+            stray.unlink(missing_ok=True)
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
 
 
-def unquantized_weights(model: onnx.ModelProto) -> list[tuple[str, str]]:
-    """``(op_type, node name)`` of every node that consumes a float weight directly."""
-    weights = {
+def float_tail(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes after the last node that takes a weight (nodes are in topological
+    order): the model's head, kept float."""
+    weights = _weight_names(model)
+    last = max(
+        (i for i, node in enumerate(model.graph.node) if any(n in weights for n in node.input)),
+        default=len(model.graph.node),
+    )
+    return [node.name for node in model.graph.node[last + 1 :] if node.name]
+
+
+def _weight_names(model: onnx.ModelProto) -> set[str]:
+    return {
         init.name
         for init in model.graph.initializer
         if init.data_type == onnx.TensorProto.FLOAT
         and numpy_helper.to_array(init).size >= _MIN_WEIGHT_ELEMENTS
     }
+
+
+def unquantized_weights(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """``(op_type, node name)`` of every node that consumes a float weight directly."""
+    weights = _weight_names(model)
     found = []
     for node in model.graph.node:
         if node.op_type == "DequantizeLinear":

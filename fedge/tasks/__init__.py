@@ -7,6 +7,6 @@ datasets and models run through the same registries a task is entered into.
 """
 
 from fedge.tasks.loader import TaskRef, load_task, task_names
-from fedge.tasks.task import TASK_KINDS, Task
+from fedge.tasks.task import TASK_KINDS, Task, ThresholdRule
 
-__all__ = ["TASK_KINDS", "Task", "TaskRef", "load_task", "task_names"]
+__all__ = ["TASK_KINDS", "Task", "TaskRef", "ThresholdRule", "load_task", "task_names"]

@@ -4,14 +4,19 @@ release whose int8 ONNX graph flags anomalies by itself (no torch, no task code 
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 from torch import nn
 
-from fedge.builder.anomaly import FlaggingAutoencoder
+from fedge.app.checkpoint import Checkpoint
+from fedge.builder.anomaly import FlaggingAutoencoder, recorded_threshold
+from fedge.errors import ConfigError
+from fedge.tasks import Task, ThresholdRule
 
 FEDGE = [sys.executable, "-m", "fedge.cli"]
 
@@ -36,6 +41,10 @@ def build(*, input_shape, num_classes):
 
 TASK = Task(name="sensors", model=build, data=load_data, kind="anomaly", threshold_quantile=0.99)
 """
+
+
+def build_sensor_model(*, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(input_shape[0], input_shape[0]))
 
 
 def test_flagging_logits_follow_the_reconstruction_error() -> None:
@@ -86,3 +95,20 @@ def test_an_anomaly_task_trains_through_site_gateways(tmp_path: Path) -> None:
     assert len(sites) == 6  # three sites, two rounds, each judged by its flags
     last = json.loads((tmp_path / "runs/latest/results.json").read_text())["rounds"][-1]
     assert last["recall"] > 0.5 and last["threshold"] > 0.0
+
+
+def test_a_sigma_threshold_sits_k_standard_deviations_above_the_mean_log_error() -> None:
+    errors = np.exp(np.array([-2.0, 0.0, 2.0]))  # log errors: mean 0, std sqrt(8/3)
+    rule = Task(name="s", model=build_sensor_model, data=lambda: None, threshold_sigmas=3.0)
+    assert rule.threshold_rule.threshold(errors) == pytest.approx(np.exp(3 * np.sqrt(8 / 3)))
+    assert ThresholdRule(quantile=1.0).threshold(errors) == pytest.approx(np.exp(2.0))
+    with pytest.raises(ConfigError, match="threshold_sigmas"):
+        Task(name="s", model=build_sensor_model, data=lambda: None, threshold_sigmas=0.0)
+
+
+def test_a_release_carries_the_threshold_its_round_recorded() -> None:
+    record = {"round": 3, "extra": {"f1": 0.9, "threshold": 0.25}}
+    ckpt = Checkpoint("m", (2,), 2, "d", 3, {}, {}, rounds=[{"round": 2}, record])
+    assert recorded_threshold(ckpt) == 0.25
+    assert recorded_threshold(replace(ckpt, server_round=4)) is None  # not this model's round
+    assert recorded_threshold(replace(ckpt, rounds=[{"round": 3, "extra": {}}])) is None
