@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 from fedge.errors import ConfigError
 
 __all__ = [
+    "BOTH",
+    "SIMULATE",
     "OptionSpec",
     "check_field_types",
     "check_options",
@@ -51,6 +53,11 @@ T = TypeVar("T")
 #: ``NESTED`` holds a dataclass whose own options are flattened into its parent's.
 SPEC = "fedge.option"
 NESTED = "fedge.options"
+
+#: ``commands`` of a run option: a flag of ``fedge simulate`` and ``fedge run start``, or of
+#: ``fedge simulate`` only.
+BOTH = ("simulate", "run")
+SIMULATE = ("simulate",)
 
 
 @dataclass(frozen=True)

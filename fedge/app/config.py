@@ -19,7 +19,9 @@ from fedge.app.availability import AVAILABILITY_HELP, parse_availability
 from fedge.data.partition import parse_partition
 from fedge.errors import ConfigError
 from fedge.options import (
+    BOTH,
     NESTED,
+    SIMULATE,
     check_options,
     coerce_option,
     config_key,
@@ -79,10 +81,6 @@ def _strategies() -> list[str]:
 
 def _constant(*names: str) -> Callable[[], list[str]]:
     return lambda: list(names)
-
-
-BOTH = ("simulate", "run")
-SIMULATE = ("simulate",)
 
 
 @dataclass(frozen=True)

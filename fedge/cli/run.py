@@ -25,7 +25,7 @@ from fedge.cli._options import run_option_flags
 from fedge.cli.common import JsonOption, command_group, console, fail, print_figures, print_plain
 from fedge.errors import FedgeError
 from fedge.options import layer_options, parse_set
-from fedge.protocol.serde import run_state_from_proto
+from fedge.protocol.serde import message_to_json, run_state_from_proto
 from fedge.v1 import control_pb2 as pb
 
 __all__ = ["app", "run_to_json"]
@@ -72,7 +72,7 @@ def run_to_json(response: pb.GetRunResponse) -> dict[str, Any]:
         "accuracy": r.accuracy if r.HasField("accuracy") else None,
         "error": r.error,
         "config": json.loads(r.config_json or "{}"),
-        "async": _async_to_json(r.async_status) if r.HasField("async_status") else None,
+        "async": message_to_json(r.async_status) if r.HasField("async_status") else None,
         "rounds": [
             {
                 "round": x.server_round,
@@ -80,34 +80,12 @@ def run_to_json(response: pb.GetRunResponse) -> dict[str, Any]:
                 "loss": x.loss,
                 "asked": x.sampled,
                 "replied": x.aggregated,
-                "dropped": [
-                    {"device_id": d.device_id, "node_id": d.node_id, "reason": d.reason}
-                    for d in x.drops
-                ],
+                "dropped": [message_to_json(d) for d in x.drops],
                 "epsilon": x.epsilon if x.HasField("epsilon") else None,
                 "metrics": dict(x.metrics),
                 "seconds": x.seconds,
-                "sites": [
-                    {
-                        "site": s.site,
-                        "gateway_id": s.gateway_id,
-                        "replies": s.replies,
-                        "asked": s.asked,
-                        "aggregated": s.aggregated,
-                        "examples": s.examples,
-                        "train_loss": s.train_loss if s.HasField("train_loss") else None,
-                    }
-                    for s in x.sites
-                ],
-                "updates": [
-                    {
-                        "device_id": u.device_id,
-                        "node_id": u.node_id,
-                        "staleness": u.staleness,
-                        "weight": u.weight,
-                    }
-                    for u in x.updates
-                ],
+                "sites": [message_to_json(s) for s in x.sites],
+                "updates": [message_to_json(u) for u in x.updates],
             }
             for x in response.rounds
         ],
@@ -115,24 +93,6 @@ def run_to_json(response: pb.GetRunResponse) -> dict[str, Any]:
             {"time": e.time_unix, "kind": e.kind, "device_id": e.device_id, "message": e.message}
             for e in response.events
         ],
-    }
-
-
-def _async_to_json(a: pb.AsyncStatus) -> dict[str, Any]:
-    return {
-        "version": a.version,
-        "in_buffer": a.in_buffer,
-        "buffer": a.buffer,
-        "training": a.training,
-        "updates_received": a.updates_received,
-        "updates_applied": a.updates_applied,
-        "updates_refused": a.updates_refused,
-        "refused_by_reason": dict(a.refused_by_reason),
-        "last_refusals": [
-            {"device_id": d.device_id, "node_id": d.node_id, "reason": d.reason}
-            for d in a.last_refusals
-        ],
-        "staleness_histogram": {str(k): v for k, v in sorted(a.staleness_histogram.items())},
     }
 
 

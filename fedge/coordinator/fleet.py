@@ -63,16 +63,44 @@ def enroll(
     *,
     state: State,
     ca: CertificateAuthority | None,
-    days: int,
-    release_key_pem: bytes = b"",
-    site: str | None = None,
+    settings: FleetSettings,
+    gateway: DeviceRow | None = None,
 ) -> enrollment_pb2.EnrollResponse:
-    """Consume the token, sign the device's CSR and record the device; the response carries
-    the release public key the device pins (over the channel it pinned through the token).
+    """Consume the token, sign the device's CSR, record the device and an ``enrolled`` event;
+    the response carries the release public key the device pins (over the channel it pinned
+    through the token).
 
-    ``site``: the site whose gateway relayed the request (``None``: the cloud's own port). A
+    ``gateway``: the site gateway that relayed the request (``None``: the cloud's own port). A
     gateway token makes a gateway: its certificate has the gateway role and its ``hosts``.
     """
+    site = gateway.site if gateway is not None else None
+    response = _register_device(
+        request,
+        state=state,
+        ca=ca,
+        days=settings.device_cert_days,
+        release_key_pem=settings.release_key_pem,
+        site=site,
+    )
+    if gateway is not None:
+        note = f"enrolled at site {site} (gateway {gateway.device_id})"
+    elif response.device_id.startswith("gw-"):
+        note = f"enrolled as the gateway of site {response.site}"
+    else:
+        note = "enrolled"
+    state.add_event("enrolled", f"{response.device_id} {note}", device_id=response.device_id)
+    return response
+
+
+def _register_device(
+    request: enrollment_pb2.EnrollRequest,
+    *,
+    state: State,
+    ca: CertificateAuthority | None,
+    days: int,
+    release_key_pem: bytes,
+    site: str | None,
+) -> enrollment_pb2.EnrollResponse:
     secret = token_secret(request.token)
     kind, _ = state.token_kind(secret)
     gateway = kind == KIND_GATEWAY
@@ -178,20 +206,7 @@ class EnrollmentServicer:
         self, request: enrollment_pb2.EnrollRequest, context: grpc.ServicerContext
     ) -> enrollment_pb2.EnrollResponse:
         """Exchange a token and CSR for a device (or gateway) certificate."""
-        response = enroll(
-            request,
-            state=self._state,
-            ca=self._ca,
-            days=self._settings.device_cert_days,
-            release_key_pem=self._settings.release_key_pem,
-        )
-        what = f"gateway of site {response.site}" if response.device_id.startswith("gw-") else ""
-        self._state.add_event(
-            "enrolled",
-            f"{response.device_id} enrolled" + (f" as the {what}" if what else ""),
-            device_id=response.device_id,
-        )
-        return response
+        return enroll(request, state=self._state, ca=self._ca, settings=self._settings)
 
 
 class CloudFleet:

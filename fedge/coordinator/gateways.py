@@ -163,13 +163,7 @@ class GatewayServicer:
             request.enrollment,
             state=self._state,
             ca=self._ca,
-            days=self._settings.device_cert_days,
-            release_key_pem=self._settings.release_key_pem,
-            site=gateway.site,
-        )
-        self._state.add_event(
-            "enrolled",
-            f"{response.device_id} enrolled at site {gateway.site} (gateway {gateway.device_id})",
-            device_id=response.device_id,
+            settings=self._settings,
+            gateway=gateway,
         )
         return pb.EnrollDeviceResponse(enrollment=response)

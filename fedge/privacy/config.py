@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 from fedge.errors import ConfigError
 from fedge.log import logger
-from fedge.options import check_options, option
+from fedge.options import BOTH, check_options, option
 from fedge.privacy.accountant import ACCOUNTANTS
 
 __all__ = ["INCOMPATIBLE_STRATEGIES", "PrivacyConfig"]
@@ -20,8 +20,6 @@ __all__ = ["INCOMPATIBLE_STRATEGIES", "PrivacyConfig"]
 # would bypass the clipping bound.
 INCOMPATIBLE_STRATEGIES = ("fedmedian", "fedtrimmedavg", "krum")
 
-_BOTH = ("simulate", "run")
-
 
 @dataclass(frozen=True)
 class PrivacyConfig:
@@ -30,48 +28,48 @@ class PrivacyConfig:
     when ``local_dp_noise`` or ``local_dp_epsilon`` is set."""
 
     dp_noise: float | None = option(
-        None, help="Central DP: noise multiplier z (client level).", positive=True, commands=_BOTH
+        None, help="Central DP: noise multiplier z (client level).", positive=True, commands=BOTH
     )
-    dp_clip: float = option(1.0, help="Central DP: clip norm C.", positive=True, commands=_BOTH)
+    dp_clip: float = option(1.0, help="Central DP: clip norm C.", positive=True, commands=BOTH)
     dp_adaptive_clip: bool = option(
-        False, help="Central DP: adapt C to the median update norm.", commands=_BOTH
+        False, help="Central DP: adapt C to the median update norm.", commands=BOTH
     )
     dp_delta: float = option(
-        1e-5, help="DP delta.", low=0.0, high=1.0, low_open=True, high_open=True, commands=_BOTH
+        1e-5, help="DP delta.", low=0.0, high=1.0, low_open=True, high_open=True, commands=BOTH
     )
     dp_max_epsilon: float | None = option(
         None,
         help="Central DP: stop before a round crosses this epsilon.",
         positive=True,
-        commands=_BOTH,
+        commands=BOTH,
     )
     dp_target_epsilon: float | None = option(
         None,
         help="Central DP: choose z to end the rounds at this epsilon.",
         positive=True,
-        commands=_BOTH,
+        commands=BOTH,
     )
     dp_accountant: str = option(
-        "rdp", help="Central DP accountant.", choices=lambda: list(ACCOUNTANTS), commands=_BOTH
+        "rdp", help="Central DP accountant.", choices=lambda: list(ACCOUNTANTS), commands=BOTH
     )
     dp_seed: int | None = option(
-        None, help="Seed DP noise (reproducible; default: OS randomness).", commands=_BOTH
+        None, help="Seed DP noise (reproducible; default: OS randomness).", commands=BOTH
     )
     dp_participations: int | None = option(
         None,
         help="Central DP under --mode async: each device contributes to at most K "
         "aggregations (the guarantee rests on this bound, not on sampling).",
         low=1,
-        commands=_BOTH,
+        commands=BOTH,
     )
     local_dp_noise: float | None = option(
-        None, help="Local DP-SGD: noise multiplier on each device.", positive=True, commands=_BOTH
+        None, help="Local DP-SGD: noise multiplier on each device.", positive=True, commands=BOTH
     )
     local_dp_clip: float = option(
-        1.0, help="Local DP-SGD: per-sample gradient clip norm.", positive=True, commands=_BOTH
+        1.0, help="Local DP-SGD: per-sample gradient clip norm.", positive=True, commands=BOTH
     )
     local_dp_epsilon: float | None = option(
-        None, help="Local DP-SGD: each device's epsilon budget.", positive=True, commands=_BOTH
+        None, help="Local DP-SGD: each device's epsilon budget.", positive=True, commands=BOTH
     )
 
     def __post_init__(self) -> None:

@@ -2,10 +2,15 @@
 
 Domain code works with dataclasses and plain strings (an install state is ``"installed"``, a run
 state ``"running"``); protobuf messages and enum numbers exist only where a call goes on or comes
-off the wire, through the functions here.
+off the wire, through the functions here. :func:`message_to_json` shows a message to an operator
+(the console's API, ``--json`` output) as plain JSON.
 """
 
 from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from fedge.data.device import DataSummary
 from fedge.errors import PayloadError
@@ -24,6 +29,7 @@ __all__ = [
     "install_state_from_proto",
     "install_state_to_proto",
     "manifest_response",
+    "message_to_json",
     "run_state_from_proto",
     "run_state_to_proto",
     "signed_manifest_from_proto",
@@ -133,3 +139,39 @@ def data_summary_from_proto(proto: fleet_pb2.DataSummary) -> DataSummary | None:
     return DataSummary(
         proto.dataset, tuple(int(d) for d in proto.input_shape), proto.num_classes, proto.samples
     )
+
+
+def _enum_text(field: Any, number: int) -> str:
+    enum = field.enum_type
+    name = enum.values_by_number[number].name if number in enum.values_by_number else str(number)
+    prefix = "".join(f"_{c}" if c.isupper() else c.upper() for c in enum.name).lstrip("_") + "_"
+    return name.removeprefix(prefix).lower()
+
+
+def message_to_json(message: Message) -> dict[str, Any]:
+    """A protobuf message as plain JSON: numbers stay numbers, enums become their short name
+    (``RUN_STATE_RUNNING`` → ``running``), unset optional fields become ``null``, maps are
+    sorted by key."""
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            out[field.name] = dict(sorted(value.items()))
+        elif field.is_repeated:
+            if field.message_type is not None:
+                out[field.name] = [message_to_json(v) for v in value]
+            elif field.enum_type is not None:
+                out[field.name] = [_enum_text(field, v) for v in value]
+            else:
+                out[field.name] = list(value)
+        elif field.has_presence and not message.HasField(field.name):
+            out[field.name] = None
+        elif field.message_type is not None:
+            out[field.name] = message_to_json(value)
+        elif field.enum_type is not None:
+            out[field.name] = _enum_text(field, value)
+        elif field.type == FieldDescriptor.TYPE_BYTES:
+            out[field.name] = bytes(value).decode("utf-8", "replace")
+        else:
+            out[field.name] = value
+    return out

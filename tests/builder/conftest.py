@@ -11,7 +11,7 @@ from torch import nn
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
 from fedge.app.training import train
 from fedge.builder import DistillSettings, ReleaseReport, ReleaseSettings, build_release
-from fedge.builder.targets import Artifact, Target, list_targets, register_target
+from fedge.builder.targets import Target, list_targets, register_target
 from fedge.builder.transfer import TransferSet
 from fedge.data import Dataset, get_dataset
 from fedge.inference.runners import Runner
@@ -82,10 +82,7 @@ class AbsentRuntimeTarget(Target):
     engine_modules = ("fedge_test_no_such_engine",)
     extra = "absent"
 
-    def export(
-        self, model: nn.Module, transfer: TransferSet, out_dir: Path, precision: str
-    ) -> Artifact:
-        self.require()
+    def convert(self, model: nn.Module, transfer: TransferSet, path: Path, precision: str) -> None:
         raise AssertionError("unreachable: the engine is not installed")
 
     def load(self, path: Path, *, threads: int = 1) -> Runner:

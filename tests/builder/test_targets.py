@@ -24,7 +24,7 @@ from fedge.builder.transfer import TransferSet, public_transfer_set
 from fedge.data import Dataset
 from fedge.errors import MeasurementError, TargetUnavailableError
 from fedge.inference.profiles import ENGINES
-from fedge.inference.runners import Runner, load_runner, predict
+from fedge.inference.runners import load_runner, predict
 
 
 @pytest.fixture(scope="module")
@@ -158,15 +158,8 @@ class RecordingTarget(Target):
     name = "test-recording"
     seen: ClassVar[list[str]] = []
 
-    def export(
-        self, model: nn.Module, transfer: TransferSet, out_dir: Path, precision: str
-    ) -> Artifact:
-        self.check_precision(precision)
+    def convert(self, model: nn.Module, transfer: TransferSet, path: Path, precision: str) -> None:
         RecordingTarget.seen.append(precision)
-        return Artifact(out_dir / "x", self.name, precision)
-
-    def load(self, path: Path, *, threads: int = 1) -> Runner:
-        raise NotImplementedError
 
 
 def test_precision_names_are_checked_before_exporting(tmp_path: Path, digits: Dataset) -> None:

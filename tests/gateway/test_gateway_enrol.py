@@ -65,6 +65,12 @@ def test_devices_enrol_at_their_gateway_with_certificates_of_the_cloud(site: Sit
     text = runner.invoke(app, ["fleet", "ls", *site.fleet.operator_args]).output
     assert f"site {SITE}: gateway {gateway.device_id}" in text
     assert f"  {device.device_id} cam-0" in text  # listed under its gateway
+    # the cloud's event log says how each came: the gateway at the cloud, the device through it
+    notes = {e.device_id: e.message for e in site.fleet.coordinator.state.events()}
+    assert notes[gateway.device_id] == f"{gateway.device_id} enrolled as the gateway of site {SITE}"
+    assert notes[device.device_id] == (
+        f"{device.device_id} enrolled at site {SITE} (gateway {gateway.device_id})"
+    )
 
 
 def test_a_token_is_only_good_where_it_was_made_for(site: Site, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from fedge.errors import TargetUnavailableError
-from fedge.inference.runners import Runner
+from fedge.inference.runners import Runner, load_runner
 
 if TYPE_CHECKING:  # torch is needed to export, never to load and run an artifact
     from torch import nn
@@ -80,7 +80,6 @@ class Target(ABC):
         for module in self.engine_modules:
             importlib.import_module(module)
 
-    @abstractmethod
     def export(
         self,
         model: "nn.Module",
@@ -94,10 +93,22 @@ class Target(ABC):
         reuse them (the fp32 ONNX export several targets start from). int8 is calibrated on
         ``transfer.x`` only.
         """
+        self.require()
+        self.check_precision(precision)
+        path = out_dir / f"{self.name}-{precision}{self.extension}"
+        self.convert(model, transfer, path, precision)
+        return Artifact(path, self.name, precision)
 
     @abstractmethod
+    def convert(
+        self, model: "nn.Module", transfer: "TransferSet", path: Path, precision: str
+    ) -> None:
+        """Write ``model`` at ``precision`` to the artifact file ``path`` (see :meth:`export`:
+        ``path.parent`` belongs to this one model)."""
+
     def load(self, path: Path, *, threads: int = 1) -> Runner:
         """A runner of the artifact at ``path`` on ``threads`` CPU threads."""
+        return load_runner(self.name, path, threads=threads)
 
     def check_precision(self, precision: str) -> None:
         """``ValueError`` naming the valid precisions if this target has no ``precision``."""

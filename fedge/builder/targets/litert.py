@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedge.builder.targets.base import Artifact, Target, quiet_converter
+from fedge.builder.targets.base import Target, quiet_converter
 from fedge.errors import ExportError, first_line
-from fedge.inference.runners import LiteRtRunner, Runner
 
 if TYPE_CHECKING:
     from torch import nn
@@ -35,12 +34,10 @@ class LiteRtTarget(Target):
     engine_modules = ("ai_edge_litert",)
     extra = "litert"
 
-    def export(
-        self, model: "nn.Module", transfer: "TransferSet", out_dir: Path, precision: str
-    ) -> Artifact:
+    def convert(
+        self, model: "nn.Module", transfer: "TransferSet", path: Path, precision: str
+    ) -> None:
         """Convert with litert-torch (PT2E int8 when ``precision`` is ``int8``)."""
-        self.require()
-        self.check_precision(precision)
         # Before the import: the converter's progress lines and TensorFlow's C++ INFO logs.
         os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,7 +45,6 @@ class LiteRtTarget(Target):
 
         model = model.eval()
         sample = (torch.from_numpy(np.ascontiguousarray(transfer.x[:1], dtype=np.float32)),)
-        path = out_dir / f"{self.name}-{precision}{self.extension}"
         try:
             with quiet_converter():
                 import litert_torch
@@ -64,11 +60,6 @@ class LiteRtTarget(Target):
                 f"litert-torch cannot convert {type(model).__name__} ({precision}): "
                 f"{first_line(err)}"
             ) from err
-        return Artifact(path, self.name, precision)
-
-    def load(self, path: Path, *, threads: int = 1) -> Runner:
-        """An interpreter of ``path``."""
-        return LiteRtRunner(path, threads)
 
 
 def _convert_int8(model: "nn.Module", sample: tuple[Any, ...], transfer: "TransferSet") -> Any:

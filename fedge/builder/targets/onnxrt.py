@@ -4,8 +4,7 @@ quantization (per-channel int8 weights, uint8 activations) calibrated on the tra
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedge.builder.targets.base import Artifact, Target, onnx_fp32, quiet_converter
-from fedge.inference.runners import OnnxRuntimeRunner, Runner
+from fedge.builder.targets.base import Target, onnx_fp32, quiet_converter
 
 if TYPE_CHECKING:
     from torch import nn
@@ -23,22 +22,15 @@ class OnnxRuntimeTarget(Target):
     export_modules = ("onnx", "onnxscript")
     engine_modules = ("onnxruntime",)
 
-    def export(
-        self, model: "nn.Module", transfer: "TransferSet", out_dir: Path, precision: str
-    ) -> Artifact:
+    def convert(
+        self, model: "nn.Module", transfer: "TransferSet", path: Path, precision: str
+    ) -> None:
         """fp32: the checked ONNX export; int8: that export quantized by ONNX Runtime."""
         from fedge.builder.quantize import quantize_int8
 
-        self.check_precision(precision)
-        fp32 = onnx_fp32(model, transfer, out_dir)
-        path = out_dir / f"{self.name}-{precision}{self.extension}"
+        fp32 = onnx_fp32(model, transfer, path.parent)
         if precision == "fp32":
             path.write_bytes(fp32.read_bytes())
         else:
             with quiet_converter():  # the quantizer logs per-channel notes on the root logger
                 quantize_int8(fp32, path, transfer.x)
-        return Artifact(path, self.name, precision)
-
-    def load(self, path: Path, *, threads: int = 1) -> Runner:
-        """A session of ``path``."""
-        return OnnxRuntimeRunner(path, threads)

@@ -15,14 +15,8 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedge.builder.targets.base import (
-    Artifact,
-    Target,
-    onnx_fp32,
-    quiet_converter,
-    quiet_stdout,
-)
-from fedge.inference.runners import IR_MEMBERS, OpenVinoRunner, Runner
+from fedge.builder.targets.base import Target, onnx_fp32, quiet_converter, quiet_stdout
+from fedge.inference.runners import IR_MEMBERS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -44,34 +38,25 @@ class OpenVinoTarget(Target):
     engine_modules = ("openvino",)
     extra = "openvino"
 
-    def export(
-        self, model: "nn.Module", transfer: "TransferSet", out_dir: Path, precision: str
-    ) -> Artifact:
+    def convert(
+        self, model: "nn.Module", transfer: "TransferSet", path: Path, precision: str
+    ) -> None:
         """Convert the fp32 ONNX export to IR; quantize it with NNCF for int8."""
-        self.require()
-        self.check_precision(precision)
         import openvino as ov
 
-        source = onnx_fp32(model, transfer, out_dir)
+        source = onnx_fp32(model, transfer, path.parent)
         with quiet_converter():
             ir = ov.convert_model(str(source))
             if precision == "int8":
                 ir = _quantize(ir, transfer)
         _stable_names(ir)
-        stem = out_dir / f"{self.name}-{precision}"
-        xml = stem.with_suffix(".xml")
+        xml = path.parent / f"{self.name}-{precision}.xml"
         ov.save_model(ir, str(xml), compress_to_fp16=False)
-        path = out_dir / f"{self.name}-{precision}{self.extension}"
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, source in zip(IR_MEMBERS, (xml, xml.with_suffix(".bin")), strict=True):
                 info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
                 info.compress_type = zipfile.ZIP_DEFLATED
                 archive.writestr(info, source.read_bytes())
-        return Artifact(path, self.name, precision)
-
-    def load(self, path: Path, *, threads: int = 1) -> Runner:
-        """A compiled model of ``path`` on the CPU plugin."""
-        return OpenVinoRunner(path, threads)
 
 
 def _stable_names(ir: Any) -> None:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -37,8 +36,9 @@ from fedge.coordinator.control import ControlService
 from fedge.coordinator.state import State
 from fedge.errors import ConfigError, FedgeError
 from fedge.log import logger
+from fedge.protocol.serde import message_to_json
 
-__all__ = ["ACTION_HEADER", "SESSION_COOKIE", "create_app", "message_to_json"]
+__all__ = ["ACTION_HEADER", "SESSION_COOKIE", "create_app"]
 
 SESSION_COOKIE = "fedge_console"
 ACTION_HEADER = "x-fedge-action"
@@ -60,41 +60,6 @@ _LOGIN_NEEDED = """<!doctype html><html><head><meta charset="utf-8"><title>fedge
 <h1>fedge console</h1><p>This console needs an operator login. On a machine with the operator
 credential, run <code>fedge console</code> and open the one-time URL it prints.</p>
 </main></body></html>"""
-
-
-def _enum_text(field: Any, number: int) -> str:
-    enum = field.enum_type
-    name = enum.values_by_number[number].name if number in enum.values_by_number else str(number)
-    prefix = "".join(f"_{c}" if c.isupper() else c.upper() for c in enum.name).lstrip("_") + "_"
-    return name.removeprefix(prefix).lower()
-
-
-def message_to_json(message: Message) -> dict[str, Any]:
-    """A protobuf message as plain JSON: numbers stay numbers, enums become their short name
-    (``RUN_STATE_RUNNING`` → ``running``), unset optional fields become ``null``."""
-    out: dict[str, Any] = {}
-    for field in message.DESCRIPTOR.fields:
-        value = getattr(message, field.name)
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            out[field.name] = dict(value)
-        elif field.is_repeated:
-            if field.message_type is not None:
-                out[field.name] = [message_to_json(v) for v in value]
-            elif field.enum_type is not None:
-                out[field.name] = [_enum_text(field, v) for v in value]
-            else:
-                out[field.name] = list(value)
-        elif field.has_presence and not message.HasField(field.name):
-            out[field.name] = None
-        elif field.message_type is not None:
-            out[field.name] = message_to_json(value)
-        elif field.enum_type is not None:
-            out[field.name] = _enum_text(field, value)
-        elif field.type == FieldDescriptor.TYPE_BYTES:
-            out[field.name] = bytes(value).decode("utf-8", "replace")
-        else:
-            out[field.name] = value
-    return out
 
 
 def _error(status: int, message: str) -> JSONResponse:
