@@ -117,7 +117,10 @@ def test_a_bad_option_is_one_line_exit_2(
     ("profile_text", "message"),
     [
         (GATEWAY.format(engine="test-absent"), "pip install 'fedge[absent]'"),
-        (GATEWAY.format(engine="tensorrt"), "[profile] engines: 'tensorrt' is not one of"),
+        (
+            GATEWAY.format(engine="tensorrt"),
+            "[profile] engines: ['tensorrt'] lists 'tensorrt', which must be",
+        ),
         (
             WATCH.format(max_bytes=256),
             "profile 'tiny': no candidate fits its budget (<= 0.2 KiB, p99 <= 50 ms, <= 2048 MB, "
