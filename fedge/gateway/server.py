@@ -51,6 +51,8 @@ __all__ = ["Gateway"]
 
 _FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 _ENROLL_CERT, _ENROLL_KEY = "enroll.pem", "enroll.key"
+#: The site's replies the cloud has not taken yet, one directory per task.
+SITE_RESULTS_DIR = "site-results"
 
 
 class Gateway:
@@ -178,6 +180,7 @@ class Gateway:
             margin_seconds=self.config.round_margin_seconds,
             chunk_bytes=self.config.chunk_bytes,
             stop=self._stop,
+            results_dir=root / SITE_RESULTS_DIR,
         )
         self._enroll_fingerprint = fingerprint(enroll_pem)
         self.endpoint.serve(

@@ -112,13 +112,20 @@ ASYNC = {"dataset": "mnist-5k", "model": "cnn-small", "clients": 3, "mode": "asy
 def test_an_async_plan_runs_on_the_coordinators_wall_clock() -> None:
     config = resolve_plan(ASYNC, fleet=_fleet("", "", ""))
     assert (config.runtime, config.mode, config.buffer) == ("grpc", "async", 2)
+    # devices behind a site gateway too: the site forwards each device's update
+    config = resolve_plan(ASYNC, fleet=_fleet("", "a", "a"))
+    assert (config.runtime, config.mode) == ("grpc", "async")
 
 
 @pytest.mark.parametrize(
     ("options", "sites", "message"),
     [
         ({"buffer": 4}, ("", "", ""), "--buffer: 4 is larger than the fleet (--clients 3)"),
-        ({}, ("", "a", "a"), "--mode: 'async' does not run through site gateways yet"),
+        (
+            {"site-rounds": 2},
+            ("", "a", "a"),
+            "--site-rounds: 2 does not apply under --mode async: a site forwards each device's",
+        ),
         (
             {"availability": "random:0.5"},
             ("", "", ""),
