@@ -73,7 +73,7 @@ def _run_with_a_cut(site: Site, until: Any, **options: Any) -> Any:
     wait_for(lambda: rounds.serving == 2, 30, "the gateway to forward both devices' trainings")
     site.link.cut()
     cut_at = run().run.async_status.version
-    kept_dir = Path(site.gateway.identity.state_dir) / SITE_RESULTS_DIR  # type: ignore[union-attr]
+    kept_dir = Path(site.gateway.identity.state_dir) / SITE_RESULTS_DIR
 
     def kept() -> int:
         return sum(1 for _ in kept_dir.glob("*/header.pb"))
