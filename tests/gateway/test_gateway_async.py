@@ -3,9 +3,11 @@ loopback with TLS.
 
 Two devices are the cloud's own, two are behind the gateway (slower). The gateway forwards
 each of its devices' trainings as it comes; its uplink is cut while they train, so it keeps
-their replies on disk, and the cloud's own devices make versions meanwhile. When the link
-returns the kept replies are delivered: applied with their staleness (versions made since they
-started), or refused beyond ``--max-staleness`` with that reason in ``run status``.
+their replies on disk (across a restart of the gateway), and the cloud's own devices make
+versions meanwhile. When the link returns the kept replies are delivered: applied with their
+staleness (versions made since they started), or refused beyond ``--max-staleness`` with that
+reason in ``run status``. Central DP under async runs through the gateway too, and reports the
+participation-bound ε.
 """
 
 import json
@@ -14,9 +16,12 @@ from typing import Any
 
 from typer.testing import CliRunner
 
+from fedge.app.config import RunConfig
 from fedge.cli.main import app
 from fedge.data.device import write_device_data
-from fedge.gateway.server import SITE_RESULTS_DIR
+from fedge.gateway.server import SITE_RESULTS_DIR, Gateway
+from fedge.privacy.participation import participation_epsilon
+from fedge.simulation import simulate
 from fedge.v1 import control_pb2 as pb
 
 from .conftest import Site, wait_for
@@ -39,15 +44,16 @@ RUN = {
 CUT_FOR = 3  # versions the cloud's own devices make while the site's replies are kept
 
 
-def _fleet(site: Site) -> dict[str, str]:
-    """Two devices of the cloud itself and two slower ones behind the gateway; name -> id."""
+def _fleet(site: Site, *, behind_delay: float = 0.25) -> dict[str, str]:
+    """Two devices of the cloud itself and two behind the gateway (slower by ``behind_delay``
+    seconds a step); name -> id."""
     for i, name in enumerate(CLOUD):
         identity = site.fleet.trainer(name)
         data = site.root / f"{name}-data"
         write_device_data(data, dataset="digits", partition_id=i, num_partitions=4, fmt="npz")
         site.run_device(identity, data, step_delay=0.02)
     for i, name in enumerate(BEHIND, start=2):
-        site.trainer(name, partition=i, partitions=4, step_delay=0.25)
+        site.trainer(name, partition=i, partitions=4, step_delay=behind_delay)
     control = site.fleet.control_stub()
 
     def devices() -> list[Any]:
@@ -58,10 +64,11 @@ def _fleet(site: Site) -> dict[str, str]:
     return {d.name: d.device_id for d in devices()}
 
 
-def _run_with_a_cut(site: Site, until: Any, **options: Any) -> Any:
+def _run_with_a_cut(site: Site, until: Any, *, restart: bool = False, **options: Any) -> Any:
     """Start an async run; cut the site's uplink while its devices train, until the gateway
-    keeps both replies and the cloud made :data:`CUT_FOR` versions; then restore it, wait for
-    ``until(run reply)`` and stop the run. The run's last reply."""
+    keeps both replies and the cloud made :data:`CUT_FOR` versions (``restart``: restart the
+    gateway then); then restore it, wait for ``until(run reply)`` and stop the run. The run's
+    last reply."""
     control = site.fleet.control_stub()
     request = pb.StartRunRequest(config_json=json.dumps({**RUN, **options}))
     run_id = control.StartRun(request, timeout=30).run.run_id
@@ -81,6 +88,11 @@ def _run_with_a_cut(site: Site, until: Any, **options: Any) -> Any:
     wait_for(lambda: kept() == 2 and rounds.serving == 0, 30, "the gateway to keep both replies")
     wait_for(lambda: run().run.async_status.version >= cut_at + CUT_FOR, 60, "cloud versions")
     assert run().run.state == pb.RUN_STATE_RUNNING
+    if restart:  # the kept replies are on disk: a new gateway process delivers them
+        site.gateway.stop(grace=0.5)
+        site.gateway = Gateway(site.gateway.config)
+        site.gateway.start(coordinator=site.link.address)
+    assert kept() == 2
     site.link.restore()
     wait_for(lambda: kept() == 0, 30, "the kept replies delivered")
     wait_for(lambda: until(run()), 60, "the delivered updates to be taken")
@@ -103,7 +115,7 @@ def test_an_async_run_applies_updates_forwarded_by_a_gateway_with_their_stalenes
         taken = {name for name, _, _ in _updates(reply, ids)}
         return set(BEHIND) <= taken
 
-    reply = _run_with_a_cut(site, both_applied)
+    reply = _run_with_a_cut(site, both_applied, restart=True)
     updates = _updates(reply, ids)
     behind = [(n, tau, w) for n, tau, w in updates if n in BEHIND]
     # The first update of each device behind the gateway started at version 0 and arrived
@@ -136,7 +148,50 @@ def test_a_forwarded_update_beyond_max_staleness_is_refused_with_why(site: Site)
         reason = refusals[ids[name]]
         assert reason.startswith("stale: ") and f"versions old > --max-staleness {limit}" in reason
         assert int(reason.split()[1]) >= CUT_FOR
+    print(f"refused forwarded updates: {sorted(refusals.values())}")
     shown = CliRunner().invoke(app, ["run", "status", *site.fleet.operator_args])
     assert shown.exit_code == 0, shown.output
     assert f"async: refused {ids[BEHIND[0]]}: stale: " in shown.output
     assert f"> --max-staleness {limit}" in shown.output
+
+
+def test_central_dp_under_async_reports_the_participation_bound_epsilon(
+    site: Site, tmp_path: Path
+) -> None:
+    """Every version takes all four devices (two through the gateway, clipped there and at
+    the cloud, noised once): each device contributes once per version, so the ε after version
+    v is that of v unsampled Gaussian releases, the simulation's number for the same options."""
+    ids = _fleet(site, behind_delay=0.0)
+    dp = {"dp-noise": 1.5, "dp-clip": 0.5, "dp-participations": 2, "dp-seed": 3}
+    options = {**RUN, "buffer": 4, "rounds": 2, "max-staleness": 0, **dp}
+    args = ["run", "start", *site.fleet.operator_args]
+    runner = CliRunner()
+    refused = runner.invoke(
+        app, [*args, "--mode", "async", "--dp-noise", "1.5", "--dataset", "digits"]
+    )
+    assert refused.exit_code == 2
+    assert "with central DP needs --dp-participations K" in refused.output
+
+    control = site.fleet.control_stub()
+    request = pb.StartRunRequest(config_json=json.dumps(options))
+    run_id = control.StartRun(request, timeout=30).run.run_id
+
+    def finished() -> bool:
+        state = control.GetRun(pb.GetRunRequest(run_id=run_id)).run.state
+        return state in (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED)
+
+    wait_for(finished, 90, "the central-DP async run")
+    reply = control.GetRun(pb.GetRunRequest(run_id=run_id))
+    assert reply.run.state == pb.RUN_STATE_COMPLETED, reply.run.error
+    simulated = simulate(RunConfig.from_mapping(options), device_state_root=tmp_path / "sim")
+    want = [
+        participation_epsilon(noise_multiplier=1.5, participations=v, delta=1e-5) for v in (1, 2)
+    ]
+    assert [r.epsilon for r in reply.rounds] == [r.extra["epsilon"] for r in simulated.rounds]
+    assert [r.epsilon for r in reply.rounds] == want
+    for version in reply.rounds:  # all four, two of them through the gateway, none stale
+        assert sorted(u.device_id for u in version.updates) == sorted(ids.values())
+        assert {u.staleness for u in version.updates} == {0}
+    shown = runner.invoke(app, ["run", "status", "--json", *site.fleet.operator_args])
+    assert [r["epsilon"] for r in json.loads(shown.output)["rounds"]] == want
+    print(f"central DP under async through the gateway: epsilon per version {want}")
