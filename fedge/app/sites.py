@@ -111,6 +111,13 @@ def check_hierarchy(config: "RunConfig", *, why: str) -> None:
             True,
             f"cannot be used with sites ({why}): it needs each device's update norm at the cloud",
         )
+    if config.mode == "async" and config.site_rounds > 1:
+        raise ConfigError(
+            "--site-rounds",
+            config.site_rounds,
+            "does not apply under --mode async: a site forwards each device's update as it "
+            "comes, it makes no site aggregate",
+        )
     if central_dp and config.site_rounds > 1:
         raise ConfigError(
             "--site-rounds",

@@ -217,6 +217,16 @@ class GrpcGrid(RunGrid):
         )
 
     def _push_site(self, site: SiteRef, group: list[Message]) -> None:
+        pushed = self._site_task(site, group)
+        for msg in group:
+            self._pushed[msg.metadata.message_id] = pushed.task
+        self._hub.push(pushed.task)
+
+    def _site_task(
+        self, site: SiteRef, group: list[Message], *, concurrent: bool = False
+    ) -> _SiteTask:
+        """One task to ``site``'s gateway for the messages of ``group`` (remembered, so its
+        reply is expanded into one per device)."""
         first = group[0]
         for msg in group[1:]:
             # Flower's strategies give every sampled node the same content (one object).
@@ -235,12 +245,10 @@ class GrpcGrid(RunGrid):
         self._address(site_msg)
         nodes = tuple(int(m.metadata.dst_node_id) for m in group)
         task = self._task(site_msg, node_id=site.gateway_node, site_nodes=nodes)
-        self._site_tasks[task.task_id] = _SiteTask(
-            site, task, {int(m.metadata.dst_node_id): m for m in group}
-        )
-        for msg in group:
-            self._pushed[msg.metadata.message_id] = task
-        self._hub.push(task)
+        task.concurrent = concurrent
+        pushed = _SiteTask(site, task, {int(m.metadata.dst_node_id): m for m in group})
+        self._site_tasks[task.task_id] = pushed
+        return pushed
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         """The replies that have arrived for ``message_ids`` (waits for none)."""
@@ -393,7 +401,15 @@ class AsyncGrpcGrid(GrpcGrid):
     device keeps its update and sends it when it can (:mod:`fedge.edge.trainer`), and the async
     loop weighs or refuses it by the version it started from (the reply's group). Only a task
     out longer than ``--round-timeout`` is withdrawn, and answered with an error reply saying so,
-    so the loop frees its device. Devices behind site gateways are not driven this way.
+    so the loop frees its device.
+
+    A device behind a site gateway gets its training as a task of its own to the gateway (one
+    device, the message's version as its group), which the gateway holds beside its other
+    devices' (``concurrent``) and forwards: the gateway keeps no buffer, so each update is
+    weighed by the one cloud version it started from, and a device's participations are
+    counted as a direct device's are. The gateway's reply (its site aggregate of that one
+    device: the device's model, clipped to the run's norm under central DP) becomes the device's
+    reply; a gateway that answers without it is the device's error reply, with its reason.
     """
 
     def __init__(
@@ -432,9 +448,14 @@ class AsyncGrpcGrid(GrpcGrid):
     def start_training(self, messages: Sequence[Message]) -> None:
         """Queue a training task for each message's device."""
         self._check_stop()
+        sites = self._sites([int(m.metadata.dst_node_id) for m in messages])
         for msg in messages:
             self._address(msg)
-            task = self._task(msg, node_id=int(msg.metadata.dst_node_id))
+            site = sites.get(int(msg.metadata.dst_node_id))
+            if site is None:
+                task = self._task(msg, node_id=int(msg.metadata.dst_node_id))
+            else:
+                task = self._site_task(site, [msg], concurrent=True).task
             self._out[task.task_id] = (task, msg)
             self._hub.push(task)
 
@@ -453,15 +474,26 @@ class AsyncGrpcGrid(GrpcGrid):
         tasks = [t for t, _ in self._out.values()]
         results = self._hub.first_results(tasks, deadline=deadline, stopped=self._stop.is_set)
         self._check_stop()
-        replies = [results[i] for i in results]
-        for task_id in results:
-            del self._out[task_id]
+        replies = [self._device_reply(i, reply) for i, reply in results.items()]
         return replies + self._timed_out()
+
+    def _device_reply(self, task_id: str, reply: Message) -> Message:
+        """The device's reply to its training task: a forwarded one's from its gateway's."""
+        task, msg = self._out.pop(task_id)
+        forwarded = self._site_tasks.pop(task_id, None)
+        if forwarded is None:
+            return reply
+        expanded = self._expand(forwarded, reply, self._round_timeout, [])
+        if expanded:
+            return expanded[0]
+        why = self.missing_reason(task.site_nodes[0])
+        return Message(Error(ErrorCode.UNKNOWN, why), reply_to=msg)
 
     def withdraw_all(self) -> None:
         """The run is over: a training still out will be refused when it delivers."""
         self._hub.withdraw(t for t, _ in self._out.values())
         self._out.clear()
+        self._site_tasks.clear()
 
     def _timed_out(self) -> list[Message]:
         now = time.monotonic()
@@ -470,7 +502,8 @@ class AsyncGrpcGrid(GrpcGrid):
         replies = []
         for task, msg in late:
             del self._out[task.task_id]
+            self._site_tasks.pop(task.task_id, None)
             why = f"no update within --round-timeout ({self._round_timeout:.0f}s)"
-            self._missing[task.node_id] = why
+            self._missing[int(msg.metadata.dst_node_id)] = why
             replies.append(Message(Error(ErrorCode.UNKNOWN, why), reply_to=msg))
         return replies

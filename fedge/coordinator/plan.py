@@ -21,7 +21,7 @@ from fedge.data import get_dataset
 from fedge.errors import ConfigError
 from fedge.protocol.tasks import TaskHub
 
-__all__ = ["FleetView", "check_async_sites", "may_train", "resolve_plan"]
+__all__ = ["FleetView", "may_train", "resolve_plan"]
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,6 @@ def resolve_plan(options: dict[str, Any], *, fleet: FleetView) -> RunConfig:
     _check_fleet(config, fleet)
     check_local_dp_model(config)
     sites = sorted({d.site for d in fleet.trainable if d.site})
-    if config.mode == "async":
-        check_async_sites(sites)
     if sites:
         check_hierarchy(
             config, why=f"devices of the fleet are behind gateways at {', '.join(sites)}"
@@ -71,17 +69,6 @@ def resolve_plan(options: dict[str, Any], *, fleet: FleetView) -> RunConfig:
             "is for simulations: a deployment's sites are its gateways (`fedge fleet ls`)",
         )
     return config
-
-
-def check_async_sites(sites: list[str]) -> None:
-    """Refuse ``--mode async`` over devices behind site gateways (not driven that way yet)."""
-    if sites:
-        raise ConfigError(
-            "--mode",
-            "async",
-            f"does not run through site gateways yet (devices of the fleet are behind "
-            f"{', '.join(sites)})",
-        )
 
 
 def _check_fleet(config: RunConfig, fleet: FleetView) -> None:

@@ -31,7 +31,7 @@ from fedge.app.results import RoundRecord, RunResult, task_metrics
 from fedge.coordinator.errors import RunStoppedError
 from fedge.coordinator.gateways import Sites
 from fedge.coordinator.grid import AsyncGrpcGrid, GrpcGrid
-from fedge.coordinator.plan import check_async_sites, may_train
+from fedge.coordinator.plan import may_train
 from fedge.coordinator.state import RoundRow, RunRow, RunState, State
 from fedge.errors import FedgeError, RoundFailedError
 from fedge.log import logger
@@ -213,9 +213,6 @@ class RunManager:
             )
         options = self._grid_options(run_id, config)
         names = {d.id: d.device_id for d in self._state.devices()}
-        # The fleet may have changed since the run was planned.
-        behind = self._sites.of(list(options["nodes"]()))
-        check_async_sites(sorted({site.site for site in behind.values()}))
         grid = AsyncGrpcGrid(self._hub, round_timeout=config.round_timeout, **options)
 
         def on_round(record: RoundRecord) -> None:

@@ -4,9 +4,11 @@ Every install outcome is appended (and fsynced) before it is sent, so a report s
 link, a crash or a power cut and is delivered, in order, when the hub can be reached again.
 So is a training update (:class:`PendingResult`): written before it is pushed, so a device
 whose link is cut keeps it, across a restart, and delivers it when the link returns (an
-asynchronous run weighs it by the version it started from).
+asynchronous run weighs it by the version it started from). A site gateway keeps each reply it
+owes the cloud the same way, one :class:`PendingResult` per task.
 """
 
+import contextlib
 import json
 import os
 import threading
@@ -22,10 +24,18 @@ from fedge.protocol.payload import EncodedMessage
 from fedge.protocol.serde import InstallReport
 from fedge.v1 import fleet_pb2 as pb
 
-__all__ = ["OUTBOX_FILE", "PENDING_RESULT_DIR", "PendingResult", "ReportOutbox"]
+__all__ = ["KEEP_ON", "OUTBOX_FILE", "PENDING_RESULT_DIR", "PendingResult", "ReportOutbox"]
 
 OUTBOX_FILE = "outbox.jsonl"
 PENDING_RESULT_DIR = "pending-result"
+#: A push that failed this way may not have arrived (or may be accepted later, once the
+#: identity is sorted out): the result is kept.
+KEEP_ON = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
 
 
 class ReportOutbox:
@@ -79,15 +89,16 @@ def _parse(line: str) -> InstallReport | None:
 
 
 class PendingResult:
-    """The training result not yet acknowledged, in ``state_dir/pending-result/`` (one at a
-    time: the agent works on one task at a time).
+    """A result not yet acknowledged, in ``state_dir/name/`` (a device's training result in
+    ``pending-result/``: the agent works on one task at a time; a gateway's replies one
+    directory per task).
 
     The payload is written first and the header last, atomically: a result with a header is
     whole, and a crash before it leaves no result at all.
     """
 
-    def __init__(self, state_dir: Path) -> None:
-        self.dir = Path(state_dir) / PENDING_RESULT_DIR
+    def __init__(self, state_dir: Path, name: str = PENDING_RESULT_DIR) -> None:
+        self.dir = Path(state_dir) / name
 
     def save(self, header: pb.ResultHeader, payload: EncodedMessage) -> None:
         """Keep ``payload`` and its ``header`` until :meth:`clear`."""
@@ -117,7 +128,21 @@ class PendingResult:
             start += size
         return header, EncodedMessage(parts)
 
+    def deliver(self, push: Callable[[], None]) -> None:
+        """Make ``push`` (the kept result's upload); forget the result once the other side
+        took or refused it, keep it (and re-raise) while it may not have arrived."""
+        try:
+            push()
+        except grpc.RpcError as err:
+            if err.code() in KEEP_ON:
+                raise  # kept: delivered when the link (or the identity) is back
+            # Refused (stale, duplicate, invalid): the other side recorded why; carry on.
+            logger.warning("result refused: %s: %s", err.code().name, err.details())
+        self.clear()
+
     def clear(self) -> None:
         """Forget the kept result (delivered, or refused for good)."""
         for name in ("header.pb", "payload.bin"):
             (self.dir / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # one directory per result: leave none behind
+            self.dir.rmdir()

@@ -13,12 +13,10 @@ import math
 import threading
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
@@ -27,11 +25,10 @@ from fedge.data.device import read_meta
 from fedge.edge.identity import DeviceIdentity
 from fedge.edge.outbox import PendingResult
 from fedge.log import logger
-from fedge.protocol.fleet import read_task
+from fedge.protocol.fleet import push_result, read_task, result_header
 from fedge.protocol.messages import encode_message
 from fedge.protocol.payload import EncodedMessage
 from fedge.protocol.transport import TransportOptions
-from fedge.protocol.wire import chunk_encoder
 from fedge.v1 import fleet_pb2 as pb
 from fedge.v1 import fleet_pb2_grpc
 
@@ -40,10 +37,6 @@ __all__ = ["TaskRunner"]
 # The ClientApp caches data and models per process; agents sharing a process (tests,
 # benchmarks) take turns.
 _APP_LOCK = threading.Lock()
-_RESULT_CHUNK = chunk_encoder(pb.PushResultRequest)
-_FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
-# A push that failed this way may not have reached the coordinator: keep the result.
-_LINK_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclass
@@ -172,15 +165,7 @@ class TaskRunner:
         metadata: tuple[tuple[str, str], ...],
     ) -> None:
         payload = encode_message(reply)
-        header = pb.ResultHeader(
-            task_id=task.header.task_id,
-            run_id=task.header.run_id,
-            server_round=task.header.server_round,
-            payload_bytes=payload.total_bytes,
-            # Mutual TLS authenticates every record: the hash is only needed without.
-            payload_sha256=payload.sha256 if self.identity.insecure else "",
-            part_bytes=payload.part_bytes,
-        )
+        header = result_header(task.header, payload, insecure=self.identity.insecure)
         self.pending.save(header, payload)
         self._send(stub, header, payload, rpc_timeout, metadata)
 
@@ -193,21 +178,17 @@ class TaskRunner:
         metadata: tuple[tuple[str, str], ...],
     ) -> None:
         """Push a kept result; forget it once taken or refused, keep it while unreachable."""
-
-        def parts() -> Iterator[pb.PushResultRequest | bytes]:
-            yield pb.PushResultRequest(header=header)
-            for data in payload.views(self._options.chunk_bytes):
-                yield _RESULT_CHUNK(data)  # framed as bytes: see use_zero_copy_streams
-
-        try:
-            stub.PushResult(parts(), timeout=rpc_timeout, metadata=metadata)
-        except grpc.RpcError as err:
-            code = err.code()
-            if code in _FATAL or code in _LINK_DOWN:
-                raise  # kept: delivered when the link (or the identity) is back
-            # Refused (stale, duplicate, invalid): the coordinator recorded why; carry on.
-            logger.warning("result refused: %s: %s", code.name, err.details())
-        self.pending.clear()
+        chunk_bytes = self._options.chunk_bytes
+        self.pending.deliver(
+            lambda: push_result(
+                stub,
+                header,
+                payload,
+                chunk_bytes=chunk_bytes,
+                timeout=rpc_timeout,
+                metadata=metadata,
+            )
+        )
 
 
 def _number(value: object, default: float) -> float:

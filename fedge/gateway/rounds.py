@@ -7,12 +7,19 @@ task hub, collects their replies and aggregates them with :func:`fedge.app.sites
 pushes the site's ONE reply upstream, well before the cloud's round timeout
 (``round-margin-seconds``), so that devices that do not answer are dropped here with their
 reason instead of costing the whole site its round.
+
+In an asynchronous run the cloud forwards each of the site's devices its own training (one
+device, tagged with the cloud's model version it starts from, a ``concurrent`` task): the
+gateway runs each as it comes, beside the others, and keeps no buffer of its own, so each
+update is weighed by the cloud against the one cloud version. Every reply is kept on disk
+(:class:`~fedge.edge.outbox.PendingResult`, one per task) until the cloud takes or refuses it:
+one the cut uplink could not carry is sent when the link returns, even after a restart.
 """
 
 import json
 import threading
 import time
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -21,17 +28,18 @@ from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 
 from fedge.app.sites import aggregation_for, clip_norm_of, run_site
+from fedge.edge.outbox import PendingResult
+from fedge.errors import FedgeError
 from fedge.gateway.uplink import LINK_DOWN, Uplink
 from fedge.log import logger
-from fedge.protocol.fleet import read_task
+from fedge.protocol.fleet import push_result, read_task, result_header
 from fedge.protocol.messages import encode_message
+from fedge.protocol.payload import EncodedMessage
 from fedge.protocol.tasks import Task, TaskHub
-from fedge.protocol.wire import chunk_encoder
 from fedge.v1 import fleet_pb2 as pb
 
 __all__ = ["SiteRounds"]
 
-_RESULT_CHUNK = chunk_encoder(pb.PushResultRequest)
 _GATEWAY_NODE_ID = 0  # the gateway is the server of its site's devices
 
 
@@ -82,7 +90,8 @@ class _HubExchange:
 
 
 class SiteRounds:
-    """Serves the cloud's site tasks, one at a time."""
+    """Serves the cloud's site tasks: a round's one at a time, an asynchronous run's forwarded
+    trainings (``concurrent`` tasks) each in a thread of its own, as they come."""
 
     def __init__(
         self,
@@ -92,6 +101,7 @@ class SiteRounds:
         margin_seconds: float,
         chunk_bytes: int,
         stop: threading.Event,
+        results_dir: Path,
         rpc_timeout: float = 600.0,
     ) -> None:
         self._uplink = uplink
@@ -99,19 +109,96 @@ class SiteRounds:
         self._margin = margin_seconds
         self._chunk_bytes = chunk_bytes
         self._stop = stop
+        self._results_dir = results_dir
         self._rpc_timeout = rpc_timeout
+        self._lock = threading.Lock()
+        # Replies a task's own thread is saving or sending (not for deliver_kept to send too).
+        self._sending: set[str] = set()
         self.rounds_served = 0
 
     def serve_one(self, *, wait_seconds: float) -> bool:
-        """Pull one site task (waiting up to ``wait_seconds``), run it, push the one reply."""
+        """Deliver the replies kept while the cloud was unreachable; then pull one site task
+        (waiting up to ``wait_seconds``) and run it: a round's here, a concurrent one in a
+        thread of its own."""
+        self.deliver_kept()
         pulled = self._pull(wait_seconds)
         if pulled is None:
             return False
         header, message = pulled
-        reply = self._run(header, message)
-        self._push(header, reply)
-        self.rounds_served += 1
+        if header.concurrent:
+            name = f"fedge-gw-task-{header.task_id[:8]}"
+            threading.Thread(
+                target=self._serve_quietly, args=(header, message), name=name, daemon=True
+            ).start()
+        else:
+            self._serve(header, message)
         return True
+
+    @property
+    def serving(self) -> int:
+        """Site tasks whose reply is being made or sent now."""
+        with self._lock:
+            return len(self._sending)
+
+    def deliver_kept(self) -> int:
+        """Send the kept replies (oldest first); how many the cloud took or refused. Raises
+        ``grpc.RpcError`` while the cloud cannot be reached (the rest stay kept)."""
+        kept_dirs = sorted(
+            (p for p in self._results_dir.glob("*") if p.is_dir()),
+            key=lambda p: p.stat().st_mtime,
+        )
+        sent = 0
+        for path in kept_dirs:
+            with self._lock:
+                if path.name in self._sending:
+                    continue
+            kept = PendingResult(self._results_dir, path.name)
+            loaded = kept.load()
+            if loaded is None:
+                kept.clear()  # torn by a crash: never whole, never sent
+                continue
+            header, payload = loaded
+            logger.info(
+                "delivering the site's kept reply to run %d round %d (task %s)",
+                header.run_id,
+                header.server_round,
+                header.task_id,
+            )
+            self._deliver(kept, header, payload)
+            sent += 1
+        return sent
+
+    def _serve(self, header: Any, message: Message) -> None:
+        with self._lock:
+            self._sending.add(header.task_id)
+        try:
+            reply = self._run(header, message)
+            self._push(header, reply)
+        finally:
+            with self._lock:
+                self._sending.discard(header.task_id)
+                self.rounds_served += 1
+
+    def _serve_quietly(self, header: Any, message: Message) -> None:
+        """A concurrent task's thread: what goes wrong is logged (and a reply the cloud could
+        not be sent is kept)."""
+        try:
+            self._serve(header, message)
+        except grpc.RpcError as err:
+            if err.code() in LINK_DOWN:
+                self._uplink.mark(False)
+            logger.warning(
+                "run %d: the site's reply to task %s: %s: %s",
+                header.run_id,
+                header.task_id,
+                err.code().name,
+                err.details(),
+            )
+        except FedgeError as err:
+            logger.warning("run %d: site task %s failed: %s", header.run_id, header.task_id, err)
+        except ValueError:  # grpc: the gateway stopped and closed its uplink under the call
+            if not self._stop.is_set():
+                raise
 
     def _run(self, header: Any, message: Message) -> Message:
         if not header.site_nodes:
@@ -152,32 +239,34 @@ class SiteRounds:
         return pulled
 
     def _push(self, header: Any, reply: Message) -> None:
+        """Keep the reply on disk, then send it: a cut uplink loses nothing (see
+        :meth:`deliver_kept`)."""
         payload = encode_message(reply)
-        result = pb.ResultHeader(
-            task_id=header.task_id,
-            run_id=header.run_id,
-            server_round=header.server_round,
-            payload_bytes=payload.total_bytes,
-            part_bytes=payload.part_bytes,
-        )
-
-        def parts() -> Iterator[pb.PushResultRequest | bytes]:
-            yield pb.PushResultRequest(header=result)
-            for data in payload.views(self._chunk_bytes):
-                yield _RESULT_CHUNK(data)  # framed as bytes: see use_zero_copy_streams
-
+        result = result_header(header, payload, insecure=False)
+        kept = PendingResult(self._results_dir, header.task_id)
+        kept.save(result, payload)
         try:
-            self._uplink.fleet.PushResult(parts(), timeout=self._rpc_timeout)
+            self._deliver(kept, result, payload)
         except grpc.RpcError as err:
-            if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            if err.code() not in LINK_DOWN:
                 raise
-            if err.code() in LINK_DOWN:
-                self._uplink.mark(False)
-            # The cloud dropped the site from the round or refused the reply; it said why.
+            self._uplink.mark(False)
             logger.warning(
-                "the cloud did not take the site's reply to run %d round %d: %s: %s",
+                "the cloud is unreachable: the site's reply to run %d round %d is kept until "
+                "it is back (%s)",
                 header.run_id,
                 header.server_round,
                 err.code().name,
-                err.details(),
             )
+
+    def _deliver(self, kept: PendingResult, header: Any, payload: EncodedMessage) -> None:
+        kept.deliver(
+            lambda: push_result(
+                self._uplink.fleet,
+                header,
+                payload,
+                chunk_bytes=self._chunk_bytes,
+                timeout=self._rpc_timeout,
+            )
+        )
+        self._uplink.mark(True)

@@ -8,8 +8,9 @@ kept beside its identity, and only then are the ports bound and the state opened
 Three loops run beside the servers: the sync loop (the site's devices to the cloud, the cloud's
 roster back, queued reports out, releases refreshed), the round loop (the cloud's site tasks)
 and the prefetch loop (artifacts the cloud's manifests name). A cut cloud link costs the site
-nothing it has: devices keep their connection to the gateway, their releases and their reports
-(kept until the link returns); the cloud drops the site from rounds it misses.
+nothing it has: devices keep their connection to the gateway, their releases and their reports,
+and the gateway its replies to the cloud's tasks (kept until the link returns); the cloud drops
+the site from rounds it misses.
 """
 
 import contextlib
@@ -51,6 +52,8 @@ __all__ = ["Gateway"]
 
 _FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 _ENROLL_CERT, _ENROLL_KEY = "enroll.pem", "enroll.key"
+#: The site's replies the cloud has not taken yet, one directory per task.
+SITE_RESULTS_DIR = "site-results"
 
 
 class Gateway:
@@ -178,6 +181,7 @@ class Gateway:
             margin_seconds=self.config.round_margin_seconds,
             chunk_bytes=self.config.chunk_bytes,
             stop=self._stop,
+            results_dir=root / SITE_RESULTS_DIR,
         )
         self._enroll_fingerprint = fingerprint(enroll_pem)
         self.endpoint.serve(

@@ -5,7 +5,8 @@ Both serve ``FleetService`` to their devices from a :class:`~fedge.protocol.task
 to the hub if the stream breaks; :func:`receive_result` reassembles a pushed result, checks it
 answers a task the hub issued to that very node, and decodes the Flower reply. What a server
 then checks of the reply's content (the update's shapes, a site's aggregate) and records is its
-own. :func:`read_task` is the pulling side: a device's, and a gateway's towards the cloud.
+own. :func:`read_task` and :func:`push_result` are the other side: a device's, and a gateway's
+towards the cloud.
 """
 
 from collections.abc import Iterable, Iterator
@@ -16,15 +17,24 @@ from flwr.app import Message
 
 from fedge.errors import PayloadError, StaleResultError
 from fedge.protocol.messages import decode_message
-from fedge.protocol.payload import PayloadAssembler
+from fedge.protocol.payload import EncodedMessage, PayloadAssembler
 from fedge.protocol.tasks import Task, TaskHub
 from fedge.protocol.wire import chunk_encoder
 from fedge.records import copy_fields
 from fedge.v1 import fleet_pb2 as pb
 
-__all__ = ["pull_task", "read_task", "receive_result", "send_task", "task_header"]
+__all__ = [
+    "pull_task",
+    "push_result",
+    "read_task",
+    "receive_result",
+    "result_header",
+    "send_task",
+    "task_header",
+]
 
 _TASK_CHUNK = chunk_encoder(pb.PullTaskResponse)
+_RESULT_CHUNK = chunk_encoder(pb.PushResultRequest)
 
 
 def task_header(task: Task, *, node_id: int, insecure: bool) -> pb.TaskHeader:
@@ -131,3 +141,36 @@ def read_task(
     if header is None or assembler is None:
         return None
     return header, decode_message(assembler.finish())
+
+
+def result_header(task: Any, payload: EncodedMessage, *, insecure: bool) -> pb.ResultHeader:
+    """The header of the result ``payload`` answering the pulled task of header ``task``."""
+    return pb.ResultHeader(
+        task_id=task.task_id,
+        run_id=task.run_id,
+        server_round=task.server_round,
+        payload_bytes=payload.total_bytes,
+        # Mutual TLS authenticates every record: the hash is only needed without.
+        payload_sha256=payload.sha256 if insecure else "",
+        part_bytes=payload.part_bytes,
+    )
+
+
+def push_result(
+    stub: Any,
+    header: pb.ResultHeader,
+    payload: EncodedMessage,
+    *,
+    chunk_bytes: int,
+    timeout: float,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """Stream one result to ``stub``'s ``PushResult``: its header, then its payload in chunks
+    (raises ``grpc.RpcError`` as the call does)."""
+
+    def parts() -> Iterator[pb.PushResultRequest | bytes]:
+        yield pb.PushResultRequest(header=header)
+        for data in payload.views(chunk_bytes):
+            yield _RESULT_CHUNK(data)  # framed as bytes: see use_zero_copy_streams
+
+    stub.PushResult(parts(), timeout=timeout, metadata=metadata)

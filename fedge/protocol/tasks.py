@@ -40,6 +40,9 @@ class Task:
     # For a site gateway: the devices of its site the task is for; the gateway answers once
     # for all of them (see fedge.app.sites).
     site_nodes: tuple[int, ...] = ()
+    # A node may hold several such tasks at once (a site gateway forwarding its devices'
+    # asynchronous trainings): pulling again does not give them back.
+    concurrent: bool = False
     created: float = field(default_factory=time.monotonic)
 
 
@@ -93,7 +96,7 @@ class TaskHub:
         with self._cond:
             # An agent works on one task at a time: a device asking for work has lost any task
             # it was given (e.g. it restarted, or its upload failed), so give those again.
-            lost = [t for t in self._issued.values() if t.node_id == node_id]
+            lost = [t for t in self._issued.values() if t.node_id == node_id and not t.concurrent]
             for task in lost:
                 del self._issued[task.task_id]
                 self._queues.setdefault(node_id, deque()).appendleft(task)

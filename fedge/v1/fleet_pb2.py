@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65\x64ge/v1/fleet.proto\x12\x08\x66\x65\x64ge.v1\"\xfb\x01\n\x10HeartbeatRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.fedge.v1.DeviceState\x12\x11\n\tcan_train\x18\x03 \x01(\x08\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x17\n\x0frelease_version\x18\x05 \x01(\x04\x12\x14\n\x0crelease_slot\x18\x06 \x01(\t\x12#\n\x04\x64\x61ta\x18\x07 \x01(\x0b\x32\x15.fedge.v1.DataSummary\x12\x38\n\x0fpersonalization\x18\x08 \x01(\x0b\x32\x1f.fedge.v1.PersonalizationReport\"W\n\x15PersonalizationReport\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04gain\x18\x02 \x01(\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x04 \x01(\x01\"Y\n\x0b\x44\x61taSummary\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12\x13\n\x0bnum_classes\x18\x03 \x01(\x03\x12\x0f\n\x07samples\x18\x04 \x01(\x03\"D\n\x11HeartbeatResponse\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\x12\x15\n\rrelease_state\x18\x02 \x01(\t\"\'\n\x0fPullTaskRequest\x12\x14\n\x0cwait_seconds\x18\x01 \x01(\x01\"\xda\x01\n\nTaskHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\x03\x12\x14\n\x0cserver_round\x18\x03 \x01(\x03\x12\x14\n\x0cmessage_type\x18\x04 \x01(\t\x12\x17\n\x0frun_config_json\x18\x05 \x01(\t\x12\x0f\n\x07node_id\x18\x06 \x01(\x03\x12\x15\n\rpayload_bytes\x18\x07 \x01(\x03\x12\x16\n\x0epayload_sha256\x18\x08 \x01(\t\x12\x12\n\npart_bytes\x18\t \x03(\x03\x12\x12\n\nsite_nodes\x18\n \x03(\x03\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"d\n\x10PullTaskResponse\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x14.fedge.v1.TaskHeaderH\x00\x12 \n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x0f.fedge.v1.ChunkH\x00\x42\x06\n\x04part\"\x88\x01\n\x0cResultHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\x03\x12\x14\n\x0cserver_round\x18\x03 \x01(\x03\x12\x15\n\rpayload_bytes\x18\x04 \x01(\x03\x12\x16\n\x0epayload_sha256\x18\x05 \x01(\t\x12\x12\n\npart_bytes\x18\x06 \x03(\x03\"g\n\x11PushResultRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.fedge.v1.ResultHeaderH\x00\x12 \n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x0f.fedge.v1.ChunkH\x00\x42\x06\n\x04part\"&\n\x12PushResultResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08*]\n\x0b\x44\x65viceState\x12\x1c\n\x18\x44\x45VICE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45VICE_STATE_IDLE\x10\x01\x12\x19\n\x15\x44\x45VICE_STATE_TRAINING\x10\x02\x32\xe4\x01\n\x0c\x46leetService\x12\x44\n\tHeartbeat\x12\x1a.fedge.v1.HeartbeatRequest\x1a\x1b.fedge.v1.HeartbeatResponse\x12\x43\n\x08PullTask\x12\x19.fedge.v1.PullTaskRequest\x1a\x1a.fedge.v1.PullTaskResponse0\x01\x12I\n\nPushResult\x12\x1b.fedge.v1.PushResultRequest\x1a\x1c.fedge.v1.PushResultResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65\x64ge/v1/fleet.proto\x12\x08\x66\x65\x64ge.v1\"\xfb\x01\n\x10HeartbeatRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.fedge.v1.DeviceState\x12\x11\n\tcan_train\x18\x03 \x01(\x08\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x17\n\x0frelease_version\x18\x05 \x01(\x04\x12\x14\n\x0crelease_slot\x18\x06 \x01(\t\x12#\n\x04\x64\x61ta\x18\x07 \x01(\x0b\x32\x15.fedge.v1.DataSummary\x12\x38\n\x0fpersonalization\x18\x08 \x01(\x0b\x32\x1f.fedge.v1.PersonalizationReport\"W\n\x15PersonalizationReport\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04gain\x18\x02 \x01(\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x04 \x01(\x01\"Y\n\x0b\x44\x61taSummary\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12\x13\n\x0bnum_classes\x18\x03 \x01(\x03\x12\x0f\n\x07samples\x18\x04 \x01(\x03\"D\n\x11HeartbeatResponse\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\x12\x15\n\rrelease_state\x18\x02 \x01(\t\"\'\n\x0fPullTaskRequest\x12\x14\n\x0cwait_seconds\x18\x01 \x01(\x01\"\xee\x01\n\nTaskHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\x03\x12\x14\n\x0cserver_round\x18\x03 \x01(\x03\x12\x14\n\x0cmessage_type\x18\x04 \x01(\t\x12\x17\n\x0frun_config_json\x18\x05 \x01(\t\x12\x0f\n\x07node_id\x18\x06 \x01(\x03\x12\x15\n\rpayload_bytes\x18\x07 \x01(\x03\x12\x16\n\x0epayload_sha256\x18\x08 \x01(\t\x12\x12\n\npart_bytes\x18\t \x03(\x03\x12\x12\n\nsite_nodes\x18\n \x03(\x03\x12\x12\n\nconcurrent\x18\x0b \x01(\x08\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"d\n\x10PullTaskResponse\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x14.fedge.v1.TaskHeaderH\x00\x12 \n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x0f.fedge.v1.ChunkH\x00\x42\x06\n\x04part\"\x88\x01\n\x0cResultHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\x03\x12\x14\n\x0cserver_round\x18\x03 \x01(\x03\x12\x15\n\rpayload_bytes\x18\x04 \x01(\x03\x12\x16\n\x0epayload_sha256\x18\x05 \x01(\t\x12\x12\n\npart_bytes\x18\x06 \x03(\x03\"g\n\x11PushResultRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.fedge.v1.ResultHeaderH\x00\x12 \n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x0f.fedge.v1.ChunkH\x00\x42\x06\n\x04part\"&\n\x12PushResultResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08*]\n\x0b\x44\x65viceState\x12\x1c\n\x18\x44\x45VICE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45VICE_STATE_IDLE\x10\x01\x12\x19\n\x15\x44\x45VICE_STATE_TRAINING\x10\x02\x32\xe4\x01\n\x0c\x46leetService\x12\x44\n\tHeartbeat\x12\x1a.fedge.v1.HeartbeatRequest\x1a\x1b.fedge.v1.HeartbeatResponse\x12\x43\n\x08PullTask\x12\x19.fedge.v1.PullTaskRequest\x1a\x1a.fedge.v1.PullTaskResponse0\x01\x12I\n\nPushResult\x12\x1b.fedge.v1.PushResultRequest\x1a\x1c.fedge.v1.PushResultResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedge.v1.fleet_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEVICESTATE']._serialized_start=1209
-  _globals['_DEVICESTATE']._serialized_end=1302
+  _globals['_DEVICESTATE']._serialized_start=1229
+  _globals['_DEVICESTATE']._serialized_end=1322
   _globals['_HEARTBEATREQUEST']._serialized_start=35
   _globals['_HEARTBEATREQUEST']._serialized_end=286
   _globals['_PERSONALIZATIONREPORT']._serialized_start=288
@@ -44,17 +44,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PULLTASKREQUEST']._serialized_start=538
   _globals['_PULLTASKREQUEST']._serialized_end=577
   _globals['_TASKHEADER']._serialized_start=580
-  _globals['_TASKHEADER']._serialized_end=798
-  _globals['_CHUNK']._serialized_start=800
-  _globals['_CHUNK']._serialized_end=821
-  _globals['_PULLTASKRESPONSE']._serialized_start=823
-  _globals['_PULLTASKRESPONSE']._serialized_end=923
-  _globals['_RESULTHEADER']._serialized_start=926
-  _globals['_RESULTHEADER']._serialized_end=1062
-  _globals['_PUSHRESULTREQUEST']._serialized_start=1064
-  _globals['_PUSHRESULTREQUEST']._serialized_end=1167
-  _globals['_PUSHRESULTRESPONSE']._serialized_start=1169
-  _globals['_PUSHRESULTRESPONSE']._serialized_end=1207
-  _globals['_FLEETSERVICE']._serialized_start=1305
-  _globals['_FLEETSERVICE']._serialized_end=1533
+  _globals['_TASKHEADER']._serialized_end=818
+  _globals['_CHUNK']._serialized_start=820
+  _globals['_CHUNK']._serialized_end=841
+  _globals['_PULLTASKRESPONSE']._serialized_start=843
+  _globals['_PULLTASKRESPONSE']._serialized_end=943
+  _globals['_RESULTHEADER']._serialized_start=946
+  _globals['_RESULTHEADER']._serialized_end=1082
+  _globals['_PUSHRESULTREQUEST']._serialized_start=1084
+  _globals['_PUSHRESULTREQUEST']._serialized_end=1187
+  _globals['_PUSHRESULTRESPONSE']._serialized_start=1189
+  _globals['_PUSHRESULTRESPONSE']._serialized_end=1227
+  _globals['_FLEETSERVICE']._serialized_start=1325
+  _globals['_FLEETSERVICE']._serialized_end=1553
 # @@protoc_insertion_point(module_scope)

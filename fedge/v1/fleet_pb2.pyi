@@ -223,6 +223,7 @@ class TaskHeader(_message.Message):
     PAYLOAD_SHA256_FIELD_NUMBER: _builtins.int
     PART_BYTES_FIELD_NUMBER: _builtins.int
     SITE_NODES_FIELD_NUMBER: _builtins.int
+    CONCURRENT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     run_id: _builtins.int
     server_round: _builtins.int
@@ -235,6 +236,11 @@ class TaskHeader(_message.Message):
     """Hex SHA-256 of the payload. Empty over mutual TLS, whose records are authenticated
     (AEAD), so the bytes that arrive are the bytes sent; required without TLS (--insecure).
     A hash that is sent is always checked.
+    """
+    concurrent: _builtins.bool
+    """A task its node may hold beside others (a site gateway forwarding one device's training
+    in an asynchronous run, tagged with the model version it starts from): the node runs it
+    at once, and asking for more work does not mean it lost this one.
     """
     @_builtins.property
     def part_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
@@ -262,10 +268,11 @@ class TaskHeader(_message.Message):
         payload_sha256: _builtins.str = ...,
         part_bytes: _abc.Iterable[_builtins.int] | None = ...,
         site_nodes: _abc.Iterable[_builtins.int] | None = ...,
+        concurrent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_type", b"message_type", "node_id", b"node_id", "part_bytes", b"part_bytes", "payload_bytes", b"payload_bytes", "payload_sha256", b"payload_sha256", "run_config_json", b"run_config_json", "run_id", b"run_id", "server_round", b"server_round", "site_nodes", b"site_nodes", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrent", b"concurrent", "message_type", b"message_type", "node_id", b"node_id", "part_bytes", b"part_bytes", "payload_bytes", b"payload_bytes", "payload_sha256", b"payload_sha256", "run_config_json", b"run_config_json", "run_id", b"run_id", "server_round", b"server_round", "site_nodes", b"site_nodes", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,17 +1,28 @@
 """The coordinator's grid as an async run's clock (:class:`AsyncGrpcGrid`) over a real task hub:
 a training task stays out while its device is away, a late update is still taken, a task out
-longer than the round timeout is answered with why, and a stop ends the wait."""
+longer than the round timeout is answered with why, a stop ends the wait, and a device behind a
+site gateway gets a task of its own that the gateway holds beside others."""
 
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 
 from fedge.app.async_loop import DeviceClock
+from fedge.app.sites import MEAN, SiteResult
 from fedge.coordinator.control import run_to_proto
 from fedge.coordinator.errors import RunStoppedError
+from fedge.coordinator.gateways import SiteRef
 from fedge.coordinator.grid import AsyncGrpcGrid
 from fedge.coordinator.plan import FleetView, resolve_plan
 from fedge.coordinator.state import DeviceRow, State
@@ -93,6 +104,49 @@ def test_a_stop_ends_the_wait() -> None:
     assert grid.training == 0
 
 
+def test_devices_behind_a_gateway_get_a_concurrent_task_each_and_their_own_replies() -> None:
+    hub = TaskHub()
+    site = SiteRef("factory-a", gateway_node=9, gateway_id="gw-1")
+    set_server_identity(RUN)
+    grid = AsyncGrpcGrid(
+        hub,
+        round_timeout=60.0,
+        run_id=RUN,
+        run_config={},
+        nodes=lambda: [1, 2],
+        sites=lambda node_ids: dict.fromkeys(node_ids, site),
+    )
+    grid.start_training([_train(1, version=3), _train(2, version=3)])
+    first, second = hub.pull(9, wait_seconds=1.0), hub.pull(9, wait_seconds=1.0)
+    assert first is not None and second is not None
+    assert {first.site_nodes, second.site_nodes} == {(1,), (2,)}
+    assert first.concurrent and second.concurrent
+    assert hub.pull(9, wait_seconds=0.0) is None  # pulling again gave neither back
+    trained = ArrayRecord({"w": Array(np.ones(3, dtype=np.float32))})
+    answers = {
+        1: SiteResult(MEAN, arrays=trained, metrics={1: MetricRecord({"num-examples": 10})}),
+        2: SiteResult(MEAN, dropped={2: "not connected to its site gateway"}),
+    }
+    for task in (first, second):
+        message = task_message(task)
+        assert message.metadata.group_id == "3"  # the version the device starts from
+        reply = Message(answers[task.site_nodes[0]].to_content(), reply_to=message)
+        hub.complete(hub.task_for_result(task.task_id, 9), reply)
+    replies: list[Message] = []
+
+    def both_delivered() -> bool:
+        replies.extend(grid.wait(grid.now + 1.0))
+        return len(replies) == 2
+
+    wait_for(both_delivered, 10, "both devices' replies")
+    by_node = {int(m.metadata.src_node_id): m for m in replies}
+    assert by_node[1].metadata.group_id == "3" and not by_node[1].has_error()
+    assert by_node[1].content.array_records["arrays"]["w"].numpy().tolist() == [1.0, 1.0, 1.0]
+    assert by_node[2].has_error()
+    assert by_node[2].error.reason == "not connected to its site gateway (site factory-a)"
+    assert grid.training == 0
+
+
 def task_message(task: Task) -> Message:
     """The message a task carries, as the device decodes it."""
     return decode_message(task.payload.parts)
@@ -112,13 +166,20 @@ ASYNC = {"dataset": "mnist-5k", "model": "cnn-small", "clients": 3, "mode": "asy
 def test_an_async_plan_runs_on_the_coordinators_wall_clock() -> None:
     config = resolve_plan(ASYNC, fleet=_fleet("", "", ""))
     assert (config.runtime, config.mode, config.buffer) == ("grpc", "async", 2)
+    # devices behind a site gateway too: the site forwards each device's update
+    config = resolve_plan(ASYNC, fleet=_fleet("", "a", "a"))
+    assert (config.runtime, config.mode) == ("grpc", "async")
 
 
 @pytest.mark.parametrize(
     ("options", "sites", "message"),
     [
         ({"buffer": 4}, ("", "", ""), "--buffer: 4 is larger than the fleet (--clients 3)"),
-        ({}, ("", "a", "a"), "--mode: 'async' does not run through site gateways yet"),
+        (
+            {"site-rounds": 2},
+            ("", "a", "a"),
+            "--site-rounds: 2 does not apply under --mode async: a site forwards each device's",
+        ),
         (
             {"availability": "random:0.5"},
             ("", "", ""),

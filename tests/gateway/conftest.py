@@ -60,21 +60,32 @@ class Site:
             enroll_address=self.enroll_address,
         )
 
-    def trainer(self, name: str, *, partition: int, partitions: int) -> EdgeAgent:
+    def trainer(
+        self, name: str, *, partition: int, partitions: int, step_delay: float = 0.0
+    ) -> EdgeAgent:
         """A device of the site training on its simulated partition of ``digits``, running."""
         identity = self.enroll(name)
         data = self.root / f"{name}-data"
         write_device_data(
             data, dataset="digits", partition_id=partition, num_partitions=partitions, fmt="npz"
         )
-        return self.run_device(identity, data, reconnect_wait=2.0)
+        return self.run_device(identity, data, reconnect_wait=2.0, step_delay=step_delay)
 
     def run_device(
-        self, identity: DeviceIdentity, data: Path, *, reconnect_wait: float = 30.0
+        self,
+        identity: DeviceIdentity,
+        data: Path,
+        *,
+        reconnect_wait: float = 30.0,
+        step_delay: float = 0.0,
     ) -> EdgeAgent:
-        """Run the training device of ``identity`` in a thread until the fixture ends; its agent."""
+        """Run the training device of ``identity`` in a thread until the fixture ends; its agent
+        (``step_delay``: seconds added per training step, a slower device)."""
         agent_settings = AgentSettings(
-            wait_seconds=1.0, heartbeat_seconds=0.3, reconnect_wait=reconnect_wait
+            wait_seconds=1.0,
+            heartbeat_seconds=0.3,
+            reconnect_wait=reconnect_wait,
+            step_delay=step_delay,
         )
         settings = DeviceSettings(data_dir=data, agent=agent_settings, delivery=None)
         device = start_device(identity, settings)
