@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from fedge.app.config import PRECISIONS
 
@@ -138,17 +139,35 @@ def evaluate(
     x: Tensor,
     y: Tensor,
     *,
-    batch_size: int = 500,
+    batch_size: int = 128,
     precision: str = "fp32",
 ) -> EvalResult:
-    """Loss and accuracy of ``model`` on ``(x, y)``."""
+    """Loss and accuracy of ``model`` on ``(x, y)``.
+
+    Image batches run against channels-last copies of the convolution weights (the caller's
+    model keeps its layout): with input and weights in one layout oneDNN converts nothing, and
+    batches of 128 keep a small CNN's activations in cache; together about twice as fast as
+    row-major weights in batches of 500.
+    """
     model.eval()
+    weights = _channels_last_weights(model) if x.dim() == 4 else {}
     total_loss, correct = 0.0, 0
     for start in range(0, len(y), batch_size):
+        batch = to_fast_layout(x[start : start + batch_size])
         with compute_precision(precision):
-            logits = model(to_fast_layout(x[start : start + batch_size])).float()
+            output = functional_call(model, weights, (batch,)) if weights else model(batch)
+        logits = output.float()
         target = y[start : start + batch_size]
         total_loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
         correct += int((logits.argmax(dim=1) == target).sum())
     n = len(y)
     return EvalResult(total_loss / max(n, 1), correct / max(n, 1), n)
+
+
+def _channels_last_weights(model: nn.Module) -> dict[str, Tensor]:
+    """The model's 4-D (convolution) weights in channels-last memory; no copy if already so."""
+    return {
+        name: p.contiguous(memory_format=torch.channels_last)
+        for name, p in model.named_parameters()
+        if p.dim() == 4
+    }

@@ -35,6 +35,21 @@ def test_fast_layout_changes_memory_not_values() -> None:
     assert to_fast_layout(rows) is rows
 
 
+def test_evaluate_in_fast_layout_matches_the_plain_model_and_leaves_it_alone() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(300, 1, 12, 12), torch.randint(0, 4, (300,))
+    model = get_model("cnn-small", input_shape=(1, 12, 12), num_classes=4)
+    with torch.no_grad():
+        logits = model(x)
+    plain_loss = float(torch.nn.functional.cross_entropy(logits, y))
+    plain_accuracy = float((logits.argmax(dim=1) == y).float().mean())
+    result = evaluate(model, x, y, batch_size=64)
+    assert result.num_examples == 300
+    assert result.accuracy == pytest.approx(plain_accuracy)
+    assert result.loss == pytest.approx(plain_loss, rel=1e-5)
+    assert all(p.is_contiguous() for p in model.parameters())  # the caller's layout
+
+
 def test_bf16_training_keeps_fp32_weights_and_learns() -> None:
     torch.manual_seed(0)
     x = torch.randn(256, 1, 8, 8)
