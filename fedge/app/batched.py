@@ -346,7 +346,6 @@ def _train_group(
     params = dict(stacked.named_parameters())
     initial = {name: p.detach().clone() for name, p in params.items()} if proximal_mu else {}
     velocity: dict[str, Tensor] = {}
-    width = max(len(step.indices) for plan in plans for step in plan)
     x_all, y_all = _padded(clients)
     rows = torch.arange(count).unsqueeze(1)
     totals = torch.zeros(count, dtype=torch.float64)
@@ -354,13 +353,13 @@ def _train_group(
     last_epoch = torch.tensor([plan[-1].epoch for plan in plans])
     stacked.train()
     for t in range(max(len(plan) for plan in plans)):
-        index, mask, active, epoch = _step_batch(plans, t, width)
+        index, mask, active, epoch = _step_batch(plans, t)
         x = x_all[rows, index].flatten(0, 1)
         logits = stacked(x).float()
         per_sample = nn.functional.cross_entropy(
             logits, y_all[rows, index].flatten(), reduction="none"
         )
-        losses = (per_sample.view(count, width) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        losses = (per_sample.view(mask.shape) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         if proximal_mu:
             losses = losses + 0.5 * proximal_mu * sum(
                 ((params[n] - initial[n]) ** 2).flatten(1).sum(dim=1) for n in params
@@ -389,11 +388,13 @@ def _padded(clients: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     return torch.stack(xs), torch.stack(ys)
 
 
-def _step_batch(
-    plans: Sequence[list[_Step]], t: int, width: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Step ``t``'s rows of every client (padded to ``width``), their mask, who is active and
-    in which epoch."""
+def _step_batch(plans: Sequence[list[_Step]], t: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Step ``t``'s rows of every client, their mask, who is active and in which epoch.
+
+    Rows are padded to the step's widest batch, not the run's: an epoch's short last batches
+    then cost what they hold, not a full batch each.
+    """
+    width = max(len(plan[t].indices) for plan in plans if t < len(plan))
     index = torch.zeros(len(plans), width, dtype=torch.long)
     mask = torch.zeros(len(plans), width)
     active = torch.zeros(len(plans), dtype=torch.bool)
