@@ -21,7 +21,6 @@ measured slower on CPU than one client at a time (``on`` batches them anyway).
 import copy
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 from fedge.app.client import ClientData, client_seed, load_client_data, train_setting
 from fedge.app.config import RunConfig
 from fedge.app.personalize import PERSONAL_LAYERS
+from fedge.app.training import map_one_thread_each
 from fedge.errors import ConfigError
 
 __all__ = [
@@ -257,15 +257,9 @@ def train_together(
         )
         return list(zip(group_states, group_losses, strict=True))
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="fedge-batch") as pool:
-            for group, trained in zip(groups, pool.map(run, groups), strict=True):
-                for i, (state, loss) in zip(group, trained, strict=True):
-                    states[i], losses[i] = state, loss
-    finally:
-        torch.set_num_threads(threads)
+    for group, trained in zip(groups, map_one_thread_each(run, groups, workers), strict=True):
+        for i, (state, loss) in zip(group, trained, strict=True):
+            states[i], losses[i] = state, loss
     return states, losses
 
 
