@@ -26,6 +26,7 @@ __all__ = [
     "map_one_thread_each",
     "reconstruction_errors",
     "set_seed",
+    "sgd_step",
     "task_loss",
     "to_fast_layout",
     "train",
@@ -92,7 +93,8 @@ def train(
     """
     objective = task_loss(kind)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    params = list(model.parameters())
+    velocity: list[Tensor | None] = [None] * len(params)
     global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
     model.train()
     last_loss = 0.0
@@ -101,7 +103,8 @@ def train(
         total, count = 0.0, 0
         for start in range(0, len(y), batch_size):
             idx = order[start : start + batch_size]
-            optimizer.zero_grad(set_to_none=True)
+            for p in params:
+                p.grad = None
             with compute_precision(precision):
                 batch = to_fast_layout(x[idx])
                 output = model(batch)
@@ -113,11 +116,35 @@ def train(
                 )
                 loss = loss + 0.5 * proximal_mu * prox
             loss.backward()
-            optimizer.step()
+            sgd_step(params, velocity, lr=lr, momentum=momentum)
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         last_loss = total / max(count, 1)
     return last_loss
+
+
+@torch.no_grad()
+def sgd_step(
+    params: Sequence[Tensor], velocity: list[Tensor | None], *, lr: float, momentum: float
+) -> None:
+    """``torch.optim.SGD``'s step (no dampening, weight decay or Nesterov), the same arithmetic.
+
+    Without the optimizer object: constructing any ``torch.optim`` optimizer imports
+    ``torch._dynamo``, seconds of a simulation's start. ``velocity`` holds each parameter's
+    momentum buffer (``None`` before its first step) and is updated in place.
+    """
+    for i, p in enumerate(params):
+        grad = p.grad
+        if grad is None:  # as SGD: a parameter without a gradient keeps its weights and buffer
+            continue
+        if momentum:
+            buffer = velocity[i]
+            if buffer is None:
+                buffer = velocity[i] = grad.detach().clone()
+            else:
+                buffer.mul_(momentum).add_(grad)
+            grad = buffer
+        p.add_(grad, alpha=-lr)
 
 
 def task_loss(kind: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
