@@ -14,8 +14,10 @@ to float rounding.
 What cannot batch falls back to the sequential path, and :func:`plan_batching` says why: local
 DP-SGD (Opacus trains each client alone), bf16 autocast, models with buffers (BatchNorm's running
 statistics) or random layers (dropout), runtimes other than ``local``. ``auto`` also leaves
-convolutional models sequential: batched convolutions become grouped convolutions, which
-measured slower on CPU than one client at a time (``on`` batches them anyway).
+convolutional models sequential: their time is in the convolution kernels, which run once per
+client either way (a grouped convolution, or im2col and a batched matrix product, measured no
+faster on CPU), so batching them measured no faster than one client at a time, and slower with
+its gathering and padding (``on`` batches them anyway).
 """
 
 import copy
@@ -116,8 +118,8 @@ def _obstacle(config: RunConfig) -> str | None:
     size = sum(p.numel() for p in model.parameters())
     if config.batch_clients == "auto" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return (
-            f"model {config.model} has convolutions: batched, they run as grouped convolutions, "
-            "slower on CPU than one client at a time (--batch-clients on batches them)"
+            f"model {config.model} has convolutions: their kernels run once per client either "
+            "way, so batching is no faster on CPU (--batch-clients on batches them)"
         )
     if config.batch_clients == "auto" and size > AUTO_MAX_PARAMETERS:
         return (
