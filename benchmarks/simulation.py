@@ -49,8 +49,13 @@ def run_fedge(config: RunConfig) -> tuple[float, float]:
     return time.perf_counter() - started, result.final_accuracy
 
 
-def run_plain_flower(config: RunConfig) -> tuple[float, float]:
-    """Wall time and final accuracy of the same workload as a plain Flower app."""
+def run_plain_flower(
+    config: RunConfig, evaluated_at: list[float] | None = None
+) -> tuple[float, float]:
+    """Wall time and final accuracy of the same workload as a plain Flower app.
+
+    ``evaluated_at`` gets the ``perf_counter`` time of each central evaluation (round 0 first).
+    """
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
     from flwr.serverapp import Grid, ServerApp
@@ -67,6 +72,9 @@ def run_plain_flower(config: RunConfig) -> tuple[float, float]:
     # Raw 0..255 images, as a Flower app reads them from a hub dataset.
     raw = np.clip(np.round((ds.x_train[:, 0] * 0.3081 + 0.1307) * 255), 0, 255).astype(np.uint8)
     table = datasets.Dataset.from_dict({"image": list(raw), "label": ds.y_train.tolist()})
+    # Shuffled with the run's seed before the IID split, as FederatedDataset does by default
+    # and as fedge's iid partition does: each partition id then holds the same samples.
+    table = table.shuffle(seed=config.seed)
     transform = Compose([ToTensor(), Normalize((0.1307,), (0.3081,))])
 
     def apply_transforms(batch: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +133,8 @@ def run_plain_flower(config: RunConfig) -> tuple[float, float]:
             for x, y in test_loader:
                 correct += int((model(x).argmax(1) == y).sum())
         accuracies.append(correct / len(ds.y_test))
+        if evaluated_at is not None:
+            evaluated_at.append(time.perf_counter())
         return MetricRecord({"accuracy": accuracies[-1]})
 
     server_app = ServerApp()

@@ -14,14 +14,15 @@ to float rounding.
 What cannot batch falls back to the sequential path, and :func:`plan_batching` says why: local
 DP-SGD (Opacus trains each client alone), bf16 autocast, models with buffers (BatchNorm's running
 statistics) or random layers (dropout), runtimes other than ``local``. ``auto`` also leaves
-convolutional models sequential: batched convolutions become grouped convolutions, which
-measured slower on CPU than one client at a time (``on`` batches them anyway).
+convolutional models sequential: their time is in the convolution kernels, which run once per
+client either way (a grouped convolution, or im2col and a batched matrix product, measured no
+faster on CPU), so batching them measured no faster than one client at a time, and slower with
+its gathering and padding (``on`` batches them anyway).
 """
 
 import copy
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ from torch import Tensor, nn
 from fedge.app.client import ClientData, client_seed, load_client_data, train_setting
 from fedge.app.config import RunConfig
 from fedge.app.personalize import PERSONAL_LAYERS
+from fedge.app.training import map_one_thread_each
 from fedge.errors import ConfigError
 
 __all__ = [
@@ -116,8 +118,8 @@ def _obstacle(config: RunConfig) -> str | None:
     size = sum(p.numel() for p in model.parameters())
     if config.batch_clients == "auto" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return (
-            f"model {config.model} has convolutions: batched, they run as grouped convolutions, "
-            "slower on CPU than one client at a time (--batch-clients on batches them)"
+            f"model {config.model} has convolutions: their kernels run once per client either "
+            "way, so batching is no faster on CPU (--batch-clients on batches them)"
         )
     if config.batch_clients == "auto" and size > AUTO_MAX_PARAMETERS:
         return (
@@ -257,15 +259,9 @@ def train_together(
         )
         return list(zip(group_states, group_losses, strict=True))
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="fedge-batch") as pool:
-            for group, trained in zip(groups, pool.map(run, groups), strict=True):
-                for i, (state, loss) in zip(group, trained, strict=True):
-                    states[i], losses[i] = state, loss
-    finally:
-        torch.set_num_threads(threads)
+    for group, trained in zip(groups, map_one_thread_each(run, groups, workers), strict=True):
+        for i, (state, loss) in zip(group, trained, strict=True):
+            states[i], losses[i] = state, loss
     return states, losses
 
 
@@ -346,7 +342,6 @@ def _train_group(
     params = dict(stacked.named_parameters())
     initial = {name: p.detach().clone() for name, p in params.items()} if proximal_mu else {}
     velocity: dict[str, Tensor] = {}
-    width = max(len(step.indices) for plan in plans for step in plan)
     x_all, y_all = _padded(clients)
     rows = torch.arange(count).unsqueeze(1)
     totals = torch.zeros(count, dtype=torch.float64)
@@ -354,13 +349,13 @@ def _train_group(
     last_epoch = torch.tensor([plan[-1].epoch for plan in plans])
     stacked.train()
     for t in range(max(len(plan) for plan in plans)):
-        index, mask, active, epoch = _step_batch(plans, t, width)
+        index, mask, active, epoch = _step_batch(plans, t)
         x = x_all[rows, index].flatten(0, 1)
         logits = stacked(x).float()
         per_sample = nn.functional.cross_entropy(
             logits, y_all[rows, index].flatten(), reduction="none"
         )
-        losses = (per_sample.view(count, width) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        losses = (per_sample.view(mask.shape) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         if proximal_mu:
             losses = losses + 0.5 * proximal_mu * sum(
                 ((params[n] - initial[n]) ** 2).flatten(1).sum(dim=1) for n in params
@@ -389,11 +384,13 @@ def _padded(clients: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     return torch.stack(xs), torch.stack(ys)
 
 
-def _step_batch(
-    plans: Sequence[list[_Step]], t: int, width: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Step ``t``'s rows of every client (padded to ``width``), their mask, who is active and
-    in which epoch."""
+def _step_batch(plans: Sequence[list[_Step]], t: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Step ``t``'s rows of every client, their mask, who is active and in which epoch.
+
+    Rows are padded to the step's widest batch, not the run's: an epoch's short last batches
+    then cost what they hold, not a full batch each.
+    """
+    width = max(len(plan[t].indices) for plan in plans if t < len(plan))
     index = torch.zeros(len(plans), width, dtype=torch.long)
     mask = torch.zeros(len(plans), width)
     active = torch.zeros(len(plans), dtype=torch.bool)

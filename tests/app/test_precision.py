@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from fedge.app.config import RunConfig
-from fedge.app.training import compute_precision, evaluate, to_fast_layout, train
+from fedge.app.training import (
+    compute_precision,
+    evaluate,
+    map_one_thread_each,
+    to_fast_layout,
+    train,
+)
 from fedge.errors import ConfigError
 from fedge.models import get_model
 from fedge.simulation import simulate
@@ -33,6 +39,28 @@ def test_fast_layout_changes_memory_not_values() -> None:
     assert torch.equal(fast, images)
     rows = torch.randn(3, 4)
     assert to_fast_layout(rows) is rows
+
+
+def test_evaluate_in_fast_layout_matches_the_plain_model_and_leaves_it_alone() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(300, 1, 12, 12), torch.randint(0, 4, (300,))
+    model = get_model("cnn-small", input_shape=(1, 12, 12), num_classes=4)
+    with torch.no_grad():
+        logits = model(x)
+    plain_loss = float(torch.nn.functional.cross_entropy(logits, y))
+    plain_accuracy = float((logits.argmax(dim=1) == y).float().mean())
+    result = evaluate(model, x, y, batch_size=64)
+    assert result.num_examples == 300
+    assert result.accuracy == pytest.approx(plain_accuracy)
+    assert result.loss == pytest.approx(plain_loss, rel=1e-5)
+    assert all(p.is_contiguous() for p in model.parameters())  # the caller's layout
+
+
+def test_tasks_side_by_side_run_on_one_torch_thread_each_and_keep_their_order() -> None:
+    before = torch.get_num_threads()
+    seen = map_one_thread_each(lambda i: (i, torch.get_num_threads()), list(range(7)), 2)
+    assert seen == [(i, 1) for i in range(7)]
+    assert torch.get_num_threads() == before
 
 
 def test_bf16_training_keeps_fp32_weights_and_learns() -> None:
