@@ -192,6 +192,8 @@ def _build_single(
                 data_dir=str(data_dir) if data_dir is not None else None,
                 settings=settings,
             )
+    except KeyboardInterrupt:
+        fail(_interrupted(out), code=130)
     except (FedgeError, ValueError) as err:
         fail(str(err))
     print_release_summary(report, out)
@@ -247,9 +249,17 @@ def _build_profiles(
                 settings=settings,
                 progress=progress.tell,
             )
+    except KeyboardInterrupt:
+        fail(_interrupted(out), code=130)
     except (FedgeError, ValueError) as err:
         fail(str(err))
     print_profile_summary(release)
+
+
+def _interrupted(out: Path) -> str:
+    """What Ctrl-C leaves: a release is built aside and moved into place only when complete."""
+    before = "the release there before is unchanged" if out.exists() else "nothing written"
+    return f"interrupted: {out}: {before}; run the command again to build it"
 
 
 class _StepProgress:

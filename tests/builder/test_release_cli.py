@@ -1,6 +1,7 @@
 """``fedge release build`` and the release step of ``fedge simulate``, as a user runs them."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from fedge.app.config import RunConfig
 from fedge.cli.main import app
 from fedge.errors import ConfigError
 from fedge.simulation import simulate
+
+from ..conftest import wait_for
 
 FEDGE = [sys.executable, "-m", "fedge.cli"]
 
@@ -46,6 +49,26 @@ def test_release_build_writes_a_release_and_prints_three_rows(
     report = json.loads((out / "report.json").read_text())
     assert report["distillation"]["epochs"] == 2
     assert report["student_int8"]["architecture"] == "student-cnn"
+
+
+def test_ctrl_c_mid_build_says_nothing_was_written(tmp_path: Path, teacher_path: Path) -> None:
+    out = tmp_path / "rel"
+    command = [*FEDGE, "release", "build", "--checkpoint", str(teacher_path), "--epochs", "500"]
+    proc = subprocess.Popen(
+        [*command, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        # Interrupt once the build is under way in its work directory beside --out.
+        wait_for(lambda: any(tmp_path.glob(".rel.partial-*")), 120, "the build's work directory")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [
+        f"Error: interrupted: {out}: nothing written; run the command again to build it"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
