@@ -25,7 +25,8 @@ from fedge.app.personalize import (
     restore_personal_layers,
     training_part,
 )
-from fedge.app.training import evaluate, train
+from fedge.app.regression import evaluate_regression
+from fedge.app.training import EvalResult, evaluate, task_loss, train
 from fedge.data import get_dataset, parse_partition, partition_indices
 from fedge.data.device import load_device_data
 from fedge.data.population import population_of
@@ -276,7 +277,11 @@ def _train(msg: Message, context: Context, config: RunConfig, root: Path | None)
 def _evaluate(msg: Message, context: Context, config: RunConfig) -> Message:
     data = load_client_data(config, dict(context.node_config))
     model = _model_for(config, data, msg.content.array_records["arrays"])
-    result = evaluate(model, data.x, data.y, precision=config.precision)
+    if config.task_kind == "regression":  # R² as accuracy: it needs no target units
+        scores = evaluate_regression(model, data.x.numpy(), data.y.numpy())
+        result = EvalResult(scores["loss"], scores["accuracy"], len(data.y))
+    else:
+        result = evaluate(model, data.x, data.y, precision=config.precision)
     metrics = MetricRecord(
         {"num-examples": result.num_examples, "eval-loss": result.loss, "eval-acc": result.accuracy}
     )
@@ -338,6 +343,7 @@ def _train_private(
             lr=_scalar(train_config, "lr", config.lr),
             momentum=_scalar(train_config, "momentum", config.momentum),
             seed=client_seed(config.privacy.dp_seed or 0, server_round, partition_id, site_round),
+            objective=task_loss(config.task_kind),
         )
     except PrivacyBudgetExceededError as err:
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(err)), reply_to=msg)

@@ -105,6 +105,13 @@ class RunConfig:
         commands=BOTH,
     )
     label: str = option("label", help="With --data: the label column.", commands=BOTH)
+    kind: str | None = option(
+        None,
+        help="With --data: what the label column holds: classes (classification, the default) "
+        "or a number to predict (regression: MSE loss, MAE and RMSE reported).",
+        choices=_constant("classification", "regression"),
+        commands=BOTH,
+    )
     # Set from the task when a run is planned: a device whose own task's code differs refuses.
     task_sha256: str | None = option(
         None, help="The sha256 of the task's code every client must have (set from --task)."
@@ -413,6 +420,19 @@ class RunConfig:
         if self.task is not None and self.data is not None:
             raise ConfigError("--data", self.data, "conflicts with --task: the task names its data")
         ref = self.task_ref
+        if self.kind is not None and self.task is not None and self.kind != ref.task.kind:
+            raise ConfigError(
+                "--kind", self.kind, f"conflicts with the task's kind ({ref.task.kind})"
+            )
+        if ref.task.kind == "regression" and parse_partition(self.partition).kind not in (
+            "iid",
+            "by",
+        ):
+            raise ConfigError(
+                "--partition",
+                self.partition,
+                "splits by class; a regression target has none: use iid or by:COLUMN",
+            )
         if self.dataset != ref.dataset:
             raise ConfigError(
                 "--dataset", self.dataset, f"conflicts with the task's own data ({ref.dataset})"
@@ -442,7 +462,7 @@ class RunConfig:
         per config (the round loop and every client message ask for its kind)."""
         if self.task is None and self.data is None:
             return None
-        return _task_of(self.task, self.data, self.label, self.partition)
+        return _task_of(self.task, self.data, self.label, self.partition, self.kind)
 
     @property
     def task_info(self) -> dict[str, str] | None:
@@ -549,14 +569,17 @@ def config_from_layers(config_file: Path | None, *layers: dict[str, Any]) -> Run
 _PRIVACY = frozenset(PrivacyConfig.field_names())
 
 
-def _task_of(task: str | None, data: str | None, label: str, partition: str) -> Any:
+def _task_of(
+    task: str | None, data: str | None, label: str, partition: str, kind: str | None = None
+) -> Any:
     from fedge.tasks import load_task
     from fedge.tasks.loader import data_task
 
     if task is not None:
         return load_task(task)
     spec = parse_partition(partition)
-    return data_task(str(data), label=label, group=spec.column if spec.kind == "by" else None)
+    group = spec.column if spec.kind == "by" else None
+    return data_task(str(data), label=label, group=group, kind=kind or "classification")
 
 
 def _with_task_defaults(values: dict[str, Any]) -> dict[str, Any]:
@@ -578,7 +601,14 @@ def _with_task_defaults(values: dict[str, Any]) -> dict[str, Any]:
         task = flat["task"] = _absolute_file_reference(task)
     if data is not None:
         data = flat["data"] = str(Path(data).expanduser().resolve())
-    ref = _task_of(task, data, str(flat.get("label", "label")), str(flat.get("partition", "iid")))
+    kind = flat.get("kind")
+    ref = _task_of(
+        task,
+        data,
+        str(flat.get("label", "label")),
+        str(flat.get("partition", "iid")),
+        kind if isinstance(kind, str) else None,
+    )
     if task is not None:
         flat.setdefault("task_sha256", ref.code_sha256)
     flat.setdefault("dataset", ref.dataset)

@@ -80,8 +80,9 @@ class RunResult:
         }
 
 
-#: The metrics of a round beyond accuracy and loss that a task kind adds (binary, anomaly).
-TASK_METRICS = ("roc_auc", "precision", "recall", "f1", "threshold")
+#: The metrics of a round beyond accuracy and loss that a task kind adds (binary, anomaly,
+#: regression: MAE and RMSE in the target's units and R², which is also its accuracy).
+TASK_METRICS = ("roc_auc", "precision", "recall", "f1", "threshold", "mae", "rmse", "r2")
 
 
 def task_metrics(record: RoundRecord) -> dict[str, float]:

@@ -193,6 +193,7 @@ def _run(
     start_from: Checkpoint | None,
 ) -> RunResult:
     from fedge.app.batched import plan_batching
+    from fedge.app.results import task_metrics
     from fedge.simulation import simulate
 
     sites = (
@@ -241,6 +242,7 @@ def _run(
                 + (f"  dropped {len(record.dropped)}" if record.dropped and not is_async else "")
                 + _clock_part(record)
                 + (f"  eps {record.extra['epsilon']:.3f}" if "epsilon" in record.extra else "")
+                + "".join(f"  {k} {v:.4f}" for k, v in task_metrics(record).items() if k != "r2")
             )
             for site in record.extra.get("sites", []):
                 progress.console.print(
