@@ -10,6 +10,7 @@ MAE, RMSE and R² in the target's units.
 """
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,15 @@ from fedge.builder.distill import (
 from fedge.builder.onnx_eval import predict
 from fedge.builder.transfer import TransferSet
 from fedge.data import Dataset
+from fedge.inference.profiles import DeviceProfile
 
 __all__ = [
     "RegressionDistiller",
     "is_regression_dataset",
     "onnx_regression_metrics",
+    "regression_profiles",
     "regression_report",
+    "regression_scores",
 ]
 
 
@@ -116,6 +120,22 @@ def _fit(
 @torch.no_grad()
 def _outputs(model: nn.Module, x: Tensor) -> Tensor:
     return torch.cat([model(x[i : i + 512]).reshape(-1) for i in range(0, len(x), 512)])
+
+
+def regression_scores(
+    outputs: np.ndarray, reference: np.ndarray, dataset: Dataset
+) -> tuple[float, float]:
+    """A per-profile candidate's accuracy (its R² on the test split) and agreement (its R²
+    against the torch model's outputs ``reference``: 1 when int8 changed nothing)."""
+    outputs = np.asarray(outputs).reshape(-1)
+    accuracy = regression_metrics(outputs, dataset.y_test)["r2"]
+    return accuracy, regression_metrics(outputs, np.asarray(reference).reshape(-1))["r2"]
+
+
+def regression_profiles(profiles: list[DeviceProfile]) -> list[DeviceProfile]:
+    """``profiles`` without their min-accuracy: a floor set for classification accuracy means
+    nothing for R² (size, latency, memory and agreement with torch still apply)."""
+    return [replace(p, budget=replace(p.budget, min_accuracy=0.0)) for p in profiles]
 
 
 def regression_report(paths: list[Path], roles: list[str], dataset: Dataset) -> dict[str, Any]:
