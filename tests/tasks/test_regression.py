@@ -18,12 +18,14 @@ from sklearn.linear_model import LinearRegression
 
 from fedge.app.config import RunConfig
 from fedge.app.regression import regression_metrics
+from fedge.builder.regression import regression_profiles, regression_scores
 from fedge.coordinator.hub import serve_hub
 from fedge.data import read_data
 from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import pin_release_key
 from fedge.edge.updater import Updater
 from fedge.errors import ConfigError, DataError
+from fedge.inference.profiles import get_profile
 from fedge.protocol.manifest import public_key_pem
 from fedge.release.publish import publish_build
 from fedge.release.signing import generate_release_key
@@ -66,6 +68,20 @@ def test_metrics_in_the_targets_units() -> None:
     assert scores["mae"] == pytest.approx(1.0)
     assert scores["rmse"] == pytest.approx(np.sqrt(5 / 3))
     assert scores["r2"] == pytest.approx(1 - 5 / (8 / 3))  # actual mean 7/3: SST = 8/3
+
+
+def test_profiles_keep_every_budget_but_min_accuracy_for_regression(tmp_path: Path) -> None:
+    clinic = get_profile("clinic")
+    (kept,) = regression_profiles([clinic])
+    assert kept.budget.min_accuracy == 0.0 and clinic.budget.min_accuracy == 0.9
+    assert kept.budget.max_model_bytes == clinic.budget.max_model_bytes
+    assert kept.budget.p99_ms == clinic.budget.p99_ms
+    _diabetes(tmp_path / "diabetes.csv")
+    data = read_data(tmp_path / "diabetes.csv", label="target", kind="regression").dataset
+    exact = data.y_test.copy()
+    accuracy, agreement = regression_scores(exact + 0.5, exact, data)
+    assert agreement == pytest.approx(1 - 0.25 / float(exact.var()), rel=1e-5)
+    assert regression_scores(exact, exact, data) == (1.0, 1.0) and accuracy < 1.0
 
 
 def test_a_diabetes_csv_trains_by_site_ships_int8_and_answers_numbers(tmp_path: Path) -> None:
