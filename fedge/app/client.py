@@ -25,7 +25,7 @@ from fedge.app.personalize import (
     restore_personal_layers,
     training_part,
 )
-from fedge.app.regression import evaluate_regression
+from fedge.app.regression import evaluate_regression, target_scale
 from fedge.app.training import EvalResult, evaluate, task_loss, train
 from fedge.data import get_dataset, parse_partition, partition_indices
 from fedge.data.device import load_device_data
@@ -98,6 +98,9 @@ def load_client_data(
     if "data-dir" in node_config:
         local = load_device_data(Path(str(node_config["data-dir"])), dataset=config.dataset)
         x_local, y_local = torch.from_numpy(local.x), torch.from_numpy(local.y)
+        if config.task_kind == "regression":  # the target in its units, scaled as the task's
+            mean, std = target_scale(get_dataset(config.dataset, data_dir=config.data_dir))
+            y_local = (y_local - mean) / std
         return ClientData(x_local, y_local, local.input_shape, local.num_classes)
     if "partition-id" not in node_config:
         raise DataError("node config has no 'partition-id': this client has no data source")

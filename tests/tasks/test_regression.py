@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pytest
+import torch
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 
@@ -154,6 +155,30 @@ def test_a_regression_task_file_trains_under_local_dp(tmp_path: Path) -> None:
     assert all(np.isfinite([r["mae"], r["rmse"], r["loss"]]).all() for r in rounds)
     # Better than predicting the training mean (R² 0), in the target's units (RMSE ~ 50-80).
     assert rounds[-1]["r2"] > 0.0 and 30 < rounds[-1]["rmse"] < 80
+
+
+def test_a_devices_own_targets_are_scaled_as_the_tasks(tmp_path: Path) -> None:
+    from fedge.app.client import load_client_data
+    from fedge.data import get_dataset
+
+    (tmp_path / "task.py").write_text(TASK_FILE)
+    config = RunConfig.from_mapping({"task": f"{tmp_path / 'task.py'}:TASK", "clients": 3})
+    dataset = get_dataset(config.dataset)
+    mean, std = dataset.preprocessing["spec"]["target"].values()
+    device = tmp_path / "device"
+    device.mkdir()
+    x, y = dataset.x_test[:20], dataset.y_test[:20] * std + mean  # the target in its units
+    np.savez(device / "data.npz", x=x, y=y)
+    (device / "fedge-data.json").write_text(json.dumps({"kind": "regression"}))
+    data = load_client_data(config, {"data-dir": str(device)})
+    assert data.num_classes == 1 and data.y.dtype == torch.float32
+    assert data.y.numpy() == pytest.approx(dataset.y_test[:20], abs=1e-5)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "fedge-data.json").write_text(json.dumps({"kind": "regression"}))
+    np.savez(broken / "data.npz", x=x, y=np.full(20, np.nan))
+    with pytest.raises(DataError, match="regression targets must be finite"):
+        load_client_data(config, {"data-dir": str(broken)})
 
 
 def test_bad_regression_inputs_are_one_line(tmp_path: Path) -> None:
