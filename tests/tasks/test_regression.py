@@ -24,6 +24,8 @@ from fedge.coordinator.hub import serve_hub
 from fedge.data import read_data
 from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import pin_release_key
+from fedge.edge.inference import InferenceEngine, serve_inference
+from fedge.edge.slots import Slots
 from fedge.edge.updater import Updater
 from fedge.errors import ConfigError, DataError
 from fedge.inference.profiles import get_profile
@@ -31,6 +33,7 @@ from fedge.protocol.manifest import public_key_pem
 from fedge.release.publish import publish_build
 from fedge.release.signing import generate_release_key
 from fedge.release.store import ReleaseStore
+from fedge.v1 import inference_pb2, inference_pb2_grpc
 
 FEDGE = [sys.executable, "-m", "fedge.cli"]
 
@@ -141,6 +144,26 @@ def test_a_diabetes_csv_trains_by_site_ships_int8_and_answers_numbers(tmp_path: 
     assert answers == pytest.approx(expected.tolist(), rel=1e-5)
     assert all(f"(release {signed.manifest.version})" in line for line in proc.stdout.splitlines())
     assert min(answers) >= 25 and max(answers) <= 346  # the target's units, not standardised
+
+    # The device's gRPC inference server answers the same numbers for the same CSV text.
+    slots = Slots(state)
+    serving = slots.state().serving
+    assert serving is not None
+    engine = InferenceEngine()
+    engine.swap(slots.model_path(serving), slots.version_of(serving))
+    inference, inference_port = serve_inference(engine)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{inference_port}") as channel:
+            reply = inference_pb2_grpc.InferenceServiceStub(channel).Predict(
+                inference_pb2.PredictRequest(
+                    raw=(tmp_path / "patients.csv").read_bytes(),
+                    raw_format=inference_pb2.RAW_FORMAT_CSV,
+                ),
+                timeout=30,
+            )
+        assert list(reply.values) == pytest.approx(answers, rel=1e-5)
+    finally:
+        inference.stop(0)
 
 
 def test_a_regression_task_file_trains_under_local_dp(tmp_path: Path) -> None:
