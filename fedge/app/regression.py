@@ -17,15 +17,17 @@ from fedge.data import Dataset
 from fedge.data.preprocessing import Preprocessing
 
 __all__ = [
-    "REGRESSION_METRICS",
     "evaluate_regression",
+    "is_regression_dataset",
     "predict_standardised",
     "regression_metrics",
     "target_scale",
 ]
 
-#: What a regression round reports beyond its accuracy (R²) and loss.
-REGRESSION_METRICS = ("mae", "rmse", "r2")
+
+def is_regression_dataset(dataset: Dataset) -> bool:
+    """Whether ``dataset`` is a regression task's: float targets, one output."""
+    return dataset.num_classes == 1 and np.issubdtype(dataset.y_test.dtype, np.floating)
 
 
 def target_scale(dataset: Dataset) -> tuple[float, float]:

@@ -34,17 +34,11 @@ from fedge.inference.profiles import DeviceProfile
 
 __all__ = [
     "RegressionDistiller",
-    "is_regression_dataset",
     "onnx_regression_metrics",
     "regression_profiles",
     "regression_report",
     "regression_scores",
 ]
-
-
-def is_regression_dataset(dataset: Dataset) -> bool:
-    """Whether ``dataset`` is a regression task's: float targets, one output."""
-    return dataset.num_classes == 1 and np.issubdtype(dataset.y_test.dtype, np.floating)
 
 
 def onnx_regression_metrics(path: Path, dataset: Dataset) -> dict[str, float]:

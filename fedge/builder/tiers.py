@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from fedge.app.checkpoint import Checkpoint
+from fedge.app.regression import is_regression_dataset
 from fedge.builder.anomaly import anomaly_teacher, is_anomaly_checkpoint
 from fedge.builder.artifact import ARTIFACT_FORMAT, ARTIFACT_JSON, PROFILES_DIR
 from fedge.builder.distill import DistillSettings, get_distiller
@@ -67,7 +68,7 @@ from fedge.builder.pipeline import (
     transfer_data,
 )
 from fedge.builder.prune import PruneSettings, parameter_count, prune_and_finetune
-from fedge.builder.regression import is_regression_dataset, regression_profiles, regression_scores
+from fedge.builder.regression import regression_profiles, regression_scores
 from fedge.builder.targets import Target, get_target
 from fedge.builder.targets.base import importable
 from fedge.builder.targets.probe import measure_artifact

@@ -95,9 +95,8 @@ def read_data(
         _require_column(path, frame, group, "group")
     if window is None:
         _require_column(path, frame, label, "label")
-        if kind == "regression":
-            return _table_data(path, frame, label, group, *fractions, regression=True)
-        return _table_data(path, frame, label, group, *fractions)
+        regression = kind == "regression"
+        return _table_data(path, frame, label, group, *fractions, regression=regression)
     return series_data(path, frame, label, group, window, stride or window, *fractions[1:])
 
 
