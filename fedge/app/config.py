@@ -433,6 +433,8 @@ class RunConfig:
                 self.partition,
                 "splits by class; a regression target has none: use iid or by:COLUMN",
             )
+        if ref.task.kind == "regression":
+            self._check_regression_personalisation()
         if self.dataset != ref.dataset:
             raise ConfigError(
                 "--dataset", self.dataset, f"conflicts with the task's own data ({ref.dataset})"
@@ -448,6 +450,19 @@ class RunConfig:
                 self.task,
                 f"is {task.name} {task.version} with code sha256 {ref.code_sha256[:12]}, "
                 f"the run's task has code sha256 {self.task_sha256[:12]}: install the run's task",
+            )
+
+    def _check_regression_personalisation(self) -> None:
+        """Personalisation judges each device's model by its class accuracy: not a regression's."""
+        from fedge.app.personalize import PERSONAL_LAYERS
+
+        if self.personalize != "off":
+            raise ConfigError(
+                "--personalize", self.personalize, "is for classification tasks, not regression"
+            )
+        if self.strategy in PERSONAL_LAYERS:
+            raise ConfigError(
+                "--strategy", self.strategy, "is for classification tasks, not regression"
             )
 
     @property

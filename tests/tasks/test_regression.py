@@ -210,6 +210,9 @@ def test_bad_regression_inputs_are_one_line(tmp_path: Path) -> None:
     base = {"data": data, "label": "target", "kind": "regression"}
     with pytest.raises(ConfigError, match=r"--partition.*dirichlet:0\.5.*iid or by:COLUMN"):
         RunConfig.from_mapping({**base, "partition": "dirichlet:0.5"})
+    for option, value in (("personalize", "finetune"), ("strategy", "fedper")):
+        with pytest.raises(ConfigError, match=f"--{option}.*not regression"):
+            RunConfig.from_mapping({**base, option: value})
     frame = pd.read_csv(tmp_path / "diabetes.csv")
     frame["target"] = frame["target"].astype(object)
     frame.loc[7, "target"] = "high"
