@@ -15,12 +15,12 @@ from torch import Tensor, nn
 from fedge.app.training import to_fast_layout
 from fedge.data import Dataset
 from fedge.data.preprocessing import Preprocessing
+from fedge.data.targets import regression_metrics
 
 __all__ = [
     "evaluate_regression",
     "is_regression_dataset",
     "predict_standardised",
-    "regression_metrics",
     "target_scale",
 ]
 
@@ -49,21 +49,6 @@ def predict_standardised(model: nn.Module, x: Tensor, *, batch_size: int = 500) 
         for start in range(0, len(x), batch_size)
     ]
     return torch.cat(outputs) if outputs else torch.zeros(0)
-
-
-def regression_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
-    """MAE, RMSE and R² of ``predicted`` against ``actual`` (in the same units)."""
-    predicted = np.asarray(predicted, dtype=np.float64).reshape(-1)
-    actual = np.asarray(actual, dtype=np.float64).reshape(-1)
-    if len(actual) == 0:
-        return {"mae": 0.0, "rmse": 0.0, "r2": 0.0}
-    error = predicted - actual
-    spread = float(((actual - actual.mean()) ** 2).sum())
-    return {
-        "mae": float(np.abs(error).mean()),
-        "rmse": float(np.sqrt((error**2).mean())),
-        "r2": 1.0 - float((error**2).sum()) / spread if spread > 0 else 0.0,
-    }
 
 
 def evaluate_regression(

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from fedge.app.regression import regression_metrics, target_scale
+from fedge.app.regression import target_scale
 from fedge.builder.distill import (
     Distiller,
     DistillResult,
@@ -30,6 +30,7 @@ from fedge.builder.distill import (
 from fedge.builder.onnx_eval import predict
 from fedge.builder.transfer import TransferSet
 from fedge.data import Dataset
+from fedge.data.targets import regression_metrics
 from fedge.inference.profiles import DeviceProfile
 
 __all__ = [

@@ -18,10 +18,11 @@ from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 
 from fedge.app.config import RunConfig
-from fedge.app.regression import regression_metrics
 from fedge.builder.regression import regression_profiles, regression_scores
 from fedge.coordinator.hub import serve_hub
 from fedge.data import read_data
+from fedge.data.targets import regression_metrics
+from fedge.edge.health import HealthConfig, check_health
 from fedge.edge.hub_client import GrpcHubClient
 from fedge.edge.identity import pin_release_key
 from fedge.edge.inference import InferenceEngine, serve_inference
@@ -144,6 +145,17 @@ def test_a_diabetes_csv_trains_by_site_ships_int8_and_answers_numbers(tmp_path: 
     assert answers == pytest.approx(expected.tolist(), rel=1e-5)
     assert all(f"(release {signed.manifest.version})" in line for line in proc.stdout.splitlines())
     assert min(answers) >= 25 and max(answers) <= 346  # the target's units, not standardised
+
+    # Its health check scores a regression release on labelled records by R², as the report.
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    np.savez(labelled / "data.npz", x=data.x_test, y=data.y_test * std + mean)
+    (labelled / "fedge-data.json").write_text(json.dumps({"kind": "regression"}))
+    model = Slots(state).model_path(Slots(state).state().serving or "a")
+    health = check_health(
+        model, signed.manifest, config=HealthConfig(accuracy_floor=0.3, labelled=labelled)
+    )
+    assert health.ok and health.accuracy == pytest.approx(shipped["r2"], abs=1e-4)
 
     # The device's gRPC inference server answers the same numbers for the same CSV text.
     slots = Slots(state)
