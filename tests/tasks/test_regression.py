@@ -180,7 +180,7 @@ def test_a_diabetes_csv_trains_by_site_ships_int8_and_answers_numbers(tmp_path: 
 
 def test_a_regression_task_file_trains_under_local_dp(tmp_path: Path) -> None:
     (tmp_path / "task.py").write_text(TASK_FILE)
-    dp = ["--local-dp-noise", "0.8", "--lr", "0.1", "--no-release"]
+    dp = ["--local-dp-noise", "0.8", "--dp-seed", "1", "--lr", "0.1", "--no-release"]
     proc = _fedge("simulate", "--task", "task.py:TASK", "--clients", "3", "--rounds", "3", *dp,
                   cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
