@@ -152,6 +152,7 @@ def _site_grid(config: RunConfig) -> "Callable[[LocalGrid], RunGrid]":
     import torch
 
     from fedge.app.metrics import evaluate_anomaly
+    from fedge.app.regression import evaluate_regression
     from fedge.app.sites import site_members
     from fedge.app.training import evaluate
     from fedge.runtime.sites import SiteGrid
@@ -164,6 +165,8 @@ def _site_grid(config: RunConfig) -> "Callable[[LocalGrid], RunGrid]":
         if config.task_kind == "anomaly":  # flags against the labels, as the round reports
             rule = config.task_ref.task.threshold_rule
             return evaluate_anomaly(model, dataset, rule)["accuracy"]
+        if config.task_kind == "regression":  # R², as the round reports
+            return evaluate_regression(model, dataset.x_test, dataset.y_test)["accuracy"]
         return float(evaluate(model, x_test, y_test).accuracy)
 
     members = [

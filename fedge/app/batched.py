@@ -105,6 +105,8 @@ def _obstacle(config: RunConfig) -> str | None:
         return "the simulated clock trains each device when its own events come"
     if config.task_kind == "anomaly":
         return "an anomaly task's reconstruction loss is trained one client at a time"
+    if config.task_kind == "regression":
+        return "a regression task's MSE loss is trained one client at a time"
     if config.strategy in PERSONAL_LAYERS:
         return f"--strategy {config.strategy} keeps layers on each client between rounds"
     model = _global_model(config)

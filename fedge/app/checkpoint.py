@@ -189,4 +189,5 @@ def _enter_task(config: dict[str, Any]) -> None:
     elif config.get("data"):
         partition = str(config.get("partition", "iid"))
         group = partition.removeprefix("by:") if partition.startswith("by:") else None
-        data_task(str(config["data"]), label=str(config.get("label", "label")), group=group)
+        label, kind = str(config.get("label", "label")), str(config.get("kind") or "classification")
+        data_task(str(config["data"]), label=label, group=group, kind=kind)

@@ -25,7 +25,8 @@ from fedge.app.personalize import (
     restore_personal_layers,
     training_part,
 )
-from fedge.app.training import evaluate, train
+from fedge.app.regression import evaluate_regression, target_scale
+from fedge.app.training import EvalResult, evaluate, task_loss, train
 from fedge.data import get_dataset, parse_partition, partition_indices
 from fedge.data.device import load_device_data
 from fedge.data.population import population_of
@@ -97,6 +98,9 @@ def load_client_data(
     if "data-dir" in node_config:
         local = load_device_data(Path(str(node_config["data-dir"])), dataset=config.dataset)
         x_local, y_local = torch.from_numpy(local.x), torch.from_numpy(local.y)
+        if config.task_kind == "regression":  # the target in its units, scaled as the task's
+            mean, std = target_scale(get_dataset(config.dataset, data_dir=config.data_dir))
+            y_local = (y_local - mean) / std
         return ClientData(x_local, y_local, local.input_shape, local.num_classes)
     if "partition-id" not in node_config:
         raise DataError("node config has no 'partition-id': this client has no data source")
@@ -276,7 +280,11 @@ def _train(msg: Message, context: Context, config: RunConfig, root: Path | None)
 def _evaluate(msg: Message, context: Context, config: RunConfig) -> Message:
     data = load_client_data(config, dict(context.node_config))
     model = _model_for(config, data, msg.content.array_records["arrays"])
-    result = evaluate(model, data.x, data.y, precision=config.precision)
+    if config.task_kind == "regression":  # R² as accuracy: it needs no target units
+        scores = evaluate_regression(model, data.x.numpy(), data.y.numpy())
+        result = EvalResult(scores["loss"], scores["accuracy"], len(data.y))
+    else:
+        result = evaluate(model, data.x, data.y, precision=config.precision)
     metrics = MetricRecord(
         {"num-examples": result.num_examples, "eval-loss": result.loss, "eval-acc": result.accuracy}
     )
@@ -338,6 +346,7 @@ def _train_private(
             lr=_scalar(train_config, "lr", config.lr),
             momentum=_scalar(train_config, "momentum", config.momentum),
             seed=client_seed(config.privacy.dp_seed or 0, server_round, partition_id, site_round),
+            objective=task_loss(config.task_kind),
         )
     except PrivacyBudgetExceededError as err:
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(err)), reply_to=msg)

@@ -103,6 +103,13 @@ class RunConfig:
         commands=BOTH,
     )
     label: str = option("label", help="With --data: the label column.", commands=BOTH)
+    kind: str | None = option(
+        None,
+        help="With --data: what the label column holds: classes (classification, the default) "
+        "or a number to predict (regression: MSE loss, MAE and RMSE reported).",
+        choices=_constant("classification", "regression"),
+        commands=BOTH,
+    )
     # Set from the task when a run is planned: a device whose own task's code differs refuses.
     task_sha256: str | None = option(
         None, help="The sha256 of the task's code every client must have (set from --task)."
@@ -411,6 +418,21 @@ class RunConfig:
         if self.task is not None and self.data is not None:
             raise ConfigError("--data", self.data, "conflicts with --task: the task names its data")
         ref = self.task_ref
+        if self.kind is not None and self.task is not None and self.kind != ref.task.kind:
+            raise ConfigError(
+                "--kind", self.kind, f"conflicts with the task's kind ({ref.task.kind})"
+            )
+        if ref.task.kind == "regression" and parse_partition(self.partition).kind not in (
+            "iid",
+            "by",
+        ):
+            raise ConfigError(
+                "--partition",
+                self.partition,
+                "splits by class; a regression target has none: use iid or by:COLUMN",
+            )
+        if ref.task.kind == "regression":
+            self._check_regression_personalisation()
         if self.dataset != ref.dataset:
             raise ConfigError(
                 "--dataset", self.dataset, f"conflicts with the task's own data ({ref.dataset})"
@@ -428,6 +450,19 @@ class RunConfig:
                 f"the run's task has code sha256 {self.task_sha256[:12]}: install the run's task",
             )
 
+    def _check_regression_personalisation(self) -> None:
+        """Personalisation judges each device's model by its class accuracy: not a regression's."""
+        from fedge.app.personalize import PERSONAL_LAYERS
+
+        if self.personalize != "off":
+            raise ConfigError(
+                "--personalize", self.personalize, "is for classification tasks, not regression"
+            )
+        if self.strategy in PERSONAL_LAYERS:
+            raise ConfigError(
+                "--strategy", self.strategy, "is for classification tasks, not regression"
+            )
+
     @property
     def task_kind(self) -> str:
         """What the run's model predicts: ``classification`` for built-ins, else the task's."""
@@ -440,7 +475,7 @@ class RunConfig:
         per config (the round loop and every client message ask for its kind)."""
         if self.task is None and self.data is None:
             return None
-        return _task_of(self.task, self.data, self.label, self.partition)
+        return _task_of(self.task, self.data, self.label, self.partition, self.kind)
 
     @property
     def task_info(self) -> dict[str, str] | None:
@@ -547,14 +582,17 @@ def config_from_layers(config_file: Path | None, *layers: dict[str, Any]) -> Run
 _PRIVACY = frozenset(PrivacyConfig.field_names())
 
 
-def _task_of(task: str | None, data: str | None, label: str, partition: str) -> Any:
+def _task_of(
+    task: str | None, data: str | None, label: str, partition: str, kind: str | None = None
+) -> Any:
     from fedge.tasks import load_task
     from fedge.tasks.loader import data_task
 
     if task is not None:
         return load_task(task)
     spec = parse_partition(partition)
-    return data_task(str(data), label=label, group=spec.column if spec.kind == "by" else None)
+    group = spec.column if spec.kind == "by" else None
+    return data_task(str(data), label=label, group=group, kind=kind or "classification")
 
 
 def _with_task_defaults(values: dict[str, Any]) -> dict[str, Any]:
@@ -576,7 +614,14 @@ def _with_task_defaults(values: dict[str, Any]) -> dict[str, Any]:
         task = flat["task"] = _absolute_file_reference(task)
     if data is not None:
         data = flat["data"] = str(Path(data).expanduser().resolve())
-    ref = _task_of(task, data, str(flat.get("label", "label")), str(flat.get("partition", "iid")))
+    kind = flat.get("kind")
+    ref = _task_of(
+        task,
+        data,
+        str(flat.get("label", "label")),
+        str(flat.get("partition", "iid")),
+        kind if isinstance(kind, str) else None,
+    )
     if task is not None:
         flat.setdefault("task_sha256", ref.code_sha256)
     flat.setdefault("dataset", ref.dataset)

@@ -80,8 +80,9 @@ class RunResult:
         }
 
 
-#: The metrics of a round beyond accuracy and loss that a task kind adds (binary, anomaly).
-TASK_METRICS = ("roc_auc", "precision", "recall", "f1", "threshold")
+#: The metrics of a round beyond accuracy and loss that a task kind adds (binary, anomaly,
+#: regression: MAE and RMSE in the target's units and R², which is also its accuracy).
+TASK_METRICS = ("roc_auc", "precision", "recall", "f1", "threshold", "mae", "rmse", "r2")
 
 
 def task_metrics(record: RoundRecord) -> dict[str, float]:
@@ -113,7 +114,9 @@ def write_plots(out_dir: Path, result: RunResult) -> list[Path]:
 
     rounds = [r.round for r in result.rounds]
     written = []
-    for key, label in (("accuracy", "test accuracy"), ("loss", "test loss")):
+    regression = result.notes.get("task", {}).get("kind") == "regression"
+    accuracy = "test R²" if regression else "test accuracy"  # a regression round's accuracy
+    for key, label in (("accuracy", accuracy), ("loss", "test loss")):
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(rounds, [getattr(r, key) for r in result.rounds], marker="o")
         ax.set_xlabel("round")

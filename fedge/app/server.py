@@ -21,6 +21,7 @@ from fedge.app.checkpoint import Checkpoint, model_checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
 from fedge.app.metrics import evaluate_anomaly, roc_auc
 from fedge.app.personalize import PERSONAL_LAYERS, personalize_fleet
+from fedge.app.regression import evaluate_regression, target_scale
 from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
 from fedge.app.resume import resume_fields, resume_run
 from fedge.app.strategies import build_private_strategy
@@ -167,6 +168,12 @@ def run_federation(
         model.load_state_dict(arrays.to_torch_state_dict())
         if config.task_kind == "anomaly":
             _evaluate_anomaly(model, dataset, config, record)
+        elif config.task_kind == "regression":  # accuracy is R², MAE and RMSE beside it
+            metrics = evaluate_regression(
+                model, dataset.x_test, dataset.y_test, target_scale(dataset)
+            )
+            record.accuracy, record.loss = metrics.pop("accuracy"), metrics.pop("loss")
+            record.extra.update(metrics)
         else:
             test = evaluate(model, x_test, y_test)
             record.accuracy, record.loss = test.accuracy, test.loss

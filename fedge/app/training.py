@@ -89,7 +89,8 @@ def train(
 
     With ``proximal_mu > 0`` the FedProx term ``mu/2 * ||w - w_global||^2`` is added, where
     ``w_global`` is the model's weights on entry. ``kind`` is the task's: ``anomaly`` trains
-    an autoencoder to reconstruct its input (labels unused), others minimise cross-entropy.
+    an autoencoder to reconstruct its input (labels unused), ``regression`` minimises the MSE
+    of its one output, others minimise cross-entropy.
     """
     objective = task_loss(kind)
     generator = torch.Generator().manual_seed(seed)
@@ -151,6 +152,8 @@ def task_loss(kind: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     """The training loss of a task kind, as ``loss(output, inputs, labels)``."""
     if kind in RECONSTRUCTING:
         return lambda output, inputs, _labels: nn.functional.mse_loss(output, inputs.float())
+    if kind == "regression":  # one output per sample against the standardised target
+        return lambda output, _inputs, labels: nn.functional.mse_loss(output.reshape(-1), labels)
     return lambda output, _inputs, labels: nn.functional.cross_entropy(output, labels)
 
 

@@ -19,11 +19,13 @@ import torch
 from torch import nn
 
 from fedge.app.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from fedge.app.regression import is_regression_dataset
 from fedge.builder.anomaly import anomaly_teacher, is_anomaly_checkpoint
 from fedge.builder.distill import DistillResult, DistillSettings, get_distiller
 from fedge.builder.export import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx, verify_export
 from fedge.builder.onnx_eval import accuracy, measure_latency, predict
 from fedge.builder.quantize import quantize_int8
+from fedge.builder.regression import regression_report
 from fedge.builder.report import (
     ModelRow,
     ReleaseReport,
@@ -112,6 +114,8 @@ def build_release(
         ckpt, teacher = anomaly_teacher(ckpt, teacher, dataset)
         student = copy.deepcopy(teacher)
         settings = replace(settings, distiller="copy")
+    if is_regression_dataset(dataset):  # one output: MSE to the teacher's, no softmax
+        settings = replace(settings, distiller="mse")
     transfer = transfer if transfer is not None else transfer_data(dataset)
     transfer.check_fits(ckpt.input_shape)
     student_name, student_model = build_student(student, dataset, ckpt, seed=settings.seed)
@@ -210,9 +214,16 @@ def _build(
     quantize_int8(paths["fp32"], paths["int8"], transfer.x)
     files = [paths["teacher"], paths["fp32"], paths["int8"]]
     latencies = measure_latency(files, dataset.x_test[0], runs=settings.latency_runs)
+    roles = ["teacher fp32", "student fp32", "student int8"]
+    scores = regression_report(files, roles, dataset) if is_regression_dataset(dataset) else {}
+    # A regression model's accuracy is its R², as in the run's rounds.
+    accuracies = (
+        [scores[role]["r2"] for role in roles]
+        if scores
+        else [accuracy(path, dataset.x_test, dataset.y_test) for path in files]
+    )
     params = [_parameters(teacher), _parameters(distilled.student)]
     arch = [ckpt.model, student_name, student_name]
-    roles = ["teacher fp32", "student fp32", "student int8"]
     precisions = ["fp32", "fp32", "int8"]
     rows = [
         ModelRow(
@@ -224,7 +235,7 @@ def _build(
             parameters=params[min(i, 1)],
             latency_p50_ms=latencies[i].p50_ms,
             latency_p99_ms=latencies[i].p99_ms,
-            accuracy=accuracy(path, dataset.x_test, dataset.y_test),
+            accuracy=accuracies[i],
             sha256=file_sha256(path),
         )
         for i, path in enumerate(files)
@@ -266,6 +277,7 @@ def _build(
                 transfer.x, predict(paths["int8"], transfer.x), features=feature_names(dataset)
             ).to_dict(),
             **raw_input_spec(dataset),
+            **({"regression": scores} if scores else {}),
         },
     )
 

@@ -136,7 +136,18 @@ class ReleaseReport:
         }
 
     def summary(self) -> str:
-        """A one-line summary of the release against its teacher."""
+        """A one-line summary of the release against its teacher (a regression task's: RMSE
+        and MAE in the target's units, and R², which is also its rows' accuracy)."""
+        scores = self.extra.get("regression")
+        if scores:
+            shipped, teacher = scores["student int8"], scores["teacher fp32"]
+            return (
+                f"int8 {self.student_int8.architecture}: {self.size_ratio:.0f}x smaller, "
+                f"{self.latency_ratio:.1f}x faster (p50, batch 1, 1 thread), "
+                f"RMSE {shipped['rmse']:.4g} vs teacher {teacher['rmse']:.4g}, MAE "
+                f"{shipped['mae']:.4g} vs {teacher['mae']:.4g}, R² {shipped['r2']:.3f} vs "
+                f"{teacher['r2']:.3f}"
+            )
         return (
             f"int8 {self.student_int8.architecture}: {self.size_ratio:.0f}x smaller, "
             f"{self.latency_ratio:.1f}x faster (p50, batch 1, 1 thread), "
@@ -179,7 +190,9 @@ def read_report(path: Path) -> ReleaseReport:
             latency_runs=measurement["latency_runs"],
             build_seconds=data["build_seconds"],
             created_at=data["created_at"],
-            extra={k: data[k] for k in ("drift", "preprocessing", "labels") if k in data},
+            extra={
+                k: data[k] for k in ("drift", "preprocessing", "labels", "regression") if k in data
+            },
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise ReleaseError(f"{path} is not a fedge release report: {err}") from err

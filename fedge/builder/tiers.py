@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from fedge.app.checkpoint import Checkpoint
+from fedge.app.regression import is_regression_dataset
 from fedge.builder.anomaly import anomaly_teacher, is_anomaly_checkpoint
 from fedge.builder.artifact import ARTIFACT_FORMAT, ARTIFACT_JSON, PROFILES_DIR
 from fedge.builder.distill import DistillSettings, get_distiller
@@ -67,6 +68,7 @@ from fedge.builder.pipeline import (
     transfer_data,
 )
 from fedge.builder.prune import PruneSettings, parameter_count, prune_and_finetune
+from fedge.builder.regression import regression_profiles, regression_scores
 from fedge.builder.targets import Target, get_target
 from fedge.builder.targets.base import importable
 from fedge.builder.targets.probe import measure_artifact
@@ -204,6 +206,9 @@ def build_profile_release(
     if is_anomaly_checkpoint(ckpt):  # the autoencoder itself: neither pruned nor distilled
         ckpt, teacher = anomaly_teacher(ckpt, teacher, dataset)
         settings = replace(settings, students=(), prune_ratios=(), include_teacher=True)
+    if is_regression_dataset(dataset):
+        chosen_profiles = regression_profiles(chosen_profiles)
+        settings = replace(settings, distiller="mse")
     transfer = transfer if transfer is not None else transfer_data(dataset)
     transfer.check_fits(ckpt.input_shape)
     students = _check_students(settings, dataset, ckpt)
@@ -464,14 +469,19 @@ def _candidate(
     except ReleaseError as err:
         logger.warning("candidate %s failed: %s", base.label, first_line(err))
         return replace(base, status="failed", note=first_line(err)), None
-    predictions = measured.logits.argmax(1)
+    if is_regression_dataset(dataset):  # R² on the test split and against torch's outputs
+        accuracy, agreement = regression_scores(measured.logits, reference, dataset)
+    else:
+        predictions = measured.logits.argmax(1)
+        accuracy = float((predictions == dataset.y_test).mean())
+        agreement = float((predictions == reference).mean())
     row = replace(
         base,
         status="measured",
         size_bytes=artifact.path.stat().st_size,
         sha256=file_sha256(artifact.path),
-        accuracy=float((predictions == dataset.y_test).mean()),
-        agreement=float((predictions == reference).mean()),
+        accuracy=accuracy,
+        agreement=agreement,
         latency_p50_ms=measured.latency_p50_ms,
         latency_p99_ms=measured.latency_p99_ms,
         peak_memory_mb=measured.peak_memory_mb,
@@ -521,11 +531,16 @@ def _describe(miss: BudgetMiss) -> str:
 def _torch_predictions(model: nn.Module, dataset: Dataset) -> np.ndarray:
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(dataset.x_test, dtype=np.float32))
+    if is_regression_dataset(dataset):  # the outputs themselves: there is no class to pick
+        return torch.cat([model(x[i : i + 512]).reshape(-1) for i in range(0, len(x), 512)]).numpy()
     return torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)]).numpy()
 
 
 def _torch_accuracy(model: nn.Module, dataset: Dataset) -> float:
-    return float((_torch_predictions(model, dataset) == dataset.y_test).mean())
+    predictions = _torch_predictions(model, dataset)
+    if is_regression_dataset(dataset):
+        return regression_scores(predictions, predictions, dataset)[0]
+    return float((predictions == dataset.y_test).mean())
 
 
 def _settings_summary(

@@ -4,9 +4,10 @@ Each INPUT is raw when the release carries its preprocessing (a task whose data 
 a ``.csv`` of rows (a table) or of one window of readings (a sensor series), or an image file.
 Otherwise it is a ``.npy`` file (one sample, or a batch), an ``.npz`` with an ``x`` array, or a
 ``.json`` array of numbers, shaped like the model's input (for the camera profile: 1x28x28
-floats, normalized as the device's data). Prints one line per sample: the predicted label and
-the release version. Programs on the device call the gRPC inference server of
-``fedge edge start`` instead (``fedge.v1.InferenceService``).
+floats, normalized as the device's data). Prints one line per sample: the predicted label (a
+regression model's number, in its target's units) and the release version. Programs on the
+device call the gRPC inference server of ``fedge edge start`` instead
+(``fedge.v1.InferenceService``).
 """
 
 from __future__ import annotations
@@ -66,10 +67,27 @@ def predict_command(
         fail(str(err))
     except Exception as err:  # ONNX Runtime rejects a wrong shape with its own error types
         fail(f"prediction failed (does the input match the model?): {err}")
+    if spec is not None and spec.get("spec", {}).get("target"):
+        _print_numbers(inputs, outputs, spec, version)
+        return
     names = signed.manifest.labels if signed is not None else ()
     for path, out in zip(inputs, outputs, strict=True):
         for row, label in enumerate(np.argmax(out.reshape(-1, out.shape[-1]), axis=-1)):
             name = names[label] if label < len(names) else str(label)
             console.print(
                 f"{path}[{row}]: {name} (release {version})", highlight=False, soft_wrap=True
+            )
+
+
+def _print_numbers(
+    inputs: list[Path], outputs: list[np.ndarray], spec: dict[str, object], version: int
+) -> None:
+    """A regression model's answers, in the target's units (the manifest's spec has its scale)."""
+    from fedge.data.preprocessing import Preprocessing
+
+    preprocessing = Preprocessing.from_json(spec)
+    for path, out in zip(inputs, outputs, strict=True):
+        for row, value in enumerate(preprocessing.to_target_units(out)):
+            console.print(
+                f"{path}[{row}]: {value:.6g} (release {version})", highlight=False, soft_wrap=True
             )

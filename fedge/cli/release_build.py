@@ -313,16 +313,23 @@ def _profiles_serving(ckpt: "Checkpoint") -> "list[DeviceProfile]":
 def print_release_summary(report: "ReleaseReport", out: Path) -> None:
     """The three-row table (teacher, student fp32, student int8) and the one-line summary."""
     table = Table(title=f"release {out}")
-    for column in ("model", "size", "params", "p50 ms", "p99 ms", "accuracy"):
+    scores = report.extra.get("regression")  # a regression task's: MAE, RMSE, R² per model
+    quality = ("MAE", "RMSE", "R²") if scores else ("accuracy",)
+    for column in ("model", "size", "params", "p50 ms", "p99 ms", *quality):
         table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
     for row in report.rows:
+        measured = (
+            [f"{scores[row.role][k]:.4g}" for k in ("mae", "rmse", "r2")]
+            if scores
+            else [f"{100 * row.accuracy:.2f}%"]
+        )
         table.add_row(
             row.role,
             f"{row.size_bytes / 1024:,.1f} KiB",
             f"{row.parameters:,}",
             f"{row.latency_p50_ms:.3f}",
             f"{row.latency_p99_ms:.3f}",
-            f"{100 * row.accuracy:.2f}%",
+            *measured,
         )
     console.print(table)
     console.print(report.summary())

@@ -193,6 +193,7 @@ def _run(
     start_from: Checkpoint | None,
 ) -> RunResult:
     from fedge.app.batched import plan_batching
+    from fedge.app.results import task_metrics
     from fedge.simulation import simulate
 
     sites = (
@@ -225,6 +226,7 @@ def _run(
         TimeRemainingColumn(),
     )
     is_async = config.mode == "async"
+    accuracy = "R²" if config.task_kind == "regression" else "accuracy"  # a regression's: R²
     if config.simulated_clock:
         console.print(_clock_line(config), soft_wrap=True, highlight=False)
     with Progress(*columns, console=console, transient=True) as progress:
@@ -236,11 +238,12 @@ def _run(
         def on_round(record: RoundRecord) -> None:
             progress.console.print(
                 f"{'version' if is_async else 'round'} {record.round:>3}  "
-                f"accuracy {record.accuracy:.4f}  loss {record.loss:.4f}"
+                f"{accuracy} {record.accuracy:.4f}  loss {record.loss:.4f}"
                 f"  {record.seconds:5.1f}s"
                 + (f"  dropped {len(record.dropped)}" if record.dropped and not is_async else "")
                 + _clock_part(record)
                 + (f"  eps {record.extra['epsilon']:.3f}" if "epsilon" in record.extra else "")
+                + "".join(f"  {k} {v:.4f}" for k, v in task_metrics(record).items() if k != "r2")
             )
             for site in record.extra.get("sites", []):
                 progress.console.print(
@@ -329,7 +332,9 @@ def _print_summary(result: RunResult, out: Path) -> None:
     table = Table(title="fedge simulate")
     first = "version" if "async" in result.notes else "round"
     dropped = "refused" if "async" in result.notes else "dropped"
-    for column in (first, "accuracy", "loss", "clients", dropped, "seconds"):
+    regression = result.notes.get("task", {}).get("kind") == "regression"
+    accuracy = "R²" if regression else "accuracy"  # a regression round's accuracy is its R²
+    for column in (first, accuracy, "loss", "clients", dropped, "seconds"):
         table.add_column(column, justify="right")
     for r in result.rounds:
         table.add_row(
@@ -341,8 +346,10 @@ def _print_summary(result: RunResult, out: Path) -> None:
             f"{r.seconds:.1f}",
         )
     console.print(table)
+    last = result.rounds[-1].extra if regression and result.rounds else {}
+    in_units = f", RMSE {last['rmse']:.4g}, MAE {last['mae']:.4g}" if "rmse" in last else ""
     console.print(
-        f"final accuracy {result.final_accuracy:.4f} in {result.total_seconds:.1f}s; "
+        f"final {accuracy} {result.final_accuracy:.4f}{in_units} in {result.total_seconds:.1f}s; "
         f"results in {out / 'results.json'}"
     )
     if "async" in result.notes:

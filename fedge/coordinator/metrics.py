@@ -141,7 +141,7 @@ class _StateCollector(Collector):
         )
         task = GaugeMetricFamily(
             "fedge_run_task_metric",
-            "A run's task metric after its latest round (roc_auc; precision, recall, f1).",
+            "A run's task metric after its latest round (roc_auc; f1; mae, rmse).",
             labels=["run", "metric"],
         )
         for run in runs:

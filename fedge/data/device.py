@@ -9,7 +9,9 @@ Raw data never leaves the device; the ClientApp reads it from here when the node
 
 An optional ``fedge-data.json`` gives ``num-classes``, ``input-shape``, the normalization
 ``mean``/``std`` of images and, for data written from a simulated partition, its
-``partition-id`` (so a device can reproduce a simulated client exactly).
+``partition-id`` (so a device can reproduce a simulated client exactly). ``"kind":
+"regression"`` says ``y`` (or the ``label`` column) is a number in the target's own units, not
+a class: the device's training standardises it as the run's task does.
 :func:`write_device_data` creates such a directory from an embedded dataset.
 """
 
@@ -109,6 +111,14 @@ def _load(data_dir: Path, dataset: str) -> DeviceData:
         raise DataError(f"{data_dir} has no data.npz, data.csv or images/ folder")
     if len(y) == 0:
         raise DataError(f"{data_dir} holds no samples")
+    shape = tuple(int(d) for d in meta.get("input-shape", x.shape[1:]))
+    if tuple(x.shape[1:]) != shape:
+        raise DataError(f"{data_dir}: samples have shape {x.shape[1:]}, expected {shape}")
+    if meta.get("kind") == "regression":  # a number in the target's units, no classes
+        if not np.isfinite(y).all():
+            raise DataError(f"{data_dir}: regression targets must be finite numbers")
+        return DeviceData(x, y.astype(np.float32), shape, 1)
+    y = y.astype(np.int64)
     # Without metadata or a dataset to ask, the labels say how many classes there are at least.
     num_classes = int(
         meta.get("num-classes") or (_dataset_classes(dataset) if dataset else int(y.max()) + 1)
@@ -117,9 +127,6 @@ def _load(data_dir: Path, dataset: str) -> DeviceData:
         raise DataError(
             f"{data_dir}: labels must be in [0, {num_classes}), got {y.min()}..{y.max()}"
         )
-    shape = tuple(int(d) for d in meta.get("input-shape", x.shape[1:]))
-    if tuple(x.shape[1:]) != shape:
-        raise DataError(f"{data_dir}: samples have shape {x.shape[1:]}, expected {shape}")
     return DeviceData(x, y, shape, num_classes)
 
 
@@ -137,7 +144,7 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path} must be an npz with arrays 'x' and 'y': {err}") from err
     if len(x) != len(y):
         raise DataError(f"{path}: {len(x)} samples but {len(y)} labels")
-    return x.astype(np.float32), y.astype(np.int64)
+    return x.astype(np.float32), y.astype(np.float64)
 
 
 def _load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +159,7 @@ def _load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path} has a non-numeric value: {err}") from err
     if values.ndim != 2 or values.shape[1] != len(rows[0]):
         raise DataError(f"{path}: every row must have {len(rows[0])} values")
-    y = values[:, label_col].astype(np.int64)
+    y = values[:, label_col]
     x = np.delete(values, label_col, axis=1).astype(np.float32)
     return x, y
 

@@ -18,6 +18,7 @@ __all__ = [
     "block_size",
     "encode_labels",
     "file_data",
+    "numeric_targets",
     "one_line",
     "shuffled_split",
     "string_groups",
@@ -66,6 +67,28 @@ def encode_labels(path: Path, column: "pandas.Series") -> tuple[np.ndarray, list
         )
     index = {value: i for i, value in enumerate(classes)}
     return np.array([index[v] for v in column.tolist()], dtype=np.int64), classes
+
+
+def numeric_targets(
+    path: Path, column: "pandas.Series", train: np.ndarray
+) -> tuple[np.ndarray, dict[str, float]]:
+    """A regression target column standardised with its training rows' (``train``) mean and
+    std: float32 targets, and ``{"mean", "std"}`` that turn predictions back into its units."""
+    import pandas as pd
+
+    _require_values(path, column, "label")
+    numbers = pd.to_numeric(column, errors="coerce")
+    bad = numbers.isna().to_numpy() | ~np.isfinite(numbers.to_numpy(dtype=np.float64))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: label column {column.name!r} must hold numbers for regression; data row "
+            f"{first + 1} has {column.iloc[first]!r}"
+        )
+    values = numbers.to_numpy(dtype=np.float64)
+    mean, std = float(values[train].mean()), float(values[train].std())
+    std = std if std > 0 else 1.0
+    return ((values - mean) / std).astype(np.float32), {"mean": mean, "std": std}
 
 
 def string_groups(path: Path, column: "pandas.Series") -> np.ndarray:

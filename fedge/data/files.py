@@ -5,10 +5,11 @@ the :class:`~fedge.data.preprocessing.Preprocessing` fitted on the training spli
 also what built every split (so a device applying it to raw inputs computes the same features).
 
 - ``.csv`` / ``.parquet``: a table. ``label`` is the class column (ids in sorted order of the
-  values); numeric columns are imputed with the training median and standardised with the
-  training mean and std; text and boolean columns are one-hot on the training categories; a
-  ``group`` column (a hospital, a machine) is kept out of the features and returned per training
-  row. The split is a seeded shuffle.
+  values), or with ``kind="regression"`` a numeric target, standardised with the training mean
+  and std (the spec's ``target``); numeric columns are imputed with the training median and
+  standardised with the training mean and std; text and boolean columns are one-hot on the
+  training categories; a ``group`` column (a hospital, a machine) is kept out of the features
+  and returned per training row. The split is a seeded shuffle.
 - The same with ``window``: a sensor series, rows in time order, every other column a numeric
   channel. Windows of ``window`` rows every ``stride`` rows never cross a group; each group's last
   windows are the test split and the ones before them the public split, with the windows that
@@ -30,6 +31,7 @@ from fedge.data.filedata import (
     FileData,
     encode_labels,
     file_data,
+    numeric_targets,
     one_line,
     shuffled_split,
     string_groups,
@@ -46,6 +48,7 @@ __all__ = ["FileData", "read_data"]
 #: A text column with more distinct values than this (or than half the rows) is not a category.
 MAX_CATEGORIES = 50
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+TABLES = (".csv", ".parquet")
 _GRAY_MODES = {"1", "L", "LA"}
 
 
@@ -59,14 +62,20 @@ def read_data(
     seed: int = 0,
     test_fraction: float = 0.2,
     public_fraction: float = 0.1,
+    kind: str = "classification",
 ) -> FileData:
-    """Read a table, a sensor series (``window`` given), an image folder or an ``.npz``."""
+    """Read a table, a sensor series (``window`` given), an image folder or an ``.npz``;
+    ``kind="regression"`` reads a table's label column as a numeric target."""
     path = Path(path)
     _check_options(window, stride, test_fraction, public_fraction)
+    if kind == "regression" and (window is not None or path.suffix.lower() not in TABLES):
+        raise ConfigError(
+            "--kind", kind, f"reads a CSV or Parquet table's numeric label column, not {path}"
+        )
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     suffix = path.suffix.lower()
-    is_table = path.is_file() and suffix in (".csv", ".parquet")
+    is_table = path.is_file() and suffix in TABLES
     if window is not None and not is_table:
         raise ConfigError("--window", window, f"applies to a CSV or Parquet series, not {path}")
     fractions = (seed, test_fraction, public_fraction)
@@ -86,7 +95,8 @@ def read_data(
         _require_column(path, frame, group, "group")
     if window is None:
         _require_column(path, frame, label, "label")
-        return _table_data(path, frame, label, group, *fractions)
+        regression = kind == "regression"
+        return _table_data(path, frame, label, group, *fractions, regression=regression)
     return series_data(path, frame, label, group, window, stride or window, *fractions[1:])
 
 
@@ -149,8 +159,9 @@ def _table_data(
     seed: int,
     test_fraction: float,
     public_fraction: float,
+    *,
+    regression: bool = False,
 ) -> FileData:
-    labels, classes = encode_labels(path, frame[label])
     groups = string_groups(path, frame[group]) if group is not None else None
     features = [c for c in frame.columns if c not in (label, group)]
     if not features:
@@ -158,8 +169,16 @@ def _table_data(
     train, public, test = shuffled_split(path, len(frame), seed, test_fraction, public_fraction)
     fitted = frame.iloc[train]
     columns = [_fit_column(path, frame[name], fitted[name]) for name in features]
-    names = [str(c) for c in classes]
-    prep = Preprocessing("table", {"columns": columns, "label": label, "classes": names})
+    spec: dict[str, Any] = {"columns": columns, "label": label}
+    if regression:
+        labels, target = numeric_targets(path, frame[label], train)
+        names: list[str] = []
+        spec.update(classes=names, target=target)
+    else:
+        labels, classes = encode_labels(path, frame[label])
+        names = [str(c) for c in classes]
+        spec.update(classes=names)
+    prep = Preprocessing("table", spec)
     x = prep.transform(frame[features])
     return file_data(path.stem, x, labels, (train, public, test), prep, groups, names)
 

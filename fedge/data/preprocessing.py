@@ -39,6 +39,9 @@ class Preprocessing:
     - ``image``: ``size`` ``[H, W]``, ``channels`` (1 or 3), ``scale`` (pixel value of 1.0) and
       ``classes``;
     - ``array``: ``shape`` of one sample, used as it is.
+
+    A regression task's spec also has ``target``: the ``mean`` and ``std`` of the training
+    targets; the model predicts ``(target - mean) / std`` (:meth:`to_target_units` undoes it).
     """
 
     kind: str
@@ -86,6 +89,17 @@ class Preprocessing:
             else:
                 names.extend(f"{col['name']}={cat}" for cat in col["categories"])
         return names
+
+    @property
+    def target_scale(self) -> tuple[float, float] | None:
+        """A regression target's ``(mean, std)``; ``None`` for a task with classes."""
+        target = self.spec.get("target")
+        return (float(target["mean"]), float(target["std"])) if target else None
+
+    def to_target_units(self, outputs: np.ndarray) -> np.ndarray:
+        """A regression model's (standardised) outputs in the target's units, one per sample."""
+        mean, std = self.target_scale or (0.0, 1.0)
+        return np.asarray(outputs, dtype=np.float64).reshape(-1) * std + mean
 
     def transform(self, raw: Any) -> np.ndarray:
         """Raw input -> float32 model input with a batch axis.

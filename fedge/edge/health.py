@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedge.data.preprocessing import Preprocessing
+from fedge.data.targets import regression_metrics
 from fedge.errors import ConfigError, FedgeError
 from fedge.inference.measure import measure_session
 from fedge.inference.profiles import Budget
@@ -114,10 +116,18 @@ def _signature_problem(path: Path, manifest: Manifest) -> str:
     return ""
 
 
-def _accuracy(runner: Runner, x: np.ndarray, y: np.ndarray) -> float:
+def _accuracy(runner: Runner, x: np.ndarray, y: np.ndarray, spec: object = None) -> float:
+    """Top-1 accuracy; a regression model's R² (targets ``y`` in their units), as its release
+    reports it."""
     from fedge.inference.runners import predict
 
-    return float((np.argmax(predict(runner, x), axis=-1) == y).mean()) if len(x) else 0.0
+    if not len(x):
+        return 0.0
+    outputs = np.asarray(predict(runner, x))
+    scale = Preprocessing.from_json(spec) if isinstance(spec, dict) else None
+    if scale is not None and scale.target_scale is not None:
+        return regression_metrics(scale.to_target_units(outputs), y)["r2"]
+    return float((np.argmax(outputs, axis=-1) == y).mean())
 
 
 def _canary_shape(manifest: Manifest, batch: int) -> tuple[int, ...]:
@@ -168,7 +178,7 @@ def check_health(
     if labelled is not None and floor is not None and labelled.exists():
         try:
             x, y = load_labelled(labelled)
-            accuracy = _accuracy(runner, x, y)
+            accuracy = _accuracy(runner, x, y, manifest.report.get("preprocessing"))
         except (FedgeError, OSError, KeyError, ValueError) as exc:
             return HealthResult(False, f"cannot score the labelled local data: {exc}")
         except Exception as exc:  # an engine's own error when the data does not fit

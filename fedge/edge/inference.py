@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from fedge.data.preprocessing import Preprocessing
 from fedge.edge.health import load_model, make_session
 from fedge.edge.raw_inputs import raw_model_input
 from fedge.edge.slots import MANIFEST_FILE, Slots
@@ -252,11 +253,13 @@ class InferenceServicer:
         out32 = np.ascontiguousarray(out, dtype="<f4")
         labels = np.argmax(out32, axis=-1).reshape(-1).tolist() if out32.ndim else []
         names = manifest.labels if manifest is not None else ()
+        spec = manifest.report.get("preprocessing") if manifest is not None else None
         return inference_pb2.PredictResponse(
             output=inference_pb2.Tensor(shape=list(out32.shape), data=out32.tobytes()),
             labels=labels,
             model_version=version,
             label_names=[names[i] if i < len(names) else str(i) for i in labels] if names else [],
+            values=_target_values(out32, spec),
         )
 
     def GetStats(  # noqa: N802 (gRPC method name)
@@ -264,6 +267,16 @@ class InferenceServicer:
     ) -> inference_pb2.GetStatsResponse:
         """Counts and latency percentiles of the requests served so far."""
         return copy_fields(inference_pb2.GetStatsResponse, self.engine.stats())
+
+
+def _target_values(outputs: np.ndarray, spec: object) -> list[float]:
+    """A regression model's outputs in its target's units (none for a classifier)."""
+    if not isinstance(spec, dict):
+        return []
+    preprocessing = Preprocessing.from_json(spec)
+    if preprocessing.target_scale is None:
+        return []
+    return [float(v) for v in preprocessing.to_target_units(outputs)]
 
 
 def serve_inference(

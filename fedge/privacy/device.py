@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from fedge.errors import ConfigError
 from fedge.privacy.config import PrivacyConfig
 from fedge.privacy.ledger import DeviceLedger, LedgerEntry, now
-from fedge.privacy.local import dp_train, local_noise_multiplier, local_plan
+from fedge.privacy.local import TaskLoss, dp_train, local_noise_multiplier, local_plan
 
 __all__ = ["DEVICE_EPSILON_KEY", "PrivateTrainResult", "device_state_dir", "train_private"]
 
@@ -60,8 +60,10 @@ def train_private(
     lr: float,
     momentum: float,
     seed: int,
+    objective: TaskLoss | None = None,
 ) -> PrivateTrainResult:
-    """DP-SGD within the device's budget; raises PrivacyBudgetExceededError past it."""
+    """DP-SGD within the device's budget; raises PrivacyBudgetExceededError past it.
+    ``objective`` is the task's loss (default: cross-entropy)."""
     sample_rate, steps = local_plan(num_records=len(y), batch_size=batch_size, epochs=epochs)
     noise = local_noise_multiplier(
         noise=config.local_dp_noise,
@@ -91,6 +93,7 @@ def train_private(
         noise_multiplier=noise,
         max_grad_norm=config.local_dp_clip,
         seed=seed if config.dp_seed is not None else None,
+        objective=objective,
     )
     ledger.record(
         LedgerEntry(

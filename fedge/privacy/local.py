@@ -9,6 +9,7 @@ import copy
 import math
 import secrets
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,14 @@ __all__ = [
 # never does). A process-wide filter for this one message: ``catch_warnings`` is not
 # thread-safe, and the local runtime trains clients on several threads.
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+
+
+#: A task's training loss, ``loss(output, inputs, labels)``.
+TaskLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def _cross_entropy(output: Tensor, _inputs: Tensor, labels: Tensor) -> Tensor:
+    return nn.functional.cross_entropy(output, labels)
 
 
 @dataclass(frozen=True)
@@ -114,8 +123,10 @@ def dp_train(
     noise_multiplier: float,
     max_grad_norm: float,
     seed: int | None,
+    objective: TaskLoss | None = None,
 ) -> LocalDPResult:
-    """DP-SGD on a copy of ``model``; ``seed=None`` draws the noise seed from the OS."""
+    """DP-SGD on a copy of ``model``; ``seed=None`` draws the noise seed from the OS.
+    ``objective(output, inputs, labels)`` is the task's loss (default: cross-entropy)."""
     from opacus import PrivacyEngine
 
     # Opacus' per-sample convolution gradients are wrong on channels-last activations (the
@@ -148,7 +159,7 @@ def dp_train(
             out = private(xb)
             # An empty Poisson batch still takes a (pure-noise) step, as accounted: Opacus
             # gives it zero per-sample gradients and adds the noise.
-            loss = nn.functional.cross_entropy(out, yb) if len(yb) else out.sum() * 0.0
+            loss = (objective or _cross_entropy)(out, xb, yb) if len(yb) else out.sum() * 0.0
             loss.backward()
             dp_optimizer.step()
             steps += 1

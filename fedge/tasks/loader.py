@@ -102,18 +102,22 @@ def load_task(reference: str) -> TaskRef:
         return _LOADED[key]
 
 
-def data_task(path: str, *, label: str = "label", group: str | None = None) -> TaskRef:
+def data_task(
+    path: str, *, label: str = "label", group: str | None = None, kind: str = "classification"
+) -> TaskRef:
     """The task of data given with no code (``--data``): fedge reads the file or folder, and
-    the task is named after it."""
+    the task is named after it; ``kind`` (``--kind``) is what its label column holds."""
     source = Path(path).expanduser().resolve()
     if not source.exists():
         raise ConfigError("--data", path, "does not exist")
     stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in source.stem) or "data"
-    code = hashlib.sha256(f"{source}|{label}|{group}".encode()).hexdigest()
+    code = hashlib.sha256(f"{source}|{label}|{group}|{kind}".encode()).hexdigest()
     with _LOCK:
         key = (f"data:{source}", code)
         if key not in _LOADED:
-            task = Task(name=stem, model=_no_model, data=source, label=label, group=group)
+            task = Task(
+                name=stem, model=_no_model, data=source, label=label, group=group, kind=kind
+            )
             ref = TaskRef(str(source), task, code, None)
             _register(ref)
             _LOADED[key] = ref
@@ -213,6 +217,15 @@ def _check_model(ref: TaskRef, model: Any, input_shape: tuple[int, ...]) -> None
                 f"got {shape}",
             )
         return
+    if ref.task.kind == "regression":
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 1):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(
+                "--task",
+                ref.reference,
+                f"a regression model must return one number per sample (N, 1), got {shape}",
+            )
+        return
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(
@@ -233,6 +246,7 @@ def _load_data(ref: TaskRef) -> Dataset:
             group=task.group,
             test_fraction=task.test_fraction,
             public_fraction=task.public_fraction,
+            kind=task.kind,
         )
         return dataclasses.replace(
             files.dataset,
@@ -259,4 +273,5 @@ def _load_data(ref: TaskRef) -> Dataset:
         test_fraction=task.test_fraction,
         public_fraction=task.public_fraction,
         groups=groups,
+        kind=task.kind,
     )

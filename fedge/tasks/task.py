@@ -8,14 +8,16 @@ from typing import Any
 import numpy as np
 
 from fedge.data.base import Dataset, split_public_test
+from fedge.data.preprocessing import Preprocessing
 from fedge.errors import ConfigError
 
-__all__ = ["TASK_KINDS", "Task", "ThresholdRule", "dataset_from_arrays"]
+__all__ = ["TASK_KINDS", "Task", "ThresholdRule", "dataset_from_arrays", "regression_dataset"]
 
 #: What a task predicts. ``binary`` adds ROC-AUC to accuracy; ``anomaly`` is an autoencoder
 #: trained to reconstruct its input, whose error above a threshold set on normal training
-#: data flags an anomaly (labels, 1 = anomaly, are used only to set and judge the threshold).
-TASK_KINDS = ("classification", "binary", "anomaly")
+#: data flags an anomaly (labels, 1 = anomaly, are used only to set and judge the threshold);
+#: ``regression`` predicts a number (one model output, MSE loss, MAE and RMSE reported).
+TASK_KINDS = ("classification", "binary", "anomaly", "regression")
 
 #: What a task's ``data`` loader may return: a fedge Dataset, ``(x, y)``, or ``(x, y, groups)``.
 DataLoader = Callable[[], Any]
@@ -109,13 +111,19 @@ def dataset_from_arrays(
     test_fraction: float,
     public_fraction: float,
     groups: np.ndarray | None = None,
+    kind: str = "classification",
 ) -> Dataset:
-    """A :class:`Dataset` cut from a task loader's arrays with a fixed split seed."""
+    """A :class:`Dataset` cut from a task loader's arrays with a fixed split seed; a regression
+    task's targets standardised on the training split (see :func:`regression_dataset`)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(x):
         raise ConfigError(
             f"task {name}: data", f"x {x.shape}, y {y.shape}", "must be x (N, ...) and y (N,)"
+        )
+    if kind == "regression":
+        return regression_dataset(
+            name, x, y, test_fraction=test_fraction, public_fraction=public_fraction, groups=groups
         )
     classes, labels = np.unique(y, return_inverse=True)
     n = len(labels)
@@ -135,4 +143,45 @@ def dataset_from_arrays(
         y_public=y_public,
         num_classes=len(classes),
         groups_train=None if groups is None else np.asarray(groups).astype(str)[train_idx],
+    )
+
+
+def regression_dataset(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    test_fraction: float,
+    public_fraction: float,
+    groups: np.ndarray | None = None,
+) -> Dataset:
+    """A regression task's :class:`Dataset`: float32 targets standardised with the training
+    split's mean and std, which its preprocessing spec carries (``target``) so predictions go
+    back to the target's units."""
+    try:
+        target = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"task {name}: y", y.dtype, "must hold numbers for regression") from None
+    if not np.isfinite(target).all():
+        raise ConfigError(f"task {name}: y", "NaN or inf", "regression targets must be finite")
+    n = len(target)
+    test, public = round(n * test_fraction), round(n * public_fraction)
+    train_idx = np.random.default_rng(0).permutation(n)[test + public :]
+    mean, std = float(target[train_idx].mean()), float(target[train_idx].std()) or 1.0
+    scaled = ((target - mean) / std).astype(np.float32)
+    (x_train, y_train), (x_public, y_public), (x_test, y_test) = split_public_test(
+        x, scaled, test_size=test, public_size=public
+    )
+    spec = {"shape": list(x.shape[1:]), "target": {"mean": mean, "std": std}}
+    return Dataset(
+        name=name,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        x_public=x_public,
+        y_public=y_public,
+        num_classes=1,
+        groups_train=None if groups is None else np.asarray(groups).astype(str)[train_idx],
+        preprocessing=Preprocessing("array", spec).to_json(),
     )

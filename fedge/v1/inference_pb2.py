@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64ge/v1/inference.proto\x12\x08\x66\x65\x64ge.v1\"%\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"g\n\x0ePredictRequest\x12\x1f\n\x05input\x18\x01 \x01(\x0b\x32\x10.fedge.v1.Tensor\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\x12\'\n\nraw_format\x18\x03 \x01(\x0e\x32\x13.fedge.v1.RawFormat\"o\n\x0fPredictResponse\x12 \n\x06output\x18\x01 \x01(\x0b\x32\x10.fedge.v1.Tensor\x12\x0e\n\x06labels\x18\x02 \x03(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\x04\x12\x13\n\x0blabel_names\x18\x04 \x03(\t\"\x11\n\x0fGetStatsRequest\"\x8b\x01\n\x10GetStatsResponse\x12\x10\n\x08requests\x18\x01 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\x03 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x04 \x01(\x01\x12\x16\n\x0e\x61\x63tive_version\x18\x05 \x01(\x04\x12\r\n\x05swaps\x18\x06 \x01(\x04*Q\n\tRawFormat\x12\x1a\n\x16RAW_FORMAT_UNSPECIFIED\x10\x00\x12\x12\n\x0eRAW_FORMAT_CSV\x10\x01\x12\x14\n\x10RAW_FORMAT_IMAGE\x10\x02\x32\x95\x01\n\x10InferenceService\x12>\n\x07Predict\x12\x18.fedge.v1.PredictRequest\x1a\x19.fedge.v1.PredictResponse\x12\x41\n\x08GetStats\x12\x19.fedge.v1.GetStatsRequest\x1a\x1a.fedge.v1.GetStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64ge/v1/inference.proto\x12\x08\x66\x65\x64ge.v1\"%\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"g\n\x0ePredictRequest\x12\x1f\n\x05input\x18\x01 \x01(\x0b\x32\x10.fedge.v1.Tensor\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\x12\'\n\nraw_format\x18\x03 \x01(\x0e\x32\x13.fedge.v1.RawFormat\"\x7f\n\x0fPredictResponse\x12 \n\x06output\x18\x01 \x01(\x0b\x32\x10.fedge.v1.Tensor\x12\x0e\n\x06labels\x18\x02 \x03(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\x04\x12\x13\n\x0blabel_names\x18\x04 \x03(\t\x12\x0e\n\x06values\x18\x05 \x03(\x01\"\x11\n\x0fGetStatsRequest\"\x8b\x01\n\x10GetStatsResponse\x12\x10\n\x08requests\x18\x01 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\x03 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x04 \x01(\x01\x12\x16\n\x0e\x61\x63tive_version\x18\x05 \x01(\x04\x12\r\n\x05swaps\x18\x06 \x01(\x04*Q\n\tRawFormat\x12\x1a\n\x16RAW_FORMAT_UNSPECIFIED\x10\x00\x12\x12\n\x0eRAW_FORMAT_CSV\x10\x01\x12\x14\n\x10RAW_FORMAT_IMAGE\x10\x02\x32\x95\x01\n\x10InferenceService\x12>\n\x07Predict\x12\x18.fedge.v1.PredictRequest\x1a\x19.fedge.v1.PredictResponse\x12\x41\n\x08GetStats\x12\x19.fedge.v1.GetStatsRequest\x1a\x1a.fedge.v1.GetStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedge.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RAWFORMAT']._serialized_start=456
-  _globals['_RAWFORMAT']._serialized_end=537
+  _globals['_RAWFORMAT']._serialized_start=472
+  _globals['_RAWFORMAT']._serialized_end=553
   _globals['_TENSOR']._serialized_start=38
   _globals['_TENSOR']._serialized_end=75
   _globals['_PREDICTREQUEST']._serialized_start=77
   _globals['_PREDICTREQUEST']._serialized_end=180
   _globals['_PREDICTRESPONSE']._serialized_start=182
-  _globals['_PREDICTRESPONSE']._serialized_end=293
-  _globals['_GETSTATSREQUEST']._serialized_start=295
-  _globals['_GETSTATSREQUEST']._serialized_end=312
-  _globals['_GETSTATSRESPONSE']._serialized_start=315
-  _globals['_GETSTATSRESPONSE']._serialized_end=454
-  _globals['_INFERENCESERVICE']._serialized_start=540
-  _globals['_INFERENCESERVICE']._serialized_end=689
+  _globals['_PREDICTRESPONSE']._serialized_end=309
+  _globals['_GETSTATSREQUEST']._serialized_start=311
+  _globals['_GETSTATSREQUEST']._serialized_end=328
+  _globals['_GETSTATSRESPONSE']._serialized_start=331
+  _globals['_GETSTATSRESPONSE']._serialized_end=470
+  _globals['_INFERENCESERVICE']._serialized_start=556
+  _globals['_INFERENCESERVICE']._serialized_end=705
 # @@protoc_insertion_point(module_scope)

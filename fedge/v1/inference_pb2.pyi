@@ -105,6 +105,7 @@ class PredictResponse(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     LABEL_NAMES_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
     model_version: _builtins.int
     """Release version of the model that answered."""
     @_builtins.property
@@ -119,6 +120,12 @@ class PredictResponse(_message.Message):
     def label_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The class name of each label, when the release names its classes."""
 
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """A regression model's prediction per row, in its target's units (the release's
+        preprocessing spec carries the target's mean and std); empty for a classifier.
+        """
+
     def __init__(
         self,
         *,
@@ -126,10 +133,11 @@ class PredictResponse(_message.Message):
         labels: _abc.Iterable[_builtins.int] | None = ...,
         model_version: _builtins.int = ...,
         label_names: _abc.Iterable[_builtins.str] | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["label_names", b"label_names", "labels", b"labels", "model_version", b"model_version", "output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label_names", b"label_names", "labels", b"labels", "model_version", b"model_version", "output", b"output", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
