@@ -36,9 +36,11 @@ from fedge.app.fedbuff import (
     model_delta,
     parse_staleness_weight,
 )
+from fedge.app.metrics import evaluate_global
 from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
-from fedge.app.training import evaluate, set_seed
+from fedge.app.training import set_seed
 from fedge.app.validation import DroppedReply, validate_train_replies
+from fedge.data import Dataset
 from fedge.errors import ConfigError
 from fedge.log import logger
 from fedge.privacy.participation import ParticipationBoundDP
@@ -337,7 +339,6 @@ def run_async_federation(
     set_seed(config.seed)
     started = time.perf_counter()
     dataset, model = config.dataset_and_model()
-    x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
     server = _AsyncServer(grid, config, ArrayRecord(model.state_dict()))
     result = RunResult(config=config.to_dict())
     if config.task_info is not None:
@@ -360,7 +361,7 @@ def run_async_federation(
                 continue
             used = server.aggregate()
             record = server.record(used, time.perf_counter() - server.current.wall_started)
-            _evaluate_version(record, model, server.model, x_test, y_test)
+            _evaluate_version(record, model, server.model, dataset, config)
             result.rounds.append(record)
             if out_dir is not None:  # the latest version only: an async run cannot be resumed
                 checkpoint = model_checkpoint(config, model, dataset, server_round=record.round)
@@ -422,12 +423,11 @@ def _evaluate_version(
     record: RoundRecord,
     model: torch.nn.Module,
     arrays: dict[str, np.ndarray],
-    x_test: torch.Tensor,
-    y_test: torch.Tensor,
+    dataset: Dataset,
+    config: RunConfig,
 ) -> None:
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
-    test = evaluate(model, x_test, y_test)
-    record.accuracy, record.loss = test.accuracy, test.loss
+    evaluate_global(model, dataset, config.declared_task, record)
 
 
 def _privacy_notes(

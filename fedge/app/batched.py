@@ -103,6 +103,8 @@ def _obstacle(config: RunConfig) -> str | None:
         return f"--precision {config.precision} is not batched"
     if config.simulated_clock:
         return "the simulated clock trains each device when its own events come"
+    if config.declared_loss is not None:
+        return "the task's own loss is trained one client at a time"
     if config.task_kind == "anomaly":
         return "an anomaly task's reconstruction loss is trained one client at a time"
     if config.task_kind == "regression":

@@ -270,6 +270,7 @@ def _train(msg: Message, context: Context, config: RunConfig, root: Path | None)
         proximal_mu=setting.proximal_mu,
         precision=config.precision,
         kind=config.task_kind,
+        loss=config.declared_loss,
     )
     keep_personal_layers(config.strategy, context.state, model, kept=kept)
     metrics = MetricRecord({"num-examples": len(data.y), "train-loss": loss})
@@ -346,7 +347,7 @@ def _train_private(
             lr=_scalar(train_config, "lr", config.lr),
             momentum=_scalar(train_config, "momentum", config.momentum),
             seed=client_seed(config.privacy.dp_seed or 0, server_round, partition_id, site_round),
-            objective=task_loss(config.task_kind),
+            objective=task_loss(config.task_kind, config.declared_loss),
         )
     except PrivacyBudgetExceededError as err:
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(err)), reply_to=msg)

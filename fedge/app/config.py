@@ -478,6 +478,19 @@ class RunConfig:
         return _task_of(self.task, self.data, self.label, self.partition, self.kind)
 
     @property
+    def declared_task(self) -> Any:
+        """The run's :class:`~fedge.tasks.Task` (model, data, kind, loss, metrics), or ``None``
+        for a built-in."""
+        ref = self.task_ref
+        return ref.task if ref is not None else None
+
+    @property
+    def declared_loss(self) -> Any:
+        """The task's own ``loss(outputs, labels)``, or ``None``: the kind's loss."""
+        task = self.declared_task
+        return task.loss if task is not None else None
+
+    @property
     def task_info(self) -> dict[str, str] | None:
         """The run's task (name, version, kind, code sha256), or ``None`` for built-ins."""
         ref = self.task_ref

@@ -1,19 +1,27 @@
 """Task metrics beyond accuracy and loss, computed on the server's held-out test split."""
 
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fedge.app.training import reconstruction_errors
+from fedge.app.regression import evaluate_regression, target_scale
+from fedge.app.results import DECLARED_METRICS
+from fedge.app.training import evaluate, reconstruction_errors
 from fedge.data import Dataset
-from fedge.errors import CalibrationError
+from fedge.errors import CalibrationError, ConfigError
 from fedge.tasks import ThresholdRule
 
 __all__ = [
     "anomaly_metrics",
     "anomaly_threshold",
     "auc_of_scores",
+    "declared_metrics",
     "evaluate_anomaly",
+    "evaluate_global",
     "roc_auc",
 ]
 
@@ -102,3 +110,57 @@ def evaluate_anomaly(model: nn.Module, dataset: Dataset, rule: ThresholdRule) ->
     metrics = anomaly_metrics(errors, torch.from_numpy(dataset.y_test), threshold)
     metrics["loss"] = float(errors.mean()) if len(errors) else 0.0
     return metrics
+
+
+def evaluate_global(model: nn.Module, dataset: Dataset, task: Any, record: Any) -> None:
+    """The global model on the test split, as a round or an asynchronous version reports it.
+
+    ``record`` (a :class:`~fedge.app.results.RoundRecord`) gets accuracy and loss by the task's
+    kind (flags judged against labels for anomaly, R² for regression), the kind's own metrics
+    (ROC-AUC; precision, recall, F1 and the threshold; MAE and RMSE) and the metrics the task
+    declares (``Task.metrics``). ``task`` is the run's :class:`~fedge.tasks.Task`, or ``None``
+    for a built-in (single-label classification).
+    """
+    kind = task.kind if task is not None else "classification"
+    x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
+    if kind == "anomaly":
+        metrics = evaluate_anomaly(model, dataset, task.threshold_rule)
+    elif kind == "regression":
+        metrics = evaluate_regression(model, dataset.x_test, dataset.y_test, target_scale(dataset))
+    else:
+        test = evaluate(model, x_test, y_test)
+        metrics = {"accuracy": test.accuracy, "loss": test.loss}
+        if kind == "binary":
+            metrics["roc_auc"] = roc_auc(model, x_test, y_test)
+    record.accuracy, record.loss = metrics.pop("accuracy"), metrics.pop("loss")
+    record.extra.update(metrics)
+    if task is not None and task.metrics:
+        declared = declared_metrics(model, x_test, dataset.y_test, task.metrics)
+        record.extra[DECLARED_METRICS] = declared
+
+
+def declared_metrics(
+    model: nn.Module,
+    x: Tensor,
+    y: np.ndarray,
+    metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]],
+    *,
+    batch_size: int = 500,
+) -> dict[str, float]:
+    """Each of a task's own ``metrics(outputs, labels)`` on the model's outputs for ``x``; a
+    metric that fails or gives no finite number is a :class:`~fedge.errors.ConfigError`."""
+    model.eval()
+    with torch.no_grad():
+        outputs = torch.cat(
+            [model(x[s : s + batch_size]).float() for s in range(0, len(x), batch_size)]
+        ).numpy()
+    found = {}
+    for name, metric in metrics.items():
+        try:
+            value = float(metric(outputs, y))
+        except Exception as err:  # the user's code: any failure is theirs to see, in one line
+            raise ConfigError(f"Task.metrics[{name!r}]", metric, f"failed: {err!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"Task.metrics[{name!r}]", value, "must return a finite number")
+        found[name] = value
+    return found

@@ -10,6 +10,7 @@ from fedge.errors import FedgeError
 from fedge.files import atomic_write
 
 __all__ = [
+    "DECLARED_METRICS",
     "TASK_METRICS",
     "RoundRecord",
     "RunResult",
@@ -85,9 +86,16 @@ class RunResult:
 TASK_METRICS = ("roc_auc", "precision", "recall", "f1", "threshold", "mae", "rmse", "r2")
 
 
+#: Where a round's record keeps the metrics the task itself declares (name -> value).
+DECLARED_METRICS = "declared_metrics"
+
+
 def task_metrics(record: RoundRecord) -> dict[str, float]:
-    """The task metrics ``record`` carries (see :data:`TASK_METRICS`)."""
-    return {k: float(record.extra[k]) for k in TASK_METRICS if k in record.extra}
+    """The task metrics ``record`` carries: the kind's (see :data:`TASK_METRICS`), then the
+    ones the task declares (``Task.metrics``)."""
+    found = {k: float(record.extra[k]) for k in TASK_METRICS if k in record.extra}
+    found.update({k: float(v) for k, v in record.extra.get(DECLARED_METRICS, {}).items()})
+    return found
 
 
 def write_results(out_dir: Path, result: RunResult) -> Path:

@@ -19,13 +19,12 @@ from flwr.serverapp import Grid, ServerApp
 from fedge.app.async_loop import run_async_federation
 from fedge.app.checkpoint import Checkpoint, model_checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
-from fedge.app.metrics import evaluate_anomaly, roc_auc
+from fedge.app.metrics import evaluate_global
 from fedge.app.personalize import PERSONAL_LAYERS, personalize_fleet
-from fedge.app.regression import evaluate_regression, target_scale
 from fedge.app.results import RoundRecord, RunResult, write_plots, write_results
 from fedge.app.resume import resume_fields, resume_run
 from fedge.app.strategies import build_private_strategy
-from fedge.app.training import evaluate, set_seed
+from fedge.app.training import set_seed
 from fedge.app.validation import DroppedReply, validate_evaluate_replies, validate_train_replies
 from fedge.data import Dataset
 from fedge.errors import ConfigError, RoundFailedError
@@ -107,7 +106,6 @@ def run_federation(
     set_seed(config.seed)
     started = time.perf_counter()
     dataset, model = config.dataset_and_model()
-    x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
     if start_from is not None:
         model.load_state_dict(start_from.state_dict)
     arrays = ArrayRecord(model.state_dict())
@@ -166,19 +164,7 @@ def run_federation(
             record.extra.update(grid.round_facts(server_round))
         record.client_accuracy = _client_evaluate(strategy, server_round, arrays, grid, config)
         model.load_state_dict(arrays.to_torch_state_dict())
-        if config.task_kind == "anomaly":
-            _evaluate_anomaly(model, dataset, config, record)
-        elif config.task_kind == "regression":  # accuracy is R², MAE and RMSE beside it
-            metrics = evaluate_regression(
-                model, dataset.x_test, dataset.y_test, target_scale(dataset)
-            )
-            record.accuracy, record.loss = metrics.pop("accuracy"), metrics.pop("loss")
-            record.extra.update(metrics)
-        else:
-            test = evaluate(model, x_test, y_test)
-            record.accuracy, record.loss = test.accuracy, test.loss
-        if config.task_kind == "binary":
-            record.extra["roc_auc"] = roc_auc(model, x_test, y_test)
+        evaluate_global(model, dataset, config.declared_task, record)
         record.seconds = time.perf_counter() - round_started
         result.rounds.append(record)
         if out_dir is not None:
@@ -270,16 +256,6 @@ def _wait_for_simulated_fleet(grid: Grid, num_nodes: int, timeout: float = 300.0
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(list(grid.get_node_ids()))} of {num_nodes} nodes joined")
         time.sleep(0.1)
-
-
-def _evaluate_anomaly(
-    model: torch.nn.Module, dataset: Dataset, config: RunConfig, record: RoundRecord
-) -> None:
-    """Flag the test split with the threshold a release of this model would carry."""
-    metrics = evaluate_anomaly(model, dataset, config.task_ref.task.threshold_rule)
-    record.accuracy = metrics.pop("accuracy")
-    record.loss = metrics.pop("loss")
-    record.extra.update(metrics)
 
 
 def _client_evaluate(

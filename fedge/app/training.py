@@ -84,15 +84,16 @@ def train(
     proximal_mu: float = 0.0,
     precision: str = "fp32",
     kind: str = "classification",
+    loss: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> float:
     """Train ``model`` in place with SGD; return the mean training loss of the last epoch.
 
     With ``proximal_mu > 0`` the FedProx term ``mu/2 * ||w - w_global||^2`` is added, where
     ``w_global`` is the model's weights on entry. ``kind`` is the task's: ``anomaly`` trains
     an autoencoder to reconstruct its input (labels unused), ``regression`` minimises the MSE
-    of its one output, others minimise cross-entropy.
+    of its one output, others minimise cross-entropy; a task's own ``loss`` replaces these.
     """
-    objective = task_loss(kind)
+    objective = task_loss(kind, loss)
     generator = torch.Generator().manual_seed(seed)
     params = list(model.parameters())
     velocity: list[Tensor | None] = [None] * len(params)
@@ -148,8 +149,13 @@ def sgd_step(
         p.add_(grad, alpha=-lr)
 
 
-def task_loss(kind: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """The training loss of a task kind, as ``loss(output, inputs, labels)``."""
+def task_loss(
+    kind: str, declared: Callable[[Tensor, Tensor], Tensor] | None = None
+) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """The training loss of a task kind, as ``loss(output, inputs, labels)``; ``declared``, the
+    task's own ``loss(outputs, labels)``, replaces the kind's."""
+    if declared is not None:
+        return lambda output, _inputs, labels: declared(output, labels)
     if kind in RECONSTRUCTING:
         return lambda output, inputs, _labels: nn.functional.mse_loss(output, inputs.float())
     if kind == "regression":  # one output per sample against the standardised target

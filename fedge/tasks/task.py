@@ -1,7 +1,7 @@
-"""The :class:`Task` a user declares: model builder, data, kind, version."""
+"""The :class:`Task` a user declares: model builder, data, kind, version, loss and metrics."""
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,14 @@ class Task:
     task's own: a run records it with the sha256 of the task's code. An anomaly task's threshold
     is its ``threshold_quantile`` of the normal samples' errors, or with ``threshold_sigmas``
     that many standard deviations above their mean on a log scale (:class:`ThresholdRule`).
+
+    The kind sets the training loss and the metrics; a task may bring its own. ``loss(outputs,
+    labels)`` (torch tensors: the model's outputs for a batch and its labels) replaces the kind's
+    training loss on every client, under local DP too (it must then average per-sample losses,
+    as DP-SGD clips each sample's gradient); each of ``metrics`` ``{name: metric(outputs,
+    labels)}`` (numpy arrays: the model's outputs on the test split and its labels) is reported
+    every round beside the kind's metrics, in results.json, the plots, ``run status``, the
+    console and /metrics.
     """
 
     name: str
@@ -76,6 +84,10 @@ class Task:
     public_fraction: float = 0.1
     threshold_quantile: float = 0.99
     threshold_sigmas: float | None = None
+    loss: Callable[[Any, Any], Any] | None = None
+    metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] = field(
+        default_factory=dict, hash=False
+    )
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
@@ -92,6 +104,9 @@ class Task:
             )
         if self.threshold_sigmas is not None and not self.threshold_sigmas > 0:
             raise ConfigError("Task.threshold_sigmas", self.threshold_sigmas, "must be above 0")
+        if self.loss is not None and not callable(self.loss):
+            raise ConfigError("Task.loss", self.loss, "must be loss(outputs, labels) (callable)")
+        _check_declared_metrics(self.metrics)
         if not 0 < self.test_fraction + self.public_fraction < 1:
             raise ConfigError(
                 "Task.test_fraction", self.test_fraction, "with public_fraction must be in (0, 1)"
@@ -101,6 +116,24 @@ class Task:
     def threshold_rule(self) -> ThresholdRule:
         """How an anomaly threshold follows from the errors of normal samples."""
         return ThresholdRule(self.threshold_quantile, self.threshold_sigmas)
+
+
+#: Names a task's own metric may not take: the round's figures and the kinds' metrics.
+RESERVED_METRICS = frozenset(
+    {"accuracy", "loss", "roc_auc", "precision", "recall", "f1", "threshold", "mae", "rmse", "r2"}
+)
+
+
+def _check_declared_metrics(metrics: object) -> None:
+    if not isinstance(metrics, Mapping):
+        raise ConfigError("Task.metrics", metrics, "must map names to metric(outputs, labels)")
+    for name, metric in metrics.items():
+        if not isinstance(name, str) or not name.isidentifier() or name in RESERVED_METRICS:
+            raise ConfigError(
+                "Task.metrics", name, "must be a Python identifier other than fedge's own metrics"
+            )
+        if not callable(metric):
+            raise ConfigError(f"Task.metrics[{name!r}]", metric, "must be callable")
 
 
 def dataset_from_arrays(
