@@ -159,24 +159,8 @@ def dataset_from_arrays(
             name, x, y, test_fraction=test_fraction, public_fraction=public_fraction, groups=groups
         )
     classes, labels = np.unique(y, return_inverse=True)
-    n = len(labels)
-    test, public = round(n * test_fraction), round(n * public_fraction)
-    order = np.random.default_rng(0).permutation(n)
-    train_idx = order[test + public :]
-    (x_train, y_train), (x_public, y_public), (x_test, y_test) = split_public_test(
-        x, labels.astype(np.int64), test_size=test, public_size=public
-    )
-    return Dataset(
-        name=name,
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        x_public=x_public,
-        y_public=y_public,
-        num_classes=len(classes),
-        groups_train=None if groups is None else np.asarray(groups).astype(str)[train_idx],
-    )
+    sizes = _split_sizes(len(labels), test_fraction, public_fraction)
+    return _dataset(name, x, labels.astype(np.int64), sizes, groups, num_classes=len(classes))
 
 
 def regression_dataset(
@@ -197,15 +181,38 @@ def regression_dataset(
         raise ConfigError(f"task {name}: y", y.dtype, "must hold numbers for regression") from None
     if not np.isfinite(target).all():
         raise ConfigError(f"task {name}: y", "NaN or inf", "regression targets must be finite")
-    n = len(target)
-    test, public = round(n * test_fraction), round(n * public_fraction)
-    train_idx = np.random.default_rng(0).permutation(n)[test + public :]
+    sizes = _split_sizes(len(target), test_fraction, public_fraction)
+    train_idx = sizes[2]
     mean, std = float(target[train_idx].mean()), float(target[train_idx].std()) or 1.0
     scaled = ((target - mean) / std).astype(np.float32)
-    (x_train, y_train), (x_public, y_public), (x_test, y_test) = split_public_test(
-        x, scaled, test_size=test, public_size=public
-    )
     spec = {"shape": list(x.shape[1:]), "target": {"mean": mean, "std": std}}
+    preprocessing = Preprocessing("array", spec).to_json()
+    return _dataset(name, x, scaled, sizes, groups, num_classes=1, preprocessing=preprocessing)
+
+
+def _split_sizes(
+    n: int, test_fraction: float, public_fraction: float
+) -> tuple[int, int, np.ndarray]:
+    """The test and public split sizes, and the rows :func:`split_public_test` (seed 0) keeps
+    for training."""
+    test, public = round(n * test_fraction), round(n * public_fraction)
+    return test, public, np.random.default_rng(0).permutation(n)[test + public :]
+
+
+def _dataset(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    sizes: tuple[int, int, np.ndarray],
+    groups: np.ndarray | None,
+    *,
+    num_classes: int,
+    preprocessing: dict[str, Any] | None = None,
+) -> Dataset:
+    test, public, train_idx = sizes
+    (x_train, y_train), (x_public, y_public), (x_test, y_test) = split_public_test(
+        x, y, test_size=test, public_size=public
+    )
     return Dataset(
         name=name,
         x_train=x_train,
@@ -214,7 +221,7 @@ def regression_dataset(
         y_test=y_test,
         x_public=x_public,
         y_public=y_public,
-        num_classes=1,
+        num_classes=num_classes,
         groups_train=None if groups is None else np.asarray(groups).astype(str)[train_idx],
-        preprocessing=Preprocessing("array", spec).to_json(),
+        preprocessing=preprocessing,
     )
