@@ -4,6 +4,7 @@ a TCP link that a test can cut (``LinkProxy``) and a headless Debian Chromium (`
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -164,6 +165,15 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def ctrl_c_reaches_child() -> None:
+    """``preexec_fn`` for a child the test interrupts: SIGINT as a terminal's Ctrl-C delivers it.
+
+    A command started in the background of a non-interactive shell (a CI runner's, say)
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt in it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

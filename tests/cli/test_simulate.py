@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import wait_for
+from ..conftest import ctrl_c_reaches_child, wait_for
 
 FEDGE = [sys.executable, "-m", "fedge.cli"]
 TINY = ["--dataset", "digits", "--model", "cnn-small", "--clients", "4", "--rounds", "2"]
@@ -105,6 +105,7 @@ def test_ctrl_c_says_what_was_kept_and_resume_continues_exactly(tmp_path: Path) 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_reaches_child,
     )
     try:
         wait_for(lambda: (out / "checkpoints" / "round-0002.pt").exists(), 300, "round 2")
