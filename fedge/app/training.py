@@ -110,16 +110,16 @@ def train(
             with compute_precision(precision):
                 batch = to_fast_layout(x[idx])
                 output = model(batch)
-            loss = objective(output.float(), batch, y[idx])
+            batch_loss = objective(output.float(), batch, y[idx])
             if global_params:
                 prox = sum(
                     ((p - g) ** 2).sum()
                     for p, g in zip(model.parameters(), global_params, strict=True)
                 )
-                loss = loss + 0.5 * proximal_mu * prox
-            loss.backward()
+                batch_loss = batch_loss + 0.5 * proximal_mu * prox
+            batch_loss.backward()
             sgd_step(params, velocity, lr=lr, momentum=momentum)
-            total += float(loss.detach()) * len(idx)
+            total += float(batch_loss.detach()) * len(idx)
             count += len(idx)
         last_loss = total / max(count, 1)
     return last_loss
