@@ -4,8 +4,8 @@ a TCP link that a test can cut (``LinkProxy``) and a headless Debian Chromium (`
 import contextlib
 import logging
 import os
-import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -167,13 +167,16 @@ CHROMIUM_ARGS = [
 ]
 
 
-def ctrl_c_reaches_child() -> None:
-    """``preexec_fn`` for a child the test interrupts: SIGINT as a terminal's Ctrl-C delivers it.
-
-    A command started in the background of a non-interactive shell (a CI runner's, say)
-    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt in it.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+#: A Python that takes Ctrl-C as a terminal delivers it, for a child the test interrupts: a
+#: command started in the background of a non-interactive shell (a CI runner's, say) inherits
+#: SIGINT ignored, and Python then never raises KeyboardInterrupt. The default disposition is set
+#: before ``exec`` (it survives it), so no Python code runs between fork and exec.
+PYTHON_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

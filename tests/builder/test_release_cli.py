@@ -15,7 +15,7 @@ from fedge.cli.main import app
 from fedge.errors import ConfigError
 from fedge.simulation import simulate
 
-from ..conftest import ctrl_c_reaches_child, wait_for
+from ..conftest import PYTHON_CTRL_C, wait_for
 
 FEDGE = [sys.executable, "-m", "fedge.cli"]
 
@@ -53,13 +53,13 @@ def test_release_build_writes_a_release_and_prints_three_rows(
 
 def test_ctrl_c_mid_build_says_nothing_was_written(tmp_path: Path, teacher_path: Path) -> None:
     out = tmp_path / "rel"
-    command = [*FEDGE, "release", "build", "--checkpoint", str(teacher_path), "--epochs", "500"]
+    command = [*PYTHON_CTRL_C, "-m", "fedge.cli", "release", "build"]
+    command += ["--checkpoint", str(teacher_path), "--epochs", "500"]
     proc = subprocess.Popen(
         [*command, "--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=ctrl_c_reaches_child,
     )
     try:
         # Interrupt once the build is under way in its work directory beside --out.

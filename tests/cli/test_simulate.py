@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import ctrl_c_reaches_child, wait_for
+from ..conftest import PYTHON_CTRL_C, wait_for
 
 FEDGE = [sys.executable, "-m", "fedge.cli"]
 TINY = ["--dataset", "digits", "--model", "cnn-small", "--clients", "4", "--rounds", "2"]
@@ -100,12 +100,11 @@ def test_ctrl_c_says_what_was_kept_and_resume_continues_exactly(tmp_path: Path) 
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "cut"
     proc = subprocess.Popen(
-        [*FEDGE, "simulate", *options, "--out", "cut"],
+        [*PYTHON_CTRL_C, "-m", "fedge.cli", "simulate", *options, "--out", "cut"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=ctrl_c_reaches_child,
     )
     try:
         wait_for(lambda: (out / "checkpoints" / "round-0002.pt").exists(), 300, "round 2")
