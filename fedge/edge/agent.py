@@ -240,6 +240,10 @@ class EdgeAgent:
         while not over.wait(self._interval):
             try:
                 self._heartbeat(stub)
+            except ValueError:
+                if over.is_set():  # the session ended and closed its channel under this beat
+                    return
+                raise
             except grpc.RpcError as err:
                 if err.code() in _FATAL:
                     fatal.append(err)
