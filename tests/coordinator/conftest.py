@@ -1,7 +1,10 @@
 """Helpers to act as the devices of an in-process coordinator (``fleet``, in the root conftest)."""
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from flwr.app import Message
 
 from fedge.protocol.fleet import read_task
@@ -9,7 +12,17 @@ from fedge.v1 import fleet_pb2
 
 from ..conftest import Fleet, start_fleet
 
-__all__ = ["Fleet", "pull_task", "start_fleet"]
+__all__ = ["Fleet", "observed", "pull_task", "start_fleet"]
+
+
+@pytest.fixture
+def observed(tmp_path: Path) -> Iterator[Fleet]:
+    """A coordinator serving /metrics on an ephemeral loopback port."""
+    f = start_fleet(tmp_path, metrics_address="127.0.0.1:0")
+    try:
+        yield f
+    finally:
+        f.close()
 
 
 def pull_task(stub: Any, metadata: tuple[tuple[str, str], ...] = ()) -> tuple[Any, Message]:

@@ -4,7 +4,6 @@ checked against the state they report (devices online, installs done, refusals, 
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -32,16 +31,6 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
-
-
-@pytest.fixture
-def observed(tmp_path: Path) -> Iterator[Fleet]:
-    """A coordinator serving /metrics on an ephemeral loopback port."""
-    f = start_fleet(tmp_path, metrics_address="127.0.0.1:0")
-    try:
-        yield f
-    finally:
-        f.close()
 
 
 def test_coordinator_and_device_metrics_match_the_state(observed: Fleet, tmp_path: Path) -> None:

@@ -1,28 +1,14 @@
 """A regression run's rounds as the coordinator keeps them: MAE, RMSE and R² beside the round's
 accuracy (its R²), in ``fedge run status`` and in /metrics' ``fedge_run_task_metric``."""
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from typer.testing import CliRunner
 
 from fedge.app.results import RoundRecord
 from fedge.cli.main import app
 from fedge.coordinator.runs import _round_row
 
-from .conftest import Fleet, start_fleet
+from .conftest import Fleet
 from .test_coord_metrics import scrape
-
-
-@pytest.fixture
-def observed(tmp_path: Path) -> Iterator[Fleet]:
-    """A coordinator serving /metrics on an ephemeral loopback port."""
-    f = start_fleet(tmp_path, metrics_address="127.0.0.1:0")
-    try:
-        yield f
-    finally:
-        f.close()
 
 
 def test_run_status_and_metrics_show_mae_and_rmse(observed: Fleet) -> None:
