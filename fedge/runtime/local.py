@@ -8,17 +8,16 @@ raises yields an error reply, as on the other runtimes.
 import os
 import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import uuid4
 
-import torch
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import ServerApp
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedge.app.training import map_one_thread_each
 from fedge.log import logger
 from fedge.runtime.base import RunGrid
 
@@ -84,17 +83,9 @@ class LocalGrid(RunGrid):
             replies = self._batch_train(queued, contexts)
             if replies is not None:
                 return replies
-        if self._workers == 1 or len(queued) < 2:
-            return [self._call(msg) for msg in queued]
         # Small per-client batches use cores poorly within one op, so train clients side by
         # side on one thread each. Replies keep message order, so runs stay deterministic.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(self._workers, thread_name_prefix="fedge-client") as pool:
-                return list(pool.map(self._call, queued))
-        finally:
-            torch.set_num_threads(threads)
+        return map_one_thread_each(self._call, queued, self._workers)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
