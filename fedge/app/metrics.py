@@ -2,18 +2,17 @@
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from fedge.app.regression import evaluate_regression, target_scale
-from fedge.app.results import DECLARED_METRICS
+from fedge.app.results import DECLARED_METRICS, RoundRecord
 from fedge.app.training import evaluate, reconstruction_errors
 from fedge.data import Dataset
 from fedge.errors import CalibrationError, ConfigError
-from fedge.tasks import ThresholdRule
+from fedge.tasks import Task, ThresholdRule
 
 __all__ = [
     "anomaly_metrics",
@@ -112,18 +111,19 @@ def evaluate_anomaly(model: nn.Module, dataset: Dataset, rule: ThresholdRule) ->
     return metrics
 
 
-def evaluate_global(model: nn.Module, dataset: Dataset, task: Any, record: Any) -> None:
+def evaluate_global(
+    model: nn.Module, dataset: Dataset, task: Task | None, record: RoundRecord
+) -> None:
     """The global model on the test split, as a round or an asynchronous version reports it.
 
-    ``record`` (a :class:`~fedge.app.results.RoundRecord`) gets accuracy and loss by the task's
-    kind (flags judged against labels for anomaly, R² for regression), the kind's own metrics
-    (ROC-AUC; precision, recall, F1 and the threshold; MAE and RMSE) and the metrics the task
-    declares (``Task.metrics``). ``task`` is the run's :class:`~fedge.tasks.Task`, or ``None``
-    for a built-in (single-label classification).
+    ``record`` gets accuracy and loss by the task's kind (flags judged against labels for
+    anomaly, R² for regression), the kind's own metrics (ROC-AUC; precision, recall, F1 and the
+    threshold; MAE and RMSE) and the metrics the task declares (``Task.metrics``). ``task`` is
+    ``None`` for a built-in (single-label classification).
     """
     kind = task.kind if task is not None else "classification"
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
-    if kind == "anomaly":
+    if task is not None and kind == "anomaly":
         metrics = evaluate_anomaly(model, dataset, task.threshold_rule)
     elif kind == "regression":
         metrics = evaluate_regression(model, dataset.x_test, dataset.y_test, target_scale(dataset))
