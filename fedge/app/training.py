@@ -7,6 +7,8 @@ convolution and max-pooling kernels are fastest; ``precision="bf16"`` adds bfloa
 """
 
 import copy
+import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -220,14 +222,36 @@ def map_one_thread_each(fn: Callable[[T], R], items: Sequence[T], workers: int) 
 
     The small tensors of edge models split over several OpenMP threads spend much of their
     time at the threads' barriers, worst on a busy machine; tasks side by side, one thread
-    each, keep the cores busy instead. Results keep the order of ``items``.
+    each, keep the cores busy instead. Results keep the order of ``items``. A call from
+    inside one of these tasks runs its items in turn.
     """
-    if workers <= 1 or len(items) < 2:
+    if workers <= 1 or len(items) < 2 or getattr(_IN_POOL, "worker", False):
         return [fn(item) for item in items]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="fedge-torch") as pool:
-            return list(pool.map(fn, items))
+        return list(_one_thread_pool(workers).map(fn, items))
     finally:
         torch.set_num_threads(threads)
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+_IN_POOL = threading.local()
+
+
+def _one_thread_pool(workers: int) -> ThreadPoolExecutor:
+    # Kept for the process's life: a simulated round maps twice (training, evaluation), and
+    # new threads each time cost about a tenth of a round's time. Keyed by process id too: a
+    # forked child gets none of its parent's threads.
+    key = (os.getpid(), workers)
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(
+                workers, thread_name_prefix="fedge-torch", initializer=_mark_pool_worker
+            )
+        return _POOLS[key]
+
+
+def _mark_pool_worker() -> None:
+    _IN_POOL.worker = True

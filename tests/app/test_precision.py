@@ -1,5 +1,7 @@
 """Training precision: bf16 autocast trains the same models, deterministically, fp32 weights."""
 
+import threading
+
 import pytest
 import torch
 
@@ -61,6 +63,22 @@ def test_tasks_side_by_side_run_on_one_torch_thread_each_and_keep_their_order() 
     seen = map_one_thread_each(lambda i: (i, torch.get_num_threads()), list(range(7)), 2)
     assert seen == [(i, 1) for i in range(7)]
     assert torch.get_num_threads() == before
+
+
+def test_a_map_inside_a_mapped_task_runs_in_turn_on_the_same_threads() -> None:
+    # Every worker busy with a task that maps again: a nested map that waited for a free
+    # worker of the kept pool would never return.
+    def outer(i: int) -> tuple[str, list[int]]:
+        inner = map_one_thread_each(lambda j: j * i, list(range(3)), 2)
+        return threading.current_thread().name, inner
+
+    first = map_one_thread_each(outer, list(range(4)), 2)
+    assert [inner for _, inner in first] == [[0, i, 2 * i] for i in range(4)]
+    assert all(name.startswith("fedge-torch") for name, _ in first)
+    pool_threads = {t.name for t in threading.enumerate() if t.name.startswith("fedge-torch")}
+    for _ in range(3):  # later maps reuse the pool's threads instead of starting new ones
+        again = map_one_thread_each(outer, list(range(4)), 2)
+        assert {name for name, _ in again} <= pool_threads
 
 
 def test_bf16_training_keeps_fp32_weights_and_learns() -> None:

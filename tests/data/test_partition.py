@@ -27,6 +27,23 @@ def test_iid_covers_every_sample(labels: np.ndarray) -> None:
     assert sorted(np.concatenate(parts).tolist()) == list(range(len(labels)))
 
 
+@pytest.mark.parametrize(
+    ("samples", "clients", "seed"), [(3500, 100, 0), (1001, 7, 3), (10, 10, 42)]
+)
+def test_iid_is_what_flower_datasets_iid_partitioner_gives(
+    samples: int, clients: int, seed: int
+) -> None:
+    import datasets
+    from flwr_datasets.partitioner import IidPartitioner
+
+    partitioner = IidPartitioner(clients)
+    partitioner.dataset = datasets.Dataset.from_dict({"idx": np.arange(samples)}).shuffle(seed=seed)
+    flower = [np.asarray(partitioner.load_partition(i)["idx"]) for i in range(clients)]
+    ours = partition_indices(np.zeros(samples), clients, parse_partition("iid"), seed=seed)
+    assert [p.tolist() for p in ours] == [p.tolist() for p in flower]
+    assert all(p.dtype == np.int64 for p in ours)
+
+
 def test_dirichlet_is_label_skewed_and_seeded(labels: np.ndarray) -> None:
     spec = parse_partition("dirichlet:0.1")
     parts = partition_indices(labels, 10, spec, seed=3)
