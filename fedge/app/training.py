@@ -210,11 +210,19 @@ def evaluate(
 
 
 def _in_fast_layout(model: nn.Module) -> nn.Module:
-    """``model`` if its 4-D (convolution) weights are channels-last already, else such a copy."""
+    """``model`` if its 4-D (convolution) weights are channels-last already, else such a copy.
+
+    The copy's ReLUs work in place: nothing here keeps activations for a backward pass, and
+    a fresh buffer for every ReLU output was a sixth of a small CNN's evaluation time.
+    """
     weights = [p for p in model.parameters() if p.dim() == 4]
     if all(p.is_contiguous(memory_format=torch.channels_last) for p in weights):
         return model
-    return copy.deepcopy(model).to(memory_format=torch.channels_last)
+    fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    for module in fast.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = True
+    return fast
 
 
 def map_one_thread_each(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:

@@ -56,6 +56,8 @@ def test_evaluate_in_fast_layout_matches_the_plain_model_and_leaves_it_alone() -
     assert result.accuracy == pytest.approx(plain_accuracy)
     assert result.loss == pytest.approx(plain_loss, rel=1e-5)
     assert all(p.is_contiguous() for p in model.parameters())  # the caller's layout
+    # and its ReLUs: training on it still keeps each activation for the backward pass
+    assert not any(m.inplace for m in model.modules() if isinstance(m, torch.nn.ReLU))
 
 
 def test_tasks_side_by_side_run_on_one_torch_thread_each_and_keep_their_order() -> None:
