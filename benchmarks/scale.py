@@ -9,13 +9,16 @@ against the sequential path for the same seed (bar: every round within 0.5 point
 plain Flower app on Flower's Ray engine (benchmarks/simulation.py's: the same model, init,
 optimizer, learning rate, momentum, local epochs, batch size, partitions and test set), in the
 same run. Bar: the path fedge's default (``auto``) takes >= 10x Flower, at no lower accuracy.
+Each peer is timed ``--repeats`` times, the peers taking turns, and the ratio is of the
+medians: a fedge run lasts about two seconds, so a burst of other work on the machine during
+one run would otherwise decide the ratio.
 
 Accuracy after a few rounds of this workload is a noisy draw: which 10 of the 100 clients a
 round samples moves it by many points, and Flower samples its nodes by ids drawn from
 os.urandom, so its accuracy differs from run to run for one seed. fedge's accuracy is therefore
 its mean over ``--accuracy-seeds`` seeds (the first is the timed run), and the bar is that mean
->= Flower's one draw minus max(1 point, two standard deviations of that difference, from the
-spread of fedge's seeds): the finest difference one Flower run can resolve.
+>= the mean of Flower's ``--repeats`` draws minus max(1 point, two standard deviations of that
+difference, from the spread of fedge's seeds): the finest difference those runs can resolve.
 
 Every peer loads its libraries and the dataset before its clock starts; Flower's clock also
 runs while Ray starts, which dominates short runs, so the table also gives each peer's rate over
@@ -23,7 +26,7 @@ rounds 2..R alone (the engines up and warm) and the ratio the same run had after
 short run's). The bars apply to the whole run. Prints one summary line and exits 1 when a bar is
 missed.
 
-    python benchmarks/scale.py [--rounds 20] [--flower-rounds 20] [--skip-flower]
+    python -m benchmarks.scale [--rounds 20] [--flower-rounds 20] [--repeats 3] [--skip-flower]
 """
 
 import argparse
@@ -36,7 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import psutil
 
@@ -49,13 +52,14 @@ CURVE_BAR_POINTS = 0.5
 SPEED_BAR = 10.0
 ACCURACY_POINTS = 1.0
 ACCURACY_SEEDS = 5
+REPEATS = 3
 # Part (b) also reports its ratio at this round: the run length of the bar's first measurements.
 SHORT_RUN = 5
 
 # A fedge run in a fresh process: libraries and the dataset load before the clock starts, as
 # for the Flower peer; further seeds (untimed) run after the timed one, for their accuracy.
-_CHILD = """
-import json, resource, sys, time
+_CHILD = r"""
+import json, re, sys, time
 import datasets, flwr_datasets.partitioner, fedge.builder.runs
 from fedge.app.config import RunConfig
 from fedge.data import get_dataset
@@ -66,13 +70,15 @@ started = time.perf_counter()
 result = simulate(config)
 seconds = time.perf_counter() - started
 more = [simulate(config.replace(seed=s)).final_accuracy for s in json.loads(sys.argv[2])]
+# This process's own peak (VmHWM): ru_maxrss keeps the spawning parent's RSS across exec.
+status = open("/proc/self/status").read()
 print(json.dumps({"seconds": seconds,
                   "accuracy": [r.accuracy for r in result.rounds],
                   "sampled": [r.sampled for r in result.rounds],
                   "round_seconds": [r.seconds for r in result.rounds],
                   "training": result.notes["client_training"],
                   "seed_accuracy": [result.final_accuracy, *more],
-                  "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+                  "peak_gib": int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 2**20}))
 """
 
 
@@ -149,7 +155,46 @@ def part_a(rounds: int) -> tuple[str, bool]:
     return line, ok
 
 
-def part_b(rounds: int, skip_flower: bool, seeds: int) -> tuple[str, bool]:
+class TimedRun(NamedTuple):
+    """One timed run of part (b): whole-run seconds, seconds of rounds 2..R, seconds until
+    round SHORT_RUN was done, final accuracy and peak RSS (GiB)."""
+
+    seconds: float
+    later_rounds: float
+    short_run: float
+    accuracy: float
+    peak_gib: float
+
+
+def median_of(runs: list[TimedRun], figure: str) -> float:
+    """The median of one figure over a peer's runs."""
+    return statistics.median(getattr(run, figure) for run in runs)
+
+
+def fedge_run(
+    options: dict[str, object], rounds: int, more_seeds: tuple[int, ...]
+) -> tuple[TimedRun, list[float]]:
+    """One timed fedge run in a fresh process (plus untimed ``more_seeds``), and the final
+    accuracy of each seed."""
+    report, peak = population_run(options, more_seeds)
+    accuracy, seconds, by_seed = report["accuracy"], report["seconds"], report["seed_accuracy"]
+    round_seconds = report["round_seconds"]
+    assert isinstance(accuracy, list) and isinstance(seconds, float)
+    assert isinstance(by_seed, list) and isinstance(round_seconds, list)
+    short = seconds - sum(round_seconds[SHORT_RUN:]) if rounds > SHORT_RUN else seconds
+    run = TimedRun(seconds, sum(round_seconds[1:]), short, float(accuracy[-1]), peak)
+    return run, [float(a) for a in by_seed]
+
+
+def flower_run(config: RunConfig, rounds: int) -> TimedRun:
+    """One timed run of the plain Flower app on Ray, with its whole process tree's peak RSS."""
+    at: list[float] = []
+    (seconds, accuracy), peak = with_tree_peak_rss(lambda: run_plain_flower(config, at))
+    short = seconds - (at[-1] - at[SHORT_RUN]) if rounds > SHORT_RUN else seconds
+    return TimedRun(seconds, at[-1] - at[1], short, accuracy, peak)
+
+
+def part_b(rounds: int, skip_flower: bool, seeds: int, repeats: int) -> tuple[str, bool]:
     """100 devices, 10% sampled, cnn-small on MNIST-5k: fedge against plain Flower on Ray."""
     options: dict[str, object] = {
         "dataset": "mnist-5k",
@@ -161,69 +206,59 @@ def part_b(rounds: int, skip_flower: bool, seeds: int) -> tuple[str, bool]:
     }
     config = RunConfig.from_mapping(options)
     more_seeds = tuple(range(config.seed + 1, config.seed + seeds))
-    rows: dict[str, tuple[float, float, float]] = {}  # seconds, accuracy, peak RSS
+    peers: dict[str, list[TimedRun]] = {}
     fedge_accuracy: dict[str, list[float]] = {}
-    # Seconds of rounds 2..R: the rate once both engines are up (their first round warms up).
-    later_rounds: dict[str, float] = {}
-    # Seconds until round SHORT_RUN was done: the same run, as a short run would have timed it.
-    short_run: dict[str, float] = {}
-    for name, mode in (("fedge batched", "on"), ("fedge sequential", "off")):
-        report, peak = population_run({**options, "batch_clients": mode}, more_seeds)
-        accuracy, seconds, by_seed = report["accuracy"], report["seconds"], report["seed_accuracy"]
-        round_seconds = report["round_seconds"]
-        assert isinstance(accuracy, list) and isinstance(seconds, float)
-        assert isinstance(by_seed, list) and isinstance(round_seconds, list)
-        rows[name] = (seconds, float(accuracy[-1]), peak)
-        fedge_accuracy[name] = by_seed
-        later_rounds[name] = sum(round_seconds[1:])
-        if rounds > SHORT_RUN:
-            short_run[name] = seconds - sum(round_seconds[SHORT_RUN:])
-    if not skip_flower:
-        evaluated_at: list[float] = []
-        (flower_s, flower_acc), peak = with_tree_peak_rss(
-            lambda: run_plain_flower(config, evaluated_at)
-        )
-        rows["plain Flower (Ray)"] = (flower_s, flower_acc, peak)
-        later_rounds["plain Flower (Ray)"] = evaluated_at[-1] - evaluated_at[1]
-        if rounds > SHORT_RUN:
-            short_run["plain Flower (Ray)"] = flower_s - (
-                evaluated_at[-1] - evaluated_at[SHORT_RUN]
+    # The peers take turns, so a burst of other work on the machine falls on each alike.
+    for repeat in range(repeats):
+        for name, mode in (("fedge batched", "on"), ("fedge sequential", "off")):
+            run, by_seed = fedge_run(
+                {**options, "batch_clients": mode}, rounds, more_seeds if repeat == 0 else ()
             )
+            peers.setdefault(name, []).append(run)
+            fedge_accuracy.setdefault(name, by_seed)
+        if not skip_flower:
+            peers.setdefault("plain Flower (Ray)", []).append(flower_run(config, rounds))
     print(
-        f"{f'100 devices, 10%, {rounds} rounds':<28}{'seconds':>8}{'client-rounds/s':>17}"
-        f"{'accuracy':>10}{f'mean of {seeds} seeds':>18}{'peak RSS':>10}"
+        f"{f'100 devices, 10%, {rounds} rounds':<28}{f'median s of {repeats}':>15}"
+        f"{'client-rounds/s':>17}{'accuracy':>10}{f'mean of {seeds} seeds':>18}{'peak RSS':>10}"
         f"{'rounds 2..R: client-rounds/s':>30}"
     )
-    for name, (seconds, accuracy, peak) in rows.items():
-        by_seed = fedge_accuracy.get(name)
-        spread = f"{statistics.mean(by_seed):.4f}" if by_seed else "-"
+    for name, runs in peers.items():
+        spread = f"{statistics.mean(fedge_accuracy[name]):.4f}" if name in fedge_accuracy else "-"
+        seconds, later = median_of(runs, "seconds"), median_of(runs, "later_rounds")
+        accuracy, peak = statistics.mean(r.accuracy for r in runs), max(r.peak_gib for r in runs)
         print(
-            f"{name:<28}{seconds:>8.1f}{10 * rounds / seconds:>17.2f}{accuracy:>10.4f}"
-            f"{spread:>18}{peak:>7.2f} GiB{10 * (rounds - 1) / later_rounds[name]:>30.2f}"
+            f"{name:<28}{seconds:>15.1f}{10 * rounds / seconds:>17.2f}"
+            f"{accuracy:>10.4f}{spread:>18}{peak:>7.2f} GiB"
+            f"{10 * (rounds - 1) / later:>30.2f}"
         )
-    batched_s, sequential_s = rows["fedge batched"][0], rows["fedge sequential"][0]
+    batched_s = median_of(peers["fedge batched"], "seconds")
+    sequential_s = median_of(peers["fedge sequential"], "seconds")
     default = "fedge batched" if plan_batching(config).batched else "fedge sequential"
     other = "fedge sequential" if default == "fedge batched" else "fedge batched"
     line = f"batched {sequential_s / batched_s:.2f}x sequential"
     if skip_flower:
         return line, True
-    flower_s, flower_acc, flower_peak = rows["plain Flower (Ray)"]
-    speedup = flower_s / rows[default][0]
-    steady = later_rounds["plain Flower (Ray)"] / later_rounds[default]
-    short = short_run["plain Flower (Ray)"] / short_run[default] if rounds > SHORT_RUN else speedup
+    flower, ours = peers["plain Flower (Ray)"], peers[default]
+    speedup = median_of(flower, "seconds") / median_of(ours, "seconds")
+    steady = median_of(flower, "later_rounds") / median_of(ours, "later_rounds")
+    short = median_of(flower, "short_run") / median_of(ours, "short_run")
     mean = statistics.mean(fedge_accuracy[default])
+    flower_mean = statistics.mean(r.accuracy for r in flower)
     margin = ACCURACY_POINTS / 100
-    if seeds > 1:  # Flower's one draw against fedge's mean of `seeds` draws of the same workload
+    if seeds > 1:  # the mean of Flower's draws against the mean of fedge's seeds
         sd = statistics.stdev(fedge_accuracy[default])
-        margin = max(margin, 2 * sd * (1 + 1 / seeds) ** 0.5)
-    ok = speedup >= SPEED_BAR and mean >= flower_acc - margin
+        margin = max(margin, 2 * sd * (1 / repeats + 1 / seeds) ** 0.5)
+    ok = speedup >= SPEED_BAR and mean >= flower_mean - margin
+    peak_ours, peak_flower = max(r.peak_gib for r in ours), max(r.peak_gib for r in flower)
+    other_ratio = median_of(flower, "seconds") / median_of(peers[other], "seconds")
     line = (
-        f"{default} (auto's path) {speedup:.2f}x plain Flower on Ray (bar {SPEED_BAR:.0f}x), "
-        f"accuracy {mean:.4f} (mean of {seeds} seeds) vs Flower's {flower_acc:.4f} (bar: no "
-        f"lower than {100 * margin:.1f} pts below), {other} {flower_s / rows[other][0]:.2f}x, "
-        f"{line}; until round {SHORT_RUN} {short:.2f}x, rounds 2..{rounds} alone {steady:.2f}x; "
-        "peak RSS fedge "
-        f"{rows[default][2]:.2f} GiB vs Flower {flower_peak:.2f} GiB"
+        f"{default} (auto's path) {speedup:.2f}x plain Flower on Ray (bar {SPEED_BAR:.0f}x; "
+        f"medians of {repeats} turns each), accuracy {mean:.4f} (mean of {seeds} seeds) vs "
+        f"Flower's {flower_mean:.4f} (mean of {repeats} runs; bar: no lower than "
+        f"{100 * margin:.1f} pts below), {other} {other_ratio:.2f}x, {line}; until round "
+        f"{SHORT_RUN} {short:.2f}x, rounds 2..{rounds} alone {steady:.2f}x; peak RSS fedge "
+        f"{peak_ours:.2f} GiB vs Flower {peak_flower:.2f} GiB"
     )
     return line, ok
 
@@ -233,6 +268,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--flower-rounds", type=int, default=20, help="rounds of part (b)")
     parser.add_argument("--accuracy-seeds", type=int, default=ACCURACY_SEEDS)
+    parser.add_argument(
+        "--repeats", type=int, default=REPEATS, help="timed runs of each peer in part (b)"
+    )
     parser.add_argument("--skip-flower", action="store_true")
     parser.add_argument("--skip-population", action="store_true")
     args = parser.parse_args()
@@ -245,7 +283,7 @@ def main() -> int:
         line, passed = part_a(args.rounds)
         lines.append(line)
         ok &= passed
-    line, passed = part_b(args.flower_rounds, args.skip_flower, args.accuracy_seeds)
+    line, passed = part_b(args.flower_rounds, args.skip_flower, args.accuracy_seeds, args.repeats)
     lines.append(line)
     ok &= passed
     verdict = "PASS" if ok else "BELOW A BAR"
