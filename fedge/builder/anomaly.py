@@ -16,7 +16,6 @@ design, and a classifier student would learn the few labelled anomalies instead 
 """
 
 import copy
-import time
 from dataclasses import replace
 
 import torch
@@ -25,8 +24,7 @@ from torch import Tensor, nn
 from fedge.app.checkpoint import Checkpoint
 from fedge.app.config import RunConfig
 from fedge.app.metrics import anomaly_threshold
-from fedge.builder.distill import Distiller, DistillResult, DistillSettings, register_distiller
-from fedge.builder.transfer import TransferSet
+from fedge.builder.distill import Distiller, Lesson, TrainedStudent, register_distiller
 from fedge.data import Dataset
 
 __all__ = [
@@ -90,25 +88,14 @@ class CopyDistiller(Distiller):
 
     name = "copy"
 
-    def distill(
-        self,
-        *,
-        teacher: nn.Module,
-        student: nn.Module,
-        transfer: TransferSet,
-        settings: DistillSettings,
-    ) -> DistillResult:
-        """Return a copy of ``teacher`` as the student."""
-        del student, transfer, settings
-        start = time.perf_counter()
-        return DistillResult(
-            student=copy.deepcopy(teacher).eval(),
-            method=self.name,
+    def train(self, lesson: Lesson) -> TrainedStudent:
+        """A copy of the teacher as the student."""
+        return TrainedStudent(
+            student=copy.deepcopy(lesson.teacher),
             epochs=0,
             samples_seen=0,
             final_loss=0.0,
             teacher_agreement=1.0,
-            seconds=time.perf_counter() - start,
         )
 
 

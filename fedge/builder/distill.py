@@ -4,8 +4,9 @@ A :class:`Distiller` turns (teacher, student, transfer set) into a trained stude
 shipped here, :class:`SoftLabelDistiller` (``"kd"``, Hinton et al. 2015), minimises
 ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, y)`` where the hard
 label ``y`` is known, over augmented batches of the transfer set. Other methods, such as
-FedDF's ensemble distillation from client models, subclass :class:`Distiller` and register
-with :func:`register_distiller`; the pipeline picks one by name.
+FedDF's ensemble distillation from client models, subclass :class:`Distiller` with their
+training step (:meth:`Distiller.train`) and register with :func:`register_distiller`; the
+pipeline picks one by name.
 """
 
 import time
@@ -20,12 +21,15 @@ from torch.nn import functional
 
 from fedge.builder.transfer import NO_LABEL, Augmenter, TransferSet
 from fedge.log import logger
+from fedge.records import copy_fields
 
 __all__ = [
     "DistillResult",
     "DistillSettings",
     "Distiller",
+    "Lesson",
     "SoftLabelDistiller",
+    "TrainedStudent",
     "get_distiller",
     "list_distillers",
     "register_distiller",
@@ -59,24 +63,45 @@ class DistillSettings:
 
 
 @dataclass(frozen=True)
-class DistillResult:
-    """What distillation did: the student (eval mode) and a few numbers for the report."""
+class TrainedStudent:
+    """What a distiller's training step left: the student and how it learned."""
 
     student: nn.Module
-    method: str
     epochs: int
     samples_seen: int
     final_loss: float
     teacher_agreement: float
+
+
+@dataclass(frozen=True)
+class DistillResult(TrainedStudent):
+    """What distillation did: the student (eval mode) and a few numbers for the report."""
+
+    method: str
     seconds: float
 
 
+@dataclass(frozen=True)
+class Lesson:
+    """One call of :meth:`Distiller.distill`: its arguments, and a generator seeded by
+    ``settings.seed`` for the shuffles and augmentations of the training step."""
+
+    teacher: nn.Module
+    student: nn.Module
+    transfer: TransferSet
+    settings: DistillSettings
+    generator: torch.Generator
+
+
 class Distiller(ABC):
-    """A way of training ``student`` to mimic ``teacher`` on the server-held transfer set."""
+    """A way of training ``student`` to mimic ``teacher`` on the server-held transfer set.
+
+    :meth:`distill` seeds torch, times the step and names the method; a subclass says only how
+    it trains, in :meth:`train`.
+    """
 
     name: str = ""
 
-    @abstractmethod
     def distill(
         self,
         *,
@@ -85,7 +110,23 @@ class Distiller(ABC):
         transfer: TransferSet,
         settings: DistillSettings,
     ) -> DistillResult:
-        """Train ``student`` in place and return it with statistics."""
+        """Train ``student`` (in place) to mimic ``teacher``; return it with statistics."""
+        start = time.perf_counter()
+        generator = torch.Generator().manual_seed(settings.seed)
+        torch.manual_seed(settings.seed)
+        teacher.eval()
+        trained = self.train(Lesson(teacher, student, transfer, settings, generator))
+        return copy_fields(
+            DistillResult,
+            trained,
+            student=trained.student.eval(),
+            method=self.name,
+            seconds=time.perf_counter() - start,
+        )
+
+    @abstractmethod
+    def train(self, lesson: Lesson) -> TrainedStudent:
+        """The training step: ``lesson.teacher`` is in eval mode and torch is seeded."""
 
 
 class SoftLabelDistiller(Distiller):
@@ -93,37 +134,26 @@ class SoftLabelDistiller(Distiller):
 
     name = "kd"
 
-    def distill(
-        self,
-        *,
-        teacher: nn.Module,
-        student: nn.Module,
-        transfer: TransferSet,
-        settings: DistillSettings,
-    ) -> DistillResult:
-        """Train ``student`` on augmented transfer batches labelled by ``teacher``."""
-        start = time.perf_counter()
-        generator = torch.Generator().manual_seed(settings.seed)
-        torch.manual_seed(settings.seed)
-        teacher.eval()
-        x_all = torch.from_numpy(transfer.x)
-        y_all = torch.from_numpy(transfer.y)
+    def train(self, lesson: Lesson) -> TrainedStudent:
+        """Train the student on augmented transfer batches labelled by the teacher."""
+        settings = lesson.settings
+        x_all = torch.from_numpy(lesson.transfer.x)
+        y_all = torch.from_numpy(lesson.transfer.y)
         with _threads(settings.threads):
             # One pool of augmented samples, labelled by the teacher once: the teacher's
             # forward pass is the expensive part, so it is not repeated every epoch.
-            x_pool, y_pool = transfer_pool(x_all, y_all, settings, generator)
-            soft_pool = _logits(teacher, x_pool)
-            loss_value, seen = _fit(student, x_pool, y_pool, soft_pool, settings, generator)
-        student.eval()
-        agreement = _agreement(teacher, student, x_all)
-        return DistillResult(
-            student=student,
-            method=self.name,
+            x_pool, y_pool = transfer_pool(x_all, y_all, settings, lesson.generator)
+            soft_pool = _logits(lesson.teacher, x_pool)
+            loss_value, seen = _fit(
+                lesson.student, x_pool, y_pool, soft_pool, settings, lesson.generator
+            )
+        lesson.student.eval()
+        return TrainedStudent(
+            student=lesson.student,
             epochs=settings.epochs,
             samples_seen=seen,
             final_loss=loss_value,
-            teacher_agreement=agreement,
-            seconds=time.perf_counter() - start,
+            teacher_agreement=_agreement(lesson.teacher, lesson.student, x_all),
         )
 
 

@@ -9,7 +9,6 @@ model is its R² on the test split (as in a run's rounds), and ``regression`` gi
 MAE, RMSE and R² in the target's units.
 """
 
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,13 @@ from torch.nn import functional
 from fedge.app.regression import target_scale
 from fedge.builder.distill import (
     Distiller,
-    DistillResult,
     DistillSettings,
+    Lesson,
+    TrainedStudent,
     register_distiller,
     transfer_pool,
 )
 from fedge.builder.onnx_eval import predict
-from fedge.builder.transfer import TransferSet
 from fedge.data import Dataset
 from fedge.data.targets import regression_metrics
 from fedge.inference.profiles import DeviceProfile
@@ -54,35 +53,22 @@ class RegressionDistiller(Distiller):
 
     name = "mse"
 
-    def distill(
-        self,
-        *,
-        teacher: nn.Module,
-        student: nn.Module,
-        transfer: TransferSet,
-        settings: DistillSettings,
-    ) -> DistillResult:
-        """Train ``student`` to predict what ``teacher`` predicts; agreement is the student's
-        R² against the teacher on the transfer set."""
-        start = time.perf_counter()
-        generator = torch.Generator().manual_seed(settings.seed)
-        torch.manual_seed(settings.seed)
-        teacher.eval()
-        x_all = torch.from_numpy(transfer.x)
-        x_pool, _ = transfer_pool(x_all, torch.zeros(len(x_all)), settings, generator)
-        target = _outputs(teacher, x_pool)
-        loss = _fit(student, x_pool, target, settings, generator)
-        student.eval()
-        teacher_out, student_out = _outputs(teacher, x_all), _outputs(student, x_all)
-        agreement = regression_metrics(student_out.numpy(), teacher_out.numpy())["r2"]
-        return DistillResult(
-            student=student,
-            method=self.name,
+    def train(self, lesson: Lesson) -> TrainedStudent:
+        """Train the student to predict what the teacher predicts; its agreement is the
+        student's R² against the teacher on the transfer set."""
+        settings = lesson.settings
+        x_all = torch.from_numpy(lesson.transfer.x)
+        x_pool, _ = transfer_pool(x_all, torch.zeros(len(x_all)), settings, lesson.generator)
+        target = _outputs(lesson.teacher, x_pool)
+        loss = _fit(lesson.student, x_pool, target, settings, lesson.generator)
+        lesson.student.eval()
+        teacher_out, student_out = _outputs(lesson.teacher, x_all), _outputs(lesson.student, x_all)
+        return TrainedStudent(
+            student=lesson.student,
             epochs=settings.epochs,
             samples_seen=settings.epochs * len(x_pool),
             final_loss=loss,
-            teacher_agreement=agreement,
-            seconds=time.perf_counter() - start,
+            teacher_agreement=regression_metrics(student_out.numpy(), teacher_out.numpy())["r2"],
         )
 
 

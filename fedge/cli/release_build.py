@@ -9,6 +9,8 @@ engines), measure each, and write the most accurate one that fits each profile's
 ``OUT/profiles/<name>/`` (see :mod:`fedge.builder.tiers`).
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -183,19 +185,17 @@ def _build_single(
     if latency_runs is not None:
         settings = ReleaseSettings(distill=distill, seed=seed, latency_runs=latency_runs)
     console.print(f"fedge release build: {checkpoint} -> {out}")
-    try:
-        with console.status("distilling, exporting, quantizing, measuring ..."):
-            report = build_release(
-                checkpoint=checkpoint,
-                out_dir=out,
-                student=student,
-                data_dir=str(data_dir) if data_dir is not None else None,
-                settings=settings,
-            )
-    except KeyboardInterrupt:
-        fail(_interrupted(out), code=130)
-    except (FedgeError, ValueError) as err:
-        fail(str(err))
+    with (
+        _failing_in_one_line(out),
+        console.status("distilling, exporting, quantizing, measuring ..."),
+    ):
+        report = build_release(
+            checkpoint=checkpoint,
+            out_dir=out,
+            student=student,
+            data_dir=str(data_dir) if data_dir is not None else None,
+            settings=settings,
+        )
     print_release_summary(report, out)
 
 
@@ -239,27 +239,29 @@ def _build_profiles(
         f"fedge release build: {checkpoint} -> {out} for profile(s) "
         f"{', '.join(p.name for p in profiles)}"
     )
-    try:
-        with _StepProgress() as progress:
-            release = build_profile_release(
-                checkpoint=ckpt,
-                out_dir=out,
-                profiles=profiles,
-                data_dir=str(data_dir) if data_dir is not None else None,
-                settings=settings,
-                progress=progress.tell,
-            )
-    except KeyboardInterrupt:
-        fail(_interrupted(out), code=130)
-    except (FedgeError, ValueError) as err:
-        fail(str(err))
+    with _failing_in_one_line(out), _StepProgress() as progress:
+        release = build_profile_release(
+            checkpoint=ckpt,
+            out_dir=out,
+            profiles=profiles,
+            data_dir=str(data_dir) if data_dir is not None else None,
+            settings=settings,
+            progress=progress.tell,
+        )
     print_profile_summary(release)
 
 
-def _interrupted(out: Path) -> str:
-    """What Ctrl-C leaves: a release is built aside and moved into place only when complete."""
-    before = "the release there before is unchanged" if out.exists() else "nothing written"
-    return f"interrupted: {out}: {before}; run the command again to build it"
+@contextmanager
+def _failing_in_one_line(out: Path) -> Iterator[None]:
+    """A build into ``out`` that fails on bad input (one line, exit 2) or Ctrl-C (what it left,
+    exit 130): a release is built aside and moved into place only when complete."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        before = "the release there before is unchanged" if out.exists() else "nothing written"
+        fail(f"interrupted: {out}: {before}; run the command again to build it", code=130)
+    except (FedgeError, ValueError) as err:
+        fail(str(err))
 
 
 class _StepProgress:

@@ -25,13 +25,13 @@ from fedge.coordinator.runs import RunManager
 from fedge.coordinator.state import KIND_DEVICE, DeviceRow, State
 from fedge.errors import FedgeError, PkiError
 from fedge.log import logger
-from fedge.protocol.endpoint import EndpointSettings, FleetEndpoint
+from fedge.protocol.endpoint import FleetEndpoint
 from fedge.protocol.http import MetricsServer, serve_metrics
 from fedge.protocol.interceptor import Refusal
 from fedge.protocol.manifest import public_key_pem
 from fedge.protocol.pki import fingerprint
 from fedge.protocol.tasks import TaskHub
-from fedge.protocol.transport import ServerTLS, TransportOptions, is_loopback
+from fedge.protocol.transport import ServerTLS, is_loopback
 from fedge.release.drift import DeviceDrift
 from fedge.release.gate import RolloutController
 from fedge.release.signing import load_or_create_release_key
@@ -60,9 +60,6 @@ class Coordinator:
 
     def __init__(self, config: CoordinatorConfig) -> None:
         self.config = config
-        self._options = TransportOptions(
-            max_message_bytes=config.max_message_bytes, chunk_bytes=config.chunk_bytes
-        )
         self._serving = False
         self.ports: dict[str, int] = {}
         self._stopped = threading.Event()
@@ -111,19 +108,11 @@ class Coordinator:
             )
             enroll_tls = ServerTLS(enroll_pem, _read(certs / "enroll.key"))
         self.endpoint = FleetEndpoint(
-            options=self._options,
-            max_workers=self.config.max_workers,
+            self.config,
             authenticate=lambda method, context: self._auth(method, context),
             on_refused=self._on_refused,
         )
-        self.ports.update(
-            self.endpoint.bind(
-                address=self.config.address,
-                tls=main_tls,
-                enroll_address=self.config.enroll_address,
-                enroll_tls=enroll_tls,
-            )
-        )
+        self.ports.update(self.endpoint.bind(tls=main_tls, enroll_tls=enroll_tls))
         self._bind_http()
         self._open_state()
         settings = FleetSettings(
@@ -255,13 +244,7 @@ class Coordinator:
                 self.releases, on_drift=self._on_drift, delegate=may_speak_for(self.state)
             ),
             enrollment=EnrollmentServicer(state=self.state, settings=settings, ca=ca),
-            settings=EndpointSettings(
-                heartbeat_seconds=self.config.heartbeat_seconds,
-                chunk_bytes=self.config.chunk_bytes,
-                max_payload_bytes=self.config.max_payload_bytes,
-                insecure=settings.insecure,
-                max_downloads=self.config.max_concurrent_downloads,
-            ),
+            insecure=settings.insecure,
             more=[(GATEWAY_SERVICE, gateways), (CONTROL_SERVICE, ControlServicer(self.control))],
         )
         self.metrics.attach(

@@ -69,14 +69,6 @@ class GatewayConfig(EndpointConfig):
             )
 
     @property
-    def enroll(self) -> str:
-        """The enrolment address (default: the port after ``address``'s)."""
-        if self.enroll_address:
-            return self.enroll_address
-        host, port = parse_address(self.address, option="address")
-        return f"{host}:{port + 1 if port else 0}"
-
-    @property
     def server_names(self) -> tuple[str, ...]:
         """The names the gateway's certificate serves (``hosts``, or ``address``'s host)."""
         host, _ = parse_address(self.address, option="address")

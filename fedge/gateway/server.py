@@ -41,11 +41,11 @@ from fedge.gateway.sitesync import SiteSync
 from fedge.gateway.state import GatewayState, RosterEntry
 from fedge.gateway.uplink import LINK_DOWN, Uplink
 from fedge.log import logger
-from fedge.protocol.endpoint import EndpointSettings, FleetEndpoint
+from fedge.protocol.endpoint import FleetEndpoint
 from fedge.protocol.pki import fingerprint, make_enroll_certificate
 from fedge.protocol.tasks import TaskHub
 from fedge.protocol.tokens import parse_token
-from fedge.protocol.transport import ServerTLS, TransportOptions, parse_address, probe
+from fedge.protocol.transport import ServerTLS, parse_address, probe
 from fedge.v1 import gateway_pb2
 
 __all__ = ["Gateway"]
@@ -61,9 +61,6 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self._options = TransportOptions(
-            max_message_bytes=config.max_message_bytes, chunk_bytes=config.chunk_bytes
-        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.ports: dict[str, int] = {}
@@ -153,21 +150,10 @@ class Gateway:
         )
         enroll_tls = ServerTLS(enroll_pem, (root / _ENROLL_KEY).read_bytes())
         self.state = GatewayState(root / "gateway.db")
-        self.endpoint = FleetEndpoint(
-            options=self._options,
-            max_workers=self.config.max_workers,
-            authenticate=GatewayAuth(self.state),
-        )
-        self.ports.update(
-            self.endpoint.bind(
-                address=self.config.address,
-                tls=main_tls,
-                enroll_address=self.config.enroll,
-                enroll_tls=enroll_tls,
-            )
-        )
+        self.endpoint = FleetEndpoint(self.config, authenticate=GatewayAuth(self.state))
+        self.ports.update(self.endpoint.bind(tls=main_tls, enroll_tls=enroll_tls))
         self.hub = TaskHub(liveness_seconds=self.config.liveness_seconds)
-        self.uplink = Uplink(identity, options=self._options)
+        self.uplink = Uplink(identity, options=self.config.transport_options())
         self.releases = SiteReleases(
             state=self.state,
             uplink=self.uplink,
@@ -190,12 +176,6 @@ class Gateway:
             ),
             hub=SiteHub(self.releases),
             enrollment=SiteEnrollmentServicer(uplink=self.uplink, state=self.state),
-            settings=EndpointSettings(
-                heartbeat_seconds=self.config.heartbeat_seconds,
-                chunk_bytes=self.config.chunk_bytes,
-                max_payload_bytes=self.config.max_payload_bytes,
-                max_downloads=self.config.max_concurrent_downloads,
-            ),
         )
         self.endpoint.start()
         for target, name in (

@@ -23,8 +23,10 @@ from fedge.protocol.fleet import pull_task, receive_result, send_task
 from fedge.protocol.hub import ArtifactSource, DownloadSlots
 from fedge.protocol.interceptor import Authenticate, FedgeInterceptor, Refusal, caller
 from fedge.protocol.manifest import SignedManifest
+from fedge.protocol.server_config import EndpointConfig
 from fedge.protocol.tasks import Task, TaskHub
-from fedge.protocol.transport import ServerTLS, TransportOptions, add_service, bind, create_server
+from fedge.protocol.transport import ServerTLS, add_service, bind, create_server
+from fedge.records import copy_fields
 from fedge.v1 import enrollment_pb2, hub_pb2
 from fedge.v1 import fleet_pb2 as pb
 
@@ -205,32 +207,27 @@ class FleetEndpoint:
 
     def __init__(
         self,
+        config: EndpointConfig,
         *,
-        options: TransportOptions,
-        max_workers: int,
         authenticate: Authenticate,
         on_refused: Callable[[Refusal], None] | None = None,
     ) -> None:
+        self.config = config
         interceptor = FedgeInterceptor(authenticate=authenticate, on_refused=on_refused)
+        options = config.transport_options()
         self.main = create_server(
-            options=options, max_workers=max_workers, interceptors=[interceptor]
+            options=options, max_workers=config.max_workers, interceptors=[interceptor]
         )
         self.enroller = create_server(options=options, max_workers=4, interceptors=[interceptor])
         self.ports: dict[str, int] = {}
         self.hub_service: HubService | None = None
 
-    def bind(
-        self,
-        *,
-        address: str,
-        tls: ServerTLS | None,
-        enroll_address: str,
-        enroll_tls: ServerTLS | None,
-    ) -> dict[str, int]:
-        """Listen on both ports; ``{"fleet": port, "enroll": port}``."""
-        self.ports["fleet"] = bind(self.main, address, tls, option="address")
+    def bind(self, *, tls: ServerTLS | None, enroll_tls: ServerTLS | None) -> dict[str, int]:
+        """Listen on the config's ``address`` and ``enroll`` address; ``{"fleet": port,
+        "enroll": port}``."""
+        self.ports["fleet"] = bind(self.main, self.config.address, tls, option="address")
         self.ports["enroll"] = bind(
-            self.enroller, enroll_address, enroll_tls, option="enroll-address"
+            self.enroller, self.config.enroll, enroll_tls, option="enroll-address"
         )
         return dict(self.ports)
 
@@ -240,10 +237,17 @@ class FleetEndpoint:
         fleet: FleetBackend,
         hub: HubBackend,
         enrollment: object,
-        settings: EndpointSettings,
+        insecure: bool = False,
         more: Sequence[tuple[ServiceDescriptor, object]] = (),
     ) -> HubService:
-        """Register the fleet, hub and enrolment services, and ``more`` on the main port."""
+        """Register the fleet, hub and enrolment services, and ``more`` on the main port
+        (``insecure``: no TLS, so task payloads and results must carry their hash)."""
+        settings = copy_fields(
+            EndpointSettings,
+            self.config,
+            insecure=insecure,
+            max_downloads=self.config.max_concurrent_downloads,
+        )
         add_service(self.main, FLEET_SERVICE, FleetService(fleet, settings))
         self.hub_service = HubService(hub, DownloadSlots(settings.max_downloads))
         add_service(self.main, HUB_SERVICE, self.hub_service)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from fedge.errors import ConfigError
 from fedge.options import check_field_types, check_options, option
-from fedge.protocol.transport import parse_address
+from fedge.protocol.transport import TransportOptions, parse_address
 
 __all__ = ["EndpointConfig"]
 
@@ -55,3 +55,17 @@ class EndpointConfig:
             parse_address(self.enroll_address, option="enroll-address")
             if self.enroll_address == self.address and port != 0:
                 raise ConfigError("enroll-address", self.enroll_address, "must differ from address")
+
+    @property
+    def enroll(self) -> str:
+        """The enrolment address (default: the port after ``address``'s)."""
+        if self.enroll_address:
+            return self.enroll_address
+        host, port = parse_address(self.address, option="address")
+        return f"{host}:{port + 1 if port else 0}"
+
+    def transport_options(self) -> TransportOptions:
+        """The gRPC limits of this endpoint's servers (and of a gateway's uplink)."""
+        return TransportOptions(
+            max_message_bytes=self.max_message_bytes, chunk_bytes=self.chunk_bytes
+        )

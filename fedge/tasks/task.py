@@ -11,7 +11,7 @@ from fedge.data.base import Dataset, split_public_test
 from fedge.data.preprocessing import Preprocessing
 from fedge.errors import ConfigError
 
-__all__ = ["TASK_KINDS", "Task", "ThresholdRule", "dataset_from_arrays", "regression_dataset"]
+__all__ = ["TASK_KINDS", "Task", "ThresholdRule", "dataset_from_arrays"]
 
 #: What a task predicts. ``binary`` adds ROC-AUC to accuracy; ``anomaly`` is an autoencoder
 #: trained to reconstruct its input, whose error above a threshold set on normal training
@@ -146,48 +146,37 @@ def dataset_from_arrays(
     groups: np.ndarray | None = None,
     kind: str = "classification",
 ) -> Dataset:
-    """A :class:`Dataset` cut from a task loader's arrays with a fixed split seed; a regression
-    task's targets standardised on the training split (see :func:`regression_dataset`)."""
+    """A :class:`Dataset` cut from a task loader's arrays with a fixed split seed. A regression
+    task's targets are float32, standardised with the training split's mean and std, which its
+    preprocessing spec carries (``target``) so predictions go back to the target's units."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(x):
         raise ConfigError(
             f"task {name}: data", f"x {x.shape}, y {y.shape}", "must be x (N, ...) and y (N,)"
         )
+    sizes = _split_sizes(len(y), test_fraction, public_fraction)
     if kind == "regression":
-        return regression_dataset(
-            name, x, y, test_fraction=test_fraction, public_fraction=public_fraction, groups=groups
-        )
+        scaled, target = _standardised_targets(name, y, train_idx=sizes[2])
+        spec = {"shape": list(x.shape[1:]), "target": target}
+        preprocessing = Preprocessing("array", spec).to_json()
+        return _dataset(name, x, scaled, sizes, groups, num_classes=1, preprocessing=preprocessing)
     classes, labels = np.unique(y, return_inverse=True)
-    sizes = _split_sizes(len(labels), test_fraction, public_fraction)
     return _dataset(name, x, labels.astype(np.int64), sizes, groups, num_classes=len(classes))
 
 
-def regression_dataset(
-    name: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    test_fraction: float,
-    public_fraction: float,
-    groups: np.ndarray | None = None,
-) -> Dataset:
-    """A regression task's :class:`Dataset`: float32 targets standardised with the training
-    split's mean and std, which its preprocessing spec carries (``target``) so predictions go
-    back to the target's units."""
+def _standardised_targets(
+    name: str, y: np.ndarray, *, train_idx: np.ndarray
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Regression targets standardised with the training rows' mean and std, and those two."""
     try:
         target = np.asarray(y, dtype=np.float64)
     except (TypeError, ValueError):
         raise ConfigError(f"task {name}: y", y.dtype, "must hold numbers for regression") from None
     if not np.isfinite(target).all():
         raise ConfigError(f"task {name}: y", "NaN or inf", "regression targets must be finite")
-    sizes = _split_sizes(len(target), test_fraction, public_fraction)
-    train_idx = sizes[2]
     mean, std = float(target[train_idx].mean()), float(target[train_idx].std()) or 1.0
-    scaled = ((target - mean) / std).astype(np.float32)
-    spec = {"shape": list(x.shape[1:]), "target": {"mean": mean, "std": std}}
-    preprocessing = Preprocessing("array", spec).to_json()
-    return _dataset(name, x, scaled, sizes, groups, num_classes=1, preprocessing=preprocessing)
+    return ((target - mean) / std).astype(np.float32), {"mean": mean, "std": std}
 
 
 def _split_sizes(
