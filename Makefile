@@ -41,7 +41,8 @@ protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in $(filter-out benchmarks/__init__.py,$(wildcard benchmarks/*.py)); do \
+		$(BIN)/python -m benchmarks.$$(basename $$b .py) || exit 1; done
 
 lock: $(STAMP)
 	{ grep '^#' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
