@@ -426,7 +426,8 @@ class RunConfig:
             raise ConfigError(
                 "--device",
                 self.device,
-                "is for simulations (local, ray): a coordinator's devices train on their own",
+                "is for simulations (local, ray): a coordinator's devices train on their own "
+                "hardware",
             )
         if colon and self.runtime == "ray":
             raise ConfigError(
