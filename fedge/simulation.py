@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from fedge.app import RunResult, build_client_app, build_server_app
 from fedge.app.batched import BatchTrainer, plan_batching
 from fedge.app.config import RunConfig
-from fedge.app.preflight import check_local_dp_model
+from fedge.app.preflight import check_device_visible, check_local_dp_model
 from fedge.app.results import write_results
 from fedge.app.server import RoundCallback
 from fedge.errors import ConfigError
@@ -54,6 +54,7 @@ def simulate(
     # Flower logs every round at INFO (and warns about settings fedge chose on purpose, such as
     # fraction_evaluate=0); fedge reports rounds and dropped clients itself.
     logging.getLogger("flwr").setLevel(logging.ERROR)
+    check_device_visible(config)
     _check_population(config)
     check_local_dp_model(config)
     check_release_config(config)
@@ -81,7 +82,7 @@ def simulate(
         batch = BatchTrainer(config) if batching.batched else None
         run_local(server_app, client_app, num_nodes=config.clients, wrap=wrap, batch_train=batch)
     elif config.runtime == "ray":
-        run_ray(server_app, client_app, num_nodes=config.clients)
+        run_ray(server_app, client_app, num_nodes=config.clients, device=config.device)
     else:
         raise ConfigError(
             "--runtime",

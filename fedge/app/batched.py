@@ -99,6 +99,8 @@ def _obstacle(config: RunConfig) -> str | None:
         return f"the {config.runtime} runtime trains each client in its own worker"
     if config.privacy.local:
         return "local DP-SGD (Opacus) trains each client alone"
+    if config.device != "cpu":
+        return f"--device {config.device}: batched training runs on the CPU only"
     if config.precision != "fp32":
         return f"--precision {config.precision} is not batched"
     if config.simulated_clock:

@@ -82,14 +82,14 @@ def model_checkpoint(
 ) -> Checkpoint:
     """A checkpoint of a copy of ``model``'s weights (a model for ``dataset``) after
     ``server_round`` rounds of the run ``config``; ``resume`` holds the fields that let the run
-    resume exactly, if any."""
+    resume exactly, if any. The weights are copied to the CPU: a checkpoint loads anywhere."""
     return Checkpoint(
         model=config.model,
         input_shape=dataset.input_shape,
         num_classes=dataset.num_classes,
         dataset=config.dataset,
         server_round=server_round,
-        state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
+        state_dict={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
         config=config.to_dict(),
         **resume,
     )

@@ -237,12 +237,12 @@ def _model_for(config: RunConfig, data: ClientData, arrays: ArrayRecord) -> nn.M
     # One model object per thread and architecture: loading the global weights into it is
     # much cheaper than building a new module for every message.
     models: dict[tuple[Any, ...], nn.Module] = _THREAD.__dict__.setdefault("models", {})
-    key = (config.model, data.input_shape, data.num_classes)
+    key = (config.model, data.input_shape, data.num_classes, config.device)
     if key not in models:
-        # Channels-last convolution weights: loading the weights keeps this layout.
-        models[key] = get_model(
-            config.model, input_shape=data.input_shape, num_classes=data.num_classes
-        ).to(memory_format=torch.channels_last)
+        # Channels-last convolution weights: loading the weights keeps this layout (and the
+        # device: the message's CPU arrays are copied into the weights where they are).
+        built = get_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes)
+        models[key] = built.to(config.device).to(memory_format=torch.channels_last)
     model = models[key]
     model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
     return model
@@ -293,8 +293,9 @@ def _evaluate(msg: Message, context: Context, config: RunConfig) -> Message:
 
 
 def _contiguous_arrays(model: nn.Module) -> ArrayRecord:
-    # Arrays travel in the standard (row-major) layout, whatever layout training used.
-    return ArrayRecord({k: v.contiguous() for k, v in model.state_dict().items()})
+    # Arrays travel from the CPU in the standard (row-major) layout, whatever device and layout
+    # training used (.cpu() of a CPU tensor is the tensor itself).
+    return ArrayRecord({k: v.cpu().contiguous() for k, v in model.state_dict().items()})
 
 
 def client_seed(seed: int, server_round: int, partition_id: int, site_round: int = 1) -> int:

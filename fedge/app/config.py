@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ASYNC_STRATEGIES",
     "BATCH_MODES",
+    "DEVICE_KINDS",
     "FEATURE_SHIFTS",
     "MODES",
     "PARTITION_LEVELS",
@@ -59,6 +60,8 @@ PARTITION_LEVELS = ("device", "site")
 PERSONALIZE_MODES = ("off", "finetune")
 FEATURE_SHIFTS = ("none", "device")
 BATCH_MODES = ("auto", "on", "off")
+#: What ``--device`` names: the CPU, or a CUDA GPU (``cuda``, or ``cuda:N`` for the N-th).
+DEVICE_KINDS = ("cpu", "cuda")
 
 
 def _models() -> list[str]:
@@ -150,6 +153,13 @@ class RunConfig:
         help="fp32, or bf16 (faster on CPUs with AVX512-BF16/AMX).",
         choices=_constant(*PRECISIONS),
         commands=BOTH,
+    )
+    # Where a simulation's models live: each client's and the server's evaluation copy
+    # (fedge.app.preflight refuses a CUDA device that is not there before anything is written).
+    device: str = option(
+        "cpu",
+        help="Train and evaluate on cpu, or cuda (cuda:N: the N-th GPU) where a GPU is present.",
+        commands=SIMULATE,
     )
     partition: str = option("iid", help="iid, dirichlet:ALPHA or shards:K.", commands=BOTH)
     strategy: str = option(
@@ -402,6 +412,34 @@ class RunConfig:
         )
         self._validate_sites()
         self._validate_clock()
+        self._validate_device()
+
+    def _validate_device(self) -> None:
+        """The form of ``--device`` and what runs where; whether the GPU is there is the
+        preflight's (:func:`~fedge.app.preflight.check_device_visible`)."""
+        kind, colon, index = self.device.partition(":")
+        if kind not in DEVICE_KINDS or (colon and (kind != "cuda" or not index.isdigit())):
+            raise ConfigError("--device", self.device, "must be cpu, cuda or cuda:N")
+        if kind == "cpu":
+            return
+        if self.runtime == "grpc":
+            raise ConfigError(
+                "--device",
+                self.device,
+                "is for simulations (local, ray): a coordinator's devices train on their own "
+                "hardware",
+            )
+        if colon and self.runtime == "ray":
+            raise ConfigError(
+                "--device", self.device, "names a GPU, but Ray gives each client its own: use cuda"
+            )
+        if self.privacy.local:
+            raise ConfigError(
+                "--device",
+                self.device,
+                "cannot run local DP-SGD: Opacus draws its noise from a CPU generator here "
+                "(use --device cpu)",
+            )
 
     def _check_dataset(self) -> None:
         from fedge.data.registry import dataset_problem
@@ -497,8 +535,8 @@ class RunConfig:
         return ref.describe() if ref is not None else None
 
     def dataset_and_model(self) -> tuple["Dataset", "nn.Module"]:
-        """The run's dataset and a new global model for it, initialised from the random
-        generators (seed them first for a reproducible model)."""
+        """The run's dataset and a new global model for it on ``--device``, initialised from
+        the random generators (seed them first for a reproducible model)."""
         from fedge.data import get_dataset
         from fedge.models import get_model
 
@@ -506,7 +544,7 @@ class RunConfig:
         model = get_model(
             self.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes
         )
-        return dataset, model
+        return dataset, model.to(self.device)
 
     def _validate_sites(self) -> None:
         if self.gateways > self.clients:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from fedge.app.regression import evaluate_regression, target_scale
 from fedge.app.results import DECLARED_METRICS, RoundRecord
-from fedge.app.training import evaluate, reconstruction_errors
+from fedge.app.training import device_of, evaluate, reconstruction_errors
 from fedge.data import Dataset
 from fedge.errors import CalibrationError, ConfigError
 from fedge.tasks import Task, ThresholdRule
@@ -29,12 +29,13 @@ def roc_auc(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500) ->
     """ROC-AUC of a binary classifier's class-1 probability (the Mann-Whitney statistic,
     ties counted half); 0.5 when the test split holds one class only."""
     model.eval()
+    device = device_of(model)
     scores = []
     with torch.no_grad():
         for start in range(0, len(y), batch_size):
-            logits = model(x[start : start + batch_size]).float()
+            logits = model(x[start : start + batch_size].to(device)).float()
             scores.append(torch.softmax(logits, dim=1)[:, 1])
-    return auc_of_scores(torch.cat(scores), y)
+    return auc_of_scores(torch.cat(scores).cpu(), y)
 
 
 def auc_of_scores(scores: Tensor, y: Tensor) -> float:
@@ -150,10 +151,10 @@ def declared_metrics(
     """Each of a task's own ``metrics(outputs, labels)`` on the model's outputs for ``x``; a
     metric that fails or gives no finite number is a :class:`~fedge.errors.ConfigError`."""
     model.eval()
+    device = device_of(model)
     with torch.no_grad():
-        outputs = torch.cat(
-            [model(x[s : s + batch_size]).float() for s in range(0, len(x), batch_size)]
-        ).numpy()
+        batches = [model(x[s : s + batch_size].to(device)) for s in range(0, len(x), batch_size)]
+    outputs = torch.cat(batches).float().cpu().numpy()
     found = {}
     for name, metric in metrics.items():
         try:

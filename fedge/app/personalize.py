@@ -415,7 +415,8 @@ def _accuracy_of(
 def _fresh_model(config: RunConfig, data: ClientData) -> nn.Module:
     from fedge.models import get_model
 
-    return get_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    model = get_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    return model.to(config.device)
 
 
 @dataclass(frozen=True)

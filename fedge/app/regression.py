@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fedge.app.training import to_fast_layout
+from fedge.app.training import device_of, to_fast_layout
 from fedge.data import Dataset
 from fedge.data.preprocessing import Preprocessing
 from fedge.data.targets import regression_metrics
@@ -42,13 +42,15 @@ def target_scale(dataset: Dataset) -> tuple[float, float]:
 
 @torch.no_grad()
 def predict_standardised(model: nn.Module, x: Tensor, *, batch_size: int = 500) -> Tensor:
-    """A regression model's outputs for ``x``, one standardised prediction per sample."""
+    """A regression model's outputs for ``x``, one standardised prediction per sample (on the
+    CPU, wherever the model is)."""
     model.eval()
+    device = device_of(model)
     outputs = [
-        model(to_fast_layout(x[start : start + batch_size])).float().reshape(-1)
+        model(to_fast_layout(x[start : start + batch_size].to(device))).float().reshape(-1)
         for start in range(0, len(x), batch_size)
     ]
-    return torch.cat(outputs) if outputs else torch.zeros(0)
+    return torch.cat(outputs).cpu() if outputs else torch.zeros(0)
 
 
 def evaluate_regression(

@@ -4,6 +4,8 @@ No ``DataLoader``: client partitions are small and already in memory, so batches
 one tensor in an order drawn from a seeded generator. That keeps the ``local`` runtime fast and
 deterministic. Image batches go through convolutions in channels-last layout, where oneDNN's
 convolution and max-pooling kernels are fastest; ``precision="bf16"`` adds bfloat16 autocast.
+The samples stay on the CPU; each batch goes to the device of the model's weights (a no-op for
+a model on the CPU).
 """
 
 import copy
@@ -24,6 +26,7 @@ from fedge.app.config import PRECISIONS
 __all__ = [
     "EvalResult",
     "compute_precision",
+    "device_of",
     "evaluate",
     "map_one_thread_each",
     "reconstruction_errors",
@@ -59,11 +62,18 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def compute_precision(precision: str) -> AbstractContextManager[object]:
-    """Autocast to bfloat16 for ``"bf16"``; full precision for ``"fp32"``."""
+def compute_precision(precision: str, device_type: str = "cpu") -> AbstractContextManager[object]:
+    """Autocast to bfloat16 for ``"bf16"``; full precision for ``"fp32"``. ``device_type`` is
+    where the model computes (``cpu``, ``cuda``): autocast acts on that device's operations."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s weights are (the CPU for a model without any): its batches go there."""
+    weight = next(model.parameters(), None)
+    return weight.device if weight is not None else torch.device("cpu")
 
 
 def to_fast_layout(batch: Tensor) -> Tensor:
@@ -96,6 +106,7 @@ def train(
     of its one output, others minimise cross-entropy; a task's own ``loss`` replaces these.
     """
     objective = task_loss(kind, loss)
+    device = device_of(model)
     generator = torch.Generator().manual_seed(seed)
     params = list(model.parameters())
     velocity: list[Tensor | None] = [None] * len(params)
@@ -109,10 +120,10 @@ def train(
             idx = order[start : start + batch_size]
             for p in params:
                 p.grad = None
-            with compute_precision(precision):
-                batch = to_fast_layout(x[idx])
+            with compute_precision(precision, device.type):
+                batch = to_fast_layout(x[idx].to(device))
                 output = model(batch)
-            batch_loss = objective(output.float(), batch, y[idx])
+            batch_loss = objective(output.float(), batch, y[idx].to(device))
             if global_params:
                 prox = sum(
                     ((p - g) ** 2).sum()
@@ -169,12 +180,13 @@ def task_loss(
 def reconstruction_errors(model: nn.Module, x: Tensor, *, batch_size: int = 500) -> Tensor:
     """Each sample's mean squared reconstruction error (an autoencoder's anomaly score)."""
     model.eval()
+    device = device_of(model)
     errors = []
     for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size]
+        batch = x[start : start + batch_size].to(device)
         output = model(to_fast_layout(batch)).float()
         errors.append(((output - batch.float()) ** 2).flatten(1).mean(dim=1))
-    return torch.cat(errors) if errors else torch.zeros(0)
+    return torch.cat(errors).cpu() if errors else torch.zeros(0)
 
 
 @torch.no_grad()
@@ -190,20 +202,22 @@ def evaluate(
 
     Image batches run on a channels-last copy of the model (the caller's keeps its layout):
     with input and weights in one layout oneDNN converts nothing, and batches of 128 keep a
-    small CNN's activations in cache. Batches run side by side on the torch threads' cores,
-    one thread each (:func:`map_one_thread_each`).
+    small CNN's activations in cache. On the CPU, batches run side by side on the torch
+    threads' cores, one thread each (:func:`map_one_thread_each`); on a GPU, in turn.
     """
     model.eval()
     fast = _in_fast_layout(model) if x.dim() == 4 else model
+    device = device_of(model)
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
 
     def score(start: int) -> tuple[float, int]:
-        with torch.no_grad(), compute_precision(precision):
-            logits = fast(to_fast_layout(x[start : start + batch_size])).float()
-        target = y[start : start + batch_size]
+        with torch.no_grad(), compute_precision(precision, device.type):
+            logits = fast(to_fast_layout(x[start : start + batch_size].to(device))).float()
+        target = y[start : start + batch_size].to(device)
         loss = float(nn.functional.cross_entropy(logits, target, reduction="sum"))
         return loss, int((logits.argmax(dim=1) == target).sum())
 
-    scores = map_one_thread_each(score, range(0, len(y), batch_size), torch.get_num_threads())
+    scores = map_one_thread_each(score, range(0, len(y), batch_size), workers)
     n = len(y)
     total_loss, correct = sum(loss for loss, _ in scores), sum(right for _, right in scores)
     return EvalResult(total_loss / max(n, 1), correct / max(n, 1), n)

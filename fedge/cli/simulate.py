@@ -193,8 +193,11 @@ def _run(
     start_from: Checkpoint | None,
 ) -> RunResult:
     from fedge.app.batched import plan_batching
+    from fedge.app.preflight import check_device_visible
     from fedge.app.results import task_metrics
     from fedge.simulation import simulate
+
+    check_device_visible(config)  # before the run's first line (simulate checks it too)
 
     sites = (
         f" behind {config.gateways} site gateways ({config.partition} per {config.partition_level})"
@@ -211,7 +214,8 @@ def _run(
         what += f" / {config.model}"
     console.print(
         f"fedge simulate: {what}, {config.clients} clients{sites}, "
-        f"{config.partition}, {config.strategy}, {config.rounds} rounds on {config.runtime}",
+        f"{config.partition}, {config.strategy}, {config.rounds} rounds on {config.runtime}"
+        + (f", models on {config.device}" if config.device != "cpu" else ""),
         soft_wrap=True,
     )
     console.print(plan_batching(config).describe(), soft_wrap=True, highlight=False)

@@ -77,6 +77,7 @@ def test_a_client_whose_weights_change_does_not_move_another() -> None:
         ({"runtime": "ray"}, "ray runtime"),
         ({"local_dp_noise": 1.0}, "local DP-SGD"),
         ({"precision": "bf16"}, "bf16"),
+        ({"device": "cuda"}, "--device cuda: batched training runs on the CPU only"),
         ({"model": "test-batchnorm-mlp"}, "buffers"),
         ({"model": "cnn-small", "dataset": "digits"}, "convolutions"),
         ({"batch_clients": "off"}, "--batch-clients off"),

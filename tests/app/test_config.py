@@ -1,5 +1,6 @@
 """RunConfig validation, TOML loading and the Flower run-config round trip."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,9 @@ def test_defaults_are_the_documented_ones() -> None:
         ({"runtime": "nope"}, "--runtime"),
         ({"partition": "dirichlet:"}, "--partition"),
         ({"momentum": 1.0}, "--momentum"),
+        ({"device": "gpu"}, "--device"),
+        ({"device": "cuda:x"}, "--device"),
+        ({"device": "cpu:0"}, "--device"),
     ],
 )
 def test_bad_values_name_the_option_and_value(changes: dict, option: str) -> None:
@@ -83,3 +87,24 @@ def test_toml_file(tmp_path: Path) -> None:
         load_options_file(path)
     with pytest.raises(ConfigError, match="is not a file"):
         load_options_file(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"runtime": "grpc"}, "is for simulations (local, ray)"),
+        ({"runtime": "ray", "device": "cuda:1"}, "Ray gives each client its own: use cuda"),
+        ({"local_dp_noise": 1.0}, "cannot run local DP-SGD"),
+    ],
+)
+def test_a_cuda_device_is_refused_where_the_run_cannot_use_it(
+    changes: dict[str, object], reason: str
+) -> None:
+    device = str(changes.get("device", "cuda"))
+    others = {k: v for k, v in changes.items() if k != "device"}
+    with pytest.raises(ConfigError, match=re.escape(reason)) as info:
+        RunConfig(device=device).replace(**others)
+    assert info.value.option == "--device"
+    # The same runs on the CPU, and cuda where nothing stands in the way, are valid.
+    RunConfig().replace(**others)
+    assert RunConfig(device="cuda:1").device == "cuda:1"

@@ -1,6 +1,7 @@
 """``fedge simulate`` as a user runs it: a real subprocess, files on disk, exit codes."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -90,6 +91,27 @@ def test_an_out_path_under_a_file_is_refused_before_training(tmp_path: Path) -> 
     ]
     assert "round" not in proc.stdout  # no round was trained first
     assert (tmp_path / "README.md").read_text() == "a file"
+
+
+def test_a_cuda_device_that_is_not_visible_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    # CUDA_VISIBLE_DEVICES="" hides every GPU from the run, on any machine.
+    proc = subprocess.run(
+        [*FEDGE, "simulate", *TINY, "--device", "cuda", "--out", "run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "Error: --device: 'cuda' needs a CUDA GPU and none is visible here "
+        "(torch.cuda.is_available() is False): use --device cpu"
+    ]
+    assert proc.stdout == ""  # refused before the run's first line
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ctrl_c_says_what_was_kept_and_resume_continues_exactly(tmp_path: Path) -> None:
