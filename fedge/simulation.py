@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedge.app import RunResult, build_client_app, build_server_app
+from fedge.app.arrays import torch_state_dict
 from fedge.app.batched import BatchTrainer, plan_batching
 from fedge.app.config import RunConfig
 from fedge.app.preflight import check_device_visible, check_local_dp_model
@@ -162,7 +163,7 @@ def _site_grid(config: RunConfig) -> "Callable[[LocalGrid], RunGrid]":
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
 
     def site_accuracy(arrays: "ArrayRecord") -> float:
-        model.load_state_dict(arrays.to_torch_state_dict())
+        model.load_state_dict(torch_state_dict(arrays))
         if config.task_kind == "anomaly":  # flags against the labels, as the round reports
             rule = config.task_ref.task.threshold_rule
             return evaluate_anomaly(model, dataset, rule)["accuracy"]

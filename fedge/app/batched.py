@@ -38,6 +38,7 @@ from flwr.app import (
 )
 from torch import Tensor, nn
 
+from fedge.app.arrays import torch_state_dict
 from fedge.app.client import ClientData, client_seed, load_client_data, train_setting
 from fedge.app.config import RunConfig
 from fedge.app.personalize import PERSONAL_LAYERS
@@ -173,7 +174,7 @@ class BatchTrainer:
         first = messages[0].content
         arrays = first.array_records["arrays"]
         setting = train_setting(self._config, first.config_records.get("config", ConfigRecord()))
-        self._model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+        self._model.load_state_dict(torch_state_dict(arrays), strict=True)
         seeds = [
             client_seed(self._config.seed, setting.server_round, partition, setting.site_round)
             for _, _, partition in clients

@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from torch import nn
 
+from fedge.app.arrays import torch_state_dict
 from fedge.app.config import RunConfig
 from fedge.app.personalize import (
     PERSONAL_LAYERS,
@@ -244,7 +245,7 @@ def _model_for(config: RunConfig, data: ClientData, arrays: ArrayRecord) -> nn.M
         built = get_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes)
         models[key] = built.to(config.device).to(memory_format=torch.channels_last)
     model = models[key]
-    model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+    model.load_state_dict(torch_state_dict(arrays), strict=True)
     return model
 
 

@@ -221,6 +221,8 @@ def restore_personal_layers(
     ``kept`` on a device (:func:`personal_layers_file`), else from the client's ``state``."""
     import torch
 
+    from fedge.app.arrays import torch_state_dict
+
     if strategy not in PERSONAL_LAYERS:
         return
     if kept is not None:
@@ -229,7 +231,7 @@ def restore_personal_layers(
         with np.load(kept) as arrays:
             own = {k: torch.from_numpy(arrays[k].copy()) for k in arrays.files}
     elif _STATE_KEY in state.array_records:
-        own = state.array_records[_STATE_KEY].to_torch_state_dict()
+        own = torch_state_dict(state.array_records[_STATE_KEY])
     else:
         return
     model.load_state_dict(own, strict=False)
@@ -312,11 +314,12 @@ def personalize_client(
     """
     from flwr.app import Message, MetricRecord, RecordDict
 
+    from fedge.app.arrays import torch_state_dict
     from fedge.app.training import evaluate
 
     split = local_parts(data.x, data.y, config.seed + partition_id)
     model = _fresh_model(config, data)
-    model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
+    model.load_state_dict(torch_state_dict(msg.content.array_records["arrays"]))
     global_val = evaluate(model, *split["val"]).accuracy
     global_test = evaluate(model, *split["test"]).accuracy
     restore_personal_layers(config.strategy, state, model, kept=kept)

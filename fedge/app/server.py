@@ -16,6 +16,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
+from fedge.app.arrays import torch_state_dict
 from fedge.app.async_loop import run_async_federation
 from fedge.app.checkpoint import Checkpoint, model_checkpoint, save_checkpoint
 from fedge.app.config import RunConfig
@@ -163,7 +164,7 @@ def run_federation(
         if isinstance(grid, DescribesRounds):  # e.g. what each site's gateway sent
             record.extra.update(grid.round_facts(server_round))
         record.client_accuracy = _client_evaluate(strategy, server_round, arrays, grid, config)
-        model.load_state_dict(arrays.to_torch_state_dict())
+        model.load_state_dict(torch_state_dict(arrays))
         evaluate_global(model, dataset, config.declared_task, record)
         record.seconds = time.perf_counter() - round_started
         result.rounds.append(record)

@@ -8,10 +8,11 @@ import hashlib
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, Message, MessageType, RecordDict
 from google.protobuf.message import DecodeError
 
-from fedge.app.arrays import array_values
+from fedge.app.arrays import array_values, torch_state_dict
 from fedge.errors import PayloadError
 from fedge.protocol.messages import decode_message, encode_message
 from fedge.protocol.payload import PayloadAssembler
@@ -144,6 +145,30 @@ def test_array_values_equal_flowers_numpy(value: np.ndarray) -> None:
     got = array_values(array)
     np.testing.assert_array_equal(got, array.numpy())
     assert got.dtype == value.dtype and got.shape == value.shape
+
+
+def test_bytes_that_disagree_with_the_stated_shape_or_dtype_are_read_as_the_bytes_say() -> None:
+    value = np.arange(12, dtype=np.float32).reshape(3, 4)
+    honest = Array(value)
+    for dtype, shape in (("float32", (4, 3)), ("int32", (3, 4)), ("float32", (12,))):
+        stated = Array(dtype, shape, honest.stype, honest.data)
+        got = array_values(stated)
+        np.testing.assert_array_equal(got, value)
+        assert got.dtype == value.dtype and got.shape == value.shape
+
+
+def test_torch_state_dict_equals_flowers() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    record = ArrayRecord(model.state_dict())
+    ours, flowers = torch_state_dict(record), record.to_torch_state_dict()
+    assert list(ours) == list(flowers)
+    for name, tensor in flowers.items():
+        assert ours[name].dtype == tensor.dtype and torch.equal(ours[name], tensor)
+        ours[name].add_(1)  # writable, and not the record's bytes
+    again = record.to_torch_state_dict()
+    for name, tensor in flowers.items():
+        assert torch.equal(again[name], tensor) and not torch.equal(ours[name], tensor)
 
 
 def test_array_values_refuse_what_does_not_decode() -> None:
