@@ -151,25 +151,15 @@ def resume_point(out_dir: Path) -> "tuple[RunConfig, Checkpoint]":
 
 def _site_grid(config: RunConfig) -> "Callable[[LocalGrid], RunGrid]":
     """Put the simulated clients behind ``config.gateways`` sites (node i is client i - 1)."""
-    import torch
-
-    from fedge.app.metrics import evaluate_anomaly
-    from fedge.app.regression import evaluate_regression
+    from fedge.app.metrics import test_scores
     from fedge.app.sites import site_members
-    from fedge.app.training import evaluate
     from fedge.runtime.sites import SiteGrid
 
     dataset, model = config.dataset_and_model()
-    x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
 
     def site_accuracy(arrays: "ArrayRecord") -> float:
         model.load_state_dict(torch_state_dict(arrays))
-        if config.task_kind == "anomaly":  # flags against the labels, as the round reports
-            rule = config.task_ref.task.threshold_rule
-            return evaluate_anomaly(model, dataset, rule)["accuracy"]
-        if config.task_kind == "regression":  # R², as the round reports
-            return evaluate_regression(model, dataset.x_test, dataset.y_test)["accuracy"]
-        return float(evaluate(model, x_test, y_test).accuracy)
+        return test_scores(model, dataset, config.declared_task)["accuracy"]  # as rounds report
 
     members = [
         [c + 1 for c in clients] for clients in site_members(config.clients, config.gateways)

@@ -22,6 +22,7 @@ __all__ = [
     "evaluate_anomaly",
     "evaluate_global",
     "roc_auc",
+    "test_scores",
 ]
 
 
@@ -117,27 +118,35 @@ def evaluate_global(
 ) -> None:
     """The global model on the test split, as a round or an asynchronous version reports it.
 
-    ``record`` gets accuracy and loss by the task's kind (flags judged against labels for
-    anomaly, R² for regression), the kind's own metrics (ROC-AUC; precision, recall, F1 and the
-    threshold; MAE and RMSE) and the metrics the task declares (``Task.metrics``). ``task`` is
-    ``None`` for a built-in (single-label classification).
+    ``record`` gets accuracy and loss and the kind's own metrics (:func:`test_scores`), a
+    binary classifier's ROC-AUC, and the metrics the task declares (``Task.metrics``).
+    ``task`` is ``None`` for a built-in (single-label classification).
     """
-    kind = task.kind if task is not None else "classification"
-    x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
-    if task is not None and kind == "anomaly":
-        metrics = evaluate_anomaly(model, dataset, task.threshold_rule)
-    elif kind == "regression":
-        metrics = evaluate_regression(model, dataset.x_test, dataset.y_test, target_scale(dataset))
-    else:
-        test = evaluate(model, x_test, y_test)
-        metrics = {"accuracy": test.accuracy, "loss": test.loss}
-        if kind == "binary":
-            metrics["roc_auc"] = roc_auc(model, x_test, y_test)
+    metrics = test_scores(model, dataset, task)
+    if task is not None and task.kind == "binary":
+        metrics["roc_auc"] = roc_auc(
+            model, torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
+        )
     record.accuracy, record.loss = metrics.pop("accuracy"), metrics.pop("loss")
     record.extra.update(metrics)
     if task is not None and task.metrics:
-        declared = declared_metrics(model, x_test, dataset.y_test, task.metrics)
-        record.extra[DECLARED_METRICS] = declared
+        x_test = torch.from_numpy(dataset.x_test)
+        record.extra[DECLARED_METRICS] = declared_metrics(
+            model, x_test, dataset.y_test, task.metrics
+        )
+
+
+def test_scores(model: nn.Module, dataset: Dataset, task: Task | None) -> dict[str, float]:
+    """``accuracy`` and ``loss`` of the model on the test split by the task's kind (flags
+    judged against labels for anomaly, R² for regression), with the metrics that come with
+    them (precision, recall, F1 and the threshold; MAE and RMSE in the target's units)."""
+    kind = task.kind if task is not None else "classification"
+    if task is not None and kind == "anomaly":
+        return evaluate_anomaly(model, dataset, task.threshold_rule)
+    if kind == "regression":
+        return evaluate_regression(model, dataset.x_test, dataset.y_test, target_scale(dataset))
+    test = evaluate(model, torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test))
+    return {"accuracy": test.accuracy, "loss": test.loss}
 
 
 def declared_metrics(
