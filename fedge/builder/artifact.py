@@ -35,36 +35,20 @@ PROFILES_DIR = "profiles"
 @dataclass(frozen=True)
 class ProfileArtifact:
     """A profile's chosen artifact as written under ``profiles/<name>/``: the model file and
-    what its ``artifact.json`` says about it."""
+    what its ``artifact.json`` says about it, read and checked once."""
 
     profile: str
     path: Path
+    #: The engine the artifact is for, and ``fp32`` or ``int8``.
+    engine: str
+    precision: str
+    #: Hex sha256 and size in bytes of the artifact file, as built.
+    sha256: str
+    length: int
+    #: Measured figures: accuracy, agreement, latency p50/p99, peak memory, ...
+    figures: dict[str, Any]
+    #: The whole ``artifact.json`` (what a release's report carries).
     document: dict[str, Any]
-
-    @property
-    def engine(self) -> str:
-        """The engine the artifact is for."""
-        return str(self.document["runtime"])
-
-    @property
-    def precision(self) -> str:
-        """``fp32`` or ``int8``."""
-        return str(self.document["precision"])
-
-    @property
-    def sha256(self) -> str:
-        """Hex sha256 of the artifact file, as built."""
-        return str(self.document["sha256"])
-
-    @property
-    def length(self) -> int:
-        """Size of the artifact file in bytes."""
-        return int(self.document["length"])
-
-    @property
-    def figures(self) -> dict[str, Any]:
-        """Measured figures: accuracy, agreement, latency p50/p99, peak memory, ..."""
-        return dict(self.document["figures"])
 
 
 def is_profile_artifact(document: dict[str, Any]) -> bool:
@@ -84,14 +68,32 @@ def read_profile_artifacts(build: Path | str) -> list[ProfileArtifact]:
         meta = folder / ARTIFACT_JSON
         try:
             document = json.loads(meta.read_text())
-            if not is_profile_artifact(document):
-                raise ValueError(f"no 'format': {ARTIFACT_FORMAT!r}")
-            path = folder / str(document["file"])
-            length, digest = int(document["length"]), str(document["sha256"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            artifact = _artifact_of(folder, document)
+        except KeyError as err:
+            raise ReleaseError(f"{meta} is not a fedge profile artifact: no {err}") from err
+        except (OSError, ValueError, TypeError, AttributeError) as err:
             raise ReleaseError(f"{meta} is not a fedge profile artifact: {err}") from err
-        if not path.is_file() or path.stat().st_size != length or file_sha256(path) != digest:
+        path = artifact.path
+        if (
+            not path.is_file()
+            or path.stat().st_size != artifact.length
+            or file_sha256(path) != artifact.sha256
+        ):
             raise ReleaseError(f"{path} is not the artifact {meta} describes (length or sha256)")
-        name = str((document.get("profile") or {}).get("name", folder.name))
-        found.append(ProfileArtifact(profile=name, path=path, document=document))
+        found.append(artifact)
     return found
+
+
+def _artifact_of(folder: Path, document: dict[str, Any]) -> ProfileArtifact:
+    if not is_profile_artifact(document):
+        raise ValueError(f"no 'format': {ARTIFACT_FORMAT!r}")
+    return ProfileArtifact(
+        profile=str((document.get("profile") or {}).get("name", folder.name)),
+        path=folder / str(document["file"]),
+        engine=str(document["runtime"]),
+        precision=str(document["precision"]),
+        sha256=str(document["sha256"]),
+        length=int(document["length"]),
+        figures=dict(document["figures"]),
+        document=document,
+    )

@@ -197,6 +197,23 @@ def test_a_tampered_artifact_is_refused_when_read(built: ProfileRelease, tmp_pat
         read_profile_artifacts(tmp_path)
 
 
+def test_an_artifact_json_missing_a_field_is_refused_in_one_line(
+    built: ProfileRelease, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(built.out_dir, copy)
+    meta = copy / "profiles" / "t-watch" / "artifact.json"
+    document = json.loads(meta.read_text())
+    del document["runtime"]
+    meta.write_text(json.dumps(document))
+    with pytest.raises(
+        ReleaseError,
+        match=r"t-watch/artifact.json is not a fedge profile "
+        r"artifact: no 'runtime'$",
+    ):
+        read_profile_artifacts(copy)
+
+
 def _existing_release(tmp_path: Path) -> Path:
     out = tmp_path / "rel"
     out.mkdir()
