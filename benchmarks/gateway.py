@@ -30,7 +30,7 @@ from typing import Any
 from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.pki import init_certs
 from fedge.coordinator.server import Coordinator
-from fedge.data.device import write_device_data
+from fedge.data.device import DeviceDataSpec, write_device_data
 from fedge.edge.agent import AgentSettings, EdgeAgent
 from fedge.edge.identity import DeviceIdentity, enroll_device
 from fedge.gateway.config import GatewayConfig
@@ -123,7 +123,10 @@ class Deployment:
     def device(self, identity: DeviceIdentity, partition: int, partitions: int) -> None:
         data = self.root / f"data-{partition}"
         write_device_data(
-            data, dataset=str(RUN["dataset"]), partition_id=partition, num_partitions=partitions
+            data,
+            DeviceDataSpec(
+                dataset=str(RUN["dataset"]), partition_id=partition, num_partitions=partitions
+            ),
         )
         agent = EdgeAgent(
             identity,

@@ -40,7 +40,7 @@ from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.grid import GrpcGrid
 from fedge.coordinator.pki import init_certs
 from fedge.coordinator.server import Coordinator
-from fedge.data.device import write_device_data
+from fedge.data.device import DeviceDataSpec, write_device_data
 from fedge.edge.agent import AgentSettings, EdgeAgent
 from fedge.edge.identity import DeviceIdentity, enroll_device, load_identity
 from fedge.protocol.pki import fingerprint
@@ -257,10 +257,12 @@ def grpc_rounds(root: Path, config: RunConfig) -> float:
             _enroll(coordinator, root, f"dev{i}")
             data = write_device_data(
                 root / f"data{i}",
-                dataset=config.dataset,
-                partition_id=i,
-                num_partitions=config.clients,
-                seed=config.seed,
+                DeviceDataSpec(
+                    dataset=config.dataset,
+                    partition_id=i,
+                    num_partitions=config.clients,
+                    seed=config.seed,
+                ),
             )
             args = (str(root / f"dev{i}"), str(data))
             devices.append(_SPAWN.Process(target=_training_device, args=args, daemon=True))

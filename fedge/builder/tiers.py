@@ -274,7 +274,7 @@ def _check_profiles(profiles: Sequence[DeviceProfile], ckpt: Checkpoint) -> list
             raise ConfigError(
                 "--profile",
                 profile.name,
-                f"is for {profile.dataset} models; the checkpoint's {ckpt.model} is for "
+                f"is for {profile.data.dataset} models; the checkpoint's {ckpt.model} is for "
                 f"{ckpt.dataset}",
             )
     return list(profiles)

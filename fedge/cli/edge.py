@@ -430,42 +430,28 @@ def make_data_command(
 ) -> None:
     """Write a device data dir from an embedded dataset (the same partition `local` uses)."""
     require_extra("server", "fedge edge make-data (the embedded datasets)")
-    from fedge.data.device import write_device_data
+    from dataclasses import replace
 
-    flags = {
+    from fedge.data.device import write_device_data
+    from fedge.inference.profiles import DEFAULT_DEVICE_DATASET, DeviceDataSpec
+
+    flags: dict[str, Any] = {
         "dataset": dataset,
-        "partition-id": partition_id,
-        "num-partitions": num_partitions,
+        "partition_id": partition_id,
+        "num_partitions": num_partitions,
         "partition": partition,
         "seed": seed,
         "format": fmt,
     }
     try:
-        values: dict[str, Any] = {
-            "dataset": "mnist-5k",
-            "partition-id": 0,
-            "num-partitions": 10,
-            "partition": "iid",
-            "seed": 0,
-            "format": "npz",
-        }
-        if profile is not None:
-            values.update(resolve_device_profile(profile).make_data_options())
-        values.update({k: v for k, v in flags.items() if v is not None})
-        write_device_data(
-            out,
-            dataset=str(values["dataset"]),
-            partition_id=int(values["partition-id"]),
-            num_partitions=int(values["num-partitions"]),
-            partition=str(values["partition"]),
-            seed=int(values["seed"]),
-            fmt=str(values["format"]),
-        )
+        spec = resolve_device_profile(profile).data if profile is not None else DeviceDataSpec()
+        spec = replace(spec, **{k: v for k, v in flags.items() if v is not None})
+        write_device_data(out, spec)
     except (FedgeError, ValueError) as err:
         fail(str(err))
     console.print(
-        f"wrote {values['dataset']} partition {values['partition-id']}/"
-        f"{values['num-partitions']} as {values['format']} to {out}"
+        f"wrote {spec.dataset or DEFAULT_DEVICE_DATASET} partition {spec.partition_id}/"
+        f"{spec.num_partitions} as {spec.format} to {out}"
     )
 
 

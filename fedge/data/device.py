@@ -12,7 +12,8 @@ An optional ``fedge-data.json`` gives ``num-classes``, ``input-shape``, the norm
 ``partition-id`` (so a device can reproduce a simulated client exactly). ``"kind":
 "regression"`` says ``y`` (or the ``label`` column) is a number in the target's own units, not
 a class: the device's training standardises it as the run's task does.
-:func:`write_device_data` creates such a directory from an embedded dataset.
+:func:`write_device_data` creates such a directory from an embedded dataset: the slice a
+:class:`~fedge.inference.profiles.DeviceDataSpec` names (a device profile's ``[device]`` table).
 """
 
 import csv
@@ -24,11 +25,13 @@ from typing import Any
 import numpy as np
 
 from fedge.errors import DataError
+from fedge.inference.profiles import DEFAULT_DEVICE_DATASET, DeviceDataSpec
 
 __all__ = [
     "META_FILE",
     "DataSummary",
     "DeviceData",
+    "DeviceDataSpec",
     "load_device_data",
     "read_meta",
     "summarize",
@@ -209,46 +212,34 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return f"{width}x{height} pixels with {channels} channel{'s' if channels != 1 else ''}"
 
 
-def write_device_data(
-    out: Path,
-    *,
-    dataset: str,
-    partition_id: int,
-    num_partitions: int,
-    partition: str = "iid",
-    seed: int = 0,
-    fmt: str = "npz",
-) -> Path:
-    """Write simulated client ``partition_id`` of ``dataset`` as a device data directory.
+def write_device_data(out: Path, spec: DeviceDataSpec) -> Path:
+    """Write the slice ``spec`` names as a device data directory ``out``.
 
-    The partition is exactly the one the ``local`` runtime gives that client for ``seed``.
+    The partition is exactly the one the ``local`` runtime gives that client for its seed.
     """
     from fedge.data import get_dataset, parse_partition, partition_indices
 
-    if fmt not in ("npz", "csv", "images"):
-        raise DataError(f"format {fmt!r} is not one of: npz, csv, images")
+    dataset = spec.dataset or DEFAULT_DEVICE_DATASET
     data = get_dataset(dataset)
-    if not 0 <= partition_id < num_partitions:
-        raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})")
+    if spec.format == "images" and not data.is_image:
+        raise DataError(f"{dataset} is not an image dataset")
     indices = partition_indices(
-        data.y_train, num_partitions, parse_partition(partition), seed=seed
-    )[partition_id]
+        data.y_train, spec.num_partitions, parse_partition(spec.partition), seed=spec.seed
+    )[spec.partition_id]
     x, y = data.x_train[indices], data.y_train[indices]
     out.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
         "dataset": dataset,
         "num-classes": data.num_classes,
         "input-shape": list(data.input_shape),
-        "partition-id": partition_id,
-        "num-partitions": num_partitions,
+        "partition-id": spec.partition_id,
+        "num-partitions": spec.num_partitions,
     }
-    if fmt == "npz":
+    if spec.format == "npz":
         np.savez(out / "data.npz", x=x, y=y)
-    elif fmt == "csv":
+    elif spec.format == "csv":
         _write_csv(out / "data.csv", x, y)
     else:
-        if not data.is_image:
-            raise DataError(f"{dataset} is not an image dataset")
         meta.update(_write_images(out / "images", dataset, x, y))
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out

@@ -40,15 +40,17 @@ from pathlib import Path
 from typing import Any
 
 from fedge.errors import ConfigError
-from fedge.options import option, options_from_table
+from fedge.options import check_options, option, options_from_table
 
 __all__ = [
+    "DEFAULT_DEVICE_DATASET",
     "DEVICE_FORMATS",
     "ENGINES",
     "PRECISIONS",
     "TIERS",
     "Budget",
     "BudgetMiss",
+    "DeviceDataSpec",
     "DeviceProfile",
     "get_profile",
     "list_profiles",
@@ -60,10 +62,13 @@ __all__ = [
 
 TIERS = ("gateway", "device")
 PRECISIONS = ("fp32", "int8")
-DEVICE_FORMATS = ("npz", "csv", "images")
 #: Engine names a profile may list; a new target registers its engine with
 #: :func:`register_engine` so that profiles naming it load.
 ENGINES: list[str] = ["onnxruntime", "openvino", "litert"]
+#: The file formats a device data directory can hold.
+DEVICE_FORMATS = ("npz", "csv", "images")
+#: What :func:`write_device_data` writes when the spec names no dataset.
+DEFAULT_DEVICE_DATASET = "mnist-5k"
 
 _PARTITION = re.compile(r"^(iid|dirichlet:\d*\.?\d+([eE][-+]?\d+)?|shards:[1-9]\d*)$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -164,10 +169,15 @@ class _ProfileTable:
 
 
 @dataclass(frozen=True)
-class _DeviceTable:
-    """The ``[device]`` table: the ``fedge edge make-data`` keys."""
+class DeviceDataSpec:
+    """Which slice of an embedded dataset a device holds: simulated client ``partition_id`` of
+    ``num_partitions``, partitioned as the ``local`` runtime does for ``seed``. A device
+    profile's ``[device]`` table, and what ``fedge edge make-data`` writes."""
 
-    dataset: str | None = option(None, help="The dataset its data comes from (omit: any).")
+    dataset: str | None = option(
+        None,
+        help=f"Its dataset (omit: any; make-data writes {DEFAULT_DEVICE_DATASET}).",
+    )
     format: str = option("npz", help="The data's file format.", choices=lambda: DEVICE_FORMATS)
     partition_id: int = option(0, help="Which partition it holds.", low=0)
     num_partitions: int = option(10, help="Partitions of the dataset.", low=1)
@@ -175,9 +185,11 @@ class _DeviceTable:
     seed: int = option(0, help="Partitioning seed.", low=0)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "partition", self.partition.strip())
+        check_options(self)
         if self.dataset is not None and not self.dataset.strip():
             raise ConfigError("dataset", self.dataset, "must be a dataset name")
-        if not _PARTITION.match(self.partition.strip()):
+        if not _PARTITION.match(self.partition):  # an embedded dataset has no column to split by
             expected = "expected iid, dirichlet:ALPHA, shards:K"
             raise ConfigError("partition", self.partition, f"is not a partition spec; {expected}")
         if self.partition_id >= self.num_partitions:
@@ -199,30 +211,14 @@ class DeviceProfile:
     budget: Budget
     precisions: tuple[str, ...] = PRECISIONS
     description: str = ""
-    dataset: str | None = None
-    format: str = "npz"
-    partition_id: int = 0
-    num_partitions: int = 10
-    partition: str = "iid"
-    seed: int = 0
+    #: The ``[device]`` table: the data a device of this kind holds (its ``dataset`` ``None``:
+    #: the profile serves models of any dataset).
+    data: DeviceDataSpec = field(default_factory=DeviceDataSpec)
     source: str = field(default="<in memory>", compare=False)
 
     def serves(self, dataset: str) -> bool:
         """Whether models of ``dataset`` are for this kind of device."""
-        return self.dataset is None or self.dataset == dataset
-
-    def make_data_options(self) -> dict[str, Any]:
-        """The ``[device]`` keys, as ``fedge edge make-data`` reads them."""
-        options: dict[str, Any] = {
-            "format": self.format,
-            "partition-id": self.partition_id,
-            "num-partitions": self.num_partitions,
-            "partition": self.partition,
-            "seed": self.seed,
-        }
-        if self.dataset is not None:
-            options["dataset"] = self.dataset
-        return options
+        return self.data.dataset is None or self.data.dataset == dataset
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (what a per-profile artifact records; the engines under
@@ -233,7 +229,7 @@ class DeviceProfile:
             "runtimes": list(self.engines),
             "precisions": list(self.precisions),
             "budget": self.budget.to_dict(),
-            "dataset": self.dataset,
+            "dataset": self.data.dataset,
         }
 
 
@@ -253,7 +249,7 @@ def profile_from_mapping(
     data: dict[str, Any], *, source: str, default_name: str | None = None
 ) -> DeviceProfile:
     """Validate a parsed profile document (see the module docstring for its tables)."""
-    tables = {"profile": _ProfileTable, "budget": Budget, "device": _DeviceTable}
+    tables = {"profile": _ProfileTable, "budget": Budget, "device": DeviceDataSpec}
     for table, value in data.items():
         if table not in tables:
             expected = ", ".join(tables)
@@ -277,7 +273,7 @@ def profile_from_mapping(
         Budget, data["budget"], prefix=f"{source}: [budget] ", table="budget"
     )
     dev = options_from_table(
-        _DeviceTable, data.get("device", {}), prefix=f"{source}: [device] ", table="device"
+        DeviceDataSpec, data.get("device", {}), prefix=f"{source}: [device] ", table="device"
     )
     name = prof.name if prof.name is not None else default_name
     if name is None or not _NAME.match(name):
@@ -291,12 +287,7 @@ def profile_from_mapping(
         precisions=prof.precisions,
         description=prof.description,
         budget=budget,
-        dataset=dev.dataset,
-        format=dev.format,
-        partition_id=dev.partition_id,
-        num_partitions=dev.num_partitions,
-        partition=dev.partition.strip(),
-        seed=dev.seed,
+        data=dev,
         source=source,
     )
 

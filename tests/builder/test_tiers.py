@@ -21,6 +21,7 @@ from fedge.builder import (
 from fedge.builder.targets import get_target
 from fedge.builder.tiers import MIN_AGREEMENT, choose_candidate
 from fedge.data import Dataset
+from fedge.data.device import DeviceDataSpec
 from fedge.errors import BudgetError, ConfigError, ReleaseError, TargetUnavailableError
 from fedge.inference.profiles import Budget, DeviceProfile
 from fedge.inference.runners import predict
@@ -65,7 +66,7 @@ def profile(
         engines=engines,
         budget=Budget(max_bytes, p99_ms, 2048.0, 0.5),
         precisions=precisions,
-        dataset=dataset,
+        data=DeviceDataSpec(dataset=dataset),
     )
 
 

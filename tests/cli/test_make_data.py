@@ -48,3 +48,24 @@ def test_an_unknown_profile_is_one_line_naming_the_choices(tmp_path: Path) -> No
         assert "--profile: 'toaster' is neither a built-in profile (camera, clinic" in result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
     assert not out.exists()
+
+
+def test_bad_flags_are_one_line_and_write_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "nowhere"
+    for flags, message in (
+        (
+            ["--partition-id", "5", "--num-partitions", "3"],
+            "partition-id: 5 must be < num-partitions (3)",
+        ),
+        (["--format", "bmp"], "format: 'bmp' is not one of: npz, csv, images"),
+        (["--partition", "by:site"], "partition: 'by:site' is not a partition spec"),
+        (
+            ["--dataset", "breast-cancer", "--format", "images"],
+            "breast-cancer is not an image dataset",
+        ),
+    ):
+        result = runner.invoke(app, ["edge", "make-data", *flags, "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+        assert not out.exists()

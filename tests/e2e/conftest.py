@@ -120,7 +120,7 @@ class Cluster:
         self, i: int, *, fmt: str = "npz", partitions: int = 3, dataset: str = "mnist-5k"
     ) -> None:
         """Enrol device ``i`` and write its data (simulated client ``i``'s partition)."""
-        from fedge.data.device import write_device_data
+        from fedge.data.device import DeviceDataSpec, write_device_data
         from fedge.edge.identity import enroll_device
 
         # The library call `fedge edge enroll` makes, over real gRPC to the coordinator process
@@ -136,10 +136,7 @@ class Cluster:
 
         write_device_data(
             self.root / f"dev{i}" / "data",
-            dataset=dataset,
-            partition_id=i,
-            num_partitions=partitions,
-            fmt=fmt,
+            DeviceDataSpec(dataset=dataset, partition_id=i, num_partitions=partitions, format=fmt),
         )
 
     def start_edge(self, i: int) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fedge.app.config import RunConfig
-from fedge.data.device import write_device_data
+from fedge.data.device import DeviceDataSpec, write_device_data
 from fedge.edge.identity import enroll_device
 from fedge.edge.slots import Slots
 from fedge.release.testing import make_linear_model
@@ -69,7 +69,8 @@ def _device(cluster: Cluster, i: int, site: str, ports: dict[str, int]) -> int:
         enroll_address=f"127.0.0.1:{ports['enroll']}",
     )
     write_device_data(
-        cluster.root / f"dev{i}/data", dataset="mnist-5k", partition_id=i, num_partitions=4
+        cluster.root / f"dev{i}/data",
+        DeviceDataSpec(dataset="mnist-5k", partition_id=i, num_partitions=4),
     )
     inference = free_port()
     _start_device(cluster, i, inference)

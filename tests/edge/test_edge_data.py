@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedge.data import get_dataset, parse_partition, partition_indices
-from fedge.data.device import load_device_data, write_device_data
+from fedge.data.device import DeviceDataSpec, load_device_data, write_device_data
 from fedge.errors import DataError
 
 
@@ -28,7 +28,8 @@ def test_written_device_data_equals_the_simulated_partition(
     tmp_path: Path, dataset: str, fmt: str, atol: float
 ) -> None:
     out = write_device_data(
-        tmp_path / "d", dataset=dataset, partition_id=1, num_partitions=8, fmt=fmt
+        tmp_path / "d",
+        DeviceDataSpec(dataset=dataset, partition_id=1, num_partitions=8, format=fmt),
     )
     loaded = load_device_data(out, dataset=dataset)
     x, y = _partition(dataset, 1, 8)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fedge.data.device import write_device_data
+from fedge.data.device import DeviceDataSpec, write_device_data
 from fedge.edge.agent import AgentSettings, EdgeAgent
 from fedge.edge.device import DeviceSettings, start_device
 from fedge.edge.identity import DeviceIdentity, enroll_device
@@ -67,7 +67,10 @@ class Site:
         identity = self.enroll(name)
         data = self.root / f"{name}-data"
         write_device_data(
-            data, dataset="digits", partition_id=partition, num_partitions=partitions, fmt="npz"
+            data,
+            DeviceDataSpec(
+                dataset="digits", partition_id=partition, num_partitions=partitions, format="npz"
+            ),
         )
         return self.run_device(identity, data, reconnect_wait=2.0, step_delay=step_delay)
 

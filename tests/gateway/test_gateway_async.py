@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from fedge.app.config import RunConfig
 from fedge.cli.main import app
-from fedge.data.device import write_device_data
+from fedge.data.device import DeviceDataSpec, write_device_data
 from fedge.gateway.server import SITE_RESULTS_DIR, Gateway
 from fedge.privacy.participation import participation_epsilon
 from fedge.simulation import simulate
@@ -50,7 +50,9 @@ def _fleet(site: Site, *, behind_delay: float = 0.25) -> dict[str, str]:
     for i, name in enumerate(CLOUD):
         identity = site.fleet.trainer(name)
         data = site.root / f"{name}-data"
-        write_device_data(data, dataset="digits", partition_id=i, num_partitions=4, fmt="npz")
+        write_device_data(
+            data, DeviceDataSpec(dataset="digits", partition_id=i, num_partitions=4, format="npz")
+        )
         site.run_device(identity, data, step_delay=0.02)
     for i, name in enumerate(BEHIND, start=2):
         site.trainer(name, partition=i, partitions=4, step_delay=behind_delay)

@@ -11,7 +11,7 @@ import numpy as np
 from fedge.app.checkpoint import load_checkpoint
 from fedge.app.config import RunConfig
 from fedge.app.personalize import personal_keys, personal_layers_file
-from fedge.data.device import write_device_data
+from fedge.data.device import DeviceDataSpec, write_device_data
 from fedge.models import get_model
 from fedge.v1 import control_pb2 as pb
 
@@ -34,7 +34,10 @@ DIM = 0.2
 def _device_data(root: Path, name: str, partition: int, keep: int, dim: float = 1.0) -> Path:
     """Partition ``partition`` of 3 of digits, its first ``keep`` samples, at ``dim`` brightness."""
     data = root / f"{name}-data"
-    write_device_data(data, dataset="digits", partition_id=partition, num_partitions=3, fmt="npz")
+    write_device_data(
+        data,
+        DeviceDataSpec(dataset="digits", partition_id=partition, num_partitions=3, format="npz"),
+    )
     with np.load(data / "data.npz") as arrays:
         x, y = arrays["x"][:keep] * dim, arrays["y"][:keep]
     np.savez(data / "data.npz", x=x.astype(np.float32), y=y)

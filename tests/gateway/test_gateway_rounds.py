@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from fedge.app.config import RunConfig
 from fedge.cli.main import app
-from fedge.data.device import write_device_data
+from fedge.data.device import DeviceDataSpec, write_device_data
 from fedge.simulation import simulate
 from fedge.v1 import control_pb2 as pb
 
@@ -82,7 +82,9 @@ def _partition_sizes(partitions: int) -> list[list[int]]:
 def test_a_cut_off_site_is_dropped_with_why_and_rejoins(site: Site) -> None:
     cloud_device = site.fleet.trainer("cloud-cam")  # a device of the cloud itself
     data = site.root / "cloud-cam-data"
-    write_device_data(data, dataset="digits", partition_id=2, num_partitions=3, fmt="npz")
+    write_device_data(
+        data, DeviceDataSpec(dataset="digits", partition_id=2, num_partitions=3, format="npz")
+    )
     site.run_device(cloud_device, data)
     for i in range(2):
         site.trainer(f"cam-{i}", partition=i, partitions=3)

@@ -46,11 +46,11 @@ def test_builtin_profiles_load_with_their_budgets() -> None:
     camera = get_profile("camera")
     assert camera.tier == "device" and camera.engines[0] == "litert"
     assert camera.budget.max_model_bytes <= 16 * 1024 and camera.budget.p99_ms <= 1.0
-    assert camera.dataset == "mnist-5k" and camera.format == "images"
+    assert camera.data.dataset == "mnist-5k" and camera.data.format == "images"
     gateway = get_profile("gateway")
     assert gateway.tier == "gateway" and set(gateway.engines) == {"openvino", "onnxruntime"}
-    assert gateway.dataset is None and gateway.serves("breast-cancer")
-    assert get_profile("clinic").dataset == "breast-cancer"
+    assert gateway.data.dataset is None and gateway.serves("breast-cancer")
+    assert get_profile("clinic").data.dataset == "breast-cancer"
 
 
 def test_the_clients_profiles_path_still_reads_the_same_files() -> None:
@@ -58,7 +58,6 @@ def test_the_clients_profiles_path_still_reads_the_same_files() -> None:
     assert link.is_symlink()
     for name in ("camera", "clinic"):
         assert load_profile(link / f"{name}.toml") == get_profile(name)
-        assert "partition-id" in get_profile(name).make_data_options()
 
 
 def test_a_profile_file_loads_every_field(tmp_path: Path) -> None:
@@ -68,7 +67,7 @@ def test_a_profile_file_loads_every_field(tmp_path: Path) -> None:
     assert profile.name == "sensor"
     assert profile.budget == Budget(1000, 2.5, 16.0, 0.8)
     assert profile.precisions == ("fp32", "int8")
-    assert (profile.partition_id, profile.num_partitions, profile.partition) == (
+    assert (profile.data.partition_id, profile.data.num_partitions, profile.data.partition) == (
         1,
         4,
         "dirichlet:0.5",
