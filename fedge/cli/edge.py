@@ -75,48 +75,19 @@ def enroll_command(
     if insecure:
         err_console.print("[bold yellow]WARNING:[/] --insecure: enrolling without TLS")
     try:
-        identity = _enroll(
+        identity = _identity(
+            state,
             coordinator=coordinator,
             token=token,
-            state=state,
-            name=name,
-            profile=profile or DEFAULT_PROFILE,
             enroll_address=enroll_address,
+            name=name,
+            profile=profile,
             insecure=insecure,
             force=force,
         )
     except FedgeError as err:
         fail(str(err))
     console.print(f"pinned release key {identity.release_key_id[:16]}")
-
-
-def _enroll(
-    *,
-    coordinator: str,
-    token: str,
-    state: Path,
-    name: str,
-    profile: str,
-    enroll_address: str | None,
-    insecure: bool,
-    force: bool = False,
-) -> "DeviceIdentity":
-    from fedge import __version__
-    from fedge.edge.identity import enroll_device
-
-    identity = enroll_device(
-        coordinator=coordinator,
-        token=token,
-        state_dir=state,
-        name=name,
-        enroll_address=enroll_address,
-        insecure=insecure,
-        version=__version__,
-        profile=profile,
-        force=force,
-    )
-    console.print(f"enrolled as {identity.device_id} (node {identity.node_id}); state in {state}")
-    return identity
 
 
 def _installed_task(reference: str) -> str:
@@ -242,7 +213,7 @@ def start_command(
             from fedge.data.device import summarize
 
             summary = summarize(data)
-        identity = _identity_for_start(
+        identity = _identity(
             state,
             coordinator=coordinator,
             token=token if enrol else None,
@@ -322,7 +293,7 @@ def _why_no_training(data: Path | None, train: bool, available: bool) -> str:
     return "inference + OTA only"
 
 
-def _identity_for_start(
+def _identity(
     state: Path,
     *,
     coordinator: str | None,
@@ -331,29 +302,35 @@ def _identity_for_start(
     name: str,
     profile: str | None,
     insecure: bool,
+    force: bool = False,
 ) -> "DeviceIdentity":
-    """The identity ``start`` runs as: enrolled now when ``token`` is given, else the saved
-    one; ``coordinator`` overrides the enrolled address for this run."""
+    """The identity to run as: enrolled now when ``token`` is given (``force``: replacing an
+    enrolled ``state``), else the saved one; ``coordinator`` overrides the enrolled address
+    for this run."""
     from dataclasses import replace
 
-    from fedge.edge.identity import EnrollError, load_identity
+    from fedge import __version__
+    from fedge.edge.identity import EnrollError, enroll_device, load_identity
 
     if token is None:
         identity = load_identity(state)
-    elif coordinator is None:
+        if coordinator is not None and coordinator != identity.coordinator:
+            identity = replace(identity, coordinator=coordinator)  # this run only
+        return identity
+    if coordinator is None:
         raise EnrollError("--coordinator HOST:PORT is needed to enrol with --token")
-    else:
-        identity = _enroll(
-            coordinator=coordinator,
-            token=token,
-            state=state,
-            name=name,
-            profile=profile or DEFAULT_PROFILE,
-            enroll_address=enroll_address,
-            insecure=insecure,
-        )
-    if coordinator is not None and coordinator != identity.coordinator:
-        identity = replace(identity, coordinator=coordinator)  # this run only
+    identity = enroll_device(
+        coordinator=coordinator,
+        token=token,
+        state_dir=state,
+        name=name,
+        enroll_address=enroll_address,
+        insecure=insecure,
+        version=__version__,
+        profile=profile or DEFAULT_PROFILE,
+        force=force,
+    )
+    console.print(f"enrolled as {identity.device_id} (node {identity.node_id}); state in {state}")
     return identity
 
 
