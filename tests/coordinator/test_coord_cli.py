@@ -33,7 +33,10 @@ def test_certs_init_refuses_to_replace_a_pki(tmp_path: Path) -> None:
             ["edge", "enroll", "--coordinator", "h:1", "--token", "x", "--state", "s"],
             "is not a fedge enrolment token",
         ),
-        (["edge", "make-data", "--out", "d", "--format", "gif"], "format: 'gif' is not one of: npz, csv, images"),
+        (
+            ["edge", "make-data", "--out", "d", "--format", "gif"],
+            "format: 'gif' is not one of: npz, csv, images",
+        ),
         (["fleet", "ls", "--operator", "nowhere"], "lacks"),
     ],
 )
