@@ -1,11 +1,13 @@
 """``fedge edge``: enrol a device, run its agent, and write a device data directory."""
 
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
 
+from fedge.cli._options import option_flags
 from fedge.cli.common import (
     PROFILE_HELP,
     CoordinatorOption,
@@ -21,6 +23,8 @@ from fedge.cli.common import (
     stop_on_signals,
 )
 from fedge.errors import FedgeError
+from fedge.inference.profiles import DEFAULT_DEVICE_DATASET, DeviceDataSpec
+from fedge.options import config_key
 
 if TYPE_CHECKING:
     from fedge.edge.identity import DeviceIdentity
@@ -307,8 +311,6 @@ def _identity(
     """The identity to run as: enrolled now when ``token`` is given (``force``: replacing an
     enrolled ``state``), else the saved one; ``coordinator`` overrides the enrolled address
     for this run."""
-    from dataclasses import replace
-
     from fedge import __version__
     from fedge.edge.identity import EnrollError, enroll_device, load_identity
 
@@ -380,24 +382,11 @@ def _personal_settings(data: Path | None, epsilon: float) -> Any:
 
 
 @app.command("make-data")
+@option_flags(DeviceDataSpec)
 def make_data_command(
+    *,
+    options: dict[str, Any],
     out: Annotated[Path, typer.Option(help="Device data directory to write.")],
-    dataset: Annotated[
-        str | None, typer.Option(help="Embedded dataset (default: mnist-5k).")
-    ] = None,
-    partition_id: Annotated[
-        int | None, typer.Option(help="Simulated client's partition (default: 0).")
-    ] = None,
-    num_partitions: Annotated[
-        int | None, typer.Option(help="Simulated clients (default: 10).")
-    ] = None,
-    partition: Annotated[str | None, typer.Option(help="iid, dirichlet:ALPHA, shards:K.")] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Partition seed, as in simulate (default: 0).")
-    ] = None,
-    fmt: Annotated[
-        str | None, typer.Option("--format", help="npz, csv or images (default: npz).")
-    ] = None,
     profile: Annotated[
         str | None,
         typer.Option(
@@ -407,22 +396,12 @@ def make_data_command(
 ) -> None:
     """Write a device data dir from an embedded dataset (the same partition `local` uses)."""
     require_extra("server", "fedge edge make-data (the embedded datasets)")
-    from dataclasses import replace
-
     from fedge.data.device import write_device_data
-    from fedge.inference.profiles import DEFAULT_DEVICE_DATASET, DeviceDataSpec
 
-    flags: dict[str, Any] = {
-        "dataset": dataset,
-        "partition_id": partition_id,
-        "num_partitions": num_partitions,
-        "partition": partition,
-        "seed": seed,
-        "format": fmt,
-    }
     try:
         spec = resolve_device_profile(profile).data if profile is not None else DeviceDataSpec()
-        spec = replace(spec, **{k: v for k, v in flags.items() if v is not None})
+        given = {f.name: options[k] for f in fields(spec) if (k := config_key(f.name)) in options}
+        spec = replace(spec, **given)
         write_device_data(out, spec)
     except (FedgeError, ValueError) as err:
         fail(str(err))

@@ -176,13 +176,18 @@ class DeviceDataSpec:
 
     dataset: str | None = option(
         None,
-        help=f"Its dataset (omit: any; make-data writes {DEFAULT_DEVICE_DATASET}).",
+        help=f"Embedded dataset; none writes {DEFAULT_DEVICE_DATASET} (a profile without one "
+        "serves any).",
     )
-    format: str = option("npz", help="The data's file format.", choices=lambda: DEVICE_FORMATS)
-    partition_id: int = option(0, help="Which partition it holds.", low=0)
-    num_partitions: int = option(10, help="Partitions of the dataset.", low=1)
+    format: str = option(
+        "npz",
+        help=f"The data's file format: {', '.join(DEVICE_FORMATS)}.",
+        choices=lambda: DEVICE_FORMATS,
+    )
+    partition_id: int = option(0, help="The simulated client whose partition it holds.", low=0)
+    num_partitions: int = option(10, help="Simulated clients the dataset is split among.", low=1)
     partition: str = option("iid", help="iid, dirichlet:ALPHA or shards:K.")
-    seed: int = option(0, help="Partitioning seed.", low=0)
+    seed: int = option(0, help="Partitioning seed, as in simulate.", low=0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "partition", self.partition.strip())

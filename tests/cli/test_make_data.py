@@ -4,9 +4,13 @@ profile's name (an installed fedge has no ``clients/profiles/`` folder) or a pro
 import shutil
 from pathlib import Path
 
+import click
+import typer.main
 from typer.testing import CliRunner
 
 from fedge.cli.main import app
+from fedge.inference.profiles import DeviceDataSpec
+from fedge.options import config_key, declared_options
 
 runner = CliRunner()
 PROFILES = Path(__file__).resolve().parents[2] / "fedge" / "inference" / "device_profiles"
@@ -69,3 +73,13 @@ def test_bad_flags_are_one_line_and_write_nothing(tmp_path: Path) -> None:
         assert message in result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
         assert not out.exists()
+
+
+def test_its_flags_are_the_device_table_declaration() -> None:
+    group = typer.main.get_command(app)
+    assert isinstance(group, click.Group)
+    edge = group.commands["edge"]
+    assert isinstance(edge, click.Group)
+    flags = {opt for param in edge.commands["make-data"].params for opt in param.opts}
+    declared = {"--" + config_key(f.name) for f, _ in declared_options(DeviceDataSpec)}
+    assert flags - {"--out", "--profile"} == declared
