@@ -26,7 +26,7 @@ import torch
 
 from fedge.app.config import RunConfig
 from fedge.app.metrics import roc_auc
-from fedge.app.training import evaluate, set_seed, train
+from fedge.app.training import LocalTraining, evaluate, set_seed, train
 from fedge.data import get_dataset
 from fedge.simulation import simulate
 from fedge.tasks import load_task
@@ -132,6 +132,12 @@ def _local_only(seeds: Sequence[int], options: dict[str, Any]) -> dict[str, list
     dataset = get_dataset(ref.dataset)
     assert dataset.groups_train is not None
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
+    local = LocalTraining(
+        epochs=options["local_epochs"],
+        batch_size=options["batch_size"],
+        lr=options["lr"],
+        momentum=options["momentum"],
+    )
     runs: dict[str, list[Run]] = {}
     for hospital in np.unique(dataset.groups_train):
         mine = dataset.groups_train == hospital
@@ -145,10 +151,7 @@ def _local_only(seeds: Sequence[int], options: dict[str, Any]) -> dict[str, list
                     model,
                     x,
                     y,
-                    epochs=options["local_epochs"],
-                    batch_size=options["batch_size"],
-                    lr=options["lr"],
-                    momentum=options["momentum"],
+                    local=local,
                     seed=seed * 1000 + round_,
                 )
             accuracy = evaluate(model, x_test, y_test).accuracy

@@ -28,7 +28,7 @@ import torch
 
 from fedge.app.config import RunConfig
 from fedge.app.metrics import anomaly_metrics, anomaly_threshold
-from fedge.app.training import reconstruction_errors, set_seed, train
+from fedge.app.training import LocalTraining, reconstruction_errors, set_seed, train
 from fedge.data import get_dataset
 from fedge.simulation import simulate
 from fedge.tasks import load_task
@@ -117,6 +117,12 @@ def _local_only(seeds: Sequence[int], options: dict[str, Any]) -> dict[str, list
     assert dataset.groups_train is not None
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
     rule = ref.task.threshold_rule
+    local = LocalTraining(
+        epochs=options["local_epochs"],
+        batch_size=options["batch_size"],
+        lr=options["lr"],
+        momentum=options["momentum"],
+    )
     runs: dict[str, list[dict[str, float]]] = {}
     for machine in np.unique(dataset.groups_train):
         mine = dataset.groups_train == machine
@@ -130,10 +136,7 @@ def _local_only(seeds: Sequence[int], options: dict[str, Any]) -> dict[str, list
                     model,
                     x,
                     y,
-                    epochs=options["local_epochs"],
-                    batch_size=options["batch_size"],
-                    lr=options["lr"],
-                    momentum=options["momentum"],
+                    local=local,
                     seed=seed * 1000 + round_,
                     kind="anomaly",
                 )

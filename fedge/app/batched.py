@@ -42,7 +42,7 @@ from fedge.app.arrays import torch_state_dict
 from fedge.app.client import ClientData, client_seed, load_client_data, train_setting
 from fedge.app.config import RunConfig
 from fedge.app.personalize import PERSONAL_LAYERS
-from fedge.app.training import map_one_thread_each
+from fedge.app.training import LocalTraining, map_one_thread_each, train
 from fedge.errors import ConfigError
 
 __all__ = [
@@ -182,12 +182,8 @@ class BatchTrainer:
         states, losses = train_together(
             self._model,
             [(data.x, data.y) for _, data, _ in clients],
+            local=setting.local,
             seeds=seeds,
-            epochs=setting.epochs,
-            batch_size=setting.batch_size,
-            lr=setting.lr,
-            momentum=setting.momentum,
-            proximal_mu=setting.proximal_mu,
             workers=os.cpu_count() or 1,
         )
         for (i, data, _), state, loss in zip(clients, states, losses, strict=True):
@@ -223,12 +219,8 @@ def train_together(
     model: nn.Module,
     clients: Sequence[tuple[Tensor, Tensor]],
     *,
+    local: LocalTraining,
     seeds: Sequence[int],
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    momentum: float = 0.0,
-    proximal_mu: float = 0.0,
     workers: int = 1,
 ) -> tuple[list[dict[str, Tensor]], list[float]]:
     """Train one copy of ``model`` (its weights on entry) per client, all at once.
@@ -240,7 +232,7 @@ def train_together(
     states: list[dict[str, Tensor]] = [{} for _ in clients]
     losses = [0.0] * len(clients)
     plans = [
-        _schedule(len(y), seed, epochs, batch_size)
+        _schedule(len(y), seed, local.epochs, local.batch_size)
         for (_, y), seed in zip(clients, seeds, strict=True)
     ]
     # At least one group per worker: each trains on one thread, as the sequential path does
@@ -250,19 +242,9 @@ def train_together(
 
     def run(group: list[int]) -> list[tuple[dict[str, Tensor], float]]:
         if len(group) < _MIN_GROUP:  # nothing to share: the sequential path is as fast
-            return [
-                _train_alone(
-                    model, clients[i], seeds[i], epochs, batch_size, lr, momentum, proximal_mu
-                )
-                for i in group
-            ]
+            return [_train_alone(model, clients[i], seeds[i], local) for i in group]
         group_states, group_losses = _train_group(
-            model,
-            [clients[i] for i in group],
-            [plans[i] for i in group],
-            lr=lr,
-            momentum=momentum,
-            proximal_mu=proximal_mu,
+            model, [clients[i] for i in group], [plans[i] for i in group], local
         )
         return list(zip(group_states, group_losses, strict=True))
 
@@ -273,28 +255,10 @@ def train_together(
 
 
 def _train_alone(
-    model: nn.Module,
-    client: tuple[Tensor, Tensor],
-    seed: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    momentum: float,
-    proximal_mu: float,
+    model: nn.Module, client: tuple[Tensor, Tensor], seed: int, local: LocalTraining
 ) -> tuple[dict[str, Tensor], float]:
-    from fedge.app.training import train
-
     alone = copy.deepcopy(model)
-    loss = train(
-        alone,
-        *client,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        momentum=momentum,
-        seed=seed,
-        proximal_mu=proximal_mu,
-    )
+    loss = train(alone, *client, local=local, seed=seed)
     return {n: p.detach().clone() for n, p in alone.named_parameters()}, loss
 
 
@@ -339,14 +303,12 @@ def _train_group(
     model: nn.Module,
     clients: Sequence[tuple[Tensor, Tensor]],
     plans: Sequence[list[_Step]],
-    *,
-    lr: float,
-    momentum: float,
-    proximal_mu: float,
+    local: LocalTraining,
 ) -> tuple[list[dict[str, Tensor]], list[float]]:
     count = len(clients)
     stacked = stack_clients(model, count)
     params = dict(stacked.named_parameters())
+    proximal_mu = local.proximal_mu
     initial = {name: p.detach().clone() for name, p in params.items()} if proximal_mu else {}
     velocity: dict[str, Tensor] = {}
     x_all, y_all = _padded(clients)
@@ -375,7 +337,7 @@ def _train_group(
         totals = torch.where(counted, totals + losses.detach().double() * sizes, totals)
         seen = torch.where(counted, seen + sizes, seen)
         with torch.no_grad():
-            _sgd_step(params, velocity, active, lr=lr, momentum=momentum)
+            _sgd_step(params, velocity, active, lr=local.lr, momentum=local.momentum)
     states = [{n: p[k].detach().clone() for n, p in params.items()} for k in range(count)]
     return states, [float(totals[k] / max(float(seen[k]), 1.0)) for k in range(count)]
 

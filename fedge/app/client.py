@@ -27,7 +27,7 @@ from fedge.app.personalize import (
     training_part,
 )
 from fedge.app.regression import evaluate_regression, target_scale
-from fedge.app.training import EvalResult, evaluate, task_loss, train
+from fedge.app.training import EvalResult, LocalTraining, evaluate, task_loss, train
 from fedge.data import get_dataset, parse_partition, partition_indices
 from fedge.data.device import load_device_data
 from fedge.data.population import population_of
@@ -61,11 +61,7 @@ class TrainSetting:
 
     server_round: int
     site_round: int
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float
-    proximal_mu: float
+    local: LocalTraining
 
 
 def train_setting(config: RunConfig, record: ConfigRecord) -> TrainSetting:
@@ -73,11 +69,13 @@ def train_setting(config: RunConfig, record: ConfigRecord) -> TrainSetting:
     return TrainSetting(
         server_round=int(_scalar(record, "server-round", 0)),
         site_round=int(_scalar(record, "site-round", 1)),
-        epochs=int(_scalar(record, "local-epochs", config.local_epochs)),
-        batch_size=int(_scalar(record, "batch-size", config.batch_size)),
-        lr=_scalar(record, "lr", config.lr),
-        momentum=_scalar(record, "momentum", config.momentum),
-        proximal_mu=_scalar(record, "proximal-mu", 0.0),
+        local=LocalTraining(
+            epochs=int(_scalar(record, "local-epochs", config.local_epochs)),
+            batch_size=int(_scalar(record, "batch-size", config.batch_size)),
+            lr=_scalar(record, "lr", config.lr),
+            momentum=_scalar(record, "momentum", config.momentum),
+            proximal_mu=_scalar(record, "proximal-mu", 0.0),
+        ),
     )
 
 
@@ -263,12 +261,8 @@ def _train(msg: Message, context: Context, config: RunConfig, root: Path | None)
         model,
         data.x,
         data.y,
-        epochs=setting.epochs,
-        batch_size=setting.batch_size,
-        lr=setting.lr,
-        momentum=setting.momentum,
+        local=setting.local,
         seed=client_seed(config.seed, setting.server_round, partition_id, setting.site_round),
-        proximal_mu=setting.proximal_mu,
         precision=config.precision,
         kind=config.task_kind,
         loss=config.declared_loss,

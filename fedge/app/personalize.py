@@ -379,20 +379,13 @@ def fine_tune(
     Returns the number of epochs kept (0: the model is unchanged) and the weights after the
     last epoch (what fine-tuning without a guard would serve).
     """
-    from fedge.app.training import evaluate, train
+    from fedge.app.training import LocalTraining, evaluate, train
 
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     best_accuracy, best_epoch = evaluate(model, *val_part).accuracy, 0
+    one_epoch = LocalTraining(epochs=1, batch_size=batch_size, lr=lr, momentum=momentum)
     for epoch in range(1, epochs + 1):
-        train(
-            model,
-            *train_part,
-            epochs=1,
-            batch_size=batch_size,
-            lr=lr,
-            momentum=momentum,
-            seed=seed + epoch,
-        )
+        train(model, *train_part, local=one_epoch, seed=seed + epoch)
         accuracy = evaluate(model, *val_part).accuracy
         if accuracy > best_accuracy:
             best_accuracy, best_epoch = accuracy, epoch

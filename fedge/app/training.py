@@ -25,6 +25,7 @@ from fedge.app.config import PRECISIONS
 
 __all__ = [
     "EvalResult",
+    "LocalTraining",
     "compute_precision",
     "device_of",
     "evaluate",
@@ -51,6 +52,18 @@ class EvalResult:
     loss: float
     accuracy: float
     num_examples: int
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """A client's local SGD: ``epochs`` passes over its samples in batches of ``batch_size``,
+    the step size and momentum, and the FedProx weight (``proximal_mu`` 0: plain FedAvg)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.0
+    proximal_mu: float = 0.0
 
 
 def set_seed(seed: int) -> None:
@@ -88,19 +101,16 @@ def train(
     x: Tensor,
     y: Tensor,
     *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    momentum: float = 0.0,
+    local: LocalTraining,
     seed: int = 0,
-    proximal_mu: float = 0.0,
     precision: str = "fp32",
     kind: str = "classification",
     loss: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> float:
-    """Train ``model`` in place with SGD; return the mean training loss of the last epoch.
+    """Train ``model`` in place with SGD as ``local`` says; return the mean training loss of
+    the last epoch.
 
-    With ``proximal_mu > 0`` the FedProx term ``mu/2 * ||w - w_global||^2`` is added, where
+    With ``local.proximal_mu > 0`` the FedProx term ``mu/2 * ||w - w_global||^2`` is added, where
     ``w_global`` is the model's weights on entry. ``kind`` is the task's: ``anomaly`` trains
     an autoencoder to reconstruct its input (labels unused), ``regression`` minimises the MSE
     of its one output, others minimise cross-entropy; a task's own ``loss`` replaces these.
@@ -110,14 +120,16 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     params = list(model.parameters())
     velocity: list[Tensor | None] = [None] * len(params)
-    global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
+    global_params = (
+        [p.detach().clone() for p in model.parameters()] if local.proximal_mu > 0 else []
+    )
     model.train()
     last_loss = 0.0
-    for _ in range(epochs):
+    for _ in range(local.epochs):
         order = torch.randperm(len(y), generator=generator)
         total, count = 0.0, 0
-        for start in range(0, len(y), batch_size):
-            idx = order[start : start + batch_size]
+        for start in range(0, len(y), local.batch_size):
+            idx = order[start : start + local.batch_size]
             for p in params:
                 p.grad = None
             with compute_precision(precision, device.type):
@@ -129,9 +141,9 @@ def train(
                     ((p - g) ** 2).sum()
                     for p, g in zip(model.parameters(), global_params, strict=True)
                 )
-                batch_loss = batch_loss + 0.5 * proximal_mu * prox
+                batch_loss = batch_loss + 0.5 * local.proximal_mu * prox
             batch_loss.backward()
-            sgd_step(params, velocity, lr=lr, momentum=momentum)
+            sgd_step(params, velocity, lr=local.lr, momentum=local.momentum)
             total += float(batch_loss.detach()) * len(idx)
             count += len(idx)
         last_loss = total / max(count, 1)

@@ -11,7 +11,7 @@ from torch import nn
 
 from fedge.app.batched import plan_batching, train_together
 from fedge.app.config import RunConfig
-from fedge.app.training import train
+from fedge.app.training import LocalTraining, train
 from fedge.data import get_dataset
 from fedge.errors import ConfigError
 from fedge.models import get_model, register_model
@@ -46,11 +46,11 @@ def test_batched_training_is_sequential_training(dataset: str, model: str, mu: f
     # Unequal clients: different step counts and a short last batch each.
     clients = _clients(dataset, [20, 37, 37, 52, 9, 70])
     seeds = [11, 12, 13, 14, 15, 16]
-    options = {"epochs": 2, "batch_size": 16, "lr": 0.02, "momentum": 0.9, "proximal_mu": mu}
-    states, losses = train_together(net, clients, seeds=seeds, workers=2, **options)
+    local = LocalTraining(epochs=2, batch_size=16, lr=0.02, momentum=0.9, proximal_mu=mu)
+    states, losses = train_together(net, clients, local=local, seeds=seeds, workers=2)
     for (x, y), seed, state, loss in zip(clients, seeds, states, losses, strict=True):
         alone = copy.deepcopy(net)
-        expected_loss = train(alone, x, y, seed=seed, **options)
+        expected_loss = train(alone, x, y, local=local, seed=seed)
         assert loss == pytest.approx(expected_loss, rel=1e-5)
         for name, value in alone.state_dict().items():
             torch.testing.assert_close(state[name], value, rtol=1e-4, atol=1e-5)
@@ -60,12 +60,12 @@ def test_a_client_whose_weights_change_does_not_move_another() -> None:
     ds = get_dataset("digits")
     net = get_model("mlp", input_shape=ds.input_shape, num_classes=ds.num_classes)
     short, long_ = _clients("digits", [8, 80])
-    options = {"epochs": 1, "batch_size": 8, "lr": 0.05, "momentum": 0.9}
-    together, _ = train_together(net, [short, long_, short], seeds=[1, 2, 1], **options)
+    local = LocalTraining(epochs=1, batch_size=8, lr=0.05, momentum=0.9)
+    together, _ = train_together(net, [short, long_, short], local=local, seeds=[1, 2, 1])
     # The short client stopped after one step while the long one took ten more: momentum
     # must not carry it on.
     alone = copy.deepcopy(net)
-    train(alone, *short, seed=1, **options)
+    train(alone, *short, local=local, seed=1)
     for name, value in alone.state_dict().items():
         torch.testing.assert_close(together[0][name], value, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(together[2][name], value, rtol=1e-5, atol=1e-6)

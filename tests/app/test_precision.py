@@ -7,6 +7,7 @@ import torch
 
 from fedge.app.config import RunConfig
 from fedge.app.training import (
+    LocalTraining,
     compute_precision,
     evaluate,
     map_one_thread_each,
@@ -89,7 +90,8 @@ def test_bf16_training_keeps_fp32_weights_and_learns() -> None:
     y = (x.mean(dim=(1, 2, 3)) > 0).long()
     model = get_model("cnn-small", input_shape=(1, 8, 8), num_classes=2)
     before = evaluate(model, x, y).accuracy
-    train(model, x, y, epochs=5, batch_size=32, lr=0.1, momentum=0.9, precision="bf16")
+    local = LocalTraining(epochs=5, batch_size=32, lr=0.1, momentum=0.9)
+    train(model, x, y, local=local, precision="bf16")
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert evaluate(model, x, y).accuracy > max(before + 0.2, 0.8)
 

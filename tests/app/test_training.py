@@ -7,12 +7,12 @@ import sys
 import pytest
 import torch
 
-from fedge.app.training import train
+from fedge.app.training import LocalTraining, train
 from fedge.models import get_model
 
 
 def _reference(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, momentum: float) -> None:
-    """The same batches as ``train(seed=3, epochs=2, batch_size=16)``, through torch.optim.SGD."""
+    """The same batches as ``train(seed=3)`` with 2 epochs of batches of 16, through SGD."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=momentum)
     generator = torch.Generator().manual_seed(3)
     model.train()
@@ -33,7 +33,8 @@ def test_train_steps_as_torch_sgd_does(momentum: float) -> None:
     model.classifier[-1].bias.requires_grad_(False)  # no gradient: SGD leaves it alone
     initial, expected = copy.deepcopy(model), copy.deepcopy(model)
     _reference(expected, x, y, momentum)
-    train(model, x, y, epochs=2, batch_size=16, lr=0.05, momentum=momentum, seed=3)
+    local = LocalTraining(epochs=2, batch_size=16, lr=0.05, momentum=momentum)
+    train(model, x, y, local=local, seed=3)
     for name, value in expected.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-6, atol=1e-7)
     assert not torch.equal(model.classifier[1].weight, initial.classifier[1].weight)
@@ -44,11 +45,11 @@ def test_training_does_not_load_the_compiler() -> None:
     # Building a torch.optim optimizer imports torch._dynamo: seconds of every run's start.
     code = (
         "import sys, torch\n"
-        "from fedge.app.training import train\n"
+        "from fedge.app.training import LocalTraining, train\n"
         "from fedge.models import get_model\n"
         "model = get_model('mlp', input_shape=(4,), num_classes=2)\n"
-        "train(model, torch.randn(8, 4), torch.randint(0, 2, (8,)), epochs=1, batch_size=4,"
-        " lr=0.1, momentum=0.9)\n"
+        "train(model, torch.randn(8, 4), torch.randint(0, 2, (8,)),"
+        " local=LocalTraining(epochs=1, batch_size=4, lr=0.1, momentum=0.9))\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

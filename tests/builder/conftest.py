@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
-from fedge.app.training import train
+from fedge.app.training import LocalTraining, train
 from fedge.builder import DistillSettings, ReleaseReport, ReleaseSettings, build_release
 from fedge.builder.targets import Target, list_targets, register_target
 from fedge.builder.transfer import TransferSet
@@ -38,7 +38,7 @@ def train_teacher(dataset: Dataset, model: str, *, epochs: int = 8) -> Checkpoin
     torch.manual_seed(0)
     net = get_model(model, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
     x, y = torch.from_numpy(dataset.x_train), torch.from_numpy(dataset.y_train)
-    train(net, x, y, epochs=epochs, batch_size=32, lr=0.05, momentum=0.9)
+    train(net, x, y, local=LocalTraining(epochs=epochs, batch_size=32, lr=0.05, momentum=0.9))
     return Checkpoint(
         model=model,
         input_shape=dataset.input_shape,

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from fedge.app.checkpoint import Checkpoint, save_checkpoint
-from fedge.app.training import train
+from fedge.app.training import LocalTraining, train
 from fedge.cli.main import app
 from fedge.data import get_dataset
 from fedge.files import file_sha256
@@ -27,7 +27,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     net = get_model("cnn-small", input_shape=data.input_shape, num_classes=data.num_classes)
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-    train(net, x, y, epochs=1, batch_size=32, lr=0.05, momentum=0.9)
+    train(net, x, y, local=LocalTraining(epochs=1, batch_size=32, lr=0.05, momentum=0.9))
     path = tmp_path_factory.mktemp("teacher") / "model.pt"
     save_checkpoint(
         path,

@@ -13,7 +13,7 @@ from torch import nn
 
 from fedge.app.config import RunConfig
 from fedge.app.results import task_metrics
-from fedge.app.training import train
+from fedge.app.training import LocalTraining, train
 from fedge.errors import ConfigError
 from fedge.simulation import simulate
 from fedge.tasks import Task
@@ -82,12 +82,10 @@ def test_a_declared_loss_replaces_the_kinds_exactly() -> None:
         scaled,
         x,
         y,
-        epochs=2,
-        batch_size=8,
-        lr=0.1,
+        local=LocalTraining(epochs=2, batch_size=8, lr=0.1),
         loss=lambda out, labels: 3 * nn.functional.cross_entropy(out, labels),
     )
-    once = train(plain, x, y, epochs=2, batch_size=8, lr=0.3)
+    once = train(plain, x, y, local=LocalTraining(epochs=2, batch_size=8, lr=0.3))
     for a, b in zip(scaled.parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert tripled > 0 and once > 0
