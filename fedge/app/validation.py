@@ -10,14 +10,16 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, Message, MessageType, MetricRecord
 
 from fedge.app.arrays import array_values
+from fedge.errors import PayloadError
 
 __all__ = [
     "DroppedReply",
     "arrays_problem",
     "metrics_problem",
+    "refuse_invalid_update",
     "validate_evaluate_replies",
     "validate_train_replies",
 ]
@@ -55,6 +57,19 @@ def validate_train_replies(
         else:
             kept.append(msg)
     return kept, dropped
+
+
+def refuse_invalid_update(
+    reply: Message, *, message_type: str, reference: ArrayRecord | None
+) -> None:
+    """Raise :class:`~fedge.errors.PayloadError` for a device's training reply that the round
+    would drop (a reply that reports an error is a valid answer, not bad input): the check a
+    server makes as the reply arrives, before it completes the device's task."""
+    if reply.has_error() or message_type != MessageType.TRAIN or reference is None:
+        return
+    _, dropped = validate_train_replies([reply], reference)
+    if dropped:
+        raise PayloadError(f"update refused: {dropped[0].reason}")
 
 
 def validate_evaluate_replies(

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from flwr.app import Message, MessageType
+from flwr.app import Message
 
 from fedge.app.sites import SiteResult, aggregation_for
-from fedge.app.validation import validate_train_replies
+from fedge.app.validation import refuse_invalid_update
 from fedge.coordinator.pki import CertificateAuthority
 from fedge.coordinator.state import KIND_GATEWAY, DeviceRow, Heartbeat, State
-from fedge.errors import PayloadError, PkiError
+from fedge.errors import PkiError
 from fedge.protocol.manifest import key_id, load_public_key
 from fedge.protocol.pki import certificate_serial
 from fedge.protocol.serde import data_summary_from_proto, device_state_from_proto
@@ -166,10 +166,7 @@ def check_reply(reply: Message, task: Task) -> SiteResult | None:
             aggregation=aggregation_for(task.message_type, json.loads(task.run_config_json)),
             reference=task.reference,
         )
-    if task.message_type == MessageType.TRAIN and task.reference is not None:
-        _, dropped = validate_train_replies([reply], task.reference)
-        if dropped:
-            raise PayloadError(f"update refused: {dropped[0].reason}")
+    refuse_invalid_update(reply, message_type=task.message_type, reference=task.reference)
     return None
 
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from flwr.app import Message, MessageType
+from flwr.app import Message
 
-from fedge.app.validation import validate_train_replies
-from fedge.errors import AuthenticationError, PayloadError, PermissionDeniedError, PkiError
+from fedge.app.validation import refuse_invalid_update
+from fedge.errors import AuthenticationError, PermissionDeniedError, PkiError
 from fedge.gateway.cache import ArtifactCache
 from fedge.gateway.releases import SiteReleases
 from fedge.gateway.state import GatewayState, RosterEntry
@@ -104,14 +104,7 @@ class SiteFleet:
 
     def take_result(self, device: SiteDevice, task: Task, reply: Message) -> None:
         """Refuse an update the cloud would refuse; complete the task."""
-        if (
-            not reply.has_error()
-            and task.message_type == MessageType.TRAIN
-            and task.reference is not None
-        ):
-            _, dropped = validate_train_replies([reply], task.reference)
-            if dropped:
-                raise PayloadError(f"update refused: {dropped[0].reason}")
+        refuse_invalid_update(reply, message_type=task.message_type, reference=task.reference)
         self.hub.complete(task, reply)
 
 

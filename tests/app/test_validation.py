@@ -4,9 +4,14 @@ import re
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
-from fedge.app.validation import validate_evaluate_replies, validate_train_replies
+from fedge.app.validation import (
+    refuse_invalid_update,
+    validate_evaluate_replies,
+    validate_train_replies,
+)
+from fedge.errors import PayloadError
 from fedge.runtime.local import set_server_identity
 
 
@@ -86,3 +91,23 @@ def test_error_replies_are_dropped_with_the_clients_reason(reference: ArrayRecor
     assert kept == [] and "out of memory" in dropped[0].reason
     kept, dropped = validate_evaluate_replies([reply])
     assert kept == [] and dropped[0].node_id == 3
+
+
+def test_refuse_invalid_update_names_the_problem_and_lets_valid_answers_through() -> None:
+    reference = ArrayRecord({"w": Array(np.zeros((2, 3), dtype=np.float32))})
+    task = Message(RecordDict({"arrays": reference}), 1, MessageType.TRAIN, group_id="1")
+
+    def reply(w: np.ndarray) -> Message:
+        metrics = MetricRecord({"num-examples": 4})
+        content = RecordDict({"arrays": ArrayRecord({"w": Array(w)}), "metrics": metrics})
+        return Message(content, reply_to=task)
+
+    with pytest.raises(PayloadError, match=r"^update refused: .*shape"):
+        refuse_invalid_update(
+            reply(np.zeros((3, 2), np.float32)), message_type=MessageType.TRAIN, reference=reference
+        )
+    refuse_invalid_update(
+        reply(np.ones((2, 3), np.float32)), message_type=MessageType.TRAIN, reference=reference
+    )
+    failed = Message(Error(code=1, reason="out of memory"), reply_to=task)
+    refuse_invalid_update(failed, message_type=MessageType.TRAIN, reference=reference)

@@ -186,3 +186,16 @@ def test_without_tls_the_hash_is_sent_and_required(tmp_path: Path) -> None:
         if channel is not None:
             channel.close()
         fleet.close()
+
+
+def test_an_update_of_the_wrong_shape_is_refused_and_the_task_stays_open(fleet: Fleet) -> None:
+    identity = fleet.enroll("dev")
+    stub = fleet.fleet_stub(identity)
+    stub.Heartbeat(fleet_pb2.HeartbeatRequest(), timeout=10)
+    thread, replies, w = _round(fleet.coordinator, identity.node_id)
+    header, task = pull_task(stub)
+    assert _push(stub, header, _echo(task, w[:-1]), sha256="") == S.INVALID_ARGUMENT
+    assert _push(stub, header, _echo(task, w * 3), sha256="") == S.OK
+    thread.join(60)
+    (got,) = replies
+    np.testing.assert_array_equal(got.content.array_records["arrays"]["w"].numpy(), w * 3)
