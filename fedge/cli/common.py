@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from fedge.errors import ConfigError, MissingExtraError
 from fedge.log import logger
@@ -79,6 +78,8 @@ def print_plain(text: str) -> None:
 
 def print_figures(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     """Print a table of figures (one row per round, say), each column right-aligned."""
+    from rich.table import Table  # with fractions and decimal: not loaded by a serving device
+
     table = Table(title=title)
     for column in columns:
         table.add_column(column, justify="right")

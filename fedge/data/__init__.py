@@ -1,21 +1,11 @@
 """Datasets: embedded and on-disk loaders, a registry, data files read without code (tables,
-sensor series, image folders, npz) with their fitted preprocessing, and client partitioners."""
+sensor series, image folders, npz) with their fitted preprocessing, and client partitioners.
 
-from fedge.data.base import Dataset
-from fedge.data.files import FileData, read_data
-from fedge.data.partition import PartitionSpec, parse_partition, partition_indices
-from fedge.data.preprocessing import Preprocessing
-from fedge.data.registry import get_dataset, list_datasets, register_dataset
+Names are imported on first use (they are listed once, in ``__init__.pyi``): a serving device
+that only normalises its inputs (:mod:`fedge.data.preprocessing`) loads neither the registry nor
+the file readers.
+"""
 
-__all__ = [
-    "Dataset",
-    "FileData",
-    "PartitionSpec",
-    "Preprocessing",
-    "get_dataset",
-    "list_datasets",
-    "parse_partition",
-    "partition_indices",
-    "read_data",
-    "register_dataset",
-]
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

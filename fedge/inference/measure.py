@@ -17,7 +17,6 @@ process already peaked at.
 A leaf: numpy, the standard library and :mod:`fedge.inference.runners`; never torch.
 """
 
-import argparse
 import gc
 import importlib
 import io
@@ -27,11 +26,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedge.errors import FedgeError
 from fedge.inference.runners import ENGINE_PACKAGES, load_runner
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["PeakMemory", "SessionFigures", "measure_session"]
 
@@ -122,7 +125,7 @@ def _peak_kib() -> int:
 
 
 def _child(
-    engine: str, path: Path, sample: np.ndarray, args: argparse.Namespace
+    engine: str, path: Path, sample: np.ndarray, args: "argparse.Namespace"
 ) -> dict[str, float]:
     importlib.import_module(ENGINE_PACKAGES[engine])  # the engine's own cost is not the model's
     memory = PeakMemory()
@@ -145,6 +148,8 @@ def _child(
 def main(argv: list[str] | None = None) -> int:
     """Child entry point: ``ENGINE ARTIFACT [--runs --warmup --threads]``, the sample as
     ``.npy`` bytes on stdin; one JSON line of :class:`SessionFigures` on stdout."""
+    import argparse  # the child's only: a device measuring in process never parses arguments
+
     parser = argparse.ArgumentParser(prog="fedge.inference.measure")
     parser.add_argument("engine", choices=sorted(ENGINE_PACKAGES))
     parser.add_argument("artifact", type=Path)

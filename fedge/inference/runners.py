@@ -28,7 +28,6 @@ clinic's device or build machine. All three fall back to their own no-op stubs w
 
 import importlib.util
 import sys
-import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +97,8 @@ class OnnxRuntimeRunner(Runner):
 
 def read_ir(path: Path) -> tuple[bytes, bytes]:
     """The IR's XML and weights from an ``.openvino.zip`` artifact."""
+    import zipfile
+
     with zipfile.ZipFile(path) as archive:
         xml, weights = (archive.read(name) for name in IR_MEMBERS)
     return xml, weights
