@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -146,12 +147,9 @@ def start_fleet(tmp_path: Path, **overrides: Any) -> Fleet:
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     """A coordinator with TLS on ephemeral loopback ports; stopped at the end."""
-    f = start_fleet(tmp_path)
-    try:
+    with closing(start_fleet(tmp_path)) as f:
         yield f
-    finally:
-        f.close()
-        assert not [t for t in threading.enumerate() if t.name == "fedge-runs" and t.is_alive()]
+    assert not [t for t in threading.enumerate() if t.name == "fedge-runs" and t.is_alive()]
 
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,6 +1,7 @@
 """Helpers to act as the devices of an in-process coordinator (``fleet``, in the root conftest)."""
 
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,8 @@ __all__ = ["Fleet", "observed", "pull_task", "start_fleet"]
 @pytest.fixture
 def observed(tmp_path: Path) -> Iterator[Fleet]:
     """A coordinator serving /metrics on an ephemeral loopback port."""
-    f = start_fleet(tmp_path, metrics_address="127.0.0.1:0")
-    try:
+    with closing(start_fleet(tmp_path, metrics_address="127.0.0.1:0")) as f:
         yield f
-    finally:
-        f.close()
 
 
 def pull_task(stub: Any, metadata: tuple[tuple[str, str], ...] = ()) -> tuple[Any, Message]:

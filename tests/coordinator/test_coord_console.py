@@ -5,6 +5,7 @@ its session opens the pages in a real (headless) Chromium."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,8 @@ runner = CliRunner()
 @pytest.fixture
 def remote(tmp_path: Path) -> Iterator[Fleet]:
     """A coordinator whose console listens on every interface: TLS and a login required."""
-    f = start_fleet(tmp_path, console_address="0.0.0.0:0")
-    try:
+    with closing(start_fleet(tmp_path, console_address="0.0.0.0:0")) as f:
         yield f
-    finally:
-        f.close()
 
 
 def _base(fleet: Fleet) -> str:

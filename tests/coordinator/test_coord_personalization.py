@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,10 @@ runner = CliRunner()
 @pytest.fixture
 def observed(tmp_path: Path) -> Iterator[Fleet]:
     """A coordinator serving /metrics and its console on ephemeral loopback ports."""
-    f = start_fleet(tmp_path, metrics_address="127.0.0.1:0", console_address="127.0.0.1:0")
-    try:
+    with closing(
+        start_fleet(tmp_path, metrics_address="127.0.0.1:0", console_address="127.0.0.1:0")
+    ) as f:
         yield f
-    finally:
-        f.close()
 
 
 def fleet_rows(fleet: Fleet) -> dict[str, dict[str, object]]:

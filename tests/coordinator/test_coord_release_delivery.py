@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import grpc
@@ -100,11 +101,8 @@ def test_a_state_dir_without_a_pinned_key_refuses_to_start_delivery(fleet: Fleet
 @pytest.fixture
 def capped(tmp_path: Path) -> Iterator[Fleet]:
     """A coordinator that serves one artifact download at a time."""
-    f = start_fleet(tmp_path, max_concurrent_downloads=1)
-    try:
+    with closing(start_fleet(tmp_path, max_concurrent_downloads=1)) as f:
         yield f
-    finally:
-        f.close()
 
 
 def test_download_cap_answers_resource_exhausted_and_the_updater_retries(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,8 @@ GOOD, CANDIDATE = 1, 2  # seeds of the two linear models
 @pytest.fixture
 def gated(tmp_path: Path) -> Iterator[Fleet]:
     """A coordinator whose health gate looks at rollouts five times a second."""
-    f = start_fleet(tmp_path, rollout_check_seconds=0.2)
-    try:
+    with closing(start_fleet(tmp_path, rollout_check_seconds=0.2)) as f:
         yield f
-    finally:
-        f.close()
 
 
 def wait_for(what: Callable[[], bool], timeout: float = 60.0) -> None:

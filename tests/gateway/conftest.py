@@ -7,6 +7,7 @@ composed as ``fedge edge start`` composes them (:func:`~fedge.edge.device.start_
 
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,8 +135,5 @@ def start_site(tmp_path: Path, **cloud: object) -> Site:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     """A cloud and one site gateway in this process; everything stopped at the end."""
-    s = start_site(tmp_path)
-    try:
+    with closing(start_site(tmp_path)) as s:
         yield s
-    finally:
-        s.close()

@@ -3,6 +3,7 @@ while its gateway says it is connected, offline once it goes silent."""
 
 import urllib.request
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,8 @@ from .conftest import Site, start_site, wait_for
 @pytest.fixture
 def observed_site(tmp_path: Path) -> Iterator[Site]:
     """A cloud serving /metrics on an ephemeral loopback port, and one site gateway."""
-    s = start_site(tmp_path, metrics_address="127.0.0.1:0")
-    try:
+    with closing(start_site(tmp_path, metrics_address="127.0.0.1:0")) as s:
         yield s
-    finally:
-        s.close()
 
 
 def device_gauges(port: int) -> dict[str, float]:
