@@ -93,7 +93,7 @@ def build_release(
     out_dir: Path | str,
     student: str | nn.Module | None = None,
     dataset: Dataset | None = None,
-    data_dir: Path | str | None = None,
+    data_dir: str | None = None,
     transfer: TransferSet | None = None,
     settings: ReleaseSettings | None = None,
 ) -> ReleaseReport:

@@ -183,7 +183,7 @@ def build_profile_release(
     out_dir: Path | str,
     profiles: Sequence[DeviceProfile],
     dataset: Dataset | None = None,
-    data_dir: Path | str | None = None,
+    data_dir: str | None = None,
     transfer: TransferSet | None = None,
     settings: TierSettings | None = None,
     progress: Progress | None = None,

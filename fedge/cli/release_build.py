@@ -193,7 +193,7 @@ def _build_single(
             checkpoint=checkpoint,
             out_dir=out,
             student=student,
-            data_dir=data_dir,
+            data_dir=str(data_dir) if data_dir is not None else None,
             settings=settings,
         )
     print_release_summary(report, out)
@@ -244,7 +244,7 @@ def _build_profiles(
             checkpoint=ckpt,
             out_dir=out,
             profiles=profiles,
-            data_dir=data_dir,
+            data_dir=str(data_dir) if data_dir is not None else None,
             settings=settings,
             progress=progress.tell,
         )
